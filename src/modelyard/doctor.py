@@ -1,0 +1,76 @@
+"""``doctor``: which tracking URI and stores are in use, and whether each answers."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from modelyard.errors import YardError
+from modelyard.storage import open_store
+from modelyard.tracking import redact
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.yard import Yard
+
+CREDENTIAL_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MODELYARD_WEBHOOK_SECRET",
+)
+
+
+def _check_store(url: str, endpoint: str | None) -> dict[str, Any]:
+    try:
+        open_store(url, endpoint_url=endpoint).check()
+        return {"ok": True, "detail": "reachable"}
+    except YardError as exc:
+        return {"ok": False, "detail": exc.message}
+
+
+def run(yard: Yard) -> dict[str, Any]:
+    settings = yard.settings
+    endpoint = settings.s3_endpoint_url or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    ok, detail = yard.tracking.health()
+    checks: list[dict[str, Any]] = [
+        {"component": "tracking", "target": redact(settings.resolved_tracking_uri),
+         "ok": ok, "detail": detail},
+    ]
+    vault = _check_store(settings.resolved_vault, endpoint)
+    checks.append({"component": "vault", "target": redact(settings.resolved_vault), **vault})
+    if settings.backup:
+        backup = _check_store(settings.backup, endpoint)
+        checks.append({"component": "backup", "target": redact(settings.backup), **backup})
+    artifact_root = settings.resolved_artifact_location
+    if endpoint or (artifact_root or "").startswith("s3://") or settings.resolved_vault.startswith(
+        "s3://"
+    ):
+        s3 = _check_s3_endpoint(endpoint)
+        checks.append({"component": "s3", "target": endpoint or "AWS S3", **s3})
+    return {
+        "ok": all(c["ok"] for c in checks),
+        "mode": "embedded" if settings.is_embedded else "server",
+        "tracking_uri": redact(settings.resolved_tracking_uri),
+        "artifact_location": redact(artifact_root or "(chosen by the tracking server)"),
+        "vault": redact(settings.resolved_vault),
+        "user": yard.user,
+        "credentials": {var: ("set" if os.environ.get(var) else "not set")
+                        for var in CREDENTIAL_VARS},
+        "checks": checks,
+    }
+
+
+def _check_s3_endpoint(endpoint: str | None) -> dict[str, Any]:
+    from modelyard.storage import S3Store
+
+    store = S3Store("modelyard-doctor-probe", "", endpoint)
+    try:
+        with store._translate(""):
+            store.client.list_buckets()
+        return {"ok": True, "detail": "endpoint answers"}
+    except YardError as exc:
+        return {"ok": False, "detail": exc.message}

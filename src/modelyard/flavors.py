@@ -1,0 +1,131 @@
+"""Saving a model object in MLflow's format, fast.
+
+MLflow infers pip requirements on every ``log_model`` by loading the model in a subprocess
+(seconds). modelyard infers them once per environment and flavor, caches the answer, and passes
+it explicitly. scikit-learn trees need their skops types trusted; modelyard trusts exactly the
+types of the object it serialises itself (its integrity check guards the file afterwards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import site
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from modelyard.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Flavor:
+    name: str
+    module: ModuleType
+
+    def save(self, model: Any, path: Path, mlflow_model: Any, **kwargs: Any) -> None:
+        if self.name == "python_function":
+            self.module.save_model(path=str(path), python_model=model,
+                                   mlflow_model=mlflow_model, **kwargs)
+        else:
+            self.module.save_model(model, path=str(path), mlflow_model=mlflow_model, **kwargs)
+
+
+def detect(model: Any, flavor: str | ModuleType | None) -> Flavor:
+    """Pick the MLflow flavor for a model object (scikit-learn and pyfunc detected)."""
+    import importlib
+
+    if isinstance(flavor, ModuleType):
+        return Flavor(flavor.__name__.rsplit(".", 1)[-1], flavor)
+    if isinstance(flavor, str):
+        short = flavor.removeprefix("mlflow.")
+        if short in ("pyfunc", "python_function"):
+            import mlflow.pyfunc
+
+            return Flavor("python_function", mlflow.pyfunc)
+        try:
+            return Flavor(short, importlib.import_module(f"mlflow.{short}"))
+        except ImportError as exc:
+            raise InvalidInput(f"unknown MLflow flavor '{flavor}'") from exc
+    import mlflow.pyfunc
+
+    if isinstance(model, mlflow.pyfunc.PythonModel):
+        return Flavor("python_function", mlflow.pyfunc)
+    module = type(model).__module__.split(".")[0]
+    if module == "sklearn" or _is_sklearn(model):
+        import mlflow.sklearn
+
+        return Flavor("sklearn", mlflow.sklearn)
+    if module in ("xgboost", "lightgbm", "catboost", "statsmodels", "torch", "keras"):
+        name = "pytorch" if module == "torch" else module
+        return Flavor(name, importlib.import_module(f"mlflow.{name}"))
+    raise InvalidInput(
+        f"cannot tell the MLflow flavor of a {type(model).__name__}; pass flavor='mlflow.<name>'"
+    )
+
+
+def _is_sklearn(model: Any) -> bool:
+    try:
+        from sklearn.base import BaseEstimator
+    except ImportError:
+        return False
+    return isinstance(model, BaseEstimator)
+
+
+def save_kwargs(flavor: Flavor, model: Any) -> dict[str, Any]:
+    """Flavor-specific arguments that avoid MLflow's slow or failing defaults."""
+    if flavor.name != "sklearn":
+        return {}
+    import mlflow.sklearn
+
+    fmt = mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS
+    try:
+        import skops.io
+    except ImportError:
+        return {"serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE}
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    return {"serialization_format": fmt, "skops_trusted_types": trusted or None}
+
+
+def _environment_key(flavor: str) -> str:
+    """Changes whenever packages are installed or removed in this environment."""
+    parts = [sys.prefix, sys.version, flavor]
+    for folder in site.getsitepackages():
+        try:
+            parts.append(f"{folder}:{Path(folder).stat().st_mtime_ns}")
+        except OSError:
+            continue
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def pip_requirements(flavor: Flavor, saved_dir: Path | None, cache_dir: Path) -> list[str] | None:
+    """The cached requirements for this environment and flavor, or None if not known yet."""
+    cached = cache_dir / "requirements" / f"{_environment_key(flavor.name)}.json"
+    if cached.is_file():
+        try:
+            value = json.loads(cached.read_text())
+            if isinstance(value, list):
+                return [str(v) for v in value]
+        except ValueError:
+            pass
+    if saved_dir is None:
+        return None
+    requirements = saved_dir / "requirements.txt"
+    if not requirements.is_file():
+        return None
+    lines = [
+        line.strip()
+        for line in requirements.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_text(json.dumps(lines))
+    tmp.replace(cached)
+    log.info("cached inferred pip requirements for %s: %s", flavor.name, lines)
+    return lines

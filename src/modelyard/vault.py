@@ -1,0 +1,158 @@
+"""The vault: content-addressed objects and per-version manifests.
+
+::
+
+    objects/ab/cdef...            file contents by SHA-256 (each stored once)
+    manifests/NAME/VERSION.json   path -> sha256 + size for every artifact file of a version
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelyard.errors import IntegrityError, StorageError
+from modelyard.storage import ObjectStore
+
+_CHUNK = 1024 * 1024
+# Written by MLflow itself when a model is downloaded through the registry, not part of it.
+_MLFLOW_ADDED = frozenset({"registered_model_meta"})
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def object_key(oid: str) -> str:
+    return f"objects/{oid[:2]}/{oid[2:]}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Every artifact file of a version: relative path -> (sha256, size)."""
+
+    files: dict[str, tuple[str, int]]
+
+    @classmethod
+    def of_directory(cls, root: Path) -> Manifest:
+        files: dict[str, tuple[str, int]] = {}
+        for path in sorted(root.rglob("*")):
+            if (path.is_file() and "__pycache__" not in path.parts
+                    and path.relative_to(root).as_posix() not in _MLFLOW_ADDED):
+                files[path.relative_to(root).as_posix()] = (sha256_file(path), path.stat().st_size)
+        return cls(files)
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the canonical manifest: what the version's tag records."""
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    @property
+    def total_size(self) -> int:
+        return sum(size for _, size in self.files.values())
+
+    def canonical(self) -> bytes:
+        body = {path: {"sha256": oid, "size": size} for path, (oid, size) in self.files.items()}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        return cls({p: (str(v["sha256"]), int(v["size"])) for p, v in data["files"].items()})
+
+    def verify_directory(self, root: Path, *, label: str, semver: str) -> None:
+        """Raise IntegrityError naming the first file that differs; nothing is loaded."""
+        present = {
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        } - _MLFLOW_ADDED
+        for rel, (oid, size) in sorted(self.files.items()):
+            path = root / rel
+            if not path.is_file():
+                raise IntegrityError(name=label, semver=semver, detail=f"{rel} is missing")
+            if path.stat().st_size != size or sha256_file(path) != oid:
+                raise IntegrityError(
+                    name=label, semver=semver,
+                    detail=f"{rel} does not match its recorded SHA-256 (expected {oid[:12]}...)",
+                )
+        extra = sorted(present - set(self.files))
+        if extra:
+            raise IntegrityError(
+                name=label, semver=semver, detail=f"unexpected file(s) {', '.join(extra[:3])}"
+            )
+
+
+class Vault:
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    @staticmethod
+    def manifest_key(name: str, version: int) -> str:
+        return f"manifests/{name}/{version}.json"
+
+    def store_objects(self, root: Path, manifest: Manifest) -> None:
+        """Copy every file's content into objects/ once (deduplicated by hash)."""
+        unique = {oid: rel for rel, (oid, _) in manifest.files.items()}
+
+        def put(item: tuple[str, str]) -> None:
+            oid, rel = item
+            key = object_key(oid)
+            if not self.store.exists(key):
+                self.store.put_file(key, root / rel)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(put, unique.items()))
+
+    def write_manifest(
+        self, name: str, version: int, manifest: Manifest, extra: dict[str, Any]
+    ) -> None:
+        body = {
+            "name": name,
+            "version": version,
+            "manifest_sha256": manifest.sha256,
+            "files": json.loads(manifest.canonical()),
+            **extra,
+        }
+        self.store.put_bytes(self.manifest_key(name, version), json.dumps(body, indent=1).encode())
+
+    def read_manifest(self, name: str, version: int, expected_sha: str, semver: str) -> Manifest:
+        """Read a manifest and check it against the hash tagged on the version."""
+        try:
+            raw = self.store.get_bytes(self.manifest_key(name, version))
+        except StorageError as exc:
+            if "not found" in exc.message:
+                raise IntegrityError(
+                    name=name, semver=semver, detail="its manifest is missing from the vault"
+                ) from exc
+            raise
+        try:
+            manifest = Manifest.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(name=name, semver=semver, detail="manifest unreadable") from exc
+        if manifest.sha256 != expected_sha:
+            raise IntegrityError(
+                name=name, semver=semver,
+                detail="the vault's manifest does not match the hash tagged on the version",
+            )
+        return manifest
+
+    def delete_manifest(self, name: str, version: int) -> None:
+        self.store.delete(self.manifest_key(name, version))
+
+    def restore_files(
+        self, manifest: Manifest, dest: Path, progress: Callable[[int], None] | None = None
+    ) -> None:
+        """Rebuild a version's files from objects/ (used by repair and as a load fallback)."""
+        for rel, (oid, size) in manifest.files.items():
+            self.store.get_file(object_key(oid), dest / rel)
+            if progress:
+                progress(size)
