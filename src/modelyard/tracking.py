@@ -58,6 +58,10 @@ class ModelRecord:
 
 
 def _version_record(mv: Any) -> VersionRecord:
+    source = mv.source or ""
+    model_id = getattr(mv, "model_id", None)
+    if not model_id and source.startswith("models:/m-"):
+        model_id = source.removeprefix("models:/")  # REST answers omit it
     return VersionRecord(
         name=mv.name,
         version=int(mv.version),
@@ -69,7 +73,7 @@ def _version_record(mv: Any) -> VersionRecord:
         description=mv.description or "",
         tags=dict(mv.tags or {}),
         aliases=list(getattr(mv, "aliases", None) or []),
-        model_id=getattr(mv, "model_id", None),
+        model_id=model_id,
         user_id=getattr(mv, "user_id", None),
     )
 
@@ -92,6 +96,7 @@ class Tracking:
                 self.settings.home_path.mkdir(parents=True, exist_ok=True)
             # The library never prints: no download progress bars from MLflow.
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
             with self.translate():
                 import mlflow
                 from mlflow import MlflowClient

@@ -341,6 +341,7 @@ class Yard:
         if owns_run:
             with contextlib.suppress(YardError):
                 self.tracking.end_run(run_id)
+        mv.artifact_location = artifact_location
         mv.metrics = {k: float(v) for k, v in (metrics or {}).items()}
         mv.params = str_params
         self._after_register(mv)

@@ -1,0 +1,127 @@
+"""Fixtures: every registry test runs on the embedded default and on the real team stack.
+
+The team stack (PostgreSQL 15, moto's S3 server, an MLflow tracking server) is started once per
+session on free loopback ports by ``modelyard.devstack`` and stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelyard.devstack import Stack
+
+_CLEARED_PREFIXES = ("MODELYARD_", "MLFLOW_", "AWS_")
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    with Stack() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session: the inferred pip requirements are worked out once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> Path:
+    """Each test gets its own HOME, working folder and a clean environment."""
+    for var in list(os.environ):
+        if var.startswith(_CLEARED_PREFIXES):
+            monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("MODELYARD_USER", "alice")
+    monkeypatch.setenv("MODELYARD_CACHE_DIR", str(shared_cache))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.chdir(work)
+    # MLflow keeps its tracking URI in a process global; start every test from a clean one.
+    import mlflow
+
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    if mlflow.active_run():
+        mlflow.end_run()
+    return work
+
+
+@pytest.fixture(scope="session")
+def empty_embedded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded MLflow database with its schema migrated once (seconds saved per test)."""
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("template-db")
+    db = folder / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    import mlflow
+
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    return db
+
+
+@pytest.fixture(params=["embedded", "server"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which backend a test runs on; the server half sets the team stack's environment."""
+    if request.param == "embedded":
+        import shutil
+
+        template: Path = request.getfixturevalue("empty_embedded_db")
+        target = Path.cwd() / ".modelyard"
+        target.mkdir(exist_ok=True)
+        shutil.copyfile(template, target / "mlflow.db")
+    if request.param == "server":
+        running: Stack = request.getfixturevalue("stack")
+        for key, value in running.env().items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("MODELYARD_VAULT", f"s3://{running.bucket}/vault-{uuid.uuid4().hex[:8]}")
+    return str(request.param)
+
+
+@pytest.fixture
+def make_yard(backend: str) -> Callable[..., Any]:
+    from modelyard import Yard
+
+    def factory(**overrides: Any) -> Any:
+        return Yard(**overrides)
+
+    return factory
+
+
+@pytest.fixture
+def yard(make_yard: Callable[..., Any]) -> Any:
+    return make_yard()
+
+
+@pytest.fixture
+def name() -> str:
+    """A model name no other test uses (the server is shared by the whole session)."""
+    return f"model-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def trained() -> dict[str, Any]:
+    """A small fitted RandomForest and its data, shared by the session."""
+    import pandas as pd
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+
+    features, target = make_classification(n_samples=300, n_features=5, random_state=0)
+    frame = pd.DataFrame(features, columns=["tenure", "charges", "calls", "age", "score"])
+    model = RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target)
+    return {"model": model, "X": frame, "y": target}
+
+
+@pytest.fixture
+def stack_or_none(backend: str, request: pytest.FixtureRequest) -> Stack | None:
+    """The running team stack on the server backend, None on the embedded one."""
+    return request.getfixturevalue("stack") if backend == "server" else None
