@@ -396,9 +396,8 @@ def verify_cmd(state: State, target: str) -> None:
         "match the manifest"))
 
 
-def run() -> None:  # pragma: no cover - console entry point alias
-    main()
-
+# Commands defined in their own modules register themselves on `main`.
+from modelyard import cli_exchange, cli_lifecycle  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -142,7 +142,7 @@ class Settings(BaseModel):
         return Path(base) / "modelyard"
 
     def format_version(self, semver: str) -> str:
-        major, minor, patch = (semver.split("+")[0].split("-")[0].split(".") + ["0", "0"])[:3]
+        major, minor, patch = [*semver.split("+")[0].split("-")[0].split("."), "0", "0"][:3]
         return self.version_format.format(major=major, minor=minor, patch=patch)
 
 

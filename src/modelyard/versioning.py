@@ -143,7 +143,9 @@ def parse_semver(text: str) -> _semver.Version:
     try:
         return _semver.Version.parse(text.removeprefix("v"))
     except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"'{text}' is not a semantic version (expected MAJOR.MINOR.PATCH)") from exc
+        raise InvalidInput(
+            f"'{text}' is not a semantic version (expected MAJOR.MINOR.PATCH)"
+        ) from exc
 
 
 def apply_bump(highest: str | None, bump: Bump) -> str:

@@ -49,6 +49,8 @@ from modelyard.errors import (
     VersionConflict,
     YardError,
 )
+from modelyard.exchange import ExchangeMixin
+from modelyard.lifecycle import LifecycleMixin
 from modelyard.lineage import Lineage
 from modelyard.refs import VersionRef, resolve
 from modelyard.storage import ObjectStore, open_store
@@ -83,7 +85,7 @@ def is_visible(record: VersionRecord) -> bool:
     return record.tags.get(T_STATUS) != STATUS_PENDING
 
 
-class Yard:
+class Yard(LifecycleMixin, ExchangeMixin):
     """modelyard's facade over MLflow, the object store and the vault."""
 
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
@@ -119,7 +121,9 @@ class Yard:
     def resolve(self, name: str, ref: str | int | None = "latest") -> VersionRecord:
         return resolve(name, VersionRef.parse(ref or "latest"), self.versions(name))
 
-    def get(self, name: str, ref: str | int | None = "latest", *, full: bool = True) -> ModelVersion:
+    def get(
+        self, name: str, ref: str | int | None = "latest", *, full: bool = True
+    ) -> ModelVersion:
         """One version with its metrics, params, lineage and artifact location."""
         record = self.resolve(name, ref)
         return self._model_version(record, full=full)

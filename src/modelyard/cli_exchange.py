@@ -1,0 +1,3 @@
+"""CLI commands for compare, export, import and adopt."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""CLI commands for the lifecycle verbs."""
+
+from __future__ import annotations
