@@ -1,0 +1,151 @@
+"""The CLI shell, configuration, doctor, and the promise that secrets never show."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import run_cli
+
+from modelyard.config import load_settings
+from modelyard.devstack import Stack, free_port
+from modelyard.errors import ConfigError
+
+SECRET = "s3cr3t-VALUE-do-not-print-9f8e7d"
+
+
+def test_help_does_not_import_mlflow() -> None:
+    code = (
+        "import sys; from click.testing import CliRunner; from modelyard.cli import main; "
+        "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output; "
+        "heavy = [m for m in ('mlflow', 'boto3', 'pandas', 'sklearn') if m in sys.modules]; "
+        "print(','.join(heavy) or 'none')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "none"
+
+
+def test_help_has_sections_and_version() -> None:
+    done = run_cli("--help", check=True)
+    for section in ("Read the registry", "Change the registry", "Operate"):
+        assert section in done.stdout
+    assert "doctor" in done.stdout and "register" in done.stdout
+    assert run_cli("--version", check=True).stdout.strip().startswith("modelyard")
+
+
+def test_embedded_default_paths(isolated: Path) -> None:
+    settings = load_settings(environ={}, cwd=isolated)
+    assert settings.resolved_tracking_uri == f"sqlite:///{isolated / '.modelyard' / 'mlflow.db'}"
+    assert settings.resolved_vault == str(isolated / ".modelyard" / "vault")
+    assert settings.is_embedded
+
+
+def test_precedence_arguments_env_file(isolated: Path) -> None:
+    (isolated / "modelyard.toml").write_text('experiment = "from-file"\nmax_versions = 3\n'
+                                              '[policy]\ndefault_stage = "development"\n')
+    env = {"MODELYARD_EXPERIMENT": "from-env", "MLFLOW_TRACKING_URI": "http://example:5000"}
+    settings = load_settings(environ=env, cwd=isolated)
+    assert settings.experiment == "from-env"
+    assert settings.max_versions == 3
+    assert settings.default_stage == "none"
+    assert settings.tracking_uri == "http://example:5000"
+    assert load_settings({"experiment": "arg"}, environ=env, cwd=isolated).experiment == "arg"
+
+
+def test_pyproject_section_is_read(isolated: Path) -> None:
+    (isolated / "pyproject.toml").write_text('[tool.modelyard]\nexperiment = "pp"\n')
+    assert load_settings(environ={}, cwd=isolated).experiment == "pp"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('colour = "blue"\n', "colour: unknown key"),
+        ("max_versions = \"many\"\n", "max_versions:"),
+        ("experiment = [\n", "not valid TOML"),
+        ('gates = ["accuracy about 0.9"]\n', "gates"),
+    ],
+)
+def test_bad_config_is_one_clear_line(isolated: Path, content: str, expected: str) -> None:
+    (isolated / "modelyard.toml").write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, cwd=isolated)
+    assert "modelyard.toml" in info.value.message and expected in info.value.message
+    done = run_cli("list")
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "modelyard.toml" in lines[0] and expected in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_env_value_names_the_environment(isolated: Path) -> None:
+    done = run_cli("list", env={"MODELYARD_MAX_VERSIONS": "-4"})
+    assert done.returncode == 2
+    assert "environment: max_versions" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_user_error_exit_code_and_traceback_flag(isolated: Path) -> None:
+    done = run_cli("details", "nosuchmodel")
+    assert done.returncode == 3
+    assert "Model 'nosuchmodel' not found" in done.stderr and "Traceback" not in done.stderr
+    shown = run_cli("--traceback", "details", "nosuchmodel")
+    assert "Traceback" in shown.stderr
+    as_json = run_cli("details", "nosuchmodel", "--json")
+    assert json.loads(as_json.stderr)["error"] == "ModelNotFound"
+
+
+def test_doctor_embedded_is_healthy(isolated: Path) -> None:
+    done = run_cli("doctor", "--json", check=True)
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["mode"] == "embedded"
+    assert {c["component"] for c in report["checks"]} == {"tracking", "vault"}
+
+
+def _secret_env(stack: Stack) -> dict[str, str]:
+    env = stack.env()
+    env["MLFLOW_TRACKING_PASSWORD"] = SECRET
+    env["MLFLOW_TRACKING_TOKEN"] = SECRET
+    env["MODELYARD_WEBHOOK_SECRET"] = SECRET
+    return env
+
+
+def test_doctor_on_the_team_stack(stack: Stack) -> None:
+    env = _secret_env(stack)
+    done = run_cli("doctor", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["mode"] == "server"
+    assert {c["component"]: c["ok"] for c in report["checks"]} == {
+        "tracking": True, "vault": True, "s3": True}
+    assert report["credentials"]["AWS_SECRET_ACCESS_KEY"] == "set"
+    for output in (done.stdout, done.stderr, run_cli("doctor", env=env).stdout):
+        assert SECRET not in output
+        assert env["AWS_SECRET_ACCESS_KEY"] not in output
+
+
+def test_doctor_names_s3_when_the_endpoint_is_down(stack: Stack) -> None:
+    env = _secret_env(stack)
+    env["MLFLOW_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    done = run_cli("doctor", "--json", env=env)
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    broken = {c["component"] for c in report["checks"] if not c["ok"]}
+    assert "s3" in broken and "tracking" not in broken
+    text = run_cli("doctor", env=env)
+    assert text.returncode == 1 and "Broken:" in text.stderr and "s3" in text.stderr
+    for output in (done.stdout, done.stderr, text.stdout, text.stderr):
+        assert SECRET not in output and env["AWS_SECRET_ACCESS_KEY"] not in output
+
+
+def test_tracking_password_in_uri_is_redacted(isolated: Path) -> None:
+    uri = f"http://bob:{SECRET}@127.0.0.1:{free_port()}"
+    done = run_cli("doctor", "--json", env={"MLFLOW_TRACKING_URI": uri})
+    assert done.returncode == 1
+    assert SECRET not in done.stdout + done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    assert "***" in report["tracking_uri"]
