@@ -400,4 +400,8 @@ def verify_cmd(state: State, target: str) -> None:
 from modelyard import cli_exchange, cli_lifecycle  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Under `python -m modelyard.cli` this file is `__main__`, a second copy of the module:
+    # the command modules registered their commands on `modelyard.cli.main`, so run that one.
+    from modelyard.cli import main as _registered_main
+
+    _registered_main()

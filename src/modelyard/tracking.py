@@ -417,6 +417,33 @@ class Tracking:
             )
         return Path(path)
 
+    def delete_artifacts(self, location: str) -> None:
+        """Delete every file under an artifact location (a version's logged-model folder).
+
+        MLflow's own garbage collection leaves a deleted version's files behind; retention
+        (``cleanup --delete``) calls this. ``file://`` folders are removed directly, other
+        schemes (``mlflow-artifacts:``, ``s3://``) through MLflow's artifact repository.
+        """
+        if location.startswith("file://") or "://" not in location:
+            import shutil
+            from urllib.parse import unquote, urlparse
+
+            path = Path(unquote(urlparse(location).path)) if "://" in location else Path(
+                location)
+            with self.translate():
+                if path.exists():
+                    shutil.rmtree(path)
+            return
+        with self.translate():
+            from mlflow.store.artifact.artifact_repository_registry import (
+                get_artifact_repository,
+            )
+
+            repo = get_artifact_repository(
+                location, tracking_uri=self.tracking_uri, registry_uri=self.registry_uri
+            )
+            repo.delete_artifacts()
+
     def artifact_location(self, record: VersionRecord) -> str:
         """Where the version's files really live (s3://..., file://...)."""
         if record.model_id:

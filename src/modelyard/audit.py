@@ -1,0 +1,219 @@
+"""The audit trail: append-only, hash-chained events in the vault.
+
+::
+
+    audit/NAME/0000000001.json    {seq, who, when, action, version, semver, from, to, reason,
+    audit/NAME/0000000002.json     gates, detail, stages, prev_hash, hash}
+
+Each event is created with the object store's atomic create-if-absent, so two writers can
+never take the same sequence number: the loser re-reads the tail and retries. Each event
+carries the SHA-256 of the previous one, so editing or removing an event breaks the chain.
+
+The chain is also modelyard's compare-and-swap for stage moves: every event records
+``stages`` (who holds ``staging`` and ``production`` after it), computed from the event
+before it, so concurrent promotions are ordered by their sequence numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from modelyard.errors import AuditTampered, StorageError
+from modelyard.storage import ObjectStore
+
+log = logging.getLogger("modelyard.audit")
+
+STAGE_ALIASES = ("staging", "production")
+GENESIS = "0" * 64
+_MAX_ATTEMPTS = 200
+
+
+@dataclass
+class AuditEvent:
+    """One immutable entry of a model's audit trail."""
+
+    seq: int
+    who: str
+    when: str
+    action: str
+    name: str
+    version: int | None = None
+    semver: str | None = None
+    from_: str | None = None
+    to: str | None = None
+    reason: str | None = None
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, int | None] = field(default_factory=dict)
+    prev_hash: str = GENESIS
+    hash: str = ""
+
+    def body(self) -> dict[str, Any]:
+        """Every field but ``hash``, with ``from`` spelled as stored."""
+        data = asdict(self)
+        data["from"] = data.pop("from_")
+        data.pop("hash")
+        return data
+
+    def compute_hash(self) -> str:
+        canonical = json.dumps(self.body(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.body(), "hash": self.hash}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuditEvent:
+        known = {k: v for k, v in data.items() if k != "from"}
+        known["from_"] = data.get("from")
+        fields = set(cls.__dataclass_fields__)
+        unknown = set(known) - fields
+        if unknown:
+            raise ValueError(f"unexpected field(s) {sorted(unknown)}")
+        return cls(**known)
+
+
+def event_key(name: str, seq: int) -> str:
+    return f"audit/{name}/{seq:010d}.json"
+
+
+def _seq_of(key: str) -> int | None:
+    stem = key.rsplit("/", 1)[-1].removesuffix(".json")
+    return int(stem) if stem.isdigit() else None
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class AuditLog:
+    """A model's audit trail in an object store."""
+
+    def __init__(self, store: ObjectStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.prefix = f"audit/{name}/"
+
+    # -- reading --------------------------------------------------------------------------
+    def sequence_numbers(self) -> list[int]:
+        seqs = [_seq_of(k) for k in self.store.list(self.prefix)]
+        # Only direct children: another model's name can never contain '/'.
+        return sorted(s for s in seqs if s is not None)
+
+    def last_seq(self) -> int:
+        seqs = self.sequence_numbers()
+        return seqs[-1] if seqs else 0
+
+    def read(self, seq: int) -> AuditEvent:
+        raw = self.store.get_bytes(event_key(self.name, seq))
+        try:
+            return AuditEvent.from_dict(json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            raise AuditTampered(name=self.name, detail=f"event {seq} is unreadable ({exc})"
+                                ) from exc
+
+    def events(self, since: int = 1) -> list[AuditEvent]:
+        return [self.read(s) for s in self.sequence_numbers() if s >= since]
+
+    def last(self) -> AuditEvent | None:
+        seq = self.last_seq()
+        return self.read(seq) if seq else None
+
+    def walk_back(self) -> Any:
+        """Events newest first, read one at a time (stops reading when the caller stops)."""
+        for seq in reversed(self.sequence_numbers()):
+            yield self.read(seq)
+
+    # -- writing --------------------------------------------------------------------------
+    def append(
+        self,
+        build: Callable[[AuditEvent | None], dict[str, Any]],
+        *,
+        who: str,
+    ) -> AuditEvent:
+        """Append one event; ``build(previous_event)`` returns its fields.
+
+        ``build`` is called again if another writer took the sequence number first, so the
+        event it returns is always computed from the event it is chained to.
+        """
+        delay = 0.01
+        for _ in range(_MAX_ATTEMPTS):
+            prev = self.last()
+            fields = build(prev)
+            event = AuditEvent(
+                seq=(prev.seq + 1) if prev else 1,
+                who=who,
+                when=now_iso(),
+                name=self.name,
+                prev_hash=prev.hash if prev else GENESIS,
+                **fields,
+            )
+            event.hash = event.compute_hash()
+            data = json.dumps(event.to_dict(), indent=1, sort_keys=True).encode()
+            if self.store.put_if_absent(event_key(self.name, event.seq), data):
+                return event
+            log.debug("audit seq %s of %s taken by another writer; retrying", event.seq,
+                      self.name)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.2)
+        raise StorageError(detail=f"could not append to the audit trail of {self.name!r} "
+                           f"after {_MAX_ATTEMPTS} attempts")
+
+    # -- integrity ------------------------------------------------------------------------
+    def verify(self, head: tuple[int, str] | None = None) -> int:
+        """Check the chain; return the number of events. Raise AuditTampered at the first
+        broken event. ``head`` is (seq, hash) of an event known from elsewhere (the
+        registry), which catches removal of the newest events."""
+        seqs = self.sequence_numbers()
+        prev_hash = GENESIS
+        expected = 1
+        for seq in seqs:
+            if seq != expected:
+                raise AuditTampered(
+                    name=self.name, detail=f"event {expected} is missing (next found: {seq})"
+                )
+            event = self.read(seq)
+            if event.seq != seq:
+                raise AuditTampered(name=self.name,
+                                    detail=f"event {seq} claims sequence number {event.seq}")
+            if event.compute_hash() != event.hash:
+                raise AuditTampered(name=self.name,
+                                    detail=f"event {seq} was modified (hash mismatch)")
+            if event.prev_hash != prev_hash:
+                raise AuditTampered(
+                    name=self.name,
+                    detail=f"event {seq} is not chained to event {seq - 1} (prev_hash mismatch)",
+                )
+            prev_hash = event.hash
+            expected += 1
+        if head is not None:
+            head_seq, head_hash = head
+            if head_seq > len(seqs):
+                raise AuditTampered(
+                    name=self.name,
+                    detail=f"event {len(seqs) + 1} is missing (the registry records event "
+                    f"{head_seq} as written)",
+                )
+            if head_seq >= 1 and self.read(head_seq).hash != head_hash:
+                raise AuditTampered(
+                    name=self.name,
+                    detail=f"event {head_seq} does not match the hash the registry recorded",
+                )
+        return len(seqs)
+
+
+def parse_head(value: str | None) -> tuple[int, str] | None:
+    """``"12:ab34..."`` (the registered model's audit head tag) -> (12, "ab34...")."""
+    if not value:
+        return None
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        return None
+    return int(seq), digest
