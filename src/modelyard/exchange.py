@@ -371,6 +371,8 @@ def parse_export(doc: Any) -> ExportDoc:
             doc = json.loads(doc)
         except ValueError as exc:
             raise InvalidInput(f"export document is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidInput("export document is nested too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidInput("export document must be a JSON object, not "
                            f"{type(doc).__name__}")
@@ -631,9 +633,7 @@ class ExchangeMixin:
         if not uri or "***" in uri:
             return None
         if uri.startswith("sqlite:"):
-            path = Path(uri.removeprefix("sqlite:///").removeprefix("sqlite://"))
-            if not path.is_absolute():
-                path = Path("/" + str(path)) if uri.startswith("sqlite:////") else path
+            path = Path(uri.removeprefix("sqlite:///"))
             if not path.is_file():  # never create an empty database by asking it
                 return None
         try:
