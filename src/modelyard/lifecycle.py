@@ -51,6 +51,7 @@ _BEAT = re.compile(
     r"^\s*beats?\s+(?:production\s+)?(?:on\s+)?([\w.\-]+)(?:\s+by\s+(-?[0-9.eE+-]+))?\s*$"
 )
 _TAG_GATE = re.compile(r"^\s*([^=<>!\s]+)\s*=\s*([^=].*?)\s*$")
+_MOVES = ("promote", "approve", "rollback")
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
     "==": operator.eq,
@@ -482,12 +483,19 @@ class LifecycleMixin:
         """
         audit = self._audit_log(name)
         window = [mine]
+        seen = mine.seq
         while True:
             self._apply(name, window)
-            newer = [s for s in audit.sequence_numbers() if s > window[-1].seq]
-            if not newer:
-                return
-            window += [audit.read(s) for s in newer]
+            while True:
+                newer = [audit.read(s) for s in audit.sequence_numbers() if s > seen]
+                if not newer:
+                    return
+                seen = newer[-1].seq
+                moves = [e for e in newer if e.action in _MOVES]
+                if moves:
+                    window += moves
+                    break
+                # Events that move no stage (registrations, tags) need nothing applied.
 
     def _apply(self, name: str, window: list[AuditEvent]) -> None:
         latest = next(
