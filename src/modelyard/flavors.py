@@ -77,19 +77,33 @@ def _is_sklearn(model: Any) -> bool:
     return isinstance(model, BaseEstimator)
 
 
-def save_kwargs(flavor: Flavor, model: Any) -> dict[str, Any]:
-    """Flavor-specific arguments that avoid MLflow's slow or failing defaults."""
+_TRUSTED_BY_CLASS: dict[str, list[str]] = {}
+
+
+def save_kwargs(flavor: Flavor, model: Any, *, refresh: bool = False) -> dict[str, Any]:
+    """Flavor-specific arguments that avoid MLflow's slow or failing defaults.
+
+    Working out the skops types to trust means serialising the model once more, so the answer
+    is kept per model class; ``refresh`` recomputes it when a new object needs more types.
+    """
     if flavor.name != "sklearn":
         return {}
     import mlflow.sklearn
 
-    fmt = mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS
     try:
         import skops.io
     except ImportError:
         return {"serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE}
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    return {"serialization_format": fmt, "skops_trusted_types": trusted or None}
+    key = f"{type(model).__module__}.{type(model).__qualname__}"
+    if refresh or key not in _TRUSTED_BY_CLASS:
+        _TRUSTED_BY_CLASS[key] = list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+    trusted = _TRUSTED_BY_CLASS[key]
+    return {"serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            "skops_trusted_types": trusted or None}
+
+
+def is_untrusted_types_error(exc: BaseException) -> bool:
+    return "untrusted types" in str(exc).lower()
 
 
 def _environment_key(flavor: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
@@ -119,14 +120,20 @@ def current_user(configured: str | None = None) -> str:
         return "unknown"
 
 
-def package_versions() -> dict[str, str]:
-    found: dict[str, str] = {}
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    found: list[tuple[str, str]] = []
     for name in KEY_PACKAGES:
         try:
-            found[name] = metadata.version(name)
+            found.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
             continue
-    return found
+    return tuple(found)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that matter for a model (read once per process)."""
+    return dict(_installed_versions())
 
 
 def hash_data(paths: list[str | Path], cwd: Path) -> list[DataRef]:

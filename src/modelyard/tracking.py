@@ -203,11 +203,13 @@ class Tracking:
         metrics: dict[str, float] | None = None,
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
+        *,
+        fresh_run: bool = False,
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        existing = self.get_run(run_id)["params"] if params else {}
+        existing = self.get_run(run_id)["params"] if params and not fresh_run else {}
         with self.translate():
             self.client.log_batch(
                 run_id,
@@ -338,8 +340,8 @@ class Tracking:
             )
         return _version_record(mv)
 
-    def versions(self, name: str) -> list[VersionRecord]:
-        """Every version of a model, oldest first, with tags and aliases."""
+    def versions(self, name: str, *, with_aliases: bool = True) -> list[VersionRecord]:
+        """Every version of a model, oldest first, with tags (and aliases unless not needed)."""
         records: list[VersionRecord] = []
         token: str | None = None
         escaped = name.replace("'", "\\'")
@@ -354,6 +356,8 @@ class Tracking:
                     break
             if not records:
                 self.client.get_registered_model(name)  # raises ModelNotFound if absent
+        if not with_aliases:
+            return sorted(records, key=lambda r: r.version)
         aliases = self._aliases(name, records)
         for record in records:
             record.aliases = sorted(a for a, v in aliases.items() if v == record.version)

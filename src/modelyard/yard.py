@@ -43,6 +43,7 @@ from modelyard.errors import (
     BackendError,
     IntegrityError,
     InvalidInput,
+    ModelNotFound,
     RegistrationFailed,
     StorageError,
     UserError,
@@ -314,7 +315,7 @@ class Yard(LifecycleMixin, ExchangeMixin):
         owns_run = active is None
         model_id: str | None = None
         try:
-            self.tracking.log_batch(run_id, metrics=metrics, params=params)
+            self.tracking.log_batch(run_id, metrics=metrics, params=params, fresh_run=owns_run)
             model_id, artifact_location = self.tracking.create_logged_model(
                 self.settings.experiment, run_id, flavor, str_params
             )
@@ -454,11 +455,21 @@ class Yard(LifecycleMixin, ExchangeMixin):
             artifact_path=artifact_location, model_uuid=model_id, run_id=run_id,
             model_id=model_id,
         )
-        try:
+        def attempt(options: dict[str, Any]) -> None:
+            shutil.rmtree(local, ignore_errors=True)
             chosen.save(
                 model, local, mlflow_model, input_example=input_example, signature=signature,
-                pip_requirements=requirements, **kwargs,
+                pip_requirements=requirements, **options,
             )
+
+        try:
+            try:
+                attempt(kwargs)
+            except Exception as exc:
+                if not flavors.is_untrusted_types_error(exc):
+                    raise
+                # This object holds types its class's earlier objects did not: work them out.
+                attempt(flavors.save_kwargs(chosen, model, refresh=True))
         except YardError:
             raise
         except Exception as exc:
@@ -522,30 +533,39 @@ class Yard(LifecycleMixin, ExchangeMixin):
         bump: str | None,
         version: str | None,
     ) -> ModelVersion:
-        """Create the version as pending, give it its semver, write its manifest, mark ready.
+        """Create the version as pending, confirm its semver, write its manifest, mark ready.
 
-        Any failure after creation deletes the version again: nothing half-registered stays
-        visible (pending versions are invisible to modelyard's readers).
+        The semver is worked out before the version exists and written with it; after
+        creation it is confirmed against what other writers did meanwhile. Any failure after
+        creation deletes the version again: nothing half-registered stays visible (pending
+        versions are invisible to modelyard's readers).
         """
-        self.tracking.ensure_registered_model(name)
-        record = self.tracking.create_version(name, source, run_id, tags, description, model_id)
         try:
-            semver, bump_kind, reason = self._assign_semver(
-                name, record.version, fingerprint, bump, version
+            before = self.tracking.versions(name, with_aliases=False)
+        except ModelNotFound:
+            self.tracking.ensure_registered_model(name)
+            before = []
+        planned = self._semver_after(name, before, fingerprint, bump, version)
+        record = self.tracking.create_version(
+            name, source, run_id,
+            {**tags, T_SEMVER: planned[0], T_BUMP: planned[1], T_REASON: planned[2],
+             T_STAGE: "none", T_STATUS: STATUS_PENDING},
+            description, model_id,
+        )
+        try:
+            semver, bump_kind, reason = self._confirm_semver(
+                name, record.version, before, planned, fingerprint, bump, version
             )
             self.vault.write_manifest(
                 name, record.version, manifest,
                 {"semver": semver, "source": source, "run_id": run_id,
                  "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
             )
-            final = {
-                T_SEMVER: semver,
-                T_BUMP: bump_kind,
-                T_REASON: reason,
-                T_STAGE: "none",
-                T_STATUS: STATUS_READY,  # last: makes the version visible
-            }
-            self.tracking.set_version_tags(name, record.version, final)
+            final = {T_SEMVER: semver, T_BUMP: bump_kind, T_REASON: reason}
+            changed = {k: v for k, v in final.items() if v != record.tags.get(k)}
+            # Status last: it is what makes the version visible.
+            self.tracking.set_version_tags(name, record.version, {**changed,
+                                                                  T_STATUS: STATUS_READY})
         except BaseException as exc:
             self._discard_version(name, record.version)
             if isinstance(exc, YardError) and not isinstance(exc, (BackendError, StorageError)):
@@ -553,8 +573,8 @@ class Yard(LifecycleMixin, ExchangeMixin):
             if isinstance(exc, YardError):
                 raise RegistrationFailed(name=name, detail=exc.message) from exc
             raise
-        record.tags.update(tags)
         record.tags.update(final)
+        record.tags[T_STATUS] = STATUS_READY
         return ModelVersion.from_record(record)
 
     def _discard_version(self, name: str, version: int) -> None:
@@ -563,50 +583,61 @@ class Yard(LifecycleMixin, ExchangeMixin):
         with contextlib.suppress(Exception):
             self.tracking.delete_version(name, version)
 
-    def _assign_semver(
-        self, name: str, number: int, fp: Fingerprint, bump: str | None, explicit: str | None
+    def _semver_after(
+        self, name: str, earlier: list[VersionRecord], fp: Fingerprint, bump: str | None,
+        explicit: str | None,
+    ) -> tuple[str, str, str]:
+        """The semver a new version gets after the given (registered) versions."""
+        managed = [v for v in earlier if is_visible(v) and v.tags.get(T_SEMVER)]
+        highest = highest_semver([v.tags[T_SEMVER] for v in managed])
+        if explicit:
+            return (check_explicit(name, explicit, highest), "explicit",
+                    f"version {explicit} set explicitly")
+        base = next((v for v in managed if v.tags[T_SEMVER] == highest), None)
+        decision = decide_bump(fp, self._fingerprint_of_record(base) if base else None)
+        if bump:
+            return (apply_bump(highest, bump),  # type: ignore[arg-type]
+                    bump, f"{bump} bump requested (detected: {decision.bump}: {decision.reason})")
+        return apply_bump(highest, decision.bump), decision.bump, decision.reason
+
+    def _confirm_semver(
+        self, name: str, number: int, before: list[VersionRecord],
+        planned: tuple[str, str, str], fp: Fingerprint, bump: str | None, explicit: str | None,
     ) -> tuple[str, str, str]:
         """Semvers follow MLflow's version numbers: wait for earlier pending versions first.
 
         MLflow hands out version numbers atomically; a registration waits until every lower
-        numbered registration in flight has its semver (or has gone stale), so concurrent
+        numbered registration in flight is registered (or has gone stale), so concurrent
         registrations get distinct, increasing semvers without any lock of modelyard's own.
         """
-        deadline_s = self.settings.pending_timeout
         delay = 0.02
         while True:
-            everything = self.tracking.versions(name)
+            everything = self.tracking.versions(name, with_aliases=False)
             now_ms = time.time() * 1000
             waiting = [
                 v for v in everything
                 if v.version < number and v.tags.get(T_STATUS) == STATUS_PENDING
-                and now_ms - v.created_ms < deadline_s * 1000
+                and now_ms - v.created_ms < self.settings.pending_timeout * 1000
             ]
             if not waiting:
                 break
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
-        earlier = [v for v in everything if v.version < number and is_visible(v)
-                   and v.tags.get(T_SEMVER)]
-        later = [v for v in everything if v.version > number and v.tags.get(T_SEMVER)]
-        highest = highest_semver([v.tags[T_SEMVER] for v in earlier])
-        if explicit:
-            semver, kind, reason = check_explicit(name, explicit, highest), "explicit", (
-                f"version {explicit} set explicitly"
-            )
+        earlier = [v for v in everything if v.version < number]
+
+        def registered(records: list[VersionRecord]) -> set[tuple[int, str]]:
+            return {(v.version, v.tags.get(T_SEMVER, "")) for v in records if is_visible(v)}
+
+        if registered(earlier) == registered([v for v in before if v.version < number]):
+            chosen = planned
         else:
-            base = next((v for v in earlier if v.tags[T_SEMVER] == highest), None)
-            decision = decide_bump(fp, self._fingerprint_of_record(base) if base else None)
-            if bump:
-                kind = bump
-                reason = f"{bump} bump requested (detected: {decision.bump}: {decision.reason})"
-            else:
-                kind, reason = decision.bump, decision.reason
-            semver = apply_bump(highest, kind)  # type: ignore[arg-type]
-        top_later = highest_semver([v.tags[T_SEMVER] for v in later])
-        if top_later and parse_semver(semver) <= parse_semver(top_later):
-            raise VersionConflict(name=name, requested=semver, highest=top_later)
-        return semver, kind, reason
+            chosen = self._semver_after(name, earlier, fp, bump, explicit)
+        later = [v.tags[T_SEMVER] for v in everything
+                 if v.version > number and is_visible(v) and v.tags.get(T_SEMVER)]
+        top_later = highest_semver(later)
+        if top_later and parse_semver(chosen[0]) <= parse_semver(top_later):
+            raise VersionConflict(name=name, requested=chosen[0], highest=top_later)
+        return chosen
 
     @staticmethod
     def _fingerprint_of_record(record: VersionRecord) -> Fingerprint:
