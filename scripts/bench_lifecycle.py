@@ -32,7 +32,8 @@ def main() -> None:
 
         from modelyard import Yard
 
-        X, y = make_classification(n_samples=50, n_features=3, random_state=0)
+        X, y = make_classification(n_samples=50, n_features=3, n_informative=2, n_redundant=0,
+                                   random_state=0)
         frame = pd.DataFrame(X, columns=["a", "b", "c"])
         yard = Yard()
         name = f"bench-{uuid.uuid4().hex[:6]}"
@@ -80,8 +81,9 @@ def main() -> None:
 
         timed("promote #10 -> staging", lambda: yard.promote(name, 10, to="staging"))
         timed("promote #10 -> production", lambda: yard.promote(name, 10, to="production"))
-        timed("promote #450 -> production (force)", lambda: yard.promote(
-            name, 450, to="production", force=True, reason="bench"))
+        late = max(2, count - 50)
+        timed(f"promote #{late} -> production (force)", lambda: yard.promote(
+            name, late, to="production", force=True, reason="bench"))
         timed("rollback production", lambda: yard.rollback(name, reason="bench"))
         timed("promote @production(#10) ref -> staging", lambda: yard.promote(
             name, "production", to="staging"))

@@ -428,12 +428,13 @@ class Tracking:
         (``cleanup --delete``) calls this. ``file://`` folders are removed directly, other
         schemes (``mlflow-artifacts:``, ``s3://``) through MLflow's artifact repository.
         """
-        if location.startswith("file://") or "://" not in location:
-            import shutil
-            from urllib.parse import unquote, urlparse
+        from urllib.parse import unquote, urlparse
 
-            path = Path(unquote(urlparse(location).path)) if "://" in location else Path(
-                location)
+        parsed = urlparse(location)
+        if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # a path (or C:\...)
+            import shutil
+
+            path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(location)
             with self.translate():
                 if path.exists():
                     shutil.rmtree(path)
