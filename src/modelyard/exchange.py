@@ -408,8 +408,12 @@ class ExchangeMixin:
         def _discard_version(self, name: str, version: int) -> None: ...
         def _fingerprint_of_dir(self, local: Path, lineage: Lineage, flavor: str | None,
                                 model_class: str, params: dict[str, str]) -> Fingerprint: ...
-        def _assign_semver(self, name: str, number: int, fp: Fingerprint, bump: str | None,
-                           explicit: str | None) -> tuple[str, str, str]: ...
+        def _semver_after(self, name: str, earlier: list[VersionRecord], fp: Fingerprint,
+                          bump: str | None, explicit: str | None) -> tuple[str, str, str]: ...
+
+    # What the mixin uses of Yard (checked by tests/test_exchange.py).
+    _YARD_API = ("settings", "tracking", "vault", "user", "versions", "_model_version",
+                 "_discard_version", "_fingerprint_of_dir", "_semver_after")
 
     # compare -----------------------------------------------------------------------------
     def compare(self, name: str, refs: list[str] | None = None) -> dict[str, Any]:
@@ -816,11 +820,15 @@ class ExchangeMixin:
                 )
         adopted: list[ModelVersion] = []
         for record in todo:
-            adopted.append(self._adopt_version(record))
+            # Earlier records carry the tags of the versions adopted before this one.
+            earlier = [r for r in records if r.version < record.version
+                       and r.tags.get(T_STATUS) != STATUS_PENDING]
+            adopted.append(self._adopt_version(record, earlier))
         log.info("adopted %d version(s) of %s", len(adopted), name)
         return adopted
 
-    def _adopt_version(self, record: VersionRecord) -> ModelVersion:
+    def _adopt_version(self, record: VersionRecord, earlier: list[VersionRecord]
+                       ) -> ModelVersion:
         name = record.name
         params: dict[str, str] = {}
         if record.run_id:
@@ -840,8 +848,7 @@ class ExchangeMixin:
                             record.version, exc)
                 fingerprint = Fingerprint(params=params)
             self.vault.store_objects(local, manifest)
-        semver, bump, reason = self._assign_semver(name, record.version, fingerprint, None,
-                                                   None)
+        semver, bump, reason = self._semver_after(name, earlier, fingerprint, None, None)
         reason = f"adopted from plain MLflow; {reason}"
         stage = ("production" if "production" in record.aliases
                  else "staging" if "staging" in record.aliases else "none")
