@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_cli
 
+from helpers import run_cli
 from modelyard.config import load_settings
 from modelyard.devstack import Stack, free_port
 from modelyard.errors import ConfigError

@@ -396,6 +396,81 @@ def verify_cmd(state: State, target: str) -> None:
         "match the manifest"))
 
 
+@main.command("init")
+@click.argument("directory", type=click.Path(path_type=Path), default=".")
+@click.option("--name", default="churn", show_default=True, help="Model name for the project.")
+@click.option("--force", is_flag=True, help="Overwrite files the template also has.")
+@command_options
+def init_cmd(state: State, directory: Path, name: str, force: bool) -> None:
+    """Scaffold a project: DVC pipeline (prepare, train, evaluate), params, policy, CI.
+
+    \b
+    Examples:
+      modelyard init churn-model && cd churn-model && dvc repro
+      modelyard init . --name fraud
+    """
+    from modelyard.scaffold import init_project
+
+    created = init_project(directory, name=name, force=force)
+    emit(state, {"dir": str(directory), "files": [str(p) for p in created]}, lambda _: (
+        _console().print(f"created {len(created)} files in {directory}; next: "
+                         f"cd {directory} && dvc repro")))
+
+
+@main.command("demo")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
+              help="Folder to run in (new or empty; default: a new ./modelyard-demo-N).")
+@click.option("--rows", default=2000, show_default=True, help="Synthetic customers at first.")
+@click.option("--trees", default=60, show_default=True, help="Trees in the first forest.")
+@command_options
+def demo_cmd(state: State, directory: Path | None, rows: int, trees: int) -> None:
+    """Run the main job end to end: DVC pipeline, semvers, gates, promotion, rollback.
+
+    \b
+    Examples:
+      modelyard demo
+      MLFLOW_TRACKING_URI=http://mlflow:5000 modelyard demo --dir /tmp/demo
+    """
+    from modelyard.demo import run_demo
+
+    if directory is None:
+        index = 1
+        while Path(f"modelyard-demo-{index}").exists():
+            index += 1
+        directory = Path(f"modelyard-demo-{index}")
+    console = _console()
+    steps = []
+    runner = run_demo(directory, rows=rows, trees=trees)
+    while True:
+        if state.json:
+            step = next(runner, None)
+        else:
+            with console.status("[bold]working...[/bold] (dvc repro trains a model: ~20 s)"):
+                step = next(runner, None)
+        if step is None:
+            break
+        steps.append({"step": step.title, "lines": step.lines, "seconds": round(step.seconds, 2),
+                      "data": step.data})
+        if not state.json and step.title != "summary":
+            console.print(f"[bold cyan]{step.title:>20}[/bold cyan]  {_escape(step.lines[0])}"
+                          if step.lines else step.title)
+            for line in step.lines[1:]:
+                console.print(f"{'':>20}  {_escape(line)}")
+        if step.title == "summary" and not state.json:
+            from rich.table import Table
+
+            table = Table("version", "MLflow #", "bump", "accuracy", "roc_auc", "stage",
+                          title=f"{step.data['model']}: demo finished in "
+                          f"{step.data['seconds']} s")
+            fmt = state.yard.settings.format_version
+            for row in step.data["rows"]:
+                table.add_row(fmt(row["semver"]), str(row["version"]), row["bump"],
+                              f"{row['accuracy']:.3f}", f"{row['roc_auc']:.3f}", row["stage"])
+            console.print(table)
+    if state.json:
+        click.echo(json.dumps(steps, indent=1, default=str))
+
+
 # Commands defined in their own modules register themselves on `main`.
 from modelyard import cli_exchange, cli_lifecycle  # noqa: E402, F401
 

@@ -8,6 +8,7 @@ types of the object it serialises itself (its integrity check guards the file af
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -117,8 +118,31 @@ def _environment_key(flavor: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
+# What a scikit-learn model saved by MLflow needs to load and predict: known without asking
+# MLflow to infer it (which loads the model in a subprocess, seconds on every call).
+_KNOWN_REQUIREMENTS = {
+    "sklearn": ("mlflow", "scikit-learn", "skops", "cloudpickle", "numpy", "scipy", "pandas"),
+}
+
+
+@functools.cache
+def _pinned(packages: tuple[str, ...]) -> tuple[str, ...]:
+    from importlib import metadata
+
+    pins: list[str] = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return tuple(pins)
+
+
 def pip_requirements(flavor: Flavor, saved_dir: Path | None, cache_dir: Path) -> list[str] | None:
-    """The cached requirements for this environment and flavor, or None if not known yet."""
+    """Requirements for this environment and flavor: known ones pinned to what is installed,
+    else those MLflow inferred once and cached; None if not known yet."""
+    if flavor.name in _KNOWN_REQUIREMENTS:
+        return list(_pinned(_KNOWN_REQUIREMENTS[flavor.name]))
     cached = cache_dir / "requirements" / f"{_environment_key(flavor.name)}.json"
     if cached.is_file():
         try:
