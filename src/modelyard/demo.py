@@ -105,6 +105,9 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
     if name is None and os.environ.get("MLFLOW_TRACKING_URI"):
         # A shared server may have run the demo before: keep the story starting at v1.0.0.
         model = f"churn-demo-{uuid.uuid4().hex[:6]}"
+    # The demo's project is a repository of its own, never part of one it happens to sit in.
+    directory.mkdir(parents=True, exist_ok=True)
+    _run(["git", "init", "-q"], directory, "git init")
     init_project(directory, name=model)
     (directory / "modelyard.toml").write_text(DEMO_POLICY)
     params = directory / "params.yaml"

@@ -234,10 +234,12 @@ class LifecycleMixin:
     # -- gates ----------------------------------------------------------------------------
     def _gate_specs(self, stage: str, gates: Iterable[str] | None) -> list[GateSpec]:
         specs = [GateSpec.parse(g) for g in (gates or [])]
-        if stage == "production":
+        if stage in ("staging", "production"):
+            # The policy's gates guard every promotion into a serving stage.
             specs += [GateSpec.parse(g) for g in self.settings.gates]
             specs += [GateSpec("tag", f"{k}={v}", key=k, value=v)
                       for k, v in self.settings.required_tags.items()]
+        if stage == "production":
             metric = self.settings.beat_production_metric
             if metric:
                 margin = self.settings.beat_production_margin
@@ -370,7 +372,8 @@ class LifecycleMixin:
         The previous holder of the stage moves out (production -> ``archived``, or ``none``
         when ``archive_old_versions`` is false; staging -> ``none``). Going to production
         from anything but staging needs ``force=True`` and a reason. Gates from the policy
-        (for production) and from ``gates`` (``"accuracy >= 0.85"``, ``"validation=passed"``,
+        (thresholds and required tags for staging and production; beating production for
+        production) and from ``gates`` (``"accuracy >= 0.85"``, ``"validation=passed"``,
         ``"beat accuracy by 0.01"``) must pass, and with ``holdout=(X, y)`` the version must
         outscore the production holder on that data (accuracy, or ``scorer(y, predicted)``).
         A failed gate raises ``GateFailed`` and changes nothing. When production approval is

@@ -101,9 +101,18 @@ class Tracking:
                 import mlflow
                 from mlflow import MlflowClient
 
-                # Fluent helpers (log_model, load_model) read the global URI.
+                # Fluent helpers read the global URI; MLflow also exports it to the
+                # environment, where the next Yard in this process would mistake it for
+                # the user's setting: put the environment back as it was.
+                saved = {v: os.environ.get(v) for v in ("MLFLOW_TRACKING_URI",
+                                                        "MLFLOW_REGISTRY_URI")}
                 mlflow.set_tracking_uri(self.tracking_uri)
                 mlflow.set_registry_uri(self.registry_uri)
+                for var, value in saved.items():
+                    if value is None:
+                        os.environ.pop(var, None)
+                    else:
+                        os.environ[var] = value
                 self._client = MlflowClient(self.tracking_uri, self.registry_uri)
         return self._client
 

@@ -1,0 +1,127 @@
+"""The main job on both backends: `init` + `dvc repro` registers, DVC data lineage round-trips,
+and the demo runs end to end (shortened)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from helpers import run_cli
+from modelyard.demo import _set_param
+
+
+def _venv_env() -> dict[str, str]:
+    """Stages run `python ...`: the interpreter of this test run."""
+    return {**os.environ,
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+
+
+def _sh(args: list[str], cwd: Path) -> str:
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=_venv_env(),
+                          check=False, timeout=600)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def _project(root: Path, name: str, rows: int = 600) -> Path:
+    project = root / "proj"
+    _sh([sys.executable, "-m", "modelyard.cli", "init", str(project), "--name", name], root)
+    _set_param(project / "params.yaml", "prepare", "n_rows", str(rows))
+    _set_param(project / "params.yaml", "train", "n_estimators", "10")
+    _set_param(project / "params.yaml", "train", "cv_folds", "2")
+    return project
+
+
+def _commit(project: Path, message: str) -> None:
+    _sh(["git", "add", "-A"], project)
+    _sh(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-q", "-m",
+         message], project)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_init_then_dvc_repro_registers_a_version(
+    make_yard: Any, name: str, backend: str, isolated: Path
+) -> None:
+    project = _project(isolated, name)
+    _sh([sys.executable, "-m", "dvc", "repro", "-q"], project)
+    os.chdir(project)
+    yard = make_yard()
+    mv = yard.get(name, "latest")
+    assert mv.semver == "1.0.0"
+    assert {"accuracy", "roc_auc", "f1"} <= set(mv.metrics)
+    (data,) = mv.lineage.data
+    assert data.path == "data/prepared/train.csv" and data.source == "dvc"
+    info = json.loads((project / "model.json").read_text())
+    assert info["semver"] == "1.0.0" and info["version"] == mv.version
+    assert (project / "metrics" / "evaluate.json").is_file()
+
+
+def test_lineage_checkout_restores_the_old_data(
+    make_yard: Any, name: str, backend: str, stack_or_none: Any, isolated: Path
+) -> None:
+    project = _project(isolated, name)
+    if stack_or_none is not None:
+        # The DVC remote is the same S3 endpoint MLflow uses.
+        url = f"s3://{stack_or_none.bucket}/dvc-{name}"
+        _sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "store", url], project)
+        _sh([sys.executable, "-m", "dvc", "remote", "modify", "store", "endpointurl",
+             stack_or_none.s3_endpoint_url], project)
+    else:
+        remote = isolated / "dvc-remote"
+        _sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "store", str(remote)], project)
+    _sh([sys.executable, "-m", "dvc", "repro", "-q"], project)
+    _commit(project, "v1")
+    train = project / "data" / "prepared" / "train.csv"
+    old_sha = _sha(train)
+    _sh([sys.executable, "-m", "dvc", "push", "-q"], project)
+
+    _set_param(project / "params.yaml", "prepare", "n_rows", "900")
+    _sh([sys.executable, "-m", "dvc", "repro", "-q"], project)
+    _commit(project, "v2")
+    os.chdir(project)
+    yard = make_yard()
+    second = yard.get(name, "latest")
+    assert (second.semver, second.bump) == ("1.1.0", "minor")
+    assert "training data changed" in str(second.bump_reason)
+    assert _sha(train) != old_sha
+
+    # Without the local DVC cache the bytes must come back from the remote, through DVC.
+    shutil.rmtree(project / ".dvc" / "cache")
+    done = run_cli("lineage", f"{name}@v1.0.0", "--checkout", "--json", cwd=project)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    first = yard.get(name, "v1.0.0")
+    assert report["restored"] == [{"path": "data/prepared/train.csv",
+                                   "md5": first.lineage.data[0].hash}]
+    assert _sha(train) == old_sha
+    assert first.lineage.data[0].git_commit  # the dvc.lock commit that recorded it
+
+
+def test_demo_runs_end_to_end(backend: str, isolated: Path) -> None:
+    done = run_cli("demo", "--dir", str(isolated / "demo"), "--rows", "700", "--trees", "12",
+                   "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = json.loads(done.stdout)
+    titles = [s["step"] for s in steps]
+    assert titles == ["init", "dvc repro", "promote", "new data", "new hyperparameters",
+                      "promote", "dropped column", "compare", "rollback", "history", "export",
+                      "summary"]
+    rows = steps[-1]["data"]["rows"]
+    assert [(r["semver"], r["bump"]) for r in rows] == [
+        ("1.0.0", "initial"), ("1.1.0", "minor"), ("1.1.1", "patch"), ("2.0.0", "major")]
+    by_title = {s["step"]: s for s in steps}
+    assert "held back" in " ".join(by_title["dropped column"]["lines"])
+    stages = {r["semver"]: r["stage"] for r in rows}
+    assert stages["1.0.0"] == "production"  # the rollback put the previous holder back
+    assert stages["2.0.0"] == "none"
+    assert Path(by_title["compare"]["data"]["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(Path(by_title["export"]["data"]["path"]).read_text())["models"]
