@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from modelyard.config import STAGES
 from modelyard.entities import (
     STATUS_PENDING,
     STATUS_READY,
@@ -67,7 +68,6 @@ FORMAT = "modelyard-export"
 FORMAT_VERSION = 1
 T_IMPORTED_FROM = "modelyard.imported_from"
 T_ADOPTED = "modelyard.adopted"
-STAGES = ("none", "staging", "production", "archived")
 
 # Limits of an import document (MLflow's own limits where it has them).
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
