@@ -38,6 +38,7 @@ test: lint $(ACTIONLINT)
 bench: install
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/register.py
+	$(BIN)/python benchmarks/lifecycle.py 500
 
 stack: install
 	$(BIN)/python -m modelyard.devstack

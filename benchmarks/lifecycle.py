@@ -1,6 +1,6 @@
 """Time promote / rollback on the server backend for a model with 500 versions.
 
-Run: .venv/bin/python scripts/bench_lifecycle.py [N]
+Run: .venv/bin/python benchmarks/lifecycle.py [N]
 """
 
 from __future__ import annotations
