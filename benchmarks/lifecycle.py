@@ -18,7 +18,11 @@ os.environ.setdefault("MODELYARD_USER", "bench")
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 500
-    work = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
+    with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp:
+        run(count, Path(tmp))
+
+
+def run(count: int, work: Path) -> None:
     os.chdir(work)
     os.environ["MODELYARD_CACHE_DIR"] = str(work / "cache")
     from modelyard.devstack import Stack
