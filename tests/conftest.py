@@ -45,6 +45,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cache: Path
     monkeypatch.setenv("MODELYARD_USER", "alice")
     monkeypatch.setenv("MODELYARD_CACHE_DIR", str(shared_cache))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")  # no network calls home from DVC
     monkeypatch.chdir(work)
     # MLflow keeps its tracking URI in a process global; start every test from a clean one.
     import mlflow

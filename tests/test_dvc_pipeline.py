@@ -103,7 +103,9 @@ def test_lineage_checkout_restores_the_old_data(
     assert report["restored"] == [{"path": "data/prepared/train.csv",
                                    "md5": first.lineage.data[0].hash}]
     assert _sha(train) == old_sha
-    assert first.lineage.data[0].git_commit  # the dvc.lock commit that recorded it
+    v1_commit = _sh(["git", "rev-list", "--max-count=1", "HEAD~1"], project).strip()
+    # The dvc.lock commit that recorded v1.0.0's data, found once it was committed.
+    assert report["lineage"]["data"][0]["git_commit"] == v1_commit
 
 
 def test_demo_runs_end_to_end(backend: str, isolated: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_cli
 
+from helpers import run_cli
 from modelyard.errors import BackendError
 
 

@@ -51,7 +51,8 @@ def _run(args: list[str], cwd: Path, what: str) -> str:
     # Stages run `python ...`: make that the interpreter modelyard runs in (its venv).
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False,
-                          env={**os.environ, "PATH": path, "PYTHONWARNINGS": "ignore"})
+                          env={**os.environ, "PATH": path, "PYTHONWARNINGS": "ignore",
+                               "DVC_NO_ANALYTICS": "1"})
     if done.returncode != 0:
         tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
         raise DemoError(detail=f"{what}: {' | '.join(tail)}")

@@ -5,6 +5,7 @@ Reading needs no DVC import (the .dvc / dvc.lock files are YAML); restoring uses
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,26 @@ def _git_commit_of(file: Path) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def commit_recording(start: Path, md5: str) -> str:
+    """The first git commit whose .dvc / dvc.lock files record ``md5`` ("" if none yet).
+
+    At registration time inside ``dvc repro`` the lock file is not committed yet, so the
+    commit is looked up when lineage is read.
+    """
+    root = find_root(start)
+    if root is None:
+        return ""
+    try:
+        done = subprocess.run(
+            ["git", "log", "--reverse", "--format=%H", "-S", md5, "--", "dvc.lock", "*.dvc"],
+            cwd=root, capture_output=True, text=True, timeout=30, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = done.stdout.split()
+    return lines[0] if done.returncode == 0 and lines else ""
 
 
 def _out_hash(out: dict[str, Any]) -> str | None:
@@ -86,8 +107,6 @@ def checkout(path: Path, md5: str) -> Path:
     """Put the bytes DVC recorded as ``md5`` back at ``path``, from DVC's cache or remote."""
     import shutil
 
-    from modelyard.vault import sha256_file  # noqa: F401 - same hashing module family
-
     path = path.absolute()
     root = find_root(path.parent)
     if root is None:
@@ -96,15 +115,10 @@ def checkout(path: Path, md5: str) -> Path:
     try:
         cache_path = Path(repo.cache.local.oid_to_path(md5))
         if not cache_path.is_file():
-            # Not in the local cache: ask DVC to fetch it from the default remote.
-            done = subprocess.run(
-                [sys.executable, "-m", "dvc", "fetch", "-q"], cwd=root, capture_output=True,
-                text=True, check=False,
-            )
+            _fetch(root, md5)
             if not cache_path.is_file():
-                detail = done.stderr.strip().splitlines()[-1:] or ["not in cache or remote"]
                 raise InvalidInput(
-                    f"DVC has no copy of {path.name} at md5 {md5}: {detail[0]}"
+                    f"DVC has no copy of {path.name} at md5 {md5} in its cache or remote"
                 )
         tmp = path.with_name(f".{path.name}.modelyard-restore")
         shutil.copyfile(cache_path, tmp)
@@ -113,6 +127,25 @@ def checkout(path: Path, md5: str) -> Path:
         repo.close()
     _update_dvc_file(path, md5)
     return path
+
+
+def _fetch(root: Path, md5: str) -> None:
+    """Ask DVC to fetch one object from the default remote into the cache.
+
+    `dvc fetch` works on tracked outputs, so a throwaway .dvc file names the object.
+    """
+    import yaml
+
+    marker = root / f".modelyard-fetch-{md5[:12]}.dvc"
+    # `hash: md5` marks DVC 3's hashing; without it DVC reads the entry as 2.x md5-dos2unix.
+    out = {"md5": md5, "hash": "md5", "path": marker.stem + ".data"}
+    marker.write_text(yaml.safe_dump({"outs": [out]}))
+    try:
+        subprocess.run([sys.executable, "-m", "dvc", "fetch", "-q", marker.name], cwd=root,
+                       capture_output=True, text=True, check=False, timeout=600,
+                       env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 def _update_dvc_file(path: Path, md5: str) -> None:

@@ -177,7 +177,14 @@ class Yard(LifecycleMixin, ExchangeMixin):
         }
 
     def lineage(self, name: str, ref: str | int | None = "latest") -> dict[str, Any]:
+        """Code, data, params and environment of a version; DVC data refs get the git commit
+        that recorded them when it exists by now."""
+        from modelyard import dvc_support
+
         mv = self.get(name, ref)
+        for data in mv.lineage.data:
+            if data.source == "dvc" and not data.git_commit:
+                data.git_commit = dvc_support.commit_recording(Path.cwd(), data.hash)
         return {
             "name": mv.name,
             "version": mv.version,
