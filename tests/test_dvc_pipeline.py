@@ -109,8 +109,9 @@ def test_lineage_checkout_restores_the_old_data(
 
 
 def test_demo_runs_end_to_end(backend: str, isolated: Path) -> None:
-    done = run_cli("demo", "--dir", str(isolated / "demo"), "--rows", "700", "--trees", "12",
-                   "--json")
+    # The demo's own sizes: its data and forests are seeded, so its numbers are the same on
+    # every machine, and the dropped column really fails the roc_auc gate.
+    done = run_cli("demo", "--dir", str(isolated / "demo"), "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     steps = json.loads(done.stdout)
     titles = [s["step"] for s in steps]

@@ -93,10 +93,9 @@ def test_failed_gate_changes_nothing(make_yard: Any, name: str,
     yard = make_yard(gates=["accuracy >= 0.95"], required_tags={"validation": "passed"})
     _register(yard, name, trained, 0.9, tags={"validation": "passed"})
     _register(yard, name, trained, 0.97, tags={"validation": "pending"})
-    yard.promote(name, 1, to="staging")  # policy gates guard production only
     before = (_holders(yard, name), _stages(yard, name), yard.get(name, 1).tags)
     with pytest.raises(GateFailed) as info:
-        yard.promote(name, 1, to="production")
+        yard.promote(name, 1, to="staging")  # policy gates guard staging and production
     assert "accuracy = 0.9 (needs >= 0.95)" in info.value.message
     with pytest.raises(GateFailed, match="validation"):
         yard.promote(name, 2, to="production", force=True, reason="try")
