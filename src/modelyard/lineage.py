@@ -9,7 +9,6 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -198,7 +197,3 @@ def capture(
         duration_s="" if duration_s is None else f"{duration_s:.3f}",
         parent_run=parent_run or "",
     )
-
-
-def python_tag() -> str:
-    return f"{sys.version_info.major}.{sys.version_info.minor}"

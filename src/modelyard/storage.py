@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from modelyard.errors import StorageError
@@ -284,12 +284,3 @@ def open_store(url: str, *, endpoint_url: str | None = None) -> ObjectStore:
     if "://" in url:
         raise StorageError(detail=f"unsupported storage URL scheme in {url!r} (use a path or s3://)")
     return LocalStore(Path(url).expanduser().absolute())
-
-
-def s3_object_info(url: str, *, endpoint_url: str | None = None) -> dict[str, Any]:
-    """Head an s3:// object: used to show where a version's artifacts live."""
-    bucket, key = split_s3_url(url)
-    store = S3Store(bucket, "", endpoint_url)
-    with store._translate(key):
-        head = store.client.head_object(Bucket=bucket, Key=key)
-    return {"size": head.get("ContentLength"), "etag": head.get("ETag")}

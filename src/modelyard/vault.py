@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,12 +146,3 @@ class Vault:
 
     def delete_manifest(self, name: str, version: int) -> None:
         self.store.delete(self.manifest_key(name, version))
-
-    def restore_files(
-        self, manifest: Manifest, dest: Path, progress: Callable[[int], None] | None = None
-    ) -> None:
-        """Rebuild a version's files from objects/ (used by repair and as a load fallback)."""
-        for rel, (oid, size) in manifest.files.items():
-            self.store.get_file(object_key(oid), dest / rel)
-            if progress:
-                progress(size)
