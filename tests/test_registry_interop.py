@@ -20,6 +20,9 @@ def test_plain_mlflow_loads_and_sees_tags(yard: Any, name: str, trained: dict[st
                        input_example=trained["X"].head(3))
     yard.promote(name, mv.version, to="staging", reason="test")
     yard.promote(name, mv.version, to="production", reason="test")
+    row = next(r for r in yard.list_models() if r["name"] == name)
+    assert (row["versions"], row["latest"], row["production"], row["staging"]) == (
+        1, "1.0.0", "v1.0.0", None)
     uri = yard.tracking.tracking_uri
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(f"models:/{name}@production")

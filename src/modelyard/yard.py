@@ -153,7 +153,9 @@ class Yard(LifecycleMixin, ExchangeMixin):
         return rows
 
     def _model_row(self, model: ModelRecord) -> dict[str, Any]:
-        versions = [v for v in self.tracking.versions(model.name) if is_visible(v)]
+        # The registered model already carries its aliases: no second look-up per model.
+        versions = [v for v in self.tracking.versions(model.name, with_aliases=False)
+                    if is_visible(v)]
         by_number = {v.version: v for v in versions}
         latest = max(versions, key=lambda v: v.version, default=None)
 
