@@ -66,10 +66,13 @@ def test_bad_input_changes_nothing(yard: Any, name: str, trained: dict[str, Any]
 def test_tampered_artifact_refuses_to_load(yard: Any, name: str, trained: dict[str, Any],
                                            backend: str, stack_or_none: Any) -> None:
     mv = yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    assert yard.verify(name, "latest")["ok"]
     _flip_one_byte(mv.artifact_location, "model.skops", stack_or_none)
     with pytest.raises(IntegrityError) as info:
         yard.load(name, "latest")
     assert "model.skops" in info.value.message
+    with pytest.raises(IntegrityError, match="model.skops"):
+        yard.verify(name, "latest")
     assert yard.get(name, "latest").semver == "1.0.0"  # details still work
 
 

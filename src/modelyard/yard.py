@@ -714,19 +714,20 @@ class Yard(LifecycleMixin, ExchangeMixin):
         shutil.copytree(path, dest, dirs_exist_ok=True)
         return mv, dest
 
+    def _manifest_of(self, mv: ModelVersion) -> Manifest:
+        """The version's manifest from the vault, checked against the hash tagged on it."""
+        if not mv.manifest_sha256:
+            raise IntegrityError(
+                name=mv.name, semver=mv.semver or f"#{mv.version}",
+                detail="no manifest recorded (bring it under modelyard with `adopt`, "
+                "or load with verify=False)",
+            )
+        return self.vault.read_manifest(mv.name, mv.version, mv.manifest_sha256,
+                                        mv.semver or "?")
+
     def _materialize(self, mv: ModelVersion, verify: bool) -> tuple[Path, str, bool]:
         """A verified local copy of the version's files: (path, where from, verified)."""
-        manifest = None
-        if verify:
-            if not mv.manifest_sha256:
-                raise IntegrityError(
-                    name=mv.name, semver=mv.semver or f"#{mv.version}",
-                    detail="no manifest recorded (bring it under modelyard with `adopt`, "
-                    "or load with verify=False)",
-                )
-            manifest = self.vault.read_manifest(
-                mv.name, mv.version, mv.manifest_sha256, mv.semver or "?"
-            )
+        manifest = self._manifest_of(mv) if verify else None
         key = mv.manifest_sha256 or f"unverified-{mv.name}-{mv.version}"
         cache = self.settings.resolved_cache_dir / "models" / key
         if cache.is_dir():
@@ -812,11 +813,8 @@ class Yard(LifecycleMixin, ExchangeMixin):
     def verify(self, name: str, ref: str | int | None = "latest") -> dict[str, Any]:
         """Check a version's stored files against its manifest without loading them."""
         mv = self.get(name, ref, full=False)
+        manifest = self._manifest_of(mv)
         with tempfile.TemporaryDirectory(prefix="modelyard-verify-") as tmp:
-            if not mv.manifest_sha256:
-                raise IntegrityError(name=name, semver=mv.semver or "?", detail="no manifest")
-            manifest = self.vault.read_manifest(name, mv.version, mv.manifest_sha256,
-                                                mv.semver or "?")
             local = self.tracking.download(mv.source, Path(tmp))
             manifest.verify_directory(local, label=name, semver=mv.semver or "?")
         return {"name": name, "version": mv.version, "semver": mv.semver, "ok": True,
