@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from modelyard.errors import Conflict, InvalidInput, ModelNotFound, VersionNotFound
-from modelyard.exchange import parse_export, plot_comparison
+from modelyard.compare import plot_comparison
+from modelyard.export_format import parse_export
 
 
 def _other_yard(make_yard: Callable[..., Any], root: Path) -> Any:
@@ -39,16 +40,6 @@ def _model_names(yard: Any) -> set[str]:
     return {m["name"] for m in yard.list_models()}
 
 
-def test_mixin_uses_only_what_yard_has() -> None:
-    from modelyard.exchange import ExchangeMixin
-    from modelyard.yard import Yard
-
-    missing = [attr for attr in ExchangeMixin._YARD_API
-               if not hasattr(Yard, attr) and attr not in ("settings", "tracking")]
-    assert missing == []
-
-
-# -- compare ------------------------------------------------------------------------------
 def test_compare_lists_versions_and_differences(yard: Any, name: str,
                                                 trained: dict[str, Any]) -> None:
     _register_two(yard, name, trained)

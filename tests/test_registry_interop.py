@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from helpers import run_cli
-from modelyard.errors import BackendError
+from modelyard.errors import BackendError, NotFound
 
 
 def test_plain_mlflow_loads_and_sees_tags(yard: Any, name: str, trained: dict[str, Any]) -> None:
@@ -82,18 +82,32 @@ def test_register_cli_from_saved_directory(yard: Any, name: str, trained: dict[s
 
 
 def test_load_falls_back_to_cache_then_train(
-    make_yard: Any, name: str, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    make_yard: Any, name: str, trained: dict[str, Any], backend: str,
+    stack_or_none: Any, isolated: Path,
 ) -> None:
-    from modelyard.devstack import free_port
+    from helpers import Forwarder
 
-    yard = make_yard()
+    forwarder = None
+    if backend == "server":
+        # The server is reached through a forwarder, so it can vanish behind the same URI.
+        host, _, port = stack_or_none.tracking_uri.removeprefix("http://").partition(":")
+        forwarder = Forwarder(host, int(port))
+        yard = make_yard(tracking_uri=f"http://127.0.0.1:{forwarder.port}")
+    else:
+        yard = make_yard()
     yard.register(trained["model"], name, input_example=trained["X"].head(3))
     first = yard.load(name, "latest")
     assert first.source == "registry"
 
-    # The registry goes away (nothing listens there): the last verified copy still loads.
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    down = make_yard(tracking_uri=f"http://127.0.0.1:{free_port()}")
+    # The registry goes away behind the same URI: the last verified copy still loads.
+    if forwarder is not None:
+        forwarder.stop()
+    else:
+        db = isolated / ".modelyard" / "mlflow.db"
+        db.rename(db.with_suffix(".moved"))
+        db.mkdir()  # a folder where the database was: SQLite cannot open it
+        _forget_engines(yard.tracking.tracking_uri)
+    down = make_yard(tracking_uri=yard.tracking.tracking_uri)
     with pytest.raises(BackendError):
         down.get(name, "latest")
     cached = down.load(name, "latest")
@@ -101,8 +115,26 @@ def test_load_falls_back_to_cache_then_train(
     assert list(cached.model.predict(trained["X"].head(3))) == list(
         trained["model"].predict(trained["X"].head(3)))
 
+    # Another registry never serves this one's cached copy.
+    other = make_yard(tracking_uri=f"sqlite:///{isolated / 'other.db'}",
+                      vault=str(isolated / "other-vault"))
+    with pytest.raises(NotFound):
+        other.load(name, "latest")
+
     # Nothing cached for this ref: the train callback is the last resort.
     fallback = down.load(name, "production", train=lambda: "trained-here")
     assert fallback.source == "train" and fallback.model == "trained-here"
     with pytest.raises(BackendError):
         down.load(name, "production")
+
+
+def _forget_engines(uri: str) -> None:
+    """MLflow keeps one SQLAlchemy engine per database URI for the whole process; drop it, so
+    this process meets the broken database as a new process would."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as Registry
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as Tracking
+
+    for store in (Registry, Tracking):
+        engine = store._engine_map.pop(uri, None)
+        if engine is not None:
+            engine.dispose()

@@ -20,17 +20,25 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from modelyard.errors import AuditTampered, StorageError
+from modelyard.errors import AuditTampered, StorageError, YardError
+from modelyard.names import STAGE_ALIASES, T_AUDIT_HEAD, check_name
+from modelyard.refs import lookup
 from modelyard.storage import ObjectStore
+from modelyard.vault import audit_prefix, event_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.context import Context
 
 log = logging.getLogger("modelyard.audit")
 
-STAGE_ALIASES = ("staging", "production")
+__all__ = ["GENESIS", "STAGE_ALIASES", "AuditEvent", "AuditLog", "Auditor", "event_key",
+           "parse_head"]
+
 GENESIS = "0" * 64
 _MAX_ATTEMPTS = 200
 
@@ -69,6 +77,16 @@ class AuditEvent:
     def to_dict(self) -> dict[str, Any]:
         return {**self.body(), "hash": self.hash}
 
+    def __getitem__(self, key: str) -> Any:
+        """Read access by the stored document's keys (``event["from"]``)."""
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuditEvent:
         known = {k: v for k, v in data.items() if k != "from"}
@@ -78,10 +96,6 @@ class AuditEvent:
         if unknown:
             raise ValueError(f"unexpected field(s) {sorted(unknown)}")
         return cls(**known)
-
-
-def event_key(name: str, seq: int) -> str:
-    return f"audit/{name}/{seq:010d}.json"
 
 
 def _seq_of(key: str) -> int | None:
@@ -99,7 +113,7 @@ class AuditLog:
     def __init__(self, store: ObjectStore, name: str) -> None:
         self.store = store
         self.name = name
-        self.prefix = f"audit/{name}/"
+        self.prefix = audit_prefix(name)
 
     # -- reading --------------------------------------------------------------------------
     def sequence_numbers(self) -> list[int]:
@@ -217,3 +231,56 @@ def parse_head(value: str | None) -> tuple[int, str] | None:
     if not seq.isdigit() or len(digest) != 64:
         return None
     return int(seq), digest
+
+
+class Auditor:
+    """Appends events to a model's trail and keeps the registry's head tag current."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.tracking = ctx.tracking
+
+    def log(self, name: str) -> AuditLog:
+        return AuditLog(self.ctx.vault.store, name)
+
+    def append(self, name: str, build: Callable[[AuditEvent | None], dict[str, Any]]
+               ) -> AuditEvent:
+        event = self.log(name).append(build, who=self.ctx.user)
+        # The registry remembers the newest event too: removing events at the end of the
+        # trail is then detected as well.
+        try:
+            self.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{event.seq}:{event.hash}")
+        except YardError as exc:
+            log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
+        return event
+
+    def record(self, name: str, action: str, **fields: Any) -> AuditEvent:
+        """Append an event that moves no stage (its ``stages`` copy the previous event's)."""
+
+        def build(prev: AuditEvent | None) -> dict[str, Any]:
+            return {"action": action, "stages": dict(prev.stages) if prev else {}, **fields}
+
+        return self.append(name, build)
+
+    def history(self, name: str, version: str | int | None = None, *,
+                verify: bool = False) -> list[AuditEvent]:
+        """The model's audit trail, oldest first; ``verify`` checks the hash chain and
+        raises ``AuditTampered`` naming the first broken event."""
+        check_name(name)
+        model = self.tracking.get_model(name)
+        audit = self.log(name)
+        if verify:
+            audit.verify(parse_head(model.tags.get(T_AUDIT_HEAD)))
+        events = audit.events()
+        if version is not None:
+            text = str(version)
+            number = (int(text) if text.isascii() and text.isdigit() and len(text) < 13
+                      else lookup(self.tracking, name, text).version)
+            events = [e for e in events if _mentions(e, number)]
+        return events
+
+
+def _mentions(event: AuditEvent, number: int) -> bool:
+    if event.version == number or event.detail.get("rolled_back") == number:
+        return True
+    return any(int(d.get("version", -1)) == number for d in event.detail.get("displaced", []))

@@ -179,7 +179,7 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
     yield held
 
     clock = time.perf_counter()
-    from modelyard.exchange import plot_comparison
+    from modelyard.compare import plot_comparison
 
     comparison = yard.compare(model)
     plot = directory / "compare.png"
@@ -199,7 +199,7 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
     clock = time.perf_counter()
     events = yard.history(model, verify=True)
     yield Step("history", [f"{len(events)} audit events, hash chain verified",
-                           ", ".join(sorted({str(e.get('action')) for e in events}))],
+                           ", ".join(sorted({e.action for e in events}))],
                {"events": len(events)}, time.perf_counter() - clock)
 
     clock = time.perf_counter()

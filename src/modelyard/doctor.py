@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from modelyard.entities import Check, DoctorReport
 from modelyard.errors import YardError
 from modelyard.storage import open_store
 from modelyard.tracking import redact
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelyard.yard import Yard
+    from modelyard.context import Context
 
 CREDENTIAL_VARS = (
     "AWS_ACCESS_KEY_ID",
@@ -32,36 +33,33 @@ def _check_store(url: str, endpoint: str | None) -> dict[str, Any]:
         return {"ok": False, "detail": exc.message}
 
 
-def run(yard: Yard) -> dict[str, Any]:
-    settings = yard.settings
-    endpoint = settings.s3_endpoint_url or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-    ok, detail = yard.tracking.health()
-    checks: list[dict[str, Any]] = [
-        {"component": "tracking", "target": redact(settings.resolved_tracking_uri),
-         "ok": ok, "detail": detail},
-    ]
+def run(ctx: Context) -> DoctorReport:
+    settings = ctx.settings
+    endpoint = settings.s3_endpoint_url
+    ok, detail = ctx.tracking.health()
+    checks = [Check("tracking", redact(settings.resolved_tracking_uri), ok, detail)]
     vault = _check_store(settings.resolved_vault, endpoint)
-    checks.append({"component": "vault", "target": redact(settings.resolved_vault), **vault})
+    checks.append(Check("vault", redact(settings.resolved_vault), **vault))
     if settings.backup:
         backup = _check_store(settings.backup, endpoint)
-        checks.append({"component": "backup", "target": redact(settings.backup), **backup})
+        checks.append(Check("backup", redact(settings.backup), **backup))
     artifact_root = settings.resolved_artifact_location
     if endpoint or (artifact_root or "").startswith("s3://") or settings.resolved_vault.startswith(
         "s3://"
     ):
         s3 = _check_s3_endpoint(endpoint)
-        checks.append({"component": "s3", "target": endpoint or "AWS S3", **s3})
-    return {
-        "ok": all(c["ok"] for c in checks),
-        "mode": "embedded" if settings.is_embedded else "server",
-        "tracking_uri": redact(settings.resolved_tracking_uri),
-        "artifact_location": redact(artifact_root or "(chosen by the tracking server)"),
-        "vault": redact(settings.resolved_vault),
-        "user": yard.user,
-        "credentials": {var: ("set" if os.environ.get(var) else "not set")
-                        for var in CREDENTIAL_VARS},
-        "checks": checks,
-    }
+        checks.append(Check("s3", redact(endpoint or "AWS S3"), **s3))
+    return DoctorReport(
+        ok=all(c.ok for c in checks),
+        mode="embedded" if settings.is_embedded else "server",
+        tracking_uri=redact(settings.resolved_tracking_uri),
+        artifact_location=redact(artifact_root or "(chosen by the tracking server)"),
+        vault=redact(settings.resolved_vault),
+        user=ctx.user,
+        credentials={var: ("set" if os.environ.get(var) else "not set")
+                     for var in CREDENTIAL_VARS},
+        checks=checks,
+    )
 
 
 def _check_s3_endpoint(endpoint: str | None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Value objects the facade returns."""
+"""The typed results the facade returns; the CLI renders them and ``--json`` serialises
+``to_dict()``."""
 
 from __future__ import annotations
 
@@ -7,22 +8,25 @@ from datetime import datetime, timezone
 from typing import Any
 
 from modelyard.lineage import Lineage
+from modelyard.names import T_BUMP, T_MANIFEST, T_REASON, T_SEMVER, T_STAGE
 from modelyard.tracking import VersionRecord
 
-T_SEMVER = "modelyard.semver"
-T_BUMP = "modelyard.bump"
-T_REASON = "modelyard.bump_reason"
-T_STAGE = "modelyard.stage"
-T_MANIFEST = "modelyard.manifest_sha256"
-T_STATUS = "modelyard.status"
-T_SCHEMA = "modelyard.schema"
-T_FLAVOR = "modelyard.flavor"
-T_CLASS = "modelyard.model_class"
-T_PARAMS = "modelyard.params"
-T_ROLLED_BACK = "modelyard.rolled_back"
 
-STATUS_PENDING = "pending"
-STATUS_READY = "ready"
+class Result:
+    """Base of the typed results verbs return: ``to_dict()`` for ``--json``, and read-only
+    item access (``result["ok"]``) for scripts written against the earlier dict results."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
 
 
 def iso(ms: int) -> str:
@@ -32,7 +36,7 @@ def iso(ms: int) -> str:
 
 
 @dataclass
-class ModelVersion:
+class ModelVersion(Result):
     """One registered version as modelyard sees it."""
 
     name: str
@@ -97,7 +101,7 @@ class ModelVersion:
 
 
 @dataclass
-class LoadedModel:
+class LoadedModel(Result):
     """What ``Yard.load`` returns: the model object and where it came from."""
 
     model: Any
@@ -105,3 +109,141 @@ class LoadedModel:
     path: str
     source: str  # "cache", "registry", "vault" or "train"
     verified: bool
+
+
+@dataclass
+class ModelRow(Result):
+    """One line of ``list``: a model, its version count and stage holders."""
+
+    name: str
+    versions: int
+    latest: str | None
+    latest_version: int | None
+    highest_semver: str | None
+    staging: str | None
+    production: str | None
+    description: str
+    updated_at: int
+
+
+@dataclass
+class LineageReport(Result):
+    name: str
+    version: int
+    semver: str | None
+    run_id: str | None
+    params: dict[str, str]
+    lineage: dict[str, Any]
+    restored: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class VerifyResult(Result):
+    name: str
+    version: int
+    semver: str | None
+    ok: bool
+    files: int
+    bytes: int
+
+
+@dataclass
+class Comparison(Result):
+    name: str
+    versions: list[dict[str, Any]]
+    differences: list[str]
+
+
+@dataclass
+class AliasChange(Result):
+    name: str
+    alias: str
+    version: int
+    semver: str | None = None
+    previous: int | None = None
+    deleted: bool = False
+    event: int | None = None
+
+
+@dataclass
+class TagChange(Result):
+    name: str
+    version: int
+    key: str
+    semver: str | None = None
+    value: str | None = None
+    previous: str | None = None
+    deleted: bool = False
+    event: int | None = None
+
+
+@dataclass
+class CleanupResult(Result):
+    name: str
+    keep: int
+    delete: bool
+    applied: bool
+    plan: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    event: int | None = None
+
+
+@dataclass
+class ImportSummary(Result):
+    dry_run: bool
+    source: str
+    models: int
+    created: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    aliases: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    would_create: list[dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.would_create is None:
+            data.pop("would_create")
+        return data
+
+
+@dataclass
+class Decision(Result):
+    """A closed promotion request (``reject``)."""
+
+    id: str
+    name: str
+    version: int
+    semver: str | None
+    stage: str
+    status: str
+    requested_by: str
+    decided_by: str
+    reason: str | None
+    event: int | None = None
+    request: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        # The request's fields first, as ``requests`` shows them, then the decision.
+        return {**self.request, "status": self.status, "rejected_by": self.decided_by,
+                "reason": self.reason, "event": self.event}
+
+
+@dataclass
+class Check(Result):
+    component: str
+    target: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class DoctorReport(Result):
+    ok: bool
+    mode: str
+    tracking_uri: str
+    artifact_location: str
+    vault: str
+    user: str
+    credentials: dict[str, str]
+    checks: list[Check]

@@ -9,6 +9,7 @@ Webhook URLs often carry tokens, so results name only their scheme and host.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -16,8 +17,14 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from modelyard.errors import YardError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.audit import AuditEvent, Auditor
+    from modelyard.config import Settings
 
 log = logging.getLogger("modelyard.notify")
 
@@ -78,3 +85,30 @@ def send_all(urls: list[str], payload: dict[str, Any], secret: str | None
              ) -> list[dict[str, Any]]:
     """Notify every URL; one result per URL."""
     return [post(url, payload, secret) for url in urls]
+
+
+class Notifier:
+    """Sends the configured webhooks for an audit event; records failures in the trail."""
+
+    def __init__(self, settings: Settings, audit: Auditor) -> None:
+        self.settings = settings
+        self.audit = audit
+
+    def notify(self, name: str, event: AuditEvent) -> list[dict[str, Any]]:
+        """Signed webhooks for a stage change; failures are logged and audited, never
+        raised."""
+        if not self.settings.webhooks:
+            return []
+        payload = {"event": event.to_dict(), "model": name}
+        results = send_all(self.settings.webhooks, payload, self.settings.webhook_secret)
+        failed = [r for r in results if not r["ok"]]
+        if failed:
+            for item in failed:
+                log.warning("webhook %s failed after %s attempts: %s", item["url"],
+                            item["attempts"], item["error"])
+            with contextlib.suppress(YardError):
+                self.audit.record(name, "webhook_failed", version=event.version,
+                                  semver=event.semver, from_=None, to=None,
+                                  reason=f"notification of event {event.seq} failed",
+                                  detail={"event": event.seq, "webhooks": failed})
+        return results

@@ -10,17 +10,24 @@ VersionRef(kind='semver', value='1.2.0', text='v1.2.0')
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from modelyard.errors import InvalidRef, VersionNotFound
+from modelyard.errors import InvalidRef, NotFound, VersionNotFound
+from modelyard.names import (
+    ALIAS,
+    MAX_VERSION_NUMBER,
+    SEMVER,
+    STAGE_ALIASES,
+    STATUS_PENDING,
+    T_SEMVER,
+    T_STATUS,
+    check_name,
+)
 from modelyard.tracking import VersionRecord
 
-SEMVER_TAG = "modelyard.semver"
-_SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
-_ALIAS = re.compile(r"^[\w-]+$")
-STAGE_ALIASES = ("production", "staging")
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.tracking import Tracking
 
 RefKind = Literal["number", "semver", "latest", "alias"]
 
@@ -36,11 +43,14 @@ class VersionRef:
         raw = str(text).strip()
         if not raw:
             raise InvalidRef(ref=raw, problem="empty")
-        if raw.isdigit():
-            if int(raw) < 1:
-                raise InvalidRef(ref=raw, problem="version numbers start at 1")
+        if len(raw) > 256:
+            raise InvalidRef(ref=raw[:40] + "...", problem="too long")
+        if raw.isascii() and raw.isdigit():  # not '²': str.isdigit alone accepts it
+            if len(raw) > 13 or not 1 <= int(raw) <= MAX_VERSION_NUMBER:
+                raise InvalidRef(ref=raw[:20], problem="version numbers run from 1 to "
+                                 f"{MAX_VERSION_NUMBER}")
             return cls("number", str(int(raw)), raw)
-        match = _SEMVER.match(raw)
+        match = SEMVER.match(raw)
         if match:
             return cls("semver", ".".join(str(int(p)) for p in match.groups()), raw)
         if raw.lower() == "latest":
@@ -50,7 +60,7 @@ class VersionRef:
             raise InvalidRef(
                 ref=raw, problem="more than one version can be in that stage; name one"
             )
-        if not _ALIAS.match(alias):
+        if not ALIAS.match(alias):
             raise InvalidRef(
                 ref=raw,
                 problem="expected a number, a semver (v1.2.0), latest, production, staging "
@@ -75,7 +85,7 @@ def resolve(name: str, ref: VersionRef, versions: list[VersionRecord]) -> Versio
     if ref.kind == "number":
         found = next((v for v in versions if v.version == int(ref.value)), None)
     elif ref.kind == "semver":
-        found = next((v for v in versions if v.tags.get(SEMVER_TAG) == ref.value), None)
+        found = next((v for v in versions if v.tags.get(T_SEMVER) == ref.value), None)
     elif ref.kind == "latest":
         found = max(versions, key=lambda v: v.version, default=None)
     else:
@@ -91,11 +101,40 @@ def _hint(ref: VersionRef, versions: list[VersionRecord]) -> str:
     candidates: list[str] = []
     for v in versions:
         candidates.append(str(v.version))
-        if v.tags.get(SEMVER_TAG):
-            candidates.append("v" + v.tags[SEMVER_TAG])
+        if v.tags.get(T_SEMVER):
+            candidates.append("v" + v.tags[T_SEMVER])
         candidates.extend("@" + a for a in v.aliases)
     wanted = ref.text if ref.kind != "semver" else "v" + ref.value
     close = difflib.get_close_matches(wanted, candidates, n=3, cutoff=0.3)
     if not close:
         close = candidates[-3:]
     return "; nearest: " + ", ".join(close)
+
+
+def is_visible(record: VersionRecord) -> bool:
+    """A version is registered once its last tag (status=ready) is written."""
+    return record.tags.get(T_STATUS) != STATUS_PENDING
+
+
+def lookup(tracking: Tracking, name: str, ref: str | int | None) -> VersionRecord:
+    """Resolve a reference: numbers and aliases without listing every version.
+
+    Semvers and ``latest`` fall back to the model's visible versions (with the full,
+    helpful error when nothing matches).
+    """
+    check_name(name)
+    parsed = VersionRef.parse(ref if ref is not None else "latest")
+    number: int | None = None
+    try:
+        if parsed.kind == "number":
+            number = int(parsed.value)
+        elif parsed.kind == "alias":
+            number = tracking.alias_holder(name, parsed.value)
+        if number is not None:
+            record = tracking.get_version(name, number)
+            if is_visible(record):
+                return record
+    except NotFound:
+        pass
+    visible = [v for v in tracking.versions(name) if is_visible(v)]
+    return resolve(name, parsed, visible)

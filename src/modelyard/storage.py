@@ -284,3 +284,59 @@ def open_store(url: str, *, endpoint_url: str | None = None) -> ObjectStore:
     if "://" in url:
         raise StorageError(detail=f"unsupported storage URL scheme in {url!r} (use a path or s3://)")
     return LocalStore(Path(url).expanduser().absolute())
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all: a temporary file beside it, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def copy_tree_safely(src: Path, dest: Path | None, *, follow_links: bool = False) -> None:
+    """Copy a folder's files into ``dest`` (which must not exist), never a link.
+
+    A symlink whose target lies outside ``src`` is refused with ``InvalidInput``, unless
+    ``follow_links``, which copies the target's content instead. With ``dest=None`` only the
+    check runs (so a caller can refuse before creating anything).
+    """
+    from modelyard.errors import InvalidInput
+
+    root = src.resolve()
+    if not root.is_dir():
+        raise InvalidInput(f"{src} is not a folder")
+    plan: list[tuple[Path, Path]] = []
+    for folder, dirs, files in os.walk(src, followlinks=False):
+        here = Path(folder)
+        for entry in [*dirs, *files]:
+            path = here / entry
+            rel = path.relative_to(src)
+            if path.is_symlink():
+                target = path.resolve()
+                if not (target == root or root in target.parents) and not follow_links:
+                    raise InvalidInput(
+                        f"{rel} is a symlink pointing outside {src}; refused (copy the file "
+                        "in, or pass --follow-links to copy its target's content)")
+                if not target.exists():
+                    raise InvalidInput(f"{rel} is a broken symlink")
+                if target.is_dir():
+                    for inner in sorted(p for p in target.rglob("*") if p.is_file()):
+                        plan.append((inner, rel / inner.relative_to(target)))
+                    continue
+                plan.append((target, rel))
+            elif path.is_file():
+                plan.append((path, rel))
+    if dest is None:
+        return
+    dest.mkdir(parents=True)
+    for source, rel in plan:
+        target_path = dest / rel
+        target_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target_path)

@@ -90,6 +90,11 @@ class Tracking:
 
     # -- plumbing -------------------------------------------------------------------------
     @property
+    def display_uri(self) -> str:
+        """The tracking URI as it may be shown: passwords redacted."""
+        return redact(self.tracking_uri)
+
+    @property
     def client(self) -> MlflowClient:
         if self._client is None:
             if self.settings.is_embedded:
@@ -285,19 +290,31 @@ class Tracking:
         raise UserError(f"not an MLflow model URI: {uri!r} (expected models:/m-... or runs:/...)")
 
     # -- registry -------------------------------------------------------------------------
-    def ensure_registered_model(self, name: str, description: str | None = None) -> None:
+    def ensure_registered_model(self, name: str, description: str | None = None) -> bool:
+        """Create the registered model unless it exists; True when this call created it."""
         with self.translate():
             try:
                 self.client.get_registered_model(name)
-                return
+                return False
             except Exception as exc:
                 if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
                     raise
             try:
                 self.client.create_registered_model(name, description=description)
+                return True
             except Exception as exc:
                 if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
+        return False
+
+    def delete_model_if_empty(self, name: str) -> bool:
+        """Delete a registered model that has no versions (debris of a failed attempt)."""
+        escaped = name.replace("'", "\\'")
+        with self.translate(name=name):
+            if list(self.client.search_model_versions(f"name = '{escaped}'", max_results=1)):
+                return False
+            self.client.delete_registered_model(name)
+        return True
 
     def get_model(self, name: str) -> ModelRecord:
         with self.translate(name=name):

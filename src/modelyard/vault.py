@@ -1,9 +1,12 @@
-"""The vault: content-addressed objects and per-version manifests.
+"""The vault: content-addressed objects, per-version manifests, and every other key
+modelyard keeps in an object store (this module owns the layout).
 
 ::
 
     objects/ab/cdef...            file contents by SHA-256 (each stored once)
     manifests/NAME/VERSION.json   path -> sha256 + size for every artifact file of a version
+    audit/NAME/0000000001.json    the hash-chained audit trail
+    requests/NAME/ID.json         promotion requests (ID.decision.json once decided)
 """
 
 from __future__ import annotations
@@ -33,6 +36,33 @@ def sha256_file(path: Path) -> str:
 
 def object_key(oid: str) -> str:
     return f"objects/{oid[:2]}/{oid[2:]}"
+
+
+def manifest_key(name: str, version: int) -> str:
+    return f"manifests/{name}/{version}.json"
+
+
+def audit_prefix(name: str) -> str:
+    return f"audit/{name}/"
+
+
+def event_key(name: str, seq: int) -> str:
+    return f"audit/{name}/{seq:010d}.json"
+
+
+REQUESTS = "requests/"
+
+
+def requests_prefix(name: str) -> str:
+    return f"requests/{name}/"
+
+
+def request_key(name: str, request_id: str) -> str:
+    return f"requests/{name}/{request_id}.json"
+
+
+def decision_key(name: str, request_id: str) -> str:
+    return f"requests/{name}/{request_id}.decision.json"
 
 
 @dataclass(frozen=True)
@@ -94,9 +124,7 @@ class Vault:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
-    @staticmethod
-    def manifest_key(name: str, version: int) -> str:
-        return f"manifests/{name}/{version}.json"
+    manifest_key = staticmethod(manifest_key)
 
     def store_objects(self, root: Path, manifest: Manifest) -> None:
         """Copy every file's content into objects/ once (deduplicated by hash)."""

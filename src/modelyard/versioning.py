@@ -10,9 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import semver as _semver
-
 from modelyard.errors import InvalidInput, VersionConflict
+from modelyard.names import is_semver, parse_semver
 
 Bump = Literal["initial", "major", "minor", "patch"]
 FIRST_VERSION = "1.0.0"
@@ -139,15 +138,6 @@ def decide_bump(new: Fingerprint, base: Fingerprint | None) -> BumpDecision:
     return BumpDecision("patch", "; ".join(patch) if patch else "retrain with same schema and data")
 
 
-def parse_semver(text: str) -> _semver.Version:
-    try:
-        return _semver.Version.parse(text.removeprefix("v"))
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(
-            f"'{text}' is not a semantic version (expected MAJOR.MINOR.PATCH)"
-        ) from exc
-
-
 def apply_bump(highest: str | None, bump: Bump) -> str:
     if highest is None:
         return FIRST_VERSION
@@ -170,10 +160,6 @@ def check_explicit(name: str, requested: str, highest: str | None) -> str:
 
 
 def highest_semver(semvers: list[str]) -> str | None:
-    parsed = []
-    for text in semvers:
-        try:
-            parsed.append(_semver.Version.parse(text))
-        except ValueError:
-            continue
+    """The highest of the given semvers (anything that is not one is ignored)."""
+    parsed = [parse_semver(text) for text in semvers if is_semver(text)]
     return str(max(parsed)) if parsed else None

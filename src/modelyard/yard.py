@@ -1,5 +1,10 @@
 """``Yard``: the one facade. The CLI and the serving app call only this.
 
+A thin, typed set of delegations to small verb objects, each built with exactly what it
+uses (the context, and the other verbs it needs), in the order of the floors of the house:
+records (audit), mechanics (registration, stages, gates, labels), policy (promotion,
+retention, transfer, adopt, loading).
+
 >>> yard = Yard()                                   # embedded default, or MLFLOW_TRACKING_URI
 >>> mv = yard.register(model, "churn", metrics={"accuracy": 0.91}, data=["data/train.csv"])
 >>> mv.semver, mv.bump_reason
@@ -8,177 +13,122 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import os
-import re
-import shutil
-import tempfile
-import time
-from collections.abc import Callable
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from modelyard import lineage as lineage_mod
+from modelyard import doctor as doctor_mod
+from modelyard.adopt import Adopter
+from modelyard.audit import AuditEvent, Auditor
+from modelyard.compare import compare as compare_versions
 from modelyard.config import Settings, load_settings
+from modelyard.context import Context, build_context
 from modelyard.entities import (
-    STATUS_PENDING,
-    STATUS_READY,
-    T_BUMP,
-    T_CLASS,
-    T_FLAVOR,
-    T_MANIFEST,
-    T_PARAMS,
-    T_REASON,
-    T_SCHEMA,
-    T_SEMVER,
-    T_STAGE,
-    T_STATUS,
+    AliasChange,
+    CleanupResult,
+    Comparison,
+    Decision,
+    DoctorReport,
+    ImportSummary,
+    LineageReport,
     LoadedModel,
+    ModelRow,
     ModelVersion,
+    TagChange,
+    VerifyResult,
 )
-from modelyard.errors import (
-    BackendError,
-    IntegrityError,
-    InvalidInput,
-    ModelNotFound,
-    RegistrationFailed,
-    StorageError,
-    UserError,
-    VersionConflict,
-    YardError,
-)
-from modelyard.exchange import ExchangeMixin
-from modelyard.lifecycle import LifecycleMixin
-from modelyard.lineage import Lineage
-from modelyard.refs import VersionRef, resolve
-from modelyard.storage import ObjectStore, open_store
-from modelyard.tracking import ModelRecord, Tracking, VersionRecord, redact
-from modelyard.vault import Manifest, Vault
-from modelyard.versioning import (
-    Fingerprint,
-    apply_bump,
-    check_explicit,
-    decide_bump,
-    highest_semver,
-    parse_semver,
-)
-
-log = logging.getLogger("modelyard")
-
-_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]{0,199}$")
-BUMPS = ("major", "minor", "patch")
+from modelyard.errors import UserError
+from modelyard.gates import Gates, Holdout
+from modelyard.labels import Labels
+from modelyard.loading import Loader
+from modelyard.names import T_SEMVER, check_name
+from modelyard.notify import Notifier
+from modelyard.promotion import Promotion
+from modelyard.refs import VersionRef, is_visible, lookup, resolve
+from modelyard.registration import Registrar
+from modelyard.retention import Retention
+from modelyard.stages import StageChange, Stages
+from modelyard.tracking import Tracking, VersionRecord
+from modelyard.transfer import Transfer
+from modelyard.vault import Vault
+from modelyard.versioning import highest_semver
 
 
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidInput(
-            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' "
-            "(no '/', '@' or spaces)"
-        )
-    return name
-
-
-def is_visible(record: VersionRecord) -> bool:
-    """A version is registered once its last tag (status=ready) is written."""
-    return record.tags.get(T_STATUS) != STATUS_PENDING
-
-
-class Yard(LifecycleMixin, ExchangeMixin):
+class Yard:
     """modelyard's facade over MLflow, the object store and the vault."""
 
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
-        self.settings = settings or load_settings(overrides)
-        if self.settings.s3_endpoint_url and not os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
-            os.environ["MLFLOW_S3_ENDPOINT_URL"] = self.settings.s3_endpoint_url
-        self.tracking = Tracking(self.settings)
-        self._vault: Vault | None = None
-        self._backup: ObjectStore | None = None
+        self.ctx: Context = build_context(settings or load_settings(overrides))
+        self.settings: Settings = self.ctx.settings
+        self.tracking: Tracking = self.ctx.tracking
+        self._loader = Loader(self.ctx)
+        self._audit = Auditor(self.ctx)
+        notifier = Notifier(self.settings, self._audit)
+        self._stages = Stages(self.ctx, self._audit, notifier)
+        gates = Gates(self.settings, self.tracking,
+                      lambda name, version: self._loader.load(name, version).model)
+        self._promotion = Promotion(self.ctx, self._stages, gates, self._audit)
+        self._registrar = Registrar(self.ctx, self._promotion.after_registration)
+        self._labels = Labels(self.ctx, self._audit)
+        self._retention = Retention(self.ctx, self._audit)
+        self._transfer = Transfer(self.ctx, self._registrar, self._loader)
+        self._adopter = Adopter(self.ctx, self._registrar)
 
     # -- wiring ---------------------------------------------------------------------------
     @property
     def vault(self) -> Vault:
-        if self._vault is None:
-            self._vault = Vault(
-                open_store(self.settings.resolved_vault, endpoint_url=self._s3_endpoint())
-            )
-        return self._vault
-
-    def _s3_endpoint(self) -> str | None:
-        return self.settings.s3_endpoint_url or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+        return self.ctx.vault
 
     @property
     def user(self) -> str:
-        return lineage_mod.current_user(self.settings.user)
+        return self.ctx.user
 
-    # -- reading --------------------------------------------------------------------------
+    # -- read -----------------------------------------------------------------------------
     def versions(self, name: str) -> list[VersionRecord]:
         """Visible versions of a model, oldest first."""
-        check_name(name)
-        return [v for v in self.tracking.versions(name) if is_visible(v)]
+        return [v for v in self.tracking.versions(check_name(name)) if is_visible(v)]
 
     def resolve(self, name: str, ref: str | int | None = "latest") -> VersionRecord:
-        return resolve(name, VersionRef.parse(ref or "latest"), self.versions(name))
+        """The version a reference names (``3``, ``v1.2.0``, ``latest``, ``production``,
+        ``@alias``)."""
+        return lookup(self.tracking, name, ref)
 
-    def get(
-        self, name: str, ref: str | int | None = "latest", *, full: bool = True
-    ) -> ModelVersion:
+    def get(self, name: str, ref: str | int | None = "latest", *, full: bool = True
+            ) -> ModelVersion:
         """One version with its metrics, params, lineage and artifact location."""
-        record = self.resolve(name, ref)
-        return self._model_version(record, full=full)
+        return self._loader.get(name, ref, full=full)
 
     details = get
 
-    def _model_version(self, record: VersionRecord, *, full: bool) -> ModelVersion:
-        metrics: dict[str, float] = {}
-        params: dict[str, str] = {}
-        location = None
-        if full:
-            if record.run_id:
-                with contextlib.suppress(YardError):
-                    run = self.tracking.get_run(record.run_id)
-                    metrics, params = run["metrics"], run["params"]
-            location = self.tracking.artifact_location(record)
-        return ModelVersion.from_record(
-            record, metrics=metrics, params=params, artifact_location=location
-        )
-
-    def list_models(self) -> list[dict[str, Any]]:
+    def list_models(self) -> list[ModelRow]:
         """Every model: version count, latest semver, who holds staging / production."""
         rows = []
         for model in self.tracking.list_models():
-            rows.append(self._model_row(model))
+            # The registered model already carries its aliases: no second look-up per model.
+            versions = [v for v in self.tracking.versions(model.name, with_aliases=False)
+                        if is_visible(v)]
+            by_number = {v.version: v for v in versions}
+            latest = max(versions, key=lambda v: v.version, default=None)
+
+            def holder(alias: str) -> str | None:
+                number = model.aliases.get(alias)  # noqa: B023 - used within the loop
+                if number is None or number not in by_number:  # noqa: B023
+                    return None
+                semver = by_number[number].tags.get(T_SEMVER)  # noqa: B023
+                return self.settings.format_version(semver) if semver else f"#{number}"
+
+            rows.append(ModelRow(
+                name=model.name, versions=len(versions),
+                latest=latest.tags.get(T_SEMVER) if latest else None,
+                latest_version=latest.version if latest else None,
+                highest_semver=highest_semver([v.tags.get(T_SEMVER, "") for v in versions]),
+                staging=holder("staging"), production=holder("production"),
+                description=model.description, updated_at=model.updated_ms,
+            ))
         return rows
 
-    def _model_row(self, model: ModelRecord) -> dict[str, Any]:
-        # The registered model already carries its aliases: no second look-up per model.
-        versions = [v for v in self.tracking.versions(model.name, with_aliases=False)
-                    if is_visible(v)]
-        by_number = {v.version: v for v in versions}
-        latest = max(versions, key=lambda v: v.version, default=None)
-
-        def holder(alias: str) -> str | None:
-            number = model.aliases.get(alias)
-            if number is None or number not in by_number:
-                return None
-            semver = by_number[number].tags.get(T_SEMVER)
-            return self.settings.format_version(semver) if semver else f"#{number}"
-
-        return {
-            "name": model.name,
-            "versions": len(versions),
-            "latest": latest.tags.get(T_SEMVER) if latest else None,
-            "latest_version": latest.version if latest else None,
-            "highest_semver": highest_semver([v.tags.get(T_SEMVER, "") for v in versions]),
-            "staging": holder("staging"),
-            "production": holder("production"),
-            "description": model.description,
-            "updated_at": model.updated_ms,
-        }
-
-    def lineage(self, name: str, ref: str | int | None = "latest") -> dict[str, Any]:
+    def lineage(self, name: str, ref: str | int | None = "latest") -> LineageReport:
         """Code, data, params and environment of a version; DVC data refs get the git commit
         that recorded them when it exists by now."""
         from modelyard import dvc_support
@@ -187,14 +137,8 @@ class Yard(LifecycleMixin, ExchangeMixin):
         for data in mv.lineage.data:
             if data.source == "dvc" and not data.git_commit:
                 data.git_commit = dvc_support.commit_recording(Path.cwd(), data.hash)
-        return {
-            "name": mv.name,
-            "version": mv.version,
-            "semver": mv.semver,
-            "run_id": mv.run_id,
-            "params": mv.params,
-            "lineage": mv.lineage.to_dict(),
-        }
+        return LineageReport(name=mv.name, version=mv.version, semver=mv.semver,
+                             run_id=mv.run_id, params=mv.params, lineage=mv.lineage.to_dict())
 
     def checkout_data(self, name: str, ref: str | int | None, root: Path) -> list[dict[str, str]]:
         """Restore, through DVC, the exact training data a version was trained on."""
@@ -212,7 +156,24 @@ class Yard(LifecycleMixin, ExchangeMixin):
             raise UserError(f"{mv.label} has no DVC-tracked data in its lineage")
         return restored
 
-    # -- registration ---------------------------------------------------------------------
+    def compare(self, name: str, refs: list[str] | None = None) -> Comparison:
+        """Versions side by side; ``differences`` lists the keys whose values differ."""
+        return compare_versions(self._loader, name, refs)
+
+    def history(self, name: str, version: str | int | None = None, *,
+                verify: bool = False) -> list[AuditEvent]:
+        """The model's audit trail, oldest first; ``verify`` checks the hash chain."""
+        return self._audit.history(name, version, verify=verify)
+
+    def requests(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Open promotion requests, oldest first."""
+        return self._promotion.requests(name)
+
+    def doctor(self) -> DoctorReport:
+        """What is in use and whether each part answers. Secrets are shown by name only."""
+        return doctor_mod.run(self.ctx)
+
+    # -- register -------------------------------------------------------------------------
     def register(
         self,
         model: Any,
@@ -238,24 +199,13 @@ class Yard(LifecycleMixin, ExchangeMixin):
         >>> yard.register(clf, "churn", metrics={"accuracy": 0.9}, params={"depth": 5},
         ...               input_example=X.head(), data=["data/train.csv"], seed=42)
         """
-        from modelyard import flavors
-
-        self._check_request(name, bump, version, metrics)
-        chosen = flavors.detect(model, flavor)
-        kwargs = flavors.save_kwargs(chosen, model)
-
-        def save(local: Path, run_id: str, model_id: str, artifact_location: str) -> None:
-            self._save_local(
-                chosen, model, local, run_id, model_id, artifact_location, input_example,
-                signature, pip_requirements, kwargs,
-            )
-
-        model_class = f"{type(model).__module__}.{type(model).__qualname__}"
-        return self._register(
-            save, name, chosen.name, model_class, metrics=metrics, params=params, data=data,
-            description=description, tags=tags, seed=seed, bump=bump, version=version,
-            started_at=started_at, duration_s=duration_s,
+        mv = self._registrar.register(
+            model, name, metrics=metrics, params=params, input_example=input_example,
+            signature=signature, data=data, description=description, tags=tags, seed=seed,
+            bump=bump, version=version, flavor=flavor, started_at=started_at,
+            duration_s=duration_s, pip_requirements=pip_requirements,
         )
+        return self._fresh(mv)
 
     def register_directory(
         self,
@@ -270,96 +220,15 @@ class Yard(LifecycleMixin, ExchangeMixin):
         seed: int | str | None = None,
         bump: str | None = None,
         version: str | None = None,
+        follow_links: bool = False,
     ) -> ModelVersion:
         """Register a model saved with ``mlflow.<flavor>.save_model`` (a folder with MLmodel)."""
-        self._check_request(name, bump, version, metrics)
-        if not (path / "MLmodel").is_file():
-            raise InvalidInput(f"{path} is not a saved MLflow model (no MLmodel file in it)")
-        from mlflow.models import Model
-
-        try:
-            flavors_found = list(Model.load(str(path / "MLmodel")).flavors)
-        except Exception as exc:  # noqa: BLE001 - a user's malformed file
-            raise InvalidInput(f"{path}/MLmodel is not readable: {exc}") from None
-        flavor = next((f for f in flavors_found if f != "python_function"), "python_function")
-
-        def save(local: Path, run_id: str, model_id: str, artifact_location: str) -> None:
-            shutil.copytree(path, local)
-
-        return self._register(
-            save, name, flavor, "", metrics=metrics, params=params, data=data,
+        mv = self._registrar.register_directory(
+            Path(path), name, metrics=metrics, params=params, data=data,
             description=description, tags=tags, seed=seed, bump=bump, version=version,
-            started_at=None, duration_s=None,
+            follow_links=follow_links,
         )
-
-    def _register(
-        self,
-        save: Callable[[Path, str, str, str], None],
-        name: str,
-        flavor: str,
-        model_class: str,
-        *,
-        metrics: dict[str, float] | None,
-        params: dict[str, Any] | None,
-        data: list[str | Path] | None,
-        description: str | None,
-        tags: dict[str, str] | None,
-        seed: int | str | None,
-        bump: str | None,
-        version: str | None,
-        started_at: datetime | None,
-        duration_s: float | None,
-    ) -> ModelVersion:
-        active = self._active_run_id()
-        lineage = lineage_mod.capture(
-            cwd=Path.cwd(), data=data, seed=seed, user=self.settings.user,
-            started_at=started_at or self._run_start(active), duration_s=duration_s,
-            parent_run=self._parent_run(active),
-        )
-        str_params = {k: str(v) for k, v in (params or {}).items()}
-        run_id = active or self.tracking.create_run(
-            self.settings.experiment, run_name=f"{name}-register",
-            tags={"mlflow.user": self.user, "modelyard.model": name},
-        )
-        owns_run = active is None
-        model_id: str | None = None
-        try:
-            self.tracking.log_batch(run_id, metrics=metrics, params=params, fresh_run=owns_run)
-            model_id, artifact_location = self.tracking.create_logged_model(
-                self.settings.experiment, run_id, flavor, str_params
-            )
-            with tempfile.TemporaryDirectory(prefix="modelyard-") as tmp:
-                local = Path(tmp) / "model"
-                save(local, run_id, model_id, artifact_location)
-                manifest = Manifest.of_directory(local)
-                fingerprint = self._fingerprint_of_dir(local, lineage, flavor, model_class,
-                                                       str_params)
-                self.tracking.upload_logged_model(model_id, run_id, local)
-                self.vault.store_objects(local, manifest)
-            tags_out = self._version_tags(fingerprint, lineage, manifest, tags)
-            mv = self._create_and_finalize(
-                name, f"models:/{model_id}", run_id, model_id, tags_out, description,
-                fingerprint, manifest, bump, version,
-            )
-        except BaseException as exc:
-            if model_id:
-                self.tracking.fail_logged_model(model_id)
-            if owns_run:
-                with contextlib.suppress(Exception):
-                    self.tracking.end_run(run_id, "FAILED")
-            if isinstance(exc, (UserError, RegistrationFailed)):
-                raise
-            if isinstance(exc, YardError):
-                raise RegistrationFailed(name=name, detail=exc.message) from exc
-            raise
-        if owns_run:
-            with contextlib.suppress(YardError):
-                self.tracking.end_run(run_id)
-        mv.artifact_location = artifact_location
-        mv.metrics = {k: float(v) for k, v in (metrics or {}).items()}
-        mv.params = str_params
-        self._after_register(mv)
-        return mv
+        return self._fresh(mv)
 
     def register_uri(
         self,
@@ -373,303 +242,21 @@ class Yard(LifecycleMixin, ExchangeMixin):
         bump: str | None = None,
         version: str | None = None,
     ) -> ModelVersion:
-        """Register a model already logged by MLflow (``models:/m-...`` or ``runs:/RUN/path``)
-        without uploading it again."""
-        self._check_request(name, bump, version, None)
-        model_id, run_id = self.tracking.logged_model_of(uri)
-        source = f"models:/{model_id}" if model_id else uri
-        lineage = lineage_mod.capture(
-            cwd=Path.cwd(), data=data, seed=seed, user=self.settings.user, started_at=None,
-            duration_s=None, parent_run=None,
-        )
-        try:
-            with tempfile.TemporaryDirectory(prefix="modelyard-") as tmp:
-                local = self.tracking.download(source, Path(tmp))
-                if (local / "MLmodel").is_file() is False:
-                    raise InvalidInput(f"{uri} is not an MLflow model (no MLmodel file)")
-                manifest = Manifest.of_directory(local)
-                params = self.tracking.get_run(run_id)["params"] if run_id else {}
-                fingerprint = self._fingerprint_of_dir(local, lineage, None, "", params)
-                self.vault.store_objects(local, manifest)
-            tags_out = self._version_tags(fingerprint, lineage, manifest, tags)
-            mv = self._create_and_finalize(
-                name, source, run_id, model_id, tags_out, description, fingerprint, manifest,
-                bump, version,
-            )
-        except (UserError, RegistrationFailed):
-            raise
-        except YardError as exc:
-            raise RegistrationFailed(name=name, detail=exc.message) from exc
-        self._after_register(mv)
-        return mv
+        """Register a model MLflow already holds (``models:/m-...`` or ``runs:/RUN/path``)."""
+        mv = self._registrar.register_uri(uri, name, data=data, description=description,
+                                          tags=tags, seed=seed, bump=bump, version=version)
+        return self._fresh(mv)
 
-    def _check_request(
-        self, name: str, bump: str | None, version: str | None, metrics: dict[str, Any] | None
-    ) -> None:
-        check_name(name)
-        if bump is not None and bump not in BUMPS:
-            raise InvalidInput(f"bump must be one of {', '.join(BUMPS)}, not {bump!r}")
-        if bump and version:
-            raise InvalidInput("give either bump= or version=, not both")
-        if version is not None:
-            parse_semver(version)
-        for key, value in (metrics or {}).items():
-            try:
-                float(value)
-            except (TypeError, ValueError):
-                raise InvalidInput(f"metric {key!r} is not a number: {value!r}") from None
+    def _fresh(self, mv: ModelVersion) -> ModelVersion:
+        """The new version with the stage and aliases policy gave it after registration."""
+        if self.settings.default_stage == "none" and not self.settings.auto_promote:
+            return mv
+        record = self.tracking.get_version(mv.name, mv.version)
+        fresh = ModelVersion.from_record(record, metrics=mv.metrics, params=mv.params,
+                                         artifact_location=mv.artifact_location)
+        return fresh
 
-    def _active_run_id(self) -> str | None:
-        import mlflow
-
-        run = mlflow.active_run()
-        return run.info.run_id if run else None
-
-    def _run_start(self, run_id: str | None) -> datetime | None:
-        if not run_id:
-            return None
-        with contextlib.suppress(YardError):
-            start = self.tracking.get_run(run_id)["start_time"]
-            if start:
-                return datetime.fromtimestamp(start / 1000, tz=timezone.utc)
-        return None
-
-    def _parent_run(self, run_id: str | None) -> str | None:
-        if not run_id:
-            return None
-        with contextlib.suppress(YardError):
-            return self.tracking.get_run(run_id)["tags"].get("mlflow.parentRunId")
-        return None
-
-    def _save_local(
-        self,
-        chosen: Any,
-        model: Any,
-        local: Path,
-        run_id: str,
-        model_id: str,
-        artifact_location: str,
-        input_example: Any,
-        signature: Any,
-        pip_requirements: list[str] | None,
-        kwargs: dict[str, Any],
-    ) -> None:
-        from mlflow.models import Model
-
-        from modelyard import flavors
-
-        cache = self.settings.resolved_cache_dir
-        requirements = pip_requirements or flavors.pip_requirements(chosen, None, cache)
-        mlflow_model = Model(
-            artifact_path=artifact_location, model_uuid=model_id, run_id=run_id,
-            model_id=model_id,
-        )
-        def attempt(options: dict[str, Any]) -> None:
-            shutil.rmtree(local, ignore_errors=True)
-            chosen.save(
-                model, local, mlflow_model, input_example=input_example, signature=signature,
-                pip_requirements=requirements, **options,
-            )
-
-        try:
-            try:
-                attempt(kwargs)
-            except Exception as exc:
-                if not flavors.is_untrusted_types_error(exc):
-                    raise
-                # This object holds types its class's earlier objects did not: work them out.
-                attempt(flavors.save_kwargs(chosen, model, refresh=True))
-        except YardError:
-            raise
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InvalidInput(f"the model could not be saved by MLflow: {first}") from exc
-        if requirements is None:
-            # First registration in this environment: MLflow inferred them; keep the answer.
-            flavors.pip_requirements(chosen, local, cache)
-
-    def _fingerprint_of_dir(
-        self, local: Path, lineage: Lineage, flavor: str | None, model_class: str,
-        params: dict[str, str],
-    ) -> Fingerprint:
-        from mlflow.models import Model
-
-        mlmodel = Model.load(str(local / "MLmodel"))
-        sig = mlmodel.signature
-        flavor_name = flavor or next(
-            (f for f in mlmodel.flavors if f != "python_function"), "python_function"
-        )
-        return Fingerprint(
-            inputs=Fingerprint.columns_from_schema(sig.inputs) if sig else None,
-            outputs=Fingerprint.columns_from_schema(sig.outputs) if sig else None,
-            data=lineage.data_hashes(),
-            model_class=model_class,
-            flavor=flavor_name,
-            params=params,
-            code=lineage.git_commit,
-            seed=lineage.seed,
-        )
-
-    @staticmethod
-    def _version_tags(
-        fp: Fingerprint, lineage: Lineage, manifest: Manifest, user_tags: dict[str, str] | None
-    ) -> dict[str, str]:
-        tags = {str(k): str(v) for k, v in (user_tags or {}).items()}
-        bad = [k for k in tags if k.startswith("modelyard.")]
-        if bad:
-            raise InvalidInput(f"tags in the 'modelyard.' namespace are reserved: {bad[0]}")
-        tags.update(lineage.to_tags())
-        tags.update({
-            T_STATUS: STATUS_PENDING,
-            T_MANIFEST: manifest.sha256,
-            T_SCHEMA: fp.schema_json(),
-            T_FLAVOR: fp.flavor,
-            T_CLASS: fp.model_class,
-            T_PARAMS: json.dumps(fp.params, sort_keys=True),
-        })
-        return tags
-
-    def _create_and_finalize(
-        self,
-        name: str,
-        source: str,
-        run_id: str | None,
-        model_id: str | None,
-        tags: dict[str, str],
-        description: str | None,
-        fingerprint: Fingerprint,
-        manifest: Manifest,
-        bump: str | None,
-        version: str | None,
-    ) -> ModelVersion:
-        """Create the version as pending, confirm its semver, write its manifest, mark ready.
-
-        The semver is worked out before the version exists and written with it; after
-        creation it is confirmed against what other writers did meanwhile. Any failure after
-        creation deletes the version again: nothing half-registered stays visible (pending
-        versions are invisible to modelyard's readers).
-        """
-        try:
-            before = self.tracking.versions(name, with_aliases=False)
-        except ModelNotFound:
-            self.tracking.ensure_registered_model(name)
-            before = []
-        planned = self._semver_after(name, before, fingerprint, bump, version)
-        record = self.tracking.create_version(
-            name, source, run_id,
-            {**tags, T_SEMVER: planned[0], T_BUMP: planned[1], T_REASON: planned[2],
-             T_STAGE: "none", T_STATUS: STATUS_PENDING},
-            description, model_id,
-        )
-        try:
-            semver, bump_kind, reason = self._confirm_semver(
-                name, record.version, before, planned, fingerprint, bump, version
-            )
-            self.vault.write_manifest(
-                name, record.version, manifest,
-                {"semver": semver, "source": source, "run_id": run_id,
-                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-            )
-            final = {T_SEMVER: semver, T_BUMP: bump_kind, T_REASON: reason}
-            changed = {k: v for k, v in final.items() if v != record.tags.get(k)}
-            # Status last: it is what makes the version visible.
-            self.tracking.set_version_tags(name, record.version, {**changed,
-                                                                  T_STATUS: STATUS_READY})
-        except BaseException as exc:
-            self._discard_version(name, record.version)
-            if isinstance(exc, YardError) and not isinstance(exc, (BackendError, StorageError)):
-                raise
-            if isinstance(exc, YardError):
-                raise RegistrationFailed(name=name, detail=exc.message) from exc
-            raise
-        record.tags.update(final)
-        record.tags[T_STATUS] = STATUS_READY
-        return ModelVersion.from_record(record)
-
-    def _discard_version(self, name: str, version: int) -> None:
-        with contextlib.suppress(Exception):
-            self.vault.delete_manifest(name, version)
-        with contextlib.suppress(Exception):
-            self.tracking.delete_version(name, version)
-
-    def _semver_after(
-        self, name: str, earlier: list[VersionRecord], fp: Fingerprint, bump: str | None,
-        explicit: str | None,
-    ) -> tuple[str, str, str]:
-        """The semver a new version gets after the given (registered) versions."""
-        managed = [v for v in earlier if is_visible(v) and v.tags.get(T_SEMVER)]
-        highest = highest_semver([v.tags[T_SEMVER] for v in managed])
-        if explicit:
-            return (check_explicit(name, explicit, highest), "explicit",
-                    f"version {explicit} set explicitly")
-        base = next((v for v in managed if v.tags[T_SEMVER] == highest), None)
-        decision = decide_bump(fp, self._fingerprint_of_record(base) if base else None)
-        if bump:
-            return (apply_bump(highest, bump),  # type: ignore[arg-type]
-                    bump, f"{bump} bump requested (detected: {decision.bump}: {decision.reason})")
-        return apply_bump(highest, decision.bump), decision.bump, decision.reason
-
-    def _confirm_semver(
-        self, name: str, number: int, before: list[VersionRecord],
-        planned: tuple[str, str, str], fp: Fingerprint, bump: str | None, explicit: str | None,
-    ) -> tuple[str, str, str]:
-        """Semvers follow MLflow's version numbers: wait for earlier pending versions first.
-
-        MLflow hands out version numbers atomically; a registration waits until every lower
-        numbered registration in flight is registered (or has gone stale), so concurrent
-        registrations get distinct, increasing semvers without any lock of modelyard's own.
-        """
-        delay = 0.02
-        while True:
-            everything = self.tracking.versions(name, with_aliases=False)
-            now_ms = time.time() * 1000
-            waiting = [
-                v for v in everything
-                if v.version < number and v.tags.get(T_STATUS) == STATUS_PENDING
-                and now_ms - v.created_ms < self.settings.pending_timeout * 1000
-            ]
-            if not waiting:
-                break
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
-        earlier = [v for v in everything if v.version < number]
-
-        def registered(records: list[VersionRecord]) -> set[tuple[int, str]]:
-            return {(v.version, v.tags.get(T_SEMVER, "")) for v in records if is_visible(v)}
-
-        if registered(earlier) == registered([v for v in before if v.version < number]):
-            chosen = planned
-        else:
-            chosen = self._semver_after(name, earlier, fp, bump, explicit)
-        later = [v.tags[T_SEMVER] for v in everything
-                 if v.version > number and is_visible(v) and v.tags.get(T_SEMVER)]
-        top_later = highest_semver(later)
-        if top_later and parse_semver(chosen[0]) <= parse_semver(top_later):
-            raise VersionConflict(name=name, requested=chosen[0], highest=top_later)
-        return chosen
-
-    @staticmethod
-    def _fingerprint_of_record(record: VersionRecord) -> Fingerprint:
-        inputs, outputs = Fingerprint.parse_schema(record.tags.get(T_SCHEMA))
-        lineage = Lineage.from_tags(record.tags)
-        try:
-            params = json.loads(record.tags.get(T_PARAMS, "{}"))
-        except ValueError:
-            params = {}
-        return Fingerprint(
-            inputs=inputs, outputs=outputs, data=lineage.data_hashes(),
-            model_class=record.tags.get(T_CLASS, ""), flavor=record.tags.get(T_FLAVOR, ""),
-            params={str(k): str(v) for k, v in params.items()}, code=lineage.git_commit,
-            seed=lineage.seed,
-        )
-
-    def _after_register(self, mv: ModelVersion) -> None:
-        """Hook for policy (default stage, auto-promotion) and the audit trail."""
-        hook = getattr(self, "_on_registered", None)
-        if callable(hook):
-            hook(mv)
-
-    # -- loading --------------------------------------------------------------------------
+    # -- load -----------------------------------------------------------------------------
     def load(
         self,
         name: str,
@@ -686,145 +273,90 @@ class Yard(LifecycleMixin, ExchangeMixin):
         >>> loaded = yard.load("churn", "production")
         >>> loaded.model.predict(X)
         """
-        try:
-            record = self.resolve(name, ref)
-        except (BackendError, StorageError) as exc:
-            log.warning("registry unreachable for %s@%s: %s", name, ref, exc.message)
-            cached = self._load_remembered(name, ref, verify)
-            if cached is not None:
-                log.info("loaded %s from the local cache", cached.version.label)
-                return cached
-            if train is None:
-                raise
-            log.warning("no cached copy of %s@%s; training a fallback model", name, ref)
-            return self._trained_fallback(name, ref, train)
-        mv = self._model_version(record, full=True)
-        path, source, verified = self._materialize(mv, verify)
-        loaded = LoadedModel(self._deserialize(path, mv), mv, str(path), source, verified)
-        self._remember(name, ref, mv)
-        log.info("loaded %s from %s (verified=%s)", mv.label, source, verified)
-        return loaded
+        return self._loader.load(name, ref, verify=verify, train=train)
 
     def download(self, name: str, ref: str | int | None, dest: Path, *, verify: bool = True
                  ) -> tuple[ModelVersion, Path]:
-        """Copy a version's verified files to dest."""
-        mv = self.get(name, ref)
-        path, _, _ = self._materialize(mv, verify)
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(path, dest, dirs_exist_ok=True)
-        return mv, dest
+        """Place a version's verified files at ``dest`` (swapped in whole)."""
+        return self._loader.download(name, ref, Path(dest), verify=verify)
 
-    def _manifest_of(self, mv: ModelVersion) -> Manifest:
-        """The version's manifest from the vault, checked against the hash tagged on it."""
-        if not mv.manifest_sha256:
-            raise IntegrityError(
-                name=mv.name, semver=mv.semver or f"#{mv.version}",
-                detail="no manifest recorded (bring it under modelyard with `adopt`, "
-                "or load with verify=False)",
-            )
-        return self.vault.read_manifest(mv.name, mv.version, mv.manifest_sha256,
-                                        mv.semver or "?")
-
-    def _materialize(self, mv: ModelVersion, verify: bool) -> tuple[Path, str, bool]:
-        """A verified local copy of the version's files: (path, where from, verified)."""
-        manifest = self._manifest_of(mv) if verify else None
-        key = mv.manifest_sha256 or f"unverified-{mv.name}-{mv.version}"
-        cache = self.settings.resolved_cache_dir / "models" / key
-        if cache.is_dir():
-            try:
-                if manifest is not None:
-                    manifest.verify_directory(cache, label=mv.name, semver=mv.semver or "?")
-                return cache, "cache", manifest is not None
-            except IntegrityError:
-                log.warning("cached copy of %s is damaged; downloading again", mv.label)
-                shutil.rmtree(cache, ignore_errors=True)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".dl-", dir=cache.parent))
-        try:
-            local = self.tracking.download(mv.source, staging)
-            if manifest is not None:
-                manifest.verify_directory(local, label=mv.name, semver=mv.semver or "?")
-            with contextlib.suppress(OSError):
-                local.rename(cache)
-            if not cache.is_dir():
-                raise StorageError(detail=f"could not place the download in {cache}")
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return cache, "registry", manifest is not None
-
-    @staticmethod
-    def _deserialize(path: Path, mv: ModelVersion) -> Any:
-        import importlib
-
-        flavor = mv.tags.get(T_FLAVOR, "")
-        if flavor and flavor != "python_function":
-            with contextlib.suppress(ImportError):
-                module = importlib.import_module(f"mlflow.{flavor}")
-                return module.load_model(str(path))
-        import mlflow.pyfunc
-
-        return mlflow.pyfunc.load_model(str(path))
-
-    def _ref_file(self, name: str, ref: str | int | None) -> Path:
-        safe = re.sub(r"[^\w.\-]", "_", str(ref or "latest"))
-        return self.settings.resolved_cache_dir / "refs" / name / f"{safe}.json"
-
-    def _remember(self, name: str, ref: str | int | None, mv: ModelVersion) -> None:
-        path = self._ref_file(name, ref)
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(mv.to_dict(), default=str))
-
-    def _load_remembered(self, name: str, ref: str | int | None, verify: bool
-                         ) -> LoadedModel | None:
-        path = self._ref_file(name, ref)
-        if not path.is_file():
-            return None
-        data = json.loads(path.read_text())
-        data["lineage"] = Lineage(**{**data["lineage"], "data": []})
-        mv = ModelVersion(**data)
-        cache = self.settings.resolved_cache_dir / "models" / str(mv.manifest_sha256)
-        if not cache.is_dir():
-            return None
-        if verify:
-            # The vault may be unreachable too; the cached manifest copy was verified on write.
-            try:
-                manifest = self.vault.read_manifest(
-                    mv.name, mv.version, str(mv.manifest_sha256), mv.semver or "?"
-                )
-                manifest.verify_directory(cache, label=mv.name, semver=mv.semver or "?")
-            except StorageError:
-                log.warning("vault unreachable: using the cached copy of %s as last verified",
-                            mv.label)
-        return LoadedModel(self._deserialize(cache, mv), mv, str(cache), "cache", verify)
-
-    def _trained_fallback(self, name: str, ref: str | int | None, train: Callable[[], Any]
-                          ) -> LoadedModel:
-        model = train()
-        mv = ModelVersion(
-            name=name, version=0, semver=None, stage="none", run_id=None, source="train",
-            artifact_location="", bump=None, bump_reason=None, manifest_sha256=None,
-            aliases=[], tags={}, description="trained by the fallback callback",
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), managed=False,
-        )
-        return LoadedModel(model, mv, "", "train", False)
-
-    # -- integrity ------------------------------------------------------------------------
-    def verify(self, name: str, ref: str | int | None = "latest") -> dict[str, Any]:
+    def verify(self, name: str, ref: str | int | None = "latest") -> VerifyResult:
         """Check a version's stored files against its manifest without loading them."""
-        mv = self.get(name, ref, full=False)
-        manifest = self._manifest_of(mv)
-        with tempfile.TemporaryDirectory(prefix="modelyard-verify-") as tmp:
-            local = self.tracking.download(mv.source, Path(tmp))
-            manifest.verify_directory(local, label=name, semver=mv.semver or "?")
-        return {"name": name, "version": mv.version, "semver": mv.semver, "ok": True,
-                "files": len(manifest.files), "bytes": manifest.total_size}
+        return self._loader.verify(name, ref)
 
-    # -- health ---------------------------------------------------------------------------
-    def doctor(self) -> dict[str, Any]:
-        """What is in use and whether each part answers. Secrets are shown by name only."""
-        from modelyard import doctor
+    # -- stages, approvals, rollback --------------------------------------------------------
+    def promote(
+        self,
+        name: str,
+        ref: str | int,
+        to: str = "production",
+        *,
+        reason: str | None = None,
+        force: bool = False,
+        gates: Iterable[str] | None = None,
+        holdout: Holdout | tuple[Any, Any] | None = None,
+        scorer: Callable[[Any, Any], float] | None = None,
+    ) -> StageChange:
+        """Move a version into a stage (``staging``, ``production``, ``archived``, ``none``).
 
-        return doctor.run(self)
+        Gates from the policy and from ``gates`` (``"accuracy >= 0.85"``,
+        ``"validation=passed"``, ``"beat accuracy by 0.01"``) must pass, and with
+        ``holdout=(X, y)`` the version must outscore production on that data. A failed gate
+        raises ``GateFailed`` and changes nothing. With production approval required, a
+        request is filed instead (``status == "pending"``).
 
-__all__ = ["Yard", "redact"]
+        >>> yard.promote("churn", "v1.2.0", to="production", reason="beats v1.1.0")
+        """
+        return self._promotion.promote(name, ref, to, reason=reason, force=force, gates=gates,
+                                       holdout=holdout, scorer=scorer)
+
+    def approve(self, request_id: str, *, reason: str | None = None) -> StageChange:
+        """Approve a pending promotion (by someone other than its requester)."""
+        return self._promotion.approve(request_id, reason=reason)
+
+    def reject(self, request_id: str, *, reason: str) -> Decision:
+        """Close a pending promotion without promoting."""
+        return self._promotion.reject(request_id, reason=reason)
+
+    def rollback(self, name: str, stage: str = "production", to: str | int | None = None, *,
+                 reason: str | None = None) -> StageChange:
+        """Put back the previous holder of a stage (from the audit trail), or ``to``."""
+        return self._promotion.rollback(name, stage, to, reason=reason)
+
+    # -- aliases, tags, retention -----------------------------------------------------------
+    def set_alias(self, name: str, ref: str | int, alias: str) -> AliasChange:
+        """Point a user alias at a version (stage aliases move only through promote)."""
+        return self._stages.set_alias(name, ref, alias)
+
+    def remove_alias(self, name: str, alias: str) -> AliasChange:
+        return self._stages.remove_alias(name, alias)
+
+    def set_tag(self, name: str, ref: str | int, key: str, value: str) -> TagChange:
+        """Set a user tag on a version (the ``modelyard.`` namespace is reserved)."""
+        return self._labels.set_tag(name, ref, key, value)
+
+    def remove_tag(self, name: str, ref: str | int, key: str) -> TagChange:
+        return self._labels.remove_tag(name, ref, key)
+
+    def cleanup(self, name: str, keep: int | None = None, *, delete: bool = False,
+                yes: bool = False) -> CleanupResult:
+        """Archive (or delete) versions beyond the newest ``keep``; a plan unless ``yes``."""
+        return self._retention.cleanup(name, keep, delete=delete, yes=yes)
+
+    # -- exchange ---------------------------------------------------------------------------
+    def export(self, names: list[str] | None = None) -> dict[str, Any]:
+        """The whole registry (or some models) as one JSON-ready document (no secrets)."""
+        return self._transfer.export(names)
+
+    def import_registry(self, doc: dict[str, Any] | str | bytes, *, dry_run: bool = False,
+                        source_tracking_uri: str | None = None) -> ImportSummary:
+        """Recreate an export here: same semvers, stages, aliases, tags, metrics, params."""
+        return self._transfer.import_registry(doc, dry_run=dry_run,
+                                              source_tracking_uri=source_tracking_uri)
+
+    def adopt(self, name: str) -> list[ModelVersion]:
+        """Bring versions registered by plain MLflow under modelyard (semver, manifest)."""
+        return self._adopter.adopt(name)
+
+
+__all__ = ["VersionRef", "Yard", "resolve"]

@@ -1,4 +1,6 @@
-"""Saving a model object in MLflow's format, fast.
+"""MLflow's model format: saving a model object fast, reading an MLmodel file, loading.
+
+With ``tracking.py``, the only module that imports mlflow. Nothing here talks to a server.
 
 MLflow infers pip requirements on every ``log_model`` by loading the model in a subprocess
 (seconds). modelyard infers them once per environment and flavor, caches the answer, and passes
@@ -19,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from modelyard.errors import InvalidInput
+from modelyard.errors import InvalidInput, YardError
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +169,106 @@ def pip_requirements(flavor: Flavor, saved_dir: Path | None, cache_dir: Path) ->
     tmp.replace(cached)
     log.info("cached inferred pip requirements for %s: %s", flavor.name, lines)
     return lines
+
+
+# -- saving ---------------------------------------------------------------------------------
+def save(
+    flavor: Flavor,
+    model: Any,
+    local: Path,
+    *,
+    run_id: str,
+    model_id: str,
+    artifact_location: str,
+    input_example: Any,
+    signature: Any,
+    requirements: list[str] | None,
+    cache_dir: Path,
+) -> None:
+    """Save ``model`` with its flavor into ``local`` (a folder that must not exist yet)."""
+    import shutil
+
+    from mlflow.models import Model
+
+    kwargs = save_kwargs(flavor, model)
+    requirements = requirements or pip_requirements(flavor, None, cache_dir)
+    mlflow_model = Model(artifact_path=artifact_location, model_uuid=model_id, run_id=run_id,
+                         model_id=model_id)
+
+    def attempt(options: dict[str, Any]) -> None:
+        shutil.rmtree(local, ignore_errors=True)
+        flavor.save(model, local, mlflow_model, input_example=input_example,
+                    signature=signature, pip_requirements=requirements, **options)
+
+    try:
+        try:
+            attempt(kwargs)
+        except Exception as exc:
+            if not is_untrusted_types_error(exc):
+                raise
+            # This object holds types its class's earlier objects did not: work them out.
+            attempt(save_kwargs(flavor, model, refresh=True))
+    except YardError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInput(f"the model could not be saved by MLflow: {first}") from exc
+    if requirements is None:
+        # First registration in this environment: MLflow inferred them; keep the answer.
+        pip_requirements(flavor, local, cache_dir)
+
+
+# -- reading an MLmodel file ------------------------------------------------------------------
+@dataclass
+class MLmodelInfo:
+    """What registration needs from a saved model's MLmodel file."""
+
+    flavor: str  # the first flavor that is not python_function, else python_function
+    inputs: Any  # MLflow Schema or None
+    outputs: Any
+
+
+def read_mlmodel(folder: Path) -> MLmodelInfo:
+    """Read ``folder/MLmodel``; InvalidInput when it is missing or not readable."""
+    path = folder / "MLmodel"
+    if not path.is_file():
+        raise InvalidInput(f"{folder} is not a saved MLflow model (no MLmodel file in it)")
+    from mlflow.models import Model
+
+    try:
+        mlmodel = Model.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - a user's (or another tool's) malformed file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInput(f"{path} is not readable: {first[:200]}") from None
+    flavor = next((f for f in mlmodel.flavors if f != "python_function"), "python_function")
+    sig = mlmodel.signature
+    return MLmodelInfo(flavor, sig.inputs if sig else None, sig.outputs if sig else None)
+
+
+# -- loading --------------------------------------------------------------------------------
+def deserialize(path: Path, flavor: str) -> Any:
+    """Load a verified model folder with its own flavor (pyfunc when there is none)."""
+    import contextlib
+    import importlib
+
+    if flavor and flavor != "python_function":
+        with contextlib.suppress(ImportError):
+            module = importlib.import_module(f"mlflow.{flavor}")
+            return module.load_model(str(path))
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(str(path))
+
+
+# -- the user's own run ---------------------------------------------------------------------
+def active_run() -> tuple[str, str] | None:
+    """(run id, tracking URI) of the caller's active ``mlflow.start_run()``, if any.
+
+    Only read: modelyard never starts, ends or re-points MLflow's fluent run.
+    """
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        return None
+    return run.info.run_id, mlflow.get_tracking_uri()

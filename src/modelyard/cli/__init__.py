@@ -1,0 +1,11 @@
+"""The ``modelyard`` command line. It parses, calls ``Yard``, and renders; nothing else.
+
+>>> from modelyard.cli import main   # the click group; `modelyard` and `python -m modelyard`
+"""
+
+from __future__ import annotations
+
+from modelyard.cli import change, operate, read  # noqa: F401 - they register their commands
+from modelyard.cli.shell import main
+
+__all__ = ["main"]

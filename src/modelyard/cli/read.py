@@ -1,0 +1,285 @@
+"""Commands that read the registry."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from modelyard.cli.render import _cell, _fmt, _label, _summary
+from modelyard.cli.shell import (
+    State,
+    _console,
+    _escape,
+    _target,
+    command_options,
+    emit,
+    main,
+)
+from modelyard.errors import InvalidInput
+
+
+@main.command("doctor")
+@command_options
+def doctor_cmd(state: State) -> None:
+    """Check the tracking server, artifact store, vault and credentials.
+
+    \b
+    Examples:
+      modelyard doctor
+      modelyard doctor --json
+    """
+    report = state.yard.doctor()
+
+    def render(data: dict[str, Any]) -> None:
+        from rich.table import Table
+
+        console = _console()
+        console.print(f"mode: [bold]{data['mode']}[/bold]   user: {data['user']}")
+        console.print(f"tracking: {data['tracking_uri']}")
+        console.print(f"artifacts: {data['artifact_location']}")
+        console.print(f"vault: {data['vault']}")
+        table = Table("component", "target", "status", "detail")
+        for check in data["checks"]:
+            status = "[green]ok[/green]" if check["ok"] else "[red]BROKEN[/red]"
+            table.add_row(check["component"], check["target"], status, _escape(check["detail"]))
+        console.print(table)
+        present = [k for k, v in data["credentials"].items() if v == "set"]
+        console.print("credentials set: " + (", ".join(present) if present else "none"))
+
+    emit(state, report, render)
+    if not report["ok"]:
+        broken = ", ".join(c["component"] for c in report["checks"] if not c["ok"])
+        if not state.json:
+            _console(stderr=True).print(f"[red]Broken:[/red] {broken}")
+        sys.exit(1)
+
+
+@main.command("list")
+@command_options
+def list_cmd(state: State) -> None:
+    """List models: version count, latest semver, and who holds staging / production."""
+    rows = state.yard.list_models()
+
+    def render(data: list[dict[str, Any]]) -> None:
+        from rich.table import Table
+
+        if not data:
+            _console().print("No models registered yet.")
+            return
+        fmt = state.yard.settings.format_version
+        table = Table("model", "versions", "latest", "staging", "production")
+        for row in data:
+            latest = fmt(row["latest"]) if row["latest"] else "-"
+            table.add_row(row["name"], str(row["versions"]), latest, row["staging"] or "-",
+                          row["production"] or "-")
+        _console().print(table)
+
+    emit(state, rows, render)
+
+
+@main.command("details")
+@click.argument("target")
+@command_options
+def details_cmd(state: State, target: str) -> None:
+    """Show one version: semver, stage, metrics, params, lineage, where its files live.
+
+    \b
+    Examples:
+      modelyard details churn            (the latest version)
+      modelyard details churn@production
+      modelyard details churn@v1.2.0 --json
+    """
+    name, ref = _target(target)
+    mv = state.yard.get(name, ref)
+
+    def render(_: Any) -> None:
+        from rich.table import Table
+
+        console = _console()
+        fmt = state.yard.settings.format_version
+        console.print(f"[bold]{mv.name}[/bold] {fmt(mv.semver) if mv.semver else '(unmanaged)'}"
+                      f"  (MLflow version {mv.version})")
+        table = Table(show_header=False, box=None)
+        rows = [
+            ("stage", mv.stage), ("aliases", ", ".join(mv.aliases) or "-"),
+            ("bump", f"{mv.bump or '-'}: {mv.bump_reason or ''}"), ("run", mv.run_id or "-"),
+            ("source", mv.source), ("artifacts", mv.artifact_location),
+            ("manifest", mv.manifest_sha256 or "-"), ("created", mv.created_at),
+            ("description", mv.description or "-"),
+        ]
+        for key, text in rows:
+            table.add_row(key, _escape(str(text)))
+        for key, value in sorted(mv.metrics.items()):
+            table.add_row(f"metric {key}", f"{value:.6g}")
+        for key, param in sorted(mv.params.items()):
+            table.add_row(f"param {key}", _escape(str(param)))
+        console.print(table)
+
+    emit(state, mv.to_dict(), render)
+
+
+@main.command("lineage")
+@click.argument("target")
+@click.option("--checkout", is_flag=True, help="Restore that version's DVC-tracked data here.")
+@command_options
+def lineage_cmd(state: State, target: str, checkout: bool) -> None:
+    """Show the code, data and environment that produced a version.
+
+    \b
+    Examples:
+      modelyard lineage churn@production
+      modelyard lineage churn@v1.0.0 --checkout
+    """
+    name, ref = _target(target)
+    data = state.yard.lineage(name, ref)
+    if checkout:
+        data.restored = state.yard.checkout_data(name, ref, Path.cwd())
+
+    def render(info: dict[str, Any]) -> None:
+        from rich.table import Table
+
+        console = _console()
+        lin = info["lineage"]
+        console.print(f"[bold]{info['name']}[/bold] v{info['semver']} (run {info['run_id']})")
+        table = Table(show_header=False, box=None)
+        for key in ("git_commit", "git_branch", "git_dirty", "python", "seed", "trained_by",
+                    "host", "started_at", "duration_s", "parent_run"):
+            table.add_row(key, str(lin.get(key) or "-"))
+        for ref_ in lin.get("data", []):
+            extra = f" (git {ref_['git_commit'][:8]})" if ref_.get("git_commit") else ""
+            table.add_row(f"data {ref_['path']}", f"{ref_['source']}:{ref_['hash']}{extra}")
+        for pkg, version in sorted(lin.get("packages", {}).items()):
+            table.add_row(f"package {pkg}", version)
+        console.print(table)
+        for item in info.get("restored", []):
+            console.print(f"restored {item['path']} (md5 {item['md5']})")
+
+    emit(state, data, render)
+
+
+@main.command("compare")
+@click.argument("name")
+@click.argument("refs", nargs=-1)
+@click.option("--plot", "plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw each metric across the versions into this PNG file.")
+@command_options
+def compare_cmd(state: State, name: str, refs: tuple[str, ...], plot: Path | None) -> None:
+    """Compare versions side by side; rows that differ are highlighted.
+
+    Without REFS every version of NAME is compared. REFS are version numbers, semvers,
+    latest, production, staging or @alias.
+
+    \b
+    Examples:
+      modelyard compare churn
+      modelyard compare churn v1.0.0 production
+      modelyard compare churn --plot metrics.png
+      modelyard compare churn 1 2 --json
+    """
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise InvalidInput(f"--plot writes a PNG file; give a name ending in .png, not {plot}")
+    data = state.yard.compare(name, list(refs) or None).to_dict()
+    if plot is not None:
+        from modelyard.compare import plot_comparison
+
+        data["plot"] = {"path": str(plot), "metrics": plot_comparison(data, plot)}
+
+    def render(info: dict[str, Any]) -> None:
+        from rich.table import Table
+
+        fmt = state.yard.settings.format_version
+        rows = info["versions"]
+        differ = set(info["differences"])
+        table = Table(title=f"{info['name']}: {len(rows)} version(s)")
+        table.add_column("")
+        for row in rows:
+            table.add_column(f"{_label(row, fmt)} (#{row['version']})")
+        keys: list[str] = ["stage", "aliases", "bump", "bump_reason", "created_at",
+                           "input_schema"]
+        for group in ("metrics", "params", "data"):
+            keys.extend(f"{group}.{k}" for k in sorted({k for r in rows for k in r[group]}))
+        for key in keys:
+            group, _, sub = key.partition(".")
+            values = [_cell(r[group].get(sub) if sub else r.get(group)) for r in rows]
+            style = "bold yellow" if key in differ else None
+            table.add_row(_escape(key), *[_escape(v) for v in values], style=style)
+        console = _console()
+        console.print(table)
+        if len(rows) > 1:
+            console.print("differs: " + (", ".join(info["differences"]) or "nothing"),
+                          markup=False)
+        if "plot" in info:
+            console.print(f"plot of {', '.join(info['plot']['metrics'])} written to "
+                          f"{info['plot']['path']}", markup=False)
+
+    emit(state, data, render)
+
+
+@main.command("history")
+@click.argument("name")
+@click.option("--version", "version", default=None, help="Only events about this version.")
+@click.option("--verify", is_flag=True, help="Check the hash chain; exit non-zero if broken.")
+@command_options
+def history_cmd(state: State, name: str, version: str | None, verify: bool) -> None:
+    """Show a model's audit trail: who changed what, when, and why.
+
+    \b
+    Examples:
+      modelyard history churn
+      modelyard history churn --version v1.2.0
+      modelyard history churn --verify
+    """
+    events = state.yard.history(name, version, verify=verify)
+
+    def render(data: list[dict[str, Any]]) -> None:
+        from rich.table import Table
+
+        console = _console()
+        if not data:
+            console.print(f"No audit events for {_escape(name)}.")
+        else:
+            table = Table("seq", "when", "who", "action", "version", "from", "to", "reason")
+            for event in data:
+                table.add_row(
+                    str(event["seq"]), event["when"], _escape(event["who"]), event["action"],
+                    _fmt(state, event.get("semver"), event.get("version")),
+                    event.get("from") or "-", event.get("to") or "-",
+                    _escape(event.get("reason") or _summary(event)),
+                )
+            console.print(table)
+        if verify:
+            console.print(f"[green]ok[/green] {len(data)} event(s), hash chain intact")
+
+    emit(state, events, render)
+
+
+@main.command("requests")
+@click.argument("name", required=False)
+@command_options
+def requests_cmd(state: State, name: str | None) -> None:
+    """List open promotion requests.
+
+    \b
+    Examples:
+      modelyard requests
+      modelyard requests churn --json
+    """
+    rows = state.yard.requests(name)
+
+    def render(data: list[dict[str, Any]]) -> None:
+        console = _console()
+        if not data:
+            console.print("No open requests.")
+            return
+        for row in data:
+            console.print(
+                f"[bold]{row['id']}[/bold]  {_escape(row['name'])} "
+                f"{_fmt(state, row.get('semver'), row['version'])} -> {row['stage']}  "
+                f"requested by {_escape(row['requested_by'])} at {row['requested_at']}: "
+                f"{_escape(row.get('reason') or '-')}"
+            )
+
+    emit(state, rows, render)

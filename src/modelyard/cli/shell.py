@@ -1,0 +1,212 @@
+"""The CLI's ground floor: the group, the shared state, the one error boundary, output.
+
+Command modules (``read``, ``change``, ``operate``) import this module and ``render``, never
+each other. Heavy libraries (mlflow, boto3, pandas, sklearn) are imported only inside
+commands that need them, so ``modelyard --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from modelyard import __version__
+from modelyard.errors import YardError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.yard import Yard
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SECTIONS = {
+    "Read the registry": ["list", "details", "compare", "history", "lineage", "doctor"],
+    "Change the registry": [
+        "register", "promote", "approve", "reject", "requests", "rollback", "alias", "tag",
+        "cleanup", "export", "import", "adopt", "init",
+    ],
+    "Operate": ["load", "verify", "demo"],
+}
+
+
+class SectionedGroup(click.Group):
+    """Help grouped into sections, like the registry's verbs in DESIGN.md."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        placed: set[str] = set()
+        for section, names in SECTIONS.items():
+            rows = []
+            for name in names:
+                command = self.commands.get(name)
+                if command is None or command.hidden:
+                    continue
+                rows.append((name, command.get_short_help_str(70)))
+                placed.add(name)
+            if rows:
+                with formatter.section(section):
+                    formatter.write_dl(rows)
+        rest = [(n, c.get_short_help_str(70)) for n, c in self.commands.items()
+                if n not in placed and not c.hidden]
+        if rest:
+            with formatter.section("Other"):
+                formatter.write_dl(rest)
+
+
+class State:
+    def __init__(self) -> None:
+        self.json = False
+        self.traceback = False
+        self.overrides: dict[str, Any] = {}
+        self._yard: Yard | None = None
+
+    @property
+    def yard(self) -> Yard:
+        if self._yard is None:
+            from modelyard.yard import Yard
+
+            self._yard = Yard(**self.overrides)
+        return self._yard
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int) -> None:
+    _console(stderr=True).print(f"[red]Error:[/red] {message}", markup=True, highlight=False)
+    sys.exit(code)
+
+
+def command_options(func: F) -> F:
+    """--json on every command, and the one error boundary."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+    @click.pass_obj
+    @functools.wraps(func)
+    def wrapper(state: State, *args: Any, as_json: bool = False, **kwargs: Any) -> Any:
+        state.json = state.json or as_json
+        try:
+            return func(state, *args, **kwargs)
+        except YardError as exc:
+            if state.traceback:
+                raise
+            if state.json:
+                click.echo(json.dumps({"ok": False, **exc.to_dict()}), err=True)
+                sys.exit(exc.exit_code)
+            fail(_escape(exc.message), exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except (OSError, ValueError, RecursionError) as exc:
+            # Expected failures of the machine or of a user's file: one line, never a stack.
+            if state.traceback:
+                raise
+            problem = _expected_problem(exc)
+            if state.json:
+                click.echo(json.dumps({"ok": False, "error": type(exc).__name__,
+                                       "message": problem}), err=True)
+                sys.exit(2)
+            fail(_escape(problem), 2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _expected_problem(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return f"{where}{exc.strerror or exc}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{type(exc).__name__}: {first[:300]}"
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def plain(data: Any) -> Any:
+    """A typed result (or a list of them) as JSON-ready data."""
+    if hasattr(data, "to_dict"):
+        return data.to_dict()
+    if isinstance(data, list):
+        return [plain(item) for item in data]
+    return data
+
+
+def emit(state: State, data: Any, render: Callable[[Any], None]) -> None:
+    """Print ``data`` as JSON with ``--json``, else let ``render`` draw it."""
+    data = plain(data)
+    if state.json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        render(data)
+
+
+@click.group(cls=SectionedGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="modelyard")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output for every command.")
+@click.option("--traceback", is_flag=True, hidden=True, help="Show the stack on errors.")
+@click.option("--tracking-uri", envvar=None, default=None, help="MLflow tracking URI.")
+@click.pass_context
+def main(ctx: click.Context, as_json: bool, traceback: bool, tracking_uri: str | None) -> None:
+    """modelyard: semantic versions, lineage, governed promotion and verified models on MLflow.
+
+    With nothing configured it runs on the embedded default (SQLite and a folder under
+    ./.modelyard). Set MLFLOW_TRACKING_URI to use a team's tracking server.
+
+    \b
+    Examples:
+      modelyard demo
+      modelyard list
+      modelyard details churn@production
+      modelyard promote churn@v1.2.0 --to production --reason "beats v1.1.0"
+    """
+    state = State()
+    state.json = as_json
+    state.traceback = traceback
+    if tracking_uri:
+        state.overrides["tracking_uri"] = tracking_uri
+    ctx.obj = state
+
+
+def _target(target: str, default_ref: str = "latest") -> tuple[str, str]:
+    from modelyard.refs import split_target
+
+    name, ref = split_target(target)
+    return name, ref or default_ref
+
+
+def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise YardError_(f"{option} expects KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _number(key: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise YardError_(f"--metric {key}: {value!r} is not a number") from None
+
+
+def YardError_(message: str) -> YardError:
+    from modelyard.errors import InvalidInput
+
+    return InvalidInput(message)
+
+

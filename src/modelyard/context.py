@@ -1,0 +1,72 @@
+"""What every verb needs, resolved once: settings, the bound MLflow edge, the vault, the user.
+
+``Yard`` builds one ``Context`` and hands it to each verb module; no verb reaches back into
+the facade. Settings come from ``config.load_settings`` (arguments > environment > TOML >
+defaults), with the project root found by walking up from the working folder.
+
+>>> ctx = build_context(load_settings({"home": "/tmp/x"}))
+>>> ctx.settings.resolved_tracking_uri
+'sqlite:////tmp/x/mlflow.db'
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelyard.config import Settings, load_settings
+from modelyard.lineage import current_user
+from modelyard.storage import ObjectStore, open_store
+from modelyard.tracking import Tracking
+from modelyard.vault import Vault
+
+__all__ = ["Context", "build_context", "load_settings"]
+
+
+@dataclass
+class Context:
+    """The resolved settings and the clients bound to them (one per ``Yard``)."""
+
+    settings: Settings
+    tracking: Tracking
+    _vault: Vault | None = field(default=None, repr=False)
+    _backup: Vault | None = field(default=None, repr=False)
+
+    @property
+    def vault(self) -> Vault:
+        """The content-addressed store (opened on first use: S3 costs an import)."""
+        if self._vault is None:
+            self._vault = Vault(self.open_store(self.settings.resolved_vault))
+        return self._vault
+
+    @property
+    def backup(self) -> Vault | None:
+        """The backup store, when one is configured."""
+        if self._backup is None and self.settings.backup:
+            self._backup = Vault(self.open_store(self.settings.backup))
+        return self._backup
+
+    def open_store(self, url: str) -> ObjectStore:
+        return open_store(url, endpoint_url=self.settings.s3_endpoint_url)
+
+    @property
+    def user(self) -> str:
+        return current_user(self.settings.user)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.settings.resolved_cache_dir
+
+    @property
+    def registry_id(self) -> str:
+        """A short, stable identity of this registry (its URIs), for keying local caches.
+
+        Two projects, or the embedded default and a server, never share cache entries.
+        """
+        ident = f"{self.tracking.tracking_uri}\n{self.tracking.registry_uri}"
+        return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def build_context(settings: Settings) -> Context:
+    return Context(settings=settings, tracking=Tracking(settings))

@@ -1,0 +1,245 @@
+"""Verified loading: every file is checked against the version's manifest before anything is
+deserialised, and copies land in a folder only whole.
+
+Fallback chain for ``load``: registry (local cache first) -> the last verified copy in the
+local cache when the registry is unreachable -> ``train()`` when given. Each step is logged.
+The local cache is keyed by registry identity, name, version and manifest hash, so two
+registries (two projects, or the embedded default and a server) never share an entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from modelyard.context import Context
+from modelyard.entities import LoadedModel, ModelVersion, VerifyResult
+from modelyard.errors import BackendError, IntegrityError, InvalidInput, StorageError, YardError
+from modelyard.lineage import Lineage
+from modelyard.names import T_FLAVOR
+from modelyard.refs import lookup
+from modelyard.storage import atomic_write
+from modelyard.tracking import VersionRecord
+from modelyard.vault import Manifest
+
+log = logging.getLogger("modelyard.loading")
+
+
+class Loader:
+    """load, download (``load --to``) and verify."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.tracking = ctx.tracking
+
+    # -- reading the registry -------------------------------------------------------------
+    def version(self, record: VersionRecord, *, full: bool) -> ModelVersion:
+        """A version with (``full``) its run's metrics and params and its artifact location."""
+        metrics: dict[str, float] = {}
+        params: dict[str, str] = {}
+        location = None
+        if full:
+            if record.run_id:
+                with contextlib.suppress(YardError):
+                    run = self.tracking.get_run(record.run_id)
+                    metrics, params = run["metrics"], run["params"]
+            location = self.tracking.artifact_location(record)
+        return ModelVersion.from_record(record, metrics=metrics, params=params,
+                                        artifact_location=location)
+
+    def get(self, name: str, ref: str | int | None, *, full: bool = True) -> ModelVersion:
+        return self.version(lookup(self.tracking, name, ref), full=full)
+
+    # -- load -----------------------------------------------------------------------------
+    def load(
+        self,
+        name: str,
+        ref: str | int | None = "production",
+        *,
+        verify: bool = True,
+        train: Callable[[], Any] | None = None,
+    ) -> LoadedModel:
+        """Load a version after checking every file against its manifest."""
+        try:
+            record = lookup(self.tracking, name, ref)
+        except (BackendError, StorageError) as exc:
+            log.warning("registry unreachable for %s@%s: %s", name, ref, exc.message)
+            cached = self._load_remembered(name, ref, verify)
+            if cached is not None:
+                log.info("loaded %s from the local cache", cached.version.label)
+                return cached
+            if train is None:
+                raise
+            log.warning("no cached copy of %s@%s; training a fallback model", name, ref)
+            return _trained_fallback(name, train)
+        mv = self.version(record, full=True)
+        path, source, verified = self.materialize(mv, verify)
+        loaded = LoadedModel(_deserialize(path, mv), mv, str(path), source, verified)
+        self._remember(name, ref, mv)
+        log.info("loaded %s from %s (verified=%s)", mv.label, source, verified)
+        return loaded
+
+    def download(self, name: str, ref: str | int | None, dest: Path, *, verify: bool = True
+                 ) -> tuple[ModelVersion, Path]:
+        """Place a version's verified files at ``dest``, whole: they are copied into a fresh
+        folder beside it and swapped in, so ``dest`` never holds a mix of two versions and
+        nothing is written through a link. A ``dest`` that is a file or a link is refused."""
+        _check_destination(dest)
+        mv = self.get(name, ref)
+        path, _, _ = self.materialize(mv, verify)
+        place_folder(path, dest)
+        return mv, dest
+
+    # -- verify ---------------------------------------------------------------------------
+    def manifest_of(self, mv: ModelVersion) -> Manifest:
+        """The version's manifest from the vault, checked against the hash tagged on it."""
+        if not mv.manifest_sha256:
+            raise IntegrityError(
+                name=mv.name, semver=mv.semver or f"#{mv.version}",
+                detail="no manifest recorded (bring it under modelyard with `adopt`, "
+                "or load with verify=False)",
+            )
+        return self.ctx.vault.read_manifest(mv.name, mv.version, mv.manifest_sha256,
+                                            mv.semver or "?")
+
+    def verify(self, name: str, ref: str | int | None = "latest") -> VerifyResult:
+        """Check a version's stored files against its manifest without loading them."""
+        mv = self.get(name, ref, full=False)
+        manifest = self.manifest_of(mv)
+        with tempfile.TemporaryDirectory(prefix="modelyard-verify-") as tmp:
+            local = self.tracking.download(mv.source, Path(tmp))
+            manifest.verify_directory(local, label=name, semver=mv.semver or "?")
+        return VerifyResult(name=name, version=mv.version, semver=mv.semver, ok=True,
+                            files=len(manifest.files), bytes=manifest.total_size)
+
+    # -- the local cache ------------------------------------------------------------------
+    def cache_folder(self, mv: ModelVersion) -> Path:
+        key = mv.manifest_sha256 or "unverified"
+        return (self.ctx.cache_dir / "models" / self.ctx.registry_id / mv.name
+                / str(mv.version) / key)
+
+    def materialize(self, mv: ModelVersion, verify: bool) -> tuple[Path, str, bool]:
+        """A verified local copy of the version's files: (path, where from, verified)."""
+        manifest = self.manifest_of(mv) if verify else None
+        cache = self.cache_folder(mv)
+        if cache.is_dir():
+            try:
+                if manifest is not None:
+                    manifest.verify_directory(cache, label=mv.name, semver=mv.semver or "?")
+                return cache, "cache", manifest is not None
+            except IntegrityError:
+                log.warning("cached copy of %s is damaged; downloading again", mv.label)
+                shutil.rmtree(cache, ignore_errors=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".dl-", dir=cache.parent))
+        try:
+            local = self.tracking.download(mv.source, staging)
+            if manifest is not None:
+                manifest.verify_directory(local, label=mv.name, semver=mv.semver or "?")
+            with contextlib.suppress(OSError):
+                local.rename(cache)
+            if not cache.is_dir():
+                raise StorageError(detail=f"could not place the download in {cache}")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return cache, "registry", manifest is not None
+
+    def _ref_file(self, name: str, ref: str | int | None) -> Path:
+        safe = re.sub(r"[^\w.\-]", "_", str(ref or "latest"))[:100]
+        return self.ctx.cache_dir / "refs" / self.ctx.registry_id / name / f"{safe}.json"
+
+    def _remember(self, name: str, ref: str | int | None, mv: ModelVersion) -> None:
+        with contextlib.suppress(OSError):
+            atomic_write(self._ref_file(name, ref),
+                         json.dumps(mv.to_dict(), default=str).encode())
+
+    def _load_remembered(self, name: str, ref: str | int | None, verify: bool
+                         ) -> LoadedModel | None:
+        path = self._ref_file(name, ref)
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            data["lineage"] = Lineage(**{**data["lineage"], "data": []})
+            mv = ModelVersion(**data)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("the cached record %s is unreadable (%s); ignoring it", path, exc)
+            return None
+        cache = self.cache_folder(mv)
+        if not mv.manifest_sha256 or not cache.is_dir():
+            return None
+        if verify:
+            # The vault may be unreachable too; the cached copy was verified when written.
+            try:
+                manifest = self.ctx.vault.read_manifest(mv.name, mv.version, mv.manifest_sha256,
+                                                        mv.semver or "?")
+                manifest.verify_directory(cache, label=mv.name, semver=mv.semver or "?")
+            except StorageError:
+                log.warning("vault unreachable: using the cached copy of %s as last verified",
+                            mv.label)
+        return LoadedModel(_deserialize(cache, mv), mv, str(cache), "cache", verify)
+
+
+def _deserialize(path: Path, mv: ModelVersion) -> Any:
+    from modelyard import mlmodel
+
+    return mlmodel.deserialize(path, mv.tags.get(T_FLAVOR, ""))
+
+
+def _trained_fallback(name: str, train: Callable[[], Any]) -> LoadedModel:
+    model = train()
+    mv = ModelVersion(
+        name=name, version=0, semver=None, stage="none", run_id=None, source="train",
+        artifact_location="", bump=None, bump_reason=None, manifest_sha256=None,
+        aliases=[], tags={}, description="trained by the fallback callback",
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), managed=False,
+    )
+    return LoadedModel(model, mv, "", "train", False)
+
+
+def _check_destination(dest: Path) -> None:
+    if dest.is_symlink():
+        raise InvalidInput(f"{dest} is a link; give a real folder to load into")
+    if dest.exists() and not dest.is_dir():
+        raise InvalidInput(f"{dest} is a file; give a folder to load into")
+
+
+def place_folder(source: Path, dest: Path) -> None:
+    """Copy ``source``'s files into a fresh folder beside ``dest`` and swap it in."""
+    _check_destination(dest)
+    parent = dest.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=parent))
+    old: Path | None = None
+    try:
+        for path in sorted(source.rglob("*")):
+            if path.is_symlink():
+                continue  # the cache holds verified files only; never carry a link over
+            target = fresh / path.relative_to(source)
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif path.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=parent))
+            old.rmdir()
+            dest.rename(old)
+        fresh.rename(dest)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        if old is not None and not dest.exists():
+            old.rename(dest)  # put the previous contents back
+            old = None
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

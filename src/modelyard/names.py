@@ -1,0 +1,135 @@
+"""Every name modelyard reads or writes in MLflow, and the rules those names follow.
+
+Tag keys, stages, aliases, the model-name and alias rules, limits, and the one semver parser.
+Nothing else in modelyard spells a ``modelyard.`` tag key.
+
+>>> check_name("churn")
+'churn'
+>>> str(parse_semver("v1.2.0"))
+'1.2.0'
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import semver as _semver
+
+from modelyard.errors import InvalidInput
+
+# -- tags on a model version -------------------------------------------------------------
+PREFIX = "modelyard."
+T_SEMVER = "modelyard.semver"
+T_BUMP = "modelyard.bump"
+T_REASON = "modelyard.bump_reason"
+T_STAGE = "modelyard.stage"
+T_MANIFEST = "modelyard.manifest_sha256"
+T_STATUS = "modelyard.status"
+T_SCHEMA = "modelyard.schema"
+T_FLAVOR = "modelyard.flavor"
+T_CLASS = "modelyard.model_class"
+T_PARAMS = "modelyard.params"
+T_ROLLED_BACK = "modelyard.rolled_back"
+T_IMPORTED_FROM = "modelyard.imported_from"
+T_ADOPTED = "modelyard.adopted"
+T_RESTORED_FROM = "modelyard.restored_from"
+T_LINEAGE = "modelyard.lineage."  # prefix of the lineage tags
+
+# -- tags on a registered model and on runs ----------------------------------------------
+T_AUDIT_HEAD = "modelyard.audit_head"
+T_RUN_MODEL = "modelyard.model"
+
+STATUS_PENDING = "pending"
+STATUS_READY = "ready"
+
+# -- stages -------------------------------------------------------------------------------
+Stage = Literal["none", "staging", "production", "archived"]
+STAGES: tuple[str, ...] = ("none", "staging", "production", "archived")
+# Stages held by exactly one version, as an MLflow alias of the same name.
+STAGE_ALIASES: tuple[str, ...] = ("staging", "production")
+# What each stage is called in MLflow's (deprecated) stage field.
+MLFLOW_STAGE = {"none": "None", "staging": "Staging", "production": "Production",
+                "archived": "Archived"}
+
+BUMPS = ("major", "minor", "patch")
+
+# -- rules ----------------------------------------------------------------------------------
+# MLflow accepts longer names; 128 keeps names usable as S3 key parts and file names.
+MAX_NAME_LEN = 128
+_NAME = re.compile(rf"^[A-Za-z0-9][\w.\-]{{0,{MAX_NAME_LEN - 1}}}$", re.ASCII)
+# MLflow's alias rule: word characters and '-', no dots; `latest` and `v<digits>` reserved.
+MAX_ALIAS_LEN = 255
+ALIAS = re.compile(rf"^[\w-]{{1,{MAX_ALIAS_LEN}}}$", re.ASCII)
+RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE | re.ASCII)
+SEMVER = re.compile(r"^v?(\d{1,9})\.(\d{1,9})\.(\d{1,9})$", re.ASCII)
+MAX_VERSION_NUMBER = 10**12
+
+
+def check_name(name: str) -> str:
+    """A registered model name: letters, digits, '.', '_' or '-'; no '/', '@' or spaces."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+        shown = repr(name)[:80]
+        raise InvalidInput(
+            f"invalid model name {shown}: use up to {MAX_NAME_LEN} letters, digits, '.', '_' "
+            "or '-' (no '/', '@' or spaces)"
+        )
+    return name
+
+
+def check_alias(alias: str) -> str:
+    """A user alias: MLflow's rule, and never a stage name (stages move through promote)."""
+    if not isinstance(alias, str) or not ALIAS.match(alias):
+        raise InvalidInput(f"invalid alias {alias!r:.80}: use letters, digits, '_' or '-'")
+    if alias.lower() in (*STAGE_ALIASES, "archived", "none", "development"):
+        raise InvalidInput(f"{alias!r} is a stage: stages move only with `modelyard promote`")
+    if RESERVED_ALIAS.match(alias):
+        raise InvalidInput(f"alias {alias!r} is reserved by MLflow (latest, v<digits>)")
+    return alias
+
+
+def check_tag_key(key: str) -> str:
+    """A user tag key: not empty, no '=', and not in the ``modelyard.`` namespace."""
+    if not isinstance(key, str) or not key.strip() or "=" in key or len(key) > 250:
+        raise InvalidInput(f"invalid tag key {key!r:.80}")
+    if key.lower().startswith(PREFIX):
+        raise InvalidInput(f"tags in the 'modelyard.' namespace are reserved: {key}")
+    return key
+
+
+def check_user_tags(tags: dict[str, str] | None) -> dict[str, str]:
+    """User tags given at registration, as strings; the namespace stays modelyard's."""
+    out = {str(k): str(v) for k, v in (tags or {}).items()}
+    for key in out:
+        check_tag_key(key)
+    return out
+
+
+def normalize_stage(stage: str) -> str:
+    """``Production`` -> ``production``; MLflow's ``development`` is modelyard's ``none``."""
+    value = str(stage).strip().lower()
+    if value == "development":
+        value = "none"
+    if value not in STAGES:
+        raise InvalidInput(f"unknown stage {str(stage)[:40]!r}: use one of {', '.join(STAGES)}")
+    return value
+
+
+def parse_semver(text: str) -> _semver.Version:
+    """The one semver parser: ``1.2.0`` or ``v1.2.0`` (no pre-release or build parts)."""
+    match = SEMVER.match(text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise InvalidInput(
+            f"{str(text)[:40]!r} is not a semantic version (expected MAJOR.MINOR.PATCH)"
+        )
+    major, minor, patch = (int(part) for part in match.groups())
+    return _semver.Version(major, minor, patch)
+
+
+def is_semver(text: str) -> bool:
+    return isinstance(text, str) and SEMVER.match(text) is not None
+
+
+def label(name: str, semver: str | None, version: int | None) -> str:
+    """``churn v1.2.0``, or ``churn #3`` for a version modelyard does not manage."""
+    return f"{name} v{semver}" if semver else f"{name} #{version}"

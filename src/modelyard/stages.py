@@ -1,0 +1,248 @@
+"""Stage and alias moves, applied as one unit with their audit event.
+
+Stages are the MLflow aliases ``staging`` and ``production`` (one holder each) plus the
+``modelyard.stage`` tag on every version. Every move is an event in the audit trail, and the
+trail is also what orders concurrent moves: an event is created with the object store's
+create-if-absent at the next sequence number and records who holds each stage after it,
+computed from the event before it. After writing its event, a process applies the newest
+event's holders to MLflow's aliases and the stage tags, then checks that no newer event
+appeared meanwhile (and applies again if one did). Any number of processes moving stages at
+once therefore leave the aliases and tags as the last event says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.audit import AuditEvent, Auditor
+from modelyard.context import Context
+from modelyard.entities import AliasChange, Result
+from modelyard.errors import InvalidInput, NotFound
+from modelyard.names import (
+    STAGE_ALIASES,
+    T_ROLLED_BACK,
+    T_SEMVER,
+    T_STAGE,
+    check_alias,
+    label,
+)
+from modelyard.notify import Notifier
+from modelyard.refs import lookup
+from modelyard.tracking import VersionRecord
+
+log = logging.getLogger("modelyard.stages")
+
+MOVES = ("promote", "approve", "rollback")
+
+
+@dataclass
+class StageChange(Result):
+    """What ``promote``, ``approve`` and ``rollback`` return."""
+
+    status: str  # "promoted" | "pending" | "rolled back"
+    name: str
+    version: int
+    semver: str | None
+    from_stage: str
+    to: str
+    replaced: int | None = None
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    event: int | None = None
+    request_id: str | None = None
+    reason: str | None = None
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status, "name": self.name, "version": self.version,
+            "semver": self.semver, "from": self.from_stage, "to": self.to,
+            "replaced": self.replaced, "gates": self.gates, "event": self.event,
+            "request_id": self.request_id, "reason": self.reason, "webhooks": self.webhooks,
+        }
+
+
+class Stages:
+    """Moves stage holders and user aliases; each move is audited and announced."""
+
+    def __init__(self, ctx: Context, audit: Auditor, notifier: Notifier) -> None:
+        self.ctx = ctx
+        self.tracking = ctx.tracking
+        self.audit = audit
+        self.notifier = notifier
+
+    def demoted(self, stage: str) -> str:
+        """Where a version goes when another one takes its stage."""
+        if stage == "production" and self.ctx.settings.archive_old_versions:
+            return "archived"
+        return "none"
+
+    def check_move(self, name: str, record: VersionRecord, stage: str, force: bool,
+                    reason: str | None) -> None:
+        current = record.tags.get(T_STAGE, "none")
+        label = record_label(name, record)
+        if stage in STAGE_ALIASES and stage in record.aliases:
+            raise InvalidInput(f"{label} already holds {stage}; nothing changed")
+        if stage not in STAGE_ALIASES and current == stage and not set(
+                record.aliases) & set(STAGE_ALIASES):
+            raise InvalidInput(f"{label} is already in stage {stage}; nothing changed")
+        if force and not (reason and reason.strip()):
+            raise InvalidInput("--force needs a --reason (it is kept in the audit trail)")
+        if stage == "production" and current != "staging" and not force:
+            raise InvalidInput(
+                f"{label} is in stage {current}, not staging: promote it to staging first, "
+                "or skip staging with --force and a --reason"
+            )
+
+    def move(
+        self,
+        name: str,
+        record: VersionRecord,
+        stage: str,
+        action: str,
+        *,
+        reason: str | None,
+        gates: list[dict[str, Any]] | None = None,
+        detail: dict[str, Any] | None = None,
+        rolled_back: int | None = None,
+    ) -> StageChange:
+        """Take the next audit slot for a stage move, then apply it (see ``_settle``)."""
+        version = record.version
+        current = record.tags.get(T_STAGE, "none")
+        # Holders MLflow has now: anything moved outside modelyard is demoted as well.
+        live = {s: self.tracking.alias_holder(name, s) for s in STAGE_ALIASES}
+        replaced: dict[str, int | None] = {}
+
+        def build(prev: AuditEvent | None) -> dict[str, Any]:
+            stages: dict[str, int | None] = (
+                dict(prev.stages) if prev and prev.stages else dict(live)
+            )
+            displaced: list[dict[str, Any]] = []
+            for s in STAGE_ALIASES:
+                holders = {stages.get(s), live.get(s)} - {None, version}
+                if s == stage:
+                    displaced += [{"version": h, "stage": s} for h in sorted(
+                        h for h in holders if isinstance(h, int))]
+                if stages.get(s) == version and s != stage:
+                    stages[s] = None  # a version is in one stage at a time
+            replaced["holder"] = None
+            if stage in STAGE_ALIASES:
+                before = stages.get(stage)
+                if before is not None and before != version:
+                    stages[f"{stage}.previous"] = before
+                    replaced["holder"] = before
+                elif displaced:
+                    replaced["holder"] = int(displaced[0]["version"])
+                stages[stage] = version
+            extra = dict(detail or {})
+            if displaced:
+                extra["displaced"] = displaced
+            if rolled_back is not None:
+                extra["rolled_back"] = rolled_back
+            return {"action": action, "version": version, "semver": record.tags.get(T_SEMVER),
+                    "from_": current, "to": stage, "reason": reason, "gates": gates or [],
+                    "detail": extra, "stages": stages}
+
+        event = self.audit.append(name, build)
+        self._settle(name, event)
+        holder = replaced.get("holder")
+        if rolled_back is not None:
+            holder = rolled_back
+        status = "rolled back" if action == "rollback" else "promoted"
+        change = StageChange(
+            status=status, name=name, version=version, semver=record.tags.get(T_SEMVER),
+            from_stage=current, to=stage, replaced=holder, gates=gates or [],
+            event=event.seq, reason=reason,
+        )
+        change.webhooks = self.notifier.notify(name, event)
+        return change
+
+    def _settle(self, name: str, mine: AuditEvent) -> None:
+        """Make MLflow's aliases and stage tags match the newest event of the trail.
+
+        Applies the newest event's holders, then re-reads the tail: if another process
+        appended meanwhile, its events join the window and are applied too. Whoever writes
+        last has checked after writing that no newer event exists, so the end state is the
+        newest event's, however the processes interleave.
+        """
+        audit = self.audit.log(name)
+        window = [mine]
+        seen = mine.seq
+        while True:
+            self._apply(name, window)
+            while True:
+                newer = [audit.read(s) for s in audit.sequence_numbers() if s > seen]
+                if not newer:
+                    return
+                seen = newer[-1].seq
+                moves = [e for e in newer if e.action in MOVES]
+                if moves:
+                    window += moves
+                    break
+
+    def _apply(self, name: str, window: list[AuditEvent]) -> None:
+        latest = next(
+            (e for e in reversed(window) if e.stages), window[-1]
+        )
+        holders = {s: latest.stages.get(s) for s in STAGE_ALIASES}
+        for stage, holder in holders.items():
+            if isinstance(holder, int):
+                try:
+                    self.tracking.set_alias(name, stage, holder)
+                except NotFound:
+                    log.warning("%s holder #%s no longer exists", stage, holder)
+            else:
+                with contextlib.suppress(NotFound):
+                    self.tracking.delete_alias(name, stage)
+        wanted: dict[int, dict[str, str]] = {}
+        for event in window:
+            if event.version is not None and event.to is not None and event.action in (
+                    "promote", "approve", "rollback"):
+                target = event.to
+                wanted.setdefault(event.version, {})[T_STAGE] = (
+                    target if target not in STAGE_ALIASES else self.demoted(target))
+            for item in event.detail.get("displaced", []):
+                wanted.setdefault(int(item["version"]), {})[T_STAGE] = self.demoted(
+                    str(item["stage"]))
+            back = event.detail.get("rolled_back")
+            if back is not None:
+                wanted.setdefault(int(back), {}).update({
+                    T_STAGE: "archived",
+                    T_ROLLED_BACK: f"{event.when} by {event.who}: {event.reason or ''}".strip(),
+                })
+        for stage, holder in holders.items():
+            if isinstance(holder, int):
+                wanted.setdefault(holder, {})[T_STAGE] = stage
+        for version, tags in sorted(wanted.items()):
+            with contextlib.suppress(NotFound):
+                self.tracking.set_version_tags(name, version, tags)
+
+    def set_alias(self, name: str, ref: str | int, alias: str) -> AliasChange:
+        """Point a user alias at a version (stage aliases move only through promote)."""
+        check_alias(alias)
+        record = lookup(self.tracking, name, ref)
+        previous = self.tracking.alias_holder(name, alias)
+        self.tracking.set_alias(name, alias, record.version)
+        event = self.audit.record(name, "alias", version=record.version,
+                             semver=record.tags.get(T_SEMVER), from_=None, to=None,
+                             reason=None, detail={"alias": alias, "op": "set",
+                                                  "previous": previous})
+        return AliasChange(name=name, alias=alias, version=record.version,
+                           semver=record.tags.get(T_SEMVER), previous=previous, event=event.seq)
+
+    def remove_alias(self, name: str, alias: str) -> AliasChange:
+        check_alias(alias)
+        holder = self.tracking.alias_holder(name, alias)
+        if holder is None:
+            self.tracking.get_model(name)
+            raise InvalidInput(f"{name} has no alias {alias!r}; nothing changed")
+        self.tracking.delete_alias(name, alias)
+        event = self.audit.record(name, "alias", version=holder, from_=None, to=None, reason=None,
+                             detail={"alias": alias, "op": "delete"})
+        return AliasChange(name=name, alias=alias, version=holder, deleted=True, event=event.seq)
+
+
+def record_label(name: str, record: VersionRecord) -> str:
+    return label(name, record.tags.get(T_SEMVER), record.version)
