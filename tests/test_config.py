@@ -241,6 +241,8 @@ def test_modelyard_config_names_the_file_and_the_root(tmp_path: Path) -> None:
     assert load_settings(environ=named_pp, cwd=work).experiment == "pp"
     with pytest.raises(ConfigError, match="file not found"):
         load_settings(environ={"MODELYARD_CONFIG": str(tmp_path / "missing.toml")}, cwd=work)
+    with pytest.raises(ConfigError, match=r"^'.*a\\x00b\.toml': \(file\): file not found$"):
+        load_settings(environ={"MODELYARD_CONFIG": "a\x00b.toml"}, cwd=work)
     (elsewhere / "pyproject.toml").write_text('[project]\nname = "x"\n')
     with pytest.raises(ConfigError, match=r"tool\.modelyard: no such table"):
         load_settings(environ=named_pp, cwd=work)

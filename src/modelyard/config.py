@@ -389,7 +389,7 @@ def _translate_seed_keys(values: dict[str, Any], source: str, notes: list[str]) 
 def _is_file(path: Path) -> bool:
     try:
         return path.is_file()
-    except OSError:  # an unsearchable folder on the way up holds nothing we can use
+    except (OSError, ValueError):  # an unsearchable folder (or a NUL in a name): nothing here
         return False
 
 
@@ -428,10 +428,10 @@ def _pyproject_section(path: Path, *, required: bool) -> dict[str, Any] | None:
     section = tool.get("modelyard") if isinstance(tool, dict) else None
     if section is None:
         if required:
-            raise ConfigError(source=str(path), key="tool.modelyard", problem="no such table")
+            raise ConfigError(source=_source(path), key="tool.modelyard", problem="no such table")
         return None
     if not isinstance(section, dict):
-        raise ConfigError(source=str(path), key="tool.modelyard", problem="must be a table")
+        raise ConfigError(source=_source(path), key="tool.modelyard", problem="must be a table")
     return section
 
 
@@ -441,10 +441,10 @@ def _read_bytes(path: Path) -> bytes:
             raw = handle.read(_MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
-            source=str(path), key="(file)", problem=f"unreadable: {exc.strerror or exc}"
+            source=_source(path), key="(file)", problem=f"unreadable: {exc.strerror or exc}"
         ) from None
     if len(raw) > _MAX_CONFIG_BYTES:
-        raise ConfigError(source=str(path), key="(file)", problem="larger than 1 MiB")
+        raise ConfigError(source=_source(path), key="(file)", problem="larger than 1 MiB")
     return raw
 
 
@@ -453,7 +453,7 @@ def _parse_toml(raw: bytes, path: Path) -> dict[str, Any]:
         text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            source=str(path), key="(file)", problem=f"not valid UTF-8 (byte {exc.start})"
+            source=_source(path), key="(file)", problem=f"not valid UTF-8 (byte {exc.start})"
         ) from None
     try:
         return tomllib.loads(text)
@@ -463,7 +463,7 @@ def _parse_toml(raw: bytes, path: Path) -> dict[str, Any]:
         problem = "not valid TOML: nested too deeply"
     except ValueError as exc:  # Python's limit on the digits of an integer
         problem = f"not valid TOML: {_one_line(str(exc).split(':')[0])}"
-    raise ConfigError(source=str(path), key="(file)", problem=problem)
+    raise ConfigError(source=_source(path), key="(file)", problem=problem)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -526,6 +526,11 @@ def _shorten(text: str) -> str:
     return text[: _MAX_PROBLEM_LENGTH - 3] + "..."
 
 
+def _source(path: Path) -> str:
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def _show_key(key: str) -> str:
     return _shorten(key if key and key.isprintable() else repr(key))
 
@@ -549,9 +554,10 @@ def _config_layer(
     """The config file in use (named by MODELYARD_CONFIG, or found upwards from cwd)."""
     named = environ.get("MODELYARD_CONFIG")
     if named:
-        path = _local_path(named, cwd, user_home).resolve()  # no "..": its folder is the root
+        path = _local_path(named, cwd, user_home)
         if not _is_file(path):
-            raise ConfigError(source=str(path), key="(file)", problem="file not found")
+            raise ConfigError(source=_source(path), key="(file)", problem="file not found")
+        path = path.resolve()  # no "..": its folder is the root
         if path.name == "pyproject.toml":
             data = _pyproject_section(path, required=True) or {}
         else:
@@ -582,7 +588,7 @@ def load_settings(
 
     path, root, data = _config_layer(environ, cwd, user_home)
     if path is not None and root is not None:
-        source = str(path)
+        source = _source(path)
         file_values = _translate_seed_keys(_flatten_policy(data, source), source, notes)
         _validate_layer(file_values, source)
         _anchor_paths(file_values, root, user_home)
