@@ -160,6 +160,7 @@ def test_nearest_project_wins_from_a_subfolder(tmp_path: Path) -> None:
     assert find_project_root(deep) == inner
     assert find_project_root(inner) == inner
     assert find_project_root(outer / "libs") == outer
+    assert find_project_root(deep / ".." / ".." / "..") == outer  # physical, not lexical
     settings = load_settings(environ={}, cwd=deep)
     assert settings.experiment == "inner"
     assert settings.project_root == str(inner)

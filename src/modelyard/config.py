@@ -395,6 +395,7 @@ def _is_file(path: Path) -> bool:
 
 def _find(start: Path) -> tuple[Path, dict[str, Any]] | None:
     """The nearest config file from start upwards, with its modelyard settings."""
+    start = start.resolve()  # lexical parents of "." or "a/.." are not the folders above
     for folder in [start, *start.parents]:
         own = folder / CONFIG_FILE
         if _is_file(own):
