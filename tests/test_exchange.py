@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from modelyard.errors import Conflict, InvalidInput, ModelNotFound, VersionNotFound
 from modelyard.compare import plot_comparison
+from modelyard.errors import Conflict, InvalidInput, ModelNotFound, VersionNotFound
 from modelyard.export_format import parse_export
 
 

@@ -26,7 +26,7 @@ import string
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -42,14 +42,13 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
 from modelyard.errors import ConfigError
+from modelyard.names import Stage
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-Stage = Literal["none", "staging", "production", "archived"]
-STAGES: tuple[str, ...] = ("none", "staging", "production", "archived")
 
 CONFIG_FILE = "modelyard.toml"
 _ENV_PREFIX = "MODELYARD_"

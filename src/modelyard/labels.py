@@ -35,7 +35,8 @@ class Labels:
         check_tag_key(key)
         record = lookup(self.tracking, name, ref)
         if key not in record.tags:
-            raise InvalidInput(f"{label(name, record.tags.get(T_SEMVER), record.version)} has no tag {key!r}; nothing changed")
+            shown = label(name, record.tags.get(T_SEMVER), record.version)
+            raise InvalidInput(f"{shown} has no tag {key!r}; nothing changed")
         self.tracking.delete_version_tag(name, record.version, key)
         event = self.audit.record(name, "tag", version=record.version,
                              semver=record.tags.get(T_SEMVER), from_=None, to=None,

@@ -120,7 +120,7 @@ def test_resolve_and_nearest_hint() -> None:
     assert resolve("m", VersionRef.parse("v1.1.0"), versions).version == 2
     assert resolve("m", VersionRef.parse("production"), versions).version == 2
     assert resolve("m", VersionRef.parse("latest"), versions).version == 2
-    with pytest.raises(Exception, match="nearest: v1.1.0"):
+    with pytest.raises(Exception, match=r"nearest: v1\.1\.0"):
         resolve("m", VersionRef.parse("v1.1.1"), versions)
 
 
@@ -153,7 +153,7 @@ def test_manifest_catches_changed_missing_and_extra_files(tmp_path: Path) -> Non
     assert json.loads(manifest.canonical())["model.pkl"]["size"] == 10
     manifest.verify_directory(tmp_path, label="m", semver="1.0.0")
     (tmp_path / "model.pkl").write_bytes(b"\x01" * 10)
-    with pytest.raises(Exception, match="model.pkl does not match"):
+    with pytest.raises(Exception, match=r"model\.pkl does not match"):
         manifest.verify_directory(tmp_path, label="m", semver="1.0.0")
 
 

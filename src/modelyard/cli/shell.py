@@ -72,6 +72,8 @@ class State:
             from modelyard.yard import Yard
 
             self._yard = Yard(**self.overrides)
+            for note in self._yard.settings.notes:
+                _console(stderr=True).print(f"[yellow]note:[/yellow] {_escape(note)}")
         return self._yard
 
 
