@@ -41,7 +41,7 @@ bench: install
 	$(BIN)/python benchmarks/lifecycle.py 500
 
 stack: install
-	$(BIN)/python -m modelyard.devstack
+	$(BIN)/python tests/devstack.py
 
 clean:
 	rm -rf $(VENV) .tools .modelyard build src/*.egg-info

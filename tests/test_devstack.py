@@ -8,7 +8,7 @@ import urllib.request
 import psycopg2
 import pytest
 
-from modelyard.devstack import Stack, find_postgres_bindir, free_port
+from devstack import Stack, find_postgres_bindir, free_port
 
 
 def _health(url: str) -> int:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from devstack import Stack, free_port
 from helpers import run_cli
 from modelyard.config import load_settings
-from modelyard.devstack import Stack, free_port
 from modelyard.errors import ConfigError
 
 SECRET = "s3cr3t-VALUE-do-not-print-9f8e7d"

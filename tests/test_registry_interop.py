@@ -84,7 +84,7 @@ def test_register_cli_from_saved_directory(yard: Any, name: str, trained: dict[s
 def test_load_falls_back_to_cache_then_train(
     make_yard: Any, name: str, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelyard.devstack import free_port
+    from devstack import free_port
 
     yard = make_yard()
     yard.register(trained["model"], name, input_example=trained["X"].head(3))

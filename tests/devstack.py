@@ -8,7 +8,7 @@ process by PID and removes the root directory if the stack created it.
 ...     os.environ.update(stack.env())
 ...     ...
 
-``python -m modelyard.devstack`` (``make stack``) starts a stack, prints ``export K=V`` lines and
+``python tests/devstack.py`` (``make stack``) starts a stack, prints ``export K=V`` lines and
 waits for Ctrl-C.
 
 PostgreSQL comes from Debian's ``postgresql-15`` package. ``initdb`` refuses to run as root, so
