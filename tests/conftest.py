@@ -7,6 +7,7 @@ session on free loopback ports by ``tests/devstack.py`` and stopped by PID at th
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,11 +49,13 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cache: Path
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")  # no network calls home from DVC
     monkeypatch.chdir(work)
     # MLflow keeps its tracking URI in a process global; start every test from a clean one.
-    import mlflow
+    # Only if something loaded MLflow already: unit tests never pay for importing it.
+    if "mlflow" in sys.modules:
+        import mlflow
 
-    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-    if mlflow.active_run():
-        mlflow.end_run()
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        while mlflow.active_run():
+            mlflow.end_run()
     return work
 
 
