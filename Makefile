@@ -31,6 +31,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint $(ACTIONLINT)
 	$(BIN)/python -m pytest -p no:cacheprovider
@@ -41,7 +42,7 @@ bench: install
 	$(BIN)/python benchmarks/lifecycle.py 500
 
 stack: install
-	$(BIN)/python -m modelyard.devstack
+	$(BIN)/python tests/devstack.py
 
 clean:
 	rm -rf $(VENV) .tools .modelyard build src/*.egg-info

@@ -129,7 +129,8 @@ def main() -> None:
         os.chdir(tmp)
         os.environ["MODELYARD_CACHE_DIR"] = str(Path(tmp) / "cache")
         table["embedded"] = run_backend(args.n)
-        from modelyard.devstack import Stack
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from devstack import Stack  # the test stack lives with the tests, not in the wheel
 
         with Stack() as stack:
             for key in [k for k in os.environ if k.startswith("MODELYARD_HOME")]:

@@ -1,12 +1,13 @@
 """Fixtures: every registry test runs on the embedded default and on the real team stack.
 
 The team stack (PostgreSQL 15, moto's S3 server, an MLflow tracking server) is started once per
-session on free loopback ports by ``modelyard.devstack`` and stopped by PID at the end.
+session on free loopback ports by ``tests/devstack.py`` and stopped by PID at the end.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.devstack import Stack
+from devstack import Stack
 
 _CLEARED_PREFIXES = ("MODELYARD_", "MLFLOW_", "AWS_")
 
@@ -48,11 +49,13 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cache: Path
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")  # no network calls home from DVC
     monkeypatch.chdir(work)
     # MLflow keeps its tracking URI in a process global; start every test from a clean one.
-    import mlflow
+    # Only if something loaded MLflow already: unit tests never pay for importing it.
+    if "mlflow" in sys.modules:
+        import mlflow
 
-    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-    if mlflow.active_run():
-        mlflow.end_run()
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        while mlflow.active_run():
+            mlflow.end_run()
     return work
 
 

@@ -1,21 +1,65 @@
-"""Helpers shared by tests."""
+"""Helpers shared by tests.
+
+``run_cli`` runs the ``modelyard`` command in this process through click's ``CliRunner`` (a
+fraction of a second instead of the 3-5 s a new interpreter needs to import MLflow);
+``run_cli_subprocess`` runs the real ``python -m modelyard`` process, for the few tests that are
+about the process itself (start-up, ``--version``, exit codes and stderr of a user error).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+
+class ProcessStateLeak(UserWarning):
+    """A command run in-process changed state that a real process would have taken with it
+    (``os.environ``, the working directory, MLflow's globals, logging handlers). The library
+    must not touch process-wide state: the warning names what changed; run_cli puts it back."""
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
             check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run the real `modelyard` command in a subprocess (exit code, stdout, stderr)."""
+    """Run ``modelyard ARGS`` in this process: exit code, stdout and stderr, as a real process.
+
+    ``env`` is laid over ``os.environ`` and ``cwd`` is the working directory for this call only.
+    An exception that escapes the command (anything but ``SystemExit``) propagates, so the test
+    fails with its traceback instead of seeing exit code 1.
+    """
+    from click.testing import CliRunner
+
+    from modelyard.cli import main
+
+    try:  # click < 8.2 mixes stderr into stdout unless told not to
+        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:  # click >= 8.2 always keeps them apart
+        runner = CliRunner()
+    with _process_state_kept(cwd):
+        result = runner.invoke(main, list(args), env=env, catch_exceptions=False,
+                               prog_name="modelyard")
+    done = subprocess.CompletedProcess(["modelyard", *args], result.exit_code,
+                                       result.stdout, result.stderr)
+    if check and done.returncode != 0:
+        raise AssertionError(f"modelyard {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def run_cli_subprocess(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+                       check: bool = False,
+                       timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the real ``python -m modelyard`` process (exit code, stdout, stderr)."""
     done = subprocess.run(
         [sys.executable, "-m", "modelyard", *args],
         capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd,
-        timeout=600, check=False,
+        timeout=timeout, check=False,
     )
     if check and done.returncode != 0:
         raise AssertionError(f"modelyard {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
@@ -85,3 +129,78 @@ class Forwarder:
         for sock in self.sockets:
             with contextlib.suppress(OSError):
                 sock.close()
+# -- what a real process would have taken with it ----------------------------------------------
+
+_MLFLOW_UNTOUCHED: dict[str, Any] = {"tracking_uri": None, "registry_uri": None, "active_runs": 0}
+
+
+def _mlflow_globals() -> dict[str, Any]:
+    """MLflow's process-wide tracking / registry URIs and active runs (if MLflow is loaded)."""
+    if "mlflow" not in sys.modules:
+        return {}
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+    from mlflow.tracking.fluent import _active_run_stack
+
+    return {
+        "tracking_uri": tracking_utils._tracking_uri,
+        "registry_uri": registry_utils._registry_uri,
+        "active_runs": len(_active_run_stack.get()),
+    }
+
+
+def _restore_mlflow_globals(saved: dict[str, Any]) -> None:
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    # Assigned directly: mlflow.set_tracking_uri would also export the URI to os.environ.
+    tracking_utils._tracking_uri = saved["tracking_uri"]
+    registry_utils._registry_uri = saved["registry_uri"]
+    while _mlflow_globals()["active_runs"] > saved["active_runs"]:
+        mlflow.end_run()
+
+
+def _handlers() -> dict[str, list[logging.Handler]]:
+    names = ["", "modelyard", *(n for n in logging.root.manager.loggerDict
+                                 if n.startswith("modelyard."))]
+    return {name: list(logging.getLogger(name).handlers) for name in names}
+
+
+@contextmanager
+def _process_state_kept(cwd: Path | None) -> Iterator[None]:
+    """Run a block in ``cwd``, then put back (and report) what it changed in the process."""
+    environ = dict(os.environ)
+    start = os.getcwd()
+    mlflow_before = _mlflow_globals()
+    handlers = _handlers()
+    leaks: list[str] = []
+    if cwd is not None:
+        os.chdir(cwd)
+    expected_cwd = os.getcwd()
+    try:
+        yield
+    finally:
+        if os.getcwd() != expected_cwd:
+            leaks.append(f"working directory changed to {os.getcwd()}")
+        os.chdir(start)
+        changed = sorted(k for k in {*environ, *os.environ} if environ.get(k) != os.environ.get(k))
+        if changed:
+            leaks.append("os.environ changed: " + ", ".join(changed))
+            for key in changed:
+                if key in environ:
+                    os.environ[key] = environ[key]
+                else:
+                    del os.environ[key]
+        mlflow_after = _mlflow_globals()
+        mlflow_before = {**_MLFLOW_UNTOUCHED, **mlflow_before}
+        if mlflow_after and mlflow_after != mlflow_before:
+            leaks.append(f"MLflow globals changed: {mlflow_before} -> {mlflow_after}")
+            _restore_mlflow_globals(mlflow_before)
+        for name, before in handlers.items():
+            logger = logging.getLogger(name)
+            for handler in [h for h in logger.handlers if h not in before]:
+                leaks.append(f"logging handler added to {name or 'root'}: {handler!r}")
+                logger.removeHandler(handler)
+        for leak in leaks:
+            warnings.warn(leak, ProcessStateLeak, stacklevel=4)

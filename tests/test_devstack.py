@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import urllib.request
+from pathlib import Path
 
 import psycopg2
 import pytest
 
-from modelyard.devstack import Stack, find_postgres_bindir, free_port
+import devstack
+from devstack import Service, Stack, _listens, find_postgres_bindir, free_port
 
 
 def _health(url: str) -> int:
@@ -81,8 +85,39 @@ def test_missing_postgres_says_what_to_install() -> None:
 
 
 def test_free_port_is_bindable() -> None:
-    import socket
-
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_a_port_is_ours_only_if_our_process_group_listens(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        mine = Service("here", pid=os.getpgid(0), port=port, log_path=tmp_path / "log")
+        assert _listens(mine)
+        other = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        try:
+            assert not _listens(Service("there", pid=other.pid, port=port,
+                                        log_path=tmp_path / "log"))
+        finally:
+            other.kill()
+            other.wait()
+
+
+def test_a_taken_port_is_traded_for_another(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = [taken.getsockname()[1], free_port()]
+        monkeypatch.setattr(devstack, "free_port", lambda: ports.pop(0))
+        stack = Stack(root=tmp_path / "stack", bucket="ports")
+        stack._make_root()
+        try:
+            stack._on_a_free_port("s3", stack.start_s3)
+            assert not ports and stack.s3 is not None and stack.s3.is_running()
+            stack.s3_client().head_bucket(Bucket="ports")
+        finally:
+            stack.stop()

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from helpers import run_cli
+from helpers import run_cli, run_cli_subprocess
 from modelyard.demo import _set_param
 
 
@@ -111,7 +111,7 @@ def test_lineage_checkout_restores_the_old_data(
 def test_demo_runs_end_to_end(backend: str, isolated: Path) -> None:
     # The demo's own sizes: its data and forests are seeded, so its numbers are the same on
     # every machine, and the dropped column really fails the roc_auc gate.
-    done = run_cli("demo", "--dir", str(isolated / "demo"), "--json")
+    done = run_cli_subprocess("demo", "--dir", str(isolated / "demo"), "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     steps = json.loads(done.stdout)
     titles = [s["step"] for s in steps]

@@ -60,7 +60,7 @@ def test_s3_failure_mid_registration_leaves_nothing(
     On the server backend the S3 endpoint is really stopped at that moment; on the embedded
     backend the vault sits on an S3 endpoint that stops answering the same way.
     """
-    from modelyard.devstack import free_port
+    from devstack import free_port
 
     yard = make_yard()
     yard.register(trained["model"], name, input_example=trained["X"].head(3))
@@ -106,7 +106,7 @@ def test_s3_down_during_upload_registers_nothing(
         finally:
             stack_or_none.start_s3()
     else:
-        from modelyard.devstack import free_port
+        from devstack import free_port
 
         yard = make_yard(vault="s3://bucket/vault", s3_endpoint_url=(
             f"http://127.0.0.1:{free_port()}"))

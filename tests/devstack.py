@@ -8,7 +8,7 @@ process by PID and removes the root directory if the stack created it.
 ...     os.environ.update(stack.env())
 ...     ...
 
-``python -m modelyard.devstack`` (``make stack``) starts a stack, prints ``export K=V`` lines and
+``python tests/devstack.py`` (``make stack``) starts a stack, prints ``export K=V`` lines and
 waits for Ctrl-C.
 
 PostgreSQL comes from Debian's ``postgresql-15`` package. ``initdb`` refuses to run as root, so
@@ -39,7 +39,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
-__all__ = ["Service", "Stack", "find_postgres_bindir", "free_port", "main"]
+__all__ = ["PortTaken", "Service", "Stack", "find_postgres_bindir", "free_port", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ POSTGRES_TIMEOUT = 30.0
 S3_TIMEOUT = 30.0
 MLFLOW_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
+PORT_ATTEMPTS = 3
+
+_PORT_ATTRIBUTE = {"postgres": "pg_port", "s3": "s3_port", "mlflow": "mlflow_port"}
+# How PostgreSQL, werkzeug (moto) and uvicorn/gunicorn (MLflow) say their port is taken.
+_PORT_TAKEN = ("already in use", "Errno 98")
 
 # Longest unix socket path the kernel accepts is 107 bytes; ".s.PGSQL.NNNNN.lock" is 19 of them.
 _MAX_SOCKET_DIR = 107 - 20
@@ -211,8 +216,13 @@ def _wait_until(
     deadline = time.monotonic() + timeout
     while True:
         if check():
+            if not service.is_running() or not _listens(service):
+                # Something else answered on the port we probed: parallel workers raced for it.
+                raise PortTaken(f"port {service.port} is already in use by another process")
             return
         if not service.is_running():
+            if any(sign in service.log_tail() for sign in _PORT_TAKEN):
+                raise PortTaken(f"port {service.port} is already in use")
             raise RuntimeError(
                 f"{service.name} exited before {what} (log {service.log_path}):\n"
                 f"{service.log_tail()}"
@@ -223,6 +233,39 @@ def _wait_until(
                 f"(log {service.log_path}):\n{service.log_tail()}"
             )
         time.sleep(0.1)
+
+
+class PortTaken(RuntimeError):
+    """The port a service was to listen on was taken by another process first."""
+
+
+def _listens(service: Service) -> bool:
+    """Whether a process of the service's process group listens on its port (Linux /proc).
+
+    Without /proc (not Linux) this cannot be told, and the answer is yes."""
+    inodes: set[str] = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as rows:
+                for row in list(rows)[1:]:
+                    fields = row.split()
+                    local, state, inode = fields[1], fields[3], fields[9]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == service.port:
+                        inodes.add(f"socket:[{inode}]")
+    except OSError:
+        return True
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) != service.pid:
+                continue
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in fds):
+                return True
+        except OSError:  # gone, or not ours to look at
+            continue
+    return False
 
 
 def _http_status(url: str, timeout: float = 2.0) -> int | None:
@@ -315,12 +358,10 @@ class Stack:
         self._make_root()
         _LIVE_STACKS.append(self)
         try:
-            self.pg_port = free_port()
-            self._timed("postgres", self._start_postgres)
-            self.s3_port = free_port()
-            self._timed("s3", self.start_s3)
-            self.mlflow_port = free_port()
-            self._timed("mlflow", self._start_mlflow)
+            self._timed("initdb", self._init_postgres)
+            self._timed("postgres", lambda: self._on_a_free_port("postgres", self._start_postgres))
+            self._timed("s3", lambda: self._on_a_free_port("s3", self.start_s3))
+            self._timed("mlflow", lambda: self._on_a_free_port("mlflow", self._start_mlflow))
         except BaseException:
             self.stop()
             raise
@@ -381,6 +422,23 @@ class Stack:
         self.stop()
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _on_a_free_port(self, service: str, start: Callable[[], None]) -> None:
+        """Start a service on a free port; if another process took the port between our probe
+        and the service's bind (parallel test workers start stacks at once), take another."""
+        attribute = _PORT_ATTRIBUTE[service]
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            setattr(self, attribute, free_port())
+            try:
+                start()
+                return
+            except PortTaken as exc:
+                failed: Service | None = getattr(self, service)
+                if failed is not None:
+                    failed.stop()
+                if attempt == PORT_ATTEMPTS:
+                    raise RuntimeError(str(exc)) from exc
+                log.warning("%s: %s; trying another port", service, exc)
 
     def _timed(self, name: str, start: Callable[[], None]) -> None:
         began = time.monotonic()
@@ -451,7 +509,15 @@ class Stack:
             process=process,
         )
 
-    def _start_postgres(self) -> None:
+    def _postgres_env(self) -> tuple[dict[str, str], str | None]:
+        user = PG_USER if os.geteuid() == 0 else None
+        env = self._child_env(LC_ALL="C", LANG="C")
+        if user is not None:
+            env.update(HOME=str(self.root), USER=user, LOGNAME=user)
+        return env, user
+
+    def _init_postgres(self) -> None:
+        """Create the PostgreSQL data directory (once; the server may start more than once)."""
         assert self.pg_bindir is not None
         root = self.root
         data_dir = root / "pgdata"
@@ -460,15 +526,12 @@ class Stack:
             raise RuntimeError(
                 f"stack root {root} is too long for a unix socket path; use a shorter root"
             )
-        user = PG_USER if os.geteuid() == 0 else None
+        env, user = self._postgres_env()
         for directory in (data_dir, socket_dir):
             directory.mkdir(mode=0o700)
             if user is not None:
                 entry = _pg_account()
                 os.chown(directory, entry.pw_uid, entry.pw_gid)
-        env = self._child_env(LC_ALL="C", LANG="C")
-        if user is not None:
-            env.update(HOME=str(root), USER=user, LOGNAME=user)
         initdb_log = root / "logs" / "initdb.log"
         with open(initdb_log, "wb") as out:
             result = subprocess.run(
@@ -493,6 +556,12 @@ class Stack:
             )
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed ({result.returncode}):\n{_tail(initdb_log)}")
+
+    def _start_postgres(self) -> None:
+        assert self.pg_bindir is not None
+        data_dir = self.root / "pgdata"
+        socket_dir = self.root / "pgsock"
+        env, user = self._postgres_env()
         self.postgres = self._spawn(
             "postgres",
             [

@@ -1,0 +1,127 @@
+"""The structural promises: no process-wide state, the user's own run, the project root,
+one registration pipeline, and the layout's edges."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import run_cli
+from modelyard.errors import InvalidInput
+
+
+def test_yard_leaves_mlflow_and_the_environment_alone(
+    yard: Any, name: str, trained: dict[str, Any],
+) -> None:
+    import mlflow
+
+    before_uri = mlflow.get_tracking_uri()
+    before_env = dict(os.environ)
+    yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    yard.load(name, "latest")
+    yard.promote(name, "latest", to="staging")
+    assert mlflow.get_tracking_uri() == before_uri
+    assert dict(os.environ) == before_env
+    # The user's own fluent calls still go where the user's settings say, not to modelyard.
+    assert yard.tracking.tracking_uri != before_uri or "MLFLOW_TRACKING_URI" in before_env
+
+
+def test_register_inside_the_users_run_on_the_same_uri(
+    yard: Any, name: str, trained: dict[str, Any],
+) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(yard.tracking.tracking_uri)  # the user's own choice
+    with mlflow.start_run() as run:
+        mv = yard.register(trained["model"], name, metrics={"accuracy": 0.9},
+                           input_example=trained["X"].head(3))
+    assert mv.run_id == run.info.run_id
+    assert yard.get(name, mv.version).metrics["accuracy"] == 0.9
+
+
+def test_register_inside_a_run_on_another_uri_uses_its_own_run(
+    yard: Any, name: str, trained: dict[str, Any], tmp_path: Path,
+) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'users-own.db'}")
+    with mlflow.start_run() as run:
+        mv = yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    assert mv.run_id and mv.run_id != run.info.run_id
+    assert yard.load(name, mv.version).verified
+
+
+def test_a_subfolder_opens_the_projects_registry(
+    isolated: Path, trained: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modelyard import Yard
+
+    (isolated / "modelyard.toml").write_text('experiment = "modelyard"\n')
+    Yard().register(trained["model"], name, input_example=trained["X"].head(3))
+    deep = isolated / "src" / "pkg"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert [m.name for m in Yard().list_models()] == [name]
+    assert not (deep / ".modelyard").exists()
+    listed = run_cli("list", "--json", check=True)
+    assert name in listed.stdout
+
+
+def test_register_directory_refuses_a_link_out_of_the_folder(
+    yard: Any, name: str, trained: dict[str, Any], tmp_path: Path,
+) -> None:
+    import mlflow.sklearn
+
+    saved = tmp_path / "saved"
+    mlflow.sklearn.save_model(trained["model"], str(saved), serialization_format="cloudpickle")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not part of the model")
+    (saved / "leak.txt").symlink_to(secret)
+    with pytest.raises(InvalidInput, match="symlink pointing outside"):
+        yard.register_directory(saved, name)
+    with pytest.raises(Exception, match="not found"):
+        yard.versions(name)
+    mv = yard.register_directory(saved, name, follow_links=True)
+    out = tmp_path / "out"
+    yard.download(name, mv.version, out)
+    assert (out / "leak.txt").read_text() == "not part of the model"
+    assert not (out / "leak.txt").is_symlink()
+
+
+def test_load_to_never_writes_through_a_link(
+    yard: Any, name: str, trained: dict[str, Any], tmp_path: Path,
+) -> None:
+    yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "MLmodel").symlink_to(outside / "victim")  # a link planted inside DEST
+    (dest / "stale.txt").write_text("from an earlier model")
+    yard.download(name, "latest", dest)
+    assert not (outside / "victim").exists()
+    assert not (dest / "stale.txt").exists()
+    assert (dest / "MLmodel").is_file() and not (dest / "MLmodel").is_symlink()
+    link = tmp_path / "link"
+    link.symlink_to(outside)
+    with pytest.raises(InvalidInput, match="is a link"):
+        yard.download(name, "latest", link)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(InvalidInput, match="is a file"):
+        yard.download(name, "latest", afile)
+    assert list(outside.iterdir()) == []
+
+
+def test_corrupt_cache_record_is_one_line_not_a_traceback(
+    yard: Any, name: str, trained: dict[str, Any],
+) -> None:
+    yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    yard.load(name, "latest")
+    refs = yard.ctx.cache_dir / "refs" / yard.ctx.registry_id / name
+    for record in refs.glob("*.json"):
+        record.write_text("{not json")
+    assert yard._loader._load_remembered(name, "latest", True) is None
