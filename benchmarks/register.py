@@ -43,9 +43,9 @@ def run_backend(n: int) -> dict[str, float]:
     input example and no extra params or metrics."""
     import mlflow
     import mlflow.sklearn
+    from modelyard.flavors import Flavor, pip_requirements
 
     from modelyard import Yard
-    from modelyard.flavors import Flavor, pip_requirements
 
     model, frame = _model()
     example = frame.head(3)
