@@ -123,3 +123,11 @@ class RegistrationFailed(YardError):
 
 class MissingDependency(UserError):
     template = "{feature} needs '{package}': pip install '{install}'"
+
+
+class PermissionDenied(UserError):
+    """The backend refused: the credentials lack a permission (HTTP 403), or are missing."""
+
+    exit_code = 9
+    http_status = 403
+    template = "{message}"

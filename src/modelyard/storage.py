@@ -1,7 +1,9 @@
 """Object storage: a local folder or an S3 bucket, behind one small interface.
 
 This is the only module that talks to boto3. Errors from botocore and the filesystem are
-translated into ``StorageError`` here, with credentials never part of the message.
+translated into ``StorageError`` here, with credentials never part of the message. Every
+S3 client it makes has capped retries and timeouts, so a dead endpoint fails in seconds and the
+error names the endpoint.
 
 >>> store = open_store("/tmp/vault")
 >>> store.put_bytes("objects/ab/cd", b"hello")
@@ -11,17 +13,107 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlparse
 
 from modelyard.errors import StorageError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from boto3.s3.transfer import TransferConfig
     from mypy_boto3_s3 import S3Client
+
+Progress = Callable[[int], None]
+"""Called with the number of bytes moved since the last call (S3 may report a negative
+amount when it rewinds a retried part; the sum is the file size)."""
+
+_SECRET_IN_URL = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+_CHUNK = 1024 * 1024
+_MULTIPART_THRESHOLD = 8 * 1024 * 1024
+
+
+def redact(text: str) -> str:
+    """Remove passwords embedded in URLs (``postgresql://user:secret@host``)."""
+    return _SECRET_IN_URL.sub(r"\1***@", text)
+
+
+# -- atomic local writes ----------------------------------------------------------------------
+def _replace_from_temp(dest: Path, fill: Callable[[IO[bytes]], None]) -> None:
+    """Write a temporary file in dest's folder with ``fill`` and rename it over dest.
+
+    A reader never sees half a file, and a failed write leaves nothing behind.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fill(handle)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes to path atomically (temporary file in the same folder + ``os.replace``)."""
+
+    def fill(handle: IO[bytes]) -> None:
+        handle.write(data)
+
+    _replace_from_temp(path, fill)
+
+
+def atomic_copy(src: Path, dest: Path, progress: Progress | None = None) -> None:
+    """Copy a file atomically (temporary file beside dest + ``os.replace``), in 1 MiB chunks."""
+
+    def fill(handle: IO[bytes]) -> None:
+        with open(src, "rb") as source:
+            while chunk := source.read(_CHUNK):
+                handle.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+
+    _replace_from_temp(dest, fill)
+
+
+# -- S3 clients -------------------------------------------------------------------------------
+def s3_client(
+    endpoint_url: str | None = None,
+    *,
+    timeout: float = 10.0,
+    max_retries: int = 2,
+    verify: bool | None = None,
+) -> S3Client:
+    """A boto3 S3 client that fails fast: capped retries, connect and read timeouts.
+
+    The connect timeout is the budget shared by every attempt, so an endpoint that drops
+    packets fails in about ``timeout`` seconds, and one that refuses connections at once.
+    """
+    import boto3
+    from botocore.config import Config
+
+    attempts = max_retries + 1
+    config = Config(
+        retries={"max_attempts": attempts, "mode": "standard"},
+        connect_timeout=max(1.0, timeout / attempts),
+        read_timeout=max(timeout, 1.0),
+    )
+    return boto3.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
+
+
+def _transfer_config() -> TransferConfig:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(
+        multipart_threshold=_MULTIPART_THRESHOLD,
+        multipart_chunksize=_MULTIPART_THRESHOLD,
+        max_concurrency=4,
+    )
 
 
 class ObjectStore:
@@ -42,18 +134,29 @@ class ObjectStore:
     def exists(self, key: str) -> bool:
         raise NotImplementedError
 
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes, or None when there is no object at key."""
+        raise NotImplementedError
+
     def list(self, prefix: str) -> list[str]:
+        """Every key that starts with prefix (a plain string prefix), sorted."""
         raise NotImplementedError
 
     def delete(self, key: str) -> None:
+        """Remove the object at key; nothing happens when there is none."""
         raise NotImplementedError
 
-    def put_file(self, key: str, path: Path) -> None:
-        self.put_bytes(key, path.read_bytes())
+    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+        data = path.read_bytes()
+        self.put_bytes(key, data)
+        if progress is not None:
+            progress(len(data))
 
-    def get_file(self, key: str, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.get_bytes(key))
+    def get_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+        data = self.get_bytes(key)
+        atomic_write(path, data)
+        if progress is not None:
+            progress(len(data))
 
     def check(self) -> None:
         """Raise StorageError when the store cannot be reached."""
@@ -83,26 +186,16 @@ class LocalStore(ObjectStore):
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         with self._translate(key):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Write then rename: a reader never sees half an object.
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            atomic_write(path, data)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         with self._translate(key):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
             try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
                 os.link(tmp, path)  # atomic, fails if the name exists
                 return True
             except FileExistsError:
@@ -110,43 +203,47 @@ class LocalStore(ObjectStore):
             finally:
                 os.unlink(tmp)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
         target = self._path(key)
         with self._translate(key):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            os.close(fd)
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, target)
+            atomic_copy(path, target, progress)
 
     def get_bytes(self, key: str) -> bytes:
         with self._translate(key):
             return self._path(key).read_bytes()
 
-    def get_file(self, key: str, path: Path) -> None:
+    def get_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+        source = self._path(key)
         with self._translate(key):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self._path(key), path)
+            atomic_copy(source, path, progress)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def size(self, key: str) -> int | None:
+        path = self._path(key)
+        with self._translate(key):
+            try:
+                return path.stat().st_size if path.is_file() else None
+            except FileNotFoundError:
+                return None
+
     def list(self, prefix: str) -> list[str]:
-        base = self.root
-        if not base.exists():
-            return []
-        keys = []
+        # Walk only the folder the prefix names; its last segment filters that folder's entries.
+        folder, _, start = prefix.rpartition("/")
+        base = self._path(folder) if folder else self.root
+        keys: list[str] = []
         with self._translate(prefix):
-            for path in base.rglob("*"):
-                if path.is_file() and not path.name.startswith(".tmp-"):
-                    key = path.relative_to(base).as_posix()
-                    if key.startswith(prefix):
-                        keys.append(key)
+            if not base.is_dir():
+                return []
+            lead = f"{folder}/" if folder else ""
+            _walk(base, lead, start, keys)
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError), self._translate(key):
-            self._path(key).unlink()
+        path = self._path(key)
+        with self._translate(key):
+            path.unlink(missing_ok=True)
 
     def check(self) -> None:
         with self._translate(""):
@@ -155,33 +252,60 @@ class LocalStore(ObjectStore):
                 raise StorageError(detail=f"{self.root} is not writable")
 
 
+def _walk(folder: Path, lead: str, start: str, keys: list[str]) -> None:
+    """Collect the files under folder whose first path segment starts with ``start``."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return  # removed while we walked
+    for entry in entries:
+        if not entry.name.startswith(start):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            _walk(Path(entry.path), f"{lead}{entry.name}/", "", keys)
+        elif entry.is_file() and not entry.name.startswith(".tmp-"):
+            keys.append(f"{lead}{entry.name}")
+
+
 class S3Store(ObjectStore):
-    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None) -> None:
+    """A bucket (and a key prefix in it) on AWS S3 or an S3-compatible endpoint."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        endpoint_url: str | None = None,
+        *,
+        timeout: float = 10.0,
+        max_retries: int = 2,
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
+        self.timeout = timeout
+        self.max_retries = max_retries
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._client: S3Client | None = None
 
     @property
     def client(self) -> S3Client:
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=30,
+            self._client = s3_client(
+                self.endpoint_url, timeout=self.timeout, max_retries=self.max_retries
             )
-            self._client = boto3.client("s3", endpoint_url=self.endpoint_url, config=config)
         return self._client
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @property
+    def endpoint(self) -> str:
+        """The endpoint, as it may appear in a message (no credentials)."""
+        return redact(self.endpoint_url) if self.endpoint_url else "AWS S3"
+
     @contextlib.contextmanager
     def _translate(self, key: str) -> Iterator[None]:
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
@@ -193,13 +317,20 @@ class S3Store(ObjectStore):
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise StorageError(detail=f"{key}: not found in {self.url}") from exc
             if code == "NoSuchBucket":
-                raise StorageError(detail=f"bucket '{self.bucket}' does not exist") from exc
-            raise StorageError(detail=f"{key}: S3 refused ({code}) at {self.url}") from exc
-        except BotoCoreError as exc:
-            endpoint = self.endpoint_url or "AWS S3"
+                raise StorageError(
+                    detail=f"bucket '{self.bucket}' does not exist at {self.endpoint}"
+                ) from exc
             raise StorageError(
-                detail=f"S3 endpoint {endpoint} unreachable ({type(exc).__name__})"
+                detail=f"{key}: S3 refused ({code}) at {self.url} ({self.endpoint})"
             ) from exc
+        except BotoCoreError as exc:
+            raise StorageError(
+                detail=f"S3 endpoint {self.endpoint} unreachable ({type(exc).__name__})"
+            ) from exc
+        except Boto3Error as exc:  # S3UploadFailedError wraps the cause in its text
+            text = redact(str(exc)).splitlines()[0][:200]
+            raise StorageError(detail=f"{key}: S3 transfer to {self.endpoint} failed: {text}"
+                               ) from exc
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with self._translate(key):
@@ -220,9 +351,12 @@ class S3Store(ObjectStore):
                 raise
         return True
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
         with self._translate(key):
-            self.client.upload_file(str(path), self.bucket, self._key(key))
+            self.client.upload_file(
+                str(path), self.bucket, self._key(key),
+                Callback=progress, Config=_transfer_config(),
+            )
 
     def get_bytes(self, key: str) -> bytes:
         with self._translate(key):
@@ -230,22 +364,36 @@ class S3Store(ObjectStore):
             body: bytes = response["Body"].read()
             return body
 
-    def get_file(self, key: str, path: Path) -> None:
+    def get_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+        # Download beside the target and rename: an interrupted download leaves nothing.
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._translate(key):
-            self.client.download_file(self.bucket, self._key(key), str(path))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        os.close(fd)
+        try:
+            with self._translate(key):
+                self.client.download_file(
+                    self.bucket, self._key(key), tmp,
+                    Callback=progress, Config=_transfer_config(),
+                )
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def size(self, key: str) -> int | None:
         from botocore.exceptions import ClientError
 
         with self._translate(key):
             try:
-                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-                return True
+                head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                    return False
+                    return None
                 raise
+        return int(head["ContentLength"])
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []
@@ -272,32 +420,24 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-def open_store(url: str, *, endpoint_url: str | None = None) -> ObjectStore:
+def open_store(
+    url: str,
+    *,
+    endpoint_url: str | None = None,
+    timeout: float = 10.0,
+    max_retries: int = 2,
+) -> ObjectStore:
     """Open a store from a URL: a path or file:// URL, or s3://bucket/prefix."""
     if url.startswith("s3://"):
         bucket, prefix = split_s3_url(url)
         if not bucket:
             raise StorageError(detail=f"no bucket in {url!r}")
-        return S3Store(bucket, prefix, endpoint_url)
+        return S3Store(bucket, prefix, endpoint_url, timeout=timeout, max_retries=max_retries)
     if url.startswith("file://"):
         return LocalStore(Path(urlparse(url).path))
     if "://" in url:
         raise StorageError(detail=f"unsupported storage URL scheme in {url!r} (use a path or s3://)")
     return LocalStore(Path(url).expanduser().absolute())
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all: a temporary file beside it, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def copy_tree_safely(src: Path, dest: Path | None, *, follow_links: bool = False) -> None:
