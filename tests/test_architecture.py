@@ -125,3 +125,32 @@ def test_corrupt_cache_record_is_one_line_not_a_traceback(
     for record in refs.glob("*.json"):
         record.write_text("{not json")
     assert yard._loader._load_remembered(name, "latest", True) is None
+
+
+def test_stage_uris_follow_promotion(yard: Any, name: str, trained: dict[str, Any]) -> None:
+    """The seeds load ``models:/NAME/Production``: MLflow's stage field follows promote."""
+    import mlflow.pyfunc
+
+    first = yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    yard.promote(name, first.version, to="staging")
+    yard.promote(name, first.version, to="production")
+    uri = f"models:/{name}/Production"
+    from mlflow import MlflowClient
+
+    client = MlflowClient(yard.tracking.tracking_uri)
+    assert client.get_model_version(name, str(first.version)).current_stage == "Production"
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(yard.tracking.tracking_uri)  # as the seeds' serving code does
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert list(model.predict(trained["X"].head(3))) == list(
+        trained["model"].predict(trained["X"].head(3)))
+    second = yard.register(trained["model"], name, params={"n": 2},
+                           input_example=trained["X"].head(3))
+    yard.promote(name, second.version, to="production", force=True, reason="hotfix")
+    assert client.get_model_version(name, str(first.version)).current_stage == "Archived"
+    assert client.get_model_version(name, str(second.version)).current_stage == "Production"

@@ -218,6 +218,8 @@ class Stages:
         for version, tags in sorted(wanted.items()):
             with contextlib.suppress(NotFound):
                 self.tracking.set_version_tags(name, version, tags)
+                # MLflow's own stage field tells the same (models:/NAME/Production, the UI).
+                self.tracking.set_stage_field(name, version, tags[T_STAGE])
 
     def set_alias(self, name: str, ref: str | int, alias: str) -> AliasChange:
         """Point a user alias at a version (stage aliases move only through promote)."""
