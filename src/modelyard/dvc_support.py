@@ -211,7 +211,10 @@ def checkout(path: Path, md5: str) -> Path:
     if not _HASH.match(md5):
         raise InvalidInput(f"{md5!r} is not a DVC hash")
     if md5.endswith(".dir"):
-        raise UserError(f"{path.name} is a DVC-tracked folder: restore it with `dvc checkout`")
+        raise UserError(
+            f"{path.name} is a DVC-tracked folder, which --checkout cannot restore yet: check "
+            "out the commit its lineage names and run `dvc checkout`"
+        )
     root = find_root(path.parent)
     if root is None:
         raise UserError(f"{path} is not inside a DVC project")
