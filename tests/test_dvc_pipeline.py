@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from helpers import run_cli, run_cli_subprocess
-from modelyard.demo import _set_param
+from modelyard import dvc_support
+from modelyard.demo import _set_param, run_demo
 
 
 def _venv_env() -> dict[str, str]:
@@ -52,14 +53,18 @@ def test_init_then_dvc_repro_registers_a_version(
     make_yard: Any, name: str, backend: str, isolated: Path
 ) -> None:
     project = _project(isolated, name)
+    scaffolded = _sh(["git", "rev-parse", "HEAD"], project).strip()  # init's first commit
     _sh([sys.executable, "-m", "dvc", "repro", "-q"], project)
     os.chdir(project)
     yard = make_yard()
     mv = yard.get(name, "latest")
     assert mv.semver == "1.0.0"
     assert {"accuracy", "roc_auc", "f1"} <= set(mv.metrics)
+    # Lineage is not empty from the first registration on: init committed on main.
+    assert (mv.lineage.git_commit, mv.lineage.git_branch) == (scaffolded, "main")
     (data,) = mv.lineage.data
     assert data.path == "data/prepared/train.csv" and data.source == "dvc"
+    assert data.git_commit == ""  # dvc.lock is not committed while dvc repro runs
     info = json.loads((project / "model.json").read_text())
     assert info["semver"] == "1.0.0" and info["version"] == mv.version
     assert (project / "metrics" / "evaluate.json").is_file()
@@ -93,6 +98,13 @@ def test_lineage_checkout_restores_the_old_data(
     assert (second.semver, second.bump) == ("1.1.0", "minor")
     assert "training data changed" in str(second.bump_reason)
     assert _sha(train) != old_sha
+    # Registered inside `dvc repro`: the commit "v1" is the last one that touched dvc.lock,
+    # but it records v1.0.0's data, not these bytes. No commit recorded them yet.
+    (second_data,) = second.lineage.data
+    assert second_data.git_commit == ""
+    v2_commit = _sh(["git", "rev-parse", "HEAD"], project).strip()
+    assert dvc_support.commit_recording(project, second_data.hash,
+                                        path=second_data.path) == v2_commit
 
     # Without the local DVC cache the bytes must come back from the remote, through DVC.
     shutil.rmtree(project / ".dvc" / "cache")
@@ -128,3 +140,23 @@ def test_demo_runs_end_to_end(backend: str, isolated: Path) -> None:
     assert stages["2.0.0"] == "none"
     assert Path(by_title["compare"]["data"]["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(Path(by_title["export"]["data"]["path"]).read_text())["models"]
+
+
+def test_demo_stays_in_the_callers_folder(isolated: Path) -> None:
+    """The demo never changes the process's working directory: its registry is the one the
+    project's stages (run with cwd=the project) register into."""
+    before = Path.cwd()
+    runner = run_demo(isolated / "demo", rows=200, trees=5)
+    try:
+        step = next(runner)
+    finally:
+        runner.close()
+    assert Path.cwd() == before
+    assert step.title == "init"
+    project = isolated / "demo"
+    assert str(project / ".modelyard" / "mlflow.db") in step.lines[1]
+    assert not (before / ".modelyard").exists()
+    branch = _sh(["git", "symbolic-ref", "--short", "HEAD"], project).strip()
+    assert branch == "main"
+    assert 'gates = ["accuracy >= 0.75", "roc_auc >= 0.83"]' in (
+        project / "modelyard.toml").read_text()

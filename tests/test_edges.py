@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modelyard.devstack import free_port
 
+from devstack import free_port
 from modelyard.config import Settings
 from modelyard.errors import BackendError, PermissionDenied, StorageError, YardError
 from modelyard.storage import S3Store

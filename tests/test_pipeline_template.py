@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -425,7 +426,7 @@ def _actionlint(files: list[Path]) -> subprocess.CompletedProcess[str]:
 
 
 def test_workflows_pass_actionlint(tmp_path: Path) -> None:
-    assert [p.name for p in WORKFLOWS] == ["promote.yml", "train.yml"]
+    assert [p.name for p in WORKFLOWS] == ["drill.yml", "promote.yml", "train.yml"]
     result = _actionlint(WORKFLOWS)
     assert result.returncode == 0, result.stdout + result.stderr
     # The linter is really checking: an inline untrusted expression is reported.
@@ -446,19 +447,31 @@ def test_workflow_scripts_take_no_inline_expressions() -> None:
                 assert "${{" not in step.get("run", ""), f"{path.name}: {step}"
 
 
+def _workflow(name: str) -> dict[Any, Any]:
+    document: dict[Any, Any] = yaml.safe_load((TEMPLATE / ".github/workflows" / name).read_text())
+    return document
+
+
+def _step(workflow: dict[Any, Any], job: str, name: str) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = workflow["jobs"][job]["steps"]
+    return next(step for step in steps if step.get("name") == name)
+
+
 def test_promote_workflow_validates_its_inputs() -> None:
-    workflow = yaml.safe_load((TEMPLATE / ".github/workflows/promote.yml").read_text())
+    workflow = _workflow("promote.yml")
     inputs = workflow[True]["workflow_dispatch"]["inputs"]  # YAML 1.1 reads `on` as True
     assert set(inputs) == {"model", "ref", "stage", "reason"}
     assert inputs["stage"]["options"] == ["staging", "production"]
     steps = workflow["jobs"]["promote"]["steps"]
     validate = steps[0]["run"]
     assert "staging|production" in validate and "ref must not be empty" in validate
-    assert steps[-1]["run"] == 'modelyard promote "$MODEL@$REF" --to "$STAGE" --reason "$REASON"'
+    assert _step(workflow, "promote", "Promote")["run"] == (
+        'modelyard promote "$MODEL@$REF" --to "$STAGE" --reason "$REASON"'
+    )
 
 
 def _run_validation(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    workflow = yaml.safe_load((TEMPLATE / ".github/workflows/promote.yml").read_text())
+    workflow = _workflow("promote.yml")
     script = workflow["jobs"]["promote"]["steps"][0]["run"]
     return subprocess.run(
         ["bash", "-e", "-c", script],
@@ -477,6 +490,7 @@ def _run_validation(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ({"STAGE": "production; rm -rf /"}, False),
         ({"REF": "   "}, False),
         ({"MODEL": "churn; echo hi"}, False),
+        ({"MODEL": "churn\nsecond-line"}, False),
         ({"REASON": ""}, False),
     ],
 )
@@ -484,6 +498,136 @@ def test_promote_input_validation_script(overrides: dict[str, str], ok: bool) ->
     env = {"MODEL": "churn", "REF": "v1.2.0", "STAGE": "staging", "REASON": "better recall"}
     result = _run_validation({**env, **overrides})
     assert (result.returncode == 0) is ok, result.stdout + result.stderr
+
+
+def _ref_parses(ref: str) -> bool:
+    from modelyard.errors import InvalidRef
+    from modelyard.refs import VersionRef
+
+    try:
+        VersionRef.parse(ref)
+    except InvalidRef:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("ref", "ok"),
+    [
+        ("3", True), ("12", True), ("v1.2.0", True), ("1.2.0", True), ("latest", True),
+        ("LATEST", True), ("staging", True), ("Production", True), ("@champion", True),
+        ("@canary-2", True),
+        ("1.2", False), ("v1.2", False), ("0", False), ("V1.2.0", False), ("archived", False),
+        ("none", False), ("@", False), ("@a b", False), (" 3", False), ("3\nlatest", False),
+        ("latest\n3", False), ("$(id)", False),
+    ],
+)
+def test_promote_workflow_takes_the_refs_modelyard_takes(ref: str, ok: bool) -> None:
+    env = {"MODEL": "churn", "REF": ref, "STAGE": "production", "REASON": "r"}
+    result = _run_validation(env)
+    assert (result.returncode == 0) is ok, result.stdout + result.stderr
+    if ok:
+        assert _ref_parses(ref), f"the workflow accepts {ref!r}, modelyard refuses it"
+    else:
+        assert "::error::" in result.stdout
+
+
+def test_promote_workflow_advertises_only_refs_it_accepts() -> None:
+    description = _workflow("promote.yml")[True]["workflow_dispatch"]["inputs"]["ref"][
+        "description"
+    ]
+    examples = re.findall(r"(?<![\w.@])(@\w+|v?\d[\d.]*|latest|staging|production)(?![\w.])",
+                          description)
+    assert {"3", "v1.2.0", "1.2.0", "latest", "staging", "production", "@alias"} <= set(examples)
+    for example in examples:
+        env = {"MODEL": "churn", "REF": example, "STAGE": "staging", "REASON": "r"}
+        assert _run_validation(env).returncode == 0, example
+        assert _ref_parses(example), example
+
+
+def _fake_modelyard(folder: Path) -> Path:
+    """A stand-in for the `modelyard` command that records its arguments: `modelyard backup`
+    is not part of this branch, and the step's own logic is what is tested here."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "modelyard"
+    script.write_text('#!/bin/sh\nprintf \'%s\\n\' "$@" >> "$CALLS"\n')
+    script.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize(
+    ("backup_secret", "toml_line", "called"),
+    [
+        ("s3://bucket/backup", "", True),
+        ("", 'backup = "s3://bucket/backup"\n', True),
+        ("", '# backup = "s3://bucket/backup"\n', False),
+    ],
+)
+def test_promote_workflow_backs_up_the_promoted_version(
+    tmp_path: Path, backup_secret: str, toml_line: str, called: bool
+) -> None:
+    step = _step(_workflow("promote.yml"), "promote", "Back up the promoted version")
+    (tmp_path / "modelyard.toml").write_text(toml_line + "[policy]\n")
+    calls = tmp_path / "calls"
+    env = {"PATH": f"{_fake_modelyard(tmp_path)}{os.pathsep}{os.environ['PATH']}",
+           "CALLS": str(calls), "MODEL": "churn", "STAGE": "production",
+           "MODELYARD_BACKUP": backup_secret}
+    result = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    if called:
+        assert calls.read_text().splitlines() == ["backup", "churn@production"]
+    else:
+        assert not calls.exists()
+        assert "::warning::no backup store configured" in result.stdout
+
+
+@pytest.mark.parametrize(("stage", "called"), [("staging", True), ("none", False), ("", False)])
+def test_train_workflow_backs_up_a_version_the_policy_promoted(
+    tmp_path: Path, stage: str, called: bool
+) -> None:
+    step = _step(_workflow("train.yml"), "train", "Back up the version if it was promoted")
+    (tmp_path / "model.json").write_text(json.dumps({"name": "churn", "stage": stage or None}))
+    (tmp_path / "modelyard.toml").write_text("[policy]\n")
+    calls = tmp_path / "calls"
+    # The fake first, then this interpreter's folder for `python`.
+    path = os.pathsep.join([str(_fake_modelyard(tmp_path)), str(Path(sys.executable).parent),
+                            os.environ["PATH"]])
+    env = {"PATH": path, "CALLS": str(calls), "MODELYARD_BACKUP": "s3://bucket/backup"}
+    result = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    if called:
+        assert calls.read_text().splitlines() == ["backup", f"churn@{stage}"]
+    else:
+        assert not calls.exists()
+
+
+def test_train_workflow_pushes_the_dvc_data() -> None:
+    workflow = _workflow("train.yml")
+    assert workflow[True]["push"]["branches"] == ["main"]
+    names = [step.get("name") for step in workflow["jobs"]["train"]["steps"]]
+    assert names.index("Run the pipeline (prepare, train and register, evaluate)") < names.index(
+        "Push DVC data"
+    )
+    assert "dvc push" in _step(workflow, "train", "Push DVC data")["run"]
+
+
+def test_drill_workflow_runs_every_drill_weekly() -> None:
+    workflow = _workflow("drill.yml")
+    (schedule,) = workflow[True]["schedule"]
+    minute, hour, day_of_month, month, day_of_week = schedule["cron"].split()
+    assert (day_of_month, month) == ("*", "*") and day_of_week.isdigit()  # once a week
+    assert minute.isdigit() and hour.isdigit()
+    assert "workflow_dispatch" in workflow[True]
+    assert workflow["permissions"] == {"contents": "read"}
+    run = _step(workflow, "drill", "Run every drill")["run"]
+    assert "modelyard drill run --all" in run
+    assert "--live" not in run  # a sandbox: the real registry is never touched
+    checkout = workflow["jobs"]["drill"]["steps"][0]
+    assert checkout["uses"].startswith("actions/checkout@")
+    assert checkout["with"]["fetch-depth"] == 0  # recorded commits for the retrain layer
 
 
 # Template files ---------------------------------------------------------------------------------
@@ -501,13 +645,30 @@ def test_dvc_yaml_declares_the_pipeline() -> None:
 
 def test_modelyard_toml_is_a_valid_policy() -> None:
     settings = load_settings(environ={}, cwd=TEMPLATE)
-    assert settings.gates == ["accuracy >= 0.70"]
-    assert settings.auto_promote == "accuracy >= 0.75"
+    assert settings.gates == ["accuracy >= 0.75", "roc_auc >= 0.83"]
+    assert settings.auto_promote == "roc_auc >= 0.83"
     assert settings.auto_promote_to == "staging"
     assert settings.max_versions == 20
 
 
+def test_the_tours_gates_are_the_scaffolded_policys() -> None:
+    """The README tours (the repository's and the project's) follow `modelyard init`: every gate
+    they say refuses a version is one the scaffolded policy has (the demo runs on it too)."""
+    gates = set(load_settings(environ={}, cwd=TEMPLATE).gates)
+    for readme in (REPO / "README.md", TEMPLATE / "README.md"):
+        claimed = set(re.findall(r"gate `?(\w+ [<>=]+ [\d.]+)`? failed", readme.read_text()))
+        claimed |= set(re.findall(r"`(\w+ >= [\d.]+)`", readme.read_text()))
+        assert claimed, readme
+        assert claimed <= gates, (readme, claimed - gates)
+
+
 # init_project -----------------------------------------------------------------------------------
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_init_project_creates_a_git_and_dvc_project(tmp_path: Path) -> None:
     root = tmp_path / "attrition-model"
     created = init_project(root, name="attrition")
@@ -519,6 +680,45 @@ def test_init_project_creates_a_git_and_dvc_project(tmp_path: Path) -> None:
     assert params["model_name"] == "attrition"
     assert "attrition@latest" in (root / "README.md").read_text()
     assert not list(root.rglob("__pycache__"))
+
+
+def test_init_project_commits_on_main(tmp_path: Path) -> None:
+    """The workflows trigger on `main`, and lineage needs a commit from the first registration
+    on. No identity is configured here (HOME is empty), so a local one is used."""
+    root = tmp_path / "proj"
+    created = init_project(root, name="attrition")
+    assert _git(root, "symbolic-ref", "--short", "HEAD") == "main"
+    assert _git(root, "rev-list", "--count", "HEAD") == "1"
+    committed = set(_git(root, "ls-files").splitlines())
+    expected = {str(p) for p in template_files()} | {".dvc/config", ".dvc/.gitignore",
+                                                     ".dvcignore"}
+    assert expected <= committed
+    assert _git(root, "status", "--porcelain") == ""
+    assert _git(root, "log", "-1", "--format=%an <%ae>") == "modelyard <modelyard@localhost>"
+    assert "[user]" not in (root / ".git" / "config").read_text()  # used, not written
+    assert root / ".git" in created
+
+
+def test_init_project_uses_the_users_identity_and_main_over_their_default(
+    tmp_path: Path, isolated: Path
+) -> None:
+    home = Path(os.environ["HOME"])
+    (home / ".gitconfig").write_text(
+        "[user]\n\tname = Ada\n\temail = ada@example.com\n[init]\n\tdefaultBranch = trunk\n"
+    )
+    root = tmp_path / "proj"
+    init_project(root)
+    assert _git(root, "symbolic-ref", "--short", "HEAD") == "main"
+    assert _git(root, "log", "-1", "--format=%an <%ae>") == "Ada <ada@example.com>"
+
+
+def test_init_project_commits_only_what_it_created(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "notes.txt").write_text("mine")
+    init_project(root)
+    assert "notes.txt" not in _git(root, "ls-files").splitlines()
+    assert _git(root, "status", "--porcelain") == "?? notes.txt"
 
 
 def test_init_project_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
@@ -549,6 +749,10 @@ def test_init_project_inside_an_existing_repository(tmp_path: Path) -> None:
     created = init_project(outer / "models" / "churn")
     assert outer / "models" / "churn" / ".dvc" in created
     assert not (outer / "models" / "churn" / ".git").exists()
+    # The user's repository: nothing is committed into it.
+    head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=outer,
+                          capture_output=True, text=True, check=False)
+    assert head.returncode != 0 and head.stdout == ""
 
 
 @pytest.mark.parametrize("name", ["", "-churn", "churn model", "a/b", "x" * 200])

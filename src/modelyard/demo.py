@@ -16,24 +16,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from modelyard import git
 from modelyard.errors import GateFailed, InvalidInput, UserError
 
-# The demo's policy: a version reaches staging on its own when it passes, production by a
-# person's promote; both gates apply to every promotion.
-DEMO_POLICY = """
-[policy]
-default_stage = "none"
-gates = ["accuracy >= 0.75", "roc_auc >= 0.83"]
-auto_promote = "roc_auc >= 0.83"
-auto_promote_to = "staging"
-archive_old_versions = true
-production_approval_required = false
-max_versions = 20
-version_format = "v{major}.{minor}.{patch}"
-"""
-
+if TYPE_CHECKING:
+    from modelyard.config import Settings
 
 @dataclass
 class Step:
@@ -45,6 +34,17 @@ class Step:
 
 class DemoError(UserError):
     template = "demo step failed: {detail}"
+
+
+def project_settings(project: Path) -> Settings:
+    """The settings a process started in ``project`` (an absolute folder) resolves: its
+    modelyard.toml and the environment, with a relative ``home`` taken inside ``project``."""
+    from modelyard.config import load_settings
+
+    settings = load_settings(cwd=project)
+    if not Path(settings.home).expanduser().is_absolute():
+        settings = load_settings({"home": str(project / settings.home)}, cwd=project)
+    return settings
 
 
 def _run(args: list[str], cwd: Path, what: str) -> str:
@@ -108,14 +108,16 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
         model = f"churn-demo-{uuid.uuid4().hex[:6]}"
     # The demo's project is a repository of its own, never part of one it happens to sit in.
     directory.mkdir(parents=True, exist_ok=True)
-    _run(["git", "init", "-q"], directory, "git init")
+    git.init_repository(directory)
+    # The scaffolded policy is the demo's: gates accuracy >= 0.75 and roc_auc >= 0.83, and
+    # auto-promotion to staging of a version with roc_auc >= 0.83.
     init_project(directory, name=model)
-    (directory / "modelyard.toml").write_text(DEMO_POLICY)
     params = directory / "params.yaml"
     _set_param(params, "prepare", "n_rows", str(rows))
     _set_param(params, "train", "n_estimators", str(trees))
-    os.chdir(directory)
-    yard = Yard()
+    # The registry the project's own stages register into (they run with cwd=directory),
+    # opened without changing this process's working directory.
+    yard = Yard(project_settings(directory))
     _commit(directory, "modelyard demo: scaffold")
     yield Step("init", [f"scaffolded a DVC project in {directory}",
                         f"tracking: {yard.settings.resolved_tracking_uri}"],

@@ -1,96 +1,196 @@
 """DVC: read the hash DVC recorded for a path, and restore a recorded version of it.
 
 Reading needs no DVC import (the .dvc / dvc.lock files are YAML); restoring uses DVC itself.
+Every function takes the path or folder to work on (absolute); none reads the process's
+working directory, and subprocesses run with ``cwd=`` the DVC root.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import posixpath
+import re
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelyard.errors import InvalidInput, MissingDependency, UserError
 
+# A DVC hash: md5 hex (".dir" for a directory listing), or a cloud etag / checksum.
+_HASH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MAX_CANDIDATES = 200  # commits read at most when looking for the one that recorded a hash
 
-def _load_yaml(path: Path) -> Any:
+
+def _parse_yaml(text: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
         return None
 
 
+def _load_yaml(path: Path) -> Any:
+    try:
+        return _parse_yaml(path.read_text())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _absolute(path: Path) -> Path:
+    if not path.is_absolute():
+        raise ValueError(f"DVC look-ups need an absolute path, not {path}")
+    return path
+
+
 def find_root(start: Path) -> Path | None:
-    for folder in [start, *start.parents]:
+    """The nearest folder at or above ``start`` (an absolute path) holding ``.dvc/``."""
+    for folder in [_absolute(start), *start.parents]:
         if (folder / ".dvc").is_dir():
             return folder
     return None
 
 
-def _git_commit_of(file: Path) -> str:
-    try:
-        done = subprocess.run(
-            ["git", "log", "-1", "--format=%H", "--", file.name],
-            cwd=file.parent, capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def commit_recording(start: Path, md5: str) -> str:
-    """The first git commit whose .dvc / dvc.lock files record ``md5`` ("" if none yet).
-
-    At registration time inside ``dvc repro`` the lock file is not committed yet, so the
-    commit is looked up when lineage is read.
-    """
-    root = find_root(start)
-    if root is None:
-        return ""
-    try:
-        done = subprocess.run(
-            ["git", "log", "--reverse", "--format=%H", "-S", md5, "--", "dvc.lock", "*.dvc"],
-            cwd=root, capture_output=True, text=True, timeout=30, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    lines = done.stdout.split()
-    return lines[0] if done.returncode == 0 and lines else ""
-
-
-def _out_hash(out: dict[str, Any]) -> str | None:
+def _out_hash(out: Any) -> str | None:
+    if not isinstance(out, dict):
+        return None
     value = out.get("md5") or out.get("etag") or out.get("checksum")
     return str(value) if value else None
 
 
+def _outs(document: Any) -> list[dict[str, Any]]:
+    """The outputs a ``.dvc`` file (``outs:``) or a ``dvc.lock`` (``stages: {..: outs:}``)
+    records."""
+    if not isinstance(document, dict):
+        return []
+    found: list[Any] = []
+    stages = document.get("stages")
+    if isinstance(stages, dict):
+        for stage in stages.values():
+            if isinstance(stage, dict) and isinstance(stage.get("outs"), list):
+                found.extend(stage["outs"])
+    elif isinstance(document.get("outs"), list):
+        found.extend(document["outs"])
+    return [out for out in found if isinstance(out, dict) and _out_hash(out)]
+
+
+def _out_rel(recording: PurePosixPath, out: dict[str, Any]) -> str:
+    """The output's path relative to the DVC root (``recording`` is the .dvc / dvc.lock file,
+    relative to the root; output paths are relative to its folder)."""
+    return posixpath.normpath((recording.parent / str(out.get("path", ""))).as_posix())
+
+
+def _recordings(path: Path, root: Path) -> list[Path]:
+    """Files that may record ``path``: ``path.dvc``, then each ``dvc.lock`` from its folder up
+    to the root (a dvc.yaml may live in a subfolder)."""
+    candidates = [path.with_name(path.name + ".dvc")]
+    for folder in [path.parent, *path.parent.parents]:
+        candidates.append(folder / "dvc.lock")
+        if folder == root:
+            break
+    return [c for c in candidates if c.is_file()]
+
+
+def _bytes_match(path: Path, out: dict[str, Any]) -> bool:
+    """Whether a file's bytes are still what DVC recorded (DVC 3 md5 of a file). Directories
+    and DVC 2 entries (md5 of the dos2unix text) are taken on trust."""
+    md5 = _out_hash(out) or ""
+    if out.get("hash") != "md5" or not out.get("md5") or md5.endswith(".dir") or path.is_dir():
+        return True
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return False
+    return digest.hexdigest() == md5
+
+
 def recorded_hash(path: Path) -> tuple[str, str] | None:
-    """(hash DVC recorded for path, git commit of the recording file), or None if untracked."""
-    path = path.absolute()
-    dvc_file = path.with_name(path.name + ".dvc")
-    if dvc_file.is_file():
-        data = _load_yaml(dvc_file) or {}
-        for out in data.get("outs", []) or []:
-            if Path(str(out.get("path", ""))).name == path.name and _out_hash(out):
-                return str(_out_hash(out)), _git_commit_of(dvc_file)
+    """``(hash DVC recorded for path, first git commit that recorded it or "")``, or None when
+    DVC does not track ``path`` (an absolute path) or the bytes there are no longer the ones
+    DVC recorded (changed since ``dvc add`` / ``dvc repro``).
+
+    The commit is "" while the recording is not committed yet: inside ``dvc repro`` DVC has
+    written the new hash into ``dvc.lock`` but nobody has committed it. Call
+    :func:`commit_recording` again when lineage is read.
+    """
+    path = _absolute(path)
     root = find_root(path.parent)
     if root is None:
         return None
-    lock = root / "dvc.lock"
-    if not lock.is_file():
-        return None
-    data = _load_yaml(lock) or {}
     try:
         rel = path.relative_to(root).as_posix()
     except ValueError:
         return None
-    for stage in (data.get("stages") or {}).values():
-        for out in stage.get("outs", []) or []:
-            if str(out.get("path")) == rel and _out_hash(out):
-                return str(_out_hash(out)), _git_commit_of(lock)
+    for recording in _recordings(path, root):
+        where = PurePosixPath(recording.relative_to(root).as_posix())
+        for out in _outs(_load_yaml(recording)):
+            if _out_rel(where, out) != rel:
+                continue
+            if not _bytes_match(path, out):
+                return None
+            md5 = str(_out_hash(out))
+            return md5, commit_recording(root, md5, path=rel)
     return None
+
+
+def _path_matches(recorded: str, wanted: str) -> bool:
+    return recorded == wanted or recorded.endswith("/" + wanted)
+
+
+def commit_recording(start: Path, md5: str, *, path: str | Path | None = None) -> str:
+    """The first git commit (on HEAD's history) whose ``.dvc`` / ``dvc.lock`` files record
+    ``md5`` as an output, or "" if no commit does yet.
+
+    ``start`` is an absolute folder inside the DVC project (its root is found upwards).
+    ``path``, when given, must be that output's path: relative to the DVC root (or to a
+    subfolder of it), or absolute. Only commits whose recording file really records ``md5``
+    for that output count, not ones where the string merely appears or disappears.
+    """
+    root = find_root(start)
+    if root is None or not md5 or not _HASH.match(md5):
+        return ""
+    wanted: str | None = None
+    if path is not None:
+        candidate = Path(path)
+        if candidate.is_absolute():
+            try:
+                candidate = candidate.relative_to(root)
+            except ValueError:
+                return ""
+        wanted = posixpath.normpath(candidate.as_posix())
+    from modelyard import git
+
+    # Pickaxe narrows history to the commits that change how often md5 occurs in a recording
+    # file, oldest first; each is then read to see whether it really records it.
+    log = git.output(
+        ["log", "--reverse", "--relative", "--format=%x00%H", "--name-only", f"-S{md5}",
+         "--", "dvc.lock", "*/dvc.lock", "*.dvc"],
+        root, timeout=60,
+    )
+    if not log:
+        return ""
+    for chunk in log.split("\0")[:_MAX_CANDIDATES]:
+        lines = [line for line in chunk.splitlines() if line.strip()]
+        if not lines:
+            continue
+        commit, names = lines[0], lines[1:]
+        for name in names:
+            if not (name.endswith(".dvc") or PurePosixPath(name).name == "dvc.lock"):
+                continue
+            text = git.show_file(root, commit, name)
+            if text is None:
+                continue
+            for out in _outs(_parse_yaml(text)):
+                if _out_hash(out) != md5:
+                    continue
+                if wanted is None or _path_matches(_out_rel(PurePosixPath(name), out), wanted):
+                    return commit
+    return ""
 
 
 def _dvc_repo(root: Path) -> Any:
@@ -107,7 +207,14 @@ def checkout(path: Path, md5: str) -> Path:
     """Put the bytes DVC recorded as ``md5`` back at ``path``, from DVC's cache or remote."""
     import shutil
 
-    path = path.absolute()
+    path = _absolute(path)
+    if not _HASH.match(md5):
+        raise InvalidInput(f"{md5!r} is not a DVC hash")
+    if md5.endswith(".dir"):
+        raise UserError(
+            f"{path.name} is a DVC-tracked folder, which --checkout cannot restore yet: check "
+            "out the commit its lineage names and run `dvc checkout`"
+        )
     root = find_root(path.parent)
     if root is None:
         raise UserError(f"{path} is not inside a DVC project")

@@ -7,8 +7,9 @@ import getpass
 import json
 import os
 import platform
+import re
 import socket
-import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -21,6 +22,9 @@ from modelyard.vault import sha256_file
 LINEAGE_PREFIX = "modelyard.lineage."
 KEY_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "dvc", "modelyard", "xgboost",
                 "lightgbm", "torch")
+# `mlflow run` hands the Projects run to the entry point's process in this variable.
+_RUN_ID_ENV = "MLFLOW_RUN_ID"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][\w-]{0,255}$")  # MLflow's own run-id rule
 
 
 @dataclass
@@ -83,27 +87,31 @@ class Lineage:
         return asdict(self)
 
 
-def _git(args: list[str], cwd: Path) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 def git_state(cwd: Path) -> tuple[str, str, str]:
-    """(commit, branch, dirty) of the repository around cwd, or empty strings."""
-    out = _git(["rev-parse", "HEAD", "--abbrev-ref", "HEAD"], cwd)
-    if not out:
-        return "", "", ""
-    lines = out.splitlines()
-    commit = lines[0] if lines else ""
-    branch = lines[1] if len(lines) > 1 else ""
-    status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
-    dirty = "" if status is None else ("true" if status else "false")
-    return commit, branch, dirty
+    """(commit, branch, dirty) of the repository around ``cwd``, or empty strings."""
+    from modelyard import git
+
+    return git.state(cwd)
+
+
+def parent_run_of(
+    environ: Mapping[str, str], active_run_id: str | None, active_parent: str | None = None
+) -> str | None:
+    """The run a registration ran under, for ``Lineage.parent_run``.
+
+    ``active_parent`` is the ``mlflow.parentRunId`` tag of the caller's active run (looked up by
+    the caller, which owns the tracking client); it wins when set. Otherwise, inside an MLflow
+    Projects run (``mlflow run . -e train`` exports ``MLFLOW_RUN_ID`` to the entry point's
+    process) the Projects run is the parent, unless it is the active run itself (the entry
+    point resumed it with ``mlflow.start_run()``, so modelyard logs into it). ``environ`` is
+    only read.
+    """
+    if active_parent:
+        return active_parent
+    projects_run = (environ.get(_RUN_ID_ENV) or "").strip()
+    if projects_run and _RUN_ID.match(projects_run) and projects_run != active_run_id:
+        return projects_run
+    return None
 
 
 def current_user(configured: str | None = None) -> str:
@@ -135,8 +143,17 @@ def package_versions() -> dict[str, str]:
     return dict(_installed_versions())
 
 
+def _absolute(folder: Path) -> Path:
+    if not folder.is_absolute():
+        raise ValueError(f"lineage needs an absolute folder, not {folder}")
+    return folder
+
+
 def hash_data(paths: list[str | Path], cwd: Path) -> list[DataRef]:
-    """DVC-tracked paths use DVC's recorded hash; others are hashed with SHA-256."""
+    """Hash each training-data path (relative ones are taken inside ``cwd``, an absolute
+    folder). A DVC-tracked path whose bytes are what DVC recorded keeps DVC's hash and the
+    first commit that recorded it; anything else is hashed with SHA-256."""
+    cwd = _absolute(cwd)
     refs: list[DataRef] = []
     for item in paths:
         path = Path(item)
@@ -166,7 +183,7 @@ def _hash_tree(root: Path) -> str:
 
 
 def _dvc_hash(path: Path) -> tuple[str, str] | None:
-    """(md5 recorded by DVC, git commit of the file that records it) or None."""
+    """(md5 recorded by DVC, first git commit that records it or "") or None."""
     from modelyard import dvc_support
 
     return dvc_support.recorded_hash(path)
@@ -182,6 +199,10 @@ def capture(
     duration_s: float | None,
     parent_run: str | None,
 ) -> Lineage:
+    """What produced a model, read from ``cwd`` (an absolute folder: its git work tree, and
+    the folder relative ``data`` paths are taken in). Nothing here reads the process's working
+    directory; ``parent_run`` comes from :func:`parent_run_of`."""
+    cwd = _absolute(cwd)
     commit, branch, dirty = git_state(cwd)
     return Lineage(
         git_commit=commit,

@@ -2,7 +2,8 @@
 
 The template (``modelyard/templates/project``) is a DVC pipeline ``prepare -> train -> evaluate``
 whose train stage registers the model with :meth:`modelyard.Yard.register`, plus
-``modelyard.toml``, an ``MLproject`` and GitHub workflows for training and promotion.
+``modelyard.toml``, an ``MLproject`` and GitHub workflows for training, promotion and a weekly
+recovery drill.
 
 >>> init_project(Path("churn-model"), name="churn")  # doctest: +SKIP
 [PosixPath('churn-model/.github/workflows/promote.yml'), ...]
@@ -20,6 +21,7 @@ from importlib.resources import files
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from modelyard import git
 from modelyard.errors import MissingDependency, UserError
 
 if TYPE_CHECKING:
@@ -106,30 +108,18 @@ def _run(command: list[str], cwd: Path, what: str) -> None:
         raise UserError(f"{what} failed in {cwd}: {detail}")
 
 
-def _git_toplevel(git: str, target: Path) -> Path | None:
-    """The work tree that contains ``target``, or None when it is not inside one."""
-    try:
-        done = subprocess.run(
-            [git, "rev-parse", "--show-toplevel"],
-            cwd=target,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=_TIMEOUT,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    top = done.stdout.strip()
-    return Path(top).resolve() if done.returncode == 0 and top else None
-
-
 def init_project(target: Path, *, name: str = "churn", force: bool = False) -> list[Path]:
     """Create the reference project in ``target`` for a model called ``name``.
 
     Copies the template (refusing to overwrite existing files unless ``force``), writes ``name``
-    into ``params.yaml``, runs ``git init`` when ``target`` is not inside a Git work tree and Git
-    is installed, and ``dvc init`` unless ``target`` already has a ``.dvc`` folder (with
+    into ``params.yaml``, and ``dvc init`` unless ``target`` already has a ``.dvc`` folder (with
     ``--subdir`` inside a larger Git repository, ``--no-scm`` when Git is missing).
+
+    When ``target`` is not inside a Git work tree and Git is installed, it becomes a repository
+    of its own whose branch is ``main`` (what the workflows trigger on), and the files created
+    here are its first commit, so the first registration already has a commit in its lineage.
+    The commit uses the configured Git identity, or a local one when none is configured. Inside
+    an existing repository nothing is committed.
 
     Returns the paths created: every template file written, then ``.git``, ``.dvc`` and
     ``.dvcignore`` when this call created them.
@@ -176,10 +166,11 @@ def init_project(target: Path, *, name: str = "churn", force: bool = False) -> l
         destination.write_bytes(data)
         created.append(destination)
 
-    git = shutil.which("git")
-    toplevel = _git_toplevel(git, target) if git else None
-    if git and toplevel is None:
-        _run([git, "init", "-q"], target, "git init")
+    has_git = shutil.which("git") is not None
+    toplevel = git.toplevel(target) if has_git else None
+    own_repository = has_git and toplevel is None
+    if own_repository:
+        git.init_repository(target, branch=git.DEFAULT_BRANCH)
         created.append(target / ".git")
         toplevel = target.resolve()
 
@@ -194,4 +185,14 @@ def init_project(target: Path, *, name: str = "churn", force: bool = False) -> l
         created.append(target / ".dvc")
         if not had_dvcignore and (target / ".dvcignore").exists():
             created.append(target / ".dvcignore")
+
+    if own_repository:
+        tracked = [path for path in created if path.name != ".git"]
+        try:
+            git.commit_paths(target, tracked, f"Scaffold the {name} model project (modelyard init)")
+        except UserError as exc:
+            raise UserError(
+                f"{target} is scaffolded, but its first commit failed ({exc.message}): "
+                "commit the files yourself"
+            ) from None
     return created
