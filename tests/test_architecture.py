@@ -154,3 +154,29 @@ def test_stage_uris_follow_promotion(yard: Any, name: str, trained: dict[str, An
     yard.promote(name, second.version, to="production", force=True, reason="hotfix")
     assert client.get_model_version(name, str(first.version)).current_stage == "Archived"
     assert client.get_model_version(name, str(second.version)).current_stage == "Production"
+
+
+def test_a_dead_tracking_server_is_one_line_within_ten_seconds(
+    isolated: Path, trained: dict[str, Any],
+) -> None:
+    import time
+
+    from devstack import free_port
+    from modelyard import Yard
+    from modelyard.errors import YardError
+
+    uri = f"http://alice:s3cret@127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    done = run_cli("list", env={"MLFLOW_TRACKING_URI": uri})
+    assert time.monotonic() - started < 10
+    assert done.returncode == 6, done.stderr
+    assert f"127.0.0.1:{uri.rsplit(':', 1)[1]}" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
+    assert len(done.stderr.strip().splitlines()) == 1
+
+    started = time.monotonic()
+    with pytest.raises(YardError) as info:
+        Yard(tracking_uri=uri).register(trained["model"], "m",
+                                        input_example=trained["X"].head(3))
+    assert time.monotonic() - started < 10
+    assert "127.0.0.1" in info.value.message and "s3cret" not in info.value.message

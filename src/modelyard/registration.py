@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -522,7 +523,8 @@ class Registrar:
         lineage = lineage_mod.capture(
             cwd=Path.cwd(), data=data, seed=seed, user=self.ctx.user,
             started_at=started_at or self._active_start(), duration_s=duration_s,
-            parent_run=self._active_parent(),
+            parent_run=lineage_mod.parent_run_of(os.environ, self._active_same_uri(),
+                                                 self._active_parent()),
         )
         return Draft(name=name, flavor=flavor, model_class=model_class, metrics=metrics,
                      params={str(k): str(v) for k, v in (params or {}).items()},
