@@ -245,11 +245,20 @@ class Auditor:
 
     def append(self, name: str, build: Callable[[AuditEvent | None], dict[str, Any]]
                ) -> AuditEvent:
-        event = self.log(name).append(build, who=self.ctx.user)
+        trail = self.log(name)
+        event = trail.append(build, who=self.ctx.user)
         # The registry remembers the newest event too: removing events at the end of the
-        # trail is then detected as well.
+        # trail is then detected as well. Concurrent writers may set the tag out of order, so
+        # each one re-reads the chain after writing and sets the tag again until it names the
+        # newest event: the last writer to check leaves it right.
         try:
-            self.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{event.seq}:{event.hash}")
+            head = event
+            for _ in range(50):
+                self.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{head.seq}:{head.hash}")
+                newest = trail.last()
+                if newest is None or newest.seq <= head.seq:
+                    break
+                head = newest
         except YardError as exc:
             log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
         return event

@@ -121,15 +121,16 @@ class Loader:
                             files=len(manifest.files), bytes=manifest.total_size)
 
     # -- the local cache ------------------------------------------------------------------
-    def cache_folder(self, mv: ModelVersion) -> Path:
-        key = mv.manifest_sha256 or "unverified"
+    def cache_folder(self, mv: ModelVersion, *, verified: bool = True) -> Path:
+        # Unverified copies never share a folder named by a tag someone could have set.
+        key = mv.manifest_sha256 if verified and mv.manifest_sha256 else "unverified"
         return (self.ctx.cache_dir / "models" / self.ctx.registry_id / mv.name
                 / str(mv.version) / key)
 
     def materialize(self, mv: ModelVersion, verify: bool) -> tuple[Path, str, bool]:
         """A verified local copy of the version's files: (path, where from, verified)."""
         manifest = self.manifest_of(mv) if verify else None
-        cache = self.cache_folder(mv)
+        cache = self.cache_folder(mv, verified=manifest is not None)
         if cache.is_dir():
             try:
                 if manifest is not None:

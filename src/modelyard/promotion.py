@@ -27,7 +27,14 @@ from modelyard.errors import (
     YardError,
 )
 from modelyard.gates import Gates, Holdout, as_holdout
-from modelyard.names import STAGE_ALIASES, T_SEMVER, T_STAGE, check_name, normalize_stage
+from modelyard.names import (
+    STAGE_ALIASES,
+    T_ROLLED_BACK,
+    T_SEMVER,
+    T_STAGE,
+    check_name,
+    normalize_stage,
+)
 from modelyard.refs import lookup
 from modelyard.stages import StageChange, Stages, record_label
 from modelyard.tracking import VersionRecord
@@ -258,13 +265,18 @@ class Promotion:
         if stage not in STAGE_ALIASES:
             raise InvalidInput(f"only staging and production can be rolled back, not {stage}")
         current = self.tracking.alias_holder(name, stage)
+        last = self.audit.log(name).last()
+        recorded = last.stages.get(stage) if last else None
         if current is None:
             self.tracking.get_model(name)  # ModelNotFound if there is no such model
-            raise InvalidInput(f"{name}: no version holds {stage}; nothing to roll back")
+            if not isinstance(recorded, int):
+                raise InvalidInput(f"{name}: no version holds {stage}; nothing to roll back")
+            # The holder the trail records is gone (deleted from the registry): roll back
+            # from it all the same.
+            current = recorded
         if to is not None:
             target = lookup(self.tracking, name, to)
         else:
-            last = self.audit.log(name).last()
             previous = last.stages.get(f"{stage}.previous") if last else None
             if previous is None or previous == current:
                 raise InvalidInput(
@@ -277,6 +289,12 @@ class Promotion:
                     name=name, ref=f"#{previous}",
                     hint=f" (the previous {stage} holder was deleted; name one with --to)",
                 ) from None
+            if target.tags.get(T_ROLLED_BACK):
+                # Rolling back twice would silently re-promote the version just rolled back.
+                raise InvalidInput(
+                    f"{record_label(name, target)} was rolled back from {stage} "
+                    f"({target.tags[T_ROLLED_BACK]}); name the version to put back with --to"
+                )
         if target.version == current:
             raise InvalidInput(f"{record_label(name, target)} already holds {stage}")
         return self.stages.move(name, target, stage, "rollback", reason=reason or "rollback",

@@ -20,7 +20,7 @@ from typing import Any
 from modelyard.audit import AuditEvent, Auditor
 from modelyard.context import Context
 from modelyard.entities import AliasChange, Result
-from modelyard.errors import InvalidInput, NotFound
+from modelyard.errors import InvalidInput, NotFound, YardError
 from modelyard.names import (
     STAGE_ALIASES,
     T_ROLLED_BACK,
@@ -35,7 +35,7 @@ from modelyard.tracking import VersionRecord
 
 log = logging.getLogger("modelyard.stages")
 
-MOVES = ("promote", "approve", "rollback")
+MOVES = ("promote", "approve", "rollback", "move_failed")
 
 
 @dataclass
@@ -114,8 +114,11 @@ class Stages:
         # Holders MLflow has now: anything moved outside modelyard is demoted as well.
         live = {s: self.tracking.alias_holder(name, s) for s in STAGE_ALIASES}
         replaced: dict[str, int | None] = {}
+        holders_before: dict[str, Any] = {}
 
         def build(prev: AuditEvent | None) -> dict[str, Any]:
+            holders_before.clear()
+            holders_before.update(dict(prev.stages) if prev and prev.stages else dict(live))
             stages: dict[str, int | None] = (
                 dict(prev.stages) if prev and prev.stages else dict(live)
             )
@@ -146,7 +149,13 @@ class Stages:
                     "detail": extra, "stages": stages}
 
         event = self.audit.append(name, build)
-        self._settle(name, event)
+        try:
+            self._settle(name, event)
+        except YardError:
+            # The move could not be applied: record that, with the holders as they were, and
+            # put them back, so no later move applies this one (a move is one unit).
+            self._undo(name, event, holders_before)
+            raise
         holder = replaced.get("holder")
         if rolled_back is not None:
             holder = rolled_back
@@ -158,6 +167,23 @@ class Stages:
         )
         change.webhooks = self.notifier.notify(name, event)
         return change
+
+    def _undo(self, name: str, failed: AuditEvent, before: dict[str, Any]) -> None:
+        def build(prev: AuditEvent | None) -> dict[str, Any]:
+            # Only while nothing newer superseded it: later moves already settled past it.
+            stages = dict(before) if prev is not None and prev.seq == failed.seq else (
+                dict(prev.stages) if prev else {})
+            return {"action": "move_failed", "version": failed.version,
+                    "semver": failed.semver, "from_": failed.to, "to": failed.from_,
+                    "reason": f"event {failed.seq} could not be applied; holders put back",
+                    "detail": {"failed_event": failed.seq}, "stages": stages}
+
+        try:
+            undo = self.audit.append(name, build)
+            self._apply(name, [undo])
+        except YardError as exc:
+            log.error("%s: move %s failed and could not be undone yet (%s); the next move "
+                      "applies the recorded holders", name, failed.seq, exc.message)
 
     def _settle(self, name: str, mine: AuditEvent) -> None:
         """Make MLflow's aliases and stage tags match the newest event of the trail.
@@ -198,8 +224,7 @@ class Stages:
                     self.tracking.delete_alias(name, stage)
         wanted: dict[int, dict[str, str]] = {}
         for event in window:
-            if event.version is not None and event.to is not None and event.action in (
-                    "promote", "approve", "rollback"):
+            if event.version is not None and event.to is not None and event.action in MOVES:
                 target = event.to
                 wanted.setdefault(event.version, {})[T_STAGE] = (
                     target if target not in STAGE_ALIASES else self.demoted(target))
@@ -215,9 +240,15 @@ class Stages:
         for stage, holder in holders.items():
             if isinstance(holder, int):
                 wanted.setdefault(holder, {})[T_STAGE] = stage
+        rolled_back = {int(e.detail["rolled_back"]) for e in window
+                       if e.detail.get("rolled_back") is not None}
         for version, tags in sorted(wanted.items()):
             with contextlib.suppress(NotFound):
                 self.tracking.set_version_tags(name, version, tags)
+                if tags.get(T_STAGE) in STAGE_ALIASES and version not in rolled_back:
+                    # Promoted again: the mark of an earlier rollback no longer holds.
+                    with contextlib.suppress(YardError):
+                        self.tracking.delete_version_tag(name, version, T_ROLLED_BACK)
                 # MLflow's own stage field tells the same (models:/NAME/Production, the UI).
                 self.tracking.set_stage_field(name, version, tags[T_STAGE])
 

@@ -32,13 +32,15 @@ Progress = Callable[[int], None]
 amount when it rewinds a retried part; the sum is the file size)."""
 
 _SECRET_IN_URL = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+_USER_IN_URL = re.compile(r"://[^:/@\s]+@")
 _CHUNK = 1024 * 1024
 _MULTIPART_THRESHOLD = 8 * 1024 * 1024
 
 
 def redact(text: str) -> str:
-    """Remove passwords embedded in URLs (``postgresql://user:secret@host``)."""
-    return _SECRET_IN_URL.sub(r"\1***@", text)
+    """Remove credentials embedded in URLs: ``postgresql://user:secret@host`` keeps the user,
+    a lone userinfo (``http://AKIA...@host``, often a key or token) is hidden whole."""
+    return _USER_IN_URL.sub("://***@", _SECRET_IN_URL.sub(r"\1***@", text))
 
 
 # -- atomic local writes ----------------------------------------------------------------------

@@ -363,12 +363,22 @@ class Tracking:
     def health(self, timeout: float = 5.0) -> tuple[bool, str]:
         """For a server: GET /health. For the embedded store: open the database."""
         if self.tracking_uri.startswith(("http://", "https://")):
+            import base64
             import urllib.error
             import urllib.request
+            from urllib.parse import unquote, urlsplit, urlunsplit
 
-            url = self.tracking_uri.rstrip("/") + "/health"
+            parts = urlsplit(self.tracking_uri.rstrip("/"))
+            host = parts.hostname or ""
+            netloc = f"{host}:{parts.port}" if parts.port else host
+            url = urlunsplit((parts.scheme, netloc, parts.path + "/health", "", ""))
+            request = urllib.request.Request(url)
+            if parts.username is not None:  # credentials in the URI: basic auth, not the URL
+                pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+                request.add_header("Authorization",
+                                   "Basic " + base64.b64encode(pair.encode()).decode())
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
                     body = response.read(100).decode(errors="replace").strip()
                     return response.status == 200, f"HTTP {response.status} {body}"
             except urllib.error.HTTPError as exc:

@@ -22,8 +22,6 @@ from modelyard.errors import IntegrityError, StorageError
 from modelyard.storage import ObjectStore
 
 _CHUNK = 1024 * 1024
-# Written by MLflow itself when a model is downloaded through the registry, not part of it.
-_MLFLOW_ADDED = frozenset({"registered_model_meta"})
 
 
 def sha256_file(path: Path) -> str:
@@ -75,8 +73,7 @@ class Manifest:
     def of_directory(cls, root: Path) -> Manifest:
         files: dict[str, tuple[str, int]] = {}
         for path in sorted(root.rglob("*")):
-            if (path.is_file() and "__pycache__" not in path.parts
-                    and path.relative_to(root).as_posix() not in _MLFLOW_ADDED):
+            if path.is_file():  # every file a load could read, caches and metadata included
                 files[path.relative_to(root).as_posix()] = (sha256_file(path), path.stat().st_size)
         return cls(files)
 
@@ -102,8 +99,8 @@ class Manifest:
         present = {
             p.relative_to(root).as_posix()
             for p in root.rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts
-        } - _MLFLOW_ADDED
+            if p.is_file()
+        }
         for rel, (oid, size) in sorted(self.files.items()):
             path = root / rel
             if not path.is_file():
