@@ -183,7 +183,7 @@ def _truthy(value: str | None) -> bool:
 
 def _redact(text: str) -> str:
     # tracking.py owns the rule; imported only when a message is built (it loads pydantic).
-    from modelyard.tracking import redact
+    from modelyard.storage import redact
 
     return redact(text)
 
@@ -288,9 +288,7 @@ class RestReader:
     @staticmethod
     def _make_headers(url_user: str | None, url_password: str | None,
                       environ: Mapping[str, str]) -> dict[str, str]:
-        from modelyard import __version__
-
-        headers = {"User-Agent": f"modelyard/{__version__}", "Accept": "application/json"}
+        headers = {"User-Agent": "modelyard", "Accept": "application/json"}
         file_user, file_password = _credentials_file(environ)
         username = environ.get("MLFLOW_TRACKING_USERNAME") or file_user
         password = environ.get("MLFLOW_TRACKING_PASSWORD") or file_password

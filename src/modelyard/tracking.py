@@ -19,7 +19,6 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +33,7 @@ from modelyard.errors import (
     UserError,
     YardError,
 )
+from modelyard.records import ModelRecord, VersionRecord, version_from_mlflow
 from modelyard.storage import redact
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,53 +60,8 @@ _RETRIED_STATUS = re.compile(r"too many (\d{3}) error responses")
 _ANSWERED_STATUS = re.compile(r"failed with error code (\d{3})|\b(\d{3}) (?:Server|Client) Error")
 
 
-@dataclass
-class VersionRecord:
-    """An MLflow model version, normalised."""
-
-    name: str
-    version: int
-    run_id: str | None
-    source: str
-    status: str
-    created_ms: int
-    updated_ms: int
-    description: str
-    tags: dict[str, str] = field(default_factory=dict)
-    aliases: list[str] = field(default_factory=list)
-    model_id: str | None = None
-    user_id: str | None = None
-
-
-@dataclass
-class ModelRecord:
-    name: str
-    description: str
-    created_ms: int
-    updated_ms: int
-    tags: dict[str, str] = field(default_factory=dict)
-    aliases: dict[str, int] = field(default_factory=dict)
-
-
 def _version_record(mv: Any) -> VersionRecord:
-    source = mv.source or ""
-    model_id = getattr(mv, "model_id", None)
-    if not model_id and source.startswith("models:/m-"):
-        model_id = source.removeprefix("models:/")  # REST answers omit it
-    return VersionRecord(
-        name=mv.name,
-        version=int(mv.version),
-        run_id=mv.run_id or None,
-        source=mv.source or "",
-        status=str(mv.status or ""),
-        created_ms=int(mv.creation_timestamp or 0),
-        updated_ms=int(mv.last_updated_timestamp or 0),
-        description=mv.description or "",
-        tags=dict(mv.tags or {}),
-        aliases=list(getattr(mv, "aliases", None) or []),
-        model_id=model_id,
-        user_id=getattr(mv, "user_id", None),
-    )
+    return version_from_mlflow(mv)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
