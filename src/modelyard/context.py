@@ -17,11 +17,14 @@ from pathlib import Path
 
 from modelyard.config import Settings, load_settings
 from modelyard.lineage import current_user
+from modelyard.reader import Reader
 from modelyard.storage import ObjectStore, open_store
 from modelyard.tracking import Tracking
 from modelyard.vault import Vault
 
-__all__ = ["Context", "build_context", "load_settings"]
+__all__ = ["Context", "Reads", "build_context", "load_settings"]
+
+Reads = Reader | Tracking  # what answers a read verb (both speak the reader's calls)
 
 
 @dataclass
@@ -32,6 +35,18 @@ class Context:
     tracking: Tracking
     _vault: Vault | None = field(default=None, repr=False)
     _backup: Vault | None = field(default=None, repr=False)
+    _reads: Reads | None = field(default=None, repr=False)
+
+    @property
+    def reads(self) -> Reads:
+        """Where read verbs look things up: the lean reader (MLflow's REST API, or the
+        embedded SQLite file read-only; no mlflow import) when it can answer for this
+        registry, else MLflow's client. Writes always go through ``tracking``."""
+        if self._reads is None:
+            from modelyard.reader import open_reader
+
+            self._reads = open_reader(self.settings) or self.tracking
+        return self._reads
 
     @property
     def vault(self) -> Vault:

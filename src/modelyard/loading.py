@@ -47,16 +47,17 @@ class Loader:
         params: dict[str, str] = {}
         location = None
         if full:
+            reads = self.ctx.reads
             if record.run_id:
                 with contextlib.suppress(YardError):
-                    run = self.tracking.get_run(record.run_id)
+                    run = reads.get_run(record.run_id)
                     metrics, params = run["metrics"], run["params"]
-            location = self.tracking.artifact_location(record)
+            location = reads.artifact_location(record)
         return ModelVersion.from_record(record, metrics=metrics, params=params,
                                         artifact_location=location)
 
     def get(self, name: str, ref: str | int | None, *, full: bool = True) -> ModelVersion:
-        return self.version(lookup(self.tracking, name, ref), full=full)
+        return self.version(lookup(self.ctx.reads, name, ref), full=full)
 
     # -- load -----------------------------------------------------------------------------
     def load(
@@ -69,7 +70,7 @@ class Loader:
     ) -> LoadedModel:
         """Load a version after checking every file against its manifest."""
         try:
-            record = lookup(self.tracking, name, ref)
+            record = lookup(self.ctx.reads, name, ref)
         except (BackendError, StorageError) as exc:
             log.warning("registry unreachable for %s@%s: %s", name, ref, exc.message)
             cached = self._load_remembered(name, ref, verify)

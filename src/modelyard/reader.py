@@ -126,6 +126,10 @@ class Reader(Protocol):
         """A run as ``Tracking.get_run`` gives it: ids, times, metrics, params, tags."""
         ...
 
+    def artifact_location(self, record: VersionRecord) -> str:
+        """Where the version's files live (its logged model's artifact location)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -621,6 +625,17 @@ class RestReader:
                 high = middle
         return low + 1
 
+    def artifact_location(self, record: VersionRecord) -> str:
+        if record.model_id:
+            try:
+                answer = self._get(f"logged-models/{quote(record.model_id, safe='')}", [])
+                uri = answer.get("model", {}).get("info", {}).get("artifact_uri")
+                if uri:
+                    return str(uri)
+            except (_Missing, _Refused):
+                pass
+        return record.source
+
     def get_run(self, run_id: str) -> dict[str, Any]:
         try:
             answer = self._get("runs/get", [("run_id", run_id)])
@@ -924,6 +939,18 @@ class SqliteReader:
                            f"AND mv.name = ? AND {_NOT_DELETED} AND {_NOT_PENDING}",
                            (WORKSPACE, name))
             return int(rows[0][0])
+
+        return self._read(work)
+
+    def artifact_location(self, record: VersionRecord) -> str:
+        model_id = record.model_id
+        if not model_id:
+            return record.source
+
+        def work() -> str:
+            rows = self._q("SELECT artifact_location FROM logged_models WHERE model_id = ?",
+                           (model_id,))
+            return str(rows[0][0]) if rows and rows[0][0] else record.source
 
         return self._read(work)
 

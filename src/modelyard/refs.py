@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal, Protocol
 
-from modelyard.errors import InvalidRef, NotFound, VersionNotFound
+from modelyard.errors import InvalidRef, ModelNotFound, NotFound, VersionNotFound
 from modelyard.names import (
     ALIAS,
     MAX_VERSION_NUMBER,
@@ -26,8 +26,15 @@ from modelyard.names import (
 )
 from modelyard.tracking import VersionRecord
 
-if TYPE_CHECKING:  # pragma: no cover
-    from modelyard.tracking import Tracking
+
+class Source(Protocol):
+    """What answers a look-up: MLflow's client (``Tracking``) or the lean reader."""
+
+    def get_version(self, name: str, version: int) -> VersionRecord: ...
+
+    def alias_holder(self, name: str, alias: str) -> int | None: ...
+
+    def versions(self, name: str) -> list[VersionRecord]: ...
 
 RefKind = Literal["number", "semver", "latest", "alias"]
 
@@ -116,25 +123,38 @@ def is_visible(record: VersionRecord) -> bool:
     return record.tags.get(T_STATUS) != STATUS_PENDING
 
 
-def lookup(tracking: Tracking, name: str, ref: str | int | None) -> VersionRecord:
-    """Resolve a reference: numbers and aliases without listing every version.
-
-    Semvers and ``latest`` fall back to the model's visible versions (with the full,
-    helpful error when nothing matches).
+def lookup(source: Source, name: str, ref: str | int | None) -> VersionRecord:
+    """Resolve a reference without listing every version where the source can avoid it:
+    numbers and aliases directly; with the lean reader, semvers through an indexed tag
+    look-up and ``latest`` through a bounded search. Anything else, and every miss, falls
+    back to the model's visible versions (with the full, helpful error when nothing matches).
     """
     check_name(name)
     parsed = VersionRef.parse(ref if ref is not None else "latest")
-    number: int | None = None
     try:
+        found: VersionRecord | None = None
         if parsed.kind == "number":
-            number = int(parsed.value)
+            found = source.get_version(name, int(parsed.value))
         elif parsed.kind == "alias":
-            number = tracking.alias_holder(name, parsed.value)
-        if number is not None:
-            record = tracking.get_version(name, number)
-            if is_visible(record):
-                return record
-    except NotFound:
-        pass
-    visible = [v for v in tracking.versions(name) if is_visible(v)]
+            number = source.alias_holder(name, parsed.value)
+            found = source.get_version(name, number) if number is not None else None
+        elif parsed.kind == "semver" and _has(source, "version_by_tag"):
+            found = _call(source, "version_by_tag", name, T_SEMVER, parsed.value)
+        elif parsed.kind == "latest" and _has(source, "latest_visible"):
+            found = _call(source, "latest_visible", name)
+        if found is not None and is_visible(found):
+            return found
+    except NotFound as exc:
+        if isinstance(exc, ModelNotFound):
+            raise
+    visible = [v for v in source.versions(name) if is_visible(v)]
     return resolve(name, parsed, visible)
+
+
+def _has(source: object, method: str) -> bool:
+    return callable(getattr(source, method, None))
+
+
+def _call(source: object, method: str, *args: Any) -> VersionRecord | None:
+    found: VersionRecord | None = getattr(source, method)(*args)
+    return found

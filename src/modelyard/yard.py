@@ -87,12 +87,12 @@ class Yard:
     # -- read -----------------------------------------------------------------------------
     def versions(self, name: str) -> list[VersionRecord]:
         """Visible versions of a model, oldest first."""
-        return [v for v in self.tracking.versions(check_name(name)) if is_visible(v)]
+        return [v for v in self.ctx.reads.versions(check_name(name)) if is_visible(v)]
 
     def resolve(self, name: str, ref: str | int | None = "latest") -> VersionRecord:
         """The version a reference names (``3``, ``v1.2.0``, ``latest``, ``production``,
         ``@alias``)."""
-        return lookup(self.tracking, name, ref)
+        return lookup(self.ctx.reads, name, ref)
 
     def get(self, name: str, ref: str | int | None = "latest", *, full: bool = True
             ) -> ModelVersion:
@@ -104,10 +104,9 @@ class Yard:
     def list_models(self) -> list[ModelRow]:
         """Every model: version count, latest semver, who holds staging / production."""
         rows = []
-        for model in self.tracking.list_models():
-            # The registered model already carries its aliases: no second look-up per model.
-            versions = [v for v in self.tracking.versions(model.name, with_aliases=False)
-                        if is_visible(v)]
+        reads = self.ctx.reads
+        for model in reads.list_models():
+            versions = [v for v in reads.versions(model.name) if is_visible(v)]
             by_number = {v.version: v for v in versions}
             latest = max(versions, key=lambda v: v.version, default=None)
 
@@ -136,7 +135,8 @@ class Yard:
         mv = self.get(name, ref)
         for data in mv.lineage.data:
             if data.source == "dvc" and not data.git_commit:
-                data.git_commit = dvc_support.commit_recording(Path.cwd(), data.hash)
+                root = Path(self.settings.project_root or Path.cwd())
+                data.git_commit = dvc_support.commit_recording(root, data.hash, path=data.path)
         return LineageReport(name=mv.name, version=mv.version, semver=mv.semver,
                              run_id=mv.run_id, params=mv.params, lineage=mv.lineage.to_dict())
 
