@@ -53,7 +53,10 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cache: Path
     if "mlflow" in sys.modules:
         import mlflow
 
+        from mlflow.tracking._model_registry import utils as registry_utils
+
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        registry_utils._registry_uri = None  # what a test set with mlflow.set_registry_uri
         while mlflow.active_run():
             mlflow.end_run()
     return work
