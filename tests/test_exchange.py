@@ -307,7 +307,7 @@ def test_import_fails_unreachable_versions_clearly(
     summary = other.import_registry(doc)
     assert summary["created"] == []
     [failed] = summary["failed"]
-    assert failed["semver"] == "1.0.0" and "unreachable" in failed["error"]
+    assert failed["semver"] == "1.0.0" and "refused" in failed["error"]
     assert other.versions(name) == [] if name in _model_names(other) else True
 
 

@@ -19,7 +19,14 @@ from typing import Any
 
 from modelyard.context import Context
 from modelyard.entities import ImportSummary, ModelVersion
-from modelyard.errors import Conflict, IntegrityError, ModelNotFound, StorageError, YardError
+from modelyard.errors import (
+    Conflict,
+    IntegrityError,
+    InvalidInput,
+    ModelNotFound,
+    StorageError,
+    YardError,
+)
 from modelyard.export_format import (
     FORMAT,
     FORMAT_VERSION,
@@ -246,6 +253,7 @@ class Transfer:
         candidates: list[str] = []
         location = version.artifact_location
         if location and "***" not in location:
+            _check_exported_location(location, source)
             candidates.append(location)
         if version.source.startswith(("models:/m-", "runs:/")) and source is not None and (
             source.tracking_uri.startswith(("http://", "https://", "sqlite:"))
@@ -351,3 +359,23 @@ def _flavor_of(local: Path) -> str:
     except (OSError, ValueError, AttributeError, yaml.YAMLError):
         return "python_function"
     return next((f for f in flavors if f != "python_function"), "python_function")
+
+
+def _check_exported_location(location: str, source: Tracking | None) -> None:
+    """Artifacts come only from the store the export names: a local path is accepted only
+    inside the exporting embedded registry's own artifact folder, never elsewhere on disk."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(location)
+    if parsed.scheme not in ("", "file") and len(parsed.scheme) != 1:
+        return  # s3://, mlflow-artifacts:, http(s):// belong to the exporting stores
+    path = Path(unquote(parsed.path) if parsed.scheme == "file" else location).resolve()
+    root: Path | None = None
+    if source is not None and source.tracking_uri.startswith("sqlite:///"):
+        db = Path(source.tracking_uri.removeprefix("sqlite:///"))
+        root = (db.parent / "artifacts").resolve()
+    if root is None or not (path == root or root in path.parents):
+        raise InvalidInput(
+            f"the export names artifacts at {redact(location)[:200]}, outside the exporting "
+            "registry's artifact store: refused (import reads only the stores the export names)"
+        )
