@@ -36,7 +36,7 @@ from modelyard.serving.payload import parse_body
 from modelyard.serving.routing import Arm, CanaryRamp, Router
 from modelyard.serving.source import Column
 
-TOKEN_ENV = "MODELYARD_TEST_SERVE_TOKEN"
+TOKEN_ENV = "SERVE_TEST_TOKEN"  # outside MODELYARD_*, whose unknown keys Yard() refuses
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -471,6 +471,18 @@ def test_ab_is_sticky_and_weighted_shadow_never_answers_and_reports_read_capture
     [vs_staging] = [c for c in report.comparisons if c.arm == "staging"]
     assert vs_staging.significant and vs_staging.better and vs_staging.p_value < 0.01
     assert (report.recommendation, report.promote) == ("promote", "staging"), report.reason
+
+    from click.testing import CliRunner
+
+    from modelyard.serving.cli import main as serving_cli
+
+    printed = CliRunner().invoke(serving_cli, ["ab", "report", name, "--json"])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.output)["recommendation"] == "promote"
+    printed = CliRunner().invoke(serving_cli, ["monitor", name, "--since", "1h"])
+    assert printed.exit_code == 0 and "v1.0.1" in printed.output, printed.output
+    printed = CliRunner().invoke(serving_cli, ["serve", f"{name}@v9.9.9"])
+    assert printed.exit_code == 3 and printed.output.startswith("Error: "), printed.output
 
     health = {(v.version, v.shadow): v for v in monitor(yard, name, since="1h").versions}
     assert health[(challenger, True)].count == 60

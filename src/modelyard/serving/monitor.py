@@ -174,7 +174,7 @@ def _drift(store: ObjectStore, name: str, version: int, records: list[dict[str, 
     try:
         profile = json.loads(store.get_bytes(f"profiles/{name}/{version}.json"))
     except StorageError:
-        health.drift_note = "no training profile recorded for this version"
+        health.drift_note = "no training profile"
         return
     except ValueError:
         health.drift_note = "the training profile is unreadable"
