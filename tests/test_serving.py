@@ -188,6 +188,33 @@ def test_payload_forms_and_schema_errors() -> None:
         parse_body(b'{"instances": [{"a": "x", "b": 1}]}', None).block(columns)
 
 
+def test_forest_fast_path_is_the_models_own_arithmetic(trained: dict[str, Any]) -> None:
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    from modelyard.serving.payload import Block
+    from modelyard.serving.scoring import Scorer, _ForestProba
+    from modelyard.serving.source import ServedModel
+
+    frame, labels = trained["X"], trained["y"]
+    columns = [Column(str(c), "double") for c in frame.columns]
+    rng = np.random.default_rng(3)
+    probe = pd.DataFrame(rng.normal(size=(257, len(columns))) * 2, columns=frame.columns)
+    extra = ExtraTreesClassifier(n_estimators=7, random_state=0).fit(frame, labels)
+    for model in (trained["model"], extra):
+        fast = _ForestProba.for_model(model, columns)
+        assert fast is not None
+        matrix = np.asarray(probe.values.tolist(), dtype=np.float32)
+        assert np.array_equal(fast(matrix), model.predict_proba(probe))  # bit for bit
+        served = ServedModel("m", 1, "1.0.0", "production", "", [], model, columns, "", True)
+        rows = probe.values.tolist()
+        blocks = [Block([c.name for c in columns], rows[:100], all_float=True),
+                  Block([c.name for c in columns], rows[100:], all_float=True)]
+        answers = Scorer(served).score(blocks)
+        assert answers[0][0] + answers[1][0] == model.predict(probe).tolist()
+    assert _ForestProba.for_model(trained["model"], columns[::-1]) is None  # other order
+    assert _ForestProba.for_model(trained["model"], None) is None
+
+
 # -- behaviour, on both backends ---------------------------------------------------------
 def test_serving_answers_like_mlflow_and_tracks_per_version(
         make_yard: Callable[..., Any], name: str, trained: dict[str, Any],
