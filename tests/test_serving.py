@@ -516,3 +516,33 @@ def test_ab_is_sticky_and_weighted_shadow_never_answers_and_reports_read_capture
     assert health[(control, False)].arms["production"] > 0
     assert np.isclose(sum(h.count for h in health.values()), len(
         [r for r in captured if r["kind"] == "prediction"]))
+
+
+def test_predictor_follows_promotion_in_process(
+        make_yard: Callable[..., Any], name: str, trained: dict[str, Any]) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from modelyard.serving.predictor import Predictor
+
+    yard = make_yard()
+    frame, labels = trained["X"], trained["y"]
+    first = _register(yard, trained["model"], name, frame, "production")
+    other = RandomForestClassifier(n_estimators=4, random_state=2).fit(frame, labels)
+    second = _register(yard, other, name, frame, "staging")
+    with Predictor(yard, name, poll_interval=0.1, capture_rate=1.0) as predictor:
+        result = predictor.predict(frame.head(5))
+        assert (result.version, result.predictions) == (
+            first, trained["model"].predict(frame.head(5)).tolist())
+        assert predictor.predict(_records(frame.head(1))[0]).version == first
+        with pytest.raises(SchemaMismatch, match="'charges'"):
+            predictor.predict({"tenure": 1.0})
+        yard.promote(name, second, to="production", reason="better")
+        deadline = time.monotonic() + 30
+        while predictor.version != second:
+            assert time.monotonic() < deadline, "the predictor never reloaded"
+            time.sleep(0.05)
+        after = predictor.predict(frame.head(5))
+        assert (after.version, after.predictions) == (second,
+                                                      other.predict(frame.head(5)).tolist())
+    versions = [r["version"] for r in _captured(yard, name) if r["kind"] == "prediction"]
+    assert sorted(versions) == [first, first, second]

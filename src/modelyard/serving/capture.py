@@ -28,6 +28,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from modelyard.serving.payload import dumps
+
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.storage import ObjectStore
 
@@ -104,12 +106,16 @@ class CaptureLog:
             self._wake.clear()
             await self.flush()
 
+    def take(self) -> list[dict[str, Any]]:
+        """Everything buffered, leaving the buffer empty."""
+        records, self._buffer = self._buffer, []
+        return records
+
     async def flush(self) -> None:
         """Write what waits, in a worker thread."""
         if not self._buffer or self.store is None:
             return
-        records, self._buffer = self._buffer, []
-        await asyncio.to_thread(self.write, records)
+        await asyncio.to_thread(self.write, self.take())
 
     async def close(self) -> None:
         """Stop the timer and write everything still buffered (server shutdown)."""
@@ -130,10 +136,10 @@ class CaptureLog:
         keys = []
         for day, items in by_day.items():
             key = f"{capture_prefix(self.name)}date={day}/{uuid.uuid4().hex}.jsonl.gz"
-            body = "\n".join(json.dumps(r, default=_plain, separators=(",", ":"))
-                             for r in items)
+            # orjson when present: serialising holds the GIL, and the event loop waits for it.
+            body = b"\n".join(_line(r) for r in items)
             try:
-                self.store.put_bytes(key, gzip.compress(body.encode(), compresslevel=5))
+                self.store.put_bytes(key, gzip.compress(body, compresslevel=5))
             except Exception as exc:  # noqa: BLE001 - capture must never take serving down
                 self.failed += len(items)
                 log.warning("capture: could not write %d records for %s: %s", len(items),
@@ -157,6 +163,13 @@ def masked(inputs: dict[str, Any], mask: frozenset[str]) -> dict[str, Any]:
                 copy[i] = MASK
         rows.append(copy)
     return {**inputs, "data": rows}
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    try:
+        return dumps(record)
+    except TypeError:  # a value orjson does not know: the slow, forgiving way
+        return json.dumps(record, default=_plain, separators=(",", ":")).encode()
 
 
 def _plain(value: Any) -> Any:

@@ -88,6 +88,8 @@ class Payload:
 
     def block(self, columns: list[Column] | None) -> Block:
         """Align to the signature and check every value; 422 names the first bad column."""
+        if not self.records and not self.rows:
+            raise BadRequest(message="the request holds no rows")
         if columns is None:
             return self._unchecked()
         names = [c.name for c in columns]
