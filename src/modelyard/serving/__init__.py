@@ -7,6 +7,21 @@ store, and the monitoring verbs that read it back.
 >>> from modelyard.serving import create_app
 >>> app = create_app(yard, "churn")            # churn@production, reloaded when it moves
 
+Scale out: the server keeps no state of its own (models come verified from the registry,
+records go to the object store), so worker processes and replicas need no coordination.
+Each worker keeps its own Prometheus series; scrape every worker, or put one worker per
+container and scale containers::
+
+    modelyard serve churn --host 0.0.0.0 --port 8080 --workers 4 --capture-rate 0.05
+
+A container recipe (the registry and the vault are reached through the usual variables)::
+
+    FROM python:3.11-slim
+    RUN pip install --no-cache-dir 'modelyard[serve,sklearn]'
+    ENV MLFLOW_TRACKING_URI=http://mlflow.internal:5000 MODELYARD_VAULT=s3://models/vault
+    EXPOSE 8080
+    CMD ["modelyard", "serve", "churn", "--host", "0.0.0.0", "--port", "8080", "--workers", "2"]
+
 Heavy imports (FastAPI, pandas) happen only when a name is first used.
 """
 
@@ -14,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ab_report", "create_app", "monitor"]
+__all__ = ["Predictor", "ab_report", "create_app", "monitor"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,6 +37,10 @@ def __getattr__(name: str) -> Any:
         from modelyard.serving.app import create_app
 
         return create_app
+    if name == "Predictor":
+        from modelyard.serving.predictor import Predictor
+
+        return Predictor
     if name in ("monitor", "ab_report"):
         from modelyard.serving import monitor as module
 
