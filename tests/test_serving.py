@@ -160,6 +160,11 @@ def test_batcher_merges_and_a_failed_batch_fails_only_its_own_requests() -> None
         off: Batcher[int, int] = Batcher(run, enabled=False)
         assert await off.submit(3) == 30
         await off.close()
+        inline: Batcher[int, int] = Batcher(run, max_batch=4, inline=True)
+        inline.start()
+        assert await asyncio.gather(*(inline.submit(i) for i in range(6))) == [
+            i * 10 for i in range(6)]
+        await inline.close()
         return results, mixed
 
     results, mixed = asyncio.run(main())

@@ -25,9 +25,9 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import random
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -57,6 +57,7 @@ log = logging.getLogger("modelyard.serving")
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 _REQUEST_ID = re.compile(r"^[\w.\-]{1,128}$")
+_ids = random.Random()
 _JSON = "application/json"
 
 ArmsSpec = Mapping[str, float] | Iterable[str | Arm | tuple[str, float]]
@@ -97,6 +98,7 @@ def create_app(
     route_field: str | None = None,
     capture_flush_s: float = 5.0,
     confidence: bool = True,
+    predict_inline: bool | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``name@ref`` (or the ``ab`` arms), loaded and verified at start.
 
@@ -104,7 +106,9 @@ def create_app(
     ``"staging:5->50 over 10m"`` against ``ref``; ``shadow``: a reference whose predictions are
     recorded and never returned; ``capture_rate``: share of requests written to
     ``capture/NAME/...`` in the vault, with ``mask`` fields hidden. The bearer token, when the
-    ``token_env`` variable is set, guards every endpoint but ``/health``.
+    ``token_env`` variable is set, guards every endpoint but ``/health``. ``predict_inline``:
+    run model calls on the event loop (default: for models whose calls are short, such as
+    forests on the fast path) or in a worker thread (``False``; for slow or GIL-free models).
 
     >>> app = create_app(yard, "churn", shadow="staging", capture_rate=1.0, mask=["email"])
     """
@@ -119,7 +123,8 @@ def create_app(
                          flush_every=capture_flush_s)
     runtime = Runtime(source, router, shadow=shadow, metrics=metrics, capture=capture,
                       batching=batching, max_batch=max_batch, max_wait=max_wait_ms / 1000.0,
-                      poll_interval=poll_interval, confidence=confidence)
+                      poll_interval=poll_interval, confidence=confidence,
+                      predict_inline=predict_inline)
     token = os.environ.get(token_env, "") if token_env else ""  # read, never written
     main_ref = arms[0].ref if ramp else max(arms, key=lambda a: a.weight).ref
     pre_route = no_labels(name)
@@ -180,7 +185,8 @@ def create_app(
 
     def request_id_of(request: Request) -> str:
         given = request.headers.get("x-request-id")
-        return given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        # Not uuid4: it reads os.urandom, a system call per request that waits for the GIL.
+        return given if given and _REQUEST_ID.match(given) else f"{_ids.getrandbits(128):032x}"
 
     def version_headers(outcome: Outcome, request_id: str) -> dict[str, str]:
         headers = {"x-request-id": request_id, "x-model-name": name, "x-model-arm": outcome.arm}

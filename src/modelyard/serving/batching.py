@@ -42,6 +42,7 @@ class Batcher(Generic[Item, Answer]):
         size: Callable[[Item], int] = lambda item: 1,
         on_batch: Callable[[int], None] | None = None,
         enabled: bool = True,
+        inline: bool = False,
     ) -> None:
         self._run = run
         self.max_batch = max(1, int(max_batch))
@@ -49,6 +50,9 @@ class Batcher(Generic[Item, Answer]):
         self._size = size
         self._on_batch = on_batch
         self.enabled = enabled
+        # Short CPU-bound calls run on the event loop itself: in a thread they would make every
+        # socket call of the loop wait for the GIL (Python hands it over every 5 ms).
+        self.inline = inline
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._held: tuple[Item, asyncio.Future[Answer]] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1 if enabled else 4,
@@ -150,8 +154,11 @@ class Batcher(Generic[Item, Answer]):
     async def _call(self, items: list[Item]) -> list[Answer]:
         loop = asyncio.get_running_loop()
         # A straggler that reaches a closed batcher still gets answered, on the loop's pool.
-        pool = self._pool if self._pool_open else None
-        answers = await loop.run_in_executor(pool, self._run, items)
+        if self.inline:
+            answers = self._run(items)
+        else:
+            pool = self._pool if self._pool_open else None
+            answers = await loop.run_in_executor(pool, self._run, items)
         if len(answers) != len(items):
             raise RuntimeError(f"predict returned {len(answers)} answers for {len(items)}")
         if not self.enabled and self._on_batch is not None:

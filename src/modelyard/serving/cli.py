@@ -57,6 +57,7 @@ class ServeConfig:
     capture_rate: float = 0.0
     mask: list[str] = field(default_factory=list)
     route_field: str | None = None
+    predict_inline: bool | None = None
     yard_overrides: dict[str, Any] = field(default_factory=dict)
     log_level: str = "info"
 
@@ -68,6 +69,7 @@ class ServeConfig:
             "max_batch": self.max_batch, "max_wait_ms": self.max_wait_ms,
             "poll_interval": self.poll_interval, "capture_rate": self.capture_rate,
             "mask": self.mask, "route_field": self.route_field,
+            "predict_inline": self.predict_inline,
         }
 
 
@@ -167,6 +169,9 @@ def _console() -> Any:
               help="Seconds between alias look-ups (hot reload); 0 turns reloading off.")
 @click.option("--no-batching", is_flag=True, help="One predict call per request.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--inline/--threaded", "predict_inline", default=None,
+              help="Model calls on the event loop or in a thread (default: inline for "
+              "short calls such as forests).")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=2.0, show_default=True)
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=10 * 1024 * 1024,
               show_default=True)
@@ -179,7 +184,8 @@ def _console() -> Any:
 def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: int,
               ab: tuple[str, ...], shadow: str | None, canary: str | None,
               route_field: str | None, capture_rate: float, mask: tuple[str, ...],
-              poll_interval: float, no_batching: bool, max_batch: int, max_wait_ms: float,
+              poll_interval: float, no_batching: bool, max_batch: int,
+              predict_inline: bool | None, max_wait_ms: float,
               max_body_bytes: int, token_env: str, log_level: str) -> None:
     """Serve a model over HTTP, following its alias (hot reload on promotion).
 
@@ -215,7 +221,8 @@ def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: in
         canary_started_at=time.time() if canary else None, token_env=token_env,
         max_body_bytes=max_body_bytes, batching=not no_batching, max_batch=max_batch,
         max_wait_ms=max_wait_ms, poll_interval=poll_interval, capture_rate=capture_rate,
-        mask=list(mask), route_field=route_field, yard_overrides=overrides, log_level=log_level,
+        mask=list(mask), route_field=route_field, predict_inline=predict_inline,
+        yard_overrides=overrides, log_level=log_level,
     )
     _logging(log_level)
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(token_env):

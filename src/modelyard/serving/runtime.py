@@ -112,6 +112,7 @@ class Runtime:
         max_wait: float = 0.002,
         poll_interval: float = 5.0,
         confidence: bool = True,
+        predict_inline: bool | None = None,
     ) -> None:
         self.source = source
         self.name = source.name
@@ -123,6 +124,7 @@ class Runtime:
         self.max_wait = max_wait
         self.poll_interval = poll_interval
         self.confidence = confidence
+        self.predict_inline = predict_inline
         self.slots: dict[str, Slot] = {
             ref: Slot(ref, ref, fixed=source.is_fixed(ref)) for ref in router.refs
         }
@@ -243,6 +245,7 @@ class Runtime:
         batcher: Batcher[Block, Answer] = Batcher(
             scorer.score, max_batch=self.max_batch, max_wait=self.max_wait,
             size=lambda block: block.n, on_batch=bound.batch, enabled=self.batching,
+            inline=scorer.fast if self.predict_inline is None else self.predict_inline,
         )
         batcher.start()
         return Live(served, scorer, batcher, bound)

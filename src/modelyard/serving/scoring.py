@@ -33,6 +33,11 @@ class Scorer:
         self._argmax = self._proba and _predict_is_argmax(self.model)
         self._forest = _ForestProba.for_model(self.model, self.columns) if self._argmax else None
 
+    @property
+    def fast(self) -> bool:
+        """True when calls are short and predictable (a forest on the fast path)."""
+        return self._forest is not None
+
     def score(self, blocks: Sequence[Block]) -> list[Answer]:
         """Answers for every block, in order. Blocks with other columns are scored apart."""
         groups: dict[tuple[str, ...], list[int]] = {}
