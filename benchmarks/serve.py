@@ -227,7 +227,8 @@ def main() -> None:
         w = args.workers
         print(f"{args.clients} clients, {args.duration:g} s per scenario (after "
               f"{args.warmup:g} s warm-up), {w} worker(s), model: RandomForest(100) on "
-              "breast-cancer (30 features)", flush=True)
+              "breast-cancer (30 features); load average at start "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
 
         def mlflow_server() -> Server:
             mlflow = str(Path(python).with_name("mlflow"))
@@ -305,7 +306,8 @@ def _report(results: dict[str, Result], workers: int, captured_files: int) -> No
         moved = results["promotion"]
         print(f"promotion under load: {moved.errors} failed requests; answered by versions "
               f"{dict(sorted(moved.versions.items()))}")
-    print(f"capture files written: {captured_files}")
+    print(f"capture files written: {captured_files}; load average at end "
+          f"{os.getloadavg()[0]:.1f} (other work on the machine skews every figure)")
 
 
 if __name__ == "__main__":
