@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from modelyard.serving.payload import dumps
+from modelyard.serving.source import capture_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.storage import ObjectStore
@@ -36,10 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("modelyard.serving")
 
 MASK = "***"
-
-
-def capture_prefix(name: str) -> str:
-    return f"capture/{name}/"
 
 
 def day_of(ts: float) -> str:

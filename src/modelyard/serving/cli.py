@@ -211,10 +211,13 @@ def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: in
     arms = parse_arms(list(ab)) if ab else None
     ramp = CanaryRamp.parse(canary) if canary else None
     Router(arms or parse_arms([f"{ref}=100"]), canary=ramp)  # check the routing before loading
+    from modelyard.serving.source import ModelSource
+
     yard = _yard(ctx)
+    source = ModelSource(yard, name)
     for each in [*(a.ref for a in arms or []), *([] if arms else [ref]),
                  *([ramp.ref] if ramp else []), *([shadow] if shadow else [])]:
-        yard.get(name, each, full=False)  # one clear line now beats a failed worker start
+        source.check(each)  # one clear line now beats a failed worker start
     overrides = dict(getattr(ctx.find_root().obj, "overrides", {}) or {})
     config = ServeConfig(
         name=name, ref=ref, ab=list(ab), shadow=shadow, canary=canary,

@@ -25,7 +25,7 @@ from modelyard.errors import InvalidInput, StorageError
 from modelyard.profile import DRIFT_THRESHOLD, drifted, psi
 from modelyard.serving.capture import MASK, read_records
 from modelyard.serving.routing import parse_duration
-from modelyard.serving.source import store_of
+from modelyard.serving.source import profile_key, store_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.storage import ObjectStore
@@ -172,7 +172,7 @@ def _version_health(store: ObjectStore, name: str, version: int, shadow: bool,
 def _drift(store: ObjectStore, name: str, version: int, records: list[dict[str, Any]],
            threshold: float, health: VersionHealth) -> None:
     try:
-        profile = json.loads(store.get_bytes(f"profiles/{name}/{version}.json"))
+        profile = json.loads(store.get_bytes(profile_key(name, version)))
     except StorageError:
         health.drift_note = "no training profile"
         return

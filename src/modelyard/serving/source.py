@@ -142,8 +142,9 @@ class ModelSource:
             path=str(loaded.path), verified=bool(loaded.verified),
         )
 
-    def artifact_location(self, ref: str) -> str:
-        return str(self.yard.get(self.name, ref, full=True).artifact_location)
+    def check(self, ref: str) -> int:
+        """The version a reference names now; raises the registry's one-line error if none."""
+        return int(self.yard.get(self.name, ref, full=False).version)
 
     # -- vault objects ----------------------------------------------------------------------
     @property
@@ -151,10 +152,19 @@ class ModelSource:
         return self.yard.vault.store
 
 
+# -- vault keys the serving package reads and writes ------------------------------------------
+def capture_prefix(name: str) -> str:
+    """``capture/NAME/``: sampled inference records, ``date=YYYY-MM-DD/<uuid>.jsonl.gz``."""
+    return f"capture/{name}/"
+
+
+def profile_key(name: str, version: int) -> str:
+    """``profiles/NAME/VERSION.json``: the training-data profile drift is measured against."""
+    return f"profiles/{name}/{version}.json"
+
+
 def store_of(yard: Yard) -> ObjectStore:
     """The vault's object store (capture files, profiles)."""
     return yard.vault.store
 
 
-def settings_of(yard: Yard) -> Any:
-    return yard.settings
