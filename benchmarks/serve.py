@@ -1,0 +1,314 @@
+"""Serving speed: `mlflow models serve` beside `modelyard serve`, one run, same model and workers.
+
+The model is the seeds' kind: a RandomForest of 100 trees on scikit-learn's breast-cancer set
+(30 numeric features). Each scenario starts its server on 127.0.0.1, warms it up, then runs a
+closed loop of concurrent aiohttp clients posting JSON to /invocations for a fixed time:
+
+- mlflow / modelyard, single-row requests (the headline ratios);
+- modelyard with an A/B split 50/50 between two versions;
+- modelyard capturing every request (sample rate 1.0) to the vault;
+- mlflow / modelyard with 100-row requests;
+- modelyard while the production alias moves to another version (failed requests counted).
+
+    python benchmarks/serve.py                     # quick: 5 s per scenario, 1 worker
+    python benchmarks/serve.py --duration 15 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+NAME = "bench-serve"
+
+
+@dataclass
+class Result:
+    label: str
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    versions: dict[str, int]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _train() -> tuple[Any, Any, Any]:
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+
+    data = load_breast_cancer()
+    frame = pd.DataFrame(data.data, columns=list(data.feature_names))
+    first = RandomForestClassifier(n_estimators=100, random_state=0).fit(frame, data.target)
+    second = RandomForestClassifier(n_estimators=100, random_state=1).fit(frame, data.target)
+    return frame, first, second
+
+
+def _bodies(frame: Any, rows: int, count: int = 64) -> list[bytes]:
+    columns = list(frame.columns)
+    values = frame.values.tolist()
+    bodies = []
+    for i in range(count):
+        chunk = [values[(i * rows + j) % len(values)] for j in range(rows)]
+        bodies.append(json.dumps({"dataframe_split": {"columns": columns, "data": chunk}})
+                      .encode())
+    return bodies
+
+
+# -- servers ------------------------------------------------------------------------------
+class Server:
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path, ready_path: str,
+                 log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        command = [part.replace("{port}", str(self.port)) for part in command]
+        self._path = log
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait(ready_path)
+
+    def _wait(self, path: str, timeout: float = 240.0) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = "\n".join(self._path.read_text(errors="replace").splitlines()[-30:])
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{tail}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # the server and its own workers only
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self._log.close()
+
+
+# -- load ---------------------------------------------------------------------------------
+async def _load(url: str, bodies: list[bytes], clients: int, duration: float,
+                warmup: float) -> tuple[int, int, list[float], dict[str, int]]:
+    import aiohttp
+
+    latencies: list[float] = []
+    versions: dict[str, int] = {}
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=60)
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        start = time.perf_counter()
+        measure_from = start + warmup
+        stop_at = measure_from + duration
+
+        async def client(index: int) -> None:
+            nonlocal errors
+            i = index
+            while True:
+                sent = time.perf_counter()
+                if sent >= stop_at:
+                    return
+                body = bodies[i % len(bodies)]
+                i += clients
+                try:
+                    async with session.post(url + "/invocations", data=body,
+                                            headers=headers) as reply:
+                        await reply.read()
+                        ok = reply.status == 200
+                        version = reply.headers.get("x-model-version", "-")
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    ok, version = False, "-"
+                done = time.perf_counter()
+                if sent < measure_from:
+                    continue
+                if ok:
+                    latencies.append(done - sent)
+                    versions[version] = versions.get(version, 0) + 1
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+    return len(latencies), errors, latencies, versions
+
+
+def _median(runs: list[Result]) -> Result:
+    ordered = sorted(runs, key=lambda r: r.throughput)
+    return ordered[(len(ordered) - 1) // 2]  # the lower middle: no flattering pick
+
+
+def measure(label: str, url: str, bodies: list[bytes], args: argparse.Namespace,
+            during: Any = None) -> Result:
+    if during is not None:
+        timer = threading.Timer(args.warmup + args.duration / 2, during)
+        timer.start()
+    count, errors, latencies, versions = asyncio.run(
+        _load(url, bodies, args.clients, args.duration, args.warmup))
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000 if latencies else float("nan")
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000 if latencies \
+        else float("nan")
+    result = Result(label, count, errors, args.duration, p50, p99, versions)
+    print(f"  {label:<44} {result.throughput:8.1f} req/s  p50 {p50:7.1f} ms  "
+          f"p99 {p99:7.1f} ms  errors {errors}", flush=True)
+    return result
+
+
+# -- main ---------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating rounds of the modelyard set-ups (median reported)")
+    parser.add_argument("--skip-mlflow", action="store_true")
+    args = parser.parse_args()
+
+    python = sys.executable
+    with tempfile.TemporaryDirectory(prefix="modelyard-bench-serve-") as tmp:
+        work = Path(tmp)
+        os.chdir(work)  # this script's own project folder: the embedded default lives here
+        os.environ["MODELYARD_CACHE_DIR"] = str(work / "cache")
+        os.environ.setdefault("MODELYARD_USER", "bench")
+        from modelyard import Yard
+
+        frame, first, second = _train()
+        yard = Yard()
+        one = yard.register(first, NAME, input_example=frame.head(3),
+                            pip_requirements=["scikit-learn", "mlflow"])
+        two = yard.register(second, NAME, input_example=frame.head(3),
+                            pip_requirements=["scikit-learn", "mlflow"])
+        yard.promote(NAME, one.version, to="production", force=True, reason="benchmark")
+        yard.promote(NAME, two.version, to="staging")
+        env = {**os.environ, "MLFLOW_TRACKING_URI": yard.tracking.tracking_uri}
+        # `mlflow models serve` runs `uvicorn` from PATH: as in an activated environment.
+        env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", "")])
+        src = str(Path(__file__).resolve().parents[1] / "src")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+        single, hundred = _bodies(frame, 1), _bodies(frame, 100)
+        w = args.workers
+        print(f"{args.clients} clients, {args.duration:g} s per scenario (after "
+              f"{args.warmup:g} s warm-up), {w} worker(s), model: RandomForest(100) on "
+              "breast-cancer (30 features); load average at start "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
+
+        def mlflow_server() -> Server:
+            mlflow = str(Path(python).with_name("mlflow"))
+            return Server([mlflow, "models", "serve", "-m", f"models:/{NAME}/{one.version}",
+                           "--env-manager", "local", "-w", str(w), "-h", HOST, "-p", "{port}"],
+                          env, work, "/ping", work / "mlflow-serve.log")
+
+        def modelyard_server(*extra: str) -> Server:
+            return Server([python, "-m", "modelyard.serving.cli", "serve", NAME, "--host", HOST,
+                           "--port", "{port}", "--workers", str(w), "--log-level", "warning",
+                           "--poll-interval", "1", *extra],
+                          env, work, "/ready", work / "modelyard-serve.log")
+
+        results: dict[str, Result] = {}
+        if not args.skip_mlflow:
+            server = mlflow_server()
+            try:
+                results["mlflow"] = measure(f"mlflow models serve -w {w}, 1 row", server.url,
+                                            single, args)
+                results["mlflow100"] = measure(f"mlflow models serve -w {w}, 100 rows",
+                                               server.url, hundred, args)
+            finally:
+                server.stop()
+        # The three modelyard set-ups run side by side (idle ones cost nothing) and are
+        # measured in alternating rounds, so that other load on the machine falls on all alike.
+        servers = {"modelyard": modelyard_server(),
+                   "ab": modelyard_server("--ab", "production=50", "--ab", "staging=50"),
+                   "capture": modelyard_server("--capture-rate", "1.0")}
+        labels = {"modelyard": f"modelyard serve --workers {w}, 1 row",
+                  "ab": "modelyard A/B 50/50, 1 row",
+                  "capture": "modelyard capture 1.0, 1 row"}
+        try:
+            rounds: dict[str, list[Result]] = {key: [] for key in servers}
+            for _ in range(args.rounds):
+                for key, server in servers.items():
+                    rounds[key].append(measure(labels[key], server.url, single, args))
+            for key, runs in rounds.items():
+                results[key] = _median(runs)
+            results["modelyard100"] = measure(f"modelyard serve --workers {w}, 100 rows",
+                                              servers["modelyard"].url, hundred, args)
+            results["promotion"] = measure(
+                "modelyard, production moves mid-run", servers["modelyard"].url, single, args,
+                during=lambda: yard.promote(NAME, two.version, to="production",
+                                            reason="benchmark"))
+        finally:
+            for server in servers.values():
+                server.stop()
+        captured = len(yard.vault.store.list(f"capture/{NAME}/"))
+        _report(results, w, captured)
+
+
+def _report(results: dict[str, Result], workers: int, captured_files: int) -> None:
+    print()
+    print(f"| server ({workers} worker(s)) | throughput | p50 | p99 | failed |")
+    print("|---|---|---|---|---|")
+    for result in results.values():
+        print(f"| {result.label} | {result.throughput:.0f} req/s | {result.p50_ms:.1f} ms | "
+              f"{result.p99_ms:.1f} ms | {result.errors} |")
+    print()
+    base = results.get("modelyard")
+    mlflow = results.get("mlflow")
+    if base and mlflow and mlflow.throughput:
+        print(f"throughput vs mlflow: {base.throughput / mlflow.throughput:.1f}x (goal >= 10x); "
+              f"p99 {base.p99_ms / mlflow.p99_ms:.2f} of mlflow's (goal <= 0.5)")
+    big, big_mlflow = results.get("modelyard100"), results.get("mlflow100")
+    if big and big_mlflow and big_mlflow.throughput:
+        print(f"100-row requests: {big.throughput / big_mlflow.throughput:.1f}x mlflow's "
+              "throughput")
+    if base and base.throughput:
+        for key, goal in (("ab", "A/B 50/50"), ("capture", "capture at 1.0")):
+            if key in results:
+                cost = 1 - results[key].throughput / base.throughput
+                print(f"{goal}: {cost:+.1%} throughput cost vs one version (goal <= 5%)")
+    if "promotion" in results:
+        moved = results["promotion"]
+        print(f"promotion under load: {moved.errors} failed requests; answered by versions "
+              f"{dict(sorted(moved.versions.items()))}")
+    print(f"capture files written: {captured_files}; load average at end "
+          f"{os.getloadavg()[0]:.1f} (other work on the machine skews every figure)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""The serving app: a FastAPI application over one registered model.
+
+``create_app(yard, "churn")`` serves ``churn@production``: it loads the version verified
+against its manifest, follows the alias (hot reload, zero failed requests), merges concurrent
+requests into one predict call (adaptive micro-batching), and can split traffic between
+versions (A/B with sticky routing, a canary ramp) and mirror it to a shadow version.
+
+Endpoints:
+    POST /predict       {"instances": [{col: value, ...}]} -> {"predictions", "model",
+                        "version", "semver", "arm", "request_id"}
+    POST /invocations   MLflow's scoring protocol, answered as ``mlflow models serve`` answers
+                        ({"predictions": [...]}); the version is named in X-Model-* headers
+    GET  /health        liveness (never needs the token)
+    GET  /ready         200 when every arm serves a verified model; says if a reload failed
+    GET  /version       name, version, semver, stage, manifest hash, arms
+    GET  /metrics       Prometheus, labelled by model, version, semver and arm
+    POST /feedback      {"request_id": ..., "label": ...} (or "value" for regressors)
+
+>>> app = create_app(yard, "churn", ab={"production": 90, "staging": 10}, capture_rate=0.1)
+>>> uvicorn.run(app, host="127.0.0.1", port=8080)
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from modelyard.errors import InvalidInput, YardError
+from modelyard.serving.capture import CaptureLog
+from modelyard.serving.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    Unauthorized,
+    error_body,
+)
+from modelyard.serving.metrics import Metrics, no_labels
+from modelyard.serving.payload import dumps, loads, parse_body
+from modelyard.serving.routing import Arm, CanaryRamp, Router
+from modelyard.serving.runtime import Outcome, Runtime
+from modelyard.serving.source import ModelSource, store_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.yard import Yard
+
+log = logging.getLogger("modelyard.serving")
+
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+_REQUEST_ID = re.compile(r"^[\w.\-]{1,128}$")
+_ids = random.Random()
+_JSON = "application/json"
+
+ArmsSpec = Mapping[str, float] | Iterable[str | Arm | tuple[str, float]]
+
+
+def parse_arms(spec: ArmsSpec) -> list[Arm]:
+    """``{"production": 90, "staging": 10}``, ``["production=90", ...]`` or Arm objects."""
+    if isinstance(spec, Mapping):
+        return [Arm(str(ref), float(weight)) for ref, weight in spec.items()]
+    arms = []
+    for item in spec:
+        if isinstance(item, Arm):
+            arms.append(item)
+        elif isinstance(item, tuple):
+            arms.append(Arm(str(item[0]), float(item[1])))
+        else:
+            arms.append(Arm.parse(item))
+    return arms
+
+
+def create_app(
+    yard: Yard,
+    name: str,
+    ref: str = "production",
+    *,
+    ab: ArmsSpec | None = None,
+    shadow: str | None = None,
+    canary: str | CanaryRamp | None = None,
+    canary_started_at: float | None = None,
+    token_env: str | None = "MODELYARD_SERVE_TOKEN",
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    batching: bool = True,
+    max_batch: int = 64,
+    max_wait_ms: float = 2.0,
+    poll_interval: float = 5.0,
+    capture_rate: float = 0.0,
+    mask: Iterable[str] = (),
+    route_field: str | None = None,
+    capture_flush_s: float = 5.0,
+    confidence: bool = True,
+    predict_inline: bool | None = None,
+) -> FastAPI:
+    """A FastAPI app serving ``name@ref`` (or the ``ab`` arms), loaded and verified at start.
+
+    ``ab``: weighted arms (sticky by ``X-Routing-Key`` or ``route_field``); ``canary``:
+    ``"staging:5->50 over 10m"`` against ``ref``; ``shadow``: a reference whose predictions are
+    recorded and never returned; ``capture_rate``: share of requests written to
+    ``capture/NAME/...`` in the vault, with ``mask`` fields hidden. The bearer token, when the
+    ``token_env`` variable is set, guards every endpoint but ``/health``. ``predict_inline``:
+    run model calls on the event loop (default: for models whose calls are short, such as
+    forests on the fast path) or in a worker thread (``False``; for slow or GIL-free models).
+
+    >>> app = create_app(yard, "churn", shadow="staging", capture_rate=1.0, mask=["email"])
+    """
+    if max_body_bytes <= 0:
+        raise InvalidInput("max_body_bytes must be positive")
+    arms = parse_arms(ab) if ab else [Arm(str(ref), 100.0)]
+    ramp = CanaryRamp.parse(canary) if isinstance(canary, str) else canary
+    router = Router(arms, canary=ramp, started_at=canary_started_at)
+    source = ModelSource(yard, name)
+    metrics = Metrics(name)
+    capture = CaptureLog(store_of(yard), name, rate=capture_rate, mask=mask,
+                         flush_every=capture_flush_s)
+    runtime = Runtime(source, router, shadow=shadow, metrics=metrics, capture=capture,
+                      batching=batching, max_batch=max_batch, max_wait=max_wait_ms / 1000.0,
+                      poll_interval=poll_interval, confidence=confidence,
+                      predict_inline=predict_inline)
+    token = os.environ.get(token_env, "") if token_env else ""  # read, never written
+    main_ref = arms[0].ref if ramp else max(arms, key=lambda a: a.weight).ref
+    pre_route = no_labels(name)
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        await runtime.start()
+        status = runtime.status()
+        log.info("serving %s: %s", name, ", ".join(
+            f"{a['arm']}=v{a['semver']} (#{a['version']}, {a['weight']:g}%)"
+            for a in status["arms"]))
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=f"modelyard: {name}", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.state.runtime = runtime
+    app.state.metrics = metrics
+
+    def respond(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+        return Response(dumps(body), status_code=status, media_type=_JSON, headers=headers)
+
+    def failure(exc: BaseException, request_id: str | None,
+                headers: dict[str, str] | None = None) -> Response:
+        status, body = error_body(exc)
+        if request_id:
+            body["request_id"] = request_id
+        return respond(status, body, headers)
+
+    def check_token(request: Request) -> None:
+        if not token:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+                                                                  token.encode()):
+            raise Unauthorized()
+
+    async def read_body(request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError as exc:
+                raise BadRequest(message="invalid Content-Length") from exc
+            if declared > max_body_bytes:
+                raise PayloadTooLarge(limit=max_body_bytes)
+            return await request.body()
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise PayloadTooLarge(limit=max_body_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def request_id_of(request: Request) -> str:
+        given = request.headers.get("x-request-id")
+        # Not uuid4: it reads os.urandom, a system call per request that waits for the GIL.
+        return given if given and _REQUEST_ID.match(given) else f"{_ids.getrandbits(128):032x}"
+
+    def version_headers(outcome: Outcome, request_id: str) -> dict[str, str]:
+        headers = {"x-request-id": request_id, "x-model-name": name, "x-model-arm": outcome.arm}
+        if outcome.live is not None:
+            headers["x-model-version"] = str(outcome.live.version)
+            headers["x-model-semver"] = outcome.live.served.semver
+        return headers
+
+    async def answer(request: Request, *, mlflow_style: bool) -> Response:
+        started = time.perf_counter()
+        request_id = request_id_of(request)
+        try:
+            check_token(request)
+            body = await read_body(request)
+            payload = parse_body(body, request.headers.get("content-type"), strict=mlflow_style)
+        except YardError as exc:
+            metrics.error(pre_route, type(exc).__name__)
+            return failure(exc, request_id, {"x-request-id": request_id})
+        key = request.headers.get("x-routing-key")
+        if key is None and route_field is not None:
+            value = payload.field(route_field)
+            key = None if value is None else str(value)
+        outcome = await runtime.serve(payload, key=key, request_id=request_id, started=started)
+        headers = version_headers(outcome, request_id)
+        if outcome.error is not None:
+            return failure(outcome.error, request_id, headers)
+        if mlflow_style:
+            return respond(200, {"predictions": outcome.predictions}, headers)
+        live = outcome.live
+        assert live is not None
+        body_out: dict[str, Any] = {
+            "predictions": outcome.predictions, "model": name, "version": live.version,
+            "semver": live.served.semver, "arm": outcome.arm, "request_id": request_id,
+        }
+        if outcome.confidence is not None:
+            body_out["confidence"] = outcome.confidence
+        return respond(200, body_out, headers)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        return await answer(request, mlflow_style=False)
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        return await answer(request, mlflow_style=True)
+
+    @app.get("/health")
+    async def health() -> Response:
+        return respond(200, {"status": "ok"})
+
+    @app.get("/ping")  # MLflow's scoring server answers its health check here too
+    async def ping() -> Response:
+        return respond(200, {"status": "ok"})
+
+    @app.get("/ready")
+    async def ready(request: Request) -> Response:
+        try:
+            check_token(request)
+        except YardError as exc:
+            return failure(exc, None)
+        status = runtime.status()
+        body = {key: status[key] for key in ("model", "ready", "reload_failed", "arms",
+                                             "shadow")}
+        return respond(200 if status["ready"] else 503, body)
+
+    @app.get("/version")
+    async def version(request: Request) -> Response:
+        try:
+            check_token(request)
+        except YardError as exc:
+            return failure(exc, None)
+        status = runtime.status()
+        main = next(a for a in status["arms"] if a["arm"] == main_ref)
+        body = {
+            "name": name, "model": name, "ref": main["ref"], "version": main["version"],
+            "semver": main["semver"], "stage": main["stage"],
+            "manifest_sha256": main["manifest_sha256"], "verified": main["verified"],
+            "reload_error": main["reload_error"], **status,
+        }
+        return respond(200, body)
+
+    @app.get("/metrics")
+    async def metrics_endpoint(request: Request) -> Response:
+        try:
+            check_token(request)
+        except YardError as exc:
+            return failure(exc, None)
+        content, media = metrics.render()
+        return Response(content, media_type=media)
+
+    @app.post("/feedback")
+    async def feedback(request: Request) -> Response:
+        try:
+            check_token(request)
+            raw = await read_body(request)
+            try:
+                data = loads(raw)
+            except ValueError as exc:
+                raise BadRequest(message="feedback must be JSON") from exc
+            items = data if isinstance(data, list) else [data]
+            known = 0
+            for item in items:
+                if not isinstance(item, dict) or not isinstance(item.get("request_id"), str):
+                    raise BadRequest(message="feedback needs a request_id and a label or value")
+                if "label" not in item and "value" not in item:
+                    raise BadRequest(message="feedback needs a label or a value")
+                known += runtime.feedback(item["request_id"], label=item.get("label"),
+                                          value=item.get("value"))
+        except YardError as exc:
+            return failure(exc, None)
+        return respond(202, {"recorded": len(items), "matched": known})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        names = {404: "NotFound", 405: "MethodNotAllowed"}
+        return respond(exc.status_code, {
+            "error": names.get(exc.status_code, "HTTPError"),
+            "error_code": "RESOURCE_DOES_NOT_EXIST" if exc.status_code == 404 else "BAD_REQUEST",
+            "message": str(exc.detail),
+        })
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        log.error("unexpected error while serving %s: %s", name, type(exc).__name__,
+                  exc_info=exc)
+        return failure(exc, None)
+
+    return app

@@ -1,0 +1,372 @@
+"""CLI commands for serving and monitoring: ``serve``, ``monitor``, ``ab report``.
+
+They are plain click commands; ``register_commands(group)`` hangs them on any click group (the
+``modelyard`` CLI does), and ``python -m modelyard.serving.cli`` runs them on their own. A
+``Yard`` comes from the group's context object when it offers one (``ctx.obj.yard``), else
+from the environment.
+
+    modelyard serve churn                         # churn@production on 127.0.0.1:8080
+    modelyard serve churn@staging --port 9000 --workers 2
+    modelyard serve churn --ab production=90 --ab staging=10 --shadow @candidate
+    modelyard monitor churn --since 1h --json
+    modelyard ab report churn
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from modelyard.errors import InvalidInput, YardError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Set by `serve --workers N` for its own worker processes only. The leading underscore keeps
+# it out of the MODELYARD_* settings namespace, which refuses unknown keys.
+CONFIG_ENV = "_MODELYARD_SERVE_CONFIG"
+DEFAULT_PORT = 8080
+
+
+@dataclass
+class ServeConfig:
+    """Everything a worker process needs to build the app (written as JSON for workers)."""
+
+    name: str
+    ref: str = "production"
+    ab: list[str] = field(default_factory=list)
+    shadow: str | None = None
+    canary: str | None = None
+    canary_started_at: float | None = None
+    token_env: str = "MODELYARD_SERVE_TOKEN"
+    max_body_bytes: int = 10 * 1024 * 1024
+    batching: bool = True
+    max_batch: int = 64
+    max_wait_ms: float = 2.0
+    poll_interval: float = 5.0
+    capture_rate: float = 0.0
+    mask: list[str] = field(default_factory=list)
+    route_field: str | None = None
+    predict_inline: bool | None = None
+    yard_overrides: dict[str, Any] = field(default_factory=dict)
+    log_level: str = "info"
+
+    def app_options(self) -> dict[str, Any]:
+        return {
+            "ab": self.ab or None, "shadow": self.shadow, "canary": self.canary,
+            "canary_started_at": self.canary_started_at, "token_env": self.token_env,
+            "max_body_bytes": self.max_body_bytes, "batching": self.batching,
+            "max_batch": self.max_batch, "max_wait_ms": self.max_wait_ms,
+            "poll_interval": self.poll_interval, "capture_rate": self.capture_rate,
+            "mask": self.mask, "route_field": self.route_field,
+            "predict_inline": self.predict_inline,
+        }
+
+
+def app_from_config(path: str | os.PathLike[str]) -> Any:
+    """Build the app a ``ServeConfig`` JSON file describes (one per worker process)."""
+    from modelyard.serving.app import create_app
+    from modelyard.yard import Yard
+
+    config = ServeConfig(**json.loads(Path(path).read_text()))
+    _logging(config.log_level)
+    yard = Yard(**config.yard_overrides)
+    return create_app(yard, config.name, config.ref, **config.app_options())
+
+
+def app_factory() -> Any:
+    """uvicorn's factory for ``--workers N``: the config file path comes from the parent."""
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        raise InvalidInput(f"{CONFIG_ENV} is not set; start workers with `modelyard serve`")
+    return app_from_config(path)
+
+
+def _logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("modelyard").setLevel(level.upper())
+
+
+# -- plumbing shared by the commands -----------------------------------------------------
+def _yard(ctx: click.Context) -> Any:
+    state = ctx.find_root().obj
+    yard = getattr(state, "yard", None)
+    if yard is not None:
+        return yard
+    from modelyard.yard import Yard
+
+    return Yard()
+
+
+def _wants_json(ctx: click.Context, flag: bool) -> bool:
+    return flag or bool(getattr(ctx.find_root().obj, "json", False))
+
+
+def _boundary(func: F) -> F:
+    """One red line and the error's exit code for a ``YardError``, as the main CLI does."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        try:
+            return func(*args, **kwargs)
+        except YardError as exc:
+            if getattr(ctx.find_root().obj, "traceback", False):
+                raise
+            if _wants_json(ctx, bool(kwargs.get("as_json"))):
+                click.echo(json.dumps({"ok": False, **exc.to_dict()}), err=True)
+            else:
+                click.secho(f"Error: {exc.message}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _split_target(target: str, default: str) -> tuple[str, str]:
+    name, _, ref = target.partition("@")
+    if not name:
+        raise InvalidInput(f"invalid target {target!r}: use NAME or NAME@REF")
+    return name, ref or default
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+# -- serve --------------------------------------------------------------------------------
+@click.command("serve")
+@click.argument("target", metavar="NAME[@REF]")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (0.0.0.0 exposes the server to the network).")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (each loads the model; the server keeps no state).")
+@click.option("--ab", "ab", multiple=True, metavar="REF=W",
+              help="A weighted arm; repeat for each (sticky by X-Routing-Key).")
+@click.option("--shadow", metavar="REF", help="Mirror requests to REF; recorded, never returned.")
+@click.option("--canary", metavar="REF:START->END over DURATION",
+              help='A canary ramp against NAME@REF, e.g. "staging:5->50 over 10m".')
+@click.option("--route-field", metavar="FIELD", help="Route by this request field's value.")
+@click.option("--capture-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of requests written to capture/NAME/ in the vault.")
+@click.option("--mask", multiple=True, metavar="FIELD", help="Hide this input field in captures.")
+@click.option("--poll-interval", type=float, default=5.0, show_default=True,
+              help="Seconds between alias look-ups (hot reload); 0 turns reloading off.")
+@click.option("--no-batching", is_flag=True, help="One predict call per request.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--inline/--threaded", "predict_inline", default=None,
+              help="Model calls on the event loop or in a thread (default: inline for "
+              "short calls such as forests).")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=2.0, show_default=True)
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=10 * 1024 * 1024,
+              show_default=True)
+@click.option("--token-env", default="MODELYARD_SERVE_TOKEN", show_default=True,
+              help="Environment variable holding the bearer token (unset: no token needed).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+@click.pass_context
+@_boundary
+def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: int,
+              ab: tuple[str, ...], shadow: str | None, canary: str | None,
+              route_field: str | None, capture_rate: float, mask: tuple[str, ...],
+              poll_interval: float, no_batching: bool, max_batch: int,
+              predict_inline: bool | None, max_wait_ms: float,
+              max_body_bytes: int, token_env: str, log_level: str) -> None:
+    """Serve a model over HTTP, following its alias (hot reload on promotion).
+
+    \b
+    Endpoints: POST /predict, POST /invocations (MLflow's protocol), GET /health,
+    /ready, /version, /metrics, POST /feedback.
+
+    \b
+    Examples:
+      modelyard serve churn
+      modelyard serve churn@staging --port 9000 --workers 2
+      modelyard serve churn --ab production=90 --ab staging=10 --shadow @candidate
+      modelyard serve churn --canary "staging:5->50 over 30m" --capture-rate 0.1
+    """
+    import uvicorn
+
+    from modelyard.serving.app import parse_arms
+    from modelyard.serving.routing import CanaryRamp, Router
+
+    name, ref = _split_target(target, "production")
+    if ab and canary:
+        raise InvalidInput("use --ab or --canary, not both")
+    arms = parse_arms(list(ab)) if ab else None
+    ramp = CanaryRamp.parse(canary) if canary else None
+    Router(arms or parse_arms([f"{ref}=100"]), canary=ramp)  # check the routing before loading
+    from modelyard.serving.source import ModelSource
+
+    yard = _yard(ctx)
+    source = ModelSource(yard, name)
+    for each in [*(a.ref for a in arms or []), *([] if arms else [ref]),
+                 *([ramp.ref] if ramp else []), *([shadow] if shadow else [])]:
+        source.check(each)  # one clear line now beats a failed worker start
+    overrides = dict(getattr(ctx.find_root().obj, "overrides", {}) or {})
+    config = ServeConfig(
+        name=name, ref=ref, ab=list(ab), shadow=shadow, canary=canary,
+        canary_started_at=time.time() if canary else None, token_env=token_env,
+        max_body_bytes=max_body_bytes, batching=not no_batching, max_batch=max_batch,
+        max_wait_ms=max_wait_ms, poll_interval=poll_interval, capture_rate=capture_rate,
+        mask=list(mask), route_field=route_field, predict_inline=predict_inline,
+        yard_overrides=overrides, log_level=log_level,
+    )
+    _logging(log_level)
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(token_env):
+        logging.getLogger("modelyard.serving").warning(
+            "serving on %s without a bearer token (set %s to require one)", host, token_env)
+    if workers == 1:
+        from modelyard.serving.app import create_app
+
+        app = create_app(yard, name, ref, **config.app_options())
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        return
+    with tempfile.TemporaryDirectory(prefix="modelyard-serve-") as folder:
+        path = Path(folder) / "serve.json"
+        path.write_text(json.dumps(asdict(config)))
+        os.environ[CONFIG_ENV] = str(path)  # the CLI process, for its own worker processes
+        uvicorn.run("modelyard.serving.cli:app_factory", factory=True, host=host, port=port,
+                    workers=workers, log_level=log_level, access_log=False)
+
+
+# -- monitor ------------------------------------------------------------------------------
+@click.command("monitor")
+@click.argument("name")
+@click.option("--since", default="1h", show_default=True,
+              help="Window start: a duration ago (30m, 1h, 7d) or an ISO date-time.")
+@click.option("--until", default=None, help="Window end (default: now).")
+@click.option("--threshold", type=float, default=None,
+              help="PSI above which a feature is flagged (default 0.2).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+@_boundary
+def monitor_cmd(ctx: click.Context, name: str, since: str, until: str | None,
+                threshold: float | None, as_json: bool) -> None:
+    """Per version: traffic, error rate, latency, confidence and drift, from the capture log.
+
+    \b
+    Examples:
+      modelyard monitor churn
+      modelyard monitor churn --since 24h --json
+    """
+    from modelyard.profile import DRIFT_THRESHOLD
+    from modelyard.serving.monitor import monitor
+
+    report = monitor(_yard(ctx), name, since, until=until,
+                     threshold=DRIFT_THRESHOLD if threshold is None else threshold)
+    if _wants_json(ctx, as_json):
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"[bold]{escape(name)}[/bold]  {report.since} -> {report.until}  "
+                  f"({report.records} captured predictions)")
+    if not report.versions:
+        console.print("Nothing captured in that window (serve with --capture-rate > 0).")
+        return
+    table = Table("version", "arms", "count", "errors", "p50 ms", "p95 ms", "p99 ms",
+                  "confidence", f"drift (PSI > {report.threshold:.2g})")
+    for v in report.versions:
+        label = f"v{v.semver} (#{v.version})" + (" shadow" if v.shadow else "")
+        arms = ", ".join(f"{a}:{n}" for a, n in v.arms.items())
+        drift = ", ".join(f"[red]{escape(c)}[/red] {v.drift[c]:.2f}" for c in v.drifted) or (
+            "none" if v.drift else escape(v.drift_note or "-"))
+        table.add_row(label, escape(arms), str(v.count), f"{v.error_rate:.2%}", _ms(v.p50_ms),
+                      _ms(v.p95_ms), _ms(v.p99_ms),
+                      "-" if v.mean_confidence is None else f"{v.mean_confidence:.3f}", drift)
+    console.print(table)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+# -- ab report ----------------------------------------------------------------------------
+@click.group("ab")
+def ab_group() -> None:
+    """A/B tests: how the arms of a served model compare."""
+
+
+@ab_group.command("report")
+@click.argument("name")
+@click.option("--since", default="7d", show_default=True)
+@click.option("--until", default=None)
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.05, show_default=True, help="Significance level.")
+@click.option("--min-labelled", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Labelled predictions each arm needs before a verdict.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+@_boundary
+def ab_report_cmd(ctx: click.Context, name: str, since: str, until: str | None, alpha: float,
+                  min_labelled: int, as_json: bool) -> None:
+    """Per arm: traffic, latency and the feedback metric with 95% intervals; a verdict.
+
+    \b
+    Examples:
+      modelyard ab report churn
+      modelyard ab report churn --since 24h --json
+    """
+    from modelyard.serving.monitor import ab_report
+
+    report = ab_report(_yard(ctx), name, since, until=until, alpha=alpha,
+                       min_labelled=min_labelled)
+    if _wants_json(ctx, as_json):
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    table = Table("arm", "versions", "requests", "share", "p50 ms", "p95 ms", "labelled",
+                  report.metric or "metric", "95% CI")
+    for arm in report.arms:
+        ci = "-" if arm.ci_low is None else f"{arm.ci_low:.3f} - {arm.ci_high:.3f}"
+        table.add_row(escape(arm.arm) + (" (shadow)" if arm.shadow else ""),
+                      escape(", ".join(arm.versions)), str(arm.requests),
+                      "-" if arm.shadow else f"{arm.share:.1%}", _ms(arm.p50_ms),
+                      _ms(arm.p95_ms), str(arm.labelled),
+                      "-" if arm.value is None else f"{arm.value:.4f}", ci)
+    console.print(table)
+    for c in report.comparisons:
+        console.print(f"{escape(c.arm)} vs {escape(c.control)}: {c.difference:+.4f} "
+                      f"({c.test}, p={c.p_value:.3g}{', significant' if c.significant else ''})")
+    colour = {"promote": "green", "keep": "yellow"}.get(report.recommendation, "white")
+    console.print(f"[bold {colour}]{report.recommendation}[/bold {colour}]: "
+                  f"{escape(report.reason)}")
+
+
+def register_commands(group: click.Group) -> None:
+    """Hang ``serve``, ``monitor`` and ``ab`` on a click group (the ``modelyard`` CLI)."""
+    group.add_command(serve_cmd)
+    group.add_command(monitor_cmd)
+    group.add_command(ab_group)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """modelyard serving commands (also available as `modelyard serve|monitor|ab`)."""
+
+
+register_commands(main)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The one place the serving package calls into modelyard's core.
+
+Everything the server, the monitor and the A/B report need from the registry and the vault
+goes through ``ModelSource``: resolving a reference to a version number (cheaply, for the
+reload poll), loading a version after verifying it, and reading or writing objects in the
+vault's store (capture files, training profiles). Keeping these calls in one small module
+keeps the rest of the package independent of how the core is laid out.
+
+>>> source = ModelSource(yard, "churn")
+>>> source.holder("production")
+3
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.storage import ObjectStore
+    from modelyard.yard import Yard
+
+SCHEMA_TAG = "modelyard.schema"
+_STAGE_ALIASES = ("production", "staging")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column of a version's signature."""
+
+    name: str
+    type: str  # MLflow type name: double, float, long, integer, boolean, string, ...
+    required: bool = True
+
+
+@dataclass
+class ServedModel:
+    """A verified, deserialised version ready to answer."""
+
+    name: str
+    version: int
+    semver: str
+    stage: str
+    manifest_sha256: str
+    aliases: list[str]
+    model: Any
+    columns: list[Column] | None  # None: the version records no input schema
+    path: str
+    verified: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.version, "semver": self.semver, "stage": self.stage,
+            "manifest_sha256": self.manifest_sha256, "verified": self.verified,
+        }
+
+
+def columns_from_schema(text: str | None) -> list[Column] | None:
+    """Input columns from the ``modelyard.schema`` tag (``{"inputs": [[name, type, req]]}``)."""
+    if not text:
+        return None
+    try:
+        inputs = json.loads(text).get("inputs")
+    except (ValueError, AttributeError):
+        return None
+    if not inputs:
+        return None
+    columns = []
+    for item in inputs:
+        name, kind = str(item[0]), str(item[1])
+        if name.startswith("[") or kind.startswith("tensor"):
+            return None  # tensor or unnamed inputs: no column-wise enforcement
+        columns.append(Column(name, kind, bool(item[2]) if len(item) > 2 else True))
+    return columns
+
+
+def columns_from_mlmodel(path: str) -> list[Column] | None:
+    """Input columns from the MLmodel file's signature, when the tag is absent."""
+    from pathlib import Path
+
+    mlmodel = Path(path) / "MLmodel"
+    if not mlmodel.is_file():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(mlmodel.read_text()) or {}
+        raw = (data.get("signature") or {}).get("inputs")
+        items = json.loads(raw) if isinstance(raw, str) else raw
+    except (ValueError, OSError, yaml.YAMLError):
+        return None
+    if not items:
+        return None
+    columns = []
+    for item in items:
+        if "name" not in item or item.get("type") == "tensor":
+            return None
+        columns.append(Column(str(item["name"]), str(item.get("type", "?")),
+                              bool(item.get("required", True))))
+    return columns
+
+
+class ModelSource:
+    """Registry and vault access for one served model name."""
+
+    def __init__(self, yard: Yard, name: str) -> None:
+        self.yard = yard
+        self.name = name
+
+    # -- versions ---------------------------------------------------------------------------
+    def holder(self, ref: str) -> int | None:
+        """The version number a reference points at now; cheap for aliases (the poll path)."""
+        text = str(ref).strip()
+        if text.isdigit():
+            return int(text)
+        alias = text[1:] if text.startswith("@") else text
+        lowered = alias.lower()
+        if lowered in _STAGE_ALIASES or (text.startswith("@") and alias):
+            return self.yard.tracking.alias_holder(
+                self.name, lowered if lowered in _STAGE_ALIASES else alias
+            )
+        return int(self.yard.get(self.name, text, full=False).version)
+
+    def is_fixed(self, ref: str) -> bool:
+        """A version number or a semver never moves; aliases and ``latest`` do."""
+        text = str(ref).strip().lstrip("v")
+        return text.isdigit() or (text.count(".") == 2 and text.replace(".", "").isdigit())
+
+    def load(self, version: int) -> ServedModel:
+        """Load one version, verified against its manifest before it is deserialised."""
+        loaded = self.yard.load(self.name, str(version), verify=True)
+        mv = loaded.version
+        columns = columns_from_schema(mv.tags.get(SCHEMA_TAG)) or columns_from_mlmodel(
+            loaded.path
+        )
+        return ServedModel(
+            name=self.name, version=int(mv.version), semver=mv.semver or "",
+            stage=mv.stage, manifest_sha256=mv.manifest_sha256 or "",
+            aliases=list(mv.aliases), model=loaded.model, columns=columns,
+            path=str(loaded.path), verified=bool(loaded.verified),
+        )
+
+    def check(self, ref: str) -> int:
+        """The version a reference names now; raises the registry's one-line error if none."""
+        return int(self.yard.get(self.name, ref, full=False).version)
+
+    # -- vault objects ----------------------------------------------------------------------
+    @property
+    def store(self) -> ObjectStore:
+        return self.yard.vault.store
+
+
+# -- vault keys the serving package reads and writes ------------------------------------------
+def capture_prefix(name: str) -> str:
+    """``capture/NAME/``: sampled inference records, ``date=YYYY-MM-DD/<uuid>.jsonl.gz``."""
+    return f"capture/{name}/"
+
+
+def profile_key(name: str, version: int) -> str:
+    """``profiles/NAME/VERSION.json``: the training-data profile drift is measured against."""
+    return f"profiles/{name}/{version}.json"
+
+
+def store_of(yard: Yard) -> ObjectStore:
+    """The vault's object store (capture files, profiles)."""
+    return yard.vault.store
+
+
