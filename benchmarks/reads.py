@@ -218,9 +218,9 @@ def run_embedded(sizes: list[int], n: int, cli: bool, root: Path) -> list[dict[s
 
 def run_server(sizes: list[int], n: int, cli: bool, root: Path) -> list[dict[str, Any]]:
     import psycopg2
+    from modelyard.devstack import PG_DATABASE, PG_USER, Stack
 
     from modelyard import Yard
-    from modelyard.devstack import PG_DATABASE, PG_USER, Stack
 
     rows: list[dict[str, Any]] = []
     with Stack() as stack:

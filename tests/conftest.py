@@ -52,7 +52,6 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cache: Path
     # Only if something loaded MLflow already: unit tests never pay for importing it.
     if "mlflow" in sys.modules:
         import mlflow
-
         from mlflow.tracking._model_registry import utils as registry_utils
 
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]

@@ -52,7 +52,8 @@ else:  # pragma: no cover
 
 CONFIG_FILE = "modelyard.toml"
 _ENV_PREFIX = "MODELYARD_"
-_NOT_SETTINGS = {"MODELYARD_CONFIG"}
+# Variables of the MODELYARD_ namespace that are not settings (read where they are used).
+_NOT_SETTINGS = {"MODELYARD_CONFIG", "MODELYARD_SERVE_TOKEN"}
 _MAX_CONFIG_BYTES = 1 << 20
 _MAX_FORMAT_LENGTH = 100
 _MAX_FORMAT_DIGITS = 2  # width and precision up to 99: rendering stays cheap

@@ -354,6 +354,21 @@ class Yard:
         return self._transfer.import_registry(doc, dry_run=dry_run,
                                               source_tracking_uri=source_tracking_uri)
 
+    # -- serving (pip install 'modelyard[serve]') ----------------------------------------------
+    def app(self, name: str, ref: str = "production", **options: Any) -> Any:
+        """The FastAPI app serving ``name@ref`` (hot reload, A/B, metrics, capture), for
+        embedding: ``uvicorn.run(yard.app("churn"))``. Options: see ``serving.create_app``."""
+        from modelyard.serving import create_app
+
+        return create_app(self, name, ref, **options)
+
+    def predictor(self, name: str, ref: str = "production", **options: Any) -> Any:
+        """An in-process predictor with the same verified loading, hot reload and tracking:
+        ``yard.predictor("churn").predict(rows)``."""
+        from modelyard.serving import Predictor
+
+        return Predictor(self, name, ref, **options)
+
     def adopt(self, name: str) -> list[ModelVersion]:
         """Bring versions registered by plain MLflow under modelyard (semver, manifest)."""
         return self._adopter.adopt(name)

@@ -6,6 +6,10 @@
 from __future__ import annotations
 
 from modelyard.cli import change, operate, read  # noqa: F401 - they register their commands
-from modelyard.cli.shell import main
+from modelyard.cli.shell import SECTIONS, main
+from modelyard.serving.cli import register_commands
+
+register_commands(main)  # serve, monitor, ab report
+SECTIONS["Operate"] += ["serve", "monitor", "ab"]
 
 __all__ = ["main"]
