@@ -56,6 +56,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cache: Path
 
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
         registry_utils._registry_uri = None  # what a test set with mlflow.set_registry_uri
+        from mlflow.tracking import fluent
+
+        fluent._active_experiment_id = None  # an experiment of another test's database
         while mlflow.active_run():
             mlflow.end_run()
     return work

@@ -89,11 +89,9 @@ def test_the_manifest_covers_every_file_a_load_reads(
     mlflow.sklearn.save_model(trained["model"], str(saved), serialization_format="cloudpickle")
     (saved / "__pycache__").mkdir()
     (saved / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"compiled")
-    (saved / "registered_model_meta").write_text("model_name: x\n")
     mv = yard.register_directory(saved, name)
     manifest = yard._loader.manifest_of(yard.get(name, mv.version))
     assert "__pycache__/helper.cpython-311.pyc" in manifest.files
-    assert "registered_model_meta" in manifest.files
     local = tmp_path / "copy"
     shutil.copytree(saved, local)
     (local / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"tampered")

@@ -214,7 +214,7 @@ class Settings(BaseModel):
     def home_path(self) -> Path:
         # load_settings always stores an absolute home; a Settings built by hand with a
         # relative one falls back on the process's working folder.
-        return Path(self.home).expanduser().absolute()
+        return _expand(self.home).absolute()
 
     @property
     def resolved_tracking_uri(self) -> str:
@@ -241,7 +241,7 @@ class Settings(BaseModel):
     @property
     def resolved_cache_dir(self) -> Path:
         if self.cache_dir:
-            return Path(self.cache_dir).expanduser()
+            return _expand(self.cache_dir)
         if self._cache_home:
             return Path(self._cache_home) / "modelyard"
         # A Settings built by hand: the process's own environment is the default one.
@@ -495,12 +495,19 @@ def _anchor_paths(values: dict[str, Any], base: Path, user_home: str | None) -> 
         values[key] = str(_local_path(value, base, user_home))
 
 
+def _expand(value: str) -> Path:
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # "~name" of a user this machine does not know: a plain name
+        return Path(value)
+
+
 def _local_path(value: str, base: Path, user_home: str | None) -> Path:
     """``~`` expanded with the given home, then anchored at base if still relative."""
     if user_home and (value == "~" or value.startswith("~/")):
         path = Path(user_home) / value[2:]
     else:
-        path = Path(value).expanduser()
+        path = _expand(value)
     return path if path.is_absolute() else base / path
 
 

@@ -58,9 +58,10 @@ BUMPS = ("major", "minor", "patch")
 # MLflow accepts longer names; 128 keeps names usable as S3 key parts and file names.
 MAX_NAME_LEN = 128
 _NAME = re.compile(rf"^[A-Za-z0-9][\w.\-]{{0,{MAX_NAME_LEN - 1}}}$", re.ASCII)
-# MLflow's alias rule: word characters and '-', no dots; `latest` and `v<digits>` reserved.
+# MLflow's alias rule: word characters (unicode too) and '-', no dots; `latest` and
+# `v<digits>` reserved.
 MAX_ALIAS_LEN = 255
-ALIAS = re.compile(rf"^[\w-]{{1,{MAX_ALIAS_LEN}}}$", re.ASCII)
+ALIAS = re.compile(rf"^[\w-]{{1,{MAX_ALIAS_LEN}}}$")
 RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE | re.ASCII)
 SEMVER = re.compile(r"^v?(\d{1,9})\.(\d{1,9})\.(\d{1,9})$", re.ASCII)
 MAX_VERSION_NUMBER = 10**12

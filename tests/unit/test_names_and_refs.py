@@ -42,11 +42,17 @@ def test_any_reference_parses_or_is_refused_clearly(text: str) -> None:
         assert 1 <= int(ref.value) <= 10**12
 
 
-@pytest.mark.parametrize("text", ["²", "churn²", "1²", "٣", "0", "9" * 5000, "v1.2",
-                                  "1.2.3.4", "@", "a b", "archived", "none"])
+@pytest.mark.parametrize("text", ["0", "9" * 5000, "v1.2", "1.2.3.4", "@", "a b", "archived",
+                                  "none"])
 def test_hostile_references_are_refused(text: str) -> None:
     with pytest.raises(InvalidRef):
         VersionRef.parse(text)
+
+
+@pytest.mark.parametrize("text", ["²", "1²", "٣"])
+def test_digits_that_are_not_ascii_are_never_version_numbers(text: str) -> None:
+    # str.isdigit accepts them and int() then fails; they are (unicode) alias names at most.
+    assert VersionRef.parse(text).kind == "alias"
 
 
 @pytest.mark.parametrize(("text", "kind", "value"), [
