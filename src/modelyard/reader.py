@@ -276,13 +276,17 @@ class RestReader:
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._base = parts.path.rstrip("/")
-        self._label = _redact(tracking_uri)
         self._headers = self._make_headers(parts.username, parts.password, environ)
         self._tls = self._make_tls(environ) if parts.scheme == "https" else None
         self._proxy = _proxy_for(parts.scheme, self._host, environ)
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
         self.requests = 0  # round trips made (the benchmark counts them)
+
+    @property
+    def _label(self) -> str:
+        """The URI for messages, credentials redacted (built only when a message needs it)."""
+        return _redact(self.tracking_uri)
 
     # -- settings -------------------------------------------------------------------------
     @staticmethod
