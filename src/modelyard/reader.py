@@ -280,13 +280,17 @@ class RestReader:
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._base = parts.path.rstrip("/")
-        self._label = _redact(tracking_uri)
         self._headers = self._make_headers(parts.username, parts.password, environ)
         self._tls = self._make_tls(environ) if parts.scheme == "https" else None
         self._proxy = _proxy_for(parts.scheme, self._host, environ)
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
         self.requests = 0  # round trips made (the benchmark counts them)
+
+    @property
+    def _label(self) -> str:
+        """The URI for messages, credentials redacted (built only when a message needs it)."""
+        return _redact(self.tracking_uri)
 
     # -- settings -------------------------------------------------------------------------
     @staticmethod
@@ -589,40 +593,53 @@ class RestReader:
         total = self._count(_name_filter(name), name)
         if not total:
             return 0
-        pending = sum(1 for _ in self._each_version(
-            f"{_name_filter(name)} AND {_tag_filter(STATUS_TAG, PENDING)}",
-            "version_number ASC", _MODEL_PAGE))
-        return total - pending
+        pending = f"{_name_filter(name)} AND {_tag_filter(STATUS_TAG, PENDING)}"
+        return total - self._count(pending, None)
 
-    def _count(self, filter_text: str, name: str) -> int:
-        """How many versions match, in O(log n) page-size-1 searches when the server's page
-        tokens are MLflow's offsets, else by listing them."""
-        rows, token = self._search_versions(filter_text, order_by="version_number DESC",
-                                            max_results=1)
-        if not rows:
-            self.get_model(name)  # ModelNotFound if absent
+    def _count(self, filter_text: str, name: str | None) -> int:
+        """How many versions match, without listing them when the server's page tokens are
+        MLflow's offsets: page-size-1 probes at chosen offsets, guided by the version number
+        found there (numbers only grow, deleted ones leave gaps). Typically 2-6 round trips,
+        O(log n) at worst; other servers: by listing. ``name``: check the model exists."""
+
+        def probe(offset: int, order: str = "DESC") -> tuple[int | None, str | None]:
+            rows, token = self._search_versions(
+                filter_text, order_by=f"version_number {order}", max_results=1,
+                page_token=_offset_token(offset) if offset else None)
+            return (int(rows[0]["version"]) if rows else None), token
+
+        newest, token = probe(0)
+        if newest is None:
+            if name is not None:
+                self.get_model(name)  # ModelNotFound if absent
             return 0
         if not token:
             return 1
         if _token_offset(token) != 1:
             return sum(1 for _ in self._each_version(filter_text, "version_number ASC",
                                                      _VERSION_PAGE))
-        newest = int(rows[0]["version"])  # numbers are 1..newest: at most `newest` rows
-
-        def exists(offset: int) -> bool:
-            found, _ = self._search_versions(filter_text, order_by="version_number DESC",
-                                             max_results=1, page_token=_offset_token(offset))
-            return bool(found)
-
-        low, high = 1, newest - 1  # a row exists at offset `low`; the answer is in [2, newest]
-        if exists(high):
-            return newest
-        while high - low > 1:  # invariant: exists(low), not exists(high)
-            middle = (low + high) // 2
-            if exists(middle):
-                low = middle
+        oldest, _ = probe(0, "ASC")
+        if oldest is None:  # every version deleted in between
+            return 0
+        # Invariant: a row exists at offset `low` (version `v_low`); none at offset `high`.
+        low, v_low, high = 0, newest, newest - oldest + 1
+        halve = False
+        while high - low > 1:
+            if halve:
+                offset = (low + high) // 2
+            else:  # where the oldest row would be if gaps below `low` are as dense as above
+                density = (low + 1) / (newest - v_low + 1)
+                offset = min(max(low + round((v_low - oldest) * density), low + 1), high - 1)
+            width = high - low
+            found, _ = probe(offset)
+            if found is None:
+                high = offset
+            elif found == oldest:
+                return offset + 1
             else:
-                high = middle
+                low, v_low = offset, found
+                high = min(high, offset + 1 + found - oldest)
+            halve = not halve and (high - low) * 2 > width  # a poor guess: bisect once
         return low + 1
 
     def artifact_location(self, record: VersionRecord) -> str:
