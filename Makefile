@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint bench stack clean
+.PHONY: install demo test unit lint bench stack clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,16 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
+# Two workers, each with its own team stack (tests/devstack.py, free ports, its own folder).
+PYTEST_WORKERS ?= 2
 test: lint $(ACTIONLINT)
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal
+
+# Pure logic, no services: seconds.
+unit: install
+	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
 
 bench: install
 	$(BIN)/python benchmarks/startup.py
@@ -44,4 +51,4 @@ stack: install
 	$(BIN)/python tests/devstack.py
 
 clean:
-	rm -rf $(VENV) .tools .modelyard build src/*.egg-info
+	rm -rf $(VENV) .tools .modelyard .import_linter_cache build src/*.egg-info
