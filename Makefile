@@ -51,4 +51,4 @@ stack: install
 	$(BIN)/python tests/devstack.py
 
 clean:
-	rm -rf $(VENV) .tools .modelyard build src/*.egg-info
+	rm -rf $(VENV) .tools .modelyard .import_linter_cache build src/*.egg-info

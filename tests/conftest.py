@@ -48,19 +48,18 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cache: Path
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")  # no network calls home from DVC
     monkeypatch.chdir(work)
-    # MLflow keeps its tracking URI in a process global; start every test from a clean one.
-    # Only if something loaded MLflow already: unit tests never pay for importing it.
+    # MLflow keeps its tracking / registry URIs, active experiment and runs in process globals
+    # (tests that play a plain MLflow user set them); start every test from clean ones. Only if
+    # something loaded MLflow already: unit tests never pay for importing it.
     if "mlflow" in sys.modules:
         import mlflow
-        from mlflow.tracking._model_registry import utils as registry_utils
-
-        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-        registry_utils._registry_uri = None  # what a test set with mlflow.set_registry_uri
         from mlflow.tracking import fluent
 
-        fluent._active_experiment_id = None  # an experiment of another test's database
         while mlflow.active_run():
             mlflow.end_run()
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+        fluent._active_experiment_id = None
     return work
 
 

@@ -131,34 +131,38 @@ class Forwarder:
                 sock.close()
 # -- what a real process would have taken with it ----------------------------------------------
 
-_MLFLOW_UNTOUCHED: dict[str, Any] = {"tracking_uri": None, "registry_uri": None, "active_runs": 0}
+_MLFLOW_UNTOUCHED: dict[str, Any] = {
+    "tracking_uri": None, "registry_uri": None, "experiment_id": None, "active_runs": 0}
 
 
 def _mlflow_globals() -> dict[str, Any]:
     """MLflow's process-wide tracking / registry URIs and active runs (if MLflow is loaded)."""
     if "mlflow" not in sys.modules:
         return {}
+    from mlflow.tracking import fluent
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
-    from mlflow.tracking.fluent import _active_run_stack
 
     return {
         "tracking_uri": tracking_utils._tracking_uri,
         "registry_uri": registry_utils._registry_uri,
-        "active_runs": len(_active_run_stack.get()),
+        "experiment_id": fluent._active_experiment_id,
+        "active_runs": len(fluent._active_run_stack.get()),
     }
 
 
 def _restore_mlflow_globals(saved: dict[str, Any]) -> None:
     import mlflow
+    from mlflow.tracking import fluent
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    # Assigned directly: mlflow.set_tracking_uri would also export the URI to os.environ.
-    tracking_utils._tracking_uri = saved["tracking_uri"]
-    registry_utils._registry_uri = saved["registry_uri"]
     while _mlflow_globals()["active_runs"] > saved["active_runs"]:
         mlflow.end_run()
+    # Assigned directly: the mlflow.set_* functions would also export them to os.environ.
+    tracking_utils._tracking_uri = saved["tracking_uri"]
+    registry_utils._registry_uri = saved["registry_uri"]
+    fluent._active_experiment_id = saved["experiment_id"]
 
 
 def _handlers() -> dict[str, list[logging.Handler]]:
