@@ -276,7 +276,7 @@ class Auditor:
         """The model's audit trail, oldest first; ``verify`` checks the hash chain and
         raises ``AuditTampered`` naming the first broken event."""
         check_name(name)
-        model = self.tracking.get_model(name)
+        model = self.ctx.reads.get_model(name)  # the lean reader when it can answer
         audit = self.log(name)
         if verify:
             audit.verify(parse_head(model.tags.get(T_AUDIT_HEAD)))
@@ -284,7 +284,7 @@ class Auditor:
         if version is not None:
             text = str(version)
             number = (int(text) if text.isascii() and text.isdigit() and len(text) < 13
-                      else lookup(self.tracking, name, text).version)
+                      else lookup(self.ctx.reads, name, text).version)
             events = [e for e in events if _mentions(e, number)]
         return events
 
