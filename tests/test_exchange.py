@@ -170,6 +170,13 @@ def test_import_from_this_backend_into_another_registry(
     assert {(a["alias"], a["version"]) for a in summary["aliases"]} == {
         ("champion", 1), ("production", 2)}
     _check_imported(other, name, trained)
+    # The audit trail travels with the export: the source's events, then what the import
+    # did, as one intact chain whose newest event names the holders here.
+    source_events = yard.history(name)
+    trail = other.history(name, verify=True)
+    assert [e.hash for e in trail[:len(source_events)]] == [e.hash for e in source_events]
+    assert trail[-1].action == "import"
+    assert trail[-1].stages["production"] == other.resolve(name, "production").version
     again = other.import_registry(doc)  # idempotent
     assert again["created"] == [] and len(again["skipped"]) == 2
     assert len(other.versions(name)) == 2
@@ -245,10 +252,14 @@ def _hostile(doc: dict[str, Any], new_name: str) -> list[tuple[str, Any]]:
     variant("wrong type", lambda d: d["models"][0]["versions"][0].update(metrics={"a": "x"}))
     variant("manifest does not hash to its tag", lambda d: d["models"][0]["versions"][0].update(
         manifest_sha256="f" * 64))
+    variant("audit event edited", lambda d: d["models"][0]["audit"][0].update(
+        reason="edited after the fact"))
+    variant("audit event dropped", lambda d: d["models"][0]["audit"].pop(0))
     variant("non-JSON", lambda d: "{this is not json")
     variant("JSON list", lambda d: "[1, 2]")
     variant("huge document", lambda d: b" " * (65 * 1024 * 1024))
     assert version["manifest"]  # the base case carries a manifest to tamper with
+    assert base["models"][0]["audit"]  # ... and an audit trail
     return cases
 
 

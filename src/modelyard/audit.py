@@ -36,8 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("modelyard.audit")
 
-__all__ = ["GENESIS", "STAGE_ALIASES", "AuditEvent", "AuditLog", "Auditor", "event_key",
-           "parse_head"]
+__all__ = ["GENESIS", "STAGE_ALIASES", "AuditEvent", "AuditLog", "Auditor", "check_chain",
+           "event_key", "parse_head"]
 
 GENESIS = "0" * 64
 _MAX_ATTEMPTS = 200
@@ -223,6 +223,22 @@ class AuditLog:
         return len(seqs)
 
 
+def check_chain(name: str, events: list[AuditEvent]) -> None:
+    """Raise AuditTampered at the first event of ``events`` (a whole trail, oldest first)
+    that is out of sequence, modified or not chained to the one before."""
+    prev_hash = GENESIS
+    for expected, event in enumerate(events, start=1):
+        if event.seq != expected:
+            raise AuditTampered(name=name, detail=f"event {expected} is missing "
+                                f"(next found: {event.seq})")
+        if event.compute_hash() != event.hash:
+            raise AuditTampered(name=name, detail=f"event {expected} was modified (hash mismatch)")
+        if event.prev_hash != prev_hash:
+            raise AuditTampered(name=name, detail=f"event {expected} is not chained to event "
+                                f"{expected - 1} (prev_hash mismatch)")
+        prev_hash = event.hash
+
+
 def parse_head(value: str | None) -> tuple[int, str] | None:
     """``"12:ab34..."`` (the registered model's audit head tag) -> (12, "ab34...")."""
     if not value:
@@ -270,6 +286,26 @@ class Auditor:
             return {"action": action, "stages": dict(prev.stages) if prev else {}, **fields}
 
         return self.append(name, build)
+
+    def adopt_trail(self, name: str, events: list[AuditEvent]) -> int:
+        """Write a verified trail from elsewhere (an export, a backup) verbatim into this
+        model's trail when it has none yet; returns the number of events written (0 when the
+        trail here already has events: it is kept, never mixed)."""
+        check_chain(name, events)
+        trail = self.log(name)
+        if not events or trail.last_seq():
+            return 0
+        for event in events:
+            data = json.dumps(event.to_dict(), indent=1, sort_keys=True).encode()
+            if not trail.store.put_if_absent(event_key(name, event.seq), data):
+                raise StorageError(detail=f"the audit trail of {name!r} was written by another "
+                                   "writer while it was being restored")
+        head = events[-1]
+        try:
+            self.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{head.seq}:{head.hash}")
+        except YardError as exc:
+            log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
+        return len(events)
 
     def history(self, name: str, version: str | int | None = None, *,
                 verify: bool = False) -> list[AuditEvent]:

@@ -36,6 +36,7 @@ MAX_FILES_PER_VERSION = 100_000
 MAX_TAGS = 1_000
 MAX_METRICS = 10_000
 MAX_PARAMS = 1_000
+MAX_AUDIT_EVENTS = 1_000_000
 _KEY_LEN = 250  # MLflow: tag, param and metric keys
 _DESCRIPTION_LEN = 5_000  # MLflow's registry column
 _MODEL_TAG_VALUE_LEN = 5_000  # MLflow's registered_model_tags.value column
@@ -176,6 +177,9 @@ class ModelDoc(_Strict):
     )
     aliases: dict[str, int] = Field(default_factory=dict, max_length=100)
     versions: list[VersionDoc] = Field(default_factory=list, max_length=MAX_VERSIONS_PER_MODEL)
+    # The model's audit trail, oldest first (events as stored; the chain is re-verified on
+    # import before anything is written).
+    audit: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_AUDIT_EVENTS)
 
     @field_validator("name")
     @classmethod

@@ -17,9 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from modelyard.audit import AuditEvent, Auditor, check_chain
 from modelyard.context import Context
 from modelyard.entities import ImportSummary, ModelVersion
 from modelyard.errors import (
+    AuditTampered,
     Conflict,
     IntegrityError,
     InvalidInput,
@@ -38,6 +40,7 @@ from modelyard.export_format import (
 from modelyard.lineage import Lineage
 from modelyard.loading import Loader
 from modelyard.names import (
+    STAGE_ALIASES,
     STAGES,
     T_BUMP,
     T_CLASS,
@@ -62,11 +65,13 @@ log = logging.getLogger("modelyard.transfer")
 class Transfer:
     """export and import."""
 
-    def __init__(self, ctx: Context, registrar: Registrar, loader: Loader) -> None:
+    def __init__(self, ctx: Context, registrar: Registrar, loader: Loader,
+                 audit: Auditor) -> None:
         self.ctx = ctx
         self.tracking = ctx.tracking
         self.registrar = registrar
         self.loader = loader
+        self.audit = audit
 
     def export(self, names: list[str] | None = None) -> dict[str, Any]:
         """The whole registry (or some models) as one JSON-ready document.
@@ -91,6 +96,7 @@ class Transfer:
                 "tags": dict(model.tags),
                 "aliases": dict(model.aliases),
                 "versions": [self._export_version(r) for r in records],
+                "audit": [e.to_dict() for e in self.audit.log(model.name).events()],
             })
         log.info("exported %d model(s)", len(out_models))
         return {
@@ -169,6 +175,8 @@ class Transfer:
             if not todo:
                 continue
             created_here = self._ensure_imported_model(model)
+            trail = [AuditEvent.from_dict(e) for e in model.audit]
+            self.audit.adopt_trail(model.name, trail)
             made: dict[int, int] = {}
             for version in todo:
                 try:
@@ -191,6 +199,7 @@ class Transfer:
                     log.warning("empty model %s left behind: %s", model.name, exc.message)
                 continue
             self._import_aliases(model, made, summary)
+            self._record_import(model.name, parsed.tracking_uri, made, trail)
         log.info("import: %d created, %d skipped, %d failed", len(summary.created),
                  len(summary.skipped), len(summary.failed))
         return summary
@@ -227,6 +236,7 @@ class Transfer:
                     conflicts.append(f"{model.name} v{version.semver} exists here (version "
                                      f"{here.version}) with different contents")
             plan.append((model, todo, skipped))
+            _check_exported_trail(model)
         if conflicts:
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
             raise Conflict(f"import refused, nothing changed: {conflicts[0]}{more}")
@@ -326,6 +336,23 @@ class Transfer:
             )
             return self.registrar.create(draft)
 
+    def _record_import(self, name: str, source_uri: str, made: dict[int, int],
+                       trail: list[AuditEvent]) -> None:
+        """One event saying what the import did, whose ``stages`` are the holders here now
+        (the imported events name the source registry's version numbers)."""
+        aliases = self.tracking.get_model(name).aliases
+        holders = {stage: aliases.get(stage) for stage in STAGE_ALIASES}
+        detail: dict[str, Any] = {"source": source_uri,
+                                  "versions": {str(k): v for k, v in sorted(made.items())}}
+        if trail:
+            detail["source_audit_head"] = f"{trail[-1].seq}:{trail[-1].hash}"
+
+        def build(prev: AuditEvent | None) -> dict[str, Any]:
+            return {"action": "import", "stages": holders, "detail": detail,
+                    "reason": f"imported {len(made)} version(s)"}
+
+        self.audit.append(name, build)
+
     def _import_aliases(self, model: ModelDoc, made: dict[int, int],
                         summary: ImportSummary) -> None:
         """Give imported versions their aliases; an alias already held here is not moved."""
@@ -348,6 +375,17 @@ class Transfer:
             self.tracking.set_alias(model.name, alias, made[source_number])
             summary.aliases.append({"name": model.name, "alias": alias,
                                        "version": made[source_number]})
+
+
+def _check_exported_trail(model: ModelDoc) -> None:
+    """The exported audit trail must be an intact chain, or the import is refused."""
+    try:
+        check_chain(model.name, [AuditEvent.from_dict(e) for e in model.audit])
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"invalid export document: the audit trail of {model.name!r} is "
+                           f"unreadable ({str(exc)[:120]})") from None
+    except AuditTampered as exc:
+        raise InvalidInput(f"invalid export document: {exc.message}") from None
 
 
 def _flavor_of(local: Path) -> str:

@@ -72,7 +72,7 @@ class Yard:
         self._registrar = Registrar(self.ctx, self._promotion.after_registration)
         self._labels = Labels(self.ctx, self._audit)
         self._retention = Retention(self.ctx, self._audit)
-        self._transfer = Transfer(self.ctx, self._registrar, self._loader)
+        self._transfer = Transfer(self.ctx, self._registrar, self._loader, self._audit)
         self._adopter = Adopter(self.ctx, self._registrar)
 
     # -- wiring ---------------------------------------------------------------------------
