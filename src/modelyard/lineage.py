@@ -33,6 +33,7 @@ class DataRef:
     hash: str
     source: str  # "dvc" or "sha256"
     git_commit: str = ""  # commit of the .dvc / dvc.lock file that recorded it
+    columns: list[str] = field(default_factory=list)  # a table's header, when it has one
 
 
 @dataclass
@@ -82,6 +83,11 @@ class Lineage:
 
     def data_hashes(self) -> dict[str, str]:
         return {ref.path: ref.hash for ref in self.data}
+
+    def data_columns(self) -> dict[str, list[str]]:
+        """Header of each table among the training data (what the model could see, even
+        when it was registered without an input schema)."""
+        return {ref.path: list(ref.columns) for ref in self.data if ref.columns}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,15 +167,39 @@ def hash_data(paths: list[str | Path], cwd: Path) -> list[DataRef]:
         shown = str(item)
         dvc = _dvc_hash(full)
         if dvc is not None:
-            refs.append(DataRef(shown, dvc[0], "dvc", dvc[1]))
+            refs.append(DataRef(shown, dvc[0], "dvc", dvc[1], table_columns(full)))
             continue
         if full.is_file():
-            refs.append(DataRef(shown, sha256_file(full), "sha256"))
+            refs.append(DataRef(shown, sha256_file(full), "sha256", columns=table_columns(full)))
         elif full.is_dir():
             refs.append(DataRef(shown, _hash_tree(full), "sha256"))
         else:
             raise InvalidInput(f"training data path not found: {shown}")
     return refs
+
+
+_MAX_COLUMNS = 500
+
+
+def table_columns(path: Path) -> list[str]:
+    """The header of a CSV/TSV file (empty for anything else, or a header too wide to keep
+    in a tag)."""
+    import csv
+
+    if path.suffix.lower() not in (".csv", ".tsv") or not path.is_file():
+        return []
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            first = handle.readline(256 * 1024)
+    except (OSError, UnicodeDecodeError):
+        return []
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        header = next(csv.reader([first], delimiter=delimiter), [])
+    except csv.Error:
+        return []
+    header = [h.strip() for h in header]
+    return header if 0 < len(header) <= _MAX_COLUMNS and all(header) else []
 
 
 def _hash_tree(root: Path) -> str:

@@ -490,6 +490,7 @@ class Registrar:
             params=dict(draft.params),
             code=draft.lineage.git_commit,
             seed=draft.lineage.seed,
+            data_columns=draft.lineage.data_columns(),
         )
 
     @staticmethod
@@ -510,7 +511,7 @@ class Registrar:
             inputs=inputs, outputs=outputs, data=lineage.data_hashes(),
             model_class=record.tags.get(T_CLASS, ""), flavor=record.tags.get(T_FLAVOR, ""),
             params={str(k): str(v) for k, v in params.items()}, code=lineage.git_commit,
-            seed=lineage.seed,
+            seed=lineage.seed, data_columns=lineage.data_columns(),
         )
 
     # -- helpers ------------------------------------------------------------------------

@@ -30,6 +30,7 @@ class Fingerprint:
     params: dict[str, str] = field(default_factory=dict)
     code: str = ""  # git commit
     seed: str = ""
+    data_columns: dict[str, list[str]] = field(default_factory=dict)  # path -> table header
 
     def schema_json(self) -> str:
         return json.dumps({"inputs": self.inputs, "outputs": self.outputs}, sort_keys=True)
@@ -98,11 +99,31 @@ def _schema_change(old: list[Column] | None, new: list[Column] | None) -> tuple[
     return None
 
 
+def _data_column_change(old: dict[str, list[str]], new: dict[str, list[str]]
+                        ) -> tuple[str, str] | None:
+    removed: list[str] = []
+    added: list[str] = []
+    for path in sorted(set(old) & set(new)):
+        removed += [f"{c} ({path})" for c in old[path] if c not in new[path]]
+        added += [f"{c} ({path})" for c in new[path] if c not in old[path]]
+    if removed:
+        return "major", (f"training data column(s) removed: {', '.join(removed[:5])} "
+                         "(no input schema to compare)")
+    if added:
+        return "minor", (f"training data column(s) added: {', '.join(added[:5])} "
+                         "(no input schema to compare)")
+    return None
+
+
 def decide_bump(new: Fingerprint, base: Fingerprint | None) -> BumpDecision:
     """Compare a new model with the version holding the highest semver so far."""
     if base is None:
         return BumpDecision("initial", "first version")
     change = _schema_change(base.inputs, new.inputs)
+    if base.inputs is None or new.inputs is None:
+        # No schema on one side is "unknown", not "unchanged": the training tables' headers
+        # still show a column the model no longer sees.
+        change = _data_column_change(base.data_columns, new.data_columns)
     if change and change[0] == "major":
         return BumpDecision("major", change[1])
     if base.outputs is not None and new.outputs is not None and base.outputs != new.outputs:

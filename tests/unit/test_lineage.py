@@ -237,3 +237,42 @@ def test_the_parent_run_is_kept_in_the_tags() -> None:
     tags = found.to_tags()
     assert tags["modelyard.lineage.parent_run"] == RUN
     assert lineage.Lineage.from_tags(tags).parent_run == RUN
+
+
+def test_a_dropped_training_column_is_major_when_no_schema_was_recorded(tmp_path: Path) -> None:
+    from modelyard.lineage import Lineage, hash_data
+    from modelyard.versioning import Fingerprint, decide_bump
+
+    table = tmp_path / "train.csv"
+    table.write_text("tenure,charges,churn\n1,2.5,0\n")
+    before = Lineage(data=hash_data(["train.csv"], tmp_path))
+    assert before.data_columns() == {"train.csv": ["tenure", "charges", "churn"]}
+    table.write_text("tenure,churn\n1,0\n")
+    after = Lineage.from_tags(Lineage(data=hash_data(["train.csv"], tmp_path)).to_tags())
+    decision = decide_bump(
+        Fingerprint(data=after.data_hashes(), data_columns=after.data_columns()),
+                           Fingerprint(data=before.data_hashes(),
+                                       data_columns=before.data_columns()))
+    assert decision.bump == "major"
+    assert "charges (train.csv)" in decision.reason
+    # A column added is a minor change; with a schema on both sides the schema decides.
+    grown = decide_bump(Fingerprint(data_columns={"t.csv": ["a", "b"]}),
+                        Fingerprint(data_columns={"t.csv": ["a"]}))
+    assert grown.bump == "minor"
+    schema = [("a", "double", True)]
+    same = decide_bump(Fingerprint(inputs=schema, data_columns={"t.csv": ["a"]}),
+                       Fingerprint(inputs=schema, data_columns={"t.csv": ["a", "b"]}))
+    assert same.bump == "patch"
+
+
+def test_table_columns_only_reads_table_headers(tmp_path: Path) -> None:
+    from modelyard.lineage import table_columns
+
+    (tmp_path / "a.tsv").write_text("x\ty\n1\t2\n")
+    (tmp_path / "b.bin").write_bytes(b"\x00\xff")
+    (tmp_path / "c.csv").write_bytes(b"\xff\xfe,\n")
+    (tmp_path / "d.csv").write_text("x,,y\n")
+    assert table_columns(tmp_path / "a.tsv") == ["x", "y"]
+    assert table_columns(tmp_path / "b.bin") == []
+    assert table_columns(tmp_path / "c.csv") == []
+    assert table_columns(tmp_path / "d.csv") == []
