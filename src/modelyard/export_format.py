@@ -37,6 +37,7 @@ MAX_TAGS = 1_000
 MAX_METRICS = 10_000
 MAX_PARAMS = 1_000
 MAX_AUDIT_EVENTS = 1_000_000
+MAX_DEPTH = 64  # containers inside containers (the format itself uses 6)
 _KEY_LEN = 250  # MLflow: tag, param and metric keys
 _DESCRIPTION_LEN = 5_000  # MLflow's registry column
 _MODEL_TAG_VALUE_LEN = 5_000  # MLflow's registered_model_tags.value column
@@ -241,6 +242,24 @@ def _first_error(exc: ValidationError) -> str:
 
 
 
+def _too_deep(doc: Any) -> bool:
+    """Whether any value sits more than MAX_DEPTH containers deep (checked without
+    recursion, so a hostile document cannot exhaust the stack here or later)."""
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, (list, tuple)):
+            children = value
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def parse_export(doc: Any) -> ExportDoc:
     """Validate a whole export document (a dict, or its JSON text); InvalidInput if it is not
     one modelyard can import safely."""
@@ -262,6 +281,9 @@ def parse_export(doc: Any) -> ExportDoc:
             raise InvalidInput(f"export document is not valid JSON: {exc}") from None
         except RecursionError:
             raise InvalidInput("export document is nested too deeply") from None
+    if _too_deep(doc):
+        raise InvalidInput(f"export document is nested too deeply (more than {MAX_DEPTH} "
+                           "levels)")
     if not isinstance(doc, dict):
         raise InvalidInput("export document must be a JSON object, not "
                            f"{type(doc).__name__}")
