@@ -46,6 +46,9 @@ bench: install
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/register.py
 	$(BIN)/python benchmarks/lifecycle.py 500
+	$(BIN)/python benchmarks/reads.py
+	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/concurrency.py
 
 stack: install
 	$(BIN)/python tests/devstack.py

@@ -120,7 +120,8 @@ def test_lineage_checkout_restores_the_old_data(
     assert report["lineage"]["data"][0]["git_commit"] == v1_commit
 
 
-def test_demo_runs_end_to_end(backend: str, isolated: Path) -> None:
+def test_demo_runs_end_to_end(isolated: Path) -> None:
+    """`make demo`: the embedded default, in a subprocess, at the demo's own sizes."""
     # The demo's own sizes: its data and forests are seeded, so its numbers are the same on
     # every machine, and the dropped column really fails the roc_auc gate.
     done = run_cli_subprocess("demo", "--dir", str(isolated / "demo"), "--json")

@@ -337,11 +337,11 @@ def _race_worker(name: str, version: int, barrier: Any, results: Any) -> None:
 
 def test_concurrent_promotions_leave_one_consistent_holder(
         yard: Any, name: str, trained: dict[str, Any]) -> None:
-    for _ in range(5):
+    for _ in range(3):
         _register(yard, name, trained)
     yard.promote(name, 1, to="production", force=True, reason="start")
     ctx = multiprocessing.get_context("spawn")
-    for pair in ((2, 3), (4, 5)):
+    for pair in ((2, 3),):
         barrier = ctx.Barrier(3)
         results = ctx.Queue()
         workers = [ctx.Process(target=_race_worker, args=(name, v, barrier, results))
