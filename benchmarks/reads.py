@@ -112,7 +112,8 @@ WHERE name = {p} AND version > 1 AND version < {end} AND version {mod} 97 = 0
 def _bulk_sql(connection: Any, columns: list[str], name: str, size: int, mark: str) -> None:
     """Copy version 1 (and its tags) into versions 2..size-1 in three statements."""
     picked = ", ".join("seq.k" if c == "version" else
-                       ("mv.creation_time + seq.k" if c == "creation_time" else f"mv.{c}")
+                       ("mv.creation_time + seq.k - 86400000" if c == "creation_time"
+                        else f"mv.{c}")
                        for c in columns)
     mod = "%%" if mark == "%s" else "%"  # psycopg2 wants a literal % doubled
     cursor = connection.cursor()
@@ -218,7 +219,8 @@ def run_embedded(sizes: list[int], n: int, cli: bool, root: Path) -> list[dict[s
 
 def run_server(sizes: list[int], n: int, cli: bool, root: Path) -> list[dict[str, Any]]:
     import psycopg2
-    from modelyard.devstack import PG_DATABASE, PG_USER, Stack
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from devstack import PG_DATABASE, PG_USER, Stack
 
     from modelyard import Yard
 
