@@ -432,7 +432,8 @@ class Integrity:
         # 2. objects of the vault / backup store, then 3. the artifact store's files
         cache = self._cache_folder(record)
         file_problems = [p for p in problems if p.path != MANIFEST_PATH]
-        ordered = sorted(file_problems, key=lambda p: p.layer == "artifacts")
+        # The artifact store first (the copy MLflow reads), then the object stores.
+        ordered = sorted(file_problems, key=lambda p: p.layer != "artifacts")
         fixed_objects: set[tuple[str, str]] = set()
         for problem in ordered:
             entry = manifest.files.get(problem.path)
