@@ -115,3 +115,41 @@ def test_cli_snapshot_commands(three: Any, name: str) -> None:
     applied = run_cli("snapshot", "restore", "cli-snap", "--yes")
     assert applied.returncode == 0, applied.stderr
     assert _aliases(yard, name)["champion"] == 1
+
+
+def test_snapshot_records_git_and_dvc_and_refuses_data_restore_in_dirty_workspace(
+    isolated: Any, tmp_path: Any
+) -> None:
+    """Inside a project: the git commit and dvc.lock's hashes are recorded; ``--data`` refuses
+    a workspace with uncommitted changes before anything moves (no registry needed)."""
+    import subprocess
+
+    from modelyard import Yard
+    from modelyard.errors import UserError
+
+    project = isolated
+    (project / ".dvc").mkdir()
+    (project / "modelyard.toml").write_text("")
+    (project / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  prepare:\n    cmd: python prepare.py\n    outs:\n"
+        "    - path: data/train.csv\n      hash: md5\n      md5: 0123456789abcdef0123456789abcdef\n"
+        "      size: 10\n")
+    (project / "data").mkdir()
+    (project / "data" / "train.csv.dvc").write_text(
+        "outs:\n- md5: fedcba9876543210fedcba9876543210\n  path: raw.csv\n  hash: md5\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=project, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], cwd=project, check=True)
+    yard = Yard()
+    snap = yard.snapshot("data-1", include_models=False)
+    assert len(snap.git["commit"]) == 40 and snap.git["branch"] == "main"
+    assert snap.data == [{"path": "data/raw.csv", "md5": "fedcba9876543210fedcba9876543210"},
+                         {"path": "data/train.csv", "md5": "0123456789abcdef0123456789abcdef"}]
+    (project / "dvc.lock").write_text((project / "dvc.lock").read_text().replace("0123", "9999"))
+    with pytest.raises(UserError, match="uncommitted changes"):
+        yard.snapshot_restore("data-1", data=True)
+    subprocess.run([*git, "commit", "-qam", "second"], cwd=project, check=True)
+    plan = yard.snapshot_restore("data-1", data=True, dry_run=True)
+    assert [d["path"].rsplit("/", 2)[-2:] for d in plan.data] == [["data", "train.csv"]]
+    assert plan.moves == []

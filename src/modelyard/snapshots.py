@@ -292,7 +292,8 @@ class Snapshots:
         snapshot = self.show(tag)
         reason = f"snapshot restore {tag}"
         data_plan = self._data_plan(snapshot) if data else []
-        current = {m.name: m.aliases for m in self.ctx.reads.list_models()}
+        current = ({m.name: m.aliases for m in self.ctx.reads.list_models()}
+                   if snapshot.models else {})
         wanted = {name: entry.get("aliases", {}) for name, entry in snapshot.models.items()}
         differing = [name for name in sorted(wanted)
                      if {a: h["version"] for a, h in wanted[name].items()}
