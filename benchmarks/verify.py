@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--server", action="store_true", help="also on the team stack")
     parser.add_argument("--skip-verify", action="store_true")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp:

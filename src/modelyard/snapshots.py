@@ -380,7 +380,8 @@ class Snapshots:
                                 semver=record.tags.get(T_SEMVER))
             if not dry_run:
                 change = self.stages.move(name, record, stage, "snapshot_restore",
-                                          reason=reason, detail={"snapshot": reason})
+                                          reason=reason, detail={"snapshot": reason},
+                                          holders=dict(holders))
                 item.applied, item.event = True, change.event
             moves.append(item)
 

@@ -107,12 +107,17 @@ class Stages:
         gates: list[dict[str, Any]] | None = None,
         detail: dict[str, Any] | None = None,
         rolled_back: int | None = None,
+        holders: dict[str, int | None] | None = None,
     ) -> StageChange:
-        """Take the next audit slot for a stage move, then apply it (see ``_settle``)."""
+        """Take the next audit slot for a stage move, then apply it (see ``_settle``).
+
+        ``holders``: the stage aliases' holders as the caller has just read them (a snapshot
+        restore reads every model's at once), saving two look-ups."""
         version = record.version
         current = record.tags.get(T_STAGE, "none")
         # Holders MLflow has now: anything moved outside modelyard is demoted as well.
-        live = {s: self.tracking.alias_holder(name, s) for s in STAGE_ALIASES}
+        live = dict(holders) if holders is not None else {
+            s: self.tracking.alias_holder(name, s) for s in STAGE_ALIASES}
         replaced: dict[str, int | None] = {}
         holders_before: dict[str, Any] = {}
 
