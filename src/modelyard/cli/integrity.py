@@ -76,8 +76,9 @@ def emit_repair(state: State, report: Any) -> None:
 
 
 # -- snapshots ---------------------------------------------------------------------------------
-@main.group("snapshot")
-def snapshot_group() -> None:
+@main.group("snapshot", invoke_without_command=True)
+@click.pass_context
+def snapshot_group(ctx: click.Context) -> None:
     """Whole-system snapshots: every alias and stage, the git commit, the DVC data hashes.
 
     \b
@@ -87,6 +88,8 @@ def snapshot_group() -> None:
       modelyard snapshot restore before-q3 --dry-run
       modelyard snapshot restore before-q3 --yes
     """
+    if ctx.invoked_subcommand is None:
+        raise click.UsageError("give a subcommand: create, list, show, diff or restore")
 
 
 @snapshot_group.command("create")
