@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python benchmarks/reads.py
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/concurrency.py
+	$(BIN)/python benchmarks/verify.py --server
 
 stack: install
 	$(BIN)/python tests/devstack.py

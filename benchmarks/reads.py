@@ -2,7 +2,7 @@
 
     python benchmarks/reads.py [--sizes 1 10000] [--n 5] [--backends embedded server] [--cli]
 
-For each backend (the embedded default; the team stack, started from ``modelyard.devstack``)
+For each backend (the embedded default; the team stack, started from ``tests/devstack.py``)
 and each size, one model gets SIZE versions: v1.0.0 registered through modelyard and promoted
 to staging, then production; the bulk copied from its rows in one SQL statement (MLflow's
 ``create_model_version`` costs O(n) per call: hours at 10,000); the newest registered through
@@ -221,7 +221,6 @@ def run_server(sizes: list[int], n: int, cli: bool, root: Path) -> list[dict[str
     import psycopg2
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from devstack import PG_DATABASE, PG_USER, Stack
-
     from modelyard import Yard
 
     rows: list[dict[str, Any]] = []

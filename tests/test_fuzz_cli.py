@@ -19,7 +19,8 @@ WORDS = st.one_of(
                      "-x", "--json", "../../etc", "a/b", "\x00", "%s", "{major}", "nan"]),
 )
 COMMANDS = ["details", "history", "lineage", "compare", "promote", "rollback", "alias", "tag",
-            "verify", "load", "cleanup", "adopt", "requests", "reject", "approve"]
+            "verify", "load", "cleanup", "adopt", "requests", "reject", "approve", "repair",
+            "snapshot"]
 
 
 def _state(yard: Any, name: str) -> str:

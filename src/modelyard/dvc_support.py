@@ -268,3 +268,18 @@ def _update_dvc_file(path: Path, md5: str) -> None:
             out["md5"] = md5
             out["size"] = path.stat().st_size
     dvc_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def locked_outputs(root: Path) -> list[dict[str, str]]:
+    """Every output ``dvc.lock`` files under the DVC root record: ``{"path", "md5"}`` with the
+    path relative to the root (snapshots record these). ``.dvc`` files are included too."""
+    root = _absolute(root)
+    found: dict[str, str] = {}
+    for recording in sorted([*root.rglob("dvc.lock"), *root.rglob("*.dvc")]):
+        rel_parts = recording.relative_to(root).parts
+        if any(part.startswith(".") for part in rel_parts[:-1]) or recording.is_dir():
+            continue  # .dvc/, .git/ and other hidden folders
+        where = PurePosixPath(recording.relative_to(root).as_posix())
+        for out in _outs(_load_yaml(recording)):
+            found[_out_rel(where, out)] = str(_out_hash(out))
+    return [{"path": path, "md5": md5} for path, md5 in sorted(found.items())]

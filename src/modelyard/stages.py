@@ -35,7 +35,7 @@ from modelyard.tracking import VersionRecord
 
 log = logging.getLogger("modelyard.stages")
 
-MOVES = ("promote", "approve", "rollback", "move_failed")
+MOVES = ("promote", "approve", "rollback", "move_failed", "snapshot_restore")
 
 
 @dataclass
@@ -107,12 +107,17 @@ class Stages:
         gates: list[dict[str, Any]] | None = None,
         detail: dict[str, Any] | None = None,
         rolled_back: int | None = None,
+        holders: dict[str, int | None] | None = None,
     ) -> StageChange:
-        """Take the next audit slot for a stage move, then apply it (see ``_settle``)."""
+        """Take the next audit slot for a stage move, then apply it (see ``_settle``).
+
+        ``holders``: the stage aliases' holders as the caller has just read them (a snapshot
+        restore reads every model's at once), saving two look-ups."""
         version = record.version
         current = record.tags.get(T_STAGE, "none")
         # Holders MLflow has now: anything moved outside modelyard is demoted as well.
-        live = {s: self.tracking.alias_holder(name, s) for s in STAGE_ALIASES}
+        live = dict(holders) if holders is not None else {
+            s: self.tracking.alias_holder(name, s) for s in STAGE_ALIASES}
         replaced: dict[str, int | None] = {}
         holders_before: dict[str, Any] = {}
 
@@ -252,7 +257,8 @@ class Stages:
                 # MLflow's own stage field tells the same (models:/NAME/Production, the UI).
                 self.tracking.set_stage_field(name, version, tags[T_STAGE])
 
-    def set_alias(self, name: str, ref: str | int, alias: str) -> AliasChange:
+    def set_alias(self, name: str, ref: str | int, alias: str, *, reason: str | None = None
+                  ) -> AliasChange:
         """Point a user alias at a version (stage aliases move only through promote)."""
         check_alias(alias)
         record = lookup(self.tracking, name, ref)
@@ -260,19 +266,19 @@ class Stages:
         self.tracking.set_alias(name, alias, record.version)
         event = self.audit.record(name, "alias", version=record.version,
                              semver=record.tags.get(T_SEMVER), from_=None, to=None,
-                             reason=None, detail={"alias": alias, "op": "set",
+                             reason=reason, detail={"alias": alias, "op": "set",
                                                   "previous": previous})
         return AliasChange(name=name, alias=alias, version=record.version,
                            semver=record.tags.get(T_SEMVER), previous=previous, event=event.seq)
 
-    def remove_alias(self, name: str, alias: str) -> AliasChange:
+    def remove_alias(self, name: str, alias: str, *, reason: str | None = None) -> AliasChange:
         check_alias(alias)
         holder = self.tracking.alias_holder(name, alias)
         if holder is None:
             self.tracking.get_model(name)
             raise InvalidInput(f"{name} has no alias {alias!r}; nothing changed")
         self.tracking.delete_alias(name, alias)
-        event = self.audit.record(name, "alias", version=holder, from_=None, to=None, reason=None,
+        event = self.audit.record(name, "alias", version=holder, from_=None, to=None, reason=reason,
                              detail={"alias": alias, "op": "delete"})
         return AliasChange(name=name, alias=alias, version=holder, deleted=True, event=event.seq)
 

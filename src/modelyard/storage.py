@@ -482,3 +482,28 @@ def copy_tree_safely(src: Path, dest: Path | None, *, follow_links: bool = False
         target_path = dest / rel
         target_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target_path)
+
+
+# -- streaming reads (verify_all / repair hash objects without holding them whole) --------------
+def local_path(store: ObjectStore, key: str) -> Path | None:
+    """The file behind a key of a local store (to hash it in place), else None."""
+    return store._path(key) if isinstance(store, LocalStore) else None
+
+
+def iter_object(store: ObjectStore, key: str, chunk: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+    """The object's bytes in chunks, streamed (S3) or read from disk (folder).
+
+    Raises ``StorageError`` ("not found") when there is no object at key.
+    """
+    if isinstance(store, LocalStore):
+        path = store._path(key)
+        with store._translate(key), path.open("rb") as handle:
+            while block := handle.read(chunk):
+                yield block
+        return
+    if isinstance(store, S3Store):
+        with store._translate(key):
+            response = store.client.get_object(Bucket=store.bucket, Key=store._key(key))
+            yield from response["Body"].iter_chunks(chunk)
+        return
+    yield store.get_bytes(key)

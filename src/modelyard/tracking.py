@@ -746,3 +746,68 @@ class Tracking:
             return self._call(lambda: str(self.client.get_model_version_download_uri(
                 record.name, str(record.version))))
         return record.source
+
+    # -- artifact files, one by one (verify_all / repair) ---------------------------------
+    @staticmethod
+    def local_artifact_root(location: str) -> Path | None:
+        """The folder of a ``file://`` (or plain path) artifact location, else None."""
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(location)
+        if parsed.scheme == "file":
+            return Path(unquote(parsed.path))
+        if parsed.scheme == "" or len(parsed.scheme) == 1:  # a path (or C:\...)
+            return Path(location)
+        return None
+
+    def artifact_files(self, location: str) -> dict[str, int | None]:
+        """Every file under an artifact location, recursively: relative path -> size (None
+        when the store does not say). A location that does not exist has no files."""
+        root = self.local_artifact_root(location)
+        if root is not None:
+            with self.translate(op="list a version's files"):
+                if not root.is_dir():
+                    return {}
+                return {p.relative_to(root).as_posix(): p.stat().st_size
+                        for p in root.rglob("*") if p.is_file()}
+
+        def walk() -> dict[str, int | None]:
+            repository = self._repository(location)
+            found: dict[str, int | None] = {}
+            folders: list[str | None] = [None]
+            while folders:
+                for info in repository.list_artifacts(folders.pop()):
+                    if info.is_dir:
+                        folders.append(info.path)
+                    else:
+                        found[info.path] = info.file_size
+            return found
+
+        return self._call(walk, op="list a version's files")
+
+    def fetch_artifact(self, location: str, rel_path: str, local: Path) -> None:
+        """Download one file of an artifact location to ``local``."""
+        local.parent.mkdir(parents=True, exist_ok=True)
+        self._call(lambda: self._repository(location)._download_file(rel_path, str(local)),
+                   op=f"download {rel_path}")
+
+    def put_artifact(self, location: str, rel_path: str, local_file: Path) -> None:
+        """Write one file into an artifact location at ``rel_path`` (replacing what is there),
+        through MLflow's artifact repository for that location (``repair``)."""
+        import posixpath
+        import shutil
+        import tempfile
+
+        folder, _, base = rel_path.rpartition("/")
+        if not base or ".." in rel_path.split("/") or rel_path.startswith("/"):
+            raise InvalidInput(f"unsafe artifact path {rel_path!r}")
+        with tempfile.TemporaryDirectory(prefix="modelyard-put-") as tmp:
+            # The repository names the file after the local file: give it the right name.
+            named = Path(tmp) / base
+            if local_file.name == base:
+                named = local_file
+            else:
+                shutil.copyfile(local_file, named)
+            self._call(lambda: self._repository(location).log_artifact(
+                str(named), posixpath.normpath(folder) if folder else None),
+                op=f"upload {rel_path}")

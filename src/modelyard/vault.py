@@ -175,3 +175,11 @@ class Vault:
 
     def delete_manifest(self, name: str, version: int) -> None:
         self.store.delete(self.manifest_key(name, version))
+
+
+# -- snapshots: whole-system states, immutable (snapshots.py) ---------------------------------
+SNAPSHOTS = "snapshots/"
+
+
+def snapshot_key(tag: str) -> str:
+    return f"snapshots/{tag}.json"

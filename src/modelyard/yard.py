@@ -38,8 +38,10 @@ from modelyard.entities import (
     TagChange,
     VerifyResult,
 )
-from modelyard.errors import UserError
+from modelyard.errors import NotFound, UserError
 from modelyard.gates import Gates, Holdout
+from modelyard.integrity import Integrity, IntegrityReport, RepairReport
+from modelyard.integrity import Progress as IntegrityProgress
 from modelyard.labels import Labels
 from modelyard.loading import Loader
 from modelyard.names import T_SEMVER, check_name
@@ -48,6 +50,7 @@ from modelyard.promotion import Promotion
 from modelyard.refs import VersionRef, is_visible, lookup, resolve
 from modelyard.registration import Registrar
 from modelyard.retention import Retention
+from modelyard.snapshots import Snapshot, SnapshotDiff, SnapshotRestore, Snapshots
 from modelyard.stages import StageChange, Stages
 from modelyard.tracking import Tracking, VersionRecord
 from modelyard.transfer import Transfer
@@ -74,6 +77,10 @@ class Yard:
         self._retention = Retention(self.ctx, self._audit)
         self._transfer = Transfer(self.ctx, self._registrar, self._loader, self._audit)
         self._adopter = Adopter(self.ctx, self._registrar)
+        # -- integrity and snapshots (P2): backup / restore are hooks, used when they exist
+        self._integrity = Integrity(self.ctx, self._loader)
+        self._snapshots = Snapshots(self.ctx, self._stages, backup=self._backup_hook(),
+                                    restore=self._restore_hook())
 
     # -- wiring ---------------------------------------------------------------------------
     @property
@@ -372,6 +379,85 @@ class Yard:
     def adopt(self, name: str) -> list[ModelVersion]:
         """Bring versions registered by plain MLflow under modelyard (semver, manifest)."""
         return self._adopter.adopt(name)
+
+    # -- integrity: verify every layer, repair from the first good copy ----------------------
+    def verify_all(self, name: str | None = None, *, progress: IntegrityProgress | None = None
+                   ) -> IntegrityReport:
+        """Every visible version (or one model's) against its manifest in the artifact store,
+        the vault and the backup store: per version and per file, what is missing or differs.
+
+        >>> report = yard.verify_all()
+        >>> report.ok, [(p.path, p.layer, p.problem) for p in report.problems]
+        """
+        return self._integrity.verify_all(name, progress=progress)
+
+    def repair(self, name: str | None = None, ref: str | int | None = None, *,
+               all: bool = False, progress: IntegrityProgress | None = None) -> RepairReport:
+        """Put back every missing or corrupt file from the first layer with a good copy (local
+        cache, vault, backup store), each copy's hash checked before it is written; then
+        verify again (``verified``).
+
+        >>> yard.repair("churn", "production").files[0].served_by
+        'vault'
+        """
+        return self._integrity.repair(name, ref, all=all, progress=progress)
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def snapshot(self, tag: str, *, models: list[str] | None = None,
+                 message: str | None = None, include_data: bool = True,
+                 include_models: bool = True) -> Snapshot:
+        """Record every alias and stage holder (and the project's git commit and DVC data
+        hashes) under an immutable tag; the versions it names are backed up.
+
+        >>> yard.snapshot("before-q3", message="before the Q3 retrain")
+        """
+        return self._snapshots.create(tag, models=models, message=message,
+                                      include_data=include_data, include_models=include_models)
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot, oldest first."""
+        return self._snapshots.all()
+
+    def snapshot_show(self, tag: str) -> Snapshot:
+        return self._snapshots.show(tag)
+
+    def snapshot_diff(self, tag: str, other: str | None = None) -> SnapshotDiff:
+        """What moved between snapshot ``tag`` and ``other`` (default: now)."""
+        return self._snapshots.diff(tag, other)
+
+    def snapshot_restore(self, tag: str, *, dry_run: bool = False, data: bool = False
+                         ) -> SnapshotRestore:
+        """Every alias and stage back where the snapshot had it (each move audited, deleted
+        versions restored first); ``data`` restores DVC-tracked data too."""
+        return self._snapshots.restore(tag, dry_run=dry_run, data=data)
+
+    def snapshot_versions(self, name: str) -> set[int]:
+        """Versions of ``name`` that any snapshot references (retention never removes them)."""
+        return self._snapshots.versions(name)
+
+    def _backup_hook(self) -> Callable[[list[tuple[str, int]]], Any] | None:
+        backup = getattr(self, "backup", None)
+        if not callable(backup) or self.ctx.backup is None:
+            return None
+
+        def hook(targets: list[tuple[str, int]]) -> Any:
+            return backup([(name, version) for name, version in targets])
+
+        return hook
+
+    def _restore_hook(self) -> Callable[[str, str], ModelVersion] | None:
+        restore = getattr(self, "restore", None)
+        if not callable(restore):
+            return None
+
+        def hook(name: str, semver: str) -> ModelVersion:
+            report = restore(name, semver)
+            restored: list[ModelVersion] = list(report.restored)
+            if not restored:
+                raise NotFound(f"{name} v{semver} could not be restored from the backup store")
+            return restored[0]
+
+        return hook
 
 
 __all__ = ["VersionRef", "Yard", "resolve"]

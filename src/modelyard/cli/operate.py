@@ -9,6 +9,7 @@ import click
 
 from modelyard.cli.shell import (
     State,
+    YardError_,
     _console,
     _escape,
     _target,
@@ -39,15 +40,32 @@ def load_cmd(state: State, target: str, dest: Path, no_verify: bool) -> None:
 
 
 @main.command("verify")
-@click.argument("target")
+@click.argument("target", required=False)
+@click.option("--all", "every", is_flag=True,
+              help="Every version (of TARGET's model, if given) in every layer: artifact "
+              "store, vault, backup store.")
 @command_options
-def verify_cmd(state: State, target: str) -> None:
-    """Check a version's stored files against its manifest.
+def verify_cmd(state: State, target: str | None, every: bool) -> None:
+    """Check stored files against their manifests (exit code 5 if anything is wrong).
 
     \b
     Examples:
       modelyard verify churn@production
+      modelyard verify --all
+      modelyard verify --all churn --json
     """
+    from modelyard.cli.render import INTEGRITY_EXIT, progress_bar, render_integrity
+
+    if every:
+        name = _target(target)[0] if target else None
+        with progress_bar(state, "verifying") as progress:
+            report = state.yard.verify_all(name, progress=progress)
+        emit(state, report, lambda r: render_integrity(state, r))
+        if not report.ok:
+            raise SystemExit(INTEGRITY_EXIT)
+        return
+    if not target:
+        raise YardError_("give NAME@REF to verify, or --all")
     name, ref = _target(target)
     result = state.yard.verify(name, ref)
     emit(state, result, lambda r: _console().print(

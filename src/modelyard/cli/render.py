@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from modelyard.cli.shell import State, _console, _escape
@@ -63,3 +65,62 @@ def _cell(value: Any) -> str:
                              for c in value)
         return ", ".join(str(v) for v in value) or "-"
     return str(value)
+
+
+# -- integrity and snapshots (verify --all, repair, snapshot) ----------------------------------
+INTEGRITY_EXIT = 5  # IntegrityError's exit code: something is missing or differs
+
+
+@contextlib.contextmanager
+def progress_bar(state: State, description: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar fed ``(done, total)`` bytes; None with --json (nothing drawn)."""
+    if state.json:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=_console(stderr=True),
+                  transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def render_integrity(state: State, data: dict[str, Any]) -> None:
+    """verify --all: one line per sound version, a table of every problem."""
+    from rich.table import Table
+
+    console = _console()
+    bad = [v for v in data["versions"] if not v["ok"]]
+    for version in data["versions"]:
+        if version["ok"]:
+            console.print(f"[green]ok[/green] {_escape(version['name'])} "
+                          f"{_fmt(state, version['semver'], version['version'])}: "
+                          f"{version['files']} files in {', '.join(version['layers'])}")
+    if bad:
+        table = Table("model", "version", "file", "layer", "problem", "detail",
+                      title="integrity problems")
+        for version in bad:
+            for problem in version["problems"]:
+                table.add_row(_escape(version["name"]),
+                              _fmt(state, version["semver"], version["version"]),
+                              _escape(problem["path"]), problem["layer"],
+                              f"[red]{problem['problem']}[/red]", _escape(problem["detail"]))
+        console.print(table)
+    for skipped in data.get("skipped") or []:
+        console.print(f"[yellow]skipped[/yellow] {_escape(skipped)}: no manifest (adopt it)")
+    verdict = "[green]all sound[/green]" if data["ok"] else (
+        f"[red]{len(bad)} version(s) damaged[/red]: `modelyard repair NAME@REF` or "
+        "`modelyard repair --all`")
+    console.print(f"{len(data['versions'])} version(s), {data['bytes_hashed']} bytes hashed in "
+                  f"{data['seconds']} s: {verdict}")

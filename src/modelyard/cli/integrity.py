@@ -1,0 +1,241 @@
+"""Commands that protect models: repair, and the snapshot group (``verify --all`` lives with
+``verify`` in operate.py)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from modelyard.cli.render import INTEGRITY_EXIT, _fmt, progress_bar, render_integrity
+from modelyard.cli.shell import (
+    SECTIONS,
+    State,
+    YardError_,
+    _console,
+    _escape,
+    command_options,
+    main,
+)
+
+SECTIONS["Operate"] += ["repair", "snapshot"]
+
+
+@main.command("repair")
+@click.argument("target", required=False)
+@click.option("--all", "every", is_flag=True, help="Every version of every model.")
+@command_options
+def repair_cmd(state: State, target: str | None, every: bool) -> None:
+    """Put back missing or corrupt files from the first layer with a good copy.
+
+    Sources, in order: the local cache, the vault, the backup store; every copy's hash is
+    checked before it is written, and everything is verified again at the end (exit code 5
+    if something could not be repaired).
+
+    \b
+    Examples:
+      modelyard repair churn@production
+      modelyard repair churn            # every version of churn
+      modelyard repair --all
+    """
+    from modelyard.refs import split_target
+
+    if not every and not target:
+        raise YardError_("give NAME[@REF] to repair, or --all")
+    name, ref = split_target(target) if target else (None, None)
+    with progress_bar(state, "checking") as progress:
+        report = state.yard.repair(name, ref, all=every, progress=progress)
+    emit_repair(state, report)
+    if not report.ok:
+        raise SystemExit(INTEGRITY_EXIT)
+
+
+def emit_repair(state: State, report: Any) -> None:
+    from modelyard.cli.shell import emit
+
+    def render(data: dict[str, Any]) -> None:
+        console = _console()
+        for item in data["files"]:
+            console.print(f"[green]repaired[/green] {_escape(item['name'])} "
+                          f"#{item['version']} {_escape(item['path'])} in {item['layer']} "
+                          f"(from the {item['served_by']})")
+        for problem in data["unrepairable"]:
+            console.print(f"[red]not repaired[/red] {_escape(problem['name'])} "
+                          f"#{problem['version']} {_escape(problem['path'])} in "
+                          f"{problem['layer']}: {problem['problem']} and no layer holds a "
+                          "good copy")
+        if not data["files"] and not data["unrepairable"]:
+            console.print("[green]nothing to repair[/green]")
+        if data["after"] and not data["verified"]:
+            render_integrity(state, data["after"])
+        console.print("verified: " + ("[green]yes[/green]" if data["verified"]
+                                      else "[red]no[/red]"))
+
+    emit(state, report, render)
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+@main.group("snapshot", invoke_without_command=True)
+@click.pass_context
+def snapshot_group(ctx: click.Context) -> None:
+    """Whole-system snapshots: every alias and stage, the git commit, the DVC data hashes.
+
+    \b
+    Examples:
+      modelyard snapshot create before-q3 -m "before the Q3 retrain"
+      modelyard snapshot diff before-q3
+      modelyard snapshot restore before-q3 --dry-run
+      modelyard snapshot restore before-q3 --yes
+    """
+    if ctx.invoked_subcommand is None:
+        raise click.UsageError("give a subcommand: create, list, show, diff or restore")
+
+
+@snapshot_group.command("create")
+@click.argument("tag")
+@click.option("--model", "models", multiple=True, help="Only these models (repeatable).")
+@click.option("-m", "--message", default=None, help="Why this snapshot was taken.")
+@click.option("--no-data", is_flag=True, help="Do not record the git commit and DVC hashes.")
+@command_options
+def snapshot_create(state: State, tag: str, models: tuple[str, ...], message: str | None,
+                    no_data: bool) -> None:
+    """Record the state now under TAG (immutable; an existing TAG is refused)."""
+    from modelyard.cli.shell import emit
+
+    snapshot = state.yard.snapshot(tag, models=list(models) or None, message=message,
+                                   include_data=not no_data)
+    emit(state, snapshot, lambda d: _render_snapshot(state, d, created=True))
+
+
+@snapshot_group.command("list")
+@command_options
+def snapshot_list(state: State) -> None:
+    """Every snapshot, oldest first."""
+    from rich.table import Table
+
+    from modelyard.cli.shell import emit
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        table = Table("tag", "created", "by", "models", "git commit", "message")
+        for row in rows:
+            table.add_row(_escape(row["tag"]), row["created_at"], _escape(row["created_by"]),
+                          str(len(row["models"])), (row["git"].get("commit") or "-")[:10],
+                          _escape(row["message"] or ""))
+        _console().print(table)
+
+    emit(state, state.yard.snapshots(), render)
+
+
+@snapshot_group.command("show")
+@click.argument("tag")
+@command_options
+def snapshot_show(state: State, tag: str) -> None:
+    """Every alias and stage holder a snapshot recorded."""
+    from modelyard.cli.shell import emit
+
+    emit(state, state.yard.snapshot_show(tag), lambda d: _render_snapshot(state, d))
+
+
+def _render_snapshot(state: State, data: dict[str, Any], created: bool = False) -> None:
+    from rich.table import Table
+
+    console = _console()
+    head = "created snapshot" if created else "snapshot"
+    console.print(f"{head} [bold]{_escape(data['tag'])}[/bold] at {data['created_at']} by "
+                  f"{_escape(data['created_by'])}"
+                  + (f": {_escape(data['message'])}" if data["message"] else ""))
+    table = Table("model", "alias / stage", "version", "manifest")
+    for name, entry in sorted(data["models"].items()):
+        for alias, holder in sorted(entry["aliases"].items()):
+            table.add_row(_escape(name), alias, _fmt(state, holder["semver"], holder["version"]),
+                          (holder.get("manifest_sha256") or "-")[:12])
+    console.print(table)
+    if data["git"].get("commit"):
+        console.print(f"git {data['git']['commit'][:10]} ({data['git'].get('branch')}), "
+                      f"{len(data['data'])} DVC output(s)")
+
+
+@snapshot_group.command("diff")
+@click.argument("tag")
+@click.argument("other", required=False)
+@command_options
+def snapshot_diff(state: State, tag: str, other: str | None) -> None:
+    """What moved from snapshot TAG to OTHER (default: now)."""
+    from modelyard.cli.shell import emit
+
+    def render(data: dict[str, Any]) -> None:
+        console = _console()
+        for move in data["moved"]:
+            before = _side(state, move["before"])
+            after = _side(state, move["after"])
+            console.print(f"[yellow]moved[/yellow]   {_escape(move['name'])} {move['alias']}: "
+                          f"{before} -> {after}")
+        for item in data["added"]:
+            console.print(f"[green]added[/green]   {_escape(item['name'])} "
+                          f"{_fmt(state, item['semver'], item['version'])}")
+        for item in data["deleted"]:
+            console.print(f"[red]deleted[/red] {_escape(item['name'])} "
+                          f"{_fmt(state, item['semver'], item['version'])}")
+        for name in data["models_added"]:
+            console.print(f"[green]new model[/green] {_escape(name)}")
+        for name in data["models_removed"]:
+            console.print(f"[red]model gone[/red] {_escape(name)}")
+        if not any(data[k] for k in ("moved", "added", "deleted", "models_added",
+                                     "models_removed")):
+            console.print(f"no change since {_escape(tag)}")
+
+    emit(state, state.yard.snapshot_diff(tag, other), render)
+
+
+def _side(state: State, holder: dict[str, Any]) -> str:
+    return _fmt(state, holder.get("semver"), holder["version"]) if holder else "(none)"
+
+
+@snapshot_group.command("restore")
+@click.argument("tag")
+@click.option("--dry-run", is_flag=True, help="Show the moves; change nothing.")
+@click.option("--data", is_flag=True, help="Also put DVC-tracked data back (clean workspace).")
+@click.option("--yes", is_flag=True, help="Apply without asking.")
+@command_options
+def snapshot_restore(state: State, tag: str, dry_run: bool, data: bool, yes: bool) -> None:
+    """Every alias and stage back where snapshot TAG had it (each move audited).
+
+    Without --yes the plan is shown and, at a terminal, you are asked to confirm.
+    """
+    from modelyard.cli.shell import emit
+
+    plan = state.yard.snapshot_restore(tag, dry_run=True, data=data)
+    apply = not dry_run and (yes or (not state.json and sys.stdin.isatty() and _confirm(
+        state, plan)))
+    result = state.yard.snapshot_restore(tag, data=data) if apply else plan
+
+    def render(d: dict[str, Any]) -> None:
+        console = _console()
+        verb = "moved" if not d["dry_run"] else "would move"
+        for item in d["restored_versions"]:
+            what = "restored" if not d["dry_run"] else "would restore"
+            console.print(f"{what} {_escape(item['name'])} v{item['semver']}")
+        for move in d["moves"]:
+            console.print(f"{verb} {_escape(move['name'])} {move['kind']} {move['alias']}: "
+                          f"{_hash(move['from_version'])} -> {_hash(move['to_version'])}")
+        for item in d["data"]:
+            console.print(f"{'restored' if not d['dry_run'] else 'would restore'} data "
+                          f"{_escape(item['path'])} -> md5 {item['md5'][:12]}")
+        console.print(f"{len(d['moves'])} move(s), {d['unchanged']} alias(es) already as "
+                      f"recorded in {_escape(tag)}")
+        if d["dry_run"] and not dry_run:
+            console.print("[yellow]plan only[/yellow]: pass --yes to apply")
+
+    emit(state, result, render)
+
+
+def _hash(version: int | None) -> str:
+    return f"#{version}" if version is not None else "(none)"
+
+
+def _confirm(state: State, plan: Any) -> bool:
+    if not plan.moves and not plan.data and not plan.restored_versions:
+        return False
+    _console().print(f"{len(plan.moves)} move(s) planned")
+    return bool(click.confirm("apply?", default=False))
