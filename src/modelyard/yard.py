@@ -45,6 +45,7 @@ from modelyard.loading import Loader
 from modelyard.names import T_SEMVER, check_name
 from modelyard.notify import Notifier
 from modelyard.promotion import Promotion
+from modelyard.protection import BackupProgress, BackupReport, Protector, RestoreReport
 from modelyard.refs import VersionRef, is_visible, lookup, resolve
 from modelyard.registration import Registrar
 from modelyard.retention import Retention
@@ -74,6 +75,9 @@ class Yard:
         self._retention = Retention(self.ctx, self._audit)
         self._transfer = Transfer(self.ctx, self._registrar, self._loader)
         self._adopter = Adopter(self.ctx, self._registrar)
+        self._protector = Protector(self.ctx, self._registrar, self._loader, self._stages,
+                                    self._audit)
+        self._stages.after_move.append(self._protector.after_move)
 
     # -- wiring ---------------------------------------------------------------------------
     @property
@@ -372,6 +376,33 @@ class Yard:
     def adopt(self, name: str) -> list[ModelVersion]:
         """Bring versions registered by plain MLflow under modelyard (semver, manifest)."""
         return self._adopter.adopt(name)
+
+    # -- backups and restore (the `backup` store) -------------------------------------------
+    def backup(self, targets: list[tuple[str, str | int | None]] | None = None, *,
+               all: bool = False, progress: BackupProgress | None = None) -> BackupReport:
+        """Copy versions (``[(name, ref)]``, ref None = every version; or ``all``) into the
+        backup store: files content-addressed (only what it lacks is sent), manifest, audit
+        trail, and the version record last.
+
+        >>> yard.backup([("churn", "production")]).bytes_sent
+        """
+        return self._protector.backup(targets, all=all, progress=progress)
+
+    def backup_record(self, name: str, version: int) -> dict[str, Any] | None:
+        """The version record in the backup store (None: that version is not backed up)."""
+        return self._protector.backup_record(name, version)
+
+    def restore(self, name: str, ref: str | int | None = None, *, aliases: bool = False,
+                progress: BackupProgress | None = None) -> RestoreReport:
+        """Bring back a version deleted from the registry (``ref``: semver, ``v1.2.0``, its
+        old number, or an alias it held), or every deleted version of ``name`` (ref None), as
+        new MLflow versions with the same semvers; ``aliases`` takes back what they held."""
+        return self._protector.restore(name, ref, aliases=aliases, progress=progress)
+
+    def restore_all(self, *, aliases: bool = True,
+                    progress: BackupProgress | None = None) -> RestoreReport:
+        """Every backed-up model into this registry (after its database was lost)."""
+        return self._protector.restore_all(aliases=aliases, progress=progress)
 
 
 __all__ = ["VersionRef", "Yard", "resolve"]
