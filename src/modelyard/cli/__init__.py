@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from modelyard.cli import change, operate, read  # noqa: F401 - they register their commands
+from modelyard.cli import change, operate, protect, read  # noqa: F401 - they register commands
 from modelyard.cli.shell import SECTIONS, main
 from modelyard.serving.cli import register_commands
 
