@@ -35,7 +35,7 @@ _SECRET_IN_URL = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 _USER_IN_URL = re.compile(r"://[^:/@\s]+@")
 _CHUNK = 1024 * 1024
 _MULTIPART_THRESHOLD = 8 * 1024 * 1024
-_POOL = 32  # connections per S3 client: files in parallel, each in parallel parts
+_POOL = 10  # connections per S3 client: files in parallel, each in parallel parts
 
 
 def redact(text: str) -> str:
