@@ -124,8 +124,10 @@ def run(work: Path, endpoint: str, files: int, size: int) -> None:
         return report.bytes_sent
 
     def peer_upload(prefix: str) -> None:
+        # Its own client, as modelyard's fresh Yard makes one (boto3 caches the models).
+        peer = boto3.client("s3", endpoint_url=endpoint)
         with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-            list(pool.map(lambda p: client.upload_file(str(p), BUCKET, f"{prefix}/{p.name}"),
+            list(pool.map(lambda p: peer.upload_file(str(p), BUCKET, f"{prefix}/{p.name}"),
                           parts))
 
     timings: dict[str, list[float]] = {"modelyard backup": [], "boto3 upload_file": []}

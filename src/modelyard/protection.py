@@ -250,16 +250,17 @@ class Protector:
                 ) -> list[VersionRecord]:
         if not targets and not every:
             raise InvalidInput("name what to back up (NAME or NAME@REF), or pass --all")
+        reads = self.ctx.reads  # the lean reader: no MLflow import on this path
         wanted: list[tuple[str, str | int | None]] = list(targets)
         if every:
-            wanted += [(m.name, None) for m in self.tracking.list_models()]
+            wanted += [(m.name, None) for m in reads.list_models()]
         chosen: dict[tuple[str, int], VersionRecord] = {}
         for name, ref in wanted:
             check_name(name)
             if ref is None:
-                records = [r for r in self.tracking.versions(name) if is_visible(r)]
+                records = [r for r in reads.versions(name) if is_visible(r)]
             else:
-                records = [lookup(self.tracking, name, ref)]
+                records = [lookup(reads, name, ref)]
             for record in records:
                 chosen.setdefault((record.name, record.version), record)
         return list(chosen.values())
@@ -379,7 +380,7 @@ class Protector:
     def _record(self, plan: _Plan, audit_head: str | None) -> dict[str, Any]:
         mv, record = plan.mv, plan.record
         try:
-            model = self.tracking.get_model(mv.name)
+            model = self.ctx.reads.get_model(mv.name)
             model_doc: dict[str, Any] = {
                 "description": model.description,
                 "tags": {k: v for k, v in model.tags.items() if k != T_AUDIT_HEAD},

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -35,7 +36,8 @@ _SECRET_IN_URL = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 _USER_IN_URL = re.compile(r"://[^:/@\s]+@")
 _CHUNK = 1024 * 1024
 _MULTIPART_THRESHOLD = 8 * 1024 * 1024
-_POOL = 10  # connections per S3 client: files in parallel, each in parallel parts
+_CLIENT_LOCK = threading.Lock()
+_POOL = 32  # connections per S3 client: files in parallel, each in parallel parts
 
 
 def redact(text: str) -> str:
@@ -358,6 +360,12 @@ class S3Store(ObjectStore):
 
     @property
     def client(self) -> S3Client:
+        if self._client is None:
+            with _CLIENT_LOCK:  # threads share one client (each costs ~0.1 s to build)
+                return self._make_client()
+        return self._client
+
+    def _make_client(self) -> S3Client:
         if self._client is None:
             # Enough connections for parallel files, each sent in parallel parts.
             self._client = s3_client(
