@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from devstack import Stack, free_port
 from helpers import Forwarder, run_cli
 from modelyard import Yard
-from modelyard.errors import Conflict, NotFound, StorageError
+from modelyard.errors import Conflict, NotFound, StorageError, YardError
 from modelyard.names import T_RESTORED_FROM
 
 BACKUP_BUCKET = "modelyard-backup"
@@ -75,6 +77,8 @@ def test_backup_delete_restore_brings_the_version_back(
     assert again.ok and again.bytes_sent == 0
     assert again.versions[0].files_skipped == again.versions[0].files > 0
     assert yard.backup_record(name, mv.version)["mlflow"]["aliases"] == ["production"]
+    table = run_cli("backup", f"{name}@production", env={"MODELYARD_BACKUP": url})
+    assert table.returncode == 0 and "0 B sent" in table.stdout, table.stderr
     before = _predict(yard, name, "production", rows)
 
     # Deleted from the registry -> restored with the same semver, tags, metrics, aliases.
@@ -214,3 +218,45 @@ def test_doctor_checks_the_backup_bucket_for_real(stack: Stack) -> None:
     done = run_cli("doctor", "--json", env=env)
     check = next(c for c in json.loads(done.stdout)["checks"] if c["component"] == "backup")
     assert check["ok"] and "writable" in check["detail"], check
+
+
+def _forged_backup(folder: Path) -> None:
+    """A backup store whose record and manifest are there but whose objects are not (or whose
+    manifest points outside the model folder)."""
+    manifest = {"files": {"MLmodel": {"sha256": "ab" * 32, "size": 3},
+                          "../../escape.txt": {"sha256": "cd" * 32, "size": 3}}}
+    (folder / "manifests" / "churn").mkdir(parents=True)
+    (folder / "manifests" / "churn" / "1.json").write_text(json.dumps(manifest))
+    from modelyard.vault import Manifest
+
+    sha = Manifest.from_json(manifest).sha256
+    record = {"format": "modelyard-version-record", "name": "churn", "version": 1,
+              "semver": "1.0.0", "manifest_sha256": sha, "backed_up_at": "2026-01-01",
+              "mlflow": {"aliases": ["production"], "tags": {}}, "model": {}, "run": {}}
+    (folder / "records" / "churn").mkdir(parents=True)
+    (folder / "records" / "churn" / "1.json").write_text(json.dumps(record))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ref=st.one_of(st.text(max_size=30), st.sampled_from(["1", "1.0.0", "v1.0.0", "production",
+                                                            "latest", "0", "@", "../x"])))
+def test_restore_refuses_any_reference_it_cannot_honour_and_changes_nothing(
+    ref: str, tmp_path_factory: pytest.TempPathFactory, empty_embedded_db: Path,
+) -> None:
+    import shutil
+
+    work = tmp_path_factory.mktemp("fuzz")
+    (work / "home").mkdir()
+    shutil.copyfile(empty_embedded_db, work / "home" / "mlflow.db")
+    backup = work / "backup"
+    _forged_backup(backup)
+    yard = Yard(home=str(work / "home"), backup=str(backup))
+    try:
+        report = yard.restore("churn", ref or None)
+    except YardError:
+        pass
+    else:  # the whole model: each version that cannot come back whole is reported
+        assert not ref and not report.ok and not report.restored
+    assert yard.tracking.list_models() == []
+    assert not (work / "escape.txt").exists() and not (backup / "escape.txt").exists()

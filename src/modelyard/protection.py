@@ -474,12 +474,19 @@ class Protector:
             if ref is None and any(r["semver"] == semver for r in records)])
         self._restoring = True
         try:
-            self._ensure_model(name, records[-1].get("model", {}))
-            self._restore_audit(backup, name)
             made: dict[str, ModelVersion] = {}
+            ready = False
             for doc in sorted(todo, key=lambda r: int(r["version"])):
                 try:
-                    made[doc["semver"]] = self._restore_version(backup, doc, progress)
+                    with tempfile.TemporaryDirectory(prefix="modelyard-restore-") as tmp:
+                        # Files first, checked: nothing is created for a version that
+                        # cannot come back whole.
+                        local = self._fetch(backup, doc, Path(tmp) / "model", progress)
+                        if not ready:
+                            self._ensure_model(name, records[-1].get("model", {}))
+                            self._restore_audit(backup, name)
+                            ready = True
+                        made[doc["semver"]] = self.registrar.create(self._draft(doc, local))
                 except YardError as exc:
                     if ref is not None:
                         raise
@@ -587,28 +594,40 @@ class Protector:
         newest = source.read(theirs[-1])
         self.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{newest.seq}:{newest.hash}")
 
-    def _restore_version(self, backup: Vault, doc: dict[str, Any],
-                         progress: BackupProgress | None) -> ModelVersion:
+    def _fetch(self, backup: Vault, doc: dict[str, Any], local: Path,
+               progress: BackupProgress | None) -> Path:
+        """The version's files from the backup store into ``local``, checked against the
+        manifest (itself checked against the record)."""
         name, number, semver = doc["name"], int(doc["version"]), str(doc["semver"])
-        raw = backup.store.get_bytes(manifest_key(name, number))
+        try:
+            raw = backup.store.get_bytes(manifest_key(name, number))
+        except StorageError as exc:
+            raise IntegrityError(name=name, semver=semver,
+                                 detail=f"its backed-up manifest is unreadable ({exc.message})"
+                                 ) from exc
         manifest = _parse_manifest(raw, name, semver)
         if manifest.sha256 != doc.get("manifest_sha256"):
             raise IntegrityError(name=name, semver=semver, detail="the backed-up manifest does "
                                  "not match its version record")
         meter = _Meter(progress)
         meter.planned(manifest.total_size)
-        with tempfile.TemporaryDirectory(prefix="modelyard-restore-") as tmp:
-            local = Path(tmp) / "model"
 
-            def fetch(item: tuple[str, tuple[str, int]]) -> None:
-                rel, (oid, _) = item
-                backup.store.get_file(object_key(oid), local / rel, meter)
+        root = local.resolve()
 
-            items = list(manifest.files.items())
-            with ThreadPoolExecutor(max_workers=max(1, min(_WORKERS, len(items)))) as pool:
-                list(pool.map(fetch, items))
-            manifest.verify_directory(local, label=name, semver=semver)
-            return self.registrar.create(self._draft(doc, local))
+        def fetch(item: tuple[str, tuple[str, int]]) -> None:
+            rel, (oid, _) = item
+            target = (local / rel).resolve()
+            if root not in target.parents:  # a manifest never writes outside the folder
+                raise IntegrityError(name=name, semver=semver,
+                                     detail=f"the backed-up manifest names a path outside "
+                                     f"the model folder: {rel[:80]!r}")
+            backup.store.get_file(object_key(oid), target, meter)
+
+        items = list(manifest.files.items())
+        with ThreadPoolExecutor(max_workers=max(1, min(_WORKERS, len(items)))) as pool:
+            list(pool.map(fetch, items))
+        manifest.verify_directory(local, label=name, semver=semver)
+        return local
 
     def _draft(self, doc: dict[str, Any], local: Path) -> Draft:
         from modelyard import mlmodel
