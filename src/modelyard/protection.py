@@ -270,7 +270,13 @@ class Protector:
         if not mv.semver or not mv.manifest_sha256:
             raise InvalidInput(f"{mv.label} is not managed by modelyard (run `modelyard adopt "
                                f"{mv.name}` first); not backed up")
-        raw = self.ctx.vault.store.get_bytes(manifest_key(mv.name, mv.version))
+        try:
+            raw = self.ctx.vault.store.get_bytes(manifest_key(mv.name, mv.version))
+        except StorageError as exc:
+            if "not found" not in exc.message:
+                raise  # the vault is unreachable: nothing can be backed up
+            raise IntegrityError(name=mv.name, semver=mv.semver, detail="its manifest is "
+                                 "missing from the vault; not backed up") from exc
         manifest = _parse_manifest(raw, mv.name, mv.semver)
         if manifest.sha256 != mv.manifest_sha256:
             raise IntegrityError(name=mv.name, semver=mv.semver,
