@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/concurrency.py
 	$(BIN)/python benchmarks/verify.py --server
+	$(BIN)/python benchmarks/backup.py
 
 stack: install
 	$(BIN)/python tests/devstack.py

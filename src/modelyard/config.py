@@ -137,6 +137,10 @@ class Settings(BaseModel):
     s3_endpoint_url: str | None = None
     vault: str | None = None
     backup: str | None = None
+    # The backup store's own S3 endpoint and AWS profile (default: the vault's endpoint and
+    # the default credential chain), so it can live on another provider or account.
+    backup_endpoint_url: str | None = None
+    backup_profile: str | None = None
     cache_dir: str | None = None
     experiment: str = "modelyard"
     user: str | None = None

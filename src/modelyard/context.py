@@ -59,8 +59,15 @@ class Context:
     def backup(self) -> Vault | None:
         """The backup store, when one is configured."""
         if self._backup is None and self.settings.backup:
-            self._backup = Vault(self.open_store(self.settings.backup))
+            self._backup = Vault(self.open_backup_store())
         return self._backup
+
+    def open_backup_store(self) -> ObjectStore:
+        """The backup store (its own endpoint and profile when set); ``backup`` must be set."""
+        settings = self.settings
+        return open_store(settings.backup or "",
+                          endpoint_url=settings.backup_endpoint_url or settings.s3_endpoint_url,
+                          profile=settings.backup_profile)
 
     def open_store(self, url: str) -> ObjectStore:
         return open_store(url, endpoint_url=self.settings.s3_endpoint_url)

@@ -33,6 +33,40 @@ def _check_store(url: str, endpoint: str | None) -> dict[str, Any]:
         return {"ok": False, "detail": exc.message}
 
 
+def _check_backup(ctx: Context) -> dict[str, Any]:
+    """The backup store for real: it exists, takes a write (a probe key, put then deleted),
+    and how old its newest version record is."""
+    import time
+    import uuid
+
+    from modelyard.vault import RECORDS, probe_key
+
+    try:
+        store = ctx.open_backup_store()
+        if not store.exists_folder():
+            return {"ok": False, "detail": f"{redact(store.url)} does not exist (create the "
+                    "bucket or folder first)"}
+        key = probe_key(uuid.uuid4().hex)
+        store.put_bytes(key, b"modelyard doctor probe")
+        store.delete(key)
+        newest = store.newest(RECORDS)
+    except YardError as exc:
+        return {"ok": False, "detail": exc.message}
+    if newest is None:
+        return {"ok": True, "detail": "reachable, writable; no version backed up yet"}
+    key, stamp = newest
+    return {"ok": True, "detail": f"reachable, writable; newest backup "
+            f"{_age(time.time() - stamp)} ago ({key.removeprefix(RECORDS)})"}
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def run(ctx: Context) -> DoctorReport:
     settings = ctx.settings
     endpoint = settings.s3_endpoint_url
@@ -41,8 +75,7 @@ def run(ctx: Context) -> DoctorReport:
     vault = _check_store(settings.resolved_vault, endpoint)
     checks.append(Check("vault", redact(settings.resolved_vault), **vault))
     if settings.backup:
-        backup = _check_store(settings.backup, endpoint)
-        checks.append(Check("backup", redact(settings.backup), **backup))
+        checks.append(Check("backup", redact(settings.backup), **_check_backup(ctx)))
     artifact_root = settings.resolved_artifact_location
     if endpoint or (artifact_root or "").startswith("s3://") or settings.resolved_vault.startswith(
         "s3://"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,8 @@ class Stages:
         self.tracking = ctx.tracking
         self.audit = audit
         self.notifier = notifier
+        # Run after a move is applied (auto-backup); they never undo it, whatever they raise.
+        self.after_move: list[Callable[[StageChange], None]] = []
 
     def demoted(self, stage: str) -> str:
         """Where a version goes when another one takes its stage."""
@@ -171,6 +174,11 @@ class Stages:
             event=event.seq, reason=reason,
         )
         change.webhooks = self.notifier.notify(name, event)
+        for hook in self.after_move:
+            try:
+                hook(change)
+            except Exception:  # pragma: no cover - hooks report their own failures
+                log.exception("after-move hook failed for %s #%s", name, version)
         return change
 
     def _undo(self, name: str, failed: AuditEvent, before: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -35,6 +36,8 @@ _SECRET_IN_URL = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 _USER_IN_URL = re.compile(r"://[^:/@\s]+@")
 _CHUNK = 1024 * 1024
 _MULTIPART_THRESHOLD = 8 * 1024 * 1024
+_CLIENT_LOCK = threading.Lock()
+_POOL = 32  # connections per S3 client: files in parallel, each in parallel parts
 
 
 def redact(text: str) -> str:
@@ -90,6 +93,8 @@ def s3_client(
     timeout: float = 10.0,
     max_retries: int = 2,
     verify: bool | None = None,
+    profile: str | None = None,
+    pool: int = 10,
 ) -> S3Client:
     """A boto3 S3 client that fails fast: capped retries, connect and read timeouts.
 
@@ -104,7 +109,11 @@ def s3_client(
         retries={"max_attempts": attempts, "mode": "standard"},
         connect_timeout=max(1.0, timeout / attempts),
         read_timeout=max(timeout, 1.0),
+        max_pool_connections=pool,
     )
+    if profile:
+        session = boto3.session.Session(profile_name=profile)
+        return session.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
     return boto3.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
 
 
@@ -163,6 +172,40 @@ class ObjectStore:
     def check(self) -> None:
         """Raise StorageError when the store cannot be reached."""
         self.list("")
+
+    # -- used by backups (a default that works on any store; S3 does better) ----------------
+    def sha256(self, key: str) -> str:
+        """The SHA-256 of the object at key, streamed (never held whole in memory)."""
+        import hashlib
+
+        with tempfile.TemporaryDirectory(prefix="modelyard-hash-") as tmp:
+            path = Path(tmp) / "object"
+            self.get_file(key, path)
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+            return digest.hexdigest()
+
+    def local_path(self, key: str) -> Path | None:
+        """The file holding the object when the store is a local folder, else None."""
+        return None
+
+    def can_copy_from(self, other: ObjectStore) -> bool:
+        """Whether ``copy_from(other, ...)`` copies inside the service (no bytes through us)."""
+        return False
+
+    def copy_from(self, other: ObjectStore, source_key: str, key: str,
+                  progress: Progress | None = None) -> None:
+        raise NotImplementedError
+
+    def exists_folder(self) -> bool:
+        """Whether the store itself exists (the folder, or the bucket)."""
+        return True
+
+    def newest(self, prefix: str) -> tuple[str, float] | None:
+        """(key, modification time as a UNIX timestamp) of the newest object under prefix."""
+        raise NotImplementedError
 
 
 class LocalStore(ObjectStore):
@@ -253,6 +296,30 @@ class LocalStore(ObjectStore):
             if not os.access(self.root, os.W_OK):
                 raise StorageError(detail=f"{self.root} is not writable")
 
+    def sha256(self, key: str) -> str:
+        import hashlib
+
+        digest = hashlib.sha256()
+        with self._translate(key), self._path(key).open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def exists_folder(self) -> bool:
+        return self.root.is_dir()
+
+    def newest(self, prefix: str) -> tuple[str, float] | None:
+        best: tuple[str, float] | None = None
+        for key in self.list(prefix):
+            with contextlib.suppress(OSError):
+                mtime = self._path(key).stat().st_mtime
+                if best is None or mtime > best[1]:
+                    best = (key, mtime)
+        return best
+
 
 def _walk(folder: Path, lead: str, start: str, keys: list[str]) -> None:
     """Collect the files under folder whose first path segment starts with ``start``."""
@@ -280,8 +347,10 @@ class S3Store(ObjectStore):
         *,
         timeout: float = 10.0,
         max_retries: int = 2,
+        profile: str | None = None,
     ) -> None:
         self.bucket = bucket
+        self.profile = profile
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.timeout = timeout
@@ -292,8 +361,16 @@ class S3Store(ObjectStore):
     @property
     def client(self) -> S3Client:
         if self._client is None:
+            with _CLIENT_LOCK:  # threads share one client (each costs ~0.1 s to build)
+                return self._make_client()
+        return self._client
+
+    def _make_client(self) -> S3Client:
+        if self._client is None:
+            # Enough connections for parallel files, each sent in parallel parts.
             self._client = s3_client(
-                self.endpoint_url, timeout=self.timeout, max_retries=self.max_retries
+                self.endpoint_url, timeout=self.timeout, max_retries=self.max_retries,
+                profile=self.profile, pool=_POOL,
             )
         return self._client
 
@@ -416,6 +493,55 @@ class S3Store(ObjectStore):
         with self._translate(""):
             self.client.head_bucket(Bucket=self.bucket)
 
+    def sha256(self, key: str) -> str:
+        import hashlib
+
+        digest = hashlib.sha256()
+        with self._translate(key):
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            for chunk in body.iter_chunks(_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def can_copy_from(self, other: ObjectStore) -> bool:
+        return (isinstance(other, S3Store) and other.endpoint_url == self.endpoint_url
+                and other.profile == self.profile)
+
+    def copy_from(self, other: ObjectStore, source_key: str, key: str,
+                  progress: Progress | None = None) -> None:
+        """Copy inside S3 (multipart copy for large objects): no bytes pass through here."""
+        assert isinstance(other, S3Store)
+        with self._translate(key):
+            self.client.copy(
+                {"Bucket": other.bucket, "Key": other._key(source_key)}, self.bucket,
+                self._key(key), Callback=progress, Config=_transfer_config(),
+            )
+
+    def exists_folder(self) -> bool:
+        from botocore.exceptions import ClientError
+
+        with self._translate(""):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket",
+                                                                 "NotFound"):
+                    return False
+                raise
+        return True
+
+    def newest(self, prefix: str) -> tuple[str, float] | None:
+        best: tuple[str, float] | None = None
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        with self._translate(prefix):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                for item in page.get("Contents", []):
+                    stamp = item["LastModified"].timestamp()
+                    if best is None or stamp > best[1]:
+                        best = (item["Key"][strip:], stamp)
+        return best
+
 
 def split_s3_url(url: str) -> tuple[str, str]:
     parsed = urlparse(url)
@@ -428,13 +554,15 @@ def open_store(
     endpoint_url: str | None = None,
     timeout: float = 10.0,
     max_retries: int = 2,
+    profile: str | None = None,
 ) -> ObjectStore:
     """Open a store from a URL: a path or file:// URL, or s3://bucket/prefix."""
     if url.startswith("s3://"):
         bucket, prefix = split_s3_url(url)
         if not bucket:
             raise StorageError(detail=f"no bucket in {url!r}")
-        return S3Store(bucket, prefix, endpoint_url, timeout=timeout, max_retries=max_retries)
+        return S3Store(bucket, prefix, endpoint_url, timeout=timeout, max_retries=max_retries,
+                       profile=profile)
     if url.startswith("file://"):
         return LocalStore(Path(urlparse(url).path))
     if "://" in url:

@@ -7,6 +7,7 @@ modelyard keeps in an object store (this module owns the layout).
     manifests/NAME/VERSION.json   path -> sha256 + size for every artifact file of a version
     audit/NAME/0000000001.json    the hash-chained audit trail
     requests/NAME/ID.json         promotion requests (ID.decision.json once decided)
+    records/NAME/VERSION.json     (backup store) everything to recreate a version
 """
 
 from __future__ import annotations
@@ -183,3 +184,19 @@ SNAPSHOTS = "snapshots/"
 
 def snapshot_key(tag: str) -> str:
     return f"snapshots/{tag}.json"
+# -- backups (the backup store has the vault's layout, plus version records) ----------------
+RECORDS = "records/"
+
+
+def records_prefix(name: str) -> str:
+    return f"records/{name}/"
+
+
+def record_key(name: str, version: int) -> str:
+    """The version record a backup writes last: what recreates the version in a registry."""
+    return f"records/{name}/{version}.json"
+
+
+def probe_key(token: str) -> str:
+    """A throwaway key ``doctor`` writes and deletes to prove a store is writable."""
+    return f"probes/{token}"

@@ -47,6 +47,7 @@ from modelyard.loading import Loader
 from modelyard.names import T_SEMVER, check_name
 from modelyard.notify import Notifier
 from modelyard.promotion import Promotion
+from modelyard.protection import BackupProgress, BackupReport, Protector, RestoreReport
 from modelyard.refs import VersionRef, is_visible, lookup, resolve
 from modelyard.registration import Registrar
 from modelyard.retention import Retention
@@ -77,7 +78,10 @@ class Yard:
         self._retention = Retention(self.ctx, self._audit)
         self._transfer = Transfer(self.ctx, self._registrar, self._loader, self._audit)
         self._adopter = Adopter(self.ctx, self._registrar)
-        # -- integrity and snapshots (P2): backup / restore are hooks, used when they exist
+        self._protector = Protector(self.ctx, self._registrar, self._loader, self._stages,
+                                    self._audit)
+        self._stages.after_move.append(self._protector.after_move)
+        # snapshots back up what they name and restore deleted versions through the protector
         self._integrity = Integrity(self.ctx, self._loader)
         self._snapshots = Snapshots(self.ctx, self._stages, backup=self._backup_hook(),
                                     restore=self._restore_hook())
@@ -380,6 +384,33 @@ class Yard:
         """Bring versions registered by plain MLflow under modelyard (semver, manifest)."""
         return self._adopter.adopt(name)
 
+    # -- backups and restore (the `backup` store) -------------------------------------------
+    def backup(self, targets: list[tuple[str, str | int | None]] | None = None, *,
+               all: bool = False, progress: BackupProgress | None = None) -> BackupReport:
+        """Copy versions (``[(name, ref)]``, ref None = every version; or ``all``) into the
+        backup store: files content-addressed (only what it lacks is sent), manifest, audit
+        trail, and the version record last.
+
+        >>> yard.backup([("churn", "production")]).bytes_sent
+        """
+        return self._protector.backup(targets, all=all, progress=progress)
+
+    def backup_record(self, name: str, version: int) -> dict[str, Any] | None:
+        """The version record in the backup store (None: that version is not backed up)."""
+        return self._protector.backup_record(name, version)
+
+    def restore(self, name: str, ref: str | int | None = None, *, aliases: bool = False,
+                progress: BackupProgress | None = None) -> RestoreReport:
+        """Bring back a version deleted from the registry (``ref``: semver, ``v1.2.0``, its
+        old number, or an alias it held), or every deleted version of ``name`` (ref None), as
+        new MLflow versions with the same semvers; ``aliases`` takes back what they held."""
+        return self._protector.restore(name, ref, aliases=aliases, progress=progress)
+
+    def restore_all(self, *, aliases: bool = True,
+                    progress: BackupProgress | None = None) -> RestoreReport:
+        """Every backed-up model into this registry (after its database was lost)."""
+        return self._protector.restore_all(aliases=aliases, progress=progress)
+
     # -- integrity: verify every layer, repair from the first good copy ----------------------
     def verify_all(self, name: str | None = None, *, progress: IntegrityProgress | None = None
                    ) -> IntegrityReport:
@@ -436,9 +467,9 @@ class Yard:
         return self._snapshots.versions(name)
 
     def _backup_hook(self) -> Callable[[list[tuple[str, int]]], Any] | None:
-        backup = getattr(self, "backup", None)
-        if not callable(backup) or self.ctx.backup is None:
+        if self.ctx.settings.backup is None:
             return None
+        backup = self._protector.backup
 
         def hook(targets: list[tuple[str, int]]) -> Any:
             return backup([(name, version) for name, version in targets])
@@ -446,9 +477,9 @@ class Yard:
         return hook
 
     def _restore_hook(self) -> Callable[[str, str], ModelVersion] | None:
-        restore = getattr(self, "restore", None)
-        if not callable(restore):
+        if self.ctx.settings.backup is None:
             return None
+        restore = self._protector.restore
 
         def hook(name: str, semver: str) -> ModelVersion:
             report = restore(name, semver)

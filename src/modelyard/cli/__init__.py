@@ -9,6 +9,7 @@ from modelyard.cli import (  # noqa: F401 - they register their commands
     change,
     integrity,
     operate,
+    protect,
     read,
 )
 from modelyard.cli.shell import SECTIONS, main
