@@ -175,3 +175,18 @@ class Vault:
 
     def delete_manifest(self, name: str, version: int) -> None:
         self.store.delete(self.manifest_key(name, version))
+
+
+# -- governance (G): the audit trail's vault anchor and the access log -------------------
+def audit_head_key(name: str) -> str:
+    """The newest audit event's (seq, hash), the trail's second anchor beside the MLflow tag."""
+    return f"audit/{name}/HEAD.json"
+
+
+def access_prefix(name: str) -> str:
+    return f"access/{name}/"
+
+
+def access_key(name: str, stamp_id: str) -> str:
+    """One access event: ``stamp_id`` sorts by time (UTC stamp + random suffix)."""
+    return f"access/{name}/{stamp_id}.json"

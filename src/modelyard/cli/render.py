@@ -63,3 +63,8 @@ def _cell(value: Any) -> str:
                              for c in value)
         return ", ".join(str(v) for v in value) or "-"
     return str(value)
+
+
+def drift_mark(text: str, drifted: bool, *, prefix: str = "") -> str:
+    """A stage holder that no audit event explains, marked for the eye (rich markup)."""
+    return f"[yellow]\u26a0 {prefix}{text}[/yellow]" if drifted else text
