@@ -132,7 +132,7 @@ class Promotion:
         move into staging / archived / none or to ask for production, MANAGE to put a
         version in production without a request (approve, rollback, force)."""
         direct = stage == "production" and not self.ctx.settings.production_approval_required
-        needed = MANAGE if direct or verb != "promote" and stage == "production" else EDIT
+        needed = MANAGE if direct or (verb != "promote" and stage == "production") else EDIT
         doing = ("request production" if stage == "production" and not direct
                  else f"{verb} to {stage}")
         self.ctx.permissions.require(name, needed, doing)
