@@ -297,3 +297,34 @@ def test_retention_is_enforced_after_each_registration(
     assert stages == {1: "staging", 2: "archived", 3: "none", 4: "none"}
     cleanup = [e for e in yard.history("kept", verify=True) if e.action == "cleanup"]
     assert [e.detail["archived"] for e in cleanup] == [[2]]
+
+
+def test_serving_does_not_follow_an_unaudited_move_and_a_webhook_fires(
+        embedded: Path, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    from modelyard import Yard
+    from modelyard.serving.source import ModelSource
+    from test_notify import Receiver
+
+    hook = Receiver()
+    try:
+        monkeypatch.setenv("MODELYARD_WEBHOOKS", json.dumps([hook.url]))
+        yard = Yard()
+        yard.register(trained["model"], "served")
+        yard.promote("served", 1, to="production", force=True, reason="first")
+        yard.register(trained["model"], "served", bump="patch")
+        sent = len(hook.received)
+        MlflowClient(yard.tracking.tracking_uri).set_registered_model_alias(
+            "served", "production", 2)
+        assert ModelSource(yard, "served").holder("production") == 1
+        assert ModelSource(yard, "served", follow_unaudited=True).holder("production") == 2
+        assert [d.holder_version for d in yard.drift("served")] == [2]
+        yard.drift("served")  # the same finding is sent once
+        drift_posts = [json.loads(r["body"]) for r in hook.received[sent:]]
+        assert [p["drift"][0]["holder_version"] for p in drift_posts] == [2]
+        assert [c.version for c in yard.undo_drift("served")] == [1]
+        assert ModelSource(yard, "served").holder("production") == 1
+        assert yard.drift("served") == []
+    finally:
+        hook.close()
