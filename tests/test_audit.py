@@ -39,7 +39,11 @@ def test_events_are_chained_and_complete(yard: Any, name: str,
             last["reason"]) == ("alice", 1, "1.0.0", "staging", "production", "validated")
     assert last["stages"]["production"] == 1 and last["stages"]["staging"] is None
     keys = yard.vault.store.list(f"audit/{name}/")
-    assert keys == [f"audit/{name}/{seq:010d}.json" for seq in range(1, 5)]
+    # The events, and the head object anchoring the newest of them in the vault.
+    assert keys == [f"audit/{name}/{seq:010d}.json" for seq in range(1, 5)] + [
+        f"audit/{name}/HEAD.json"]
+    head = json.loads(yard.vault.store.get_bytes(f"audit/{name}/HEAD.json"))
+    assert (head["seq"], head["hash"]) == (4, last["hash"])
     with pytest.raises(ModelNotFound):
         yard.history(name + "-missing")
 

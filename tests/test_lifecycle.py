@@ -292,7 +292,10 @@ def test_cleanup_uses_max_versions_policy(make_yard: Any, name: str,
     yard = make_yard(max_versions=1)
     _register(yard, name, trained)
     _register(yard, name, trained)
-    assert [p["version"] for p in yard.cleanup(name)["plan"]] == [1]
+    # Enforced at registration now: v1 is already archived, so only deleting is left to plan.
+    assert yard.get(name, 1).stage == "archived"
+    assert yard.cleanup(name)["plan"] == []
+    assert [p["version"] for p in yard.cleanup(name, delete=True)["plan"]] == [1]
 
 
 def test_user_aliases_and_tags_are_audited(yard: Any, name: str,

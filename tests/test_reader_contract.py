@@ -440,18 +440,19 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     """``mlflow server --app-name basic-auth`` on SQLite: admin, a user ``bob`` with no
     permission on the model ``secret``, a model ``open`` everyone may read."""
     pytest.importorskip("flask_wtf", reason="MLflow's auth app needs mlflow[auth] (Flask-WTF)")
-    from modelyard.devstack import free_port
+    from devstack import free_port
 
     root = tmp_path_factory.mktemp("auth")
     (root / "auth.ini").write_text(
-        "[mlflow]\ndefault_permission = READ\n"
+        "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
         f"database_uri = sqlite:///{root / 'auth.db'}\nadmin_username = admin\n"
         "admin_password = admin-pass-1234\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
     env |= {"MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"),
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "modelyard-tests"}  # the auth app's CSRF key
     with (root / "server.log").open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host",
@@ -473,8 +474,9 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
                  "MLFLOW_TRACKING_PASSWORD": "admin-pass-1234"}
 
         def post(path: str, body: dict[str, str]) -> None:
+            url = f"{uri}{path}" if path.startswith("/") else f"{uri}/api/2.0/mlflow/{path}"
             request = urllib.request.Request(
-                f"{uri}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
+                url, data=json.dumps(body).encode(),
                 headers={"Content-Type": "application/json",
                          "Authorization": "Basic YWRtaW46YWRtaW4tcGFzcy0xMjM0"})
             urllib.request.urlopen(request, timeout=10).read()
@@ -482,8 +484,9 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         post("users/create", {"username": "bob", "password": "bob-pass-1234"})
         post("registered-models/create", {"name": "secret"})
         post("registered-models/create", {"name": "open"})
-        post("registered-models/permissions/create",
-             {"name": "secret", "username": "bob", "permission": "NO_PERMISSIONS"})
+        post("/api/3.0/mlflow/users/permissions/grant",  # MLflow 3.17's grant API
+             {"username": "bob", "resource_type": "registered_model", "resource_id": "open",
+              "permission": "READ"})  # nothing on "secret" (the default: NO_PERMISSIONS)
         yield {"uri": uri, **admin}
     finally:
         with contextlib.suppress(ProcessLookupError):

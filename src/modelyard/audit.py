@@ -17,6 +17,7 @@ before it, so concurrent promotions are ordered by their sequence numbers.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import time
@@ -29,7 +30,7 @@ from modelyard.errors import AuditTampered, StorageError, YardError
 from modelyard.names import STAGE_ALIASES, T_AUDIT_HEAD, check_name
 from modelyard.refs import lookup
 from modelyard.storage import ObjectStore
-from modelyard.vault import audit_prefix, event_key
+from modelyard.vault import audit_head_key, audit_prefix, event_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.context import Context
@@ -62,20 +63,37 @@ class AuditEvent:
     stages: dict[str, int | None] = field(default_factory=dict)
     prev_hash: str = GENESIS
     hash: str = ""
+    # How ``who`` was established: "authenticated", "asserted" or "os-user" (absent on events
+    # written before identities were recorded, so their hashes stay as they were).
+    identity: str | None = None
+    # HMAC-SHA256 of the canonical body under ``audit_key`` (absent without a key).
+    sig: str | None = None
 
     def body(self) -> dict[str, Any]:
-        """Every field but ``hash``, with ``from`` spelled as stored."""
+        """Every field but ``hash`` and ``sig``, with ``from`` spelled as stored."""
         data = asdict(self)
         data["from"] = data.pop("from_")
         data.pop("hash")
+        data.pop("sig")
+        if data.get("identity") is None:
+            data.pop("identity")
         return data
 
+    def canonical(self) -> bytes:
+        return json.dumps(self.body(), sort_keys=True, separators=(",", ":"),
+                          default=str).encode()
+
+    def signature(self, key: bytes) -> str:
+        return hmac.new(key, self.canonical(), hashlib.sha256).hexdigest()
+
     def compute_hash(self) -> str:
-        canonical = json.dumps(self.body(), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return hashlib.sha256(self.canonical()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.body(), "hash": self.hash}
+        data = {**self.body(), "hash": self.hash}
+        if self.sig is not None:
+            data["sig"] = self.sig
+        return data
 
     def __getitem__(self, key: str) -> Any:
         """Read access by the stored document's keys (``event["from"]``)."""
@@ -151,6 +169,8 @@ class AuditLog:
         build: Callable[[AuditEvent | None], dict[str, Any]],
         *,
         who: str,
+        identity: str | None = None,
+        key: bytes | None = None,
     ) -> AuditEvent:
         """Append one event; ``build(previous_event)`` returns its fields.
 
@@ -167,11 +187,15 @@ class AuditLog:
                 when=now_iso(),
                 name=self.name,
                 prev_hash=prev.hash if prev else GENESIS,
+                identity=identity,
                 **fields,
             )
             event.hash = event.compute_hash()
+            if key is not None:
+                event.sig = event.signature(key)
             data = json.dumps(event.to_dict(), indent=1, sort_keys=True).encode()
             if self.store.put_if_absent(event_key(self.name, event.seq), data):
+                self.write_head(event)
                 return event
             log.debug("audit seq %s of %s taken by another writer; retrying", event.seq,
                       self.name)
@@ -180,11 +204,37 @@ class AuditLog:
         raise StorageError(detail=f"could not append to the audit trail of {self.name!r} "
                            f"after {_MAX_ATTEMPTS} attempts")
 
+    def write_head(self, event: AuditEvent) -> None:
+        """The second anchor of the trail: the newest event's (seq, hash) in the vault.
+        Concurrent writers may leave an older one; verification only needs it to name an
+        event of the chain with that hash."""
+        body = {"seq": event.seq, "hash": event.hash, "when": event.when}
+        try:
+            self.store.put_bytes(audit_head_key(self.name), json.dumps(body).encode())
+        except YardError as exc:
+            log.warning("audit head of %s not recorded in the vault: %s", self.name,
+                        exc.message)
+
+    def vault_head(self) -> tuple[int, str] | None:
+        try:
+            data = json.loads(self.store.get_bytes(audit_head_key(self.name)))
+            return int(data["seq"]), str(data["hash"])
+        except StorageError as exc:
+            if "not found" in exc.message:
+                return None
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AuditTampered(name=self.name, detail="the vault's audit head is unreadable"
+                                ) from exc
+
     # -- integrity ------------------------------------------------------------------------
-    def verify(self, head: tuple[int, str] | None = None) -> int:
+    def verify(self, head: tuple[int, str] | None = None, *, key: bytes | None = None,
+               vault_head: bool = True) -> int:
         """Check the chain; return the number of events. Raise AuditTampered at the first
         broken event. ``head`` is (seq, hash) of an event known from elsewhere (the
-        registry), which catches removal of the newest events."""
+        registry), which catches removal of the newest events; the vault's own head object
+        is checked the same way. With ``key`` every event's HMAC must match, which catches
+        a consistent rewrite of the whole chain by someone without the key."""
         seqs = self.sequence_numbers()
         prev_hash = GENESIS
         expected = 1
@@ -205,20 +255,32 @@ class AuditLog:
                     name=self.name,
                     detail=f"event {seq} is not chained to event {seq - 1} (prev_hash mismatch)",
                 )
+            if key is not None:
+                if event.sig is None:
+                    raise AuditTampered(name=self.name, detail=f"event {seq} is not signed "
+                                        "with the audit key (written without it, or rewritten)")
+                if not hmac.compare_digest(event.sig, event.signature(key)):
+                    raise AuditTampered(name=self.name, detail=f"event {seq} does not carry "
+                                        "the audit key's signature (rewritten)")
             prev_hash = event.hash
             expected += 1
-        if head is not None:
-            head_seq, head_hash = head
+        anchors = [("the registry", head)]
+        if vault_head:
+            anchors.append(("the vault's audit head", self.vault_head()))
+        for where, anchor in anchors:
+            if anchor is None:
+                continue
+            head_seq, head_hash = anchor
             if head_seq > len(seqs):
                 raise AuditTampered(
                     name=self.name,
-                    detail=f"event {len(seqs) + 1} is missing (the registry records event "
+                    detail=f"event {len(seqs) + 1} is missing ({where} records event "
                     f"{head_seq} as written)",
                 )
             if head_seq >= 1 and self.read(head_seq).hash != head_hash:
                 raise AuditTampered(
                     name=self.name,
-                    detail=f"event {head_seq} does not match the hash the registry recorded",
+                    detail=f"event {head_seq} does not match the hash {where} recorded",
                 )
         return len(seqs)
 
@@ -259,10 +321,18 @@ class Auditor:
     def log(self, name: str) -> AuditLog:
         return AuditLog(self.ctx.vault.store, name)
 
+    @property
+    def key(self) -> bytes | None:
+        """The HMAC key (``audit_key`` / ``MODELYARD_AUDIT_KEY``); never logged or shown."""
+        secret = self.ctx.settings.audit_key
+        return secret.get_secret_value().encode() if secret is not None else None
+
     def append(self, name: str, build: Callable[[AuditEvent | None], dict[str, Any]]
                ) -> AuditEvent:
         trail = self.log(name)
-        event = trail.append(build, who=self.ctx.user)
+        identity = self.ctx.identity
+        event = trail.append(build, who=identity.user, identity=identity.audit_mark,
+                             key=self.key)
         # The registry remembers the newest event too: removing events at the end of the
         # trail is then detected as well. Concurrent writers may set the tag out of order, so
         # each one re-reads the chain after writing and sets the tag again until it names the
@@ -315,7 +385,7 @@ class Auditor:
         model = self.ctx.reads.get_model(name)  # the lean reader when it can answer
         audit = self.log(name)
         if verify:
-            audit.verify(parse_head(model.tags.get(T_AUDIT_HEAD)))
+            audit.verify(parse_head(model.tags.get(T_AUDIT_HEAD)), key=self.key)
         events = audit.events()
         if version is not None:
             text = str(version)

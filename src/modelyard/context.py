@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelyard.config import Settings, load_settings
-from modelyard.lineage import current_user
+from modelyard.identity import Identity, Permissions, resolve_identity
 from modelyard.reader import Reader
 from modelyard.storage import ObjectStore, open_store
 from modelyard.tracking import Tracking
@@ -36,6 +36,8 @@ class Context:
     _vault: Vault | None = field(default=None, repr=False)
     _backup: Vault | None = field(default=None, repr=False)
     _reads: Reads | None = field(default=None, repr=False)
+    _identity: Identity | None = field(default=None, repr=False)
+    _permissions: Permissions | None = field(default=None, repr=False)
 
     @property
     def reads(self) -> Reads:
@@ -73,8 +75,22 @@ class Context:
         return open_store(url, endpoint_url=self.settings.s3_endpoint_url)
 
     @property
+    def identity(self) -> Identity:
+        """Who this yard acts as (asked of the server once, when it authenticates)."""
+        if self._identity is None:
+            self._identity = resolve_identity(self.settings, self.reads)
+        return self._identity
+
+    @property
     def user(self) -> str:
-        return current_user(self.settings.user)
+        """The actor of audit events, requests and decisions (see ``identity.py``)."""
+        return self.identity.user
+
+    @property
+    def permissions(self) -> Permissions:
+        if self._permissions is None:
+            self._permissions = Permissions(self.identity, self.reads)
+        return self._permissions
 
     @property
     def cache_dir(self) -> Path:

@@ -82,17 +82,37 @@ def run(ctx: Context) -> DoctorReport:
     ):
         s3 = _check_s3_endpoint(endpoint)
         checks.append(Check("s3", redact(endpoint or "AWS S3"), **s3))
+    user, identity = _check_identity(ctx)
+    checks.append(identity)
     return DoctorReport(
         ok=all(c.ok for c in checks),
         mode="embedded" if settings.is_embedded else "server",
         tracking_uri=redact(settings.resolved_tracking_uri),
         artifact_location=redact(artifact_root or "(chosen by the tracking server)"),
         vault=redact(settings.resolved_vault),
-        user=ctx.user,
+        user=user,
         credentials={var: ("set" if os.environ.get(var) else "not set")
                      for var in CREDENTIAL_VARS},
         checks=checks,
     )
+
+
+_HOW = {
+    "server-basic-auth": "authenticated by the tracking server (basic auth)",
+    "server-token": "authenticated by the tracking server (token)",
+    "os-user": "the OS user (not authenticated)",
+    "asserted": "asserted by MODELYARD_USER / the user setting (not authenticated)",
+}
+
+
+def _check_identity(ctx: Context) -> tuple[str, Check]:
+    """Which identity modelyard acts as, and how it was established."""
+    try:
+        identity = ctx.identity
+    except YardError as exc:
+        return "?", Check("identity", "?", False, exc.message)
+    how = _HOW[identity.source] + (", admin" if identity.is_admin else "")
+    return identity.user, Check("identity", identity.user, True, how)
 
 
 def _check_s3_endpoint(endpoint: str | None) -> dict[str, Any]:

@@ -57,6 +57,8 @@ class ModelVersion(Result):
     params: dict[str, str] = field(default_factory=dict)
     lineage: Lineage = field(default_factory=Lineage)
     managed: bool = True
+    # Unaudited stage moves touching this version (governance; filled by ``details``).
+    drift: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_record(
@@ -124,6 +126,8 @@ class ModelRow(Result):
     production: str | None
     description: str
     updated_at: int
+    # Unaudited stage moves (governance): one dict per StageDrift; empty when none.
+    drift: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

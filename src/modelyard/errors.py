@@ -99,6 +99,12 @@ class AuditTampered(IntegrityError):
     template = "Audit trail for '{name}' is broken: {detail}"
 
 
+class UnauditedMove(IntegrityError):
+    """A stage holder that no audit event explains (moved around modelyard)."""
+
+    template = "{detail}"
+
+
 class BackendError(YardError):
     """The tracking server or database failed or is unreachable."""
 
@@ -126,8 +132,24 @@ class MissingDependency(UserError):
 
 
 class PermissionDenied(UserError):
-    """The backend refused: the credentials lack a permission (HTTP 403), or are missing."""
+    """The backend refused: the credentials lack a permission (HTTP 403), or are missing.
+
+    ``PermissionDenied(user="bob", model="churn", needed="MANAGE")`` names all three; a
+    message given as text is used as is (the edge that saw an HTTP 403 / 401).
+    """
 
     exit_code = 9
     http_status = 403
-    template = "{message}"
+    template = "permission denied: {user} needs {needed} on model '{model}' ({doing})"
+
+    def __init__(self, message: str | None = None, **fields: object) -> None:
+        if message is None:
+            fields.setdefault("doing", "asked of the tracking server")
+        super().__init__(message, **fields)
+
+
+class IdentityConflict(PermissionDenied):
+    """MODELYARD_USER names someone other than the user the tracking server authenticated."""
+
+    template = ("MODELYARD_USER={asserted} but the tracking server authenticated you as "
+                "{user}: unset MODELYARD_USER (an authenticated identity cannot be overridden)")

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from modelyard.access import AccessLog
 from modelyard.context import Context
 from modelyard.entities import LoadedModel, ModelVersion, VerifyResult
 from modelyard.errors import BackendError, IntegrityError, InvalidInput, StorageError, YardError
@@ -39,6 +40,7 @@ class Loader:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.tracking = ctx.tracking
+        self.access = AccessLog(ctx)
 
     # -- reading the registry -------------------------------------------------------------
     def version(self, record: VersionRecord, *, full: bool) -> ModelVersion:
@@ -67,8 +69,10 @@ class Loader:
         *,
         verify: bool = True,
         train: Callable[[], Any] | None = None,
+        purpose: str = "load",
     ) -> LoadedModel:
-        """Load a version after checking every file against its manifest."""
+        """Load a version after checking every file against its manifest; one access event
+        (``purpose``) is appended to the model's access log."""
         try:
             record = lookup(self.ctx.reads, name, ref)
         except (BackendError, StorageError) as exc:
@@ -76,6 +80,7 @@ class Loader:
             cached = self._load_remembered(name, ref, verify)
             if cached is not None:
                 log.info("loaded %s from the local cache", cached.version.label)
+                self.access.record(cached.version, purpose)
                 return cached
             if train is None:
                 raise
@@ -86,6 +91,7 @@ class Loader:
         loaded = LoadedModel(_deserialize(path, mv), mv, str(path), source, verified)
         self._remember(name, ref, mv)
         log.info("loaded %s from %s (verified=%s)", mv.label, source, verified)
+        self.access.record(mv, purpose)
         return loaded
 
     def download(self, name: str, ref: str | int | None, dest: Path, *, verify: bool = True
@@ -97,6 +103,7 @@ class Loader:
         mv = self.get(name, ref)
         path, _, _ = self.materialize(mv, verify)
         place_folder(path, dest)
+        self.access.record(mv, "download")
         return mv, dest
 
     # -- verify ---------------------------------------------------------------------------

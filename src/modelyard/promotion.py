@@ -27,6 +27,7 @@ from modelyard.errors import (
     YardError,
 )
 from modelyard.gates import Gates, Holdout, as_holdout
+from modelyard.identity import EDIT, MANAGE
 from modelyard.names import (
     STAGE_ALIASES,
     T_ROLLED_BACK,
@@ -112,6 +113,7 @@ class Promotion:
         """
         stage = normalize_stage(to)
         record = lookup(self.tracking, name, ref)
+        self.require_for_move(name, stage)
         current = record.tags.get(T_STAGE, "none")
         spec_texts = list(gates or [])
         self.stages.check_move(name, record, stage, force, reason)
@@ -124,6 +126,16 @@ class Promotion:
         change = self.stages.move(name, record, stage, "promote", reason=reason, gates=results,
                             detail={"forced": True} if force and current != "staging" else {})
         return change
+
+    def require_for_move(self, name: str, stage: str, verb: str = "promote") -> None:
+        """The MLflow permission a move needs, checked before anything is written: EDIT to
+        move into staging / archived / none or to ask for production, MANAGE to put a
+        version in production without a request (approve, rollback, force)."""
+        direct = stage == "production" and not self.ctx.settings.production_approval_required
+        needed = MANAGE if direct or (verb != "promote" and stage == "production") else EDIT
+        doing = ("request production" if stage == "production" and not direct
+                 else f"{verb} to {stage}")
+        self.ctx.permissions.require(name, needed, doing)
 
     def _refuse_on_failed_gates(self, name: str, record: VersionRecord, ref: str,
                                 stage: str, results: list[dict[str, Any]]) -> None:
@@ -197,6 +209,7 @@ class Promotion:
         """Approve a pending promotion (by someone other than its requester): the gates are
         checked again and the version is promoted."""
         request = self._find_request(request_id)
+        self.ctx.permissions.require(str(request["name"]), MANAGE, "approve production")
         who = self._check_approver(request, "approve")
         name, stage = str(request["name"]), str(request["stage"])
         record = lookup(self.tracking, name, int(request["version"]))
@@ -223,6 +236,7 @@ class Promotion:
         if not (reason and reason.strip()):
             raise InvalidInput("rejecting needs a --reason")
         request = self._find_request(request_id)
+        self.ctx.permissions.require(str(request["name"]), MANAGE, "reject production")
         who = self._check_approver(request, "reject")
         self._decide(request, "rejected", who, reason)
         name = str(request["name"])
@@ -264,6 +278,8 @@ class Promotion:
         stage = normalize_stage(stage)
         if stage not in STAGE_ALIASES:
             raise InvalidInput(f"only staging and production can be rolled back, not {stage}")
+        self.ctx.permissions.require(name, MANAGE if stage == "production" else EDIT,
+                                     f"roll back {stage}")
         current = self.tracking.alias_holder(name, stage)
         last = self.audit.log(name).last()
         recorded = last.stages.get(stage) if last else None

@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from modelyard.errors import BackendError, ModelNotFound, NotFound, UserError
+from modelyard.errors import BackendError, ModelNotFound, NotFound, PermissionDenied, UserError
 from modelyard.records import (
     ModelRecord,
     VersionRecord,
@@ -399,9 +399,43 @@ class RestReader:
 
     def _get(self, endpoint: str, params: Sequence[tuple[str, str | int]]) -> dict[str, Any]:
         """GET one endpoint; JSON answer. Raises _Missing / _Refused / YardErrors."""
+        status, body = self._fetch(f"{_API}{endpoint}", params)
+        return self._decode(status, body, endpoint)
+
+    def probe(self, api_path: str, params: Sequence[tuple[str, str | int]]
+              ) -> tuple[int, Any]:
+        """GET any API path (``/api/3.0/mlflow/users/current``): (HTTP status, JSON or None).
+
+        For endpoints a server may not have (the basic-auth app's): the caller reads the
+        status; only an unreachable server raises."""
+        status, body = self._fetch(api_path, params)
+        try:
+            return status, json.loads(body) if body.strip() else {}
+        except ValueError:
+            return status, None
+
+    @property
+    def sends_credentials(self) -> str | None:
+        """"basic" or "token" when requests carry credentials, else None."""
+        value = self._headers.get("Authorization", "")
+        return "basic" if value.startswith("Basic ") else "token" if value else None
+
+    @property
+    def basic_username(self) -> str | None:
+        """The user name the basic-auth credentials carry (never the password)."""
+        value = self._headers.get("Authorization", "")
+        if not value.startswith("Basic "):
+            return None
+        try:
+            return base64.b64decode(value[6:]).decode().partition(":")[0] or None
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def _fetch(self, api_path: str, params: Sequence[tuple[str, str | int]]
+               ) -> tuple[int, bytes]:
         import http.client
 
-        path = f"{self._base}{_API}{endpoint}?{urlencode(params, quote_via=quote)}"
+        path = f"{self._base}{api_path}?{urlencode(params, quote_via=quote)}"
         deadline = time.monotonic() + self.timeout
         failures = 0
         with self._lock:
@@ -433,7 +467,7 @@ class RestReader:
                     failures += 1
                     self._pause(failures, deadline)
                     continue
-                return self._decode(status, body, endpoint)
+                return status, body
 
     def _refuse_untrusted(self, exc: BaseException) -> None:
         """A certificate the client does not trust is not retried: say what to set."""
@@ -463,13 +497,15 @@ class RestReader:
         code = str(payload.get("error_code", "")) if isinstance(payload, dict) else ""
         message = _redact(_first_line(str(payload.get("message", "")))) if code else ""
         if status == 401:
-            raise UserError(
+            raise PermissionDenied(
                 f"tracking server {self._label} refused the credentials (HTTP 401): set "
                 "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
             )
         if status == 403:
-            raise UserError(f"permission denied by tracking server {self._label} (HTTP 403)"
-                            + (f": {message}" if message else ""))
+            who = self.basic_username
+            raise PermissionDenied(f"permission denied by tracking server {self._label} "
+                                   f"(HTTP 403){' for ' + who if who else ''} on {endpoint}"
+                                   + (f": {message}" if message else ""))
         if code == "RESOURCE_DOES_NOT_EXIST" or (status == 404 and code):
             raise _Missing(message)
         if code == "INVALID_PARAMETER_VALUE":

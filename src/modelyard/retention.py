@@ -1,9 +1,16 @@
-"""Retention: archive or delete versions beyond the newest N, never a holder of an alias."""
+"""Retention: archive or delete versions beyond the newest N, never a holder of an alias.
+
+``cleanup`` is the verb; ``enforce`` runs after each registration when ``max_versions`` is
+set: the oldest versions beyond it that hold no alias and no stage, and are not in a
+snapshot's newest state, are archived (``archive_old_versions = true``) or deleted (after a
+backup when a backup store is configured; a failed backup deletes nothing).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from modelyard.audit import Auditor
@@ -17,14 +24,37 @@ from modelyard.tracking import VersionRecord
 log = logging.getLogger("modelyard.retention")
 
 
+BackupHook = Callable[[str, list[int]], bool]  # (name, versions) -> all backed up
+SnapshotHook = Callable[[str], set[int]]  # name -> versions a snapshot's newest state holds
+
+
 class Retention:
-    def __init__(self, ctx: Context, audit: Auditor) -> None:
+    def __init__(self, ctx: Context, audit: Auditor, *, backup: BackupHook | None = None,
+                 snapshot_versions: SnapshotHook | None = None) -> None:
         self.ctx = ctx
         self.tracking = ctx.tracking
         self.audit = audit
+        self.backup = backup
+        self.snapshot_versions = snapshot_versions
+
+    def enforce(self, name: str) -> CleanupResult | None:
+        """Apply ``max_versions`` after a registration (audited as a ``cleanup`` event).
+
+        Never raises: a refusal (permissions, a failed backup) is logged and leaves every
+        version as it was."""
+        keep = self.ctx.settings.max_versions
+        if not keep:
+            return None
+        delete = not self.ctx.settings.archive_old_versions
+        try:
+            return self.cleanup(name, keep, delete=delete, yes=True, reason=(
+                f"max_versions = {keep} (after registration)"))
+        except YardError as exc:
+            log.warning("%s: max_versions = %s not applied: %s", name, keep, exc.message)
+            return None
 
     def cleanup(self, name: str, keep: int | None = None, *, delete: bool = False,
-                yes: bool = False) -> CleanupResult:
+                yes: bool = False, reason: str | None = None) -> CleanupResult:
         """Archive (or with ``delete``, delete) versions beyond the newest ``keep``.
 
         Never touches a version holding any alias or a stage. Returns the plan and does
@@ -38,11 +68,13 @@ class Retention:
         versions = sorted(visible, key=lambda v: v.version, reverse=True)
         plan: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
+        in_snapshots = self._in_snapshots(name) if versions[keep:] else set()
         for record in versions[keep:]:
             row: dict[str, Any] = {"version": record.version,
                                    "semver": record.tags.get(T_SEMVER),
                    "stage": record.tags.get(T_STAGE, "none")}
-            why = _protected(record)
+            why = _protected(record) or (
+                "in a snapshot" if record.version in in_snapshots else None)
             if why:
                 skipped.append({**row, "why": why})
             elif delete:
@@ -53,6 +85,22 @@ class Retention:
                                skipped=skipped)
         if not yes or not plan:
             return result
+        from modelyard.identity import EDIT, MANAGE
+
+        if reason is None:  # the cleanup verb
+            self.ctx.permissions.require(name, MANAGE, "clean up versions")
+        else:
+            self.ctx.permissions.require(name, MANAGE if delete else EDIT,
+                                         "delete old versions" if delete else
+                                         "archive old versions")
+        if delete and self.ctx.backup is not None:
+            numbers = [row["version"] for row in plan]
+            if self.backup is None:
+                raise InvalidInput(f"{name}: a backup store is configured but backups are "
+                                   "not available here; nothing deleted")
+            if not self.backup(name, numbers):
+                raise InvalidInput(f"{name}: the backup of #{numbers} did not complete; "
+                                   "nothing deleted")
         done: list[dict[str, Any]] = []
         for row in plan:
             try:
@@ -82,10 +130,21 @@ class Retention:
         if done:
             verb = "deleted" if delete else "archived"
             event = self.audit.record(name, "cleanup", version=None, from_=None, to=None,
-                                 reason=f"keep the newest {keep}",
+                                 reason=reason or f"keep the newest {keep}",
                                  detail={verb: [r["version"] for r in done], "keep": keep})
             result.event = event.seq
         return result
+
+
+    def _in_snapshots(self, name: str) -> set[int]:
+        if self.snapshot_versions is None:
+            return set()
+        try:
+            return set(self.snapshot_versions(name))
+        except YardError as exc:
+            # Cannot tell which versions a snapshot needs: protect them all.
+            raise InvalidInput(f"{name}: snapshots unreadable ({exc.message}); nothing "
+                               "removed") from exc
 
 
 def _protected(record: VersionRecord) -> str | None:

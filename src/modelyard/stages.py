@@ -232,7 +232,9 @@ class Stages:
                     self.tracking.set_alias(name, stage, holder)
                 except NotFound:
                     log.warning("%s holder #%s no longer exists", stage, holder)
-            else:
+            elif self.tracking.alias_holder(name, stage) is not None:
+                # Only when held: deleting an alias needs MANAGE on an auth server, and a
+                # user with EDIT moving another stage must not need it.
                 with contextlib.suppress(NotFound):
                     self.tracking.delete_alias(name, stage)
         wanted: dict[int, dict[str, str]] = {}

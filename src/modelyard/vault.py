@@ -200,3 +200,18 @@ def record_key(name: str, version: int) -> str:
 def probe_key(token: str) -> str:
     """A throwaway key ``doctor`` writes and deletes to prove a store is writable."""
     return f"probes/{token}"
+
+
+# -- governance (G): the audit trail's vault anchor and the access log -------------------
+def audit_head_key(name: str) -> str:
+    """The newest audit event's (seq, hash), the trail's second anchor beside the MLflow tag."""
+    return f"audit/{name}/HEAD.json"
+
+
+def access_prefix(name: str) -> str:
+    return f"access/{name}/"
+
+
+def access_key(name: str, stamp_id: str) -> str:
+    """One access event: ``stamp_id`` sorts by time (UTC stamp + random suffix)."""
+    return f"access/{name}/{stamp_id}.json"

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from modelyard import doctor as doctor_mod
+from modelyard.access import AccessEvent, AccessLog
 from modelyard.adopt import Adopter
 from modelyard.audit import AuditEvent, Auditor
 from modelyard.compare import compare as compare_versions
 from modelyard.config import Settings, load_settings
 from modelyard.context import Context, build_context
+from modelyard.drift import Drift, StageDrift
 from modelyard.entities import (
     AliasChange,
     CleanupResult,
@@ -38,8 +40,9 @@ from modelyard.entities import (
     TagChange,
     VerifyResult,
 )
-from modelyard.errors import NotFound, UserError
+from modelyard.errors import NotFound, UnauditedMove, UserError
 from modelyard.gates import Gates, Holdout
+from modelyard.identity import Identity
 from modelyard.integrity import Integrity, IntegrityReport, RepairReport
 from modelyard.integrity import Progress as IntegrityProgress
 from modelyard.labels import Labels
@@ -71,11 +74,15 @@ class Yard:
         notifier = Notifier(self.settings, self._audit)
         self._stages = Stages(self.ctx, self._audit, notifier)
         gates = Gates(self.settings, self.tracking,
-                      lambda name, version: self._loader.load(name, version).model)
+                      lambda name, version: self._loader.load(name, version,
+                                                              purpose="gate").model)
         self._promotion = Promotion(self.ctx, self._stages, gates, self._audit)
-        self._registrar = Registrar(self.ctx, self._promotion.after_registration)
+        self._retention = Retention(self.ctx, self._audit, backup=self._backup_before_delete,
+                                    snapshot_versions=self._snapshot_versions_hook())
+        self._registrar = Registrar(self.ctx, self._after_registration)
         self._labels = Labels(self.ctx, self._audit)
-        self._retention = Retention(self.ctx, self._audit)
+        self._drift = Drift(self.ctx, self._audit, self._stages)
+        self._access = AccessLog(self.ctx)
         self._transfer = Transfer(self.ctx, self._registrar, self._loader, self._audit)
         self._adopter = Adopter(self.ctx, self._registrar)
         self._protector = Protector(self.ctx, self._registrar, self._loader, self._stages,
@@ -87,6 +94,19 @@ class Yard:
                                     restore=self._restore_hook())
 
     # -- wiring ---------------------------------------------------------------------------
+    def _after_registration(self, mv: ModelVersion, action: str = "register") -> None:
+        """Audit + stage policy, then ``max_versions`` (retention enforced)."""
+        self._promotion.after_registration(mv, action)
+        if action == "register":
+            self._retention.enforce(mv.name)
+
+    def _backup_before_delete(self, name: str, versions: list[int]) -> bool:
+        """Retention deletes only what the backup store holds (when one is configured)."""
+        return self._protector.backup([(name, v) for v in versions]).ok
+
+    def _snapshot_versions_hook(self) -> Callable[[str], set[int]]:
+        return lambda name: self._snapshots.versions(name)
+
     @property
     def vault(self) -> Vault:
         return self.ctx.vault
@@ -110,7 +130,16 @@ class Yard:
         """One version with its metrics, params, lineage and artifact location."""
         return self._loader.get(name, ref, full=full)
 
-    details = get
+    def details(self, name: str, ref: str | int | None = "latest", *, full: bool = True
+                ) -> ModelVersion:
+        """``get``, plus ``drift``: unaudited stage moves that touch this version."""
+        mv = self._loader.get(name, ref, full=full)
+        found = self._drift.of_model(name)
+        if found:
+            self._drift.notify(name, found)
+        mv.drift = [d.to_dict() for d in found
+                    if mv.version in (d.holder_version, d.audited_version)]
+        return mv
 
     def list_models(self) -> list[ModelRow]:
         """Every model: version count, latest semver, who holds staging / production."""
@@ -128,6 +157,9 @@ class Yard:
                 semver = by_number[number].tags.get(T_SEMVER)  # noqa: B023
                 return self.settings.format_version(semver) if semver else f"#{number}"
 
+            drifts = self._drift.of_model(model.name, versions)
+            if drifts:
+                self._drift.notify(model.name, drifts)
             rows.append(ModelRow(
                 name=model.name, versions=len(versions),
                 latest=latest.tags.get(T_SEMVER) if latest else None,
@@ -135,6 +167,7 @@ class Yard:
                 highest_semver=highest_semver([v.tags.get(T_SEMVER, "") for v in versions]),
                 staging=holder("staging"), production=holder("production"),
                 description=model.description, updated_at=model.updated_ms,
+                drift=[d.to_dict() for d in drifts],
             ))
         return rows
 
@@ -173,8 +206,41 @@ class Yard:
 
     def history(self, name: str, version: str | int | None = None, *,
                 verify: bool = False) -> list[AuditEvent]:
-        """The model's audit trail, oldest first; ``verify`` checks the hash chain."""
-        return self._audit.history(name, version, verify=verify)
+        """The model's audit trail, oldest first; ``verify`` checks the hash chain, both
+        anchors of its head (MLflow tag, vault), the HMACs with ``audit_key``, and that every
+        stage holder is explained by the trail (``UnauditedMove`` names the first that is
+        not)."""
+        events = self._audit.history(name, version, verify=verify)
+        if verify:
+            self.check_drift(name)
+        return events
+
+    # -- governance: identity, drift, access --------------------------------------------------
+    def identity(self) -> Identity:
+        """Who modelyard acts as, and how that was established (see ``identity.py``)."""
+        return self.ctx.identity
+
+    def drift(self, name: str | None = None) -> list[StageDrift]:
+        """Stage holders no audit event explains (aliases or ``modelyard.stage`` tags moved
+        around modelyard), for one model or all. A webhook fires for each new finding."""
+        return self._drift.find(name)
+
+    def check_drift(self, name: str | None = None) -> None:
+        """Raise ``UnauditedMove`` naming the first unaudited holder (for ``verify --all``,
+        ``health`` and ``history --verify``)."""
+        found = self._drift.find(name)
+        if found:
+            more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+            raise UnauditedMove(detail=found[0].message + more)
+
+    def undo_drift(self, name: str) -> list[StageChange]:
+        """Put back the last audited holders of a model's drifted stages (audited moves,
+        reason "undo unaudited move")."""
+        return self._drift.undo(name)
+
+    def access_log(self, name: str) -> list[AccessEvent]:
+        """Every load of the model's versions (who, host, when, version, purpose)."""
+        return self._access.events(name)
 
     def requests(self, name: str | None = None) -> list[dict[str, Any]]:
         """Open promotion requests, oldest first."""
@@ -275,6 +341,7 @@ class Yard:
         *,
         verify: bool = True,
         train: Callable[[], Any] | None = None,
+        purpose: str = "load",
     ) -> LoadedModel:
         """Load a version after checking every file against its manifest.
 
@@ -284,7 +351,7 @@ class Yard:
         >>> loaded = yard.load("churn", "production")
         >>> loaded.model.predict(X)
         """
-        return self._loader.load(name, ref, verify=verify, train=train)
+        return self._loader.load(name, ref, verify=verify, train=train, purpose=purpose)
 
     def download(self, name: str, ref: str | int | None, dest: Path, *, verify: bool = True
                  ) -> tuple[ModelVersion, Path]:

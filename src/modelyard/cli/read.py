@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from modelyard.cli.render import _cell, _fmt, _label, _summary
+from modelyard.cli.render import _cell, _fmt, _label, _summary, drift_mark
 from modelyard.cli.shell import (
     State,
     _console,
@@ -73,9 +73,15 @@ def list_cmd(state: State) -> None:
         table = Table("model", "versions", "latest", "staging", "production")
         for row in data:
             latest = fmt(row["latest"]) if row["latest"] else "-"
-            table.add_row(row["name"], str(row["versions"]), latest, row["staging"] or "-",
-                          row["production"] or "-")
+            drifted = {d["stage"] for d in row.get("drift") or []}
+            table.add_row(row["name"], str(row["versions"]), latest,
+                          drift_mark(row["staging"] or "-", "staging" in drifted),
+                          drift_mark(row["production"] or "-", "production" in drifted))
         _console().print(table)
+        for row in data:
+            for item in row.get("drift") or []:
+                _console(stderr=True).print(drift_mark(_escape(item["detail"]), True,
+                                                       prefix=f"{_escape(row['name'])}: "))
 
     emit(state, rows, render)
 
@@ -93,7 +99,7 @@ def details_cmd(state: State, target: str) -> None:
       modelyard details churn@v1.2.0 --json
     """
     name, ref = _target(target)
-    mv = state.yard.get(name, ref)
+    mv = state.yard.details(name, ref)
 
     def render(_: Any) -> None:
         from rich.table import Table
@@ -103,15 +109,19 @@ def details_cmd(state: State, target: str) -> None:
         console.print(f"[bold]{mv.name}[/bold] {fmt(mv.semver) if mv.semver else '(unmanaged)'}"
                       f"  (MLflow version {mv.version})")
         table = Table(show_header=False, box=None)
+        drifted = {d["stage"] for d in mv.drift}
         rows = [
-            ("stage", mv.stage), ("aliases", ", ".join(mv.aliases) or "-"),
+            ("stage", drift_mark(mv.stage, bool(drifted))),
+            ("aliases", drift_mark(", ".join(mv.aliases) or "-", bool(drifted))),
             ("bump", f"{mv.bump or '-'}: {mv.bump_reason or ''}"), ("run", mv.run_id or "-"),
             ("source", mv.source), ("artifacts", mv.artifact_location),
             ("manifest", mv.manifest_sha256 or "-"), ("created", mv.created_at),
             ("description", mv.description or "-"),
         ]
         for key, text in rows:
-            table.add_row(key, _escape(str(text)))
+            table.add_row(key, text if key in ("stage", "aliases") else _escape(str(text)))
+        for item in mv.drift:
+            table.add_row("drift", drift_mark(_escape(item["detail"]), True))
         for key, value in sorted(mv.metrics.items()):
             table.add_row(f"metric {key}", f"{value:.6g}")
         for key, param in sorted(mv.params.items()):
@@ -221,9 +231,14 @@ def compare_cmd(state: State, name: str, refs: tuple[str, ...], plot: Path | Non
 @main.command("history")
 @click.argument("name")
 @click.option("--version", "version", default=None, help="Only events about this version.")
-@click.option("--verify", is_flag=True, help="Check the hash chain; exit non-zero if broken.")
+@click.option("--verify", is_flag=True, help="Check the hash chain, its two anchors, the "
+              "signatures (audit_key) and that every stage holder is audited; exit non-zero "
+              "if not.")
+@click.option("--access", "access", is_flag=True,
+              help="Show the access log (who loaded which version) instead.")
 @command_options
-def history_cmd(state: State, name: str, version: str | None, verify: bool) -> None:
+def history_cmd(state: State, name: str, version: str | None, verify: bool,
+                access: bool) -> None:
     """Show a model's audit trail: who changed what, when, and why.
 
     \b
@@ -231,7 +246,11 @@ def history_cmd(state: State, name: str, version: str | None, verify: bool) -> N
       modelyard history churn
       modelyard history churn --version v1.2.0
       modelyard history churn --verify
+      modelyard history churn --access --json
     """
+    if access:
+        _access_log(state, name)
+        return
     events = state.yard.history(name, version, verify=verify)
 
     def render(data: list[dict[str, Any]]) -> None:
@@ -251,7 +270,29 @@ def history_cmd(state: State, name: str, version: str | None, verify: bool) -> N
                 )
             console.print(table)
         if verify:
-            console.print(f"[green]ok[/green] {len(data)} event(s), hash chain intact")
+            signed = " and signed" if state.yard.settings.audit_key is not None else ""
+            console.print(f"[green]ok[/green] {len(data)} event(s), hash chain intact{signed}, "
+                          "every stage holder audited")
+
+    emit(state, events, render)
+
+
+def _access_log(state: State, name: str) -> None:
+    events = state.yard.access_log(name)
+
+    def render(data: list[dict[str, Any]]) -> None:
+        from rich.table import Table
+
+        if not data:
+            _console().print(f"No loads of {_escape(name)} recorded.")
+            return
+        table = Table("when", "who", "identity", "host", "version", "purpose")
+        for event in data:
+            table.add_row(event["when"], _escape(event["who"]), event["identity"],
+                          _escape(event["host"]),
+                          _fmt(state, event.get("semver"), event.get("version")),
+                          event["purpose"])
+        _console().print(table)
 
     emit(state, events, render)
 

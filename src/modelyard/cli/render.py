@@ -124,3 +124,8 @@ def render_integrity(state: State, data: dict[str, Any]) -> None:
         "`modelyard repair --all`")
     console.print(f"{len(data['versions'])} version(s), {data['bytes_hashed']} bytes hashed in "
                   f"{data['seconds']} s: {verdict}")
+
+
+def drift_mark(text: str, drifted: bool, *, prefix: str = "") -> str:
+    """A stage holder that no audit event explains, marked for the eye (rich markup)."""
+    return f"[yellow]\u26a0 {prefix}{text}[/yellow]" if drifted else text

@@ -99,6 +99,7 @@ def create_app(
     capture_flush_s: float = 5.0,
     confidence: bool = True,
     predict_inline: bool | None = None,
+    follow_unaudited: bool = False,
 ) -> FastAPI:
     """A FastAPI app serving ``name@ref`` (or the ``ab`` arms), loaded and verified at start.
 
@@ -117,7 +118,7 @@ def create_app(
     arms = parse_arms(ab) if ab else [Arm(str(ref), 100.0)]
     ramp = CanaryRamp.parse(canary) if isinstance(canary, str) else canary
     router = Router(arms, canary=ramp, started_at=canary_started_at)
-    source = ModelSource(yard, name)
+    source = ModelSource(yard, name, follow_unaudited=follow_unaudited)
     metrics = Metrics(name)
     capture = CaptureLog(store_of(yard), name, rate=capture_rate, mask=mask,
                          flush_every=capture_flush_s)

@@ -58,6 +58,7 @@ class ServeConfig:
     mask: list[str] = field(default_factory=list)
     route_field: str | None = None
     predict_inline: bool | None = None
+    follow_unaudited: bool = False
     yard_overrides: dict[str, Any] = field(default_factory=dict)
     log_level: str = "info"
 
@@ -70,6 +71,7 @@ class ServeConfig:
             "poll_interval": self.poll_interval, "capture_rate": self.capture_rate,
             "mask": self.mask, "route_field": self.route_field,
             "predict_inline": self.predict_inline,
+            "follow_unaudited": self.follow_unaudited,
         }
 
 
@@ -179,6 +181,8 @@ def _console() -> Any:
               help="Environment variable holding the bearer token (unset: no token needed).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
+@click.option("--follow-unaudited", is_flag=True,
+              help="Follow a stage alias even when it moved without an audit event.")
 @click.pass_context
 @_boundary
 def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: int,
@@ -186,7 +190,8 @@ def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: in
               route_field: str | None, capture_rate: float, mask: tuple[str, ...],
               poll_interval: float, no_batching: bool, max_batch: int,
               predict_inline: bool | None, max_wait_ms: float,
-              max_body_bytes: int, token_env: str, log_level: str) -> None:
+              max_body_bytes: int, token_env: str, log_level: str,
+              follow_unaudited: bool) -> None:
     """Serve a model over HTTP, following its alias (hot reload on promotion).
 
     \b
@@ -223,6 +228,7 @@ def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: in
         name=name, ref=ref, ab=list(ab), shadow=shadow, canary=canary,
         canary_started_at=time.time() if canary else None, token_env=token_env,
         max_body_bytes=max_body_bytes, batching=not no_batching, max_batch=max_batch,
+        follow_unaudited=follow_unaudited,
         max_wait_ms=max_wait_ms, poll_interval=poll_interval, capture_rate=capture_rate,
         mask=list(mask), route_field=route_field, predict_inline=predict_inline,
         yard_overrides=overrides, log_level=log_level,

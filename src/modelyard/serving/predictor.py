@@ -67,13 +67,15 @@ class Predictor:
         mask: Iterable[str] = (),
         confidence: bool = True,
         arm: str | None = None,
+        follow_unaudited: bool = False,
     ) -> None:
         self.name = name
         self.ref = str(ref)
         self.arm = arm or self.ref
         self.poll_interval = poll_interval
         self._confidence = confidence
-        self._source = ModelSource(yard, name)
+        self._source = ModelSource(yard, name, follow_unaudited=follow_unaudited,
+                                   purpose="predictor")
         self.metrics = Metrics(name)
         self.capture = CaptureLog(store_of(yard), name, rate=capture_rate, mask=mask)
         self._capture_lock = threading.Lock()

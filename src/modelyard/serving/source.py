@@ -105,9 +105,14 @@ def columns_from_mlmodel(path: str) -> list[Column] | None:
 class ModelSource:
     """Registry and vault access for one served model name."""
 
-    def __init__(self, yard: Yard, name: str) -> None:
+    def __init__(self, yard: Yard, name: str, *, follow_unaudited: bool = False,
+                 purpose: str = "serve") -> None:
         self.yard = yard
         self.name = name
+        # A stage alias moved without an audit event (around modelyard) is not followed
+        # unless asked: the audited holder keeps serving (see drift.py).
+        self.follow_unaudited = follow_unaudited
+        self.purpose = purpose  # what the access log records for each load
 
     # -- versions ---------------------------------------------------------------------------
     def holder(self, ref: str) -> int | None:
@@ -118,9 +123,15 @@ class ModelSource:
         alias = text[1:] if text.startswith("@") else text
         lowered = alias.lower()
         if lowered in _STAGE_ALIASES or (text.startswith("@") and alias):
-            return self.yard.tracking.alias_holder(
+            live = self.yard.tracking.alias_holder(
                 self.name, lowered if lowered in _STAGE_ALIASES else alias
             )
+            if lowered in _STAGE_ALIASES and not self.follow_unaudited:
+                from modelyard.drift import holder_for_serving
+
+                return holder_for_serving(self.yard.ctx, self.yard._audit, self.name,
+                                          lowered, live)
+            return live
         return int(self.yard.get(self.name, text, full=False).version)
 
     def is_fixed(self, ref: str) -> bool:
@@ -130,7 +141,7 @@ class ModelSource:
 
     def load(self, version: int) -> ServedModel:
         """Load one version, verified against its manifest before it is deserialised."""
-        loaded = self.yard.load(self.name, str(version), verify=True)
+        loaded = self.yard.load(self.name, str(version), verify=True, purpose=self.purpose)
         mv = loaded.version
         columns = columns_from_schema(mv.tags.get(SCHEMA_TAG)) or columns_from_mlmodel(
             loaded.path

@@ -1,0 +1,224 @@
+"""Drift: stage holders that no audit event explains (a move made around modelyard).
+
+The audit trail says who holds ``staging`` and ``production`` (every event carries the
+holders after it: ``stages``). MLflow says who holds them now (the aliases) and which
+version carries which ``modelyard.stage`` tag. Anyone with EDIT on the registered model can
+move an alias with plain MLflow, skipping gates and approvals; modelyard cannot prevent that,
+so it detects it: ``Drift.find`` compares both, ``Drift.undo`` puts back the last audited
+holders through ``Stages`` (an audited move, reason "undo unaudited move").
+
+A webhook fires when drift is found, once per distinct finding (the last one notified is
+remembered in the vault beside the trail), so ``list`` run in a loop does not spam.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from modelyard.entities import Result
+from modelyard.errors import NotFound, StorageError, YardError
+from modelyard.names import STAGE_ALIASES, T_STAGE, check_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.audit import Auditor
+    from modelyard.context import Context
+    from modelyard.stages import StageChange, Stages
+    from modelyard.tracking import VersionRecord
+
+log = logging.getLogger("modelyard.drift")
+
+__all__ = ["Drift", "StageDrift", "drift_key"]
+
+UNDO_REASON = "undo unaudited move"
+
+
+def drift_key(name: str) -> str:
+    """The last drift finding a webhook was sent for (so each finding is sent once)."""
+    return f"audit/{name}/DRIFT.json"
+
+
+@dataclass
+class StageDrift(Result):
+    """One holder the audit trail does not explain.
+
+    ``holder_version``: who holds ``stage`` in MLflow now (None: nobody);
+    ``audited_version``: who the trail says holds it (None: nobody)."""
+
+    name: str
+    stage: str
+    holder_version: int | None
+    audited_version: int | None
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.name}: {self.detail}"
+
+
+def _label(version: int | None) -> str:
+    return "nobody" if version is None else f"#{version}"
+
+
+class Drift:
+    """Finds and undoes unaudited stage moves."""
+
+    def __init__(self, ctx: Context, audit: Auditor, stages: Stages) -> None:
+        self.ctx = ctx
+        self.audit = audit
+        self.stages = stages
+
+    def audited_holders(self, name: str) -> dict[str, int | None] | None:
+        """Who the newest audit event says holds each stage (None: the model has no trail)."""
+        last = self.audit.log(name).last()
+        if last is None:
+            return None
+        return {s: (h if isinstance(h := last.stages.get(s), int) else None)
+                for s in STAGE_ALIASES}
+
+    def find(self, name: str | None = None, *, notify: bool = True) -> list[StageDrift]:
+        """Unaudited moves of one model (or of every model)."""
+        if name is None:
+            names = [m.name for m in self.ctx.reads.list_models()]
+        else:
+            names = [check_name(name)]
+        found: list[StageDrift] = []
+        for model in names:
+            drifts = self.of_model(model)
+            if drifts and notify:
+                self.notify(model, drifts)
+            found += drifts
+        return found
+
+    def of_model(self, name: str, versions: list[VersionRecord] | None = None
+                 ) -> list[StageDrift]:
+        audited = self.audited_holders(name)
+        if audited is None:
+            return []
+        records = versions if versions is not None else self.ctx.reads.versions(name)
+        by_number = {r.version: r for r in records}
+        live: dict[str, int | None] = {s: None for s in STAGE_ALIASES}
+        for record in records:
+            for alias in record.aliases:
+                if alias in live:
+                    live[alias] = record.version
+        drifts: list[StageDrift] = []
+        for stage in STAGE_ALIASES:
+            want, have = audited[stage], live[stage]
+            if want == have:
+                continue
+            if have is None and want is not None and want not in by_number:
+                continue  # the audited holder was deleted: nothing holds it, no move made
+            drifts.append(StageDrift(
+                name=name, stage=stage, holder_version=have, audited_version=want,
+                detail=f"{stage} is held by {_label(have)} in MLflow but the audit trail "
+                f"says {_label(want)} (unaudited move)"))
+        for record in records:
+            tag = record.tags.get(T_STAGE)
+            if tag in STAGE_ALIASES and audited[tag] != record.version:
+                drifts.append(StageDrift(
+                    name=name, stage=str(tag), holder_version=record.version,
+                    audited_version=audited[tag],
+                    detail=f"#{record.version} is tagged {T_STAGE}={tag} but the audit "
+                    f"trail says {_label(audited[tag])} holds {tag} (unaudited tag)"))
+        return drifts
+
+    def undo(self, name: str) -> list[StageChange]:
+        """Put back the last audited holder of every drifted stage (audited moves)."""
+        from modelyard.stages import StageChange
+
+        changes: list[StageChange] = []
+        drifts = self.of_model(check_name(name))
+        audited = self.audited_holders(name) or {}
+        for stage in sorted({d.stage for d in drifts}):
+            self.ctx.permissions.require(name, _needed(stage), f"put {stage} back")
+        moved: set[int] = set()
+        for stage in sorted({d.stage for d in drifts}):
+            mine = [d for d in drifts if d.stage == stage]
+            want = audited.get(stage)
+            if want is not None and any(d.holder_version != want for d in mine
+                                        if "unaudited move" in d.detail):
+                record = self.ctx.tracking.get_version(name, want)
+                # Stages.move applies the trail's holders: the alias and the stage tags of
+                # the holder and of whoever took it (displaced).
+                change = self.stages.move(name, record, stage, "promote", reason=UNDO_REASON,
+                                          detail={"undo_drift": [d.to_dict() for d in mine]})
+                moved |= {d.holder_version for d in mine if d.holder_version is not None}
+                changes.append(change)
+                continue
+            # Nobody should hold it, or only a stage tag is wrong: clear what MLflow has.
+            for item in mine:
+                version = item.holder_version
+                if version is None or version in moved:
+                    continue
+                if "unaudited move" in item.detail:
+                    self.ctx.tracking.delete_alias(name, stage)
+                self.ctx.tracking.set_version_tags(name, version,
+                                                   {T_STAGE: self.stages.demoted(stage)})
+                self.ctx.tracking.set_stage_field(name, version, self.stages.demoted(stage))
+                event = self.audit.record(
+                    name, "undo_drift", version=version, from_=stage,
+                    to=self.stages.demoted(stage), reason=UNDO_REASON,
+                    detail={"undo_drift": [item.to_dict()]})
+                changes.append(StageChange(
+                    status="undone", name=name, version=version, semver=None,
+                    from_stage=stage, to=self.stages.demoted(stage), event=event.seq,
+                    reason=UNDO_REASON))
+        return changes
+
+    def notify(self, name: str, drifts: list[StageDrift]) -> None:
+        settings = self.ctx.settings
+        if not settings.webhooks:
+            return
+        finding = [d.to_dict() for d in drifts]
+        store = self.ctx.vault.store
+        key = drift_key(name)
+        try:
+            if json.loads(store.get_bytes(key)) == finding:
+                return  # already sent
+        except (StorageError, ValueError):
+            pass
+        from modelyard.notify import send_all
+
+        payload: dict[str, Any] = {"model": name, "drift": finding}
+        results = send_all(settings.webhooks, payload, settings.webhook_secret)
+        for item in results:
+            if not item["ok"]:
+                log.warning("drift webhook %s failed: %s", item["url"], item["error"])
+        try:
+            store.put_bytes(key, json.dumps(finding).encode())
+        except YardError as exc:
+            log.warning("drift notice of %s not remembered: %s", name, exc.message)
+
+
+def _needed(stage: str) -> str:
+    from modelyard.identity import EDIT, MANAGE
+
+    return MANAGE if stage == "production" else EDIT
+
+
+def holder_for_serving(ctx: Context, audit: Auditor, name: str, stage: str,
+                       live: int | None) -> int | None:
+    """The version a server should follow for a stage alias: the audited holder when the
+    alias moved without an audit event (a warning is logged), else the alias holder."""
+    last = audit.log(name).last()
+    if last is None:
+        return live
+    want = last.stages.get(stage)
+    audited = want if isinstance(want, int) else None
+    if audited == live:
+        return live
+    if audited is None:
+        log.warning("%s@%s: #%s holds it without an audit event; not followed (serve "
+                    "--follow-unaudited to follow it)", name, stage, live)
+        return None
+    try:
+        ctx.reads.get_version(name, audited)
+    except NotFound:
+        return live
+    log.warning("%s@%s: moved to %s without an audit event; still following the audited "
+                "holder #%s (serve --follow-unaudited to follow it)", name, stage,
+                _label(live), audited)
+    return audited
