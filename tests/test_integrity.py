@@ -68,8 +68,9 @@ def _flip(store: ObjectStore, key: str) -> None:
 @pytest.fixture
 def produced(make_yard: Any, name: str, trained: dict[str, Any], backend: str,
              stack_or_none: Any, tmp_path: Path) -> Any:
-    """A yard with a backup store, and one version of ``name`` in production."""
-    yard = make_yard(backup=_backup_url(backend, stack_or_none, tmp_path))
+    """A yard with a backup store, and one version of ``name`` in production (not backed up:
+    the tests put into the backup store exactly what each case needs)."""
+    yard = make_yard(backup=_backup_url(backend, stack_or_none, tmp_path), backup_stages=[])
     mv = yard.register(trained["model"], name, input_example=trained["X"].head(3),
                        pip_requirements=["scikit-learn"])
     yard.promote(name, mv.version, to="production", force=True, reason="test")
