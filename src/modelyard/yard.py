@@ -193,8 +193,12 @@ class Yard:
         started_at: datetime | None = None,
         duration_s: float | None = None,
         pip_requirements: list[str] | None = None,
+        training_data: Any = None,
     ) -> ModelVersion:
         """Log and register a model in one call; returns the new, fully registered version.
+
+        ``training_data`` (a frame) is profiled into ``profiles/NAME/VERSION.json`` for drift
+        and data-quality checks; without it the first CSV/Parquet among ``data`` is.
 
         >>> yard.register(clf, "churn", metrics={"accuracy": 0.9}, params={"depth": 5},
         ...               input_example=X.head(), data=["data/train.csv"], seed=42)
@@ -204,6 +208,7 @@ class Yard:
             signature=signature, data=data, description=description, tags=tags, seed=seed,
             bump=bump, version=version, flavor=flavor, started_at=started_at,
             duration_s=duration_s, pip_requirements=pip_requirements,
+            training_data=training_data,
         )
         return self._fresh(mv)
 
