@@ -255,6 +255,7 @@ class Builtin:
         self.loader = loader
         self.root = root
         self.rollback_fn = rollback
+        self.env = pipeline_env(ctx)
 
     def layers(self) -> list[Layer]:
         return [
@@ -349,7 +350,7 @@ class Builtin:
 
     # -- pipeline -------------------------------------------------------------------------
     def resume_pipeline(self, finding: Finding) -> str:
-        done = run_dvc(["repro"], self.root)
+        done = run_dvc(["repro"], self.root, self.env)
         ran = [line.split("'")[1] for line in done.splitlines()
                if line.startswith("Running stage '") and line.count("'") >= 2]
         return f"dvc repro ran {', '.join(ran) or 'nothing'}"
@@ -374,6 +375,22 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return {**os.environ, "PATH": path, "PYTHONWARNINGS": "ignore", "DVC_NO_ANALYTICS": "1",
             **(extra or {})}
+
+
+def pipeline_env(ctx: Context) -> dict[str, str]:
+    """The environment for a pipeline run on behalf of ``ctx``: its stages register into the
+    same registry and vault as ``ctx`` (never into one the environment happens to name)."""
+    settings = ctx.settings
+    env = {k: v for k, v in clean_env().items()
+           if not k.startswith("MODELYARD_") and k not in ("MLFLOW_TRACKING_URI",
+                                                           "MLFLOW_REGISTRY_URI")}
+    env.update(MODELYARD_HOME=str(settings.home_path), MODELYARD_VAULT=settings.resolved_vault,
+               MODELYARD_CACHE_DIR=str(ctx.cache_dir), MODELYARD_USER=ctx.user)
+    if settings.tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+    if settings.backup:
+        env["MODELYARD_BACKUP"] = settings.backup
+    return env
 
 
 def run_dvc(args: Sequence[str], root: Path, env: dict[str, str] | None = None,
@@ -658,8 +675,8 @@ class Recovery:
         return lines
 
     def recover(self, name: str, *, dry_run: bool = False, pipeline: bool = True,
-                findings: list[Finding] | None = None,
-                baseline: Baseline | None = None) -> RecoveryReport:
+                findings: list[Finding] | None = None, baseline: Baseline | None = None,
+                verify: bool = True) -> RecoveryReport:
         clock = time.perf_counter()
         found = self.detector.detect(name, pipeline=pipeline) if findings is None else findings
         report = RecoveryReport(name=name, dry_run=dry_run, findings=found,
@@ -673,10 +690,11 @@ class Recovery:
             report.fixes.append(self.fix(finding))
         report.recovered = all(fix.layer for fix in report.fixes)
         report.seconds["recover"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        report.verified, report.verification, report.remaining = self.verify(
-            name, baseline, pipeline=pipeline)
-        report.seconds["verify"] = time.perf_counter() - clock
+        if verify:
+            clock = time.perf_counter()
+            report.verified, report.verification, report.remaining = self.verify(
+                name, baseline, pipeline=pipeline)
+            report.seconds["verify"] = time.perf_counter() - clock
         with contextlib.suppress(YardError):
             self.audit.record(name, "recover", reason="modelyard recover", detail={
                 "findings": [f.problem for f in found], "layer": report.layer,

@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
-from modelyard.cli import change, operate, read  # noqa: F401 - they register their commands
+from modelyard.cli import change, drills, operate, read  # noqa: F401 - they register commands
 from modelyard.cli.shell import SECTIONS, main
 from modelyard.serving.cli import register_commands
 
 register_commands(main)  # serve, monitor, ab report
 SECTIONS["Operate"] += ["serve", "monitor", "ab"]
+SECTIONS["Incidents"] = ["health", "recover", "drill", "reproduce"]
 
 __all__ = ["main"]
