@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/register.py
 	$(BIN)/python benchmarks/lifecycle.py 500
+	$(BIN)/python benchmarks/drills.py
 
 stack: install
 	$(BIN)/python tests/devstack.py

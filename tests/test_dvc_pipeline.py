@@ -129,7 +129,7 @@ def test_demo_runs_end_to_end(backend: str, isolated: Path) -> None:
     titles = [s["step"] for s in steps]
     assert titles == ["init", "dvc repro", "promote", "new data", "new hyperparameters",
                       "promote", "dropped column", "compare", "rollback", "history", "export",
-                      "summary"]
+                      "drill", "health", "summary"]
     rows = steps[-1]["data"]["rows"]
     assert [(r["semver"], r["bump"]) for r in rows] == [
         ("1.0.0", "initial"), ("1.1.0", "minor"), ("1.1.1", "patch"), ("2.0.0", "major")]
@@ -140,6 +140,10 @@ def test_demo_runs_end_to_end(backend: str, isolated: Path) -> None:
     assert stages["2.0.0"] == "none"
     assert Path(by_title["compare"]["data"]["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(Path(by_title["export"]["data"]["path"]).read_text())["models"]
+    drill = by_title["drill"]["data"]
+    assert drill["ok"] and drill["layer"] == "L1" and drill["sandbox"]
+    if backend == "embedded":  # the shared server also holds other tests' broken models
+        assert by_title["health"]["data"]["status"] == "healthy"
 
 
 def test_demo_stays_in_the_callers_folder(isolated: Path) -> None:

@@ -212,6 +212,22 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
     yield Step("export", [f"{count} versions exported to {out}"], {"path": str(out)},
                time.perf_counter() - clock)
 
+    clock = time.perf_counter()
+    drill = yard.drill("model-corruption", model=model)
+    yield Step("drill", [f"model-corruption drill (sandbox copy): detected by "
+                         f"{', '.join(drill.detected_by) or 'nothing'}, recovered by "
+                         f"{drill.layer} {drill.via}, verified={drill.verified}, "
+                         f"MTTR {drill.mttr:.2f} s"], drill.to_dict(),
+               time.perf_counter() - clock)
+
+    clock = time.perf_counter()
+    health = yard.health()
+    problems = [f"{c.check} {c.target}: {c.detail}" for c in health.checks
+                if c.level != "ok"]
+    yield Step("health", [f"{health.status} (exit {health.exit_code}); "
+                          f"{len(health.checks)} checks", *problems[:3]],
+               health.to_dict(), time.perf_counter() - clock)
+
     final = {v.version: v for v in yard.versions(model)}
     for row in summary:
         record = final.get(row["version"])

@@ -596,16 +596,19 @@ class Injector:
     def _storage_outage(self) -> tuple[str, Callable[[], None]]:
         if self.box is None:
             raise UserError("storage-outage runs in the sandbox")
-        store = self.yard.settings.home_path / "artifacts"
-        away = store.with_name("artifacts.outage")
-        store.rename(away)
-        loaded = self.yard.load(self.model, "production")  # served during the outage
+        home = self.yard.settings.home_path
+        stores = [home / "vault", home / "artifacts"]
+        for store in stores:
+            store.rename(store.with_name(store.name + ".outage"))
+            store.write_text("outage")  # a file where the folder was: reads and writes fail
 
         def end() -> None:
-            away.rename(store)
+            for store in stores:
+                store.unlink()
+                store.with_name(store.name + ".outage").rename(store)
 
-        return (f"artifact store taken offline while {loaded.version.label} was loaded "
-                f"(served from {loaded.source})", end)
+        return ("the artifact store and the vault stopped answering while production was "
+                "served", end)
 
     # -- registry -------------------------------------------------------------------------
     def _model_deletion(self) -> tuple[str, None]:
@@ -638,9 +641,14 @@ class Injector:
         bad = self.yard.register(worse, self.model, metrics=metrics, input_example=sample.head(5),
                                  description="drill: a clearly worse model",
                                  pip_requirements=["scikit-learn"])
-        self.yard.promote(self.model, bad.version, to="production", force=True,
-                          reason="drill: bad promotion")
-        return f"{bad.label} (a constant predictor) forced into production over {mv.label}", None
+        # Promoted from a machine whose stale config has no gates: the registry's own
+        # policy never saw it.
+        stale = self.yard.settings.model_copy(update={
+            "gates": [], "required_tags": {}, "beat_production_metric": None})
+        type(self.yard)(stale).promote(self.model, bad.version, to="production", force=True,
+                                       reason="drill: bad promotion (stale config, no gates)")
+        return (f"{bad.label} (a constant predictor, metrics halved) promoted over {mv.label} "
+                "by a config without gates", None)
 
     # -- pipeline -------------------------------------------------------------------------
     def _pipeline_failure(self, stage: str | None) -> tuple[str, None]:

@@ -47,7 +47,7 @@ from modelyard.errors import (
 )
 from modelyard.lineage import DataRef
 from modelyard.loading import Loader
-from modelyard.names import T_SEMVER
+from modelyard.names import T_FLAVOR, T_SEMVER
 from modelyard.tracking import VersionRecord
 from modelyard.vault import Manifest, object_key, profile_key, sha256_file
 
@@ -308,14 +308,23 @@ class Builtin:
         return f"{len(manifest.files)} file(s) rebuilt from the vault"
 
     def serve_cached(self, finding: Finding) -> str:
+        """Keep serving the last verified copy in the local cache while a store is down (it
+        was checked against its manifest when it was written there)."""
+        from modelyard import mlmodel
+
         name, _, stage = finding.target.partition("@")
         mv = self.loader.get(name, stage or "production", full=False)
         cache = self.loader.cache_folder(mv)
         if not cache.is_dir():
             raise NotFound(f"no verified cached copy of {mv.label}")
-        manifest = self.loader.manifest_of(mv)
-        manifest.verify_directory(cache, label=mv.name, semver=mv.semver or "?")
-        return f"{mv.label} serves from its verified cached copy while the store is down"
+        checked = "verified against its manifest"
+        try:
+            manifest = self.loader.manifest_of(mv)
+            manifest.verify_directory(cache, label=mv.name, semver=mv.semver or "?")
+        except StorageError:
+            checked = "verified when cached (the vault is down too)"
+        mlmodel.deserialize(cache, mv.tags.get(T_FLAVOR, ""))
+        return f"{mv.label} loads from its cached copy ({checked}) while the store is down"
 
     # -- promotion ------------------------------------------------------------------------
     def rollback(self, finding: Finding) -> str:
@@ -427,7 +436,13 @@ class Detector:
             records = []
         except (BackendError, StorageError) as exc:
             return [Finding("storage", "registry reachable", name, exc.message)]
-        findings += self.check_audit(name)
+        try:
+            self.ctx.vault.store.check()
+        except StorageError as exc:
+            findings.append(Finding("storage", "vault reachable", f"{name}@production",
+                                    exc.message))
+        else:
+            findings += self.check_audit(name)
         holders = {stage: r for r in records for stage in SERVING_STAGES if stage in r.aliases}
         findings += self.check_stages(name, records, holders)
         for stage, record in holders.items():

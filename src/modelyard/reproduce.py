@@ -34,6 +34,7 @@ from typing import Any
 from modelyard.context import Context
 from modelyard.errors import UserError, YardError
 from modelyard.loading import Loader
+from modelyard.names import T_FLAVOR
 from modelyard.recovery import clean_env, md5_file, run_dvc
 from modelyard.vault import reproduce_key, sha256_file
 
@@ -222,7 +223,7 @@ class Reproducer:
         path, _, _ = other.materialize(again, True)
         from modelyard import mlmodel
 
-        model = mlmodel.deserialize(path, again.tags.get("modelyard.flavor", ""))
+        model = mlmodel.deserialize(path, again.tags.get(T_FLAVOR, ""))
         before = np.asarray(original.model.predict(sample))
         after = np.asarray(model.predict(sample))
         equal = bool(np.array_equal(before, after))
