@@ -81,7 +81,7 @@ def test_prometheus_textfile(yard: Any, name: str, trained: dict[str, Any],
 class _Hook(BaseHTTPRequestHandler):
     received: list[tuple[dict[str, Any], str]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.received.append((json.loads(body), self.headers["X-Modelyard-Signature"]))
         self.send_response(200)
