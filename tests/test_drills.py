@@ -35,7 +35,7 @@ def real(tmp_path_factory: pytest.TempPathFactory, trained: dict[str, Any]) -> I
     yard = Yard(_settings(folder / ".modelyard", folder / "cache"))
     mv = yard.register(trained["model"], "real-model", metrics={"accuracy": 0.9},
                        input_example=trained["X"].head(5), pip_requirements=["scikit-learn"])
-    yard.promote("real-model", mv.version, to="production")
+    yard.promote("real-model", mv.version, to="production", force=True, reason="test")
     yield yard
     yard._drill_verb().close()
 
@@ -55,14 +55,14 @@ def _drill(real: Any, before: str, scenario: str, **options: Any) -> Any:
     report = real.drill(scenario, **options)
     assert _snapshot(real) == before, "a sandbox drill changed the real registry"
     assert report.sandbox
-    assert report.detected, report.to_dict()
+    assert report.detected, json.dumps(report.to_dict(), default=str)
     return report
 
 
 def _assert_ok(report: Any, layer: str, check: str) -> None:
-    assert check in report.detected_by, report.to_dict()
-    assert report.layer == layer, report.to_dict()
-    assert report.recovered and report.verified, report.to_dict()
+    assert check in report.detected_by, json.dumps(report.to_dict(), default=str)
+    assert report.layer == layer, json.dumps(report.to_dict(), default=str)
+    assert report.recovered and report.verified, json.dumps(report.to_dict(), default=str)
     assert "predictions on the held-out sample equal the pre-incident ones" in \
         report.verification
     assert set(report.phases) == {"inject", "detect", "recover", "verify"}
@@ -157,7 +157,7 @@ def test_drill_on_a_copy_of_a_real_model(yard: Any, name: str, trained: dict[str
                                          ) -> None:
     mv = yard.register(trained["model"], name, metrics={"accuracy": 0.9},
                        input_example=trained["X"].head(5), pip_requirements=["scikit-learn"])
-    yard.promote(name, mv.version, to="production")
+    yard.promote(name, mv.version, to="production", force=True, reason="test")
     start = _snapshot(yard)
     try:
         report = yard.drill("model-corruption", model=name)
@@ -190,7 +190,7 @@ def test_recover_dry_run_changes_nothing_and_recover_fixes(yard: Any, name: str,
 
     mv = yard.register(trained["model"], name, metrics={"accuracy": 0.9},
                        input_example=trained["X"].head(5), pip_requirements=["scikit-learn"])
-    yard.promote(name, mv.version, to="production")
+    yard.promote(name, mv.version, to="production", force=True, reason="test")
     yard.load(name, "production")  # the local cache holds a verified copy
     _corrupt(yard, name)
     events = len(yard.history(name))
@@ -210,3 +210,13 @@ def test_recover_dry_run_changes_nothing_and_recover_fixes(yard: Any, name: str,
     assert yard.verify(name, "production").ok
     assert yard.history(name)[-1].action == "recover"
     assert run_cli("recover", name, "--json", check=True).stdout.count('"findings": []') == 1
+
+
+def test_live_needs_yes_and_snapshots_and_changes_nothing(real: Any, before: str) -> None:
+    no_yes = run_cli("drill", "run", "model-corruption", "--live", "--model", "real-model")
+    assert no_yes.returncode != 0 and "--yes" in no_yes.stderr
+    from modelyard.errors import UserError
+
+    with pytest.raises(UserError, match="snapshots"):
+        real.drill("model-corruption", model="real-model", live=True)
+    assert _snapshot(real) == before

@@ -22,7 +22,7 @@ from helpers import run_cli
 def _register(yard: Any, name: str, trained: dict[str, Any], stage: str) -> Any:
     mv = yard.register(trained["model"], name, metrics={"accuracy": 0.9},
                        input_example=trained["X"].head(5), pip_requirements=["scikit-learn"])
-    yard.promote(name, mv.version, to=stage)
+    yard.promote(name, mv.version, to=stage, force=True, reason="test")
     return mv
 
 
