@@ -66,6 +66,7 @@ KINDS = {
     "audit": "the audit hash chain is broken",
 }
 _LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "logloss")
+_ONCE_PER_TARGET = ("promotion", "storage")
 WORSE_BY = 0.05  # relative: a production holder this much worse than the previous one
 
 
@@ -436,15 +437,17 @@ class Detector:
             records = []
         except (BackendError, StorageError) as exc:
             return [Finding("storage", "registry reachable", name, exc.message)]
+        vault_up = True
         try:
             self.ctx.vault.store.check()
         except StorageError as exc:
+            vault_up = False
             findings.append(Finding("storage", "vault reachable", f"{name}@production",
-                                    exc.message))
-        else:
-            findings += self.check_audit(name)
+                                    f"the vault does not answer: {exc.message}"))
         holders = {stage: r for r in records for stage in SERVING_STAGES if stage in r.aliases}
-        findings += self.check_stages(name, records, holders)
+        if vault_up:  # the audit trail lives in the vault
+            findings += self.check_audit(name)
+            findings += self.check_stages(name, records, holders)
         for stage, record in holders.items():
             findings += self.check_files(name, stage, record)
         if "production" in holders:
@@ -481,6 +484,8 @@ class Detector:
         numbers = {r.version for r in records}
         audited = self.audited_holders(name)
         for stage in SERVING_STAGES:
+            if stage not in audited:
+                continue  # no audited holder known (imported, adopted): nothing to compare
             want = audited.get(stage)
             have = holders[stage].version if stage in holders else None
             if want is not None and want not in numbers:
@@ -515,15 +520,16 @@ class Detector:
         except YardError as exc:
             log.warning("gates of %s not evaluated: %s", target, exc.message)
             failed = []
+        findings = []
         if failed:
-            return [Finding("promotion", "policy gates", target,
-                            "; ".join(str(g.get("detail")) for g in failed),
-                            version=record.version)]
+            findings.append(Finding("promotion", "policy gates", target,
+                                    "; ".join(str(g.get("detail")) for g in failed),
+                                    version=record.version))
         worse = self._worse_than_previous(name, record)
         if worse:
-            return [Finding("promotion", "metrics vs previous holder", target, worse,
-                            version=record.version)]
-        return []
+            findings.append(Finding("promotion", "metrics vs previous holder", target, worse,
+                                    version=record.version))
+        return findings
 
     def _worse_than_previous(self, name: str, record: VersionRecord) -> str:
         previous = None
@@ -701,8 +707,13 @@ class Recovery:
             report.recovered = report.verified = not found
             return report
         clock = time.perf_counter()
+        done: dict[tuple[str, str], Fix] = {}
         for finding in found:
-            report.fixes.append(self.fix(finding))
+            key = (finding.kind, finding.target)
+            if finding.kind in _ONCE_PER_TARGET and key in done:
+                continue  # one rollback answers every promotion finding of a stage
+            done[key] = self.fix(finding)
+            report.fixes.append(done[key])
         report.recovered = all(fix.layer for fix in report.fixes)
         report.seconds["recover"] = time.perf_counter() - clock
         if verify:
@@ -735,11 +746,14 @@ class Recovery:
                                             time.perf_counter() - clock))
         return fix
 
-    def verify(self, name: str, baseline: Baseline | None, *, pipeline: bool = True
+    def verify(self, name: str, baseline: Baseline | None, *, pipeline: bool = True,
+               known: set[tuple[str, str, str]] | None = None
                ) -> tuple[bool, list[str], list[Finding]]:
-        """Checks again, loads production, compares predictions with ``baseline``."""
+        """Checks again (problems in ``known`` were there before and do not count), loads
+        production, compares its predictions with ``baseline``."""
         lines: list[str] = []
-        remaining = self.detector.detect(name, pipeline=pipeline)
+        remaining = [f for f in self.detector.detect(name, pipeline=pipeline)
+                     if finding_key(f) not in (known or set())]
         ok = not remaining
         lines.append("every check passes (manifests, data hashes, stages, audit, gates)" if ok
                      else f"{len(remaining)} problem(s) remain")
@@ -755,6 +769,11 @@ class Recovery:
             ok = False
             lines.append(f"production does not load: {getattr(exc, 'message', exc)}")
         return ok, lines, remaining
+
+
+def finding_key(finding: Finding) -> tuple[str, str, str]:
+    """What makes two findings the same problem (a drill ignores the ones there before)."""
+    return finding.kind, finding.target, finding.check
 
 
 @dataclass

@@ -427,10 +427,12 @@ class Yard:
         return self._recovery().recover(check_name(name), dry_run=dry_run, findings=findings,
                                         verify=verify, baseline=baseline)
 
-    def verify_recovery(self, name: str, baseline: Baseline | None = None
+    def verify_recovery(self, name: str, baseline: Baseline | None = None, *,
+                        known: set[tuple[str, str, str]] | None = None
                         ) -> tuple[bool, list[str], list[Finding]]:
-        """Every check again, production loads, predictions equal ``baseline``'s."""
-        return self._recovery().verify(check_name(name), baseline)
+        """Every check again (``known`` problems aside), production loads, predictions equal
+        ``baseline``'s."""
+        return self._recovery().verify(check_name(name), baseline, known=known)
 
     def _drill_verb(self) -> Drills:
         from modelyard.drills import Drills
