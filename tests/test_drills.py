@@ -91,10 +91,17 @@ def test_unknown_scenario_is_one_line() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_model_corruption_recovers_from_the_local_cache(real: Any, before: str) -> None:
+def test_model_corruption_recovers_from_the_local_cache(real: Any, before: str,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    from modelyard.cli.drills import _render_drills
+
     report = _drill(real, before, "model-corruption")
     _assert_ok(report, "L1", "manifest")
     assert "flipped in the artifact store" in report.injected
+    _render_drills([report.to_dict()])  # the table `drill run` prints
+    table = capsys.readouterr().out
+    assert "model-corruption" in table and "L1 local cache" in table and "MTTR" in table
 
 
 def test_artifact_loss_recovers_from_the_vault(real: Any, before: str) -> None:
