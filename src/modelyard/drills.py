@@ -174,19 +174,30 @@ class Sandbox:
         return self._yard
 
     def _init_project(self) -> None:
-        from modelyard import git
-        from modelyard.scaffold import init_project
+        """The sandbox's home: an empty registry and the template's policy. The DVC project
+        around it is made only when a drill needs the generated pipeline."""
+        from modelyard.scaffold import template_root
 
         self.project.mkdir(parents=True)
         _empty_registry(self.cache, self.project / ".modelyard" / "mlflow.db")
+        self._write_toml((template_root() / "modelyard.toml").read_text())
+
+    def _write_toml(self, text: str) -> None:
+        (self.project / "modelyard.toml").write_text(
+            f'backup = "{self.root / "backup"}"\n' + text)
+
+    def _init_pipeline(self) -> None:
+        from modelyard import git
+        from modelyard.scaffold import init_project
+
+        toml = (self.project / "modelyard.toml").read_text()
         git.init_repository(self.project)
-        init_project(self.project, name=self.pipeline_model)
+        init_project(self.project, name=self.pipeline_model, force=True)
+        (self.project / "modelyard.toml").write_text(toml)
         params = self.project / "params.yaml"
         _set_param(params, "prepare", "n_rows", str(SANDBOX_ROWS))
         _set_param(params, "train", "n_estimators", str(SANDBOX_TREES))
         _set_param(params, "train", "cv_folds", "2")
-        toml = self.project / "modelyard.toml"
-        toml.write_text(f'backup = "{self.root / "backup"}"\n' + toml.read_text())
         run_dvc(["remote", "add", "-d", "sandbox", str(self.root / "dvc-remote")],
                 self.project, self.env)
         self.commit("sandbox: scaffold")
@@ -204,6 +215,7 @@ class Sandbox:
         """The generated pipeline's model, trained, pushed and in production."""
         yard = self.yard
         if not self._generated:
+            self._init_pipeline()
             run_dvc(["repro"], self.project, self.env)
             self.commit("sandbox: train v1")
             run_dvc(["push", "-q"], self.project, self.env)
