@@ -92,22 +92,27 @@ def drill_run(state: State, scenario: str | None, run_all: bool, model: str | No
 def _render_drills(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    table = Table("scenario", "injected", "detected by", "layer", "verified", "detect",
-                  "recover", "verify", "MTTR", title="Drills (seconds)")
+    table = Table(title="Drills (seconds)")
+    table.add_column("scenario", no_wrap=True)
+    for header in ("detected by", "layer"):
+        table.add_column(header)
+    table.add_column("ok", no_wrap=True)
+    for header in ("detect", "recover", "verify", "MTTR"):
+        table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
         phases = row["phases"]
-        verified = "[green]yes[/green]" if row["ok"] else "[red]no[/red]"
-        table.add_row(row["scenario"], _escape(row["injected"]),
+        table.add_row(row["scenario"],
                       _escape(", ".join(row["detected_by"]) or "NOT DETECTED"),
                       _escape(f"{row['layer']} {row['via']}" if row["layer"] else "none"),
-                      verified, f"{phases.get('detect', 0):.2f}",
-                      f"{phases.get('recover', 0):.2f}", f"{phases.get('verify', 0):.2f}",
-                      f"{row['mttr']:.2f}")
+                      "[green]yes[/green]" if row["ok"] else "[red]no[/red]",
+                      f"{phases.get('detect', 0):.2f}", f"{phases.get('recover', 0):.2f}",
+                      f"{phases.get('verify', 0):.2f}", f"{row['mttr']:.2f}")
     console = _console()
     console.print(table)
     for row in rows:
+        console.print(f"[bold]{row['scenario']}[/bold] injected: {_escape(row['injected'])}")
         for note in row["notes"]:
-            console.print(f"[yellow]{row['scenario']}:[/yellow] {_escape(note)}")
+            console.print(f"  [yellow]note:[/yellow] {_escape(note)}")
 
 
 @main.command("recover")
