@@ -50,7 +50,7 @@ def main() -> None:
         rows.append((name, reports))
         print(f"  {name}: {[round(r.mttr, 3) for r in reports]}", file=sys.stderr)
     print(f"MTTR per scenario, embedded default, median of {args.n} runs (seconds; "
-          "registry scenarios once, pipeline-failure {PIPELINE_RUNS} times)")
+          f"registry scenarios once, pipeline-failure {PIPELINE_RUNS} times)")
     header = (f"{'scenario':<18} {'runs':>4} {'detect':>7} {'recover':>8} {'verify':>7} "
               f"{'MTTR':>7} {'target':>7} {'MTTR/target':>11}  layer    ok")
     print(header)
