@@ -313,8 +313,8 @@ class Builtin:
         was checked against its manifest when it was written there)."""
         from modelyard import mlmodel
 
-        name, _, stage = finding.target.partition("@")
-        mv = self.loader.get(name, stage or "production", full=False)
+        name, _, _ = finding.target.partition("@")
+        mv = self.loader.get(name, "production", full=False)  # what is being served
         cache = self.loader.cache_folder(mv)
         if not cache.is_dir():
             raise NotFound(f"no verified cached copy of {mv.label}")
@@ -709,7 +709,8 @@ class Recovery:
         clock = time.perf_counter()
         done: dict[tuple[str, str], Fix] = {}
         for finding in found:
-            key = (finding.kind, finding.target)
+            # One outage is one incident, whichever holders it hit.
+            key = (finding.kind, "" if finding.kind == "storage" else finding.target)
             if finding.kind in _ONCE_PER_TARGET and key in done:
                 continue  # one rollback answers every promotion finding of a stage
             done[key] = self.fix(finding)
