@@ -233,3 +233,15 @@ def test_live_needs_yes_and_snapshots_and_changes_nothing(real: Any, before: str
     with pytest.raises(UserError, match="snapshots"):
         real.drill("model-corruption", model="real-model", live=True)
     assert _snapshot(real) == before
+
+
+def test_recover_unknown_model_is_one_line() -> None:
+    done = run_cli("recover", "no-such-model", "--dry-run")
+    assert done.returncode != 0
+    assert "no-such-model" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_health_of_an_empty_registry_is_healthy() -> None:
+    done = run_cli("health", "--json")
+    assert done.returncode == 0, done.stdout
+    assert json.loads(done.stdout)["status"] == "healthy"

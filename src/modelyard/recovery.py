@@ -40,6 +40,7 @@ from modelyard.errors import (
     AuditTampered,
     BackendError,
     IntegrityError,
+    ModelNotFound,
     NotFound,
     StorageError,
     UserError,
@@ -435,6 +436,8 @@ class Detector:
             records = self.ctx.tracking.versions(name)
         except NotFound:
             records = []
+            if not self.audited_holders(name):  # no trace of it anywhere: a typo
+                raise ModelNotFound(name=name) from None
         except (BackendError, StorageError) as exc:
             return [Finding("storage", "registry reachable", name, exc.message)]
         vault_up = True
