@@ -130,7 +130,7 @@ def test_demo_runs_end_to_end(isolated: Path) -> None:
     titles = [s["step"] for s in steps]
     assert titles == ["init", "dvc repro", "promote", "new data", "new hyperparameters",
                       "promote", "dropped column", "compare", "rollback", "history", "export",
-                      "summary"]
+                      "backup", "snapshot", "drill", "health", "summary"]
     rows = steps[-1]["data"]["rows"]
     assert [(r["semver"], r["bump"]) for r in rows] == [
         ("1.0.0", "initial"), ("1.1.0", "minor"), ("1.1.1", "patch"), ("2.0.0", "major")]
@@ -141,6 +141,12 @@ def test_demo_runs_end_to_end(isolated: Path) -> None:
     assert stages["2.0.0"] == "none"
     assert Path(by_title["compare"]["data"]["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(Path(by_title["export"]["data"]["path"]).read_text())["models"]
+    backed_up = by_title["backup"]["data"]["versions"]
+    assert {v["semver"] for v in backed_up} == {"1.0.0", "1.1.0", "1.1.1", "2.0.0"}
+    assert by_title["snapshot"]["data"]["tag"] == "churn-demo"
+    drill = by_title["drill"]["data"]
+    assert drill["ok"] and drill["layer"] == "L1" and drill["sandbox"]
+    assert by_title["health"]["data"]["status"] == "healthy"
 
 
 def test_demo_stays_in_the_callers_folder(isolated: Path) -> None:

@@ -112,6 +112,12 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
     # The scaffolded policy is the demo's: gates accuracy >= 0.75 and roc_auc >= 0.83, and
     # auto-promotion to staging of a version with roc_auc >= 0.83.
     init_project(directory, name=model)
+    # The demo keeps its backup store beside the registry; in real use a second disk or an
+    # s3://bucket/prefix of its own.
+    toml = directory / "modelyard.toml"
+    toml.write_text(toml.read_text().replace(
+        '# backup = "s3://my-bucket/modelyard/backup"',
+        'backup = ".modelyard/backup"  # demo; in real use s3://my-bucket/modelyard/backup', 1))
     params = directory / "params.yaml"
     _set_param(params, "prepare", "n_rows", str(rows))
     _set_param(params, "train", "n_estimators", str(trees))
@@ -211,6 +217,40 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
     count = sum(len(m.get("versions", [])) for m in document.get("models", []))
     yield Step("export", [f"{count} versions exported to {out}"], {"path": str(out)},
                time.perf_counter() - clock)
+
+    clock = time.perf_counter()
+    saved = yard.backup([(model, None)])
+    sent = sum(v.files_sent for v in saved.versions)
+    kept = sum(v.files_skipped for v in saved.versions)
+    yield Step("backup", [f"{len(saved.versions)} versions in the backup store: {sent} file(s) "
+                          f"sent, {kept} already there (promoted versions are backed up on "
+                          "promotion)"], saved.to_dict(), time.perf_counter() - clock)
+
+    clock = time.perf_counter()
+    tag = f"{model}-demo"
+    snap = yard.snapshot(tag, models=[model], message="the registry at the end of the demo")
+    diff = yard.snapshot_diff(tag)
+    yield Step("snapshot", [f"snapshot {tag!r} records {len(snap.models)} model(s) and the "
+                            f"git commit; diff against now: "
+                            f"{'no change' if diff.same else 'changes'}",
+                            f"`modelyard snapshot restore {tag} --yes` puts every alias back"],
+               snap.to_dict(), time.perf_counter() - clock)
+
+    clock = time.perf_counter()
+    drill = yard.drill("model-corruption", model=model)
+    yield Step("drill", [f"model-corruption drill (sandbox copy): detected by "
+                         f"{', '.join(drill.detected_by) or 'nothing'}, recovered by "
+                         f"{drill.layer} {drill.via}, verified={drill.verified}, "
+                         f"MTTR {drill.mttr:.2f} s"], drill.to_dict(),
+               time.perf_counter() - clock)
+
+    clock = time.perf_counter()
+    health = yard.health()
+    problems = [f"{c.check} {c.target}: {c.detail}" for c in health.checks
+                if c.level != "ok"]
+    yield Step("health", [f"{health.status} (exit {health.exit_code}); "
+                          f"{len(health.checks)} checks", *problems[:3]],
+               health.to_dict(), time.perf_counter() - clock)
 
     final = {v.version: v for v in yard.versions(model)}
     for row in summary:

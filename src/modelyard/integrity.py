@@ -94,6 +94,7 @@ class IntegrityReport(Result):
     skipped: list[str] = field(default_factory=list)  # versions without a manifest (adopt them)
     bytes_hashed: int = 0
     seconds: float = 0.0
+    drift: list[dict[str, Any]] = field(default_factory=list)  # unaudited stage holders
 
     @property
     def problems(self) -> list[FileProblem]:
@@ -102,7 +103,7 @@ class IntegrityReport(Result):
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "versions": [v.to_dict() for v in self.versions],
                 "skipped": self.skipped, "bytes_hashed": self.bytes_hashed,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "drift": self.drift}
 
 
 @dataclass

@@ -109,6 +109,7 @@ class Draft:
     run_tags: dict[str, str] = field(default_factory=dict)
     manifest_extra: dict[str, Any] = field(default_factory=dict)
     action: str = "register"  # what the audit trail calls it
+    training_data: Any = None  # a frame profiled for drift and data-quality checks
 
 
 def check_request(name: str, bump: str | None, version: str | None,
@@ -158,6 +159,7 @@ class Registrar:
         started_at: datetime | None = None,
         duration_s: float | None = None,
         pip_requirements: list[str] | None = None,
+        training_data: Any = None,
     ) -> ModelVersion:
         """Save a model object with its MLflow flavor and register it."""
         from modelyard import mlmodel
@@ -178,6 +180,7 @@ class Registrar:
             duration_s=duration_s,
         )
         draft.save = save
+        draft.training_data = training_data
         return self.create(draft)
 
     def register_directory(
@@ -254,6 +257,7 @@ class Registrar:
                     exc, YardError):
                 raise
             raise RegistrationFailed(name=draft.name, detail=exc.message) from exc
+        write_profile(self.ctx, mv, draft.training_data, draft.lineage)
         if self.after is not None:
             self.after(mv, draft.action)
         return mv
@@ -601,3 +605,52 @@ def _same_uri(a: str, b: str) -> bool:
         return uri
 
     return norm(a) == norm(b)
+
+
+# -- training-data profiles ---------------------------------------------------------------
+_PROFILED_SUFFIXES = (".csv", ".parquet")
+_MAX_PROFILED_BYTES = 50 * 1024 * 1024
+
+
+def training_frame(lineage: Lineage, root: Path) -> Any:
+    """The first table among a version's lineage data (CSV or Parquet, at most 50 MB), read
+    from ``root``; None when there is none."""
+    for ref in lineage.data:
+        path = Path(ref.path)
+        path = path if path.is_absolute() else root / path
+        if path.suffix.lower() not in _PROFILED_SUFFIXES or not path.is_file():
+            continue
+        if path.stat().st_size > _MAX_PROFILED_BYTES:
+            continue
+        import pandas as pd
+
+        return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    return None
+
+
+def profile_of(frame: Any) -> dict[str, Any]:
+    """``profile.build_profile`` plus the share of duplicated rows (data-quality checks)."""
+    import pandas as pd
+
+    from modelyard.profile import build_profile
+
+    frame = pd.DataFrame(frame)
+    profile = build_profile(frame)
+    profile["duplicates"] = float(frame.duplicated().mean()) if len(frame) else 0.0
+    return profile
+
+
+def write_profile(ctx: Context, mv: ModelVersion, frame: Any, lineage: Lineage) -> None:
+    """Record the training-data profile at ``profiles/NAME/VERSION.json``: of ``frame`` when
+    given, else of the first table among the lineage data. Never fails a registration."""
+    from modelyard.vault import profile_key
+
+    try:
+        if frame is None:
+            frame = training_frame(lineage, Path.cwd())
+        if frame is None:
+            return
+        body = json.dumps(profile_of(frame), default=str).encode()
+        ctx.vault.store.put_bytes(profile_key(mv.name, mv.version), body)
+    except (YardError, OSError, ValueError, TypeError, ImportError) as exc:
+        log.warning("training-data profile of %s not recorded: %s", mv.label, exc)

@@ -735,6 +735,12 @@ class Tracking:
         self._call(lambda: self._repository(location).delete_artifacts(),
                    op="delete a version's files")
 
+    def put_artifacts(self, location: str, local_dir: Path) -> None:
+        """Upload every file under ``local_dir`` into an artifact location, over what is there
+        (recovery puts a version's verified files back; drills damage them on purpose)."""
+        self._call(lambda: self._repository(location).log_artifacts(str(local_dir)),
+                   op="write a version's files")
+
     def artifact_location(self, record: VersionRecord) -> str:
         """Where the version's files really live (s3://..., file://...)."""
         if record.model_id:

@@ -215,3 +215,25 @@ def access_prefix(name: str) -> str:
 def access_key(name: str, stamp_id: str) -> str:
     """One access event: ``stamp_id`` sorts by time (UTC stamp + random suffix)."""
     return f"access/{name}/{stamp_id}.json"
+
+
+# -- drills, recovery and health (drills.py, health.py, reproduce.py) ----------------------
+def profile_key(name: str, version: int) -> str:
+    """The training-data profile written at registration (quantile bins, frequencies)."""
+    return f"profiles/{name}/{version}.json"
+
+
+DRILLS = "drills/"
+
+
+def drill_key(run_id: str) -> str:
+    """One drill's report (``run_id`` sorts by time: it starts with a UTC stamp)."""
+    return f"drills/{run_id}.json"
+
+
+def reproduce_key(name: str, version: int) -> str:
+    """The last ``reproduce`` result of a version."""
+    return f"reproduce/{name}/{version}.json"
+
+
+HEALTH_STATE = "health/state.json"  # the last state `health --notify` reported

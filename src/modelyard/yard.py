@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard import doctor as doctor_mod
 from modelyard.access import AccessEvent, AccessLog
@@ -61,6 +61,12 @@ from modelyard.transfer import Transfer
 from modelyard.vault import Vault
 from modelyard.versioning import highest_semver
 
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.drills import DrillReport, Drills, Scenario
+    from modelyard.health import HealthReport
+    from modelyard.recovery import Baseline, Finding, Layer, Recovery, RecoveryReport
+    from modelyard.reproduce import ReproduceReport
+
 
 class Yard:
     """modelyard's facade over MLflow, the object store and the vault."""
@@ -76,6 +82,7 @@ class Yard:
         gates = Gates(self.settings, self.tracking,
                       lambda name, version: self._loader.load(name, version,
                                                               purpose="gate").model)
+        self._gates = gates
         self._promotion = Promotion(self.ctx, self._stages, gates, self._audit)
         self._retention = Retention(self.ctx, self._audit, backup=self._backup_before_delete,
                                     snapshot_versions=self._snapshot_versions_hook())
@@ -92,6 +99,7 @@ class Yard:
         self._integrity = Integrity(self.ctx, self._loader)
         self._snapshots = Snapshots(self.ctx, self._stages, backup=self._backup_hook(),
                                     restore=self._restore_hook())
+        self._drills: Drills | None = None  # keeps its sandbox between drills
 
     # -- wiring ---------------------------------------------------------------------------
     def _after_registration(self, mv: ModelVersion, action: str = "register") -> None:
@@ -270,8 +278,12 @@ class Yard:
         started_at: datetime | None = None,
         duration_s: float | None = None,
         pip_requirements: list[str] | None = None,
+        training_data: Any = None,
     ) -> ModelVersion:
         """Log and register a model in one call; returns the new, fully registered version.
+
+        ``training_data`` (a frame) is profiled into ``profiles/NAME/VERSION.json`` for drift
+        and data-quality checks; without it the first CSV/Parquet among ``data`` is.
 
         >>> yard.register(clf, "churn", metrics={"accuracy": 0.9}, params={"depth": 5},
         ...               input_example=X.head(), data=["data/train.csv"], seed=42)
@@ -281,6 +293,7 @@ class Yard:
             signature=signature, data=data, description=description, tags=tags, seed=seed,
             bump=bump, version=version, flavor=flavor, started_at=started_at,
             duration_s=duration_s, pip_requirements=pip_requirements,
+            training_data=training_data,
         )
         return self._fresh(mv)
 
@@ -487,7 +500,11 @@ class Yard:
         >>> report = yard.verify_all()
         >>> report.ok, [(p.path, p.layer, p.problem) for p in report.problems]
         """
-        return self._integrity.verify_all(name, progress=progress)
+        report = self._integrity.verify_all(name, progress=progress)
+        # A stage holder the audit trail does not explain is a problem of the same kind.
+        report.drift = [d.to_dict() for d in self.drift(name)]
+        report.ok = report.ok and not report.drift
+        return report
 
     def repair(self, name: str | None = None, ref: str | int | None = None, *,
                all: bool = False, progress: IntegrityProgress | None = None) -> RepairReport:
@@ -556,6 +573,139 @@ class Yard:
             return restored[0]
 
         return hook
+    # -- drills, recovery, health, reproduce ----------------------------------------------------
+    def _project_root(self) -> Path:
+        return Path(self.settings.project_root or Path.cwd()).absolute()
+
+    def _layers(self, root: Path) -> list[Layer]:
+        """Every recovery layer this facade can offer, in any order (recovery sorts them)."""
+        from modelyard.recovery import Builtin
+
+        def rollback(name: str, stage: str) -> StageChange:
+            return self.rollback(name, stage, reason="recover: the production holder failed "
+                                 "its checks")
+
+        from modelyard.recovery import (
+            repair_layer,
+            restore_layer,
+            snapshot_layer,
+            undo_drift_layer,
+        )
+
+        layers = [*Builtin(self.ctx, self._loader, root, rollback).layers(),
+                  repair_layer(self.repair), undo_drift_layer(self.undo_drift),
+                  snapshot_layer(self.snapshots, self.snapshot_restore)]
+        if self.settings.backup is not None:
+            layers.append(restore_layer(self.restore))
+        return layers
+
+    def _recovery(self) -> Recovery:
+        from modelyard.recovery import Detector, Recovery
+
+        root = self._project_root()
+
+        def gate_check(name: str, record: VersionRecord) -> list[dict[str, Any]]:
+            specs = self._gates.specs("production", None)
+            return self._gates.evaluate(name, record, "production", specs, None)
+
+        detector = Detector(self.ctx, self._loader, self._audit, root, gate_check)
+        return Recovery(detector, self._layers(root), self._loader, self._audit)
+
+    def detect(self, name: str) -> list[Finding]:
+        """What modelyard's own checks find wrong with a model (changes nothing)."""
+        return self._recovery().detector.detect(check_name(name))
+
+    def recover(self, name: str, *, dry_run: bool = False,
+                findings: list[Finding] | None = None, verify: bool = True,
+                baseline: Baseline | None = None) -> RecoveryReport:
+        """Detect, recover through the layers (cache, vault/DVC, snapshot, re-run) and verify.
+
+        >>> yard.recover("churn", dry_run=True).plan
+        ['churn@production: model.pkl does not match ... -> L1 local cache: ...']
+        """
+        return self._recovery().recover(check_name(name), dry_run=dry_run, findings=findings,
+                                        verify=verify, baseline=baseline)
+
+    def verify_recovery(self, name: str, baseline: Baseline | None = None, *,
+                        known: set[tuple[str, str, str]] | None = None
+                        ) -> tuple[bool, list[str], list[Finding]]:
+        """Every check again (``known`` problems aside), production loads, predictions equal
+        ``baseline``'s."""
+        return self._recovery().verify(check_name(name), baseline, known=known)
+
+    def _drill_verb(self) -> Drills:
+        from modelyard.drills import Drills
+
+        if self._drills is None:
+            def differences(tag: str) -> list[str]:
+                diff = self.snapshot_diff(tag)
+                moved = [f"{m['name']}: {m['alias']} {m['before']} -> {m['after']}"
+                         for m in diff.moved]
+                gone = [f"{d.get('name')} {d.get('semver') or d.get('version')} deleted"
+                        for d in diff.deleted]
+                return moved + gone
+
+            self._drills = Drills(self.ctx, self, Yard,
+                                  snapshot=lambda tag: self.snapshot(tag, include_data=False),
+                                  snapshot_check=differences)
+        return self._drills
+
+    def drill_scenarios(self) -> list[Scenario]:
+        """The drill scenarios (``data-noise`` ... ``bad-promotion``)."""
+        from modelyard.drills import SCENARIOS
+
+        return list(SCENARIOS)
+
+    def drill(self, scenario: str, *, model: str | None = None, live: bool = False,
+              stage: str | None = None) -> DrillReport:
+        """Break something on purpose (in a sandbox unless ``live``), then detect, recover and
+        verify, timing each phase. Recorded in the ``modelyard-drills`` MLflow experiment.
+
+        >>> yard.drill("model-corruption").layer
+        'L1'
+        """
+        return self._drill_verb().run(scenario, model=model, live=live, stage=stage)
+
+    def drill_all(self, *, model: str | None = None, live: bool = False,
+                  progress: Callable[[DrillReport], None] | None = None) -> list[DrillReport]:
+        """Every scenario, one sandbox shared."""
+        return self._drill_verb().run_all(model=model, live=live, progress=progress)
+
+    def health(self, *, notify: bool = False) -> HealthReport:
+        """Registry, stores, holders, backups, drills, audit chains, serving: one status.
+
+        >>> yard.health().status
+        'healthy'
+        """
+        from modelyard.health import Health
+
+        def monitor(name: str) -> Any:
+            from modelyard.serving.monitor import monitor as run_monitor
+
+            return run_monitor(self, name, since="24h")
+
+        backup_record = self.backup_record if self.settings.backup is not None else None
+        return Health(self.ctx, self._loader, self._audit, monitor=monitor,
+                      backup_record=backup_record, drift=self.drift).run(notify=notify)
+
+    def reproduce(self, name: str, ref: str | int | None = "production", *,
+                  tolerance: float = 1e-6) -> ReproduceReport:
+        """Re-run a version's recorded commit, data and params in a clean git worktree through
+        the DVC pipeline; registers nothing; says whether metrics and predictions match.
+
+        >>> yard.reproduce("churn", "v1.2.0").reproducible
+        True
+        """
+        from modelyard.reproduce import Reproducer
+
+        return Reproducer(self.ctx, self._loader, self._project_root()).run(
+            name, ref, tolerance=tolerance)
+
+    def last_reproduce(self, name: str, version: int) -> dict[str, Any] | None:
+        """The stored result of the last ``reproduce`` of a version (MLflow number), or None."""
+        from modelyard.reproduce import last_result
+
+        return last_result(self.ctx, check_name(name), int(version))
 
 
 __all__ = ["VersionRef", "Yard", "resolve"]

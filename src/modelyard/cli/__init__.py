@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from modelyard.cli import (  # noqa: F401 - they register their commands
     change,
+    drills,
     integrity,
     operate,
     protect,
@@ -17,5 +18,6 @@ from modelyard.serving.cli import register_commands
 
 register_commands(main)  # serve, monitor, ab report
 SECTIONS["Operate"] += ["serve", "monitor", "ab"]
+SECTIONS["Incidents"] = ["health", "recover", "drill", "reproduce"]
 
 __all__ = ["main"]

@@ -100,6 +100,7 @@ def details_cmd(state: State, target: str) -> None:
     """
     name, ref = _target(target)
     mv = state.yard.details(name, ref)
+    reproduced = state.yard.last_reproduce(mv.name, mv.version)
 
     def render(_: Any) -> None:
         from rich.table import Table
@@ -126,9 +127,13 @@ def details_cmd(state: State, target: str) -> None:
             table.add_row(f"metric {key}", f"{value:.6g}")
         for key, param in sorted(mv.params.items()):
             table.add_row(f"param {key}", _escape(str(param)))
+        if reproduced:
+            verdict = ("reproduced" if reproduced.get("reproducible") else "did NOT reproduce: "
+                       + "; ".join(reproduced.get("differences", [])[:3]))
+            table.add_row("reproduce", _escape(f"{reproduced.get('at', '?')}: {verdict}"))
         console.print(table)
 
-    emit(state, mv.to_dict(), render)
+    emit(state, {**mv.to_dict(), "reproduce": reproduced}, render)
 
 
 @main.command("lineage")
