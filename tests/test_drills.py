@@ -154,15 +154,15 @@ def test_drills_are_recorded(real: Any) -> None:
 def test_model_deletion_is_detected_from_the_audit_trail(real: Any, before: str) -> None:
     report = _drill(real, before, "model-deletion")
     assert "audit trail vs registry" in report.detected_by
-    # Recovered once the backup store's restore is a layer (Yard.restore); until then no
-    # layer claims it, and the drill says so instead of pretending.
-    assert report.ok or (report.layer is None and not report.verified)
+    _assert_ok(report, "L2", "audit trail vs registry")
+    assert report.via == "backup store restore"
 
 
 def test_registry_loss_is_detected_from_the_audit_trail(real: Any, before: str) -> None:
     report = _drill(real, before, "registry-loss")
     assert "audit trail vs registry" in report.detected_by
-    assert report.ok or (report.layer is None and not report.verified)
+    _assert_ok(report, "L2", "audit trail vs registry")
+    assert report.via == "backup store restore"
 
 
 # -- a real model copied into the sandbox, on both backends ---------------------------------

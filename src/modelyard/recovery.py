@@ -210,7 +210,12 @@ def restore_layer(restore: Callable[..., Any]) -> Layer:
 
     def apply(finding: Finding) -> str:
         name, _, _ = finding.target.partition("@")
-        report = restore(name, finding.version, aliases=True)
+        try:
+            report = restore(name, finding.version, aliases=True)
+        except YardError:
+            # The number may be one a restore gave (not backed up under it): every deleted
+            # version of the model, by semver, from the backup store.
+            report = restore(name, None, aliases=True)
         if not getattr(report, "ok", False):
             raise NotFound(f"the backup store could not restore {finding.target}")
         return f"restored {len(getattr(report, 'restored', []))} version(s) from the backup"
