@@ -108,7 +108,7 @@ def test_doctor_embedded_is_healthy(isolated: Path) -> None:
     done = run_cli("doctor", "--json", check=True)
     report = json.loads(done.stdout)
     assert report["ok"] and report["mode"] == "embedded"
-    assert {c["component"] for c in report["checks"]} == {"tracking", "vault"}
+    assert {c["component"] for c in report["checks"]} == {"tracking", "vault", "identity"}
 
 
 def _secret_env(stack: Stack) -> dict[str, str]:
@@ -126,7 +126,7 @@ def test_doctor_on_the_team_stack(stack: Stack) -> None:
     report = json.loads(done.stdout)
     assert report["mode"] == "server"
     assert {c["component"]: c["ok"] for c in report["checks"]} == {
-        "tracking": True, "vault": True, "s3": True}
+        "tracking": True, "vault": True, "s3": True, "identity": True}
     assert report["credentials"]["AWS_SECRET_ACCESS_KEY"] == "set"
     for output in (done.stdout, done.stderr, run_cli("doctor", env=env).stdout):
         assert SECRET not in output
