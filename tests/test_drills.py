@@ -183,6 +183,15 @@ def test_drill_on_a_copy_of_a_real_model(yard: Any, name: str, trained: dict[str
         assert yard.verify(name, "production").ok
         # the drill is in the model's audit trail
         assert yard.history(name)[-1].action == "drill"
+        # The model, registry and storage scenarios on the same copy of this backend's model.
+        for scenario, layer, check in (
+                ("model-deletion", "L2", "audit trail vs registry"),
+                ("registry-loss", "L2", "audit trail vs registry"),
+                ("storage-outage", "L1", None)):
+            report = yard.drill(scenario, model=name)
+            assert report.model == name
+            _assert_ok(report, layer, check or report.detected_by[0])
+        assert _snapshot(yard) == start
     finally:
         yard._drill_verb().close()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard import git
+from modelyard.dvc_support import set_param
 from modelyard.errors import GateFailed, InvalidInput, UserError
 
 if TYPE_CHECKING:
@@ -57,24 +57,6 @@ def _run(args: list[str], cwd: Path, what: str) -> str:
         tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
         raise DemoError(detail=f"{what}: {' | '.join(tail)}")
     return done.stdout
-
-
-def _set_param(params: Path, section: str, key: str, value: str) -> None:
-    """Change one `key:` line inside `section:` of params.yaml, keeping its comments."""
-    lines = params.read_text().splitlines()
-    inside = False
-    for index, line in enumerate(lines):
-        if re.match(rf"^{section}:\s*$", line):
-            inside = True
-            continue
-        if inside and line and not line.startswith((" ", "#")):
-            break
-        match = re.match(rf"^(\s+{key}:\s*)([^#]*?)(\s*#.*)?$", line) if inside else None
-        if match:
-            lines[index] = f"{match.group(1)}{value}{match.group(3) or ''}"
-            params.write_text("\n".join(lines) + "\n")
-            return
-    raise InvalidInput(f"{params}: no {section}.{key} to change")
 
 
 def _commit(project: Path, message: str) -> None:
@@ -119,8 +101,8 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
         '# backup = "s3://my-bucket/modelyard/backup"',
         'backup = ".modelyard/backup"  # demo; in real use s3://my-bucket/modelyard/backup', 1))
     params = directory / "params.yaml"
-    _set_param(params, "prepare", "n_rows", str(rows))
-    _set_param(params, "train", "n_estimators", str(trees))
+    set_param(params, "prepare", "n_rows", str(rows))
+    set_param(params, "train", "n_estimators", str(trees))
     # The registry the project's own stages register into (they run with cwd=directory),
     # opened without changing this process's working directory.
     yard = Yard(project_settings(directory))
@@ -158,10 +140,10 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
     yield Step("promote", [f"{_v(yard, change.semver)} {change.from_stage} -> production "
                            f"({gates})"], change.to_dict(), time.perf_counter() - clock)
 
-    _set_param(params, "prepare", "n_rows", str(int(rows * 1.5)))
+    set_param(params, "prepare", "n_rows", str(int(rows * 1.5)))
     yield repro("new data", "more training rows")["step"]
 
-    _set_param(params, "train", "n_estimators", str(trees + 40))
+    set_param(params, "train", "n_estimators", str(trees + 40))
     patch = repro("new hyperparameters", "more trees")
     yield patch["step"]
     clock = time.perf_counter()
@@ -170,7 +152,7 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
                            f"previous holder v{_semver_of(yard, model, change.replaced)} "
                            "archived"], change.to_dict(), time.perf_counter() - clock)
 
-    _set_param(params, "prepare", "drop_columns", "[contract]")
+    set_param(params, "prepare", "drop_columns", "[contract]")
     major = repro("dropped column", "drop the contract column")
     held = major["step"]
     clock = time.perf_counter()

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.context import Context
+from modelyard.dvc_support import set_param
 from modelyard.errors import InvalidInput, NotFound, UserError, YardError
 from modelyard.recovery import Baseline, RecoveryReport, finding_key, run_dvc
 from modelyard.vault import drill_key
@@ -195,9 +196,9 @@ class Sandbox:
         init_project(self.project, name=self.pipeline_model, force=True)
         (self.project / "modelyard.toml").write_text(toml)
         params = self.project / "params.yaml"
-        _set_param(params, "prepare", "n_rows", str(SANDBOX_ROWS))
-        _set_param(params, "train", "n_estimators", str(SANDBOX_TREES))
-        _set_param(params, "train", "cv_folds", "2")
+        set_param(params, "prepare", "n_rows", str(SANDBOX_ROWS))
+        set_param(params, "train", "n_estimators", str(SANDBOX_TREES))
+        set_param(params, "train", "cv_folds", "2")
         run_dvc(["remote", "add", "-d", "sandbox", str(self.root / "dvc-remote")],
                 self.project, self.env)
         self.commit("sandbox: scaffold")
@@ -236,6 +237,9 @@ class Sandbox:
             if not summary.created:
                 raise UserError(f"no version of {self.real_model} could be copied into the "
                                 "drill sandbox")
+            # The sandbox mirrors the backup store too: what was copied in is backed up, as
+            # the real model's promoted versions are.
+            self.yard.backup([(self.real_model, None)])
             self._imported = True
         return self.real_model
 
@@ -267,25 +271,6 @@ class Sandbox:
                         return out
                 return pd.DataFrame(data["data"], columns=columns)
         return None
-
-
-def _set_param(params: Path, section: str, key: str, value: str) -> None:
-    """Change one ``key:`` line inside ``section:`` of params.yaml (comments kept)."""
-    import re
-
-    lines = params.read_text().splitlines()
-    inside = False
-    for index, line in enumerate(lines):
-        if re.match(rf"^{section}:\s*$", line):
-            inside = True
-        elif inside and line and not line.startswith((" ", "#")):
-            break
-        elif inside and re.match(rf"^\s+{key}:", line):
-            indent = line[:len(line) - len(line.lstrip())]
-            lines[index] = f"{indent}{key}: {value}"
-            params.write_text("\n".join(lines) + "\n")
-            return
-    raise InvalidInput(f"{params}: no {section}.{key} to change")
 
 
 def _empty_registry(cache: Path, target: Path) -> None:

@@ -283,3 +283,20 @@ def locked_outputs(root: Path) -> list[dict[str, str]]:
         for out in _outs(_load_yaml(recording)):
             found[_out_rel(where, out)] = str(_out_hash(out))
     return [{"path": path, "md5": md5} for path, md5 in sorted(found.items())]
+
+
+def set_param(params: Path, section: str, key: str, value: str) -> None:
+    """Change one ``key:`` line inside ``section:`` of params.yaml (comments kept)."""
+    lines = params.read_text().splitlines()
+    inside = False
+    for index, line in enumerate(lines):
+        if re.match(rf"^{section}:\s*$", line):
+            inside = True
+        elif inside and line and not line.startswith((" ", "#")):
+            break
+        elif inside and re.match(rf"^\s+{key}:", line):
+            indent = line[:len(line) - len(line.lstrip())]
+            lines[index] = f"{indent}{key}: {value}"
+            params.write_text("\n".join(lines) + "\n")
+            return
+    raise InvalidInput(f"{params}: no {section}.{key} to change")

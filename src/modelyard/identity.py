@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from modelyard.errors import IdentityConflict, PermissionDenied
+from modelyard.lineage import os_user
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.config import Settings
@@ -84,20 +85,7 @@ def resolve_identity(settings: Settings, reader: object | None) -> Identity:
             return Identity(name, "asserted", False)
     if asserted:
         return Identity(asserted, "asserted", False)
-    return Identity(_os_user(), "os-user", False)
-
-
-def _os_user() -> str:
-    import getpass
-    import os
-
-    for var in ("LOGNAME", "USER"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    return Identity(os_user(), "os-user", False)
 
 
 def _ask_server(reader: RestReader) -> Identity | None:

@@ -124,7 +124,15 @@ def current_user(configured: str | None = None) -> str:
     """MODELYARD_USER, else MLflow's user, else the OS user."""
     if configured:
         return configured
-    for var in ("MODELYARD_USER", "MLFLOW_TRACKING_USERNAME", "LOGNAME", "USER"):
+    for var in ("MODELYARD_USER", "MLFLOW_TRACKING_USERNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return os_user()
+
+
+def os_user() -> str:
+    """The operating system's user (LOGNAME, USER, then the password database)."""
+    for var in ("LOGNAME", "USER"):
         if os.environ.get(var):
             return os.environ[var]
     try:

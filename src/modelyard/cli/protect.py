@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from modelyard.cli.render import progress_bar
 from modelyard.cli.shell import (
     SECTIONS,
     State,
@@ -25,30 +26,16 @@ SECTIONS["Operate"] += ["backup", "restore"]
 
 @contextlib.contextmanager
 def _bar(state: State, verb: str) -> Iterator[Callable[[str, int], None] | None]:
-    """A rich progress bar on stderr (bytes moved of bytes planned); none with --json."""
-    if state.json:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    columns = (TextColumn(f"[bold]{verb}[/bold]"), BarColumn(), DownloadColumn(),
-               TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=_console(stderr=True), transient=True) as progress:
-        task = progress.add_task(verb, total=0)
+    """The shared progress bar, fed the protector's ``("total", n)`` / ``("bytes", n)``."""
+    with progress_bar(state, verb) as update:
+        if update is None:
+            yield None
+            return
+        moved = {"total": 0, "bytes": 0}
 
         def report(kind: str, amount: int) -> None:
-            if kind == "total":
-                total = progress.tasks[0].total or 0
-                progress.update(task, total=total + amount)
-            else:
-                progress.advance(task, amount)
+            moved["total" if kind == "total" else "bytes"] += amount
+            update(moved["bytes"], moved["total"])
 
         yield report
 
