@@ -14,7 +14,8 @@ from typing import Any
 
 from helpers import run_cli, run_cli_subprocess
 from modelyard import dvc_support
-from modelyard.demo import _set_param, run_demo
+from modelyard.demo import run_demo
+from modelyard.dvc_support import set_param
 
 
 def _venv_env() -> dict[str, str]:
@@ -33,9 +34,9 @@ def _sh(args: list[str], cwd: Path) -> str:
 def _project(root: Path, name: str, rows: int = 600) -> Path:
     project = root / "proj"
     _sh([sys.executable, "-m", "modelyard.cli", "init", str(project), "--name", name], root)
-    _set_param(project / "params.yaml", "prepare", "n_rows", str(rows))
-    _set_param(project / "params.yaml", "train", "n_estimators", "10")
-    _set_param(project / "params.yaml", "train", "cv_folds", "2")
+    set_param(project / "params.yaml", "prepare", "n_rows", str(rows))
+    set_param(project / "params.yaml", "train", "n_estimators", "10")
+    set_param(project / "params.yaml", "train", "cv_folds", "2")
     return project
 
 
@@ -89,7 +90,7 @@ def test_lineage_checkout_restores_the_old_data(
     old_sha = _sha(train)
     _sh([sys.executable, "-m", "dvc", "push", "-q"], project)
 
-    _set_param(project / "params.yaml", "prepare", "n_rows", "900")
+    set_param(project / "params.yaml", "prepare", "n_rows", "900")
     _sh([sys.executable, "-m", "dvc", "repro", "-q"], project)
     _commit(project, "v2")
     os.chdir(project)
