@@ -51,6 +51,17 @@ class Context:
         return self._reads
 
     @property
+    def listing(self) -> Reads:
+        """Where a write path lists every version of a model: the embedded registry's
+        read-only reader (rows, not MLflow objects: 2,000 versions in milliseconds), else
+        MLflow's client, whose long timeouts suit a 10,000-row search on a busy server (the
+        lean REST reader keeps the 10 s deadline of a command-line read)."""
+        from modelyard.reader import SqliteReader
+
+        reads = self.reads
+        return reads if isinstance(reads, SqliteReader) else self.tracking
+
+    @property
     def vault(self) -> Vault:
         """The content-addressed store (opened on first use: S3 costs an import)."""
         if self._vault is None:

@@ -78,9 +78,7 @@ KNOWN_SCHEMA_REVISIONS: frozenset[str] = frozenset({
 
 _API = "/api/2.0/mlflow/"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-# A page the server answers well within the per-call deadline, even loaded (a 10,000-row
-# page of versions with their tags took longer than 10 s on a busy 2-core team stack).
-_VERSION_PAGE = 1_000
+_VERSION_PAGE = 10_000
 _MODEL_PAGE = 1_000
 
 T = TypeVar("T")

@@ -342,7 +342,7 @@ class Registrar:
         """Create the version as pending, confirm its semver, write its manifest, mark ready."""
         name = draft.name
         try:
-            before = self.ctx.reads.versions(name)  # the lean reader: O(n) rows, not objects
+            before = self.ctx.listing.versions(name)
         except ModelNotFound:
             debris.model_created = self.tracking.ensure_registered_model(name)
             before = []
@@ -449,7 +449,7 @@ class Registrar:
         delay = 0.02
         timeout_ms = self.ctx.settings.pending_timeout * 1000
         while True:
-            everything = self.ctx.reads.versions(name)
+            everything = self.ctx.listing.versions(name)
             now_ms = time.time() * 1000
             waiting = [v for v in everything
                        if v.version < number and v.tags.get(T_STATUS) == STATUS_PENDING

@@ -64,7 +64,7 @@ class Retention:
         keep = self.ctx.settings.max_versions if keep is None else keep
         if not keep or keep < 1:
             raise InvalidInput("give --keep N (N >= 1), or set max_versions in the policy")
-        visible = (v for v in self.ctx.reads.versions(check_name(name)) if is_visible(v))
+        visible = (v for v in self.ctx.listing.versions(check_name(name)) if is_visible(v))
         versions = sorted(visible, key=lambda v: v.version, reverse=True)
         plan: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []

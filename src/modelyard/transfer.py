@@ -87,7 +87,7 @@ class Transfer:
             models = sorted(self.tracking.list_models(), key=lambda m: m.name)
         out_models = []
         for model in models:
-            records = [r for r in self.ctx.reads.versions(model.name) if is_visible(r)]
+            records = [r for r in self.ctx.listing.versions(model.name) if is_visible(r)]
             out_models.append({
                 "name": model.name,
                 "description": model.description,
@@ -213,7 +213,7 @@ class Transfer:
         conflicts: list[str] = []
         for model in parsed.models:
             try:
-                existing = [r for r in self.ctx.reads.versions(model.name) if is_visible(r)]
+                existing = [r for r in self.ctx.listing.versions(model.name) if is_visible(r)]
             except ModelNotFound:
                 existing = []
             by_semver = {r.tags[T_SEMVER]: r for r in existing if r.tags.get(T_SEMVER)}
