@@ -208,3 +208,19 @@ def _process_state_kept(cwd: Path | None) -> Iterator[None]:
                 logger.removeHandler(handler)
         for leak in leaks:
             warnings.warn(leak, ProcessStateLeak, stacklevel=4)
+
+
+def corrupt_version(yard: Any, name: str, ref: str = "production") -> None:
+    """Flip a byte in the middle of a version's biggest artifact file, in the artifact store."""
+    import shutil
+    import uuid
+
+    mv = yard.get(name, ref)
+    folder = Path(str(uuid.uuid4()))
+    local = yard.tracking.download(mv.source, folder)
+    victim = max((p for p in local.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    yard.tracking.put_artifacts(mv.artifact_location, local)
+    shutil.rmtree(folder)

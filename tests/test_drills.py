@@ -8,15 +8,13 @@ the module; the scenarios run in an order that leaves it usable (the registry sc
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import run_cli
+from helpers import corrupt_version, run_cli
 
 
 def _settings(home: Path, cache: Path) -> Any:
@@ -197,16 +195,6 @@ def test_drill_on_a_copy_of_a_real_model(yard: Any, name: str, trained: dict[str
 
 
 # -- recover on the real registry ----------------------------------------------------------
-def _corrupt(yard: Any, name: str) -> None:
-    mv = yard.get(name, "production")
-    folder = Path(str(uuid.uuid4()))
-    local = yard.tracking.download(mv.source, folder)
-    victim = max((p for p in local.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    victim.write_bytes(bytes(data))
-    yard.tracking.put_artifacts(mv.artifact_location, local)
-    shutil.rmtree(folder)
 
 
 def test_recover_dry_run_changes_nothing_and_recover_fixes(yard: Any, name: str,
@@ -217,7 +205,7 @@ def test_recover_dry_run_changes_nothing_and_recover_fixes(yard: Any, name: str,
                        input_example=trained["X"].head(5), pip_requirements=["scikit-learn"])
     yard.promote(name, mv.version, to="production", force=True, reason="test")
     yard.load(name, "production")  # the local cache holds a verified copy
-    _corrupt(yard, name)
+    corrupt_version(yard, name)
     events = len(yard.history(name))
 
     dry = run_cli("recover", name, "--dry-run", "--json")

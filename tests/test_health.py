@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import shutil
 import threading
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from helpers import run_cli
+from helpers import corrupt_version, run_cli
 
 
 def _register(yard: Any, name: str, trained: dict[str, Any], stage: str) -> Any:
@@ -26,16 +24,6 @@ def _register(yard: Any, name: str, trained: dict[str, Any], stage: str) -> Any:
     return mv
 
 
-def _corrupt(yard: Any, name: str, ref: str) -> None:
-    mv = yard.get(name, ref)
-    folder = Path(str(uuid.uuid4()))
-    local = yard.tracking.download(mv.source, folder)
-    victim = max((p for p in local.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    victim.write_bytes(bytes(data))
-    yard.tracking.put_artifacts(mv.artifact_location, local)
-    shutil.rmtree(folder)
 
 
 # health looks at every model of the registry: on the shared team server other tests leave
@@ -58,12 +46,12 @@ def test_exit_codes_healthy_degraded_critical(yard: Any, name: str,
     assert checks[("audit chain", name)]["level"] == "ok"
     assert checks[("registry", yard.tracking.display_uri)]["seconds"] is not None
 
-    _corrupt(yard, name, "staging")
+    corrupt_version(yard, name, "staging")
     degraded = run_cli("health", "--json")
     assert degraded.returncode == 1
     assert json.loads(degraded.stdout)["status"] == "degraded"
 
-    _corrupt(yard, name, "production")
+    corrupt_version(yard, name, "production")
     critical = run_cli("health")
     assert critical.returncode == 2
     assert "critical" in critical.stdout
@@ -122,7 +110,7 @@ def test_notify_on_change_and_on_recovery(make_yard: Any, name: str, trained: di
     assert yard.health(notify=True).status == "healthy"
     assert _health_posts() == []  # healthy from the start: nothing to say
 
-    _corrupt(yard, name, "production")
+    corrupt_version(yard, name, "production")
     assert yard.health(notify=True).status == "critical"
     assert yard.health(notify=True).status == "critical"  # unchanged: no second post
     assert len(_health_posts()) == 1
