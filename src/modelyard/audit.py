@@ -235,10 +235,8 @@ class AuditLog:
         registry), which catches removal of the newest events; the vault's own head object
         is checked the same way. With ``key`` every event's HMAC must match, which catches
         a consistent rewrite of the whole chain by someone without the key."""
-        seqs = self.sequence_numbers()
-        prev_hash = GENESIS
-        expected = 1
-        for seq in seqs:
+        events: list[AuditEvent] = []
+        for expected, seq in enumerate(self.sequence_numbers(), start=1):
             if seq != expected:
                 raise AuditTampered(
                     name=self.name, detail=f"event {expected} is missing (next found: {seq})"
@@ -247,23 +245,8 @@ class AuditLog:
             if event.seq != seq:
                 raise AuditTampered(name=self.name,
                                     detail=f"event {seq} claims sequence number {event.seq}")
-            if event.compute_hash() != event.hash:
-                raise AuditTampered(name=self.name,
-                                    detail=f"event {seq} was modified (hash mismatch)")
-            if event.prev_hash != prev_hash:
-                raise AuditTampered(
-                    name=self.name,
-                    detail=f"event {seq} is not chained to event {seq - 1} (prev_hash mismatch)",
-                )
-            if key is not None:
-                if event.sig is None:
-                    raise AuditTampered(name=self.name, detail=f"event {seq} is not signed "
-                                        "with the audit key (written without it, or rewritten)")
-                if not hmac.compare_digest(event.sig, event.signature(key)):
-                    raise AuditTampered(name=self.name, detail=f"event {seq} does not carry "
-                                        "the audit key's signature (rewritten)")
-            prev_hash = event.hash
-            expected += 1
+            events.append(event)
+        check_chain(self.name, events, key=key)
         anchors = [("the registry", head)]
         if vault_head:
             anchors.append(("the vault's audit head", self.vault_head()))
@@ -271,23 +254,24 @@ class AuditLog:
             if anchor is None:
                 continue
             head_seq, head_hash = anchor
-            if head_seq > len(seqs):
+            if head_seq > len(events):
                 raise AuditTampered(
                     name=self.name,
-                    detail=f"event {len(seqs) + 1} is missing ({where} records event "
+                    detail=f"event {len(events) + 1} is missing ({where} records event "
                     f"{head_seq} as written)",
                 )
-            if head_seq >= 1 and self.read(head_seq).hash != head_hash:
+            if head_seq >= 1 and events[head_seq - 1].hash != head_hash:
                 raise AuditTampered(
                     name=self.name,
                     detail=f"event {head_seq} does not match the hash {where} recorded",
                 )
-        return len(seqs)
+        return len(events)
 
 
-def check_chain(name: str, events: list[AuditEvent]) -> None:
+def check_chain(name: str, events: list[AuditEvent], *, key: bytes | None = None) -> None:
     """Raise AuditTampered at the first event of ``events`` (a whole trail, oldest first)
-    that is out of sequence, modified or not chained to the one before."""
+    that is out of sequence, modified or not chained to the one before; with ``key``, also
+    at the first event whose HMAC does not match."""
     prev_hash = GENESIS
     for expected, event in enumerate(events, start=1):
         if event.seq != expected:
@@ -298,6 +282,13 @@ def check_chain(name: str, events: list[AuditEvent]) -> None:
         if event.prev_hash != prev_hash:
             raise AuditTampered(name=name, detail=f"event {expected} is not chained to event "
                                 f"{expected - 1} (prev_hash mismatch)")
+        if key is not None:
+            if event.sig is None:
+                raise AuditTampered(name=name, detail=f"event {expected} is not signed with "
+                                    "the audit key (written without it, or rewritten)")
+            if not hmac.compare_digest(event.sig, event.signature(key)):
+                raise AuditTampered(name=name, detail=f"event {expected} does not carry the "
+                                    "audit key's signature (rewritten)")
         prev_hash = event.hash
 
 
