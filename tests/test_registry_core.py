@@ -9,7 +9,8 @@ import pytest
 from modelyard.errors import IntegrityError, InvalidInput, VersionConflict, VersionNotFound
 
 
-def test_register_and_load_roundtrip(yard: Any, name: str, trained: dict[str, Any]) -> None:
+def test_register_and_load_roundtrip(yard: Any, name: str, trained: dict[str, Any],
+                                     capfd: pytest.CaptureFixture[str]) -> None:
     mv = yard.register(
         trained["model"], name, metrics={"accuracy": 0.9}, params={"n_estimators": 10},
         input_example=trained["X"].head(3), seed=7,
@@ -17,6 +18,8 @@ def test_register_and_load_roundtrip(yard: Any, name: str, trained: dict[str, An
     assert (mv.version, mv.semver, mv.bump) == (1, "1.0.0", "initial")
     loaded = yard.load(name, "latest")
     assert loaded.verified and loaded.source == "registry"
+    # The library never prints: no MLflow "Downloading artifacts" bars on a registry load.
+    assert "Downloading artifacts" not in capfd.readouterr().err
     assert list(loaded.model.predict(trained["X"].head(5))) == list(
         trained["model"].predict(trained["X"].head(5))
     )

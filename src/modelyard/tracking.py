@@ -709,10 +709,49 @@ class Tracking:
             location, path, subfolder = self._resolve(uri)
             target = dest / subfolder if subfolder else dest
             target.mkdir(parents=True, exist_ok=True)
-            local = self._repository(location).download_artifacts(path, dst_path=str(target))
-            return Path(local)
+            self._download_tree(self._repository(location), path, target)
+            return target / path if path else target
 
         return self._call(fetch, op=f"download {redact(uri)}")
+
+    @staticmethod
+    def _download_tree(repository: ArtifactRepository, path: str, target: Path) -> None:
+        """Download ``path`` (a file or a folder, "" for all) of a repository into ``target``.
+
+        The same parallel, per-file transfer as MLflow's ``download_artifacts``, without its
+        tqdm bars: the library never prints, and MLflow only turns them off through a
+        process-wide environment variable. A listed path that would land outside ``target``
+        is refused.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        root = target.resolve()
+        files: list[str] = []
+        folders: list[str] = []
+        if path and not repository._is_directory(path):
+            files.append(path)
+        else:
+            folders.append(path)
+        while folders:
+            folder = folders.pop()
+            for info in repository.list_artifacts(folder or None):
+                local = (root / info.path).resolve()
+                if not local.is_relative_to(root):
+                    raise InvalidInput(f"artifact path {info.path!r} leaves the destination")
+                if info.is_dir:
+                    local.mkdir(parents=True, exist_ok=True)
+                    folders.append(info.path)
+                else:
+                    files.append(info.path)
+
+        def one(rel: str) -> None:
+            local = root / rel
+            local.parent.mkdir(parents=True, exist_ok=True)
+            repository._download_file(rel, str(local))
+
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(files)))) as pool:
+            for _ in pool.map(one, files):
+                pass
 
     def delete_artifacts(self, location: str) -> None:
         """Delete every file under an artifact location (a version's logged-model folder).
