@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.context import Context
-from modelyard.dvc_support import set_param
+from modelyard.dvc_support import run_dvc, set_param
 from modelyard.errors import InvalidInput, NotFound, UserError, YardError
-from modelyard.recovery import Baseline, RecoveryReport, finding_key, run_dvc
+from modelyard.recovery import Baseline, RecoveryReport, finding_key
 from modelyard.vault import drill_key
 
 if TYPE_CHECKING:  # pragma: no cover

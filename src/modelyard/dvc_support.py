@@ -13,6 +13,7 @@ import posixpath
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -300,3 +301,37 @@ def set_param(params: Path, section: str, key: str, value: str) -> None:
             params.write_text("\n".join(lines) + "\n")
             return
     raise InvalidInput(f"{params}: no {section}.{key} to change")
+
+
+# -- running DVC (recovery, drills, reproduce) -------------------------------------------
+def dvc_cache_path(root: Path, md5: str) -> Path | None:
+    """Where DVC 3 keeps an object in the project's default local cache."""
+    if len(md5) < 3 or md5.endswith(".dir"):
+        return None
+    return root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a pipeline subprocess: ``python`` is this interpreter's."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, "PYTHONWARNINGS": "ignore", "DVC_NO_ANALYTICS": "1",
+            **(extra or {})}
+
+
+def run_dvc(args: Sequence[str], root: Path, env: dict[str, str] | None = None,
+            timeout: float = 900) -> str:
+    """``python -m dvc ARGS`` in ``root``; its output, or UserError naming the last lines."""
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True,
+                          text=True, check=False, timeout=timeout, env=env or clean_env())
+    if done.returncode != 0:
+        tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-2:]
+        raise UserError(f"dvc {' '.join(args)} failed: {' | '.join(tail)}")
+    return done.stdout
+
+
+def md5_file(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.context import Context
+from modelyard.dvc_support import clean_env, md5_file, run_dvc
 from modelyard.errors import UserError, YardError
 from modelyard.loading import Loader
 from modelyard.names import T_FLAVOR
-from modelyard.recovery import clean_env, md5_file, run_dvc
 from modelyard.vault import reproduce_key, sha256_file
 
 log = logging.getLogger("modelyard.reproduce")

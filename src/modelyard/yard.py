@@ -62,9 +62,10 @@ from modelyard.vault import Vault
 from modelyard.versioning import highest_semver
 
 if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.detection import Finding
     from modelyard.drills import DrillReport, Drills, Scenario
     from modelyard.health import HealthReport
-    from modelyard.recovery import Baseline, Finding, Layer, Recovery, RecoveryReport
+    from modelyard.recovery import Baseline, Layer, Recovery, RecoveryReport
     from modelyard.reproduce import ReproduceReport
 
 
@@ -579,18 +580,17 @@ class Yard:
 
     def _layers(self, root: Path) -> list[Layer]:
         """Every recovery layer this facade can offer, in any order (recovery sorts them)."""
-        from modelyard.recovery import Builtin
-
-        def rollback(name: str, stage: str) -> StageChange:
-            return self.rollback(name, stage, reason="recover: the production holder failed "
-                                 "its checks")
-
         from modelyard.recovery import (
+            Builtin,
             repair_layer,
             restore_layer,
             snapshot_layer,
             undo_drift_layer,
         )
+
+        def rollback(name: str, stage: str) -> StageChange:
+            return self.rollback(name, stage, reason="recover: the production holder failed "
+                                 "its checks")
 
         layers = [*Builtin(self.ctx, self._loader, root, rollback).layers(),
                   repair_layer(self.repair), undo_drift_layer(self.undo_drift),
@@ -600,7 +600,8 @@ class Yard:
         return layers
 
     def _recovery(self) -> Recovery:
-        from modelyard.recovery import Detector, Recovery
+        from modelyard.detection import Detector
+        from modelyard.recovery import Recovery
 
         root = self._project_root()
 
