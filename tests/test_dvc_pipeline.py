@@ -50,12 +50,22 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_init_then_dvc_repro_registers_a_version(
-    make_yard: Any, name: str, backend: str, isolated: Path
+def test_init_repro_registers_then_lineage_checkout_restores_the_old_data(
+    make_yard: Any, name: str, backend: str, stack_or_none: Any, isolated: Path
 ) -> None:
     project = _project(isolated, name)
     scaffolded = _sh(["git", "rev-parse", "HEAD"], project).strip()  # init's first commit
+    if stack_or_none is not None:
+        # The DVC remote is the same S3 endpoint MLflow uses.
+        url = f"s3://{stack_or_none.bucket}/dvc-{name}"
+        _sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "store", url], project)
+        _sh([sys.executable, "-m", "dvc", "remote", "modify", "store", "endpointurl",
+             stack_or_none.s3_endpoint_url], project)
+    else:
+        remote = isolated / "dvc-remote"
+        _sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "store", str(remote)], project)
     _sh([sys.executable, "-m", "dvc", "repro", "-q"], project)
+    # `init` + `dvc repro` registered v1.0.0, with lineage from the first registration on.
     os.chdir(project)
     yard = make_yard()
     mv = yard.get(name, "latest")
@@ -69,22 +79,6 @@ def test_init_then_dvc_repro_registers_a_version(
     info = json.loads((project / "model.json").read_text())
     assert info["semver"] == "1.0.0" and info["version"] == mv.version
     assert (project / "metrics" / "evaluate.json").is_file()
-
-
-def test_lineage_checkout_restores_the_old_data(
-    make_yard: Any, name: str, backend: str, stack_or_none: Any, isolated: Path
-) -> None:
-    project = _project(isolated, name)
-    if stack_or_none is not None:
-        # The DVC remote is the same S3 endpoint MLflow uses.
-        url = f"s3://{stack_or_none.bucket}/dvc-{name}"
-        _sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "store", url], project)
-        _sh([sys.executable, "-m", "dvc", "remote", "modify", "store", "endpointurl",
-             stack_or_none.s3_endpoint_url], project)
-    else:
-        remote = isolated / "dvc-remote"
-        _sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "store", str(remote)], project)
-    _sh([sys.executable, "-m", "dvc", "repro", "-q"], project)
     _commit(project, "v1")
     train = project / "data" / "prepared" / "train.csv"
     old_sha = _sha(train)
@@ -93,8 +87,6 @@ def test_lineage_checkout_restores_the_old_data(
     set_param(project / "params.yaml", "prepare", "n_rows", "900")
     _sh([sys.executable, "-m", "dvc", "repro", "-q"], project)
     _commit(project, "v2")
-    os.chdir(project)
-    yard = make_yard()
     second = yard.get(name, "latest")
     assert (second.semver, second.bump) == ("1.1.0", "minor")
     assert "training data changed" in str(second.bump_reason)
