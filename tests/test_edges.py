@@ -326,7 +326,7 @@ def test_database_is_locked_is_retried_then_succeeds(tmp_path: Path) -> None:
         tracking._call(always)
 
 
-ROUNDS = 3  # the race is at first use; `python benchmarks/concurrency.py` runs 8 x 10
+ROUNDS = 2  # the race is at first use; `python benchmarks/concurrency.py` runs 8 x 10
 
 
 def _register_ten(folder: str, index: int, barrier: Any, results: Any,
