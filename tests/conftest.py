@@ -20,6 +20,19 @@ from devstack import Stack
 _CLEARED_PREFIXES = ("MODELYARD_", "MLFLOW_", "AWS_")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules holding a ``slow`` test run first, whole (their module fixtures are built once).
+
+    xdist's worksteal hands each worker a contiguous share and lets idle workers take tests from
+    the end of the others' shares: with the long end-to-end tests at the front, the run ends on
+    short tests that balance out instead of on a 90-second one that started last. The order is
+    the same on every worker, as xdist requires.
+    """
+    slow = {item.module.__name__ for item in items
+            if item.module is not None and item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module is None or item.module.__name__ not in slow)
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     with Stack() as running:

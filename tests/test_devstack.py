@@ -29,6 +29,7 @@ def _pid_gone(pid: int) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_stack_lifecycle() -> None:
     stack = Stack(bucket="devstack-test")
     try:

@@ -91,6 +91,7 @@ def test_unknown_scenario_is_one_line() -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_model_corruption_recovers_from_the_local_cache(real: Any, before: str,
                                                         capsys: pytest.CaptureFixture[str]
                                                         ) -> None:

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from helpers import run_cli, run_cli_subprocess
 from modelyard import dvc_support
 from modelyard.demo import run_demo
@@ -50,6 +52,7 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_init_repro_registers_then_lineage_checkout_restores_the_old_data(
     make_yard: Any, name: str, backend: str, stack_or_none: Any, isolated: Path
 ) -> None:
@@ -113,6 +116,7 @@ def test_init_repro_registers_then_lineage_checkout_restores_the_old_data(
     assert report["lineage"]["data"][0]["git_commit"] == v1_commit
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(isolated: Path) -> None:
     """`make demo`: the embedded default, in a subprocess, at the demo's own sizes."""
     # The demo's own sizes: its data and forests are seeded, so its numbers are the same on

@@ -211,6 +211,7 @@ def build_model(yard: Any, trained: dict[str, Any], name: str, plan: dict[str, A
         tracking.create_version(name, first.source, first.run_id, tags, None, first.model_id)
 
 
+@pytest.mark.slow
 @hsettings(max_examples=5, deadline=None, database=None, phases=(Phase.explicit, Phase.generate),
            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                   HealthCheck.data_too_large])

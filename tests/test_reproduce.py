@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import run_cli
 
 TRAIN = '''\
@@ -78,6 +80,7 @@ def _project(root: Path) -> Path:
     return project
 
 
+@pytest.mark.slow
 def test_reproducible_then_not_after_the_data_changed(tmp_path: Path) -> None:
     project = _project(tmp_path)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True,
