@@ -89,14 +89,19 @@ def test_the_manifest_covers_every_file_a_load_reads(
     mlflow.sklearn.save_model(trained["model"], str(saved), serialization_format="cloudpickle")
     (saved / "__pycache__").mkdir()
     (saved / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"compiled")
+    # The name MLflow gives the file its registry downloads add: no file is exempt.
+    (saved / "registered_model_meta").write_text("model_name: x\nmodel_version: 1\n")
     mv = yard.register_directory(saved, name)
     manifest = yard._loader.manifest_of(yard.get(name, mv.version))
-    assert "__pycache__/helper.cpython-311.pyc" in manifest.files
-    local = tmp_path / "copy"
-    shutil.copytree(saved, local)
-    (local / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"tampered")
-    with pytest.raises(IntegrityError):
-        manifest.verify_directory(local, label=name, semver="1.0.0")
+    assert {"__pycache__/helper.cpython-311.pyc", "registered_model_meta"} <= set(manifest.files)
+    for tampered in ("__pycache__/helper.cpython-311.pyc", "registered_model_meta"):
+        local = tmp_path / f"copy-{len(tampered)}"
+        shutil.copytree(saved, local)
+        (local / tampered).write_bytes(b"tampered")
+        with pytest.raises(IntegrityError):
+            manifest.verify_directory(local, label=name, semver="1.0.0")
+    # A downloaded version has exactly its manifest's files: the load path verifies it.
+    assert yard.load(name, mv.version, verify=True).verified
 
 
 def test_rollback_after_the_holder_was_deleted_and_never_twice(

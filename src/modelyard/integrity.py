@@ -52,7 +52,6 @@ Progress = Callable[[int, int], None]
 """Called with (bytes checked so far, bytes to check in all)."""
 
 _CHUNK = 8 * 1024 * 1024
-_MLFLOW_ADDED = "registered_model_meta"  # written by MLflow's registry downloads, not hashed
 LAYERS = ("artifacts", "vault", "backup")
 PROBLEMS = ("missing", "differs", "manifest-missing", "manifest-differs")
 MANIFEST_PATH = "(manifest)"
@@ -516,8 +515,6 @@ class Integrity:
         listing = self.tracking.artifact_files(target.location)
         files: dict[str, tuple[str, int]] = {}
         for rel in sorted(listing):
-            if rel == _MLFLOW_ADDED:
-                continue
             found = self._hash_artifact(target.location, rel)
             if found is None:
                 return None

@@ -23,10 +23,6 @@ from modelyard.errors import IntegrityError, StorageError
 from modelyard.storage import ObjectStore
 
 _CHUNK = 1024 * 1024
-# MLflow writes this into a folder when it downloads a model through a registry URI
-# (models:/NAME/VERSION); it is not part of the version, so it is neither hashed nor refused.
-_MLFLOW_ADDED = "registered_model_meta"
-
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -77,8 +73,8 @@ class Manifest:
     def of_directory(cls, root: Path) -> Manifest:
         files: dict[str, tuple[str, int]] = {}
         for path in sorted(root.rglob("*")):
-            # Every file a load could read, caches included.
-            if path.is_file() and path.relative_to(root).as_posix() != _MLFLOW_ADDED:
+            # Every file a load could read, caches included; no name is exempt.
+            if path.is_file():
                 files[path.relative_to(root).as_posix()] = (sha256_file(path), path.stat().st_size)
         return cls(files)
 
@@ -105,7 +101,7 @@ class Manifest:
             p.relative_to(root).as_posix()
             for p in root.rglob("*")
             if p.is_file()
-        } - {_MLFLOW_ADDED}
+        }
         for rel, (oid, size) in sorted(self.files.items()):
             path = root / rel
             if not path.is_file():
