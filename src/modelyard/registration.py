@@ -591,8 +591,12 @@ class Registrar:
                     if parse_semver(v.tags[T_SEMVER]) == parse_semver(highest)), None
                    ) if highest else None
         later = [v for v in managed if number is not None and v.version > number]
-        return _Standing(top=top, later=later, hint=hint,
-                         high=highest_semver([v.tags[T_SEMVER] for v in managed]))
+        standing = _Standing(top=top, later=later, hint=hint,
+                             high=highest_semver([v.tags[T_SEMVER] for v in managed]))
+        if standing.high and standing.high != hint:  # repaired now: the confirmation's
+            self._raise_hint(name, standing.high, standing)  # look-ups are bounded again
+            standing.hint = standing.high
+        return standing
 
     def _holder(self, name: str, semver: str, number: int) -> VersionRecord | None:
         """A visible version other than ``number`` holding ``semver`` (a tag search)."""
@@ -604,7 +608,7 @@ class Registrar:
         hint only: planning checks it against its holder, and reads the newest versions
         too, so a hint lowered by a racing writer or left stale costs a search, not a
         wrong semver. Never fails the registration."""
-        known = highest_semver([semver, standing.high or "", standing.hint or ""])
+        known = highest_semver([semver, standing.high or ""])  # a stale hint is not known
         if known is None or known == standing.hint:
             return
         try:
