@@ -158,8 +158,10 @@ class Retention:
             page = listing.search_versions(name, below=below, limit=size)
             head += [v for v in page if is_visible(v)][:keep - len(head)]
             if len(page) < size:
-                return head
+                break
             below = page[-1].version
+        if len(head) < keep:
+            return head  # nothing beyond the newest `keep`
         tags: list[tuple[str, str] | None] = (
             [None] if delete else [(T_STAGE, s) for s in ("none", *STAGE_ALIASES)])
         rest: dict[int, VersionRecord] = {}

@@ -618,6 +618,12 @@ class Tracking:
         """The newest version whose ``modelyard.status`` is not ``pending``, with aliases."""
         return self._newest_visible(name, None)
 
+    def count_visible(self, name: str) -> int:
+        """How many versions are not pending. MLflow's client has no count: it pages through
+        the versions (the lean reader counts with a few probes when it answers instead)."""
+        return sum(1 for v in self.versions(name, with_aliases=False)
+                   if v.tags.get(T_STATUS) != STATUS_PENDING)
+
     def get_version(self, name: str, version: int) -> VersionRecord:
         mv = self._call(lambda: self.client.get_model_version(name, str(version)), name=name,
                         op=f"read version {version}")
