@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modelyard.entities import Result
 from modelyard.errors import NotFound, StorageError, YardError
 from modelyard.names import STAGE_ALIASES, T_STAGE, check_name
+from modelyard.records import SEARCH_PAGE_MAX
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.audit import Auditor
@@ -97,25 +99,32 @@ class Drift:
         audited = self.audited_holders(name)
         if audited is None:
             return []
-        records = versions if versions is not None else self.ctx.reads.versions(name)
-        by_number = {r.version: r for r in records}
-        live: dict[str, int | None] = {s: None for s in STAGE_ALIASES}
-        for record in records:
-            for alias in record.aliases:
-                if alias in live:
-                    live[alias] = record.version
+        if versions is None:
+            live, tagged, exists = self._bounded(name)
+        else:
+            by_number = {r.version: r for r in versions}
+            live = {s: None for s in STAGE_ALIASES}
+            for record in versions:
+                for alias in record.aliases:
+                    if alias in live:
+                        live[alias] = record.version
+            tagged = [r for r in versions if r.tags.get(T_STAGE) in STAGE_ALIASES]
+
+            def exists(number: int) -> bool:
+                return number in by_number
+
         drifts: list[StageDrift] = []
         for stage in STAGE_ALIASES:
             want, have = audited[stage], live[stage]
             if want == have:
                 continue
-            if have is None and want is not None and want not in by_number:
+            if have is None and want is not None and not exists(want):
                 continue  # the audited holder was deleted: nothing holds it, no move made
             drifts.append(StageDrift(
                 name=name, stage=stage, holder_version=have, audited_version=want,
                 detail=f"{stage} is held by {_label(have)} in MLflow but the audit trail "
                 f"says {_label(want)} (unaudited move)"))
-        for record in records:
+        for record in tagged:
             tag = record.tags.get(T_STAGE)
             if tag in STAGE_ALIASES and audited[tag] != record.version:
                 drifts.append(StageDrift(
@@ -124,6 +133,28 @@ class Drift:
                     detail=f"#{record.version} is tagged {T_STAGE}={tag} but the audit "
                     f"trail says {_label(audited[tag])} holds {tag} (unaudited tag)"))
         return drifts
+
+    def _bounded(self, name: str) -> tuple[dict[str, int | None], list[VersionRecord],
+                                           Callable[[int], bool]]:
+        """What ``of_model`` compares, without listing the model's versions: the stage
+        aliases (one model read), the versions tagged with a stage (a tag search each),
+        and whether a version exists (read only when asked)."""
+        reads = self.ctx.reads
+        aliases = reads.get_model(name).aliases
+        live: dict[str, int | None] = {s: aliases.get(s) for s in STAGE_ALIASES}
+        tagged: list[VersionRecord] = []
+        for stage in STAGE_ALIASES:
+            tagged += reads.search_versions(name, tag=(T_STAGE, stage), limit=SEARCH_PAGE_MAX)
+        tagged.sort(key=lambda r: r.version)
+
+        def exists(number: int) -> bool:
+            try:
+                reads.get_version(name, number)
+            except NotFound:
+                return False
+            return True
+
+        return live, tagged, exists
 
     def undo(self, name: str) -> list[StageChange]:
         """Put back the last audited holder of every drifted stage (audited moves)."""

@@ -39,6 +39,8 @@ T_LINEAGE = "modelyard.lineage."  # prefix of the lineage tags
 # -- tags on a registered model and on runs ----------------------------------------------
 T_AUDIT_HEAD = "modelyard.audit_head"
 T_RUN_MODEL = "modelyard.model"
+# The highest semver a registration confirmed (a hint: checked against the versions).
+T_SEMVER_HIGH = "modelyard.semver_high"
 
 STATUS_PENDING = "pending"
 STATUS_READY = "ready"

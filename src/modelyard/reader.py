@@ -38,11 +38,13 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from modelyard.errors import BackendError, ModelNotFound, NotFound, PermissionDenied, UserError
 from modelyard.records import (
+    SEARCH_PAGE_MAX,
     ModelRecord,
     VersionRecord,
     model_from_rest,
     model_id_from,
     run_from_rest,
+    search_filter,
     version_from_rest,
 )
 
@@ -120,6 +122,13 @@ class Reader(Protocol):
 
     def count_visible(self, name: str) -> int:
         """How many versions are not pending (deleted ones never count)."""
+        ...
+
+    def search_versions(self, name: str, *, tag: tuple[str, str] | None = None,
+                        below: int | None = None, limit: int = 100) -> list[VersionRecord]:
+        """At most ``limit`` versions, newest first, pending ones too (deleted never): those
+        numbered below ``below`` and tagged ``key == value`` when given. One bounded, indexed
+        search whatever the number of versions; aliases left out; an absent model: []."""
         ...
 
     def get_run(self, run_id: str) -> dict[str, Any]:
@@ -632,6 +641,16 @@ class RestReader:
         pending = f"{_name_filter(name)} AND {_tag_filter(STATUS_TAG, PENDING)}"
         return total - self._count(pending, None)
 
+    def search_versions(self, name: str, *, tag: tuple[str, str] | None = None,
+                        below: int | None = None, limit: int = 100) -> list[VersionRecord]:
+        rows, _ = self._search_versions(
+            search_filter(name, tag=tag, below=below), order_by="version_number DESC",
+            max_results=max(1, min(int(limit), SEARCH_PAGE_MAX)))
+        records = [version_from_rest(row) for row in rows]
+        for record in records:
+            record.aliases = []
+        return records
+
     def _count(self, filter_text: str, name: str | None) -> int:
         """How many versions match, without listing them when the server's page tokens are
         MLflow's offsets: page-size-1 probes at chosen offsets, guided by the version number
@@ -992,6 +1011,30 @@ class SqliteReader:
                            f"AND mv.name = ? AND {_NOT_DELETED} AND {_NOT_PENDING}",
                            (WORKSPACE, name))
             return int(rows[0][0])
+
+        return self._read(work)
+
+    def search_versions(self, name: str, *, tag: tuple[str, str] | None = None,
+                        below: int | None = None, limit: int = 100) -> list[VersionRecord]:
+        def work() -> list[VersionRecord]:
+            if self._is_prompt(name):
+                return []
+            join, params = "", []
+            if tag is not None:
+                join = ("JOIN model_version_tags t ON t.workspace = mv.workspace AND "
+                        "t.name = mv.name AND t.version = mv.version AND t.key = ? AND "
+                        "t.value = ?")
+                params = [tag[0], tag[1]]
+            extra = "" if below is None else "AND mv.version < ? "
+            rows = self._q(
+                f"SELECT {_VERSION_COLUMNS} FROM model_versions mv {join} WHERE "
+                f"mv.workspace = ? AND mv.name = ? AND {_NOT_DELETED} {extra}"
+                "ORDER BY mv.version DESC LIMIT ?",
+                (*params, WORKSPACE, name, *([] if below is None else [int(below)]),
+                 max(1, min(int(limit), SEARCH_PAGE_MAX))))
+            numbers = [int(row[1]) for row in rows]
+            tags = self._version_tags(name, numbers)
+            return [_version_row(row, tags.get(int(row[1]), {}), []) for row in rows]
 
         return self._read(work)
 

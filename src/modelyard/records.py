@@ -171,3 +171,29 @@ def version_from_mlflow(mv: Any) -> VersionRecord:
         model_id=model_id_from(source, getattr(mv, "model_id", None)),
         user_id=getattr(mv, "user_id", None) or None,
     )
+
+
+# -- bounded version searches ---------------------------------------------------------------
+SEARCH_PAGE_MAX = 1_000  # rows one bounded search may ask for (a server answers in ~1 s)
+
+
+def search_filter(name: str, *, tag: tuple[str, str] | None = None,
+                  below: int | None = None) -> str:
+    """The ``search_model_versions`` filter of one bounded search: the model's versions,
+    numbered below ``below`` and carrying tag ``key == value`` when given. MLflow 3.x's SQL
+    store (and so its REST API) accepts ``name =``, ``version_number <`` and tag equality,
+    each an indexed condition.
+
+    >>> search_filter("churn", tag=("modelyard.status", "pending"), below=7)
+    "name = 'churn' AND version_number < 7 AND tags.`modelyard.status` = 'pending'"
+    """
+    parts = [f"name = {_quote(name)}"]
+    if below is not None:
+        parts.append(f"version_number < {int(below)}")
+    if tag is not None:
+        parts.append(f"tags.`{tag[0]}` = {_quote(tag[1])}")
+    return " AND ".join(parts)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

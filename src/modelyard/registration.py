@@ -53,12 +53,15 @@ from modelyard.names import (
     T_RUN_MODEL,
     T_SCHEMA,
     T_SEMVER,
+    T_SEMVER_HIGH,
     T_STAGE,
     T_STATUS,
     check_name,
     check_user_tags,
+    is_semver,
     parse_semver,
 )
+from modelyard.records import SEARCH_PAGE_MAX
 from modelyard.refs import is_visible
 from modelyard.tracking import VersionRecord
 from modelyard.vault import Manifest
@@ -129,6 +132,25 @@ def check_request(name: str, bump: str | None, version: str | None,
         except (TypeError, ValueError, OverflowError):
             raise InvalidInput(f"metric {key!r:.60} is not a number: {value!r:.60}") from None
     return out
+
+
+_SCAN_PAGE = 50  # versions one planning search reads (newest first)
+_CLOCK_SLACK_MS = 60_000  # creation times of neighbouring versions may disagree this much
+
+
+@dataclass
+class _Standing:
+    """Where a model's semvers stand for a new version, read with bounded searches.
+
+    ``top``: the visible version with the highest semver below the new one (what its
+    semver follows and its fingerprint is compared with); ``later``: visible managed
+    versions numbered above it; ``hint``: the model's ``semver_high`` tag as read;
+    ``high``: the highest semver known to be taken."""
+
+    top: VersionRecord | None = None
+    later: list[VersionRecord] = field(default_factory=list)
+    hint: str | None = None
+    high: str | None = None
 
 
 class Registrar:
@@ -342,11 +364,13 @@ class Registrar:
         """Create the version as pending, confirm its semver, write its manifest, mark ready."""
         name = draft.name
         try:
-            before = self.ctx.listing.versions(name)
+            hint: str | None = self.ctx.listing.get_model(name).tags.get(T_SEMVER_HIGH)
         except ModelNotFound:
             debris.model_created = self.tracking.ensure_registered_model(name)
-            before = []
-        planned = self._plan(name, before, fingerprint, draft.semver)
+            standing = _Standing()
+        else:
+            standing = self._standing(name, None, hint)
+        planned = self._plan(name, standing, fingerprint, draft.semver)
         tags = {**draft.tags, **draft.lineage.to_tags(), **self.fingerprint_tags(fingerprint),
                 **draft.fixed_tags, T_MANIFEST: manifest.sha256, T_SEMVER: planned[0],
                 T_BUMP: planned[1], T_REASON: planned[2], T_STAGE: draft.stage,
@@ -354,8 +378,8 @@ class Registrar:
         record = self.tracking.create_version(name, source, run_id, tags, draft.description,
                                               model_id)
         debris.version = (name, record.version)
-        semver, bump_kind, reason = self._confirm(name, record.version, before, planned,
-                                                  fingerprint, draft.semver)
+        (semver, bump_kind, reason), standing = self._confirm(
+            name, record.version, planned, fingerprint, draft.semver)
         self.ctx.vault.write_manifest(name, record.version, manifest, {
             "semver": semver, "source": source, "run_id": run_id,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -367,6 +391,7 @@ class Registrar:
         debris.version = None
         debris.logged_model = None
         debris.model_created = False
+        self._raise_hint(name, semver, standing)
         record.tags.update(final)
         record.tags[T_STATUS] = STATUS_READY
         mv = ModelVersion.from_record(record)
@@ -405,6 +430,10 @@ class Registrar:
                     T_STATUS: STATUS_READY}
             self.tracking.set_version_tags(name, record.version, tags)
             self.tracking.set_version_tags(name, record.version, {T_SEMVER: semver})  # last
+            self._raise_hint(name, semver, _Standing(
+                hint=self.ctx.listing.get_model(name).tags.get(T_SEMVER_HIGH),
+                high=highest_semver([v.tags.get(T_SEMVER, "") for v in earlier
+                                     if is_visible(v)])))
         except YardError as exc:
             if isinstance(exc, (UserError, RegistrationFailed)):
                 raise
@@ -417,11 +446,17 @@ class Registrar:
         return mv
 
     # -- semvers ------------------------------------------------------------------------
-    def _plan(self, name: str, earlier: list[VersionRecord], fp: Fingerprint,
+    # Every look-up here is a bounded, indexed search (``search_versions``: newest first, a
+    # page at a time, by model name, version number and one tag), whatever the number of
+    # versions: the newest managed version below the new one, the holder of the model's
+    # ``semver_high`` hint, registrations in flight (``status = pending``), and who holds a
+    # semver. Only a missing or stale hint (a model registered before it existed, its
+    # holder deleted) costs one listing, paged by version number.
+    def _plan(self, name: str, standing: _Standing, fp: Fingerprint,
               plan: SemverPlan) -> tuple[str, str, str]:
         if plan.fixed is not None:
             return plan.fixed, plan.fixed_bump, plan.fixed_reason
-        return self.semver_after(name, earlier, fp, plan.bump, plan.explicit)
+        return self._semver_from(name, standing.top, fp, plan.bump, plan.explicit)
 
     def semver_after(
         self, name: str, earlier: list[VersionRecord], fp: Fingerprint, bump: str | None,
@@ -430,10 +465,19 @@ class Registrar:
         """(semver, bump, reason) of a new version after the given registered versions."""
         managed = [v for v in earlier if is_visible(v) and v.tags.get(T_SEMVER)]
         highest = highest_semver([v.tags[T_SEMVER] for v in managed])
+        base = next((v for v in managed if v.tags[T_SEMVER] == highest), None)
+        return self._semver_from(name, base, fp, bump, explicit, highest)
+
+    def _semver_from(
+        self, name: str, base: VersionRecord | None, fp: Fingerprint, bump: str | None,
+        explicit: str | None, highest: str | None = None,
+    ) -> tuple[str, str, str]:
+        """(semver, bump, reason) after ``base``, the version holding the highest semver."""
+        if highest is None and base is not None:
+            highest = highest_semver([base.tags.get(T_SEMVER, "")])
         if explicit:
             return (check_explicit(name, explicit, highest), "explicit",
                     f"version {explicit} set explicitly")
-        base = next((v for v in managed if v.tags[T_SEMVER] == highest), None)
         decision = decide_bump(fp, self.fingerprint_of_record(base) if base else None)
         if bump:
             return (apply_bump(highest, bump),  # type: ignore[arg-type]
@@ -441,43 +485,136 @@ class Registrar:
         return apply_bump(highest, decision.bump), decision.bump, decision.reason
 
     def _confirm(
-        self, name: str, number: int, before: list[VersionRecord],
-        planned: tuple[str, str, str], fp: Fingerprint, plan: SemverPlan,
-    ) -> tuple[str, str, str]:
-        """Wait for lower-numbered registrations in flight, then keep or recompute the
-        planned semver; VersionConflict if a later registration already took a higher one."""
+        self, name: str, number: int, planned: tuple[str, str, str], fp: Fingerprint,
+        plan: SemverPlan,
+    ) -> tuple[tuple[str, str, str], _Standing]:
+        """Wait for lower-numbered registrations in flight, then work the semver out again
+        from the registry as it is now (the same answer as planned unless an earlier one
+        changed); VersionConflict if a later registration already took a higher one, or
+        another version holds the same semver."""
+        self._wait_for_earlier(name, number)
+        standing = self._standing(
+            name, number, self.ctx.listing.get_model(name).tags.get(T_SEMVER_HIGH))
+        if plan.fixed is not None:
+            if self._holder(name, plan.fixed, number) is not None:
+                raise VersionConflict(name=name, requested=plan.fixed, highest=plan.fixed)
+            return planned, standing
+        chosen = self._semver_from(name, standing.top, fp, plan.bump, plan.explicit)
+        top_later = highest_semver([v.tags[T_SEMVER] for v in standing.later])
+        if top_later and parse_semver(chosen[0]) <= parse_semver(top_later):
+            raise VersionConflict(name=name, requested=chosen[0], highest=top_later)
+        if self._holder(name, chosen[0], number) is not None:
+            raise VersionConflict(name=name, requested=chosen[0],
+                                  highest=standing.high or chosen[0])
+        return chosen, standing
+
+    def _wait_for_earlier(self, name: str, number: int) -> None:
+        """Until no lower-numbered registration younger than ``pending_timeout`` is pending.
+
+        Pending versions are searched newest first below ``number``; version numbers and
+        creation times rise together, so the search stops at the first page that ends in
+        a stale one (left over from a crash): in-flight registrations are all it reads."""
         delay = 0.02
         timeout_ms = self.ctx.settings.pending_timeout * 1000
         while True:
-            everything = self.ctx.listing.versions(name)
             now_ms = time.time() * 1000
-            waiting = [v for v in everything
-                       if v.version < number and v.tags.get(T_STATUS) == STATUS_PENDING
-                       and now_ms - v.created_ms < timeout_ms]
-            if not waiting:
-                break
+            below = number
+            in_flight = False
+            while True:
+                page = self.ctx.listing.search_versions(
+                    name, tag=(T_STATUS, STATUS_PENDING), below=below, limit=_SCAN_PAGE)
+                if any(now_ms - v.created_ms < timeout_ms for v in page):
+                    in_flight = True
+                    break
+                if len(page) < _SCAN_PAGE or (
+                        now_ms - page[-1].created_ms >= timeout_ms + _CLOCK_SLACK_MS):
+                    break
+                below = page[-1].version
+            if not in_flight:
+                return
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
-        earlier = [v for v in everything if v.version < number]
-        others = [v for v in everything if v.version != number and is_visible(v)]
-        if plan.fixed is not None:
-            taken = next((v for v in others if v.tags.get(T_SEMVER) == plan.fixed), None)
-            if taken is not None:
-                raise VersionConflict(name=name, requested=plan.fixed, highest=plan.fixed)
-            return planned
 
-        def registered(records: list[VersionRecord]) -> set[tuple[int, str]]:
-            return {(v.version, v.tags.get(T_SEMVER, "")) for v in records if is_visible(v)}
+    def _standing(self, name: str, number: int | None, hint: str | None) -> _Standing:
+        """Where the model's semvers stand for a new version numbered ``number`` (None: not
+        created yet): the visible version with the highest semver below it, and the visible
+        managed versions above it (registrations that went ahead)."""
+        listing = self.ctx.listing
+        later: list[VersionRecord] = []
+        newest: VersionRecord | None = None
+        below: int | None = None
+        while newest is None:
+            page = listing.search_versions(name, below=below, limit=_SCAN_PAGE)
+            for record in page:
+                if not is_visible(record) or not is_semver(record.tags.get(T_SEMVER, "")):
+                    continue
+                if number is not None and record.version >= number:
+                    if record.version > number:
+                        later.append(record)
+                    continue
+                newest = record
+                break
+            if len(page) < _SCAN_PAGE:
+                break
+            below = page[-1].version
+        if not is_semver(hint or ""):
+            return self._standing_by_listing(name, number, hint)
+        top = newest
+        assert hint is not None
+        if top is None or parse_semver(hint) > parse_semver(top.tags[T_SEMVER]):
+            holder = listing.version_by_tag(name, T_SEMVER, str(parse_semver(hint)))
+            if holder is None or (number is not None and holder.version > number):
+                # Its holder was deleted, or went ahead of a stale registration: list.
+                return self._standing_by_listing(name, number, hint)
+            top = holder
+        return _Standing(top=top, later=later, hint=hint, high=highest_semver(
+            [v.tags[T_SEMVER] for v in ([top] if top else []) + later]))
 
-        if registered(earlier) == registered([v for v in before if v.version < number]):
-            chosen = planned
-        else:
-            chosen = self.semver_after(name, earlier, fp, plan.bump, plan.explicit)
-        later = [v.tags[T_SEMVER] for v in others if v.version > number and v.tags.get(T_SEMVER)]
-        top_later = highest_semver(later)
-        if top_later and parse_semver(chosen[0]) <= parse_semver(top_later):
-            raise VersionConflict(name=name, requested=chosen[0], highest=top_later)
-        return chosen
+    def _standing_by_listing(self, name: str, number: int | None, hint: str | None
+                             ) -> _Standing:
+        """``_standing`` from every version (paged by version number, each page one bounded
+        search): for a model without a usable ``semver_high`` hint. Rare: the hint is
+        written after each registration."""
+        log.info("%s: no usable %s hint; reading every version once", name, T_SEMVER_HIGH)
+        records: list[VersionRecord] = []
+        below: int | None = None
+        while True:
+            page = self.ctx.listing.search_versions(name, below=below, limit=SEARCH_PAGE_MAX)
+            records += page
+            if len(page) < SEARCH_PAGE_MAX:
+                break
+            below = page[-1].version
+        managed = [v for v in records if is_visible(v) and is_semver(v.tags.get(T_SEMVER, ""))]
+        earlier = [v for v in managed if number is None or v.version < number]
+        highest = highest_semver([v.tags[T_SEMVER] for v in earlier])
+        top = next((v for v in sorted(earlier, key=lambda v: -v.version)
+                    if parse_semver(v.tags[T_SEMVER]) == parse_semver(highest)), None
+                   ) if highest else None
+        later = [v for v in managed if number is not None and v.version > number]
+        standing = _Standing(top=top, later=later, hint=hint,
+                             high=highest_semver([v.tags[T_SEMVER] for v in managed]))
+        if standing.high and standing.high != hint:  # repaired now: the confirmation's
+            self._raise_hint(name, standing.high, standing)  # look-ups are bounded again
+            standing.hint = standing.high
+        return standing
+
+    def _holder(self, name: str, semver: str, number: int) -> VersionRecord | None:
+        """A visible version other than ``number`` holding ``semver`` (a tag search)."""
+        found = self.ctx.listing.version_by_tag(name, T_SEMVER, semver)
+        return found if found is not None and found.version != number else None
+
+    def _raise_hint(self, name: str, semver: str, standing: _Standing) -> None:
+        """Keep the model's ``semver_high`` tag at the highest semver known to be taken. A
+        hint only: planning checks it against its holder, and reads the newest versions
+        too, so a hint lowered by a racing writer or left stale costs a search, not a
+        wrong semver. Never fails the registration."""
+        known = highest_semver([semver, standing.high or ""])  # a stale hint is not known
+        if known is None or known == standing.hint:
+            return
+        try:
+            self.tracking.set_model_tag(name, T_SEMVER_HIGH, known)
+        except YardError as exc:
+            log.warning("%s: %s hint not updated: %s", name, T_SEMVER_HIGH, exc.message)
 
     # -- fingerprints -----------------------------------------------------------------------
     def fingerprint_of_dir(self, local: Path, draft: Draft) -> Fingerprint:

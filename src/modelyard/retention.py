@@ -18,6 +18,7 @@ from modelyard.context import Context
 from modelyard.entities import CleanupResult
 from modelyard.errors import InvalidInput, NotFound, YardError
 from modelyard.names import STAGE_ALIASES, T_SEMVER, T_STAGE, check_name
+from modelyard.records import SEARCH_PAGE_MAX
 from modelyard.refs import is_visible
 from modelyard.tracking import VersionRecord
 
@@ -48,24 +49,32 @@ class Retention:
         delete = not self.ctx.settings.archive_old_versions
         try:
             return self.cleanup(name, keep, delete=delete, yes=True, reason=(
-                f"max_versions = {keep} (after registration)"))
+                f"max_versions = {keep} (after registration)"), bounded=True)
         except YardError as exc:
             log.warning("%s: max_versions = %s not applied: %s", name, keep, exc.message)
             return None
 
     def cleanup(self, name: str, keep: int | None = None, *, delete: bool = False,
-                yes: bool = False, reason: str | None = None) -> CleanupResult:
+                yes: bool = False, reason: str | None = None,
+                bounded: bool = False) -> CleanupResult:
         """Archive (or with ``delete``, delete) versions beyond the newest ``keep``.
 
         Never touches a version holding any alias or a stage. Returns the plan and does
         nothing unless ``yes``. Deleting removes the version's artifact files and its vault
-        manifest too.
+        manifest too. ``bounded`` (after a registration): read only the newest ``keep`` and,
+        below them, what may still need archiving (stage ``none``, or a stage that protects
+        it) or deleting, with bounded searches; versions without a modelyard stage tag
+        (never managed) are left to the ``cleanup`` verb.
         """
         keep = self.ctx.settings.max_versions if keep is None else keep
         if not keep or keep < 1:
             raise InvalidInput("give --keep N (N >= 1), or set max_versions in the policy")
-        visible = (v for v in self.ctx.listing.versions(check_name(name)) if is_visible(v))
-        versions = sorted(visible, key=lambda v: v.version, reverse=True)
+        if bounded:
+            versions = self._newest_and_beyond(check_name(name), keep, delete)
+        else:
+            visible = (v for v in self.ctx.listing.versions(check_name(name))
+                       if is_visible(v))
+            versions = sorted(visible, key=lambda v: v.version, reverse=True)
         plan: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
         in_snapshots = self._in_snapshots(name) if versions[keep:] else set()
@@ -135,6 +144,40 @@ class Retention:
             result.event = event.seq
         return result
 
+
+    def _newest_and_beyond(self, name: str, keep: int, delete: bool) -> list[VersionRecord]:
+        """The newest ``keep`` visible versions, then (newest first) the visible ones below
+        them that a cleanup may act on or must report: all of them when deleting (deleted
+        ones are gone next time), else those in stage none, staging or production (archived
+        ones are done). Each read is a bounded search; none lists the model."""
+        listing = self.ctx.listing
+        head: list[VersionRecord] = []
+        below: int | None = None
+        size = min(SEARCH_PAGE_MAX, keep + 8)
+        while len(head) < keep:
+            page = listing.search_versions(name, below=below, limit=size)
+            head += [v for v in page if is_visible(v)][:keep - len(head)]
+            if len(page) < size:
+                break
+            below = page[-1].version
+        if len(head) < keep:
+            return head  # nothing beyond the newest `keep`
+        tags: list[tuple[str, str] | None] = (
+            [None] if delete else [(T_STAGE, s) for s in ("none", *STAGE_ALIASES)])
+        rest: dict[int, VersionRecord] = {}
+        for tag in tags:
+            below = head[-1].version
+            while True:
+                page = listing.search_versions(name, tag=tag, below=below,
+                                               limit=SEARCH_PAGE_MAX)
+                rest.update((v.version, v) for v in page if is_visible(v))
+                if len(page) < SEARCH_PAGE_MAX:
+                    break
+                below = page[-1].version
+        aliases = listing.get_model(name).aliases if rest else {}
+        for record in rest.values():  # searches leave aliases out; the model has them
+            record.aliases = sorted(a for a, v in aliases.items() if v == record.version)
+        return head + sorted(rest.values(), key=lambda v: v.version, reverse=True)
 
     def _in_snapshots(self, name: str) -> set[int]:
         if self.snapshot_versions is None:

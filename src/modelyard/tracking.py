@@ -33,7 +33,14 @@ from modelyard.errors import (
     UserError,
     YardError,
 )
-from modelyard.records import ModelRecord, VersionRecord, version_from_mlflow
+from modelyard.names import STATUS_PENDING, T_STATUS
+from modelyard.records import (
+    SEARCH_PAGE_MAX,
+    ModelRecord,
+    VersionRecord,
+    search_filter,
+    version_from_mlflow,
+)
 from modelyard.storage import redact
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -548,7 +555,8 @@ class Tracking:
             token: str | None = None
             while True:
                 page = self.client.search_model_versions(
-                    f"name = '{escaped}'", max_results=10000, page_token=token
+                    f"name = '{escaped}'", max_results=SEARCH_PAGE_MAX, page_token=token,
+                    order_by=["version_number ASC"],  # pages stay put while tags change
                 )
                 records.extend(_version_record(mv) for mv in page)
                 token = page.token
@@ -572,6 +580,49 @@ class Tracking:
         if found or not records:
             return found
         return self.get_model(name).aliases
+
+    # -- bounded searches (the write paths' look-ups; O(1) in the number of versions) -------
+    def search_versions(self, name: str, *, tag: tuple[str, str] | None = None,
+                        below: int | None = None, limit: int = 100) -> list[VersionRecord]:
+        """At most ``limit`` versions, newest first, pending ones too: those numbered below
+        ``below`` and tagged ``key == value`` when given (one indexed search, aliases left
+        out; an absent model: [])."""
+        text = search_filter(name, tag=tag, below=below)
+        size = max(1, min(int(limit), SEARCH_PAGE_MAX))
+        page = self._call(lambda: self.client.search_model_versions(
+            text, max_results=size, order_by=["version_number DESC"]), name=name,
+            op="search versions")
+        records = [_version_record(mv) for mv in page]
+        for record in records:
+            record.aliases = []
+        return records
+
+    def _newest_visible(self, name: str, tag: tuple[str, str] | None) -> VersionRecord | None:
+        below: int | None = None
+        size = 4
+        while True:
+            page = self.search_versions(name, tag=tag, below=below, limit=size)
+            found = next((r for r in page if r.tags.get(T_STATUS) != STATUS_PENDING), None)
+            if found is not None:
+                return self.get_version(name, found.version)  # with its aliases
+            if len(page) < size:
+                self.get_model(name)  # ModelNotFound if the model itself is absent
+                return None
+            below, size = page[-1].version, min(size * 4, SEARCH_PAGE_MAX)
+
+    def version_by_tag(self, name: str, key: str, value: str) -> VersionRecord | None:
+        """The newest visible (not pending) version with tag ``key == value``, with aliases."""
+        return self._newest_visible(name, (key, value))
+
+    def latest_visible(self, name: str) -> VersionRecord | None:
+        """The newest version whose ``modelyard.status`` is not ``pending``, with aliases."""
+        return self._newest_visible(name, None)
+
+    def count_visible(self, name: str) -> int:
+        """How many versions are not pending. MLflow's client has no count: it pages through
+        the versions (the lean reader counts with a few probes when it answers instead)."""
+        return sum(1 for v in self.versions(name, with_aliases=False)
+                   if v.tags.get(T_STATUS) != STATUS_PENDING)
 
     def get_version(self, name: str, version: int) -> VersionRecord:
         mv = self._call(lambda: self.client.get_model_version(name, str(version)), name=name,

@@ -47,7 +47,7 @@ from modelyard.integrity import Integrity, IntegrityReport, RepairReport
 from modelyard.integrity import Progress as IntegrityProgress
 from modelyard.labels import Labels
 from modelyard.loading import Loader
-from modelyard.names import T_SEMVER, check_name
+from modelyard.names import T_SEMVER, T_SEMVER_HIGH, check_name
 from modelyard.notify import Notifier
 from modelyard.promotion import Promotion
 from modelyard.protection import BackupProgress, BackupReport, Protector, RestoreReport
@@ -151,34 +151,56 @@ class Yard:
         return mv
 
     def list_models(self) -> list[ModelRow]:
-        """Every model: version count, latest semver, who holds staging / production."""
+        """Every model: version count, latest semver, who holds staging / production.
+
+        Flat in the number of versions: per model a count, the newest visible version, the
+        stage holders and the ``semver_high`` hint's holder, each one bounded look-up."""
         rows = []
         reads = self.ctx.reads
         for model in reads.list_models():
-            versions = [v for v in reads.versions(model.name) if is_visible(v)]
-            by_number = {v.version: v for v in versions}
-            latest = max(versions, key=lambda v: v.version, default=None)
+            try:
+                count = reads.count_visible(model.name)
+                latest = reads.latest_visible(model.name)
+            except NotFound:
+                continue  # deleted while listing
 
             def holder(alias: str) -> str | None:
                 number = model.aliases.get(alias)  # noqa: B023 - used within the loop
-                if number is None or number not in by_number:  # noqa: B023
+                if number is None:
                     return None
-                semver = by_number[number].tags.get(T_SEMVER)  # noqa: B023
+                try:
+                    record = reads.get_version(model.name, number)  # noqa: B023
+                except NotFound:
+                    return None
+                if not is_visible(record):
+                    return None
+                semver = record.tags.get(T_SEMVER)
                 return self.settings.format_version(semver) if semver else f"#{number}"
 
-            drifts = self._drift.of_model(model.name, versions)
+            drifts = self._drift.of_model(model.name)
             if drifts:
                 self._drift.notify(model.name, drifts)
             rows.append(ModelRow(
-                name=model.name, versions=len(versions),
+                name=model.name, versions=count,
                 latest=latest.tags.get(T_SEMVER) if latest else None,
                 latest_version=latest.version if latest else None,
-                highest_semver=highest_semver([v.tags.get(T_SEMVER, "") for v in versions]),
+                highest_semver=self._highest_semver(model.name, model.tags, latest),
                 staging=holder("staging"), production=holder("production"),
                 description=model.description, updated_at=model.updated_ms,
                 drift=[d.to_dict() for d in drifts],
             ))
         return rows
+
+    def _highest_semver(self, name: str, tags: dict[str, str],
+                        latest: VersionRecord | None) -> str | None:
+        """The newest version's semver, or the model's ``semver_high`` hint when a visible
+        version holds it (an imported or restored version may hold a lower one)."""
+        newest = highest_semver([latest.tags.get(T_SEMVER, "")] if latest else [])
+        hint = highest_semver([tags.get(T_SEMVER_HIGH, "")])
+        if hint is None or (newest is not None and highest_semver([hint, newest]) == newest):
+            return newest
+        held = self.ctx.reads.version_by_tag(name, T_SEMVER, hint)
+        return hint if held is not None else newest
 
     def lineage(self, name: str, ref: str | int | None = "latest") -> LineageReport:
         """Code, data, params and environment of a version; DVC data refs get the git commit
