@@ -134,9 +134,12 @@ class CaptureLog:
         for day, items in by_day.items():
             key = f"{capture_prefix(self.name)}date={day}/{uuid.uuid4().hex}.jsonl.gz"
             # orjson when present: serialising holds the GIL, and the event loop waits for it.
+            # gzip level 1: a fifth of level 5's CPU for files about 15% larger (measured on
+            # one-row records of 30 floats), which keeps capture at 1.0 within a few percent
+            # of the server's CPU per request.
             body = b"\n".join(_line(r) for r in items)
             try:
-                self.store.put_bytes(key, gzip.compress(body, compresslevel=5))
+                self.store.put_bytes(key, gzip.compress(body, compresslevel=1))
             except Exception as exc:  # noqa: BLE001 - capture must never take serving down
                 self.failed += len(items)
                 log.warning("capture: could not write %d records for %s: %s", len(items),
