@@ -128,8 +128,12 @@ class CaptureLog:
         if self.store is None or not records:
             return []
         by_day: dict[str, list[dict[str, Any]]] = {}
-        for record in records:
-            by_day.setdefault(day_of(float(record.get("ts", time.time()))), []).append(record)
+        stamps = [float(record.get("ts", time.time())) for record in records]
+        if day_of(min(stamps)) == day_of(max(stamps)):  # the usual case: one day, one file
+            by_day[day_of(stamps[0])] = records
+        else:
+            for record, ts in zip(records, stamps, strict=True):
+                by_day.setdefault(day_of(ts), []).append(record)
         keys = []
         for day, items in by_day.items():
             key = f"{capture_prefix(self.name)}date={day}/{uuid.uuid4().hex}.jsonl.gz"
