@@ -278,7 +278,7 @@ def measure(label: str, server: Server, bodies: list[bytes], args: argparse.Name
     answered request hardly does, so it shows the cost of a set-up (A/B, capture) steadily.
     """
     if during is not None:
-        timer = threading.Timer(args.warmup + args.duration / 2, during)
+        timer = threading.Timer(args.warmup + min(2.0, args.duration / 2), during)
         timer.start()
     cpu: list[float] = []
     sampler = threading.Timer(args.warmup, lambda: cpu.append(_cpu_seconds(server.process.pid)))
@@ -355,9 +355,9 @@ def main() -> None:
                           env, work, "/ready", work / "modelyard-serve.log")
 
         # Every set-up runs side by side (an idle server costs next to nothing) and they are
-        # measured interleaved, round after round (mlflow, modelyard, A/B, capture, then the
-        # 100-row pair); each figure is the median of its rounds, so whatever else loads the
-        # machine falls on all of them alike.
+        # measured interleaved, round after round, the order rotating by one each round (so
+        # no set-up always follows the same one); each figure is the median of its rounds, so
+        # whatever else loads the machine falls on all of them alike.
         servers: dict[str, Server] = {}
         results: dict[str, Result] = {}
         try:
@@ -378,13 +378,16 @@ def main() -> None:
             for number in range(1, args.rounds + 1):
                 print(f"round {number}/{args.rounds} (load average "
                       f"{os.getloadavg()[0]:.1f})", flush=True)
-                for key, server_key, bodies, label in plan:
+                shift = (number - 1) % len(plan)  # each set-up takes every place in turn
+                for key, server_key, bodies, label in plan[shift:] + plan[:shift]:
                     rounds[key].append(measure(label, servers[server_key], bodies, args))
             for key, runs in rounds.items():
                 results[key] = _median(runs)
                 results[key].cpu_ms = statistics.median(r.cpu_ms for r in runs)
+            # Long enough for the promotion (seconds on a busy machine) and the next poll.
+            longer = argparse.Namespace(**{**vars(args), "duration": max(args.duration, 10.0)})
             results["promotion"] = measure(
-                "modelyard, production moves mid-run", servers["modelyard"], single, args,
+                "modelyard, production moves mid-run", servers["modelyard"], single, longer,
                 during=lambda: yard.promote(NAME, two.version, to="production",
                                             reason="benchmark"))
         finally:
