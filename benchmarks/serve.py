@@ -1,17 +1,24 @@
 """Serving speed: `mlflow models serve` beside `modelyard serve`, one run, same model and workers.
 
 The model is the seeds' kind: a RandomForest of 100 trees on scikit-learn's breast-cancer set
-(30 numeric features). Each scenario starts its server on 127.0.0.1, warms it up, then runs a
-closed loop of concurrent aiohttp clients posting JSON to /invocations for a fixed time:
+(30 numeric features). Every server starts on 127.0.0.1 with the same number of workers and
+they are measured interleaved, round after round, each a closed loop of 32 concurrent clients
+posting JSON to /invocations for a fixed time after a warm-up; each figure is the median of its
+rounds, so other load on the machine falls on every set-up alike:
 
 - mlflow / modelyard, single-row requests (the headline ratios);
-- modelyard with an A/B split 50/50 between two versions;
-- modelyard capturing every request (sample rate 1.0) to the vault;
+- modelyard with an A/B split 50/50 between two versions (cost against one version);
+- modelyard capturing every request (sample rate 1.0) to the vault (cost against none);
 - mlflow / modelyard with 100-row requests;
-- modelyard while the production alias moves to another version (failed requests counted).
+- then modelyard while the production alias moves to another version (failed requests counted).
 
-    python benchmarks/serve.py                     # quick: 5 s per scenario, 1 worker
-    python benchmarks/serve.py --duration 15 --workers 2
+The default load generator is a lean keep-alive HTTP/1.1 client (little CPU per request, as
+wrk); ``--client aiohttp`` uses aiohttp, whose own CPU caps what a 2-core machine can show.
+Both servers run under the same uvicorn; with ``modelyard[serve]`` (uvicorn[standard]) it uses
+uvloop and httptools, and the header line says whether they are present.
+
+    python benchmarks/serve.py                     # 3 rounds of 5 s per set-up, 1 worker
+    python benchmarks/serve.py --duration 10 --workers 2 --rounds 5
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     versions: dict[str, int]
+    cpu_ms: float = float("nan")  # the server's CPU (all its processes) per answered request
 
     @property
     def throughput(self) -> float:
@@ -168,25 +176,126 @@ async def _load(url: str, bodies: list[bytes], clients: int, duration: float,
     return len(latencies), errors, latencies, versions
 
 
+async def _load_raw(url: str, bodies: list[bytes], clients: int, duration: float,
+                    warmup: float) -> tuple[int, int, list[float], dict[str, int]]:
+    """The same closed loop over plain keep-alive HTTP/1.1 connections, with prepared requests.
+
+    A load generator in Python spends CPU per request that the servers then lack on a small
+    machine; this one (like wrk) does little more than write bytes and read Content-Length
+    bytes back, so more of the machine goes to the server under test, whichever it is.
+    """
+    host, port = url.rsplit("//", 1)[1].split(":")
+    requests = [(f"POST /invocations HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                 "Content-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body for body in bodies]
+    latencies: list[float] = []
+    versions: dict[str, int] = {}
+    errors = 0
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + duration
+
+    async def client(index: int) -> None:
+        nonlocal errors
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
+        i = index
+        while True:
+            sent = time.perf_counter()
+            if sent >= stop_at:
+                break
+            request = requests[i % len(requests)]
+            i += clients
+            ok, version = False, "-"
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(host, int(port))
+                assert reader is not None
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    key, _, value = line.partition(b":")
+                    key = key.strip().lower()
+                    if key == b"content-length":
+                        length = int(value)
+                    elif key == b"x-model-version":
+                        version = value.strip().decode()
+                await reader.readexactly(length)
+                ok = head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                    asyncio.TimeoutError, ValueError):
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+            done = time.perf_counter()
+            if sent < measure_from:
+                continue
+            if ok:
+                latencies.append(done - sent)
+                versions[version] = versions.get(version, 0) + 1
+            else:
+                errors += 1
+        if writer is not None:
+            writer.close()
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return len(latencies), errors, latencies, versions
+
+
 def _median(runs: list[Result]) -> Result:
     ordered = sorted(runs, key=lambda r: r.throughput)
     return ordered[(len(ordered) - 1) // 2]  # the lower middle: no flattering pick
 
 
-def measure(label: str, url: str, bodies: list[bytes], args: argparse.Namespace,
+def _cpu_seconds(root: int) -> float:
+    """User + system CPU time of a process and all its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        frontier = [pid for pid in children if pid not in tree]
+        tree.update(frontier)
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
+def measure(label: str, server: Server, bodies: list[bytes], args: argparse.Namespace,
             during: Any = None) -> Result:
+    """One closed-loop run; also the server's CPU per request over the measured window.
+
+    Throughput moves with whatever else runs on the machine; the CPU a server spends per
+    answered request hardly does, so it shows the cost of a set-up (A/B, capture) steadily.
+    """
     if during is not None:
-        timer = threading.Timer(args.warmup + args.duration / 2, during)
+        timer = threading.Timer(args.warmup + min(2.0, args.duration / 2), during)
         timer.start()
+    cpu: list[float] = []
+    sampler = threading.Timer(args.warmup, lambda: cpu.append(_cpu_seconds(server.process.pid)))
+    sampler.start()
+    load = _load_raw if args.client == "raw" else _load
     count, errors, latencies, versions = asyncio.run(
-        _load(url, bodies, args.clients, args.duration, args.warmup))
+        load(server.url, bodies, args.clients, args.duration, args.warmup))
+    sampler.join()
+    cpu.append(_cpu_seconds(server.process.pid))
     latencies.sort()
     p50 = statistics.median(latencies) * 1000 if latencies else float("nan")
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000 if latencies \
         else float("nan")
-    result = Result(label, count, errors, args.duration, p50, p99, versions)
+    cpu_ms = (cpu[1] - cpu[0]) * 1000 / count if count else float("nan")
+    result = Result(label, count, errors, args.duration, p50, p99, versions, cpu_ms)
     print(f"  {label:<44} {result.throughput:8.1f} req/s  p50 {p50:7.1f} ms  "
-          f"p99 {p99:7.1f} ms  errors {errors}", flush=True)
+          f"p99 {p99:7.1f} ms  cpu {cpu_ms:6.2f} ms/req  errors {errors}", flush=True)
     return result
 
 
@@ -197,8 +306,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="alternating rounds of the modelyard set-ups (median reported)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of every set-up (the median is reported)")
+    parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
+                        help="load generator: lean keep-alive HTTP/1.1 (default) or aiohttp")
     parser.add_argument("--skip-mlflow", action="store_true")
     args = parser.parse_args()
 
@@ -225,9 +336,10 @@ def main() -> None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         single, hundred = _bodies(frame, 1), _bodies(frame, 100)
         w = args.workers
-        print(f"{args.clients} clients, {args.duration:g} s per scenario (after "
+        print(f"{args.clients} {args.client} clients, {args.duration:g} s per scenario (after "
               f"{args.warmup:g} s warm-up), {w} worker(s), model: RandomForest(100) on "
-              "breast-cancer (30 features); load average at start "
+              "breast-cancer (30 features); uvicorn with "
+              f"{_accelerators()}; load average at start "
               f"{os.getloadavg()[0]:.1f}", flush=True)
 
         def mlflow_server() -> Server:
@@ -242,35 +354,40 @@ def main() -> None:
                            "--poll-interval", "1", *extra],
                           env, work, "/ready", work / "modelyard-serve.log")
 
+        # Every set-up runs side by side (an idle server costs next to nothing) and they are
+        # measured interleaved, round after round, the order rotating by one each round (so
+        # no set-up always follows the same one); each figure is the median of its rounds, so
+        # whatever else loads the machine falls on all of them alike.
+        servers: dict[str, Server] = {}
         results: dict[str, Result] = {}
-        if not args.skip_mlflow:
-            server = mlflow_server()
-            try:
-                results["mlflow"] = measure(f"mlflow models serve -w {w}, 1 row", server.url,
-                                            single, args)
-                results["mlflow100"] = measure(f"mlflow models serve -w {w}, 100 rows",
-                                               server.url, hundred, args)
-            finally:
-                server.stop()
-        # The three modelyard set-ups run side by side (idle ones cost nothing) and are
-        # measured in alternating rounds, so that other load on the machine falls on all alike.
-        servers = {"modelyard": modelyard_server(),
-                   "ab": modelyard_server("--ab", "production=50", "--ab", "staging=50"),
-                   "capture": modelyard_server("--capture-rate", "1.0")}
-        labels = {"modelyard": f"modelyard serve --workers {w}, 1 row",
-                  "ab": "modelyard A/B 50/50, 1 row",
-                  "capture": "modelyard capture 1.0, 1 row"}
         try:
-            rounds: dict[str, list[Result]] = {key: [] for key in servers}
-            for _ in range(args.rounds):
-                for key, server in servers.items():
-                    rounds[key].append(measure(labels[key], server.url, single, args))
+            if not args.skip_mlflow:
+                servers["mlflow"] = mlflow_server()
+            servers["modelyard"] = modelyard_server()
+            servers["ab"] = modelyard_server("--ab", "production=50", "--ab", "staging=50")
+            servers["capture"] = modelyard_server("--capture-rate", "1.0")
+            plan = [("mlflow", "mlflow", single, f"mlflow models serve -w {w}, 1 row"),
+                    ("modelyard", "modelyard", single, f"modelyard serve --workers {w}, 1 row"),
+                    ("ab", "ab", single, "modelyard A/B 50/50, 1 row"),
+                    ("capture", "capture", single, "modelyard capture 1.0, 1 row"),
+                    ("mlflow100", "mlflow", hundred, f"mlflow models serve -w {w}, 100 rows"),
+                    ("modelyard100", "modelyard", hundred,
+                     f"modelyard serve --workers {w}, 100 rows")]
+            plan = [step for step in plan if step[1] in servers]
+            rounds: dict[str, list[Result]] = {key: [] for key, *_ in plan}
+            for number in range(1, args.rounds + 1):
+                print(f"round {number}/{args.rounds} (load average "
+                      f"{os.getloadavg()[0]:.1f})", flush=True)
+                shift = (number - 1) % len(plan)  # each set-up takes every place in turn
+                for key, server_key, bodies, label in plan[shift:] + plan[:shift]:
+                    rounds[key].append(measure(label, servers[server_key], bodies, args))
             for key, runs in rounds.items():
                 results[key] = _median(runs)
-            results["modelyard100"] = measure(f"modelyard serve --workers {w}, 100 rows",
-                                              servers["modelyard"].url, hundred, args)
+                results[key].cpu_ms = statistics.median(r.cpu_ms for r in runs)
+            # Long enough for the promotion (seconds on a busy machine) and the next poll.
+            longer = argparse.Namespace(**{**vars(args), "duration": max(args.duration, 10.0)})
             results["promotion"] = measure(
-                "modelyard, production moves mid-run", servers["modelyard"].url, single, args,
+                "modelyard, production moves mid-run", servers["modelyard"], single, longer,
                 during=lambda: yard.promote(NAME, two.version, to="production",
                                             reason="benchmark"))
         finally:
@@ -280,13 +397,21 @@ def main() -> None:
         _report(results, w, captured)
 
 
+def _accelerators() -> str:
+    import importlib.util
+
+    found = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is not None]
+    return " + ".join(found) if found else "asyncio + h11 (no uvloop, no httptools)"
+
+
 def _report(results: dict[str, Result], workers: int, captured_files: int) -> None:
     print()
-    print(f"| server ({workers} worker(s)) | throughput | p50 | p99 | failed |")
-    print("|---|---|---|---|---|")
+    print(f"| server ({workers} worker(s)) | throughput | p50 | p99 | server CPU/request "
+          "| failed |")
+    print("|---|---|---|---|---|---|")
     for result in results.values():
         print(f"| {result.label} | {result.throughput:.0f} req/s | {result.p50_ms:.1f} ms | "
-              f"{result.p99_ms:.1f} ms | {result.errors} |")
+              f"{result.p99_ms:.1f} ms | {result.cpu_ms:.2f} ms | {result.errors} |")
     print()
     base = results.get("modelyard")
     mlflow = results.get("mlflow")
@@ -301,7 +426,9 @@ def _report(results: dict[str, Result], workers: int, captured_files: int) -> No
         for key, goal in (("ab", "A/B 50/50"), ("capture", "capture at 1.0")):
             if key in results:
                 cost = 1 - results[key].throughput / base.throughput
-                print(f"{goal}: {cost:+.1%} throughput cost vs one version (goal <= 5%)")
+                cpu = results[key].cpu_ms / base.cpu_ms - 1
+                print(f"{goal}: {cost:+.1%} throughput cost vs one version (goal <= 5%); "
+                      f"server CPU per request {cpu:+.1%}")
     if "promotion" in results:
         moved = results["promotion"]
         print(f"promotion under load: {moved.errors} failed requests; answered by versions "

@@ -551,3 +551,92 @@ def test_predictor_follows_promotion_in_process(
                                                       other.predict(frame.head(5)).tolist())
     versions = [r["version"] for r in _captured(yard, name) if r["kind"] == "prediction"]
     assert sorted(versions) == [first, first, second]
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_serve_workers_2_share_metrics_and_all_follow_a_promotion(
+        make_yard: Callable[..., Any], name: str, trained: dict[str, Any],
+        tmp_path: Path) -> None:
+    """The real `modelyard serve --workers 2` process: uvicorn workers, one merged /metrics."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sklearn.ensemble import RandomForestClassifier
+
+    yard = make_yard()
+    frame, labels = trained["X"], trained["y"]
+    first = _register(yard, trained["model"], name, frame, "production")
+    other = RandomForestClassifier(n_estimators=4, random_state=2).fit(frame, labels)
+    second = _register(yard, other, name, frame, "staging")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "serve.log").open("wb")
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "modelyard", "serve", name, "--port", str(port), "--workers", "2",
+         "--poll-interval", "0.3", "--log-level", "warning"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def about() -> dict[str, Any]:  # a new connection each time: either worker may take it
+        return dict(httpx.get(f"{url}/version", timeout=10).json())
+
+    def session(_: int) -> tuple[int, int]:
+        """One connection (one worker): its pid, then the predictions it answered right."""
+        with httpx.Client(base_url=url, timeout=30) as client:
+            pid = client.get("/version").json()["pid"]
+            answered = 0
+            for start in range(0, 40, 10):
+                reply = client.post("/invocations", json={
+                    "dataframe_records": _records(frame.iloc[start:start + 10])})
+                assert reply.status_code == 200 and reply.headers["x-model-version"] == str(
+                    first)
+                assert reply.json()["predictions"] == trained["model"].predict(
+                    frame.iloc[start:start + 10]).tolist()
+                answered += 1
+            return pid, answered
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "the workers never became ready"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        per_pid: dict[int, int] = {}
+        with ThreadPoolExecutor(6) as pool:
+            while len(per_pid) < 2:  # concurrent connections spread over both workers
+                assert time.monotonic() < deadline, f"one worker answered all: {per_pid}"
+                for pid, answered in pool.map(session, range(12)):
+                    per_pid[pid] = per_pid.get(pid, 0) + answered
+        assert server.pid not in per_pid  # workers answer, not the supervising CLI process
+
+        # /metrics, from whichever worker, counts every worker's requests.
+        series = (f'modelyard_requests_total{{arm="production",model="{name}",semver="1.0.0",'
+                  f'version="{first}"}}')
+        for _ in range(4):
+            text = httpx.get(f"{url}/metrics", timeout=10).text
+            [line] = [x for x in text.splitlines() if x.startswith(series)]
+            assert float(line.split()[-1]) == sum(per_pid.values()), (line, per_pid)
+            assert text.count("# TYPE modelyard_requests_total counter") == 1
+
+        # A promotion reaches every worker (each follows the alias on its own).
+        yard.promote(name, second, to="production", reason="better")
+        seen: dict[int, int] = {}
+        while set(seen) != set(per_pid) or set(seen.values()) != {second}:
+            assert time.monotonic() < deadline + 30, f"not every worker moved: {seen}"
+            with ThreadPoolExecutor(4) as pool:
+                for body in pool.map(lambda _: about(), range(8)):
+                    seen[body["pid"]] = body["version"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server we started and its own workers
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
+        log.close()

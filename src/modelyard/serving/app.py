@@ -12,7 +12,7 @@ Endpoints:
                         ({"predictions": [...]}); the version is named in X-Model-* headers
     GET  /health        liveness (never needs the token)
     GET  /ready         200 when every arm serves a verified model; says if a reload failed
-    GET  /version       name, version, semver, stage, manifest hash, arms
+    GET  /version       name, version, semver, stage, manifest hash, arms, worker pid
     GET  /metrics       Prometheus, labelled by model, version, semver and arm
     POST /feedback      {"request_id": ..., "label": ...} (or "value" for regressors)
 
@@ -141,6 +141,7 @@ def create_app(
             yield
         finally:
             await runtime.stop()
+            metrics.close()
 
     app = FastAPI(title=f"modelyard: {name}", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
@@ -266,6 +267,7 @@ def create_app(
             "semver": main["semver"], "stage": main["stage"],
             "manifest_sha256": main["manifest_sha256"], "verified": main["verified"],
             "reload_error": main["reload_error"], **status,
+            "pid": os.getpid(),  # which worker process answered (`serve --workers N`)
         }
         return respond(200, body)
 

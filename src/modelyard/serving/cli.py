@@ -35,6 +35,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Set by `serve --workers N` for its own worker processes only. The leading underscore keeps
 # it out of the MODELYARD_* settings namespace, which refuses unknown keys.
 CONFIG_ENV = "_MODELYARD_SERVE_CONFIG"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's multiprocess mode
 DEFAULT_PORT = 8080
 
 
@@ -246,9 +247,26 @@ def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: in
     with tempfile.TemporaryDirectory(prefix="modelyard-serve-") as folder:
         path = Path(folder) / "serve.json"
         path.write_text(json.dumps(asdict(config)))
-        os.environ[CONFIG_ENV] = str(path)  # the CLI process, for its own worker processes
-        uvicorn.run("modelyard.serving.cli:app_factory", factory=True, host=host, port=port,
-                    workers=workers, log_level=log_level, access_log=False)
+        # The CLI process sets these for its own worker processes (uvicorn spawns them with
+        # this environment) and puts them back afterwards: the config file, and a fresh
+        # folder for prometheus-client's multiprocess mode so /metrics sums every worker's
+        # series (an operator's own PROMETHEUS_MULTIPROC_DIR is kept).
+        extra = {CONFIG_ENV: str(path)}
+        if not os.environ.get(MULTIPROC_ENV):
+            metrics_dir = Path(folder) / "metrics"
+            metrics_dir.mkdir()
+            extra[MULTIPROC_ENV] = str(metrics_dir)
+        saved = {key: os.environ.get(key) for key in extra}
+        os.environ.update(extra)
+        try:
+            uvicorn.run("modelyard.serving.cli:app_factory", factory=True, host=host,
+                        port=port, workers=workers, log_level=log_level, access_log=False)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 # -- monitor ------------------------------------------------------------------------------

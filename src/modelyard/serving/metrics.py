@@ -3,6 +3,11 @@
 Each app owns its ``CollectorRegistry`` (two apps in one process never mix their series).
 Label sets are bound once per served version and arm, so a request pays no label look-up.
 
+Several worker processes (``modelyard serve --workers N``) share one set of series through
+prometheus-client's multiprocess mode: when ``PROMETHEUS_MULTIPROC_DIR`` names a folder (``serve
+--workers`` sets it for its own workers; this module only reads it), every process writes its
+values there and ``/metrics``, whichever worker answers it, sums them all.
+
 >>> metrics = Metrics("churn")
 >>> bound = metrics.bind("3", "1.2.0", "production")
 >>> bound.observe(latency=0.004, rows=1, confidence=[0.93])
@@ -10,10 +15,27 @@ Label sets are bound once per served version and arm, so a request pays no label
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from prometheus_client import CollectorRegistry
+
 LABELS = ("model", "version", "semver", "arm")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The folder prometheus-client's multiprocess mode writes to, when it is on."""
+    from prometheus_client import values
+
+    folder = os.environ.get(MULTIPROC_ENV)  # read, never written
+    # The mode is chosen once, when prometheus_client is first imported in this process.
+    on = values.ValueClass is not values.MutexValue
+    return folder if on and folder and os.path.isdir(folder) else None
 
 
 class Metrics:
@@ -36,8 +58,10 @@ class Metrics:
         self.confidence = Histogram("modelyard_prediction_confidence",
                                     "Highest class probability of each classifier prediction",
                                     LABELS, buckets=_CONFIDENCE_BUCKETS, registry=self.registry)
+        # Across worker processes: 1 while any live worker serves the version on that arm.
         self.info = Gauge("modelyard_model_info", "1 for each version an arm serves now",
-                          (*LABELS, "stage"), registry=self.registry)
+                          (*LABELS, "stage"), registry=self.registry,
+                          multiprocess_mode="livemax")
         self.reload_failures = Counter("modelyard_reload_failures",
                                        "Reloads refused (the old version kept serving)",
                                        ("model", "arm", "version", "error"),
@@ -45,6 +69,8 @@ class Metrics:
         self.shadow_dropped = Counter("modelyard_shadow_dropped",
                                       "Mirrored requests dropped because the shadow lagged",
                                       ("model",), registry=self.registry)
+        self._multiprocess = multiprocess_dir()
+        self._merged: CollectorRegistry | None = None
 
     def bind(self, version: str, semver: str, arm: str) -> Bound:
         return Bound(self, (self.model, version, semver, arm))
@@ -53,10 +79,27 @@ class Metrics:
         self.requests.labels(*labels).inc()
         self.errors.labels(*labels, error).inc()
 
+
     def render(self) -> tuple[bytes, str]:
+        """The exposition text: this app's series, or every worker's summed (multiprocess)."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self._multiprocess is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self._merged is None:
+            from prometheus_client import CollectorRegistry
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self._merged = CollectorRegistry()
+            MultiProcessCollector(self._merged, path=self._multiprocess)
+        return generate_latest(self._merged), CONTENT_TYPE_LATEST
+
+    def close(self) -> None:
+        """This process stops serving: its live gauges leave the merged view."""
+        if self._multiprocess is not None:
+            from prometheus_client.multiprocess import mark_process_dead
+
+            mark_process_dead(os.getpid(), self._multiprocess)
 
 
 class Bound:

@@ -156,6 +156,17 @@ class _ForestProba:
     def __init__(self, trees: list[Any], n_classes: int) -> None:
         self.trees = trees
         self.n_classes = n_classes
+        # Each tree's predict_proba is its leaf's row of ``tree_.value`` (fractions since
+        # scikit-learn 1.4): look the leaves up (``tree_.apply``, compiled) and take the rows
+        # from a table made once, instead of a Python-level predict_proba call per tree.
+        self._lookups: list[tuple[Any, Any]] | None = None
+        if _values_are_fractions():
+            import numpy as np
+
+            self._lookups = [
+                (tree.tree_.apply, np.ascontiguousarray(tree.tree_.value[:, 0, :n_classes]))
+                for tree in trees
+            ]
 
     @classmethod
     def for_model(cls, model: Any, columns: list[Column] | None) -> _ForestProba | None:
@@ -189,10 +200,25 @@ class _ForestProba:
         import numpy as np
 
         out = np.zeros((matrix.shape[0], self.n_classes), dtype=np.float64)
-        for tree in self.trees:
-            out += tree.predict_proba(matrix, check_input=False)
+        if self._lookups is not None:
+            for apply, table in self._lookups:  # the same rows, added in the same order
+                out += table.take(apply(matrix), axis=0)
+        else:
+            for tree in self.trees:
+                out += tree.predict_proba(matrix, check_input=False)
         out /= len(self.trees)
         return out
+
+
+def _values_are_fractions() -> bool:
+    """scikit-learn >= 1.4 stores class fractions in ``tree_.value`` (no division left)."""
+    import sklearn
+
+    try:
+        major, minor = (int(part) for part in sklearn.__version__.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (1, 4)
 
 
 def _has_proba(model: Any) -> bool:
