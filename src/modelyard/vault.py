@@ -82,6 +82,12 @@ class Manifest:
                 files[path.relative_to(root).as_posix()] = (sha256_file(path), path.stat().st_size)
         return cls(files)
 
+    @classmethod
+    def of_copy(cls, digests: dict[str, tuple[str, int]]) -> Manifest:
+        """The manifest of a folder from the digests taken while copying it in
+        (``storage.copy_tree_safely(..., digests=...)``): what ``of_directory`` would read."""
+        return cls({rel: digests[rel] for rel in sorted(digests) if rel != _MLFLOW_ADDED})
+
     @property
     def sha256(self) -> str:
         """Hash of the canonical manifest: what the version's tag records."""
