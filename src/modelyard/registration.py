@@ -212,9 +212,8 @@ class Registrar:
         copy_tree_safely(path, None, follow_links=follow_links)  # refuse before creating
 
         def save(local: Path, run_id: str, model_id: str, location: str) -> None:
-            digests: dict[str, tuple[str, int]] = {}  # hashed while copied: one read
-            copy_tree_safely(path, local, follow_links=follow_links, digests=digests)
-            draft.manifest = Manifest.of_copy(digests)
+            # The vault's copy taken while hashing (one read); ``local`` only lays it out.
+            draft.manifest = self.ctx.vault.stage(path, local, follow_links=follow_links)
 
         draft = self._draft(
             name, info.flavor, "", metrics=floats, params=params, data=data,

@@ -295,6 +295,27 @@ class LocalStore(ObjectStore):
         with self._translate(key):
             atomic_copy(path, target, progress)
 
+    def ingest(self, source: Path, key_of: Callable[[str], str]) -> tuple[str, int, Path]:
+        """Copy a file in under the key its content names, hashing it while copying (one
+        read): ``key_of(sha256)`` is the key. A temporary file is written first and moved into
+        place, so the object always matches its key whatever happens to ``source``; an object
+        already there is kept. Returns (sha256, size, the object's path)."""
+        incoming = self.root / ".incoming"
+        with self._translate(str(source)):
+            incoming.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=incoming, prefix=".tmp-")
+            os.close(fd)
+            try:
+                oid, size = copy_hashing(source, Path(tmp))
+                target = self._path(key_of(oid))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    os.replace(tmp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        return oid, size, target
+
     def get_bytes(self, key: str) -> bytes:
         with self._translate(key):
             return self._path(key).read_bytes()
@@ -612,16 +633,10 @@ def open_store(
     return LocalStore(Path(url).expanduser().absolute())
 
 
-def copy_tree_safely(src: Path, dest: Path | None, *, follow_links: bool = False,
-                     digests: dict[str, tuple[str, int]] | None = None) -> None:
-    """Copy a folder's files into ``dest`` (which must not exist), never a link.
-
-    A symlink whose target lies outside ``src`` is refused with ``InvalidInput``, unless
-    ``follow_links``, which copies the target's content instead. With ``dest=None`` only the
-    check runs (so a caller can refuse before creating anything). With ``digests``, every
-    file is hashed while it is copied (one read), files in parallel, and ``digests[rel]``
-    receives its (SHA-256, size), ``rel`` the POSIX path under ``dest``.
-    """
+def tree_plan(src: Path, *, follow_links: bool = False) -> list[tuple[Path, Path]]:
+    """(file to read, path relative to ``src``) for every file of a folder, links resolved
+    as ``copy_tree_safely`` copies them (a link outside ``src`` refused unless
+    ``follow_links``)."""
     from modelyard.errors import InvalidInput
 
     root = src.resolve()
@@ -648,6 +663,20 @@ def copy_tree_safely(src: Path, dest: Path | None, *, follow_links: bool = False
                 plan.append((target, rel))
             elif path.is_file():
                 plan.append((path, rel))
+    return plan
+
+
+def copy_tree_safely(src: Path, dest: Path | None, *, follow_links: bool = False,
+                     digests: dict[str, tuple[str, int]] | None = None) -> None:
+    """Copy a folder's files into ``dest`` (which must not exist), never a link.
+
+    A symlink whose target lies outside ``src`` is refused with ``InvalidInput``, unless
+    ``follow_links``, which copies the target's content instead. With ``dest=None`` only the
+    check runs (so a caller can refuse before creating anything). With ``digests``, every
+    file is hashed while it is copied (one read), files in parallel, and ``digests[rel]``
+    receives its (SHA-256, size), ``rel`` the POSIX path under ``dest``.
+    """
+    plan = tree_plan(src, follow_links=follow_links)
     if dest is None:
         return
     dest.mkdir(parents=True)
