@@ -233,7 +233,7 @@ def test_restore_all_rebuilds_a_fresh_postgresql_registry(
     yard.set_alias(first, two.version, "champion")
     other = yard.register(trained["model"], second, input_example=example)
     yard.promote(second, other.version, to="staging")
-    assert yard.backup(all=True).ok
+    assert yard.backup([(first, None), (second, None)]).ok  # the server is shared: ours
     rows = trained["X"].head(20)
     expected = _predict(yard, first, "champion", rows)
 
