@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python benchmarks/concurrency.py
 	$(BIN)/python benchmarks/verify.py --server
 	$(BIN)/python benchmarks/backup.py
+	$(BIN)/python benchmarks/snapshot_restore.py --rounds 3
 	$(BIN)/python benchmarks/drills.py
 
 stack: install

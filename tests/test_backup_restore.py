@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,9 @@ def test_backup_delete_restore_brings_the_version_back(
     assert [e.action for e in events].count("restore") == 2
 
 
+# The team stack's half is test_restore_all_rebuilds_a_fresh_postgresql_registry (a new
+# server on an empty database, not SQLite): the suite pays for one of them only.
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_restore_all_rebuilds_an_empty_registry(
     backend: str, stack_or_none: Stack | None, tmp_path: Path, name: str,
     trained: dict[str, Any],
@@ -145,6 +150,113 @@ def test_restore_all_rebuilds_an_empty_registry(
     assert "restore" in [e.action for e in events]
     again = fresh.restore_all()
     assert not again.restored and again.skipped
+
+
+@contextlib.contextmanager
+def _server_on_an_empty_database(stack: Stack, log: Path) -> Iterator[str]:
+    """A second ``mlflow server`` on a new, empty PostgreSQL database of the stack (what is
+    left after the registry's database was dropped), with the same S3 endpoint; its URI. The
+    server is stopped by its process id and the database dropped at the end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import psycopg2
+
+    database = f"fresh_{uuid.uuid4().hex[:8]}"
+
+    def sql(statement: str) -> None:
+        conn = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="postgres",
+                                dbname="postgres", connect_timeout=5)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        finally:
+            conn.close()
+
+    sql(f'CREATE DATABASE "{database}"')
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    env.update(stack.env(), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    env.pop("MLFLOW_TRACKING_URI")
+    uri = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+             str(port), "--backend-store-uri",
+             f"postgresql+psycopg2://postgres@127.0.0.1:{stack.pg_port}/{database}",
+             "--artifacts-destination", f"s3://{stack.bucket}/mlflow-{database}",
+             "--workers", "1"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"second mlflow server did not start:\n"
+                                       f"{log.read_text()[-2000:]}") from None
+                time.sleep(0.5)
+        yield uri
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def test_restore_all_rebuilds_a_fresh_postgresql_registry(
+    stack: Stack, tmp_path: Path, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The team stack's registry lost: a new MLflow server on an empty PostgreSQL database,
+    a new vault, the same backup bucket -> ``restore_all`` rebuilds every backed-up model with
+    its semvers and aliases, and ``history --verify`` passes on the rebuilt trails."""
+    for key, value in stack.env().items():
+        monkeypatch.setenv(key, value)
+    url = _backup_url(stack, tmp_path)
+    first, second = (f"pg-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    yard = Yard(backup=url, backup_stages=[],
+                vault=f"s3://{stack.bucket}/vault-{uuid.uuid4().hex[:8]}")
+    example = trained["X"].head(3)
+    one = yard.register(trained["model"], first, input_example=example)
+    yard.promote(first, one.version, to="production", force=True, reason="first one")
+    two = yard.register(trained["model"], first, input_example=example, bump="minor")
+    yard.set_alias(first, two.version, "champion")
+    other = yard.register(trained["model"], second, input_example=example)
+    yard.promote(second, other.version, to="staging")
+    assert yard.backup([(first, None), (second, None)]).ok  # the server is shared: ours
+    rows = trained["X"].head(20)
+    expected = _predict(yard, first, "champion", rows)
+
+    with _server_on_an_empty_database(stack, tmp_path / "mlflow-fresh.log") as uri:
+        fresh_vault = f"s3://{stack.bucket}/vault-{uuid.uuid4().hex[:8]}"
+        fresh = Yard(tracking_uri=uri, vault=fresh_vault, backup=url)
+        assert fresh.list_models() == []  # nothing survived the drop
+        report = fresh.restore_all()
+        assert report.ok, report.failed
+        assert sorted((r.name, r.semver) for r in report.restored) == sorted(
+            [(first, "1.0.0"), (first, "1.1.0"), (second, "1.0.0")])
+        held = {(n, a): fresh.resolve(n, a).tags["modelyard.semver"]
+                for n, a in [(first, "production"), (first, "champion"), (second, "staging")]}
+        assert held == {(first, "production"): "1.0.0", (first, "champion"): "1.1.0",
+                        (second, "staging"): "1.0.0"}
+        np.testing.assert_array_equal(_predict(fresh, first, "champion", rows), expected)
+        env = {"MLFLOW_TRACKING_URI": uri, "MODELYARD_VAULT": fresh_vault}
+        for name in (first, second):
+            checked = run_cli("history", name, "--verify", env=env)
+            assert checked.returncode == 0, checked.stderr
+            assert "restore" in [e.action for e in fresh.history(name, verify=True)]
+        # The original registry is untouched: the drop was the new server's database only.
+        assert yard.resolve(first, "champion").version == two.version
 
 
 def test_a_cut_transfer_leaves_no_record_and_a_rerun_completes_it(

@@ -153,3 +153,57 @@ def test_snapshot_records_git_and_dvc_and_refuses_data_restore_in_dirty_workspac
     plan = yard.snapshot_restore("data-1", data=True, dry_run=True)
     assert [d["path"].rsplit("/", 2)[-2:] for d in plan.data] == [["data", "train.csv"]]
     assert plan.moves == []
+
+
+def test_snapshot_restore_data_checks_out_the_recorded_bytes(isolated: Any) -> None:
+    """A real git + DVC project with one tiny CSV: snapshot, change the data (``dvc add``,
+    commit), then ``snapshot restore --data --yes`` puts the recorded bytes back from DVC's
+    cache, the ``.dvc`` file names them again and ``dvc status`` finds nothing to do."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    project = isolated
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                                  os.environ["PATH"]])}
+
+    def sh(*argv: str) -> str:
+        done = subprocess.run(list(argv), cwd=project, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{argv}: {done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    git = ("git", "-c", "user.name=t", "-c", "user.email=t@example.com")
+    dvc = (sys.executable, "-m", "dvc")
+    sh(*git, "init", "-q", "-b", "main")
+    sh(*dvc, "init", "-q")
+    (project / ".gitignore").write_text(".modelyard/\n")
+    data = project / "data" / "raw.csv"
+    data.parent.mkdir()
+    first, second = "a,b\n1,2\n", "a,b\n1,2\n3,4\n"
+    data.write_text(first)
+    sh(*dvc, "add", "-q", "data/raw.csv")
+    sh(*git, "add", "-A")
+    sh(*git, "commit", "-qm", "first data")
+    recorded = (project / "data" / "raw.csv.dvc").read_text()
+
+    from modelyard import Yard
+
+    Yard().snapshot("data-v1", include_models=False)  # no registry needed
+    data.write_text(second)
+    sh(*dvc, "add", "-q", "data/raw.csv")
+    sh(*git, "commit", "-qam", "second data")
+    assert (project / "data" / "raw.csv.dvc").read_text() != recorded
+
+    done = run_cli("snapshot", "restore", "data-v1", "--data", "--yes", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [Path(d["path"]).relative_to(project).as_posix() for d in result["data"]] == [
+        "data/raw.csv"]
+    assert data.read_text() == first
+    assert (project / "data" / "raw.csv.dvc").read_text().split("md5: ")[1][:32] == \
+        recorded.split("md5: ")[1][:32]
+    assert json.loads(sh(*dvc, "status", "--json") or "{}") == {}
+    sh(*git, "commit", "-qam", "data back")
+    again = run_cli("snapshot", "restore", "data-v1", "--data", "--yes", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["data"] == []

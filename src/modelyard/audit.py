@@ -332,10 +332,10 @@ class Auditor:
             head = event
             for _ in range(50):
                 self.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{head.seq}:{head.hash}")
-                newest = trail.last()
-                if newest is None or newest.seq <= head.seq:
+                newest = trail.last_seq()  # a listing; the event is read only if newer
+                if newest <= head.seq:
                     break
-                head = newest
+                head = trail.read(newest)
         except YardError as exc:
             log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
         return event

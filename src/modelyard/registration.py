@@ -111,6 +111,7 @@ class Draft:
     run_name: str = ""
     run_tags: dict[str, str] = field(default_factory=dict)
     manifest_extra: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None  # when ``save`` hashed the files while writing them
     action: str = "register"  # what the audit trail calls it
     training_data: Any = None  # a frame profiled for drift and data-quality checks
 
@@ -233,7 +234,8 @@ class Registrar:
         copy_tree_safely(path, None, follow_links=follow_links)  # refuse before creating
 
         def save(local: Path, run_id: str, model_id: str, location: str) -> None:
-            copy_tree_safely(path, local, follow_links=follow_links)
+            # The vault's copy taken while hashing (one read); ``local`` only lays it out.
+            draft.manifest = self.ctx.vault.stage(path, local, follow_links=follow_links)
 
         draft = self._draft(
             name, info.flavor, "", metrics=floats, params=params, data=data,
@@ -296,10 +298,17 @@ class Registrar:
             with tempfile.TemporaryDirectory(prefix="modelyard-") as tmp:
                 local = Path(tmp) / "model"
                 draft.save(local, run_id, model_id, location)
-                manifest = Manifest.of_directory(local)
+                manifest = draft.manifest or Manifest.of_directory(local)
                 fingerprint = self.fingerprint_of_dir(local, draft)
-                self.tracking.upload_logged_model(model_id, run_id, local)
-                self.ctx.vault.store_objects(local, manifest)
+                # The artifact store and the vault each get their own copy, at the same time.
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    copies = [pool.submit(self.tracking.upload_logged_model, model_id, run_id,
+                                          local),
+                              pool.submit(self.ctx.vault.store_objects, local, manifest)]
+                for copy in copies:
+                    copy.result()
             mv = self._publish(draft, f"models:/{model_id}", run_id, model_id, manifest,
                                fingerprint, debris)
         mv.artifact_location = location

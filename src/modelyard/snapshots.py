@@ -40,7 +40,7 @@ from modelyard.errors import (
 from modelyard.names import STAGE_ALIASES, T_MANIFEST, T_SEMVER, check_name
 from modelyard.refs import is_visible
 from modelyard.stages import Stages
-from modelyard.tracking import VersionRecord
+from modelyard.tracking import Tracking, VersionRecord
 from modelyard.vault import SNAPSHOTS, snapshot_key
 
 log = logging.getLogger("modelyard.snapshots")
@@ -349,11 +349,12 @@ class Snapshots:
 
     def _find(self, name: str, holder: dict[str, Any]) -> VersionRecord | None:
         """The version a snapshot names: its number if it still carries the recorded semver,
-        else the version with that semver now (a restored version has a new number)."""
-        tracking = self.ctx.tracking
+        else the version with that semver now (a restored version has a new number). Read
+        through the lean reader: one request, and no MLflow import for a no-op restore."""
+        reads = self.ctx.reads
         semver = holder.get("semver")
         try:
-            record = tracking.get_version(name, int(holder["version"]))
+            record = reads.get_version(name, int(holder["version"]))
             if is_visible(record) and (semver is None or record.tags.get(T_SEMVER) == semver):
                 return record
         except NotFound:
@@ -361,11 +362,12 @@ class Snapshots:
         if semver is None:
             return None
         try:
-            versions = tracking.versions(name)
+            if not isinstance(reads, Tracking):
+                return reads.version_by_tag(name, T_SEMVER, str(semver))
+            return next((v for v in reads.versions(name)
+                         if is_visible(v) and v.tags.get(T_SEMVER) == semver), None)
         except NotFound:
             return None
-        return next((v for v in versions if is_visible(v) and v.tags.get(T_SEMVER) == semver),
-                    None)
 
     def _restore_model(self, name: str, wanted: dict[str, dict[str, Any]],
                        current: dict[str, int], found: dict[str, VersionRecord | None],

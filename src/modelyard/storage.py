@@ -74,16 +74,58 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def atomic_copy(src: Path, dest: Path, progress: Progress | None = None) -> None:
-    """Copy a file atomically (temporary file beside dest + ``os.replace``), in 1 MiB chunks."""
+    """Copy a file atomically (temporary file beside dest + ``os.replace``).
+
+    The bytes move inside the kernel (``sendfile``: a real copy, never a link or a shared
+    extent, so the two files stay independent), 8 MiB at a time; where the kernel refuses,
+    in 1 MiB chunks through Python."""
 
     def fill(handle: IO[bytes]) -> None:
         with open(src, "rb") as source:
-            while chunk := source.read(_CHUNK):
-                handle.write(chunk)
-                if progress is not None:
-                    progress(len(chunk))
+            if not _kernel_copy(source, handle, progress):
+                while chunk := source.read(_CHUNK):
+                    handle.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
 
     _replace_from_temp(dest, fill)
+
+
+_SENDFILE_BLOCK = 8 * 1024 * 1024
+
+
+def _kernel_copy(source: IO[bytes], handle: IO[bytes], progress: Progress | None) -> bool:
+    """Copy source into handle with ``os.sendfile``; False (nothing written) if refused."""
+    offset = 0
+    while True:
+        try:
+            sent = os.sendfile(handle.fileno(), source.fileno(), offset, _SENDFILE_BLOCK)
+        except OSError:
+            if offset:
+                raise
+            return False
+        if sent == 0:
+            return True
+        offset += sent
+        if progress is not None:
+            progress(sent)
+
+
+def copy_hashing(src: Path, dest: Path) -> tuple[str, int]:
+    """Copy a file to ``dest`` and return its (SHA-256, size), reading it once."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    size = 0
+    buffer = bytearray(4 * _CHUNK)
+    view = memoryview(buffer)
+    with open(src, "rb") as source, open(dest, "wb") as target:
+        while read := source.readinto(buffer):
+            block = view[:read]
+            digest.update(block)  # hashlib releases the GIL: files hash in parallel threads
+            target.write(block)
+            size += read
+    return digest.hexdigest(), size
 
 
 # -- S3 clients -------------------------------------------------------------------------------
@@ -252,6 +294,27 @@ class LocalStore(ObjectStore):
         target = self._path(key)
         with self._translate(key):
             atomic_copy(path, target, progress)
+
+    def ingest(self, source: Path, key_of: Callable[[str], str]) -> tuple[str, int, Path]:
+        """Copy a file in under the key its content names, hashing it while copying (one
+        read): ``key_of(sha256)`` is the key. A temporary file is written first and moved into
+        place, so the object always matches its key whatever happens to ``source``; an object
+        already there is kept. Returns (sha256, size, the object's path)."""
+        incoming = self.root / ".incoming"
+        with self._translate(str(source)):
+            incoming.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=incoming, prefix=".tmp-")
+            os.close(fd)
+            try:
+                oid, size = copy_hashing(source, Path(tmp))
+                target = self._path(key_of(oid))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    os.replace(tmp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        return oid, size, target
 
     def get_bytes(self, key: str) -> bytes:
         with self._translate(key):
@@ -570,13 +633,10 @@ def open_store(
     return LocalStore(Path(url).expanduser().absolute())
 
 
-def copy_tree_safely(src: Path, dest: Path | None, *, follow_links: bool = False) -> None:
-    """Copy a folder's files into ``dest`` (which must not exist), never a link.
-
-    A symlink whose target lies outside ``src`` is refused with ``InvalidInput``, unless
-    ``follow_links``, which copies the target's content instead. With ``dest=None`` only the
-    check runs (so a caller can refuse before creating anything).
-    """
+def tree_plan(src: Path, *, follow_links: bool = False) -> list[tuple[Path, Path]]:
+    """(file to read, path relative to ``src``) for every file of a folder, links resolved
+    as ``copy_tree_safely`` copies them (a link outside ``src`` refused unless
+    ``follow_links``)."""
     from modelyard.errors import InvalidInput
 
     root = src.resolve()
@@ -603,13 +663,37 @@ def copy_tree_safely(src: Path, dest: Path | None, *, follow_links: bool = False
                 plan.append((target, rel))
             elif path.is_file():
                 plan.append((path, rel))
+    return plan
+
+
+def copy_tree_safely(src: Path, dest: Path | None, *, follow_links: bool = False,
+                     digests: dict[str, tuple[str, int]] | None = None) -> None:
+    """Copy a folder's files into ``dest`` (which must not exist), never a link.
+
+    A symlink whose target lies outside ``src`` is refused with ``InvalidInput``, unless
+    ``follow_links``, which copies the target's content instead. With ``dest=None`` only the
+    check runs (so a caller can refuse before creating anything). With ``digests``, every
+    file is hashed while it is copied (one read), files in parallel, and ``digests[rel]``
+    receives its (SHA-256, size), ``rel`` the POSIX path under ``dest``.
+    """
+    plan = tree_plan(src, follow_links=follow_links)
     if dest is None:
         return
     dest.mkdir(parents=True)
-    for source, rel in plan:
-        target_path = dest / rel
-        target_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target_path)
+    for _, rel in plan:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+    if digests is None:
+        for source, rel in plan:
+            shutil.copyfile(source, dest / rel)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def copy(item: tuple[Path, Path]) -> tuple[str, tuple[str, int]]:
+        source, rel = item
+        return rel.as_posix(), copy_hashing(source, dest / rel)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(plan)))) as pool:
+        digests.update(pool.map(copy, plan))
 
 
 # -- streaming reads (verify_all / repair hash objects without holding them whole) --------------

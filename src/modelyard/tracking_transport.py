@@ -246,6 +246,19 @@ class BoundedClient(MlflowClient):
             self._registry_client_lazy = client
         return client
 
+    def _raise_if_prompt(self, name: str) -> None:
+        """MLflow reads the registered model before every registry write, to refuse a prompt
+        (one more round trip per write). A name found to be a model is one for this client's
+        life: it is checked once, then its writes go straight out."""
+        checked: set[str] | None = getattr(self, "_checked_models", None)
+        if checked is None:
+            checked = set()
+            self._checked_models = checked
+        if name in checked:
+            return
+        super()._raise_if_prompt(name)
+        checked.add(name)
+
 
 # -- artifact repositories ----------------------------------------------------------------------
 class EndpointS3Repository(S3ArtifactRepository):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,12 @@ class Manifest:
                 files[path.relative_to(root).as_posix()] = (sha256_file(path), path.stat().st_size)
         return cls(files)
 
+    @classmethod
+    def of_copy(cls, digests: dict[str, tuple[str, int]]) -> Manifest:
+        """The manifest of a folder from the digests taken while copying it in
+        (``storage.copy_tree_safely(..., digests=...)``): what ``of_directory`` would read."""
+        return cls({rel: digests[rel] for rel in sorted(digests)})
+
     @property
     def sha256(self) -> str:
         """Hash of the canonical manifest: what the version's tag records."""
@@ -136,6 +144,39 @@ class Vault:
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(put, unique.items()))
+
+    def stage(self, src: Path, dest: Path, *, follow_links: bool = False) -> Manifest:
+        """Take the vault's copy of every file of ``src`` while hashing it (one read), and lay
+        the files out at ``dest`` for the upload to MLflow's artifact store; the manifest.
+
+        With a folder vault, ``dest`` names the vault's objects (hard links where the two share
+        a filesystem, else copies): a staging layout only, which the upload copies from (so
+        the artifact store gets its own, independent copy, of bytes that match the manifest
+        whatever happens to ``src`` meanwhile) and which is deleted after. Elsewhere ``dest``
+        is a copy of ``src`` hashed while written, and ``store_objects`` uploads it."""
+        from modelyard.storage import LocalStore, copy_tree_safely, tree_plan
+
+        store = self.store
+        if not isinstance(store, LocalStore):
+            digests: dict[str, tuple[str, int]] = {}
+            copy_tree_safely(src, dest, follow_links=follow_links, digests=digests)
+            return Manifest.of_copy(digests)
+        plan = tree_plan(src, follow_links=follow_links)
+        dest.mkdir(parents=True)
+
+        def one(item: tuple[Path, Path]) -> tuple[str, tuple[str, int]]:
+            source, rel = item
+            oid, size, kept = store.ingest(source, object_key)
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(kept, target)
+            except OSError:  # another filesystem: a copy (in the kernel)
+                shutil.copyfile(kept, target)
+            return rel.as_posix(), (oid, size)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(4, len(plan)))) as pool:
+            return Manifest.of_copy(dict(pool.map(one, plan)))
 
     def write_manifest(
         self, name: str, version: int, manifest: Manifest, extra: dict[str, Any]

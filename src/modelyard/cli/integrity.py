@@ -205,10 +205,12 @@ def snapshot_restore(state: State, tag: str, dry_run: bool, data: bool, yes: boo
     """
     from modelyard.cli.shell import emit
 
-    plan = state.yard.snapshot_restore(tag, dry_run=True, data=data)
-    apply = not dry_run and (yes or (not state.json and sys.stdin.isatty() and _confirm(
-        state, plan)))
-    result = state.yard.snapshot_restore(tag, data=data) if apply else plan
+    if yes and not dry_run:  # nothing to confirm: one pass, no plan read first
+        result = state.yard.snapshot_restore(tag, data=data)
+    else:
+        plan = state.yard.snapshot_restore(tag, dry_run=True, data=data)
+        apply = not dry_run and not state.json and sys.stdin.isatty() and _confirm(state, plan)
+        result = state.yard.snapshot_restore(tag, data=data) if apply else plan
 
     def render(d: dict[str, Any]) -> None:
         console = _console()
