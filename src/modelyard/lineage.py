@@ -12,7 +12,6 @@ import socket
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +142,8 @@ def os_user() -> str:
 
 @functools.cache
 def _installed_versions() -> tuple[tuple[str, str], ...]:
+    from importlib import metadata  # only when recording lineage: it costs a start-up
+
     found: list[tuple[str, str]] = []
     for name in KEY_PACKAGES:
         try:

@@ -15,7 +15,10 @@ import logging
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - export_format loads pydantic: imported where used
+    from modelyard.export_format import ExportDoc, ModelDoc, VersionDoc
 
 from modelyard.audit import AuditEvent, Auditor, check_chain
 from modelyard.context import Context
@@ -28,14 +31,6 @@ from modelyard.errors import (
     ModelNotFound,
     StorageError,
     YardError,
-)
-from modelyard.export_format import (
-    FORMAT,
-    FORMAT_VERSION,
-    ExportDoc,
-    ModelDoc,
-    VersionDoc,
-    parse_export,
 )
 from modelyard.lineage import Lineage
 from modelyard.loading import Loader
@@ -99,6 +94,8 @@ class Transfer:
                 "audit": [e.to_dict() for e in self.audit.log(model.name).events()],
             })
         log.info("exported %d model(s)", len(out_models))
+        from modelyard.export_format import FORMAT, FORMAT_VERSION
+
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -157,6 +154,8 @@ class Transfer:
         be fetched or do not match their manifest is reported in ``failed``; nothing
         unverifiable is created.
         """
+        from modelyard.export_format import parse_export
+
         parsed = parse_export(doc)
         plan = self._plan_import(parsed)
         summary = ImportSummary(
