@@ -330,8 +330,8 @@ class Auditor:
         # newest event: the last writer to check leaves it right.
         try:
             head = event
-            for _ in range(50):
-                self.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{head.seq}:{head.hash}")
+            for _ in range(50):  # the lean REST writer on a server (no mlflow import)
+                self.ctx.writes.set_model_tag(name, T_AUDIT_HEAD, f"{head.seq}:{head.hash}")
                 newest = trail.last_seq()  # a listing; the event is read only if newer
                 if newest <= head.seq:
                     break

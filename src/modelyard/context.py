@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelyard.config import Settings, load_settings
 from modelyard.identity import Identity, Permissions, resolve_identity
@@ -25,6 +26,10 @@ from modelyard.vault import Vault
 __all__ = ["Context", "Reads", "build_context", "load_settings"]
 
 Reads = Reader | Tracking  # what answers a read verb (both speak the reader's calls)
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.rest_writer import RestWriter
+
+    Writes = RestWriter | Tracking  # where pure metadata writes go
 
 
 @dataclass
@@ -38,6 +43,7 @@ class Context:
     _reads: Reads | None = field(default=None, repr=False)
     _identity: Identity | None = field(default=None, repr=False)
     _permissions: Permissions | None = field(default=None, repr=False)
+    _writes: Writes | None = field(default=None, repr=False)
 
     @property
     def reads(self) -> Reads:
@@ -49,6 +55,24 @@ class Context:
 
             self._reads = open_reader(self.settings) or self.tracking
         return self._reads
+
+    @property
+    def writes(self) -> Writes:
+        """Where pure metadata writes go (aliases, version tags, the stage field, the audit
+        head tag): on a tracking server the lean reader speaks to, MLflow's REST API through
+        the reader's own connection (no mlflow import); else MLflow's client (the embedded
+        default keeps writing through MLflow)."""
+        if self._writes is None:
+            from modelyard.reader import RestReader
+
+            reads = self.reads
+            if isinstance(reads, RestReader):
+                from modelyard.rest_writer import RestWriter
+
+                self._writes = RestWriter(reads)
+            else:
+                self._writes = self.tracking
+        return self._writes
 
     @property
     def listing(self) -> Reads:

@@ -1,0 +1,137 @@
+"""Pure metadata writes through MLflow's documented REST API, without importing MLflow.
+
+Moving a stage only sets and deletes aliases and tags (and mirrors the stage into MLflow's
+stage field): ``promote`` and ``rollback`` on a tracking server then need no ``import mlflow``
+(about 2 s) and none of the extra ``registered-models/get`` MLflow's client sends before each
+registry write. The writer rides on the lean reader's connection (same credentials, TLS,
+proxy, timeout and capped retries: ``reader.RestReader``), so reads and writes of one command
+share one keep-alive connection and one request counter.
+
+Endpoints (``/api/2.0/mlflow/...``): ``registered-models/alias`` (POST, DELETE),
+``registered-models/set-tag``, ``model-versions/set-tag``, ``model-versions/delete-tag``
+(DELETE), ``model-versions/transition-stage``. Every one of them is idempotent, so a retried
+request after a lost answer does no harm. The embedded default keeps writing through MLflow
+(``Tracking``): ``Context.writes`` picks.
+
+>>> writer = RestWriter(RestReader("http://mlflow:5000"))
+>>> writer.set_alias("churn", "production", 3)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from modelyard.errors import BackendError, InvalidInput, ModelNotFound, NotFound, UserError
+from modelyard.reader import _API, _RETRY_STATUSES, RestReader, _first_line, _Missing, _Refused
+
+# modelyard's stage -> MLflow's stage field (tracking.STAGE_FIELD, without importing tracking).
+STAGE_FIELD = {"none": "None", "staging": "Staging", "production": "Production",
+               "archived": "Archived"}
+
+
+class RestWriter:
+    """Alias, tag and stage-field writes of one tracking server (``Tracking``'s signatures)."""
+
+    def __init__(self, reader: RestReader) -> None:
+        self.reader = reader
+
+    @property
+    def requests(self) -> int:
+        return self.reader.requests
+
+    # -- transport ------------------------------------------------------------------------
+    def _send(self, method: str, endpoint: str, body: dict[str, Any], *, name: str,
+              op: str) -> dict[str, Any]:
+        """One JSON request; MLflow's error codes become modelyard's errors."""
+        import http.client
+
+        r = self.reader
+        path = f"{r._base}{_API}{endpoint}"
+        payload = json.dumps(body).encode()
+        deadline = time.monotonic() + r.timeout
+        failures = 0
+        with r._lock:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BackendError(detail=f"tracking server {r._label} did not answer "
+                                       f"within {r.timeout:g} s")
+                reused = r._conn is not None
+                try:
+                    r.requests += 1
+                    conn = r._connect(remaining)
+                    headers = dict(r._headers, **{"Content-Type": "application/json"})
+                    if r._proxy is not None and r._scheme == "http" and r._proxy[2]:
+                        headers["Proxy-Authorization"] = r._proxy[2]
+                    conn.request(method, r._target(path), body=payload, headers=headers)
+                    response = conn.getresponse()
+                    status, answer = response.status, response.read()
+                    if response.will_close:
+                        r._drop()
+                except (OSError, http.client.HTTPException) as exc:
+                    r._drop()
+                    r._refuse_untrusted(exc)
+                    if reused and isinstance(exc, (http.client.RemoteDisconnected,
+                                                   ConnectionResetError, BrokenPipeError)):
+                        continue  # the server closed an idle keep-alive connection
+                    failures += 1
+                    if failures > r.retries or deadline - time.monotonic() <= 0:
+                        reason = _first_line(str(exc), 120) or type(exc).__name__
+                        raise BackendError(
+                            detail=f"tracking server {r._label} unreachable "
+                            f"({type(exc).__name__}: {reason})") from None
+                    r._pause(failures, deadline)
+                    continue
+                if status in _RETRY_STATUSES and failures < r.retries:
+                    failures += 1
+                    r._pause(failures, deadline)
+                    continue
+                break
+        try:
+            return r._decode(status, answer, endpoint)
+        except _Missing as exc:  # as Tracking translates MLflow's RESOURCE_DOES_NOT_EXIST
+            if "Registered Model" in exc.message:
+                raise ModelNotFound(name=name) from None
+            raise NotFound(exc.message or f"{name}: not found ({op})") from None
+        except _Refused as exc:  # INVALID_PARAMETER_VALUE: Tracking's UserError
+            raise UserError(exc.message or f"{name}: refused ({op})") from None
+
+    # -- writes (Tracking's signatures) ----------------------------------------------------
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        self._send("POST", "registered-models/alias",
+                   {"name": name, "alias": alias, "version": str(version)},
+                   name=name, op=f"set alias '{alias}'")
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._send("DELETE", "registered-models/alias", {"name": name, "alias": alias},
+                   name=name, op=f"delete alias '{alias}'")
+
+    def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self._send("POST", "model-versions/set-tag",
+                       {"name": name, "version": str(version), "key": key,
+                        "value": str(value)},
+                       name=name, op=f"tag version {version}")
+
+    def delete_version_tag(self, name: str, version: int, key: str) -> None:
+        self._send("DELETE", "model-versions/delete-tag",
+                   {"name": name, "version": str(version), "key": key},
+                   name=name, op=f"untag version {version}")
+
+    def set_stage_field(self, name: str, version: int, stage: str) -> None:
+        """Mirror modelyard's stage into MLflow's (deprecated) stage field, as
+        ``Tracking.set_stage_field`` does (other versions keep theirs)."""
+        value = STAGE_FIELD.get(stage.lower())
+        if value is None:
+            raise InvalidInput(f"unknown stage {stage!r} (expected one of "
+                               f"{', '.join(STAGE_FIELD)})")
+        self._send("POST", "model-versions/transition-stage",
+                   {"name": name, "version": str(version), "stage": value,
+                    "archive_existing_versions": False},
+                   name=name, op=f"set the stage field of version {version}")
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self._send("POST", "registered-models/set-tag",
+                   {"name": name, "key": key, "value": value}, name=name, op="tag the model")
