@@ -27,8 +27,10 @@ def test_a_move_that_fails_after_its_event_is_one_unit(
     yard.promote(name, one.version, to="production")
     before = _holders(yard, name)
     # The registry refuses the alias move after the audit event is written (the fault is
-    # raised at modelyard's MLflow edge, as a dropped connection would be translated).
-    original = type(yard.tracking).set_alias
+    # raised at the edge moves write through, as a dropped connection would be translated:
+    # MLflow's client on the embedded default, the lean REST writer on a server).
+    edge = type(yard.ctx.writes)
+    original = edge.set_alias
     calls = {"n": 0}
 
     def failing(self: Any, model: str, alias: str, version: int) -> None:
@@ -37,10 +39,10 @@ def test_a_move_that_fails_after_its_event_is_one_unit(
             raise BackendError(detail="connection dropped")
         original(self, model, alias, version)
 
-    monkeypatch.setattr(type(yard.tracking), "set_alias", failing)
+    monkeypatch.setattr(edge, "set_alias", failing)
     with pytest.raises(BackendError):
         yard.promote(name, two.version, to="production", force=True, reason="hotfix")
-    monkeypatch.setattr(type(yard.tracking), "set_alias", original)
+    monkeypatch.setattr(edge, "set_alias", original)
     assert _holders(yard, name) == before
     events = yard.history(name, verify=True)
     assert events[-1]["action"] == "move_failed"

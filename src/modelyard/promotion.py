@@ -112,7 +112,7 @@ class Promotion:
         >>> yard.promote("churn", "v1.2.0", to="production", reason="beats v1.1.0")
         """
         stage = normalize_stage(to)
-        record = lookup(self.tracking, name, ref)
+        record = lookup(self.ctx.reads, name, ref)
         self.require_for_move(name, stage)
         current = record.tags.get(T_STAGE, "none")
         spec_texts = list(gates or [])
@@ -212,7 +212,7 @@ class Promotion:
         self.ctx.permissions.require(str(request["name"]), MANAGE, "approve production")
         who = self._check_approver(request, "approve")
         name, stage = str(request["name"]), str(request["stage"])
-        record = lookup(self.tracking, name, int(request["version"]))
+        record = lookup(self.ctx.reads, name, int(request["version"]))
         self.stages.check_move(name, record, stage, bool(request.get("force")),
                          request.get("reason") or reason)
         results = self.gates.evaluate(
@@ -280,18 +280,22 @@ class Promotion:
             raise InvalidInput(f"only staging and production can be rolled back, not {stage}")
         self.ctx.permissions.require(name, MANAGE if stage == "production" else EDIT,
                                      f"roll back {stage}")
-        current = self.tracking.alias_holder(name, stage)
+        reads = self.ctx.reads  # the lean reader where it answers: no mlflow import
+        # One look-up for both stage holders (ModelNotFound if there is no such model); the
+        # move reuses them instead of asking again.
+        aliases = reads.get_model(name).aliases
+        holders = {s: aliases.get(s) for s in STAGE_ALIASES}
+        current = holders[stage]
         last = self.audit.log(name).last()
         recorded = last.stages.get(stage) if last else None
         if current is None:
-            self.tracking.get_model(name)  # ModelNotFound if there is no such model
             if not isinstance(recorded, int):
                 raise InvalidInput(f"{name}: no version holds {stage}; nothing to roll back")
             # The holder the trail records is gone (deleted from the registry): roll back
             # from it all the same.
             current = recorded
         if to is not None:
-            target = lookup(self.tracking, name, to)
+            target = lookup(reads, name, to)
         else:
             previous = last.stages.get(f"{stage}.previous") if last else None
             if previous is None or previous == current:
@@ -299,7 +303,7 @@ class Promotion:
                     f"{name}: the audit trail has no earlier {stage} holder; name one with --to"
                 )
             try:
-                target = self.tracking.get_version(name, int(str(previous)))
+                target = reads.get_version(name, int(str(previous)))
             except NotFound:
                 raise VersionNotFound(
                     name=name, ref=f"#{previous}",
@@ -314,4 +318,4 @@ class Promotion:
         if target.version == current:
             raise InvalidInput(f"{record_label(name, target)} already holds {stage}")
         return self.stages.move(name, target, stage, "rollback", reason=reason or "rollback",
-                          rolled_back=current)
+                                rolled_back=current, holders=holders)

@@ -119,8 +119,11 @@ class Stages:
         version = record.version
         current = record.tags.get(T_STAGE, "none")
         # Holders MLflow has now: anything moved outside modelyard is demoted as well.
-        live = dict(holders) if holders is not None else {
-            s: self.tracking.alias_holder(name, s) for s in STAGE_ALIASES}
+        if holders is not None:
+            live = dict(holders)
+        else:  # one look-up gives both stage holders (the model's aliases)
+            aliases = self.ctx.reads.get_model(name).aliases
+            live = {s: aliases.get(s) for s in STAGE_ALIASES}
         replaced: dict[str, int | None] = {}
         holders_before: dict[str, Any] = {}
 
@@ -157,8 +160,12 @@ class Stages:
                     "detail": extra, "stages": stages}
 
         event = self.audit.append(name, build)
+        # What MLflow holds now is known when the trail before this event says the same:
+        # then no other move is in flight, and writes that change nothing are skipped.
+        trusted = all(holders_before.get(s) == live.get(s) for s in STAGE_ALIASES)
+        known = _Known(dict(live), {version: dict(record.tags)}) if trusted else None
         try:
-            self._settle(name, event)
+            self._settle(name, event, known)
         except YardError:
             # The move could not be applied: record that, with the holders as they were, and
             # put them back, so no later move applies this one (a move is one unit).
@@ -198,7 +205,7 @@ class Stages:
             log.error("%s: move %s failed and could not be undone yet (%s); the next move "
                       "applies the recorded holders", name, failed.seq, exc.message)
 
-    def _settle(self, name: str, mine: AuditEvent) -> None:
+    def _settle(self, name: str, mine: AuditEvent, known: _Known | None = None) -> None:
         """Make MLflow's aliases and stage tags match the newest event of the trail.
 
         Applies the newest event's holders, then re-reads the tail: if another process
@@ -210,7 +217,8 @@ class Stages:
         window = [mine]
         seen = mine.seq
         while True:
-            self._apply(name, window)
+            self._apply(name, window, known)
+            known = None  # another process moved meanwhile: write everything again
             while True:
                 newer = [audit.read(s) for s in audit.sequence_numbers() if s > seen]
                 if not newer:
@@ -221,22 +229,31 @@ class Stages:
                     window += moves
                     break
 
-    def _apply(self, name: str, window: list[AuditEvent]) -> None:
+    def _apply(self, name: str, window: list[AuditEvent], known: _Known | None = None
+               ) -> None:
+        """Make aliases, stage tags and MLflow's stage field say what the window's newest
+        event says. With ``known`` (holders and tags as they are now), writes that would
+        change nothing are skipped: an alias already held by its holder, deleting an alias
+        nobody holds, a tag a version already has, un-tagging ``rolled_back`` where unset."""
+        writes = self.ctx.writes
         latest = next(
             (e for e in reversed(window) if e.stages), window[-1]
         )
         holders = {s: latest.stages.get(s) for s in STAGE_ALIASES}
         for stage, holder in holders.items():
             if isinstance(holder, int):
+                if known is not None and known.aliases.get(stage) == holder:
+                    continue
                 try:
-                    self.tracking.set_alias(name, stage, holder)
+                    writes.set_alias(name, stage, holder)
                 except NotFound:
                     log.warning("%s holder #%s no longer exists", stage, holder)
-            elif self.tracking.alias_holder(name, stage) is not None:
+            elif (known.aliases.get(stage) if known is not None
+                  else self.ctx.reads.alias_holder(name, stage)) is not None:
                 # Only when held: deleting an alias needs MANAGE on an auth server, and a
                 # user with EDIT moving another stage must not need it.
                 with contextlib.suppress(NotFound):
-                    self.tracking.delete_alias(name, stage)
+                    writes.delete_alias(name, stage)
         wanted: dict[int, dict[str, str]] = {}
         for event in window:
             if event.version is not None and event.to is not None and event.action in MOVES:
@@ -258,22 +275,28 @@ class Stages:
         rolled_back = {int(e.detail["rolled_back"]) for e in window
                        if e.detail.get("rolled_back") is not None}
         for version, tags in sorted(wanted.items()):
+            have = known.tags_of(self, name, version, holders) if known is not None else None
             with contextlib.suppress(NotFound):
-                self.tracking.set_version_tags(name, version, tags)
-                if tags.get(T_STAGE) in STAGE_ALIASES and version not in rolled_back:
+                changed = {k: v for k, v in tags.items()
+                           if have is None or have.get(k) != v}
+                if changed:
+                    writes.set_version_tags(name, version, changed)
+                if tags.get(T_STAGE) in STAGE_ALIASES and version not in rolled_back and (
+                        have is None or have.get(T_ROLLED_BACK) is not None):
                     # Promoted again: the mark of an earlier rollback no longer holds.
                     with contextlib.suppress(YardError):
-                        self.tracking.delete_version_tag(name, version, T_ROLLED_BACK)
-                # MLflow's own stage field tells the same (models:/NAME/Production, the UI).
-                self.tracking.set_stage_field(name, version, tags[T_STAGE])
+                        writes.delete_version_tag(name, version, T_ROLLED_BACK)
+                if T_STAGE in changed:
+                    # MLflow's own stage field tells the same (models:/NAME/Production, the UI).
+                    writes.set_stage_field(name, version, tags[T_STAGE])
 
     def set_alias(self, name: str, ref: str | int, alias: str, *, reason: str | None = None
                   ) -> AliasChange:
         """Point a user alias at a version (stage aliases move only through promote)."""
         check_alias(alias)
-        record = lookup(self.tracking, name, ref)
-        previous = self.tracking.alias_holder(name, alias)
-        self.tracking.set_alias(name, alias, record.version)
+        record = lookup(self.ctx.reads, name, ref)
+        previous = self.ctx.reads.alias_holder(name, alias)
+        self.ctx.writes.set_alias(name, alias, record.version)
         event = self.audit.record(name, "alias", version=record.version,
                              semver=record.tags.get(T_SEMVER), from_=None, to=None,
                              reason=reason, detail={"alias": alias, "op": "set",
@@ -283,14 +306,38 @@ class Stages:
 
     def remove_alias(self, name: str, alias: str, *, reason: str | None = None) -> AliasChange:
         check_alias(alias)
-        holder = self.tracking.alias_holder(name, alias)
+        holder = self.ctx.reads.alias_holder(name, alias)
         if holder is None:
-            self.tracking.get_model(name)
+            self.ctx.reads.get_model(name)
             raise InvalidInput(f"{name} has no alias {alias!r}; nothing changed")
-        self.tracking.delete_alias(name, alias)
+        self.ctx.writes.delete_alias(name, alias)
         event = self.audit.record(name, "alias", version=holder, from_=None, to=None, reason=reason,
                              detail={"alias": alias, "op": "delete"})
         return AliasChange(name=name, alias=alias, version=holder, deleted=True, event=event.seq)
+
+
+@dataclass
+class _Known:
+    """What MLflow holds as a move starts: the stage aliases' holders, and the tags of the
+    versions already read. A stage holder that keeps its stage is read (one look-up) rather
+    than re-tagged (up to three writes); a version losing its stage is written unread."""
+
+    aliases: dict[str, int | None]
+    tags: dict[int, dict[str, str]]
+
+    def tags_of(self, stages: Stages, name: str, version: int,
+                holders: dict[str, int | None]) -> dict[str, str] | None:
+        if version in self.tags:
+            return self.tags[version]
+        keeps = any(holder == version and self.aliases.get(stage) == version
+                    for stage, holder in holders.items())
+        if not keeps:
+            return None
+        try:
+            self.tags[version] = dict(stages.ctx.reads.get_version(name, version).tags)
+        except NotFound:
+            return None
+        return self.tags[version]
 
 
 def record_label(name: str, record: VersionRecord) -> str:
