@@ -1,0 +1,93 @@
+"""A counting reverse proxy in front of a tracking server: every request that reaches the
+server passes through it and is recorded (method and path), whichever client sent it
+(MLflow's client, the lean reader, a CLI process). Used to count registry round trips.
+
+>>> with CountingProxy("http://127.0.0.1:5000") as proxy:
+...     run_something(tracking_uri=proxy.uri)
+...     proxy.calls   # [("GET", "/api/2.0/mlflow/registered-models/alias?..."), ...]
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+        "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
+
+
+class CountingProxy:
+    """Forwards HTTP/1.1 requests to ``upstream`` and records each one in ``calls``."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 80
+        self.calls: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # silent
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                with proxy._lock:
+                    proxy.calls.append((self.command, self.path))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                conn = http.client.HTTPConnection(proxy._host, proxy._port, timeout=60)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    answer = conn.getresponse()
+                    payload = answer.read()
+                finally:
+                    conn.close()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in _HOP:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def registry_calls(self) -> list[tuple[str, str]]:
+        """The calls to MLflow's REST API (``/api/...``), artifact proxying included."""
+        with self._lock:
+            return [c for c in self.calls if c[1].startswith("/api/")]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    def start(self) -> CountingProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> CountingProxy:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
