@@ -281,14 +281,14 @@ class Promotion:
         self.ctx.permissions.require(name, MANAGE if stage == "production" else EDIT,
                                      f"roll back {stage}")
         reads = self.ctx.reads  # the lean reader where it answers: no mlflow import
-        # One look-up for both stage holders (ModelNotFound if there is no such model); the
-        # move reuses them instead of asking again.
-        aliases = reads.get_model(name).aliases
-        holders = {s: aliases.get(s) for s in STAGE_ALIASES}
+        # Both stage holders by alias look-ups (a server's registered-models/get costs O(n)
+        # versions); the move reuses them instead of asking again.
+        holders = {s: reads.alias_holder(name, s) for s in STAGE_ALIASES}
         current = holders[stage]
         last = self.audit.log(name).last()
         recorded = last.stages.get(stage) if last else None
         if current is None:
+            reads.get_model(name)  # ModelNotFound if there is no such model
             if not isinstance(recorded, int):
                 raise InvalidInput(f"{name}: no version holds {stage}; nothing to roll back")
             # The holder the trail records is gone (deleted from the registry): roll back

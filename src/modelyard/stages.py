@@ -121,9 +121,8 @@ class Stages:
         # Holders MLflow has now: anything moved outside modelyard is demoted as well.
         if holders is not None:
             live = dict(holders)
-        else:  # one look-up gives both stage holders (the model's aliases)
-            aliases = self.ctx.reads.get_model(name).aliases
-            live = {s: aliases.get(s) for s in STAGE_ALIASES}
+        else:  # alias look-ups, not the model: a server's registered-models/get is O(versions)
+            live = {s: self.ctx.reads.alias_holder(name, s) for s in STAGE_ALIASES}
         replaced: dict[str, int | None] = {}
         holders_before: dict[str, Any] = {}
 
