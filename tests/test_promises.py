@@ -91,8 +91,8 @@ def test_the_manifest_covers_every_file_a_load_reads(
     mlflow.sklearn.save_model(trained["model"], str(saved), serialization_format="cloudpickle")
     (saved / "__pycache__").mkdir()
     (saved / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"compiled")
-    # The name MLflow gives the file its registry downloads add: no file is exempt.
-    (saved / "registered_model_meta").write_text("model_name: x\nmodel_version: 1\n")
+    # The name MLflow gives the record its registry downloads add: no content is exempt.
+    (saved / "registered_model_meta").write_text("model_name: x\nloader_module: evil\n")
     mv = yard.register_directory(saved, name)
     manifest = yard._loader.manifest_of(yard.get(name, mv.version))
     assert {"__pycache__/helper.cpython-311.pyc", "registered_model_meta"} <= set(manifest.files)
@@ -104,6 +104,20 @@ def test_the_manifest_covers_every_file_a_load_reads(
             manifest.verify_directory(local, label=name, semver="1.0.0")
     # A downloaded version has exactly its manifest's files: the load path verifies it.
     assert yard.load(name, mv.version, verify=True).verified
+    # Beyond the manifest, a folder may hold only MLflow's own record of this very version
+    # (its registry downloads write one into a local store); any other content is refused.
+    plain = tmp_path / "plain"
+    mlflow.sklearn.save_model(trained["model"], str(plain), serialization_format="cloudpickle")
+    bare = yard.register_directory(plain, name)
+    bare_manifest = yard._loader.manifest_of(yard.get(name, bare.version))
+    (plain / "registered_model_meta").write_text(
+        f"model_name: {name}\nmodel_version: '{bare.version}'\n")
+    bare_manifest.verify_directory(plain, label=name, semver=str(bare.semver))
+    for stranger in ("model_name: other\nmodel_version: '1'\n",
+                     f"model_name: {name}\nmodel_version: '1'\nflavor: evil\n", "\x00\xff"):
+        (plain / "registered_model_meta").write_text(stranger)
+        with pytest.raises(IntegrityError, match="unexpected"):
+            bare_manifest.verify_directory(plain, label=name, semver=str(bare.semver))
 
 
 def test_rollback_after_the_holder_was_deleted_and_never_twice(

@@ -44,7 +44,7 @@ from modelyard.names import T_MANIFEST, T_SEMVER, check_name
 from modelyard.refs import is_visible, lookup
 from modelyard.storage import ObjectStore, iter_object, local_path
 from modelyard.tracking import VersionRecord
-from modelyard.vault import Manifest, manifest_key, object_key
+from modelyard.vault import MLFLOW_RECORD, Manifest, manifest_key, object_key
 
 log = logging.getLogger("modelyard.integrity")
 
@@ -520,6 +520,9 @@ class Integrity:
                 return None
             files[rel] = found
         manifest = Manifest(files)
+        if manifest.sha256 != target.expected and MLFLOW_RECORD in files:
+            # MLflow's registry downloads may have added their record to a local store.
+            manifest = Manifest({k: v for k, v in files.items() if k != MLFLOW_RECORD})
         return manifest if manifest.sha256 == target.expected else None
 
 

@@ -34,6 +34,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# MLflow's registry downloads write this record (model name and version) into a model's
+# folder, and on a local artifact store that folder is the store itself. Loads never read it.
+MLFLOW_RECORD = "registered_model_meta"
+
+
+def is_mlflow_record(path: Path, name: str) -> bool:
+    """True if ``path`` is exactly the record MLflow writes for a version of model ``name``
+    (the keys ``model_name`` and ``model_version``, nothing else): the one file a version's
+    folder may hold beyond its manifest. Any other content under that name is a stranger."""
+    import yaml
+
+    try:
+        if path.stat().st_size > 4096:
+            return False
+        record = yaml.safe_load(path.read_bytes())
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return (isinstance(record, dict) and set(record) == {"model_name", "model_version"}
+            and record["model_name"] == name and str(record["model_version"]).isdigit())
+
+
 def object_key(oid: str) -> str:
     return f"objects/{oid[:2]}/{oid[2:]}"
 
@@ -120,6 +141,8 @@ class Manifest:
                     detail=f"{rel} does not match its recorded SHA-256 (expected {oid[:12]}...)",
                 )
         extra = sorted(present - set(self.files))
+        if extra == [MLFLOW_RECORD] and is_mlflow_record(root / MLFLOW_RECORD, label):
+            extra = []
         if extra:
             raise IntegrityError(
                 name=label, semver=semver, detail=f"unexpected file(s) {', '.join(extra[:3])}"
