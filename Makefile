@@ -36,7 +36,7 @@ lint: install
 # Two workers, each with its own team stack (tests/devstack.py, free ports, its own folder).
 PYTEST_WORKERS ?= 2
 test: lint $(ACTIONLINT)
-	$(BIN)/python -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal --durations=25
 
 # Pure logic, no services: seconds.
 unit: install

@@ -52,21 +52,19 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# On the embedded default the same round trip runs on the demo's project (below).
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["server"], indirect=True)
 def test_init_repro_registers_then_lineage_checkout_restores_the_old_data(
     make_yard: Any, name: str, backend: str, stack_or_none: Any, isolated: Path
 ) -> None:
     project = _project(isolated, name)
     scaffolded = _sh(["git", "rev-parse", "HEAD"], project).strip()  # init's first commit
-    if stack_or_none is not None:
-        # The DVC remote is the same S3 endpoint MLflow uses.
-        url = f"s3://{stack_or_none.bucket}/dvc-{name}"
-        _sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "store", url], project)
-        _sh([sys.executable, "-m", "dvc", "remote", "modify", "store", "endpointurl",
-             stack_or_none.s3_endpoint_url], project)
-    else:
-        remote = isolated / "dvc-remote"
-        _sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "store", str(remote)], project)
+    # The DVC remote is the same S3 endpoint MLflow uses.
+    url = f"s3://{stack_or_none.bucket}/dvc-{name}"
+    _sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "store", url], project)
+    _sh([sys.executable, "-m", "dvc", "remote", "modify", "store", "endpointurl",
+         stack_or_none.s3_endpoint_url], project)
     _sh([sys.executable, "-m", "dvc", "repro", "-q"], project)
     # `init` + `dvc repro` registered v1.0.0, with lineage from the first registration on.
     os.chdir(project)
@@ -144,6 +142,38 @@ def test_demo_runs_end_to_end(isolated: Path) -> None:
     drill = by_title["drill"]["data"]
     assert drill["ok"] and drill["layer"] == "L1" and drill["sandbox"]
     assert by_title["health"]["data"]["status"] == "healthy"
+
+    # The demo's project, as a user finds it afterwards (the embedded half of the lineage
+    # round trip; tests above run it on the team stack): v1.0.0's lineage names init's
+    # commit on main and the DVC-tracked data, and `lineage --checkout` brings that data back
+    # through DVC from a remote once the local cache is gone.
+    project = Path(by_title["init"]["data"]["dir"])
+    scaffolded = _sh(["git", "rev-list", "--max-parents=0", "HEAD"], project).strip()
+    recorded_v1 = _sh(["git", "log", "--format=%H", "--grep=^train v1$"], project).strip()
+    first = json.loads(run_cli("details", "churn@v1.0.0", "--json", cwd=project,
+                               check=True).stdout)
+    assert (first["lineage"]["git_commit"], first["lineage"]["git_branch"]) == (scaffolded,
+                                                                                "main")
+    (data,) = first["lineage"]["data"]
+    assert (data["path"], data["source"], data["git_commit"]) == (
+        "data/prepared/train.csv", "dvc", "")  # dvc.lock is not committed while dvc repro runs
+    _sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "store",
+         str(isolated / "dvc-remote")], project)
+    # Push v1.0.0's outputs: its dvc.lock for a moment (`--all-commits` would read each
+    # commit's own DVC config, which names no remote).
+    _sh(["git", "checkout", recorded_v1, "--", "dvc.lock"], project)
+    _sh([sys.executable, "-m", "dvc", "push", "-q"], project)
+    _sh(["git", "checkout", "HEAD", "--", "dvc.lock"], project)
+    shutil.rmtree(project / ".dvc" / "cache")
+    train = project / "data" / "prepared" / "train.csv"
+    assert hashlib.md5(train.read_bytes()).hexdigest() != data["hash"]  # v2.0.0's data now
+    done = run_cli("lineage", "churn@v1.0.0", "--checkout", "--json", cwd=project)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["restored"] == [{"path": "data/prepared/train.csv", "md5": data["hash"]}]
+    assert hashlib.md5(train.read_bytes()).hexdigest() == data["hash"]
+    # The dvc.lock commit that recorded v1.0.0's data, found once it was committed.
+    assert report["lineage"]["data"][0]["git_commit"] == recorded_v1
 
 
 def test_demo_stays_in_the_callers_folder(isolated: Path) -> None:
