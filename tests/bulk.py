@@ -91,6 +91,24 @@ def copy_server(pg_port: int, name: str, last: int) -> None:
         connection.close()
 
 
+def drop_server(pg_port: int, name: str) -> None:
+    """Remove a bulk-built model from the team stack's database at once (the session's server
+    is shared: later tests that read every model should not walk its thousands of versions)."""
+    import psycopg2
+
+    from devstack import PG_DATABASE, PG_USER
+
+    connection = psycopg2.connect(host="127.0.0.1", port=pg_port, user=PG_USER,
+                                  dbname=PG_DATABASE)
+    try:
+        with connection, connection.cursor() as cursor:
+            for table in ("model_version_tags", "registered_model_aliases",
+                          "registered_model_tags", "model_versions", "registered_models"):
+                cursor.execute(f"DELETE FROM {table} WHERE name = %s", (name,))
+    finally:
+        connection.close()
+
+
 def pending_and_deleted(last: int) -> tuple[int, int]:
     """How many of versions 2..``last`` ``copy_versions`` made pending, and deleted."""
     deleted = {k for k in range(2, last + 1) if k % 97 == 0}

@@ -68,6 +68,15 @@ def test_registering_into_a_big_model_reads_a_bounded_number_of_rows(
     first = yard.register(model, name, params={"depth": 1})
     assert first.semver == "1.0.0"
     _copy(yard, backend, stack_or_none, name)
+    try:
+        _register_into_the_big_model(make_yard, name, model, monkeypatch)
+    finally:
+        if backend == "server":
+            bulk.drop_server(stack_or_none.pg_port, name)
+
+
+def _register_into_the_big_model(make_yard: Any, name: str, model: Any,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
     yard = make_yard()  # a fresh yard: nothing cached from before the copy
     reads = Reads(yard, monkeypatch)
 
