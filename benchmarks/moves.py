@@ -98,11 +98,11 @@ def main() -> None:
     parser.add_argument("--show-calls", action="store_true", help="list the registry calls")
     args = parser.parse_args()
 
-    import psycopg2
-    from reads import _bulk_sql, _clean_env, build
+    from reads import _clean_env, build
 
+    import bulk as bulk_sql
     from counting_proxy import CountingProxy
-    from devstack import PG_DATABASE, PG_USER, Stack
+    from devstack import Stack
     from modelyard import Yard
 
     results: list[tuple[int, dict[str, Any]]] = []
@@ -110,13 +110,8 @@ def main() -> None:
         stack_env = stack.env()
         os.environ.update(stack_env)  # this script's own process: boto3 / MLflow find S3
 
-        def bulk(columns: list[str], name: str, count: int) -> None:
-            connection = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user=PG_USER,
-                                          dbname=PG_DATABASE)
-            try:
-                _bulk_sql(connection, columns, name, count, "%s")
-            finally:
-                connection.close()
+        def bulk(name: str, last: int) -> None:
+            bulk_sql.copy_server(stack.pg_port, name, last)
 
         with CountingProxy(stack.tracking_uri) as registry, \
                 CountingProxy(stack.s3_endpoint_url) as s3:
