@@ -394,12 +394,15 @@ class RestReader:
             return f"http://{self._host}:{self._port}{path}"  # absolute form via a proxy
         return path
 
-    def _exchange(self, path: str, timeout: float) -> tuple[int, bytes]:
+    def _exchange(self, path: str, timeout: float, method: str = "GET",
+                  body: bytes | None = None) -> tuple[int, bytes]:
         conn = self._connect(timeout)
         headers = dict(self._headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         if self._proxy is not None and self._scheme == "http" and self._proxy[2]:
             headers["Proxy-Authorization"] = self._proxy[2]
-        conn.request("GET", self._target(path), headers=headers)
+        conn.request(method, self._target(path), body=body, headers=headers)
         response = conn.getresponse()
         body = response.read()
         if response.will_close:
@@ -440,11 +443,14 @@ class RestReader:
         except (ValueError, UnicodeDecodeError):
             return None
 
-    def _fetch(self, api_path: str, params: Sequence[tuple[str, str | int]]
-               ) -> tuple[int, bytes]:
+    def _fetch(self, api_path: str, params: Sequence[tuple[str, str | int]], *,
+               method: str = "GET", body: bytes | None = None) -> tuple[int, bytes]:
+        """One request with the capped retries and the deadline (reads, and the lean
+        writer's idempotent metadata writes: ``method`` and a JSON ``body``)."""
         import http.client
 
-        path = f"{self._base}{api_path}?{urlencode(params, quote_via=quote)}"
+        query = f"?{urlencode(params, quote_via=quote)}" if params else ""
+        path = f"{self._base}{api_path}{query}"
         deadline = time.monotonic() + self.timeout
         failures = 0
         with self._lock:
@@ -456,7 +462,7 @@ class RestReader:
                 reused = self._conn is not None
                 try:
                     self.requests += 1
-                    status, body = self._exchange(path, remaining)
+                    status, answer = self._exchange(path, remaining, method, body)
                 except (OSError, http.client.HTTPException) as exc:
                     self._drop()
                     self._refuse_untrusted(exc)
@@ -476,7 +482,7 @@ class RestReader:
                     failures += 1
                     self._pause(failures, deadline)
                     continue
-                return status, body
+                return status, answer
 
     def _refuse_untrusted(self, exc: BaseException) -> None:
         """A certificate the client does not trust is not retried: say what to set."""

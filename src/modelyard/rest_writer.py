@@ -20,11 +20,10 @@ request after a lost answer does no harm. The embedded default keeps writing thr
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-from modelyard.errors import BackendError, InvalidInput, ModelNotFound, NotFound, UserError
-from modelyard.reader import _API, _RETRY_STATUSES, RestReader, _first_line, _Missing, _Refused
+from modelyard.errors import InvalidInput, ModelNotFound, NotFound, UserError
+from modelyard.reader import _API, RestReader, _Missing, _Refused
 
 # modelyard's stage -> MLflow's stage field (tracking.STAGE_FIELD, without importing tracking).
 STAGE_FIELD = {"none": "None", "staging": "Staging", "production": "Production",
@@ -45,50 +44,9 @@ class RestWriter:
     def _send(self, method: str, endpoint: str, body: dict[str, Any], *, name: str,
               op: str) -> dict[str, Any]:
         """One JSON request; MLflow's error codes become modelyard's errors."""
-        import http.client
-
         r = self.reader
-        path = f"{r._base}{_API}{endpoint}"
-        payload = json.dumps(body).encode()
-        deadline = time.monotonic() + r.timeout
-        failures = 0
-        with r._lock:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BackendError(detail=f"tracking server {r._label} did not answer "
-                                       f"within {r.timeout:g} s")
-                reused = r._conn is not None
-                try:
-                    r.requests += 1
-                    conn = r._connect(remaining)
-                    headers = dict(r._headers, **{"Content-Type": "application/json"})
-                    if r._proxy is not None and r._scheme == "http" and r._proxy[2]:
-                        headers["Proxy-Authorization"] = r._proxy[2]
-                    conn.request(method, r._target(path), body=payload, headers=headers)
-                    response = conn.getresponse()
-                    status, answer = response.status, response.read()
-                    if response.will_close:
-                        r._drop()
-                except (OSError, http.client.HTTPException) as exc:
-                    r._drop()
-                    r._refuse_untrusted(exc)
-                    if reused and isinstance(exc, (http.client.RemoteDisconnected,
-                                                   ConnectionResetError, BrokenPipeError)):
-                        continue  # the server closed an idle keep-alive connection
-                    failures += 1
-                    if failures > r.retries or deadline - time.monotonic() <= 0:
-                        reason = _first_line(str(exc), 120) or type(exc).__name__
-                        raise BackendError(
-                            detail=f"tracking server {r._label} unreachable "
-                            f"({type(exc).__name__}: {reason})") from None
-                    r._pause(failures, deadline)
-                    continue
-                if status in _RETRY_STATUSES and failures < r.retries:
-                    failures += 1
-                    r._pause(failures, deadline)
-                    continue
-                break
+        status, answer = r._fetch(f"{_API}{endpoint}", (), method=method,
+                                  body=json.dumps(body).encode())
         try:
             return r._decode(status, answer, endpoint)
         except _Missing as exc:  # as Tracking translates MLflow's RESOURCE_DOES_NOT_EXIST
