@@ -358,14 +358,21 @@ class Stack:
         self._make_root()
         _LIVE_STACKS.append(self)
         try:
-            self._timed("initdb", self._init_postgres)
-            self._timed("postgres", lambda: self._on_a_free_port("postgres", self._start_postgres))
-            self._timed("s3", lambda: self._on_a_free_port("s3", self.start_s3))
-            self._timed("mlflow", lambda: self._on_a_free_port("mlflow", self._start_mlflow))
+            for step, run in self._steps():
+                self._timed(step, run)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _steps(self) -> list[tuple[str, Callable[[], None]]]:
+        """What ``start`` brings up, in order (a stack without PostgreSQL lists fewer)."""
+        return [
+            ("initdb", self._init_postgres),
+            ("postgres", lambda: self._on_a_free_port("postgres", self._start_postgres)),
+            ("s3", lambda: self._on_a_free_port("s3", self.start_s3)),
+            ("mlflow", lambda: self._on_a_free_port("mlflow", self._start_mlflow)),
+        ]
 
     def stop(self) -> None:
         """Stop every process (MLflow, S3, PostgreSQL) and remove the root if we created it."""
