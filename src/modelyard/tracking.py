@@ -777,21 +777,16 @@ class Tracking:
         from concurrent.futures import ThreadPoolExecutor
 
         root = target.resolve()
-        files: list[str] = []
-        folders: list[str] = []
         if path and not repository._is_directory(path):
-            files.append(path)
+            files = [path]
         else:
-            folders.append(path)
-        while folders:
-            folder = folders.pop()
-            for info in repository.list_artifacts(folder or None):
+            files = []
+            for info in Tracking._walk(repository, path or None):
                 local = (root / info.path).resolve()
                 if not local.is_relative_to(root):
                     raise InvalidInput(f"artifact path {info.path!r} leaves the destination")
                 if info.is_dir:
                     local.mkdir(parents=True, exist_ok=True)
-                    folders.append(info.path)
                 else:
                     files.append(info.path)
 
@@ -868,18 +863,20 @@ class Tracking:
                         for p in root.rglob("*") if p.is_file()}
 
         def walk() -> dict[str, int | None]:
-            repository = self._repository(location)
-            found: dict[str, int | None] = {}
-            folders: list[str | None] = [None]
-            while folders:
-                for info in repository.list_artifacts(folders.pop()):
-                    if info.is_dir:
-                        folders.append(info.path)
-                    else:
-                        found[info.path] = info.file_size
-            return found
+            return {info.path: info.file_size
+                    for info in self._walk(self._repository(location), None) if not info.is_dir}
 
         return self._call(walk, op="list a version's files")
+
+    @staticmethod
+    def _walk(repository: ArtifactRepository, folder: str | None) -> Iterator[Any]:
+        """Every entry (folders too) under ``folder`` of a repository, depth first."""
+        folders = [folder]
+        while folders:
+            for info in repository.list_artifacts(folders.pop()):
+                yield info
+                if info.is_dir:
+                    folders.append(info.path)
 
     def fetch_artifact(self, location: str, rel_path: str, local: Path) -> None:
         """Download one file of an artifact location to ``local``."""

@@ -244,6 +244,8 @@ SNAPSHOTS = "snapshots/"
 
 def snapshot_key(tag: str) -> str:
     return f"snapshots/{tag}.json"
+
+
 # -- backups (the backup store has the vault's layout, plus version records) ----------------
 RECORDS = "records/"
 
