@@ -11,8 +11,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
+# uv (from PyPI) installs the pinned set in seconds where pip takes minutes; pip stays the fallback.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	$(PIP) install --quiet -c constraints.txt uv && $(BIN)/uv pip install --quiet --python $(BIN)/python \
+		-c constraints.txt -e '.[dev]' \
+	|| $(PIP) install --quiet -c constraints.txt -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
