@@ -19,6 +19,7 @@ uvloop and httptools, and the header line says whether they are present.
 
     python benchmarks/serve.py                     # 3 rounds of 5 s per set-up, 1 worker
     python benchmarks/serve.py --duration 10 --workers 2 --rounds 5
+    python benchmarks/serve.py --predict           # the model call alone, per batch size
 """
 
 from __future__ import annotations
@@ -311,7 +312,12 @@ def main() -> None:
     parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
                         help="load generator: lean keep-alive HTTP/1.1 (default) or aiohttp")
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--predict", action="store_true",
+                        help="only time one predict call per batch size (no servers)")
     args = parser.parse_args()
+    if args.predict:
+        predict_calls(args.rounds)
+        return
 
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-serve-") as tmp:
@@ -395,6 +401,49 @@ def main() -> None:
                 server.stop()
         captured = len(yard.vault.store.list(f"capture/{NAME}/"))
         _report(results, w, captured)
+
+
+def predict_calls(rounds: int, sizes: tuple[int, ...] = (1, 16, 32, 64, 100)) -> None:
+    """CPU per predict call of the benchmark's forest: scikit-learn's own ``predict_proba``
+    (what MLflow's pyfunc calls), the server's tree-by-tree path and its level walk.
+
+    Each figure is the median over rounds of the mean CPU time (this process only, so other
+    load on the machine shows less) of a loop of calls; the ways are interleaved per round.
+    """
+    import numpy as np
+
+    from modelyard.serving.scoring import _ForestProba
+    from modelyard.serving.source import Column
+
+    frame, model, _ = _train()
+    fast = _ForestProba.for_model(model, [Column(str(c), "double") for c in frame.columns])
+    assert fast is not None
+    rng = np.random.default_rng(0)
+    print(f"RandomForest(100) on breast-cancer, max depth "
+          f"{max(t.tree_.max_depth for t in model.estimators_)}; CPU per call, median of "
+          f"{rounds} rounds; load average {os.getloadavg()[0]:.1f}")
+    print("| rows | sklearn predict_proba | tree by tree | level walk | walk / tree by tree |")
+    print("|---|---|---|---|---|")
+    for rows in sizes:
+        picked = frame.iloc[rng.integers(0, len(frame), rows)]
+        matrix = np.asarray(picked.values, dtype=np.float32)
+        expected = model.predict_proba(picked)
+        ways = {"sklearn": lambda p=picked: model.predict_proba(p),
+                "trees": lambda m=matrix: fast(m, levels=False),
+                "levels": lambda m=matrix: fast(m, levels=True)}
+        for key in ("trees", "levels"):
+            assert np.array_equal(ways[key](), expected)  # the same numbers, bit for bit
+        times: dict[str, list[float]] = {key: [] for key in ways}
+        for _ in range(max(rounds, 3)):
+            for key, call in ways.items():
+                calls = 30 if key == "sklearn" else 300
+                start = time.process_time()
+                for _ in range(calls):
+                    call()
+                times[key].append((time.process_time() - start) / calls * 1e6)
+        us = {key: statistics.median(values) for key, values in times.items()}
+        print(f"| {rows} | {us['sklearn']:.0f} us | {us['trees']:.0f} us | "
+              f"{us['levels']:.0f} us | {us['levels'] / us['trees']:.2f} |", flush=True)
 
 
 def _accelerators() -> str:

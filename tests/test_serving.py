@@ -194,7 +194,7 @@ def test_payload_forms_and_schema_errors() -> None:
 
 
 def test_forest_fast_path_is_the_models_own_arithmetic(trained: dict[str, Any]) -> None:
-    from sklearn.ensemble import ExtraTreesClassifier
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
     from modelyard.serving.payload import Block
     from modelyard.serving.scoring import Scorer, _ForestProba
@@ -203,13 +203,22 @@ def test_forest_fast_path_is_the_models_own_arithmetic(trained: dict[str, Any]) 
     frame, labels = trained["X"], trained["y"]
     columns = [Column(str(c), "double") for c in frame.columns]
     rng = np.random.default_rng(3)
-    probe = pd.DataFrame(rng.normal(size=(257, len(columns))) * 2, columns=frame.columns)
+    normal = pd.DataFrame(rng.normal(size=(257, len(columns))) * 2, columns=frame.columns)
     extra = ExtraTreesClassifier(n_estimators=7, random_state=0).fit(frame, labels)
-    for model in (trained["model"], extra):
+    # On a half-step grid the thresholds are quarter points, and a quarter-step probe sits
+    # exactly on them: "<=" against "<" shows.
+    grid = RandomForestClassifier(n_estimators=9, random_state=0).fit((frame * 2).round() / 2,
+                                                                      labels)
+    on_edges = (normal * 4).round() / 4
+    for model, probe in ((trained["model"], normal), (extra, normal), (grid, on_edges)):
         fast = _ForestProba.for_model(model, columns)
         assert fast is not None
         matrix = np.asarray(probe.values.tolist(), dtype=np.float32)
-        assert np.array_equal(fast(matrix), model.predict_proba(probe))  # bit for bit
+        expected = model.predict_proba(probe)
+        assert np.array_equal(fast(matrix), expected)  # bit for bit
+        for rows in (1, 2, 16, 257):  # both leaf finders: the level walk and tree by tree
+            for levels in (True, False):
+                assert np.array_equal(fast(matrix[:rows], levels=levels), expected[:rows])
         served = ServedModel("m", 1, "1.0.0", "production", "", [], model, columns, "", True)
         rows = probe.values.tolist()
         blocks = [Block([c.name for c in columns], rows[:100], all_float=True),
