@@ -612,11 +612,13 @@ def test_predictor_follows_promotion_in_process(
     assert sorted(versions) == [first, first, second]
 
 
-@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_serve_workers_2_share_metrics_and_all_follow_a_promotion(
         make_yard: Callable[..., Any], name: str, trained: dict[str, Any],
         tmp_path: Path) -> None:
-    """The real `modelyard serve --workers 2` process: uvicorn workers, one merged /metrics."""
+    """The real `modelyard serve --workers 2` process: uvicorn workers, one merged /metrics.
+
+    On both backends: on the team stack every worker reads the MLflow server and S3 on its
+    own (the environment the CLI inherits names only them) and follows the alias there."""
     import os
     import signal
     import subprocess
