@@ -372,12 +372,13 @@ def main() -> None:
             servers["modelyard"] = modelyard_server()
             servers["ab"] = modelyard_server("--ab", "production=50", "--ab", "staging=50")
             servers["capture"] = modelyard_server("--capture-rate", "1.0")
+            servers["modelyard100"] = modelyard_server()  # its own: batch sizes stay apart
             plan = [("mlflow", "mlflow", single, f"mlflow models serve -w {w}, 1 row"),
                     ("modelyard", "modelyard", single, f"modelyard serve --workers {w}, 1 row"),
                     ("ab", "ab", single, "modelyard A/B 50/50, 1 row"),
                     ("capture", "capture", single, "modelyard capture 1.0, 1 row"),
                     ("mlflow100", "mlflow", hundred, f"mlflow models serve -w {w}, 100 rows"),
-                    ("modelyard100", "modelyard", hundred,
+                    ("modelyard100", "modelyard100", hundred,
                      f"modelyard serve --workers {w}, 100 rows")]
             plan = [step for step in plan if step[1] in servers]
             # The cost figures (A/B and capture against one version) compare set-ups measured
@@ -400,6 +401,10 @@ def main() -> None:
             for key, runs in rounds.items():
                 results[key] = _median(runs)
                 results[key].cpu_ms = statistics.median(r.cpu_ms for r in runs)
+            for key in ("modelyard", "ab", "capture"):
+                if key in servers:
+                    print(f"  {key}: {_mean_batch(servers[key].url)} rows per predict call "
+                          "(mean over the run, every worker and arm)", flush=True)
             # Long enough for the promotion (seconds on a busy machine) and the next poll.
             longer = argparse.Namespace(**{**vars(args), "duration": max(args.duration, 10.0)})
             results["promotion"] = measure(
@@ -493,6 +498,20 @@ def _accelerators() -> str:
 
     found = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is not None]
     return " + ".join(found) if found else "asyncio + h11 (no uvloop, no httptools)"
+
+
+def _mean_batch(url: str) -> str:
+    """Rows per model call, from the server's own batch-size histogram (all arms summed)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for line in text.splitlines():
+        for suffix in totals:
+            if line.startswith("modelyard_batch_size" + suffix + "{"):
+                totals[suffix] += float(line.rsplit(" ", 1)[1])
+    return f"{totals['_sum'] / totals['_count']:.1f}" if totals["_count"] else "?"
 
 
 def _paired(rounds: dict[str, list[Result]]) -> dict[str, tuple[float, float]]:
