@@ -19,6 +19,7 @@ uvloop and httptools, and the header line says whether they are present.
 
     python benchmarks/serve.py                     # 3 rounds of 5 s per set-up, 1 worker
     python benchmarks/serve.py --duration 10 --workers 2 --rounds 5
+    python benchmarks/serve.py --predict           # the model call alone, per batch size
 """
 
 from __future__ import annotations
@@ -311,7 +312,12 @@ def main() -> None:
     parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
                         help="load generator: lean keep-alive HTTP/1.1 (default) or aiohttp")
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--predict", action="store_true",
+                        help="only time one predict call per batch size (no servers)")
     args = parser.parse_args()
+    if args.predict:
+        predict_calls(args.rounds)
+        return
 
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-serve-") as tmp:
@@ -366,24 +372,39 @@ def main() -> None:
             servers["modelyard"] = modelyard_server()
             servers["ab"] = modelyard_server("--ab", "production=50", "--ab", "staging=50")
             servers["capture"] = modelyard_server("--capture-rate", "1.0")
+            servers["modelyard100"] = modelyard_server()  # its own: batch sizes stay apart
             plan = [("mlflow", "mlflow", single, f"mlflow models serve -w {w}, 1 row"),
                     ("modelyard", "modelyard", single, f"modelyard serve --workers {w}, 1 row"),
                     ("ab", "ab", single, "modelyard A/B 50/50, 1 row"),
                     ("capture", "capture", single, "modelyard capture 1.0, 1 row"),
                     ("mlflow100", "mlflow", hundred, f"mlflow models serve -w {w}, 100 rows"),
-                    ("modelyard100", "modelyard", hundred,
+                    ("modelyard100", "modelyard100", hundred,
                      f"modelyard serve --workers {w}, 100 rows")]
             plan = [step for step in plan if step[1] in servers]
+            # The cost figures (A/B and capture against one version) compare set-ups measured
+            # back to back: one version, A/B and capture run as one block, in a rotating order,
+            # and each round gives a ratio; the figure is the median of those ratios.
+            trio = [step for step in plan if step[0] in ("modelyard", "ab", "capture")]
+            blocks: list[list[Any]] = [trio] + [[step] for step in plan if step not in trio]
             rounds: dict[str, list[Result]] = {key: [] for key, *_ in plan}
             for number in range(1, args.rounds + 1):
                 print(f"round {number}/{args.rounds} (load average "
                       f"{os.getloadavg()[0]:.1f})", flush=True)
-                shift = (number - 1) % len(plan)  # each set-up takes every place in turn
-                for key, server_key, bodies, label in plan[shift:] + plan[:shift]:
-                    rounds[key].append(measure(label, servers[server_key], bodies, args))
+                shift = (number - 1) % len(blocks)  # each block takes every place in turn
+                turn = (number - 1) % len(trio)
+                for block in blocks[shift:] + blocks[:shift]:
+                    if block is trio:
+                        block = trio[turn:] + trio[:turn]
+                    for key, server_key, bodies, label in block:
+                        rounds[key].append(measure(label, servers[server_key], bodies, args))
+            paired = _paired(rounds)
             for key, runs in rounds.items():
                 results[key] = _median(runs)
                 results[key].cpu_ms = statistics.median(r.cpu_ms for r in runs)
+            for key in ("modelyard", "ab", "capture"):
+                if key in servers:
+                    print(f"  {key}: {_mean_batch(servers[key].url)} rows per predict call "
+                          "(mean over the run, every worker and arm)", flush=True)
             # Long enough for the promotion (seconds on a busy machine) and the next poll.
             longer = argparse.Namespace(**{**vars(args), "duration": max(args.duration, 10.0)})
             results["promotion"] = measure(
@@ -394,7 +415,82 @@ def main() -> None:
             for server in servers.values():
                 server.stop()
         captured = len(yard.vault.store.list(f"capture/{NAME}/"))
-        _report(results, w, captured)
+        _report(results, w, captured, paired)
+
+
+def predict_calls(rounds: int, sizes: tuple[int, ...] = (1, 16, 32, 64, 100)) -> None:
+    """CPU per predict call of the benchmark's forest: scikit-learn's own ``predict_proba``
+    (what MLflow's pyfunc calls), the server's tree-by-tree path and its level walk.
+
+    Each figure is the median over rounds of the mean CPU time (this process only, so other
+    load on the machine shows less) of a loop of calls; the ways are interleaved per round.
+    """
+    import numpy as np
+
+    from modelyard.serving.scoring import _ForestProba
+    from modelyard.serving.source import Column
+
+    frame, model, _ = _train()
+    fast = _ForestProba.for_model(model, [Column(str(c), "double") for c in frame.columns])
+    assert fast is not None
+    rng = np.random.default_rng(0)
+    print(f"RandomForest(100) on breast-cancer, max depth "
+          f"{max(t.tree_.max_depth for t in model.estimators_)}; CPU per call, median of "
+          f"{rounds} rounds; load average {os.getloadavg()[0]:.1f}")
+    print("| rows | sklearn predict_proba | tree by tree | level walk | walk / tree by tree |")
+    print("|---|---|---|---|---|")
+    for rows in sizes:
+        picked = frame.iloc[rng.integers(0, len(frame), rows)]
+        matrix = np.asarray(picked.values, dtype=np.float32)
+        expected = model.predict_proba(picked)
+        ways = {"sklearn": lambda p=picked: model.predict_proba(p),
+                "trees": lambda m=matrix: fast(m, levels=False),
+                "levels": lambda m=matrix: fast(m, levels=True)}
+        for key in ("trees", "levels"):
+            assert np.array_equal(ways[key](), expected)  # the same numbers, bit for bit
+        times: dict[str, list[float]] = {key: [] for key in ways}
+        for _ in range(max(rounds, 3)):
+            for key, call in ways.items():
+                calls = 30 if key == "sklearn" else 300
+                start = time.process_time()
+                for _ in range(calls):
+                    call()
+                times[key].append((time.process_time() - start) / calls * 1e6)
+        us = {key: statistics.median(values) for key, values in times.items()}
+        print(f"| {rows} | {us['sklearn']:.0f} us | {us['trees']:.0f} us | "
+              f"{us['levels']:.0f} us | {us['levels'] / us['trees']:.2f} |", flush=True)
+    _capture_costs(frame, rounds)
+
+
+def _capture_costs(frame: Any, rounds: int, records: int = 4096) -> None:
+    """CPU of capture at 1.0 per one-row request: what the request path does (append a
+    tuple) and what the writer thread does later (records, JSON lines, gzip), timed apart."""
+    import random
+
+    from modelyard.serving.capture import CaptureLog
+    from modelyard.serving.payload import parse_body
+    from modelyard.storage import LocalStore
+
+    bodies = _bodies(frame, 1)
+    blocks = [parse_body(body, "application/json", strict=True) for body in bodies]
+    columns = [str(c) for c in frame.columns]
+    with tempfile.TemporaryDirectory(prefix="modelyard-bench-capture-") as folder:
+        log = CaptureLog(LocalStore(Path(folder)), NAME, rate=1.0, chunk=records + 1)
+        keep_us, write_us = [], []
+        for _ in range(max(rounds, 3)):
+            ids = [f"{random.getrandbits(128):032x}" for _ in range(records)]
+            start = time.process_time()
+            for i in range(records):  # as Runtime.serve does after answering
+                if log.rate and log.sampled():
+                    log.keep(time.time(), ids[i], 1, "1.0.0", "production", 0.004, columns,
+                             blocks[i % len(blocks)].rows or [], [1], [0.97])
+            keep_us.append((time.process_time() - start) / records * 1e6)
+            start = time.process_time()
+            log.flush_now()  # the writer thread's work, waited for here
+            write_us.append((time.process_time() - start) / records * 1e6)
+    print(f"capture at 1.0, per one-row request (30 features): request path "
+          f"{statistics.median(keep_us):.2f} us, writer thread {statistics.median(write_us):.1f} "
+          "us (JSON line + gzip level 1 + file)")
 
 
 def _accelerators() -> str:
@@ -404,7 +500,37 @@ def _accelerators() -> str:
     return " + ".join(found) if found else "asyncio + h11 (no uvloop, no httptools)"
 
 
-def _report(results: dict[str, Result], workers: int, captured_files: int) -> None:
+def _mean_batch(url: str) -> str:
+    """Rows per model call, from the server's own batch-size histogram (all arms summed)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for line in text.splitlines():
+        for suffix in totals:
+            if line.startswith("modelyard_batch_size" + suffix + "{"):
+                totals[suffix] += float(line.rsplit(" ", 1)[1])
+    return f"{totals['_sum'] / totals['_count']:.1f}" if totals["_count"] else "?"
+
+
+def _paired(rounds: dict[str, list[Result]]) -> dict[str, tuple[float, float]]:
+    """A/B and capture against one version, measured back to back: per round, the throughput
+    ratio and the CPU-per-request ratio; the medians over rounds."""
+    base = rounds.get("modelyard", [])
+    out = {}
+    for key in ("ab", "capture"):
+        runs = rounds.get(key, [])
+        pairs = [(run.throughput / one.throughput, run.cpu_ms / one.cpu_ms)
+                 for run, one in zip(runs, base, strict=False) if one.throughput and one.cpu_ms]
+        if pairs:
+            out[key] = (statistics.median(p[0] for p in pairs),
+                        statistics.median(p[1] for p in pairs))
+    return out
+
+
+def _report(results: dict[str, Result], workers: int, captured_files: int,
+            paired: dict[str, tuple[float, float]] | None = None) -> None:
     print()
     print(f"| server ({workers} worker(s)) | throughput | p50 | p99 | server CPU/request "
           "| failed |")
@@ -422,13 +548,12 @@ def _report(results: dict[str, Result], workers: int, captured_files: int) -> No
     if big and big_mlflow and big_mlflow.throughput:
         print(f"100-row requests: {big.throughput / big_mlflow.throughput:.1f}x mlflow's "
               "throughput")
-    if base and base.throughput:
-        for key, goal in (("ab", "A/B 50/50"), ("capture", "capture at 1.0")):
-            if key in results:
-                cost = 1 - results[key].throughput / base.throughput
-                cpu = results[key].cpu_ms / base.cpu_ms - 1
-                print(f"{goal}: {cost:+.1%} throughput cost vs one version (goal <= 5%); "
-                      f"server CPU per request {cpu:+.1%}")
+    for key, goal in (("ab", "A/B 50/50"), ("capture", "capture at 1.0")):
+        if paired and key in paired:
+            speed, cpu = paired[key]
+            print(f"{goal}: {1 - speed:+.1%} throughput cost vs one version (goal <= 5%); "
+                  f"server CPU per request {cpu - 1:+.1%} (medians of per-round ratios, "
+                  "measured back to back)")
     if "promotion" in results:
         moved = results["promotion"]
         print(f"promotion under load: {moved.errors} failed requests; answered by versions "

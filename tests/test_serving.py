@@ -194,7 +194,7 @@ def test_payload_forms_and_schema_errors() -> None:
 
 
 def test_forest_fast_path_is_the_models_own_arithmetic(trained: dict[str, Any]) -> None:
-    from sklearn.ensemble import ExtraTreesClassifier
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
     from modelyard.serving.payload import Block
     from modelyard.serving.scoring import Scorer, _ForestProba
@@ -203,13 +203,22 @@ def test_forest_fast_path_is_the_models_own_arithmetic(trained: dict[str, Any]) 
     frame, labels = trained["X"], trained["y"]
     columns = [Column(str(c), "double") for c in frame.columns]
     rng = np.random.default_rng(3)
-    probe = pd.DataFrame(rng.normal(size=(257, len(columns))) * 2, columns=frame.columns)
+    normal = pd.DataFrame(rng.normal(size=(257, len(columns))) * 2, columns=frame.columns)
     extra = ExtraTreesClassifier(n_estimators=7, random_state=0).fit(frame, labels)
-    for model in (trained["model"], extra):
+    # On a half-step grid the thresholds are quarter points, and a quarter-step probe sits
+    # exactly on them: "<=" against "<" shows.
+    grid = RandomForestClassifier(n_estimators=9, random_state=0).fit((frame * 2).round() / 2,
+                                                                      labels)
+    on_edges = (normal * 4).round() / 4
+    for model, probe in ((trained["model"], normal), (extra, normal), (grid, on_edges)):
         fast = _ForestProba.for_model(model, columns)
         assert fast is not None
         matrix = np.asarray(probe.values.tolist(), dtype=np.float32)
-        assert np.array_equal(fast(matrix), model.predict_proba(probe))  # bit for bit
+        expected = model.predict_proba(probe)
+        assert np.array_equal(fast(matrix), expected)  # bit for bit
+        for rows in (1, 2, 16, 257):  # both leaf finders: the level walk and tree by tree
+            for levels in (True, False):
+                assert np.array_equal(fast(matrix[:rows], levels=levels), expected[:rows])
         served = ServedModel("m", 1, "1.0.0", "production", "", [], model, columns, "", True)
         rows = probe.values.tolist()
         blocks = [Block([c.name for c in columns], rows[:100], all_float=True),
@@ -218,6 +227,56 @@ def test_forest_fast_path_is_the_models_own_arithmetic(trained: dict[str, Any]) 
         assert answers[0][0] + answers[1][0] == model.predict(probe).tolist()
     assert _ForestProba.for_model(trained["model"], columns[::-1]) is None  # other order
     assert _ForestProba.for_model(trained["model"], None) is None
+
+
+def test_capture_keeps_tuples_and_writes_gzip_lines_per_day_off_the_request_path(
+        tmp_path: Path) -> None:
+    from modelyard.serving.capture import CaptureLog, read_records
+    from modelyard.storage import LocalStore
+
+    class Failing(LocalStore):
+        def put_bytes(self, key: str, data: bytes) -> None:
+            raise OSError("store down")
+
+    store = LocalStore(tmp_path / "store")
+    log = CaptureLog(store, "m", rate=1.0, mask=("b",), chunk=4, max_records=4)
+    midnight = 1_700_006_400.0  # 2023-11-15 00:00:00 UTC
+    request_thread = threading.get_ident()
+    encoders: set[int] = set()
+    encode = log._encode
+
+    def spy(items: list[Any], seal: bool) -> list[str]:
+        encoders.add(threading.get_ident())
+        return encode(items, seal)
+
+    log._encode = spy  # type: ignore[method-assign]
+    for i in range(9):  # the last two a second after midnight: the next day's file
+        ts = midnight - 10 + i if i < 7 else midnight + 1
+        log.keep(ts, f"r{i}", 3, "1.2.0", "production", 0.0042, ["a", "b"], [[i, "secret"]],
+                 [i % 2], [0.9])
+    assert len(log._buffer) == 1  # two chunks of 4 were handed to the writer already
+    log.add({"kind": "feedback", "ts": midnight + 2, "request_id": "r1", "model": "m",
+             "label": 1})
+    keys = log.flush_now()
+    assert encoders and request_thread not in encoders  # encoded on the writer thread
+    assert log.written == 10 and log.failed == 0
+    # 7 records before midnight (a file sealed when full at 4, then the other 3), 3 after it
+    assert sorted(k.split("/")[2] for k in keys) == ["date=2023-11-14"] * 2 + ["date=2023-11-15"]
+    records = list(read_records(store, "m", since=midnight - 10, until=midnight + 10))
+    assert len(records) == 10
+    first = next(r for r in records if r["request_id"] == "r0")
+    assert first == {"kind": "prediction", "ts": midnight - 10, "request_id": "r0", "model": "m",
+                     "version": 3, "semver": "1.2.0", "arm": "production", "shadow": False,
+                     "latency_ms": 4.2, "status": 200, "error": None,
+                     "inputs": {"columns": ["a", "b"], "data": [[0, "***"]]},
+                     "outputs": [0], "confidence": [0.9]}
+    assert not any("secret" in json.dumps(r) for r in records)
+    assert log.flush_now() == []  # nothing left
+
+    broken = CaptureLog(Failing(tmp_path / "down"), "m", rate=1.0)
+    broken.keep(midnight, "x", 1, "1.0.0", "shadow", 0.001, ["a"], [[1.0]], [1], None)
+    assert broken.flush_now() == [] and broken.failed == 1  # counted, never raised
+    assert CaptureLog(None, "m", rate=1.0).flush_now() == []
 
 
 # -- behaviour, on both backends ---------------------------------------------------------
@@ -553,11 +612,13 @@ def test_predictor_follows_promotion_in_process(
     assert sorted(versions) == [first, first, second]
 
 
-@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_serve_workers_2_share_metrics_and_all_follow_a_promotion(
         make_yard: Callable[..., Any], name: str, trained: dict[str, Any],
         tmp_path: Path) -> None:
-    """The real `modelyard serve --workers 2` process: uvicorn workers, one merged /metrics."""
+    """The real `modelyard serve --workers 2` process: uvicorn workers, one merged /metrics.
+
+    On both backends: on the team stack every worker reads the MLflow server and S3 on its
+    own (the environment the CLI inherits names only them) and follows the alias there."""
     import os
     import signal
     import subprocess

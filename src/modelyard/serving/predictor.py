@@ -115,16 +115,10 @@ class Predictor:
         current.bound.observe(latency=latency, rows=block.n, confidence=confidence)
         current.bound.batch(block.n)
         if self.capture.sampled():
-            record = {
-                "kind": "prediction", "ts": time.time(), "request_id": request_id,
-                "model": self.name, "version": current.served.version,
-                "semver": current.served.semver, "arm": self.arm, "shadow": False,
-                "latency_ms": round(latency * 1000, 3), "status": 200, "error": None,
-                "inputs": {"columns": block.columns, "data": block.rows},
-                "outputs": predictions, "confidence": confidence,
-            }
             with self._capture_lock:
-                self.capture.add(record)
+                self.capture.keep(time.time(), request_id, current.served.version,
+                                  current.served.semver, self.arm, latency, block.columns,
+                                  block.rows, predictions, confidence)
         return Prediction(predictions, current.served.version, current.served.semver,
                           request_id, confidence, round(latency * 1000, 3))
 
@@ -179,8 +173,8 @@ class Predictor:
     def flush(self) -> None:
         """Write buffered capture records now."""
         with self._capture_lock:
-            records = self.capture.take()
-        self.capture.write(records)
+            written = self.capture.seal()
+        written.result()
 
     def close(self) -> None:
         self._stop.set()

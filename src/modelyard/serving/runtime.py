@@ -27,7 +27,7 @@ from typing import Any
 
 from modelyard.errors import YardError
 from modelyard.serving.batching import Batcher
-from modelyard.serving.capture import CaptureLog
+from modelyard.serving.capture import SHADOW, CaptureLog
 from modelyard.serving.errors import NotReady, PredictionFailed
 from modelyard.serving.metrics import Bound, Metrics
 from modelyard.serving.payload import Block, Payload
@@ -37,7 +37,6 @@ from modelyard.serving.source import ModelSource, ServedModel
 
 log = logging.getLogger("modelyard.serving")
 
-SHADOW = "shadow"
 _MAX_SHADOW_IN_FLIGHT = 256
 _REMEMBERED = 10_000
 
@@ -299,9 +298,10 @@ class Runtime:
         latency = time.perf_counter() - started
         live.bound.observe(latency=latency, rows=block.n, confidence=confidence)
         self._remember(request_id, live, slot.arm, predictions)
-        if self.capture.sampled():
-            self.capture.add(self._record(request_id, live, slot.arm, latency, block,
-                                          predictions, confidence))
+        capture = self.capture
+        if capture.rate and capture.sampled():  # one tuple appended; encoded off this path
+            capture.keep(time.time(), request_id, live.version, live.served.semver, slot.arm,
+                         latency, block.columns, block.rows, predictions, confidence)
         if self.shadow is not None:
             self.mirror(payload, request_id)
         return Outcome(slot.arm, live, predictions, confidence)
@@ -317,17 +317,6 @@ class Runtime:
                 "arm": arm, "shadow": arm == SHADOW, "latency_ms": round(latency * 1000, 3),
                 "status": exc.http_status, "error": type(exc).__name__,
             })
-
-    def _record(self, request_id: str, live: Live, arm: str, latency: float, block: Block,
-                predictions: list[Any], confidence: list[float] | None) -> dict[str, Any]:
-        return {
-            "kind": "prediction", "ts": time.time(), "request_id": request_id,
-            "model": self.name, "version": live.version, "semver": live.served.semver,
-            "arm": arm, "shadow": arm == SHADOW, "latency_ms": round(latency * 1000, 3),
-            "status": 200, "error": None,
-            "inputs": {"columns": block.columns, "data": block.rows},
-            "outputs": predictions, "confidence": confidence,
-        }
 
     def mirror(self, payload: Payload, request_id: str) -> None:
         """Send the request to the shadow version too, off the request path."""
@@ -354,8 +343,8 @@ class Runtime:
         latency = time.perf_counter() - started
         live.bound.observe(latency=latency, rows=block.n, confidence=confidence)
         if self.capture.sampled():
-            self.capture.add(self._record(request_id, live, SHADOW, latency, block,
-                                          predictions, confidence))
+            self.capture.keep(time.time(), request_id, live.version, live.served.semver, SHADOW,
+                              latency, block.columns, block.rows, predictions, confidence)
 
     # -- feedback -----------------------------------------------------------------------------
     def _remember(self, request_id: str, live: Live, arm: str, predictions: list[Any]) -> None:
