@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from modelyard import reader as reader_mod
+from modelyard import reader_rest, reader_sqlite
 from modelyard.config import Settings
 from modelyard.errors import BackendError, ModelNotFound, NotFound, UserError, VersionNotFound
 from modelyard.reader import (
@@ -295,10 +295,10 @@ class _PagedVersions(RestReader):
                          ) -> tuple[list[dict[str, Any]], str | None]:
         self.calls += 1
         ordered = self.numbers if order_by.endswith("ASC") else self.numbers[::-1]
-        offset = reader_mod._token_offset(page_token) or 0
+        offset = reader_rest._token_offset(page_token) or 0
         page = [{"name": "m", "version": str(n)} for n in ordered[offset:offset + max_results]]
         more = offset + max_results < len(ordered)
-        return page, reader_mod._offset_token(offset + max_results) if more else None
+        return page, reader_rest._offset_token(offset + max_results) if more else None
 
 
 @hsettings(max_examples=300, deadline=None, database=None)
@@ -357,7 +357,7 @@ def test_unknown_revision_falls_back_to_mlflow(
     assert "'feedfacecafe' is not one the lean reader has proved" in caplog.text
     # A revision MLflow itself knows but the reader has not proved: the same database is
     # answered by MLflow's client, with the answer the lean reader gave.
-    monkeypatch.setattr(reader_mod, "KNOWN_SCHEMA_REVISIONS", frozenset())
+    monkeypatch.setattr(reader_sqlite, "KNOWN_SCHEMA_REVISIONS", frozenset())
     assert open_reader(yard.settings) is None
     assert [norm(v) for v in yard.tracking.versions(name)] == lean_answer
 

@@ -4,7 +4,7 @@ Moving a stage only sets and deletes aliases and tags (and mirrors the stage int
 stage field): ``promote`` and ``rollback`` on a tracking server then need no ``import mlflow``
 (about 2 s) and none of the extra ``registered-models/get`` MLflow's client sends before each
 registry write. The writer rides on the lean reader's connection (same credentials, TLS,
-proxy, timeout and capped retries: ``reader.RestReader``), so reads and writes of one command
+proxy, timeout and capped retries: ``reader_rest.RestReader``), so reads and writes of one command
 share one keep-alive connection and one request counter.
 
 Endpoints (``/api/2.0/mlflow/...``): ``registered-models/alias`` (POST, DELETE),
@@ -23,7 +23,7 @@ import json
 from typing import Any
 
 from modelyard.errors import InvalidInput, ModelNotFound, NotFound, UserError
-from modelyard.reader import _API, RestReader, _Missing, _Refused
+from modelyard.reader_rest import _API, RestReader, _Missing, _Refused
 
 # modelyard's stage -> MLflow's stage field (tracking.STAGE_FIELD, without importing tracking).
 STAGE_FIELD = {"none": "None", "staging": "Staging", "production": "Production",
