@@ -102,7 +102,9 @@ class RestReader:
     ``timeout`` bounds each call, retries included: an unreachable server raises
     ``BackendError`` naming the (redacted) URI within ``timeout`` seconds. Connection failures
     and HTTP 429 / 5xx answers are retried at most ``retries`` times. Settings are read from
-    ``environ`` (never written). One keep-alive connection, used under a lock.
+    ``environ`` (never written). Keep-alive connections are pooled: one per request in
+    flight, so threads may send independent requests at once (``concurrently``), and a
+    command's reads and writes reuse the same few connections.
     """
 
     def __init__(
@@ -126,9 +128,9 @@ class RestReader:
         self._headers = self._make_headers(parts.username, parts.password, environ)
         self._tls = self._make_tls(environ) if parts.scheme == "https" else None
         self._proxy = _proxy_for(parts.scheme, self._host, environ)
-        self._conn: http.client.HTTPConnection | None = None
-        self._lock = threading.Lock()
-        self.requests = 0  # round trips made (the benchmark counts them)
+        self._idle: list[http.client.HTTPConnection] = []  # keep-alive, not in use
+        self._lock = threading.Lock()  # guards _idle and requests
+        self.requests = 0  # requests sent (the benchmark counts them)
 
     @property
     def _label(self) -> str:
@@ -182,7 +184,9 @@ class RestReader:
     # -- transport ------------------------------------------------------------------------
     def close(self) -> None:
         with self._lock:
-            self._drop()
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def __enter__(self) -> RestReader:
         return self
@@ -191,19 +195,24 @@ class RestReader:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def _take(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle keep-alive connection (True: reused), else a new one."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is not None:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            return conn, True
+        return self._open(timeout), False
 
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._idle.append(conn)
+
+    def _open(self, timeout: float) -> http.client.HTTPConnection:
         import http.client
 
-        if self._conn is not None:
-            self._conn.timeout = timeout
-            if self._conn.sock is not None:
-                self._conn.sock.settimeout(timeout)
-            return self._conn
         conn: http.client.HTTPConnection
         if self._proxy is None:
             if self._scheme == "https":
@@ -220,7 +229,6 @@ class RestReader:
                 conn.set_tunnel(self._host, self._port, headers=headers)
             else:
                 conn = http.client.HTTPConnection(proxy_host, proxy_port, timeout=timeout)
-        self._conn = conn
         return conn
 
     def _target(self, path: str) -> str:
@@ -228,9 +236,9 @@ class RestReader:
             return f"http://{self._host}:{self._port}{path}"  # absolute form via a proxy
         return path
 
-    def _exchange(self, path: str, timeout: float, method: str = "GET",
-                  body: bytes | None = None) -> tuple[int, bytes]:
-        conn = self._connect(timeout)
+    def _exchange(self, conn: http.client.HTTPConnection, path: str, method: str = "GET",
+                  body: bytes | None = None) -> tuple[int, bytes, bool]:
+        """(status, body, whether the connection may be kept alive)."""
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -238,10 +246,8 @@ class RestReader:
             headers["Proxy-Authorization"] = self._proxy[2]
         conn.request(method, self._target(path), body=body, headers=headers)
         response = conn.getresponse()
-        body = response.read()
-        if response.will_close:
-            self._drop()
-        return response.status, body
+        answer = response.read()
+        return response.status, answer, not response.will_close
 
     def _get(self, endpoint: str, params: Sequence[tuple[str, str | int]]) -> dict[str, Any]:
         """GET one endpoint; JSON answer. Raises _Missing / _Refused / YardErrors."""
@@ -287,36 +293,43 @@ class RestReader:
         path = f"{self._base}{api_path}{query}"
         deadline = time.monotonic() + self.timeout
         failures = 0
-        with self._lock:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BackendError(detail=f"tracking server {self._label} did not answer "
-                                       f"within {self.timeout:g} s")
-                reused = self._conn is not None
-                try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BackendError(detail=f"tracking server {self._label} did not answer "
+                                   f"within {self.timeout:g} s")
+            conn, reused = self._take(remaining)
+            try:
+                with self._lock:
                     self.requests += 1
-                    status, answer = self._exchange(path, remaining, method, body)
-                except (OSError, http.client.HTTPException) as exc:
-                    self._drop()
-                    self._refuse_untrusted(exc)
-                    if reused and isinstance(exc, (http.client.RemoteDisconnected,
-                                                   ConnectionResetError, BrokenPipeError)):
-                        continue  # the server closed an idle keep-alive connection
-                    failures += 1
-                    if failures > self.retries or deadline - time.monotonic() <= 0:
-                        reason = _first_line(str(exc), 120) or type(exc).__name__
-                        raise BackendError(
-                            detail=f"tracking server {self._label} unreachable "
-                            f"({type(exc).__name__}: {reason})"
-                        ) from None
-                    self._pause(failures, deadline)
-                    continue
-                if status in _RETRY_STATUSES and failures < self.retries:
-                    failures += 1
-                    self._pause(failures, deadline)
-                    continue
-                return status, answer
+                status, answer, keep = self._exchange(conn, path, method, body)
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                self._refuse_untrusted(exc)
+                if reused and isinstance(exc, (http.client.RemoteDisconnected,
+                                               ConnectionResetError, BrokenPipeError)):
+                    continue  # the server closed an idle keep-alive connection
+                failures += 1
+                if failures > self.retries or deadline - time.monotonic() <= 0:
+                    reason = _first_line(str(exc), 120) or type(exc).__name__
+                    raise BackendError(
+                        detail=f"tracking server {self._label} unreachable "
+                        f"({type(exc).__name__}: {reason})"
+                    ) from None
+                self._pause(failures, deadline)
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            if keep:
+                self._give_back(conn)
+            else:
+                conn.close()
+            if status in _RETRY_STATUSES and failures < self.retries:
+                failures += 1
+                self._pause(failures, deadline)
+                continue
+            return status, answer
 
     def _refuse_untrusted(self, exc: BaseException) -> None:
         """A certificate the client does not trust is not retried: say what to set."""
