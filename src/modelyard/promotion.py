@@ -36,8 +36,8 @@ from modelyard.names import (
     check_name,
     normalize_stage,
 )
+from modelyard.reader_base import at_once
 from modelyard.refs import lookup
-from modelyard.rest_writer import at_once
 from modelyard.stages import StageChange, Stages, record_label
 from modelyard.tracking import VersionRecord
 from modelyard.vault import REQUESTS, decision_key, request_key, requests_prefix

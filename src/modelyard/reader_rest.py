@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from modelyard.errors import BackendError, ModelNotFound, NotFound, PermissionDenied, UserError
-from modelyard.reader_base import PENDING, STATUS_TAG, _first_line, _redact, _truthy
+from modelyard.reader_base import PENDING, STATUS_TAG, _first_line, _redact, _truthy, at_once
 from modelyard.records import (
     SEARCH_PAGE_MAX,
     ModelRecord,
@@ -42,6 +43,7 @@ _API = "/api/2.0/mlflow/"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _VERSION_PAGE = 10_000
 _MODEL_PAGE = 1_000
+_COUNT_WINDOW = 16  # rows: a count ends with one page this small rather than more probes
 
 
 class _Missing(Exception):
@@ -128,6 +130,7 @@ class RestReader:
         self._headers = self._make_headers(parts.username, parts.password, environ)
         self._tls = self._make_tls(environ) if parts.scheme == "https" else None
         self._proxy = _proxy_for(parts.scheme, self._host, environ)
+        self.concurrent = True  # reader_base.at_once may send its calls at the same time
         self._idle: list[http.client.HTTPConnection] = []  # keep-alive, not in use
         self._lock = threading.Lock()  # guards _idle and requests
         self.requests = 0  # requests sent (the benchmark counts them)
@@ -488,11 +491,12 @@ class RestReader:
         return records
 
     def count_visible(self, name: str) -> int:
-        total = self._count(_name_filter(name), name)
-        if not total:
-            return 0
+        # Both counts at once: all versions (dense: few are deleted) and the pending ones
+        # (sparse: registrations in flight).
         pending = f"{_name_filter(name)} AND {_tag_filter(STATUS_TAG, PENDING)}"
-        return total - self._count(pending, None)
+        total, waiting = at_once(self, [lambda: self._count(_name_filter(name), name),
+                                        lambda: self._count(pending, None, dense=False)])
+        return max(0, total - waiting) if total else 0
 
     def search_versions(self, name: str, *, tag: tuple[str, str] | None = None,
                         below: int | None = None, limit: int = 100) -> list[VersionRecord]:
@@ -504,20 +508,27 @@ class RestReader:
             record.aliases = []
         return records
 
-    def _count(self, filter_text: str, name: str | None) -> int:
+    def _count(self, filter_text: str, name: str | None, *, dense: bool = True) -> int:
         """How many versions match, without listing them when the server's page tokens are
-        MLflow's offsets: page-size-1 probes at chosen offsets, guided by the version number
-        found there (numbers only grow, deleted ones leave gaps). Typically 2-6 round trips,
-        O(log n) at worst; other servers: by listing. ``name``: check the model exists."""
+        MLflow's offsets: probes at chosen offsets, guided by the version number found there
+        (numbers only grow, deleted ones leave gaps). The newest and oldest go out at once;
+        then a first probe at the numbers' span end when ``dense`` (no gaps: done) or near
+        the top when sparse; then small pages (``_COUNT_WINDOW`` rows) around the oldest
+        row's estimated offset (interpolated from the density above), with a bisection
+        after a poor guess. 3 calls without gaps, typically 4-7 at 10,000 versions with
+        1% deleted or 1% pending, O(log n) at worst; other servers: by listing. ``name``:
+        check the model exists."""
 
-        def probe(offset: int, order: str = "DESC") -> tuple[int | None, str | None]:
+        def probe(offset: int, order: str = "DESC", size: int = 1
+                  ) -> tuple[list[int], str | None]:
             rows, token = self._search_versions(
-                filter_text, order_by=f"version_number {order}", max_results=1,
+                filter_text, order_by=f"version_number {order}", max_results=size,
                 page_token=_offset_token(offset) if offset else None)
-            return (int(rows[0]["version"]) if rows else None), token
+            return [int(row["version"]) for row in rows], token
 
-        newest, token = probe(0)
-        if newest is None:
+        (top, token), (bottom, _) = at_once(self, [lambda: probe(0),
+                                                   lambda: probe(0, "ASC")])
+        if not top:
             if name is not None:
                 self.get_model(name)  # ModelNotFound if absent
             return 0
@@ -526,28 +537,46 @@ class RestReader:
         if _token_offset(token) != 1:
             return sum(1 for _ in self._each_version(filter_text, "version_number ASC",
                                                      _VERSION_PAGE))
-        oldest, _ = probe(0, "ASC")
-        if oldest is None:  # every version deleted in between
+        if not bottom:  # every version deleted in between
             return 0
+        newest, oldest = top[0], bottom[0]
         # Invariant: a row exists at offset `low` (version `v_low`); none at offset `high`.
         low, v_low, high = 0, newest, newest - oldest + 1
-        halve = False
+        first, halve = dense, False  # first: the span guess is next
         while high - low > 1:
+            if high - low - 1 <= _COUNT_WINDOW:  # the rest in one small page
+                rows, _ = probe(low + 1, size=high - low - 1)
+                return low + 1 + len(rows)
+            width = high - low
             if halve:
                 offset = (low + high) // 2
+            elif low == 0:  # no density known yet
+                if first:
+                    offset = high - 1  # no gaps at all: the oldest is at the span's end
+                elif dense:
+                    offset = high // 2
+                else:
+                    offset = max(1, math.isqrt(high))
             else:  # where the oldest row would be if gaps below `low` are as dense as above
-                density = (low + 1) / (newest - v_low + 1)
-                offset = min(max(low + round((v_low - oldest) * density), low + 1), high - 1)
-            width = high - low
-            found, _ = probe(offset)
-            if found is None:
+                offset = low + round((v_low - oldest) * low / (newest - v_low))
+            size = 1
+            if not halve and low:
+                # An estimate from the density above: a small page around it often ends the
+                # count, and otherwise narrows it as a probe would.
+                offset, size = offset - _COUNT_WINDOW // 2, _COUNT_WINDOW
+            offset = min(max(offset, low + 1), high - 1)
+            size = min(size, high - offset)
+            found, token = probe(offset, size=size)
+            if not found:
                 high = offset
-            elif found == oldest:
-                return offset + 1
+            elif not token or found[-1] == oldest:
+                return offset + len(found)
             else:
-                low, v_low = offset, found
-                high = min(high, offset + 1 + found - oldest)
-            halve = not halve and (high - low) * 2 > width  # a poor guess: bisect once
+                low, v_low = offset + len(found) - 1, found[-1]
+                high = min(high, low + 1 + v_low - oldest)
+            # a poor guess: bisect once (the span guess only rules out "no gaps")
+            halve = not halve and not first and (high - low) * 2 > width
+            first = False
         return low + 1
 
     def artifact_location(self, record: VersionRecord) -> str:

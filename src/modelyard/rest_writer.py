@@ -14,8 +14,8 @@ request after a lost answer does no harm. The embedded default keeps writing thr
 (``Tracking``): ``Context.writes`` picks.
 
 Independent calls of one step (a move's look-ups, then its writes) go out at the same time
-through ``at_once``: on a server each request in flight has its own pooled connection, so a
-move costs a few sequential round trips whatever the number of calls.
+through ``reader_base.at_once``: on a server each request in flight has its own pooled
+connection, so a move costs a few sequential round trips whatever the number of calls.
 
 >>> writer = RestWriter(RestReader("http://mlflow:5000"))
 >>> writer.set_alias("churn", "production", 3)
@@ -24,7 +24,6 @@ move costs a few sequential round trips whatever the number of calls.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from modelyard.errors import InvalidInput, ModelNotFound, NotFound, UserError
@@ -37,6 +36,8 @@ STAGE_FIELD = {"none": "None", "staging": "Staging", "production": "Production",
 
 class RestWriter:
     """Alias, tag and stage-field writes of one tracking server (``Tracking``'s signatures)."""
+
+    concurrent = True  # at_once sends independent writes at the same time
 
     def __init__(self, reader: RestReader) -> None:
         self.reader = reader
@@ -98,30 +99,3 @@ class RestWriter:
     def set_model_tag(self, name: str, key: str, value: str) -> None:
         self._send("POST", "registered-models/set-tag",
                    {"name": name, "key": key, "value": value}, name=name, op="tag the model")
-
-
-# At most this many requests of one step in flight at once (a move sends at most about ten).
-MAX_AT_ONCE = 8
-
-
-def at_once(target: object, calls: Sequence[Callable[[], Any]]) -> list[Any]:
-    """Run independent registry calls; their results, in order.
-
-    With the lean REST reader or writer as ``target`` the calls are sent at the same time
-    (threads, one pooled connection each): every call runs to its end, then the first
-    exception (in call order) is raised. With anything else (MLflow's client, the embedded
-    SQLite reader) they run one after another, as before, stopping at the first exception.
-    """
-    if len(calls) <= 1 or not isinstance(target, (RestReader, RestWriter)):
-        return [call() for call in calls]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=min(len(calls), MAX_AT_ONCE),
-                            thread_name_prefix="modelyard-rest") as pool:
-        futures = [pool.submit(call) for call in calls]
-    for future in futures:  # all done: the pool's exit waits for every call
-        error = future.exception()
-        if error is not None:
-            raise error
-    return [future.result() for future in futures]
-

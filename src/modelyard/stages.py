@@ -35,8 +35,8 @@ from modelyard.names import (
     label,
 )
 from modelyard.notify import Notifier
+from modelyard.reader_base import at_once
 from modelyard.refs import lookup
-from modelyard.rest_writer import at_once
 from modelyard.tracking import VersionRecord
 
 log = logging.getLogger("modelyard.stages")
