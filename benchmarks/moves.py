@@ -148,7 +148,8 @@ def main() -> None:
                 print(f"  {number}. {step}")
     bare = statistics.median(_run([sys.executable, "-c", "pass"], dict(os.environ), Path.cwd())
                              for _ in range(args.n))
-    print(f"\n(python -c pass: {bare:.2f} s; 'calls' counts requests reaching the tracking "
+    print("\n(bytecode cached, as installed: see reads.PYCACHE)")
+    print(f"(python -c pass: {bare:.2f} s; 'calls' counts requests reaching the tracking "
           "server, 'rounds' their sequential round trips (requests sent at once share one), "
           "'S3' requests reaching the object store: the vault's audit trail)")
 

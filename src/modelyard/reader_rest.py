@@ -452,6 +452,16 @@ class RestReader:
             return None  # no such alias (MLflow: INVALID_PARAMETER_VALUE) or no such model
         return int(answer["model_version"]["version"])
 
+    def alias_version(self, name: str, alias: str) -> VersionRecord | None:
+        """The version an alias points at, whole (tags and aliases): MLflow's alias look-up
+        answers with the full version, so ``refs.lookup`` needs no second call. ``None`` if
+        the alias or the model is absent (as ``alias_holder``)."""
+        try:
+            answer = self._get("registered-models/alias", [("name", name), ("alias", alias)])
+        except (_Missing, _Refused):
+            return None
+        return version_from_rest(answer["model_version"])
+
     def _with_aliases(self, row: dict[str, Any]) -> VersionRecord:
         record = version_from_rest(row)
         if row.get("aliases") is None:  # MLflow's search leaves aliases out; get has them

@@ -141,9 +141,13 @@ class Yard:
 
     def details(self, name: str, ref: str | int | None = "latest", *, full: bool = True
                 ) -> ModelVersion:
-        """``get``, plus ``drift``: unaudited stage moves that touch this version."""
-        mv = self._loader.get(name, ref, full=full)
-        found = self._drift.of_model(name)
+        """``get``, plus ``drift``: unaudited stage moves that touch this version (both read
+        at once on a server)."""
+        from modelyard.reader_base import at_once
+
+        check_name(name)  # before anything is read, in any thread
+        mv, found = at_once(self.ctx.reads, [lambda: self._loader.get(name, ref, full=full),
+                                             lambda: self._drift.of_model(name)])
         if found:
             self._drift.notify(name, found)
         mv.drift = [d.to_dict() for d in found
