@@ -137,15 +137,24 @@ class Drift:
     def _bounded(self, name: str) -> tuple[dict[str, int | None], list[VersionRecord],
                                            Callable[[int], bool]]:
         """What ``of_model`` compares, without listing the model's versions: the stage
-        aliases (one model read), the versions tagged with a stage (a tag search each),
-        and whether a version exists (read only when asked)."""
+        aliases (an alias look-up each: a server's ``registered-models/get`` costs
+        O(versions)) and the versions tagged with a stage (a tag search each), all four at
+        once; whether a version exists is read only when asked."""
+        from modelyard.reader_base import at_once
+
         reads = self.ctx.reads
-        aliases = reads.get_model(name).aliases
-        live: dict[str, int | None] = {s: aliases.get(s) for s in STAGE_ALIASES}
-        tagged: list[VersionRecord] = []
-        for stage in STAGE_ALIASES:
-            tagged += reads.search_versions(name, tag=(T_STAGE, stage), limit=SEARCH_PAGE_MAX)
+        found = at_once(reads, [
+            *[(lambda s=s: reads.alias_holder(name, s)) for s in STAGE_ALIASES],
+            *[(lambda s=s: reads.search_versions(name, tag=(T_STAGE, s),
+                                                 limit=SEARCH_PAGE_MAX))
+              for s in STAGE_ALIASES]])
+        live: dict[str, int | None] = dict(zip(STAGE_ALIASES, found[:len(STAGE_ALIASES)],
+                                               strict=True))
+        tagged: list[VersionRecord] = [r for rows in found[len(STAGE_ALIASES):] for r in rows]
         tagged.sort(key=lambda r: r.version)
+        if not tagged and all(v is None for v in live.values()) and not reads.search_versions(
+                name, limit=1):
+            reads.get_model(name)  # ModelNotFound if absent (a model without versions: cheap)
 
         def exists(number: int) -> bool:
             try:
