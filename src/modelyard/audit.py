@@ -24,12 +24,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import AuditTampered, StorageError, YardError
 from modelyard.names import STAGE_ALIASES, T_AUDIT_HEAD, check_name
 from modelyard.refs import lookup
-from modelyard.storage import ObjectStore
+from modelyard.storage import ObjectStore, atomic_write
 from modelyard.vault import audit_head_key, audit_prefix, event_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -338,7 +339,55 @@ class Auditor:
                 head = trail.read(newest)
         except YardError as exc:
             log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
+        else:
+            self.remember(name, head)
         return event
+
+    # -- the newest event's stage holders, remembered on this machine ------------------------
+    # A read verb (``list``, ``details``) compares the stage holders with the newest event's
+    # ``stages`` (drift). The registry's audit head tag names that event (seq:hash), so once
+    # this machine has read it from the vault (and checked its hash), the holders are kept
+    # under the cache folder keyed by registry, vault and model, and used again only while
+    # the head tag names exactly that event: no object-store client for a read that finds
+    # nothing new. Any other tag (a newer event, a tag set back, no tag) reads the vault.
+    def _remembered_path(self, name: str) -> Path:
+        ctx = self.ctx
+        where = hashlib.sha256(f"{ctx.registry_id}\n{ctx.settings.resolved_vault}\n{name}"
+                               .encode()).hexdigest()[:40]
+        return ctx.cache_dir / "audit-heads" / f"{where}.json"
+
+    def remember(self, name: str, event: AuditEvent) -> None:
+        """Keep the newest event's (seq, hash, stages); a failure only costs a vault read."""
+        if event.compute_hash() != event.hash:
+            return  # never remember what the chain check would refuse
+        body = {"name": name, "seq": event.seq, "hash": event.hash, "stages": event.stages}
+        try:
+            atomic_write(self._remembered_path(name), json.dumps(body).encode())
+        except OSError as exc:
+            log.debug("audit head of %s not cached: %s", name, exc)
+
+    def newest_stages(self, name: str, head: tuple[int, str] | None
+                      ) -> dict[str, int | None] | None:
+        """Who the newest event says holds each stage (None: the model has no trail).
+
+        ``head`` is the registry's audit head tag (``parse_head``); when it names the event
+        remembered here, the vault is not read."""
+        if head is not None:
+            try:
+                kept = json.loads(self._remembered_path(name).read_bytes())
+                if (kept.get("name") == name and kept.get("seq") == head[0]
+                        and kept.get("hash") == head[1] and isinstance(kept["stages"], dict)):
+                    return {s: (h if isinstance(h := kept["stages"].get(s), int) else None)
+                            for s in STAGE_ALIASES}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass  # nothing (or nothing usable) remembered: read the vault
+        last = self.log(name).last()
+        if last is None:
+            return None
+        if head is not None and (last.seq, last.hash) == head:
+            self.remember(name, last)
+        return {s: (h if isinstance(h := last.stages.get(s), int) else None)
+                for s in STAGE_ALIASES}
 
     def record(self, name: str, action: str, **fields: Any) -> AuditEvent:
         """Append an event that moves no stage (its ``stages`` copy the previous event's)."""

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from modelyard.audit import parse_head
 from modelyard.entities import Result
 from modelyard.errors import NotFound, StorageError, YardError
-from modelyard.names import STAGE_ALIASES, T_STAGE, check_name
-from modelyard.records import SEARCH_PAGE_MAX
+from modelyard.names import STAGE_ALIASES, T_AUDIT_HEAD, T_STAGE, check_name
+from modelyard.records import SEARCH_PAGE_MAX, ModelRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.audit import Auditor
@@ -72,13 +73,14 @@ class Drift:
         self.audit = audit
         self.stages = stages
 
-    def audited_holders(self, name: str) -> dict[str, int | None] | None:
-        """Who the newest audit event says holds each stage (None: the model has no trail)."""
-        last = self.audit.log(name).last()
-        if last is None:
-            return None
-        return {s: (h if isinstance(h := last.stages.get(s), int) else None)
-                for s in STAGE_ALIASES}
+    def audited_holders(self, name: str, model: ModelRecord | None = None
+                        ) -> dict[str, int | None] | None:
+        """Who the newest audit event says holds each stage (None: the model has no trail).
+
+        With the registered model at hand, its audit head tag lets a holder remembered on
+        this machine answer without reading the vault (``Auditor.newest_stages``)."""
+        head = parse_head(model.tags.get(T_AUDIT_HEAD)) if model is not None else None
+        return self.audit.newest_stages(name, head)
 
     def find(self, name: str | None = None, *, notify: bool = True) -> list[StageDrift]:
         """Unaudited moves of one model (or of every model)."""
@@ -96,11 +98,17 @@ class Drift:
 
     def of_model(self, name: str, versions: list[VersionRecord] | None = None
                  ) -> list[StageDrift]:
-        audited = self.audited_holders(name)
+        model = None
+        if versions is None:
+            try:
+                model = self.ctx.reads.get_model(name)
+            except NotFound:
+                return []  # deleted meanwhile: nothing holds a stage
+        audited = self.audited_holders(name, model)
         if audited is None:
             return []
-        if versions is None:
-            live, tagged, exists = self._bounded(name)
+        if model is not None:
+            live, tagged, exists = self._bounded(name, model)
         else:
             by_number = {r.version: r for r in versions}
             live = {s: None for s in STAGE_ALIASES}
@@ -134,13 +142,13 @@ class Drift:
                     f"trail says {_label(audited[tag])} holds {tag} (unaudited tag)"))
         return drifts
 
-    def _bounded(self, name: str) -> tuple[dict[str, int | None], list[VersionRecord],
-                                           Callable[[int], bool]]:
+    def _bounded(self, name: str, model: ModelRecord
+                 ) -> tuple[dict[str, int | None], list[VersionRecord], Callable[[int], bool]]:
         """What ``of_model`` compares, without listing the model's versions: the stage
-        aliases (one model read), the versions tagged with a stage (a tag search each),
-        and whether a version exists (read only when asked)."""
+        aliases (of the model read once), the versions tagged with a stage (a tag search
+        each), and whether a version exists (read only when asked)."""
         reads = self.ctx.reads
-        aliases = reads.get_model(name).aliases
+        aliases = model.aliases
         live: dict[str, int | None] = {s: aliases.get(s) for s in STAGE_ALIASES}
         tagged: list[VersionRecord] = []
         for stage in STAGE_ALIASES:

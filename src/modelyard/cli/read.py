@@ -19,6 +19,7 @@ from modelyard.cli.shell import (
     main,
 )
 from modelyard.errors import InvalidInput
+from modelyard.names import T_REPRODUCED
 
 
 @main.command("doctor")
@@ -100,7 +101,9 @@ def details_cmd(state: State, target: str) -> None:
     """
     name, ref = _target(target)
     mv = state.yard.details(name, ref)
-    reproduced = state.yard.last_reproduce(mv.name, mv.version)
+    # The vault holds a result only for versions `reproduce` tagged: no object-store read else.
+    reproduced = (state.yard.last_reproduce(mv.name, mv.version)
+                  if T_REPRODUCED in mv.tags else None)
 
     def render(_: Any) -> None:
         from rich.table import Table
