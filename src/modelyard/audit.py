@@ -43,6 +43,8 @@ __all__ = ["GENESIS", "STAGE_ALIASES", "AuditEvent", "AuditLog", "Auditor", "che
 
 GENESIS = "0" * 64
 _MAX_ATTEMPTS = 200
+_SERIAL_READS = 4  # a trail this short is read one event after the other
+_READERS = 8  # threads reading a longer trail (the S3 client pools 10+ connections)
 
 
 @dataclass
@@ -153,7 +155,15 @@ class AuditLog:
                                 ) from exc
 
     def events(self, since: int = 1) -> list[AuditEvent]:
-        return [self.read(s) for s in self.sequence_numbers() if s >= since]
+        """The events from ``since`` on, oldest first. A long trail is read over a few
+        connections at once (one object per event: hundreds of round trips otherwise)."""
+        seqs = [s for s in self.sequence_numbers() if s >= since]
+        if len(seqs) <= _SERIAL_READS:
+            return [self.read(s) for s in seqs]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=_READERS) as pool:
+            return list(pool.map(self.read, seqs))
 
     def last(self) -> AuditEvent | None:
         seq = self.last_seq()

@@ -96,10 +96,11 @@ class Drift:
             found += drifts
         return found
 
-    def of_model(self, name: str, versions: list[VersionRecord] | None = None
-                 ) -> list[StageDrift]:
-        model = None
-        if versions is None:
+    def of_model(self, name: str, versions: list[VersionRecord] | None = None, *,
+                 model: ModelRecord | None = None) -> list[StageDrift]:
+        """Unaudited moves of one model. ``model``: the registered model when the caller has
+        it already (``list``; a server's registered-models/get costs O(versions))."""
+        if versions is None and model is None:
             try:
                 model = self.ctx.reads.get_model(name)
             except NotFound:
@@ -107,7 +108,8 @@ class Drift:
         audited = self.audited_holders(name, model)
         if audited is None:
             return []
-        if model is not None:
+        if versions is None:
+            assert model is not None  # read above when not given
             live, tagged, exists = self._bounded(name, model)
         else:
             by_number = {r.version: r for r in versions}

@@ -177,7 +177,7 @@ class Yard:
                 semver = record.tags.get(T_SEMVER)
                 return self.settings.format_version(semver) if semver else f"#{number}"
 
-            drifts = self._drift.of_model(model.name)
+            drifts = self._drift.of_model(model.name, model=model)  # no second model read
             if drifts:
                 self._drift.notify(model.name, drifts)
             rows.append(ModelRow(
