@@ -44,12 +44,6 @@ from pydantic.fields import FieldInfo
 from modelyard.errors import ConfigError
 from modelyard.names import Stage
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-
 CONFIG_FILE = "modelyard.toml"
 _ENV_PREFIX = "MODELYARD_"
 # Variables of the MODELYARD_ namespace that are not settings (read where they are used).
@@ -481,6 +475,10 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _parse_toml(raw: bytes, path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):  # imported here: most commands find no config file
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
     try:
         text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
