@@ -124,6 +124,12 @@ class Yard:
     def user(self) -> str:
         return self.ctx.user
 
+    def prepare_vault(self) -> None:
+        """Start building the vault's S3 client in the background, for a caller about to run
+        a verb that reaches the vault after its registry requests (``history``, ``promote``,
+        ``rollback``): boto3's start-up then overlaps them. A folder vault: nothing to do."""
+        self.ctx.prepare_vault()
+
     # -- read -----------------------------------------------------------------------------
     def versions(self, name: str) -> list[VersionRecord]:
         """Visible versions of a model, oldest first."""
