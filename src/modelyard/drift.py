@@ -84,13 +84,14 @@ class Drift:
 
     def find(self, name: str | None = None, *, notify: bool = True) -> list[StageDrift]:
         """Unaudited moves of one model (or of every model)."""
-        if name is None:
-            names = [m.name for m in self.ctx.reads.list_models()]
+        models: list[tuple[str, ModelRecord | None]]
+        if name is None:  # each model as listed: no second read of it
+            models = [(m.name, m) for m in self.ctx.reads.list_models()]
         else:
-            names = [check_name(name)]
+            models = [(check_name(name), None)]
         found: list[StageDrift] = []
-        for model in names:
-            drifts = self.of_model(model)
+        for model, record in models:
+            drifts = self.of_model(model, model=record)
             if drifts and notify:
                 self.notify(model, drifts)
             found += drifts
