@@ -64,6 +64,11 @@ def test_json_reads_import_no_mlflow_boto3_or_rich(promoted: Any, backend: str,
     assert [e["action"] for e in events][-1] == "promote"
     # The trail itself lives in the vault: on S3 that is boto3's job, never mlflow's or rich's.
     assert modules == ([] if backend == "embedded" else ["boto3", "botocore"])
+    # The client built in the background for history does not outlive a refusal noisily.
+    missing = subprocess.run([sys.executable, "-m", "modelyard", "history", "no-such-model"],
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert (missing.returncode, missing.stderr.splitlines()) == (
+        3, ["Error: Model 'no-such-model' not found"])
 
 
 def test_a_cold_machine_reads_the_vault_once_and_an_unaudited_move_still_shows(
