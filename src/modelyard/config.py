@@ -372,7 +372,12 @@ _SEED_REFUSED = {
     ),
     "auto_register_model": "registration is explicit (Yard.register / modelyard register)",
 }
-_BOOL = TypeAdapter(bool)
+
+
+@functools.cache
+def _bool() -> TypeAdapter[bool]:
+    """pydantic's lax bool (built on first use: only the seeds' s3_backup_enabled needs it)."""
+    return TypeAdapter(bool)
 
 
 def _translate_seed_keys(values: dict[str, Any], source: str, notes: list[str]) -> dict[str, Any]:
@@ -397,7 +402,7 @@ def _translate_seed_keys(values: dict[str, Any], source: str, notes: list[str]) 
                 problem="set only backup_stages (both are set)",
             )
         try:
-            enabled = _BOOL.validate_python(out.pop("s3_backup_enabled"))
+            enabled = _bool().validate_python(out.pop("s3_backup_enabled"))
         except ValidationError:
             raise ConfigError(
                 source=source, key="s3_backup_enabled", problem="must be true or false"
