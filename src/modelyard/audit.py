@@ -131,10 +131,12 @@ def now_iso() -> str:
 class AuditLog:
     """A model's audit trail in an object store."""
 
-    def __init__(self, store: ObjectStore, name: str) -> None:
+    def __init__(self, store: ObjectStore, name: str,
+                 written: Callable[[AuditEvent], None] | None = None) -> None:
         self.store = store
         self.name = name
         self.prefix = audit_prefix(name)
+        self.written = written  # told of every event this log appends
 
     # -- reading --------------------------------------------------------------------------
     def sequence_numbers(self) -> list[int]:
@@ -207,6 +209,8 @@ class AuditLog:
             data = json.dumps(event.to_dict(), indent=1, sort_keys=True).encode()
             if self.store.put_if_absent(event_key(self.name, event.seq), data):
                 self.write_head(event)
+                if self.written is not None:
+                    self.written(event)
                 return event
             log.debug("audit seq %s of %s taken by another writer; retrying", event.seq,
                       self.name)
@@ -321,7 +325,8 @@ class Auditor:
         self.tracking = ctx.tracking
 
     def log(self, name: str) -> AuditLog:
-        return AuditLog(self.ctx.vault.store, name)
+        return AuditLog(self.ctx.vault.store, name,
+                        written=lambda event: self.remember(name, event))
 
     @property
     def key(self) -> bytes | None:
@@ -349,9 +354,35 @@ class Auditor:
                 head = trail.read(newest)
         except YardError as exc:
             log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
-        else:
-            self.remember(name, head)
         return event
+
+    def record(self, name: str, action: str, **fields: Any) -> AuditEvent:
+        """Append an event that moves no stage (its ``stages`` copy the previous event's)."""
+
+        def build(prev: AuditEvent | None) -> dict[str, Any]:
+            return {"action": action, "stages": dict(prev.stages) if prev else {}, **fields}
+
+        return self.append(name, build)
+
+    def adopt_trail(self, name: str, events: list[AuditEvent]) -> int:
+        """Write a verified trail from elsewhere (an export, a backup) verbatim into this
+        model's trail when it has none yet; returns the number of events written (0 when the
+        trail here already has events: it is kept, never mixed)."""
+        check_chain(name, events)
+        trail = self.log(name)
+        if not events or trail.last_seq():
+            return 0
+        for event in events:
+            data = json.dumps(event.to_dict(), indent=1, sort_keys=True).encode()
+            if not trail.store.put_if_absent(event_key(name, event.seq), data):
+                raise StorageError(detail=f"the audit trail of {name!r} was written by another "
+                                   "writer while it was being restored")
+        head = events[-1]
+        try:
+            self.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{head.seq}:{head.hash}")
+        except YardError as exc:
+            log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
+        return len(events)
 
     # -- the newest event's stage holders, remembered on this machine ------------------------
     # A read verb (``list``, ``details``) compares the stage holders with the newest event's
@@ -398,34 +429,6 @@ class Auditor:
             self.remember(name, last)
         return {s: (h if isinstance(h := last.stages.get(s), int) else None)
                 for s in STAGE_ALIASES}
-
-    def record(self, name: str, action: str, **fields: Any) -> AuditEvent:
-        """Append an event that moves no stage (its ``stages`` copy the previous event's)."""
-
-        def build(prev: AuditEvent | None) -> dict[str, Any]:
-            return {"action": action, "stages": dict(prev.stages) if prev else {}, **fields}
-
-        return self.append(name, build)
-
-    def adopt_trail(self, name: str, events: list[AuditEvent]) -> int:
-        """Write a verified trail from elsewhere (an export, a backup) verbatim into this
-        model's trail when it has none yet; returns the number of events written (0 when the
-        trail here already has events: it is kept, never mixed)."""
-        check_chain(name, events)
-        trail = self.log(name)
-        if not events or trail.last_seq():
-            return 0
-        for event in events:
-            data = json.dumps(event.to_dict(), indent=1, sort_keys=True).encode()
-            if not trail.store.put_if_absent(event_key(name, event.seq), data):
-                raise StorageError(detail=f"the audit trail of {name!r} was written by another "
-                                   "writer while it was being restored")
-        head = events[-1]
-        try:
-            self.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{head.seq}:{head.hash}")
-        except YardError as exc:
-            log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
-        return len(events)
 
     def history(self, name: str, version: str | int | None = None, *,
                 verify: bool = False) -> list[AuditEvent]:
