@@ -76,7 +76,8 @@ def test_register_directory_refuses_a_link_out_of_the_folder(
     import mlflow.sklearn
 
     saved = tmp_path / "saved"
-    mlflow.sklearn.save_model(trained["model"], str(saved), serialization_format="cloudpickle")
+    mlflow.sklearn.save_model(trained["model"], str(saved), serialization_format="cloudpickle",
+                              pip_requirements=["scikit-learn"])  # no inference subprocess
     secret = tmp_path / "secret.txt"
     secret.write_text("not part of the model")
     (saved / "leak.txt").symlink_to(secret)

@@ -88,7 +88,8 @@ def test_the_manifest_covers_every_file_a_load_reads(
     import mlflow.sklearn
 
     saved = tmp_path / "saved"
-    mlflow.sklearn.save_model(trained["model"], str(saved), serialization_format="cloudpickle")
+    mlflow.sklearn.save_model(trained["model"], str(saved), serialization_format="cloudpickle",
+                              pip_requirements=["scikit-learn"])  # no inference subprocess
     (saved / "__pycache__").mkdir()
     (saved / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"compiled")
     # The name MLflow gives the record its registry downloads add: no content is exempt.
@@ -107,7 +108,8 @@ def test_the_manifest_covers_every_file_a_load_reads(
     # Beyond the manifest, a folder may hold only MLflow's own record of this very version
     # (its registry downloads write one into a local store); any other content is refused.
     plain = tmp_path / "plain"
-    mlflow.sklearn.save_model(trained["model"], str(plain), serialization_format="cloudpickle")
+    mlflow.sklearn.save_model(trained["model"], str(plain), serialization_format="cloudpickle",
+                              pip_requirements=["scikit-learn"])  # no inference subprocess
     bare = yard.register_directory(plain, name)
     bare_manifest = yard._loader.manifest_of(yard.get(name, bare.version))
     (plain / "registered_model_meta").write_text(

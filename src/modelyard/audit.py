@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import AuditTampered, StorageError, YardError
+from modelyard.files import atomic_write
 from modelyard.names import STAGE_ALIASES, T_AUDIT_HEAD, check_name
 from modelyard.refs import lookup
-from modelyard.storage import ObjectStore, atomic_write
+from modelyard.storage import ObjectStore
 from modelyard.vault import audit_head_key, audit_prefix, event_key
 
 if TYPE_CHECKING:  # pragma: no cover

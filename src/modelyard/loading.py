@@ -24,10 +24,10 @@ from modelyard.access import AccessLog
 from modelyard.context import Context
 from modelyard.entities import LoadedModel, ModelVersion, VerifyResult
 from modelyard.errors import BackendError, IntegrityError, InvalidInput, StorageError, YardError
+from modelyard.files import atomic_write
 from modelyard.lineage import Lineage
 from modelyard.names import T_FLAVOR
 from modelyard.refs import lookup
-from modelyard.storage import atomic_write
 from modelyard.tracking import VersionRecord
 from modelyard.vault import Manifest
 

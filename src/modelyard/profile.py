@@ -18,6 +18,8 @@ numpy and pandas are imported inside the functions.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 FORMAT = 1
@@ -155,3 +157,33 @@ def _psi(expected: list[float], actual: list[float]) -> float:
         e, a = max(e, _EPSILON), max(a, _EPSILON)
         total += (a - e) * math.log(a / e)
     return total
+
+
+_PROFILED_SUFFIXES = (".csv", ".parquet")
+_MAX_PROFILED_BYTES = 50 * 1024 * 1024
+
+
+def training_frame(data: Sequence[Any], root: Path) -> Any:
+    """The first table among a version's lineage data references (``.path``: CSV or Parquet,
+    at most 50 MB), read from ``root``; None when there is none."""
+    for ref in data:
+        path = Path(ref.path)
+        path = path if path.is_absolute() else root / path
+        if path.suffix.lower() not in _PROFILED_SUFFIXES or not path.is_file():
+            continue
+        if path.stat().st_size > _MAX_PROFILED_BYTES:
+            continue
+        import pandas as pd
+
+        return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    return None
+
+
+def profile_of(frame: Any) -> dict[str, Any]:
+    """``profile.build_profile`` plus the share of duplicated rows (data-quality checks)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(frame)
+    profile = build_profile(frame)
+    profile["duplicates"] = float(frame.duplicated().mean()) if len(frame) else 0.0
+    return profile

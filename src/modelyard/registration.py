@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,7 +34,6 @@ from modelyard.errors import (
     ModelNotFound,
     RegistrationFailed,
     UserError,
-    VersionConflict,
     YardError,
 )
 from modelyard.lineage import Lineage
@@ -45,31 +43,29 @@ from modelyard.names import (
     STATUS_READY,
     T_ADOPTED,
     T_BUMP,
-    T_CLASS,
-    T_FLAVOR,
     T_MANIFEST,
-    T_PARAMS,
     T_REASON,
     T_RUN_MODEL,
-    T_SCHEMA,
     T_SEMVER,
     T_SEMVER_HIGH,
     T_STAGE,
     T_STATUS,
     check_name,
     check_user_tags,
-    is_semver,
     parse_semver,
 )
-from modelyard.records import SEARCH_PAGE_MAX
 from modelyard.refs import is_visible
+from modelyard.semver_plan import (
+    SemverPlan,
+    SemverPlanner,
+    Standing,
+    fingerprint_of_dir,
+    fingerprint_tags,
+)
 from modelyard.tracking import VersionRecord
 from modelyard.vault import Manifest
 from modelyard.versioning import (
     Fingerprint,
-    apply_bump,
-    check_explicit,
-    decide_bump,
     highest_semver,
 )
 
@@ -77,18 +73,6 @@ log = logging.getLogger("modelyard.registration")
 
 SaveFn = Callable[[Path, str, str, str], None]  # (folder, run_id, model_id, artifact location)
 AfterFn = Callable[[ModelVersion, str], None]  # (new version, "register" | "import" | ...)
-
-
-@dataclass
-class SemverPlan:
-    """How the new version's semver is chosen: worked out (``bump``/``explicit`` optional),
-    or ``fixed`` (import and restore keep the semver they carry)."""
-
-    bump: str | None = None
-    explicit: str | None = None
-    fixed: str | None = None
-    fixed_bump: str = ""
-    fixed_reason: str = ""
 
 
 @dataclass
@@ -135,25 +119,6 @@ def check_request(name: str, bump: str | None, version: str | None,
     return out
 
 
-_SCAN_PAGE = 50  # versions one planning search reads (newest first)
-_CLOCK_SLACK_MS = 60_000  # creation times of neighbouring versions may disagree this much
-
-
-@dataclass
-class _Standing:
-    """Where a model's semvers stand for a new version, read with bounded searches.
-
-    ``top``: the visible version with the highest semver below the new one (what its
-    semver follows and its fingerprint is compared with); ``later``: visible managed
-    versions numbered above it; ``hint``: the model's ``semver_high`` tag as read;
-    ``high``: the highest semver known to be taken."""
-
-    top: VersionRecord | None = None
-    later: list[VersionRecord] = field(default_factory=list)
-    hint: str | None = None
-    high: str | None = None
-
-
 class Registrar:
     """Creates versions. Built with the context and a hook run after each registration."""
 
@@ -161,6 +126,7 @@ class Registrar:
         self.ctx = ctx
         self.tracking = ctx.tracking
         self.after = after
+        self.semvers = SemverPlanner(ctx)
 
     # -- the verbs ----------------------------------------------------------------------
     def register(
@@ -227,7 +193,7 @@ class Registrar:
         content is copied instead (never the link).
         """
         from modelyard import mlmodel
-        from modelyard.storage import copy_tree_safely
+        from modelyard.files import copy_tree_safely
 
         floats = check_request(name, bump, version, metrics)
         info = mlmodel.read_mlmodel(path)
@@ -299,7 +265,7 @@ class Registrar:
                 local = Path(tmp) / "model"
                 draft.save(local, run_id, model_id, location)
                 manifest = draft.manifest or Manifest.of_directory(local)
-                fingerprint = self.fingerprint_of_dir(local, draft)
+                fingerprint = _fingerprint_of_dir(local, draft)
                 # The artifact store and the vault each get their own copy, at the same time.
                 from concurrent.futures import ThreadPoolExecutor
 
@@ -328,7 +294,7 @@ class Registrar:
             manifest = Manifest.of_directory(local)
             draft.flavor = mlmodel.read_mlmodel(local).flavor
             draft.params = self.tracking.get_run(run_id)["params"] if run_id else {}
-            fingerprint = self.fingerprint_of_dir(local, draft)
+            fingerprint = _fingerprint_of_dir(local, draft)
             self.ctx.vault.store_objects(local, manifest)
         return self._publish(draft, source, run_id, model_id, manifest, fingerprint, debris)
 
@@ -376,18 +342,18 @@ class Registrar:
             hint: str | None = self.ctx.listing.get_model(name).tags.get(T_SEMVER_HIGH)
         except ModelNotFound:
             debris.model_created = self.tracking.ensure_registered_model(name)
-            standing = _Standing()
+            standing = Standing()
         else:
-            standing = self._standing(name, None, hint)
-        planned = self._plan(name, standing, fingerprint, draft.semver)
-        tags = {**draft.tags, **draft.lineage.to_tags(), **self.fingerprint_tags(fingerprint),
+            standing = self.semvers.standing(name, None, hint)
+        planned = self.semvers.plan(name, standing, fingerprint, draft.semver)
+        tags = {**draft.tags, **draft.lineage.to_tags(), **fingerprint_tags(fingerprint),
                 **draft.fixed_tags, T_MANIFEST: manifest.sha256, T_SEMVER: planned[0],
                 T_BUMP: planned[1], T_REASON: planned[2], T_STAGE: draft.stage,
                 T_STATUS: STATUS_PENDING}
         record = self.tracking.create_version(name, source, run_id, tags, draft.description,
                                               model_id)
         debris.version = (name, record.version)
-        (semver, bump_kind, reason), standing = self._confirm(
+        (semver, bump_kind, reason), standing = self.semvers.confirm(
             name, record.version, planned, fingerprint, draft.semver)
         self.ctx.vault.write_manifest(name, record.version, manifest, {
             "semver": semver, "source": source, "run_id": run_id,
@@ -400,7 +366,7 @@ class Registrar:
         debris.version = None
         debris.logged_model = None
         debris.model_created = False
-        self._raise_hint(name, semver, standing)
+        self.semvers.raise_hint(name, semver, standing)
         record.tags.update(final)
         record.tags[T_STATUS] = STATUS_READY
         mv = ModelVersion.from_record(record)
@@ -420,13 +386,14 @@ class Registrar:
                 raise InvalidInput(f"{name} #{record.version}: no files at {record.source}")
             draft = Draft(name=name, flavor="", model_class="", params=dict(params))
             try:
-                fingerprint = self.fingerprint_of_dir(local, draft)
+                fingerprint = _fingerprint_of_dir(local, draft)
             except InvalidInput as exc:  # no MLmodel, or one written badly by other tools
                 log.warning("%s #%s: %s; comparing as unknown", name, record.version,
                             exc.message)
                 fingerprint = Fingerprint(params=dict(params))
             self.ctx.vault.store_objects(local, manifest)
-            semver, bump, reason = self.semver_after(name, earlier, fingerprint, None, None)
+            semver, bump, reason = self.semvers.semver_after(name, earlier, fingerprint, None,
+                                                               None)
             reason = f"adopted from plain MLflow; {reason}"
             stage = ("production" if "production" in record.aliases
                      else "staging" if "staging" in record.aliases else "none")
@@ -434,12 +401,12 @@ class Registrar:
             self.ctx.vault.write_manifest(name, record.version, manifest, {
                 "semver": semver, "source": record.source, "run_id": record.run_id,
                 "created_at": now, "adopted": True})
-            tags = {T_MANIFEST: manifest.sha256, **self.fingerprint_tags(fingerprint),
+            tags = {T_MANIFEST: manifest.sha256, **fingerprint_tags(fingerprint),
                     T_BUMP: bump, T_REASON: reason, T_STAGE: stage, T_ADOPTED: now,
                     T_STATUS: STATUS_READY}
             self.tracking.set_version_tags(name, record.version, tags)
             self.tracking.set_version_tags(name, record.version, {T_SEMVER: semver})  # last
-            self._raise_hint(name, semver, _Standing(
+            self.semvers.raise_hint(name, semver, Standing(
                 hint=self.ctx.listing.get_model(name).tags.get(T_SEMVER_HIGH),
                 high=highest_semver([v.tags.get(T_SEMVER, "") for v in earlier
                                      if is_visible(v)])))
@@ -453,216 +420,6 @@ class Registrar:
         if self.after is not None:
             self.after(mv, "adopt")
         return mv
-
-    # -- semvers ------------------------------------------------------------------------
-    # Every look-up here is a bounded, indexed search (``search_versions``: newest first, a
-    # page at a time, by model name, version number and one tag), whatever the number of
-    # versions: the newest managed version below the new one, the holder of the model's
-    # ``semver_high`` hint, registrations in flight (``status = pending``), and who holds a
-    # semver. Only a missing or stale hint (a model registered before it existed, its
-    # holder deleted) costs one listing, paged by version number.
-    def _plan(self, name: str, standing: _Standing, fp: Fingerprint,
-              plan: SemverPlan) -> tuple[str, str, str]:
-        if plan.fixed is not None:
-            return plan.fixed, plan.fixed_bump, plan.fixed_reason
-        return self._semver_from(name, standing.top, fp, plan.bump, plan.explicit)
-
-    def semver_after(
-        self, name: str, earlier: list[VersionRecord], fp: Fingerprint, bump: str | None,
-        explicit: str | None,
-    ) -> tuple[str, str, str]:
-        """(semver, bump, reason) of a new version after the given registered versions."""
-        managed = [v for v in earlier if is_visible(v) and v.tags.get(T_SEMVER)]
-        highest = highest_semver([v.tags[T_SEMVER] for v in managed])
-        base = next((v for v in managed if v.tags[T_SEMVER] == highest), None)
-        return self._semver_from(name, base, fp, bump, explicit, highest)
-
-    def _semver_from(
-        self, name: str, base: VersionRecord | None, fp: Fingerprint, bump: str | None,
-        explicit: str | None, highest: str | None = None,
-    ) -> tuple[str, str, str]:
-        """(semver, bump, reason) after ``base``, the version holding the highest semver."""
-        if highest is None and base is not None:
-            highest = highest_semver([base.tags.get(T_SEMVER, "")])
-        if explicit:
-            return (check_explicit(name, explicit, highest), "explicit",
-                    f"version {explicit} set explicitly")
-        decision = decide_bump(fp, self.fingerprint_of_record(base) if base else None)
-        if bump:
-            return (apply_bump(highest, bump),  # type: ignore[arg-type]
-                    bump, f"{bump} bump requested (detected: {decision.bump}: {decision.reason})")
-        return apply_bump(highest, decision.bump), decision.bump, decision.reason
-
-    def _confirm(
-        self, name: str, number: int, planned: tuple[str, str, str], fp: Fingerprint,
-        plan: SemverPlan,
-    ) -> tuple[tuple[str, str, str], _Standing]:
-        """Wait for lower-numbered registrations in flight, then work the semver out again
-        from the registry as it is now (the same answer as planned unless an earlier one
-        changed); VersionConflict if a later registration already took a higher one, or
-        another version holds the same semver."""
-        self._wait_for_earlier(name, number)
-        standing = self._standing(
-            name, number, self.ctx.listing.get_model(name).tags.get(T_SEMVER_HIGH))
-        if plan.fixed is not None:
-            if self._holder(name, plan.fixed, number) is not None:
-                raise VersionConflict(name=name, requested=plan.fixed, highest=plan.fixed)
-            return planned, standing
-        chosen = self._semver_from(name, standing.top, fp, plan.bump, plan.explicit)
-        top_later = highest_semver([v.tags[T_SEMVER] for v in standing.later])
-        if top_later and parse_semver(chosen[0]) <= parse_semver(top_later):
-            raise VersionConflict(name=name, requested=chosen[0], highest=top_later)
-        if self._holder(name, chosen[0], number) is not None:
-            raise VersionConflict(name=name, requested=chosen[0],
-                                  highest=standing.high or chosen[0])
-        return chosen, standing
-
-    def _wait_for_earlier(self, name: str, number: int) -> None:
-        """Until no lower-numbered registration younger than ``pending_timeout`` is pending.
-
-        Pending versions are searched newest first below ``number``; version numbers and
-        creation times rise together, so the search stops at the first page that ends in
-        a stale one (left over from a crash): in-flight registrations are all it reads."""
-        delay = 0.02
-        timeout_ms = self.ctx.settings.pending_timeout * 1000
-        while True:
-            now_ms = time.time() * 1000
-            below = number
-            in_flight = False
-            while True:
-                page = self.ctx.listing.search_versions(
-                    name, tag=(T_STATUS, STATUS_PENDING), below=below, limit=_SCAN_PAGE)
-                if any(now_ms - v.created_ms < timeout_ms for v in page):
-                    in_flight = True
-                    break
-                if len(page) < _SCAN_PAGE or (
-                        now_ms - page[-1].created_ms >= timeout_ms + _CLOCK_SLACK_MS):
-                    break
-                below = page[-1].version
-            if not in_flight:
-                return
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
-
-    def _standing(self, name: str, number: int | None, hint: str | None) -> _Standing:
-        """Where the model's semvers stand for a new version numbered ``number`` (None: not
-        created yet): the visible version with the highest semver below it, and the visible
-        managed versions above it (registrations that went ahead)."""
-        listing = self.ctx.listing
-        later: list[VersionRecord] = []
-        newest: VersionRecord | None = None
-        below: int | None = None
-        while newest is None:
-            page = listing.search_versions(name, below=below, limit=_SCAN_PAGE)
-            for record in page:
-                if not is_visible(record) or not is_semver(record.tags.get(T_SEMVER, "")):
-                    continue
-                if number is not None and record.version >= number:
-                    if record.version > number:
-                        later.append(record)
-                    continue
-                newest = record
-                break
-            if len(page) < _SCAN_PAGE:
-                break
-            below = page[-1].version
-        if not is_semver(hint or ""):
-            return self._standing_by_listing(name, number, hint)
-        top = newest
-        assert hint is not None
-        if top is None or parse_semver(hint) > parse_semver(top.tags[T_SEMVER]):
-            holder = listing.version_by_tag(name, T_SEMVER, str(parse_semver(hint)))
-            if holder is None or (number is not None and holder.version > number):
-                # Its holder was deleted, or went ahead of a stale registration: list.
-                return self._standing_by_listing(name, number, hint)
-            top = holder
-        return _Standing(top=top, later=later, hint=hint, high=highest_semver(
-            [v.tags[T_SEMVER] for v in ([top] if top else []) + later]))
-
-    def _standing_by_listing(self, name: str, number: int | None, hint: str | None
-                             ) -> _Standing:
-        """``_standing`` from every version (paged by version number, each page one bounded
-        search): for a model without a usable ``semver_high`` hint. Rare: the hint is
-        written after each registration."""
-        log.info("%s: no usable %s hint; reading every version once", name, T_SEMVER_HIGH)
-        records: list[VersionRecord] = []
-        below: int | None = None
-        while True:
-            page = self.ctx.listing.search_versions(name, below=below, limit=SEARCH_PAGE_MAX)
-            records += page
-            if len(page) < SEARCH_PAGE_MAX:
-                break
-            below = page[-1].version
-        managed = [v for v in records if is_visible(v) and is_semver(v.tags.get(T_SEMVER, ""))]
-        earlier = [v for v in managed if number is None or v.version < number]
-        highest = highest_semver([v.tags[T_SEMVER] for v in earlier])
-        top = next((v for v in sorted(earlier, key=lambda v: -v.version)
-                    if parse_semver(v.tags[T_SEMVER]) == parse_semver(highest)), None
-                   ) if highest else None
-        later = [v for v in managed if number is not None and v.version > number]
-        standing = _Standing(top=top, later=later, hint=hint,
-                             high=highest_semver([v.tags[T_SEMVER] for v in managed]))
-        if standing.high and standing.high != hint:  # repaired now: the confirmation's
-            self._raise_hint(name, standing.high, standing)  # look-ups are bounded again
-            standing.hint = standing.high
-        return standing
-
-    def _holder(self, name: str, semver: str, number: int) -> VersionRecord | None:
-        """A visible version other than ``number`` holding ``semver`` (a tag search)."""
-        found = self.ctx.listing.version_by_tag(name, T_SEMVER, semver)
-        return found if found is not None and found.version != number else None
-
-    def _raise_hint(self, name: str, semver: str, standing: _Standing) -> None:
-        """Keep the model's ``semver_high`` tag at the highest semver known to be taken. A
-        hint only: planning checks it against its holder, and reads the newest versions
-        too, so a hint lowered by a racing writer or left stale costs a search, not a
-        wrong semver. Never fails the registration."""
-        known = highest_semver([semver, standing.high or ""])  # a stale hint is not known
-        if known is None or known == standing.hint:
-            return
-        try:
-            self.tracking.set_model_tag(name, T_SEMVER_HIGH, known)
-        except YardError as exc:
-            log.warning("%s: %s hint not updated: %s", name, T_SEMVER_HIGH, exc.message)
-
-    # -- fingerprints -----------------------------------------------------------------------
-    def fingerprint_of_dir(self, local: Path, draft: Draft) -> Fingerprint:
-        """What the next bump compares: schema, data, class, flavor, params, code, seed."""
-        from modelyard import mlmodel
-
-        info = mlmodel.read_mlmodel(local)
-        return Fingerprint(
-            inputs=Fingerprint.columns_from_schema(info.inputs),
-            outputs=Fingerprint.columns_from_schema(info.outputs),
-            data=draft.lineage.data_hashes(),
-            model_class=draft.model_class,
-            flavor=draft.flavor or info.flavor,
-            params=dict(draft.params),
-            code=draft.lineage.git_commit,
-            seed=draft.lineage.seed,
-            data_columns=draft.lineage.data_columns(),
-        )
-
-    @staticmethod
-    def fingerprint_tags(fp: Fingerprint) -> dict[str, str]:
-        return {T_SCHEMA: fp.schema_json(), T_FLAVOR: fp.flavor, T_CLASS: fp.model_class,
-                T_PARAMS: json.dumps(fp.params, sort_keys=True)}
-
-    @staticmethod
-    def fingerprint_of_record(record: VersionRecord) -> Fingerprint:
-        inputs, outputs = Fingerprint.parse_schema(record.tags.get(T_SCHEMA))
-        lineage = Lineage.from_tags(record.tags)
-        try:
-            params = json.loads(record.tags.get(T_PARAMS, "{}"))
-            params = params if isinstance(params, dict) else {}
-        except ValueError:
-            params = {}
-        return Fingerprint(
-            inputs=inputs, outputs=outputs, data=lineage.data_hashes(),
-            model_class=record.tags.get(T_CLASS, ""), flavor=record.tags.get(T_FLAVOR, ""),
-            params={str(k): str(v) for k, v in params.items()}, code=lineage.git_commit,
-            seed=lineage.seed, data_columns=lineage.data_columns(),
-        )
 
     # -- helpers ------------------------------------------------------------------------
     def _draft(self, name: str, flavor: str, model_class: str, *, metrics: dict[str, float],
@@ -743,6 +500,11 @@ class _Debris:
                 tracking.delete_run(self.run_id)
 
 
+def _fingerprint_of_dir(local: Path, draft: Draft) -> Fingerprint:
+    return fingerprint_of_dir(local, draft.lineage, model_class=draft.model_class,
+                              flavor=draft.flavor, params=draft.params)
+
+
 def _same_uri(a: str, b: str) -> bool:
     def norm(uri: str) -> str:
         uri = uri.rstrip("/")
@@ -753,50 +515,18 @@ def _same_uri(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
-# -- training-data profiles ---------------------------------------------------------------
-_PROFILED_SUFFIXES = (".csv", ".parquet")
-_MAX_PROFILED_BYTES = 50 * 1024 * 1024
-
-
-def training_frame(lineage: Lineage, root: Path) -> Any:
-    """The first table among a version's lineage data (CSV or Parquet, at most 50 MB), read
-    from ``root``; None when there is none."""
-    for ref in lineage.data:
-        path = Path(ref.path)
-        path = path if path.is_absolute() else root / path
-        if path.suffix.lower() not in _PROFILED_SUFFIXES or not path.is_file():
-            continue
-        if path.stat().st_size > _MAX_PROFILED_BYTES:
-            continue
-        import pandas as pd
-
-        return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
-    return None
-
-
-def profile_of(frame: Any) -> dict[str, Any]:
-    """``profile.build_profile`` plus the share of duplicated rows (data-quality checks)."""
-    import pandas as pd
-
-    from modelyard.profile import build_profile
-
-    frame = pd.DataFrame(frame)
-    profile = build_profile(frame)
-    profile["duplicates"] = float(frame.duplicated().mean()) if len(frame) else 0.0
-    return profile
-
-
 def write_profile(ctx: Context, mv: ModelVersion, frame: Any, lineage: Lineage) -> None:
     """Record the training-data profile at ``profiles/NAME/VERSION.json``: of ``frame`` when
     given, else of the first table among the lineage data. Never fails a registration."""
+    from modelyard import profile
     from modelyard.vault import profile_key
 
     try:
         if frame is None:
-            frame = training_frame(lineage, Path.cwd())
+            frame = profile.training_frame(lineage.data, Path.cwd())
         if frame is None:
             return
-        body = json.dumps(profile_of(frame), default=str).encode()
+        body = json.dumps(profile.profile_of(frame), default=str).encode()
         ctx.vault.store.put_bytes(profile_key(mv.name, mv.version), body)
     except (YardError, OSError, ValueError, TypeError, ImportError) as exc:
         log.warning("training-data profile of %s not recorded: %s", mv.label, exc)

@@ -32,6 +32,7 @@ from modelyard.errors import (
     StorageError,
     YardError,
 )
+from modelyard.files import copy_tree_safely
 from modelyard.lineage import Lineage
 from modelyard.loading import Loader
 from modelyard.names import (
@@ -49,8 +50,8 @@ from modelyard.names import (
     check_name,
 )
 from modelyard.refs import is_visible
-from modelyard.registration import Draft, Registrar, SemverPlan
-from modelyard.storage import copy_tree_safely
+from modelyard.registration import Draft, Registrar
+from modelyard.semver_plan import SemverPlan
 from modelyard.tracking import Tracking, VersionRecord, redact
 from modelyard.vault import Manifest
 

@@ -104,7 +104,7 @@ class Manifest:
     @classmethod
     def of_copy(cls, digests: dict[str, tuple[str, int]]) -> Manifest:
         """The manifest of a folder from the digests taken while copying it in
-        (``storage.copy_tree_safely(..., digests=...)``): what ``of_directory`` would read."""
+        (``files.copy_tree_safely(..., digests=...)``): what ``of_directory`` would read."""
         return cls({rel: digests[rel] for rel in sorted(digests)})
 
     @property
@@ -177,7 +177,8 @@ class Vault:
         the artifact store gets its own, independent copy, of bytes that match the manifest
         whatever happens to ``src`` meanwhile) and which is deleted after. Elsewhere ``dest``
         is a copy of ``src`` hashed while written, and ``store_objects`` uploads it."""
-        from modelyard.storage import LocalStore, copy_tree_safely, tree_plan
+        from modelyard.files import copy_tree_safely, tree_plan
+        from modelyard.storage import LocalStore
 
         store = self.store
         if not isinstance(store, LocalStore):

@@ -22,6 +22,7 @@ from modelyard import doctor as doctor_mod
 from modelyard.access import AccessEvent, AccessLog
 from modelyard.adopt import Adopter
 from modelyard.audit import AuditEvent, Auditor
+from modelyard.backup import Backups
 from modelyard.compare import compare as compare_versions
 from modelyard.config import Settings, load_settings
 from modelyard.context import Context, build_context
@@ -50,9 +51,10 @@ from modelyard.loading import Loader
 from modelyard.names import T_SEMVER, T_SEMVER_HIGH, check_name
 from modelyard.notify import Notifier
 from modelyard.promotion import Promotion
-from modelyard.protection import BackupProgress, BackupReport, Protector, RestoreReport
+from modelyard.protection import BackupProgress, BackupReport, RestoreReport
 from modelyard.refs import VersionRef, is_visible, lookup, resolve
 from modelyard.registration import Registrar
+from modelyard.restore import Restorer
 from modelyard.retention import Retention
 from modelyard.snapshots import Snapshot, SnapshotDiff, SnapshotRestore, Snapshots
 from modelyard.stages import StageChange, Stages
@@ -93,10 +95,11 @@ class Yard:
         self._access = AccessLog(self.ctx)
         self._transfer = Transfer(self.ctx, self._registrar, self._loader, self._audit)
         self._adopter = Adopter(self.ctx, self._registrar)
-        self._protector = Protector(self.ctx, self._registrar, self._loader, self._stages,
-                                    self._audit)
-        self._stages.after_move.append(self._protector.after_move)
-        # snapshots back up what they name and restore deleted versions through the protector
+        self._backups = Backups(self.ctx, self._loader, self._audit)
+        self._restorer = Restorer(self.ctx, self._registrar, self._stages, self._audit,
+                                  self._backups)
+        self._stages.after_move.append(self._backups.after_move)
+        # snapshots back up what they name and restore deleted versions from the backup store
         self._integrity = Integrity(self.ctx, self._loader)
         self._snapshots = Snapshots(self.ctx, self._stages, backup=self._backup_hook(),
                                     restore=self._restore_hook())
@@ -111,7 +114,7 @@ class Yard:
 
     def _backup_before_delete(self, name: str, versions: list[int]) -> bool:
         """Retention deletes only what the backup store holds (when one is configured)."""
-        return self._protector.backup([(name, v) for v in versions]).ok
+        return self._backups.backup([(name, v) for v in versions]).ok
 
     def _snapshot_versions_hook(self) -> Callable[[str], set[int]]:
         return lambda name: self._snapshots.versions(name)
@@ -502,23 +505,23 @@ class Yard:
 
         >>> yard.backup([("churn", "production")]).bytes_sent
         """
-        return self._protector.backup(targets, all=all, progress=progress)
+        return self._backups.backup(targets, all=all, progress=progress)
 
     def backup_record(self, name: str, version: int) -> dict[str, Any] | None:
         """The version record in the backup store (None: that version is not backed up)."""
-        return self._protector.backup_record(name, version)
+        return self._backups.backup_record(name, version)
 
     def restore(self, name: str, ref: str | int | None = None, *, aliases: bool = False,
                 progress: BackupProgress | None = None) -> RestoreReport:
         """Bring back a version deleted from the registry (``ref``: semver, ``v1.2.0``, its
         old number, or an alias it held), or every deleted version of ``name`` (ref None), as
         new MLflow versions with the same semvers; ``aliases`` takes back what they held."""
-        return self._protector.restore(name, ref, aliases=aliases, progress=progress)
+        return self._restorer.restore(name, ref, aliases=aliases, progress=progress)
 
     def restore_all(self, *, aliases: bool = True,
                     progress: BackupProgress | None = None) -> RestoreReport:
         """Every backed-up model into this registry (after its database was lost)."""
-        return self._protector.restore_all(aliases=aliases, progress=progress)
+        return self._restorer.restore_all(aliases=aliases, progress=progress)
 
     # -- integrity: verify every layer, repair from the first good copy ----------------------
     def verify_all(self, name: str | None = None, *, progress: IntegrityProgress | None = None
@@ -582,7 +585,7 @@ class Yard:
     def _backup_hook(self) -> Callable[[list[tuple[str, int]]], Any] | None:
         if self.ctx.settings.backup is None:
             return None
-        backup = self._protector.backup
+        backup = self._backups.backup
 
         def hook(targets: list[tuple[str, int]]) -> Any:
             return backup([(name, version) for name, version in targets])
@@ -592,7 +595,7 @@ class Yard:
     def _restore_hook(self) -> Callable[[str, str], ModelVersion] | None:
         if self.ctx.settings.backup is None:
             return None
-        restore = self._protector.restore
+        restore = self._restorer.restore
 
         def hook(name: str, semver: str) -> ModelVersion:
             report = restore(name, semver)

@@ -26,7 +26,7 @@ SECTIONS["Operate"] += ["backup", "restore"]
 
 @contextlib.contextmanager
 def _bar(state: State, verb: str) -> Iterator[Callable[[str, int], None] | None]:
-    """The shared progress bar, fed the protector's ``("total", n)`` / ``("bytes", n)``."""
+    """The shared progress bar, fed by backup and restore: ``("total", n)`` / ``("bytes", n)``."""
     with progress_bar(state, verb) as update:
         if update is None:
             yield None
