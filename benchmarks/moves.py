@@ -18,7 +18,9 @@ counted:
 
 The peer: a fresh ``python -c`` that imports MLflow and calls
 ``MlflowClient().set_registered_model_alias(NAME, "production", "1")``, the alias move
-alone (no stage tags, no audit trail, no checks). Medians; registry calls of the last round.
+alone (no stage tags, no audit trail, no checks). Medians; registry calls of the last round,
+and their sequential rounds: the longest chain of requests each sent after the one before it
+was answered (requests sent at once share a round; ``CountingProxy.registry_rounds``).
 """
 
 from __future__ import annotations
@@ -64,29 +66,31 @@ def measure(name: str, newest: int, env: dict[str, str], cwd: Path, n: int,
         "rollback": [*cli, "rollback", name, "--reason", "bench"],
     }
     samples: dict[str, list[float]] = {verb: [] for verb in moves}
-    calls: dict[str, tuple[int, int, list[str]]] = {}
+    calls: dict[str, tuple[int, int, int, list[str]]] = {}
     for _ in range(n + 1):  # the first round warms the file cache and is not counted
         for verb, command in moves.items():
             registry.reset()
             s3.reset()
             elapsed = _run(command, env, cwd)
             samples[verb].append(elapsed)
-            api = registry.registry_calls()
-            calls[verb] = (len(api), len(s3.calls),
-                           [f"{m} {p.split('?')[0].removeprefix('/api/2.0/mlflow/')}"
-                            for m, p in api])
+            rounds = registry.registry_rounds()
+            calls[verb] = (sum(len(r) for r in rounds), len(rounds), len(s3.calls),
+                           [" + ".join(f"{m} {p.split('?')[0].removeprefix('/api/2.0/mlflow/')}"
+                                       for m, p in step) for step in rounds])
     peer_samples = []
     for _ in range(n + 1):
         registry.reset()  # production is on version 1 (the rollback): the peer sets it again
         peer_samples.append(_run([sys.executable, "-c", PEER, name, "1"], env, cwd))
     peer_calls = len(registry.registry_calls())
+    peer_rounds = len(registry.registry_rounds())
     peer = statistics.median(peer_samples[1:])
     rows = []
     for verb in moves:
         wall = statistics.median(samples[verb][1:])
-        registry_calls, s3_calls, what = calls[verb]
-        rows.append({"verb": verb, "wall": wall, "registry": registry_calls, "s3": s3_calls,
-                     "what": what, "peer": peer, "peer_calls": peer_calls})
+        registry_calls, registry_rounds, s3_calls, what = calls[verb]
+        rows.append({"verb": verb, "wall": wall, "registry": registry_calls,
+                     "rounds": registry_rounds, "s3": s3_calls, "what": what, "peer": peer,
+                     "peer_calls": peer_calls, "peer_rounds": peer_rounds})
     return rows
 
 
@@ -127,21 +131,27 @@ def main() -> None:
                 for row in measure(name, size, env, cwd, args.n, registry, s3):
                     results.append((size, row))
                     print(f"  {size:>6} {row['verb']:<9} {row['wall']:6.2f} s "
-                          f"{row['registry']:>3} registry calls", file=sys.stderr, flush=True)
+                          f"{row['registry']:>3} registry calls in {row['rounds']} rounds",
+                          file=sys.stderr, flush=True)
 
     print(f"\nstage moves on the team stack, new processes, median of {args.n} runs (seconds)")
-    print(f"{'versions':>9}  {'move':<9}{'modelyard':>10}{'registry':>10}{'S3':>5}"
-          f"{'mlflow alias':>14}{'calls':>7}{'ratio':>8}")
+    print(f"{'versions':>9}  {'move':<9}{'modelyard':>10}{'calls':>7}{'rounds':>8}{'S3':>5}"
+          f"{'mlflow alias':>14}{'calls':>7}{'rounds':>8}{'ratio':>8}")
     for size, r in results:
-        print(f"{size:>9}  {r['verb']:<9}{r['wall']:>10.2f}{r['registry']:>10}{r['s3']:>5}"
-              f"{r['peer']:>14.2f}{r['peer_calls']:>7}{r['wall'] / r['peer']:>7.2f}x")
+        print(f"{size:>9}  {r['verb']:<9}{r['wall']:>10.2f}{r['registry']:>7}{r['rounds']:>8}"
+              f"{r['s3']:>5}{r['peer']:>14.2f}{r['peer_calls']:>7}{r['peer_rounds']:>8}"
+              f"{r['wall'] / r['peer']:>7.2f}x")
     if args.show_calls:
         for size, r in results:
-            print(f"\n{size} versions, {r['verb']}: " + ", ".join(r["what"]))
+            print(f"\n{size} versions, {r['verb']}, round by round:")
+            for number, step in enumerate(r["what"], 1):
+                print(f"  {number}. {step}")
     bare = statistics.median(_run([sys.executable, "-c", "pass"], dict(os.environ), Path.cwd())
                              for _ in range(args.n))
-    print(f"\n(python -c pass: {bare:.2f} s; 'registry' counts requests reaching the tracking "
-          "server, 'S3' those reaching the object store: the vault's audit trail)")
+    print("\n(bytecode cached, as installed: see reads.PYCACHE)")
+    print(f"(python -c pass: {bare:.2f} s; 'calls' counts requests reaching the tracking "
+          "server, 'rounds' their sequential round trips (requests sent at once share one), "
+          "'S3' requests reaching the object store: the vault's audit trail)")
 
 
 if __name__ == "__main__":

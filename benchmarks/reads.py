@@ -232,9 +232,21 @@ def _register_row(backend: str, size: int, took: float) -> dict[str, Any]:
             "lean": None, "mlflow": None, "requests": None}
 
 
+# Bytecode: the processes measured run as an installed modelyard does (pip compiles its
+# modules; MLflow's in site-packages are compiled), even where PYTHONDONTWRITEBYTECODE is set
+# (it is on the team's shared machine, and would make every run compile modelyard's ~50
+# modules from source: 0.2-0.4 s). The cache lives in the temp folder, never in the tree.
+# --compile-each-run measures without it.
+PYCACHE: Path | None = Path(tempfile.gettempdir()) / "modelyard-bench-pycache"
+
+
 def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("MODELYARD_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MODELYARD_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
+    if PYCACHE is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    return env
 
 
 def report(rows: list[dict[str, Any]], n: int) -> None:
@@ -259,7 +271,8 @@ def report(rows: list[dict[str, Any]], n: int) -> None:
                           f"{pair[sizes[-1]] / pair[sizes[0]]:.2f}x")
     bare = _median([sys.executable, "-c", "pass"], dict(os.environ), Path.cwd(), n)[0]
     print(f"\n(python -c pass: {bare:.2f} s; CPUs: {os.cpu_count()}, load average "
-          f"{os.getloadavg()[0]:.1f}: the machine may be shared, figures are noisy)")
+          f"{os.getloadavg()[0]:.1f}: the machine may be shared, figures are noisy; bytecode "
+          f"{'cached, as installed' if PYCACHE else 'compiled on every run'})")
 
 
 def main() -> None:
@@ -272,8 +285,13 @@ def main() -> None:
     parser.add_argument("--no-cli", dest="cli", action="store_false",
                         help="skip modelyard's CLI verbs (lean reader and MLflow only)")
     parser.add_argument("--cli", action="store_true", help=argparse.SUPPRESS)  # the default
+    parser.add_argument("--compile-each-run", action="store_true",
+                        help="no bytecode cache for the measured processes (see PYCACHE)")
     parser.set_defaults(cli=True)
     args = parser.parse_args()
+    global PYCACHE
+    if args.compile_each_run:
+        PYCACHE = None
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # bulk, devstack
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="modelyard-reads-") as tmp:

@@ -1,16 +1,23 @@
 """A counting reverse proxy in front of a tracking server: every request that reaches the
-server passes through it and is recorded (method and path), whichever client sent it
-(MLflow's client, the lean reader, a CLI process). Used to count registry round trips.
+server passes through it and is recorded (method, path, and when it arrived and was
+answered), whichever client sent it (MLflow's client, the lean reader, a CLI process). Used to
+count registry calls and sequential round trips.
+
+A *round* is one step of the longest chain of requests where each one arrived after the one
+before it was answered: requests whose lifetimes overlap, sent at once, cost one round; a
+request that may have waited for an answer costs one more.
 
 >>> with CountingProxy("http://127.0.0.1:5000") as proxy:
 ...     run_something(tracking_uri=proxy.uri)
 ...     proxy.calls   # [("GET", "/api/2.0/mlflow/registered-models/alias?..."), ...]
+...     proxy.registry_rounds()   # [[call, call, call], [call], ...]
 """
 
 from __future__ import annotations
 
 import http.client
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -28,6 +35,8 @@ class CountingProxy:
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 80
         self.calls: list[tuple[str, str]] = []
+        # (method, path, arrived, answered): time.monotonic() at the proxy
+        self.spans: list[tuple[str, str, float, float]] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -38,6 +47,15 @@ class CountingProxy:
                 pass  # silent
 
             def _forward(self) -> None:
+                arrived = time.monotonic()
+                try:
+                    self._relay()
+                finally:
+                    with proxy._lock:
+                        proxy.spans.append((self.command, self.path, arrived,
+                                            time.monotonic()))
+
+            def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 with proxy._lock:
@@ -73,9 +91,29 @@ class CountingProxy:
         with self._lock:
             return [c for c in self.calls if c[1].startswith("/api/")]
 
+    def registry_rounds(self) -> list[list[tuple[str, str]]]:
+        """The calls to MLflow's REST API in sequential rounds (see the module's docstring).
+
+        Counted strictly: a request may depend on every request answered before it arrived,
+        so its round is one more than the latest round among those (the longest chain of
+        request-after-answer). Requests sent at once share a round; a request sent after an
+        answer never shares its round, even while other requests are still in flight."""
+        with self._lock:
+            spans = sorted((s for s in self.spans if s[1].startswith("/api/")),
+                           key=lambda s: s[2])
+        depth: list[int] = []
+        for i, (_, _, arrived, _) in enumerate(spans):
+            before = [depth[j] for j in range(i) if spans[j][3] < arrived]
+            depth.append(1 + max(before, default=0))
+        rounds: list[list[tuple[str, str]]] = [[] for _ in range(max(depth, default=0))]
+        for (method, path, _, _), d in zip(spans, depth, strict=True):
+            rounds[d - 1].append((method, path))
+        return rounds
+
     def reset(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.spans.clear()
 
     def start(self) -> CountingProxy:
         self._thread.start()

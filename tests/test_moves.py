@@ -1,8 +1,10 @@
-"""Stage moves on the team stack: a fixed, small number of registry round trips, whatever the
-number of versions, and no mlflow import (metadata writes go through MLflow's REST API).
+"""Stage moves on the team stack: a fixed, small number of registry calls in at most four
+sequential round trips, whatever the number of versions, and no mlflow import (metadata writes
+go through MLflow's REST API; independent calls go out at once).
 
 Requests are counted where they arrive: a counting reverse proxy sits in front of the real
-tracking server, and the CLI talks to the proxy (tests/counting_proxy.py).
+tracking server, and the CLI talks to the proxy (tests/counting_proxy.py), which also times
+each request, so the rounds are measured rather than inferred.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from devstack import Stack
 # field of the two versions involved. None of them grows with the number of versions.
 MAX_PROMOTE_CALLS = 11
 MAX_ROLLBACK_CALLS = 10
+# Sequential round trips (issue #10: 4 or fewer): the look-ups at once (a semver ref: search,
+# then get), then every write at once, the registry's audit head tag among them.
+MAX_ROUNDS = 4
 
 _NO_MLFLOW = (
     "import atexit, sys\n"
@@ -43,15 +48,17 @@ def proxy(stack: Stack) -> Iterator[CountingProxy]:
         yield counting
 
 
-def _cli(proxy: CountingProxy, *args: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """``modelyard --json ARGS`` as a new process talking to the counting proxy."""
+def _cli(proxy: CountingProxy, *args: str
+         ) -> tuple[dict[str, Any], list[tuple[str, str]], list[list[tuple[str, str]]]]:
+    """``modelyard --json ARGS`` as a new process talking to the counting proxy: its answer,
+    its registry calls and their sequential rounds."""
     proxy.reset()
     env = {**os.environ, "MLFLOW_TRACKING_URI": proxy.uri}
     done = subprocess.run([sys.executable, "-c", _NO_MLFLOW, "--json", *args], env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert "MLFLOW-NOT-IMPORTED" in done.stderr, "a stage move on a server imported mlflow"
-    return json.loads(done.stdout), proxy.registry_calls()
+    return json.loads(done.stdout), proxy.registry_calls(), proxy.registry_rounds()
 
 
 def _lists_versions(call: tuple[str, str]) -> bool:
@@ -74,15 +81,17 @@ def test_promote_and_rollback_are_few_round_trips_without_mlflow(
     yard.promote(name, first.version, to="production")
     yard.promote(name, second.version, to="staging")
 
-    promoted, calls = _cli(proxy, "promote", f"{name}@v{second.semver}", "--to", "production",
-                           "--reason", "better")
+    promoted, calls, rounds = _cli(proxy, "promote", f"{name}@v{second.semver}", "--to",
+                                   "production", "--reason", "better")
     assert promoted["status"] == "promoted" and promoted["replaced"] == first.version
     assert len(calls) <= MAX_PROMOTE_CALLS, calls
+    assert len(rounds) <= MAX_ROUNDS, rounds
     assert not [c for c in calls if _lists_versions(c)], calls
 
-    rolled, calls = _cli(proxy, "rollback", name, "--reason", "worse")
+    rolled, calls, rounds = _cli(proxy, "rollback", name, "--reason", "worse")
     assert rolled["status"] == "rolled back" and rolled["version"] == first.version
     assert len(calls) <= MAX_ROLLBACK_CALLS, calls
+    assert len(rounds) <= MAX_ROUNDS, rounds
     assert not [c for c in calls if _lists_versions(c)], calls
 
     # What the moves left is what MLflow's own client sees (aliases, tags, stage field).
@@ -108,8 +117,9 @@ def test_a_move_skips_writes_that_change_nothing(
     second = yard.register(trained["model"], name, metrics={"accuracy": 0.91})
     yard.promote(name, second.version, to="staging")
 
-    _, calls = _cli(proxy, "promote", f"{name}@{first.version}", "--to", "production",
-                    "--force", "--reason", "hotfix")
+    _, calls, rounds = _cli(proxy, "promote", f"{name}@{first.version}", "--to", "production",
+                            "--force", "--reason", "hotfix")
+    assert len(rounds) <= MAX_ROUNDS, rounds
     writes = [c for c in calls if c[0] in ("POST", "DELETE")]
     bodies = [path for _, path in writes]
     assert "/api/2.0/mlflow/registered-models/alias" in bodies  # production set

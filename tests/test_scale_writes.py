@@ -6,6 +6,10 @@ registration through modelyard's own write path, on both backends. Its semver mu
 and it must read the registry with bounded searches only: never a listing of every version
 (which, at 10,000 versions on a server, outlives the clients' 10 s deadline), and a few
 hundred rows at most however many versions there are.
+
+Beside it, exporting a small model reads that model only: a fixed number of registry calls,
+none of them about the big model (the export of a whole registry reads every version of
+every model, by design; ``export([name])`` must not).
 """
 
 from __future__ import annotations
@@ -68,11 +72,14 @@ def test_registering_into_a_big_model_reads_a_bounded_number_of_rows(
     first = yard.register(model, name, params={"depth": 1})
     assert first.semver == "1.0.0"
     _copy(yard, backend, stack_or_none, name)
+    small = f"small-{name}"
     try:
         _register_into_the_big_model(make_yard, name, model, monkeypatch)
+        _export_beside_the_big_model(make_yard, small, name, model, monkeypatch)
     finally:
         if backend == "server":
             bulk.drop_server(stack_or_none.pg_port, name)
+            bulk.drop_server(stack_or_none.pg_port, small)
 
 
 def _register_into_the_big_model(make_yard: Any, name: str, model: Any,
@@ -108,3 +115,39 @@ def _register_into_the_big_model(make_yard: Any, name: str, model: Any,
     latest = yard.ctx.reads.latest_visible(name)
     assert latest is not None and latest.version == LAST + 3
     assert reads.listings == []
+
+
+# Every registry read a verb can make, on MLflow's client and on the lean readers.
+_READS = ("list_models", "get_model", "get_version", "alias_holder", "version_by_tag",
+          "latest_visible", "versions", "count_visible", "search_versions", "get_run",
+          "artifact_location")
+
+
+def _export_beside_the_big_model(make_yard: Any, small: str, big: str, model: Any,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    yard = make_yard()
+    yard.register(model, small, params={"depth": 1})
+    calls: list[tuple[str, str]] = []
+    ctx = yard.ctx
+    for target in {id(o): o for o in (ctx.listing, ctx.reads, ctx.tracking)}.values():
+        for method in _READS:
+            real = getattr(target, method, None)
+            if real is None:
+                continue
+
+            def counted(*args: Any, _real: Any = real, _method: str = method, **kw: Any) -> Any:
+                about = args[0] if args else ""
+                calls.append((_method, getattr(about, "name", about)))
+                return _real(*args, **kw)
+
+            monkeypatch.setattr(target, method, counted)
+
+    doc = yard.export([small])
+
+    [exported] = doc["models"]
+    assert exported["name"] == small and [v["version"] for v in exported["versions"]] == [1]
+    assert not [c for c in calls if c[1] == big], calls  # nothing about the big model
+    assert "list_models" not in [c[0] for c in calls], calls  # nor the registry's model list
+    assert {about for method, about in calls if method != "get_run"} == {small}, calls
+    assert len(calls) <= 6, calls  # the model, its versions; per version: run, location
+

@@ -335,16 +335,25 @@ class Auditor:
         secret = self.ctx.settings.audit_key
         return secret.get_secret_value().encode() if secret is not None else None
 
-    def append(self, name: str, build: Callable[[AuditEvent | None], dict[str, Any]]
-               ) -> AuditEvent:
+    def append(self, name: str, build: Callable[[AuditEvent | None], dict[str, Any]],
+               *, registry_head: bool = True) -> AuditEvent:
+        """Append an event; then (unless ``registry_head=False``: the caller sends
+        ``write_registry_head`` itself, beside its other registry writes) record it as the
+        registry's head."""
         trail = self.log(name)
         identity = self.ctx.identity
         event = trail.append(build, who=identity.user, identity=identity.audit_mark,
                              key=self.key)
-        # The registry remembers the newest event too: removing events at the end of the
-        # trail is then detected as well. Concurrent writers may set the tag out of order, so
-        # each one re-reads the chain after writing and sets the tag again until it names the
-        # newest event: the last writer to check leaves it right.
+        if registry_head:
+            self.write_registry_head(name, event)
+        return event
+
+    def write_registry_head(self, name: str, event: AuditEvent) -> None:
+        """The registry remembers the newest event too: removing events at the end of the
+        trail is then detected as well. Concurrent writers may set the tag out of order, so
+        each one re-reads the chain after writing and sets the tag again until it names the
+        newest event: the last writer to check leaves it right. Never raises a YardError."""
+        trail = self.log(name)
         try:
             head = event
             for _ in range(50):  # the lean REST writer on a server (no mlflow import)
@@ -355,7 +364,6 @@ class Auditor:
                 head = trail.read(newest)
         except YardError as exc:
             log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
-        return event
 
     def record(self, name: str, action: str, **fields: Any) -> AuditEvent:
         """Append an event that moves no stage (its ``stages`` copy the previous event's)."""

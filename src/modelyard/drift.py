@@ -101,18 +101,15 @@ class Drift:
                  model: ModelRecord | None = None) -> list[StageDrift]:
         """Unaudited moves of one model. ``model``: the registered model when the caller has
         it already (``list``; a server's registered-models/get costs O(versions))."""
-        if versions is None and model is None:
+        if versions is None:
             try:
-                model = self.ctx.reads.get_model(name)
+                model, live, tagged, exists = self._bounded(name, model)
             except NotFound:
                 return []  # deleted meanwhile: nothing holds a stage
         audited = self.audited_holders(name, model)
         if audited is None:
             return []
-        if versions is None:
-            assert model is not None  # read above when not given
-            live, tagged, exists = self._bounded(name, model)
-        else:
+        if versions is not None:
             by_number = {r.version: r for r in versions}
             live = {s: None for s in STAGE_ALIASES}
             for record in versions:
@@ -145,17 +142,30 @@ class Drift:
                     f"trail says {_label(audited[tag])} holds {tag} (unaudited tag)"))
         return drifts
 
-    def _bounded(self, name: str, model: ModelRecord
-                 ) -> tuple[dict[str, int | None], list[VersionRecord], Callable[[int], bool]]:
-        """What ``of_model`` compares, without listing the model's versions: the stage
-        aliases (of the model read once), the versions tagged with a stage (a tag search
-        each), and whether a version exists (read only when asked)."""
+    def _bounded(self, name: str, model: ModelRecord | None
+                 ) -> tuple[ModelRecord, dict[str, int | None], list[VersionRecord],
+                            Callable[[int], bool]]:
+        """What ``of_model`` compares, without listing the model's versions: the registered
+        model (read here when the caller has none: its aliases name the stage holders and its
+        audit head tag keys the holders remembered on this machine) and the versions tagged
+        with a stage (a tag search each), at once on a server; whether a version exists is
+        read only when asked."""
+        from functools import partial
+
+        from modelyard.reader_base import at_once
+
         reads = self.ctx.reads
-        aliases = model.aliases
-        live: dict[str, int | None] = {s: aliases.get(s) for s in STAGE_ALIASES}
-        tagged: list[VersionRecord] = []
-        for stage in STAGE_ALIASES:
-            tagged += reads.search_versions(name, tag=(T_STAGE, stage), limit=SEARCH_PAGE_MAX)
+        searches: list[Callable[[], Any]] = [
+            partial(reads.search_versions, name, tag=(T_STAGE, stage), limit=SEARCH_PAGE_MAX)
+            for stage in STAGE_ALIASES]
+        if model is None:
+            first, *rows = at_once(reads, [lambda: reads.get_model(name), *searches])
+            model = first
+        else:
+            rows = at_once(reads, searches)
+        assert model is not None
+        live: dict[str, int | None] = {s: model.aliases.get(s) for s in STAGE_ALIASES}
+        tagged: list[VersionRecord] = [r for found in rows for r in found]
         tagged.sort(key=lambda r: r.version)
 
         def exists(number: int) -> bool:
@@ -165,7 +175,7 @@ class Drift:
                 return False
             return True
 
-        return live, tagged, exists
+        return model, live, tagged, exists
 
     def undo(self, name: str) -> list[StageChange]:
         """Put back the last audited holder of every drifted stage (audited moves)."""

@@ -29,7 +29,7 @@ from modelyard.lineage import os_user
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.config import Settings
-    from modelyard.reader import RestReader
+    from modelyard.reader_rest import RestReader
 
 log = logging.getLogger("modelyard.identity")
 
@@ -70,7 +70,7 @@ def resolve_identity(settings: Settings, reader: object | None) -> Identity:
     """The identity for these settings; ``reader`` is the lean reader (a ``RestReader`` for a
     server). Raises ``PermissionDenied`` on refused credentials, ``IdentityConflict`` when
     ``MODELYARD_USER`` names someone other than the authenticated user."""
-    from modelyard.reader import RestReader
+    from modelyard.reader_rest import RestReader
 
     asserted = settings.user or None
     if isinstance(reader, RestReader) and reader.sends_credentials:
@@ -120,7 +120,7 @@ class Permissions:
 
     def level(self, model: str) -> str | None:
         """The identity's MLflow permission on ``model`` (None: the server cannot say)."""
-        from modelyard.reader import RestReader
+        from modelyard.reader_rest import RestReader
 
         if not self.identity.authenticated or not isinstance(self.reader, RestReader):
             return None

@@ -49,12 +49,23 @@ class Loader:
         params: dict[str, str] = {}
         location = None
         if full:
+            from modelyard.reader_base import at_once
+
             reads = self.ctx.reads
-            if record.run_id:
-                with contextlib.suppress(YardError):
-                    run = reads.get_run(record.run_id)
-                    metrics, params = run["metrics"], run["params"]
-            location = reads.artifact_location(record)
+            run_id = record.run_id
+
+            def run_of() -> dict[str, Any] | None:
+                if not run_id:
+                    return None
+                try:
+                    return reads.get_run(run_id)
+                except YardError:
+                    return None
+
+            # Two independent look-ups: on a server they go out at once.
+            run, location = at_once(reads, [run_of, lambda: reads.artifact_location(record)])
+            if run is not None:
+                metrics, params = run["metrics"], run["params"]
         return ModelVersion.from_record(record, metrics=metrics, params=params,
                                         artifact_location=location)
 

@@ -36,6 +36,7 @@ from modelyard.names import (
     check_name,
     normalize_stage,
 )
+from modelyard.reader_base import at_once
 from modelyard.refs import lookup
 from modelyard.stages import StageChange, Stages, record_label
 from modelyard.tracking import VersionRecord
@@ -112,7 +113,8 @@ class Promotion:
         >>> yard.promote("churn", "v1.2.0", to="production", reason="beats v1.1.0")
         """
         stage = normalize_stage(to)
-        record = lookup(self.ctx.reads, name, ref)
+        record, found_holders = self._find(name, ref)
+        holders: dict[str, int | None] | None = found_holders
         self.require_for_move(name, stage)
         current = record.tags.get(T_STAGE, "none")
         spec_texts = list(gates or [])
@@ -123,9 +125,21 @@ class Promotion:
         self._refuse_on_failed_gates(name, record, str(ref), stage, results)
         if stage == "production" and self.ctx.settings.production_approval_required:
             return self._file_request(name, record, stage, reason, force, spec_texts, results)
+        if checked is not None:  # scoring took a while: the move reads the holders afresh
+            holders = None
         change = self.stages.move(name, record, stage, "promote", reason=reason, gates=results,
-                            detail={"forced": True} if force and current != "staging" else {})
+                            detail={"forced": True} if force and current != "staging" else {},
+                            holders=holders)
         return change
+
+    def _find(self, name: str, ref: str | int) -> tuple[VersionRecord, dict[str, int | None]]:
+        """The version a reference names and the stage aliases' holders, looked up at once
+        (one round trip on a server for a number, two for a semver)."""
+        reads = self.ctx.reads
+        record, *held = at_once(reads, [
+            lambda: lookup(reads, name, ref),
+            *[_bind(reads.alias_holder, name, s) for s in STAGE_ALIASES]])
+        return record, dict(zip(STAGE_ALIASES, held, strict=True))
 
     def require_for_move(self, name: str, stage: str, verb: str = "promote") -> None:
         """The MLflow permission a move needs, checked before anything is written: EDIT to
@@ -212,7 +226,7 @@ class Promotion:
         self.ctx.permissions.require(str(request["name"]), MANAGE, "approve production")
         who = self._check_approver(request, "approve")
         name, stage = str(request["name"]), str(request["stage"])
-        record = lookup(self.ctx.reads, name, int(request["version"]))
+        record, holders = self._find(name, int(request["version"]))
         self.stages.check_move(name, record, stage, bool(request.get("force")),
                          request.get("reason") or reason)
         results = self.gates.evaluate(
@@ -224,7 +238,7 @@ class Promotion:
         try:
             return self.stages.move(name, record, stage, "approve",
                               reason=reason or request.get("reason"), gates=results,
-                              detail=detail)
+                              detail=detail, holders=holders)
         except BaseException:
             # The promotion did not happen: reopen the request.
             with contextlib.suppress(YardError):
@@ -281,12 +295,21 @@ class Promotion:
         self.ctx.permissions.require(name, MANAGE if stage == "production" else EDIT,
                                      f"roll back {stage}")
         reads = self.ctx.reads  # the lean reader where it answers: no mlflow import
-        # Both stage holders by alias look-ups (a server's registered-models/get costs O(n)
-        # versions); the move reuses them instead of asking again.
-        holders = {s: reads.alias_holder(name, s) for s in STAGE_ALIASES}
-        current = holders[stage]
         last = self.audit.log(name).last()
         recorded = last.stages.get(stage) if last else None
+        previous = last.stages.get(f"{stage}.previous") if last else None
+        # Both stage holders by alias look-ups (a server's registered-models/get costs O(n)
+        # versions), and the version to put back, all at once; the move reuses the holders.
+        if to is not None:
+            wanted = _attempt(lambda: lookup(reads, name, to))
+        elif previous is not None:
+            wanted = _attempt(lambda: reads.get_version(name, int(str(previous))))
+        else:
+            wanted = _attempt(lambda: None)
+        *held, (found, error) = at_once(reads, [
+            *[_bind(reads.alias_holder, name, s) for s in STAGE_ALIASES], wanted])
+        holders: dict[str, int | None] = dict(zip(STAGE_ALIASES, held, strict=True))
+        current = holders[stage]
         if current is None:
             reads.get_model(name)  # ModelNotFound if there is no such model
             if not isinstance(recorded, int):
@@ -295,20 +318,22 @@ class Promotion:
             # from it all the same.
             current = recorded
         if to is not None:
-            target = lookup(reads, name, to)
+            if error is not None:
+                raise error
+            target = found
         else:
-            previous = last.stages.get(f"{stage}.previous") if last else None
             if previous is None or previous == current:
                 raise InvalidInput(
                     f"{name}: the audit trail has no earlier {stage} holder; name one with --to"
                 )
-            try:
-                target = reads.get_version(name, int(str(previous)))
-            except NotFound:
+            if isinstance(error, NotFound):
                 raise VersionNotFound(
                     name=name, ref=f"#{previous}",
                     hint=f" (the previous {stage} holder was deleted; name one with --to)",
                 ) from None
+            if error is not None:
+                raise error
+            target = found
             if target.tags.get(T_ROLLED_BACK):
                 # Rolling back twice would silently re-promote the version just rolled back.
                 raise InvalidInput(
@@ -319,3 +344,21 @@ class Promotion:
             raise InvalidInput(f"{record_label(name, target)} already holds {stage}")
         return self.stages.move(name, target, stage, "rollback", reason=reason or "rollback",
                                 rolled_back=current, holders=holders)
+
+
+def _bind(call: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    return lambda: call(*args)
+
+
+def _attempt(call: Callable[[], Any]) -> Callable[[], tuple[Any, Exception | None]]:
+    """``call`` as (result, None) or (None, the exception): raised later, where the
+    sequential code raised it, so errors keep their order when look-ups go out at once."""
+
+    def run() -> tuple[Any, Exception | None]:
+        try:
+            return call(), None
+        except Exception as exc:  # noqa: BLE001 - re-raised by the caller
+            return None, exc
+
+    return run
+

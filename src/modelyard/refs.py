@@ -125,8 +125,9 @@ def is_visible(record: VersionRecord) -> bool:
 
 def lookup(source: Source, name: str, ref: str | int | None) -> VersionRecord:
     """Resolve a reference without listing every version where the source can avoid it:
-    numbers and aliases directly; with the lean reader, semvers through an indexed tag
-    look-up and ``latest`` through a bounded search. Anything else, and every miss, falls
+    numbers and aliases directly (on a server, an alias in one call that answers the whole
+    version); with the lean reader, semvers through an indexed tag look-up and ``latest``
+    through a bounded search. Anything else, and every miss, falls
     back to the model's visible versions (with the full, helpful error when nothing matches).
     """
     check_name(name)
@@ -135,6 +136,8 @@ def lookup(source: Source, name: str, ref: str | int | None) -> VersionRecord:
         found: VersionRecord | None = None
         if parsed.kind == "number":
             found = source.get_version(name, int(parsed.value))
+        elif parsed.kind == "alias" and _has(source, "alias_version"):
+            found = _call(source, "alias_version", name, parsed.value)  # one call, whole
         elif parsed.kind == "alias":
             number = source.alias_holder(name, parsed.value)
             found = source.get_version(name, number) if number is not None else None

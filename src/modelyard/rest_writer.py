@@ -4,7 +4,7 @@ Moving a stage only sets and deletes aliases and tags (and mirrors the stage int
 stage field): ``promote`` and ``rollback`` on a tracking server then need no ``import mlflow``
 (about 2 s) and none of the extra ``registered-models/get`` MLflow's client sends before each
 registry write. The writer rides on the lean reader's connection (same credentials, TLS,
-proxy, timeout and capped retries: ``reader.RestReader``), so reads and writes of one command
+proxy, timeout and capped retries: ``reader_rest.RestReader``), so reads and writes of one command
 share one keep-alive connection and one request counter.
 
 Endpoints (``/api/2.0/mlflow/...``): ``registered-models/alias`` (POST, DELETE),
@@ -12,6 +12,10 @@ Endpoints (``/api/2.0/mlflow/...``): ``registered-models/alias`` (POST, DELETE),
 (DELETE), ``model-versions/transition-stage``. Every one of them is idempotent, so a retried
 request after a lost answer does no harm. The embedded default keeps writing through MLflow
 (``Tracking``): ``Context.writes`` picks.
+
+Independent calls of one step (a move's look-ups, then its writes) go out at the same time
+through ``reader_base.at_once``: on a server each request in flight has its own pooled
+connection, so a move costs a few sequential round trips whatever the number of calls.
 
 >>> writer = RestWriter(RestReader("http://mlflow:5000"))
 >>> writer.set_alias("churn", "production", 3)
@@ -23,7 +27,7 @@ import json
 from typing import Any
 
 from modelyard.errors import InvalidInput, ModelNotFound, NotFound, UserError
-from modelyard.reader import _API, RestReader, _Missing, _Refused
+from modelyard.reader_rest import _API, RestReader, _Missing, _Refused
 
 # modelyard's stage -> MLflow's stage field (tracking.STAGE_FIELD, without importing tracking).
 STAGE_FIELD = {"none": "None", "staging": "Staging", "production": "Production",
@@ -32,6 +36,8 @@ STAGE_FIELD = {"none": "None", "staging": "Staging", "production": "Production",
 
 class RestWriter:
     """Alias, tag and stage-field writes of one tracking server (``Tracking``'s signatures)."""
+
+    concurrent = True  # at_once sends independent writes at the same time
 
     def __init__(self, reader: RestReader) -> None:
         self.reader = reader

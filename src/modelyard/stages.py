@@ -8,13 +8,17 @@ computed from the event before it. After writing its event, a process applies th
 event's holders to MLflow's aliases and the stage tags, then checks that no newer event
 appeared meanwhile (and applies again if one did). Any number of processes moving stages at
 once therefore leave the aliases and tags as the last event says.
+
+On a tracking server a move costs few sequential round trips: the look-ups it needs go out
+at once, the audit event is written to the vault, then every registry write (aliases, stage
+tags, MLflow's stage field, the registry's audit head tag) goes out at once (``at_once``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +35,7 @@ from modelyard.names import (
     label,
 )
 from modelyard.notify import Notifier
+from modelyard.reader_base import at_once
 from modelyard.refs import lookup
 from modelyard.tracking import VersionRecord
 
@@ -119,10 +124,8 @@ class Stages:
         version = record.version
         current = record.tags.get(T_STAGE, "none")
         # Holders MLflow has now: anything moved outside modelyard is demoted as well.
-        if holders is not None:
-            live = dict(holders)
-        else:  # alias look-ups, not the model: a server's registered-models/get is O(versions)
-            live = {s: self.ctx.reads.alias_holder(name, s) for s in STAGE_ALIASES}
+        # (Alias look-ups, not the model: a server's registered-models/get is O(versions).)
+        live = dict(holders) if holders is not None else stage_holders(self.ctx.reads, name)
         replaced: dict[str, int | None] = {}
         holders_before: dict[str, Any] = {}
 
@@ -158,13 +161,15 @@ class Stages:
                     "from_": current, "to": stage, "reason": reason, "gates": gates or [],
                     "detail": extra, "stages": stages}
 
-        event = self.audit.append(name, build)
+        # The registry's audit head tag is written beside the move's own registry writes.
+        event = self.audit.append(name, build, registry_head=False)
         # What MLflow holds now is known when the trail before this event says the same:
         # then no other move is in flight, and writes that change nothing are skipped.
         trusted = all(holders_before.get(s) == live.get(s) for s in STAGE_ALIASES)
         known = _Known(dict(live), {version: dict(record.tags)}) if trusted else None
         try:
-            self._settle(name, event, known)
+            self._settle(name, event, known,
+                         also=[lambda: self.audit.write_registry_head(name, event)])
         except YardError:
             # The move could not be applied: record that, with the holders as they were, and
             # put them back, so no later move applies this one (a move is one unit).
@@ -204,20 +209,22 @@ class Stages:
             log.error("%s: move %s failed and could not be undone yet (%s); the next move "
                       "applies the recorded holders", name, failed.seq, exc.message)
 
-    def _settle(self, name: str, mine: AuditEvent, known: _Known | None = None) -> None:
+    def _settle(self, name: str, mine: AuditEvent, known: _Known | None = None,
+                also: Sequence[Callable[[], object]] = ()) -> None:
         """Make MLflow's aliases and stage tags match the newest event of the trail.
 
         Applies the newest event's holders, then re-reads the tail: if another process
         appended meanwhile, its events join the window and are applied too. Whoever writes
         last has checked after writing that no newer event exists, so the end state is the
-        newest event's, however the processes interleave.
+        newest event's, however the processes interleave. ``also``: registry writes sent
+        with the first application's writes (they must not raise a YardError).
         """
         audit = self.audit.log(name)
         window = [mine]
         seen = mine.seq
         while True:
-            self._apply(name, window, known)
-            known = None  # another process moved meanwhile: write everything again
+            self._apply(name, window, known, also)
+            known, also = None, ()  # another process moved meanwhile: write everything again
             while True:
                 newer = [audit.read(s) for s in audit.sequence_numbers() if s > seen]
                 if not newer:
@@ -228,31 +235,37 @@ class Stages:
                     window += moves
                     break
 
-    def _apply(self, name: str, window: list[AuditEvent], known: _Known | None = None
-               ) -> None:
+    def _apply(self, name: str, window: list[AuditEvent], known: _Known | None = None,
+               also: Sequence[Callable[[], object]] = ()) -> None:
         """Make aliases, stage tags and MLflow's stage field say what the window's newest
         event says. With ``known`` (holders and tags as they are now), writes that would
         change nothing are skipped: an alias already held by its holder, deleting an alias
-        nobody holds, a tag a version already has, un-tagging ``rolled_back`` where unset."""
+        nobody holds, a tag a version already has, un-tagging ``rolled_back`` where unset.
+
+        The look-ups it still needs go out at once, then every write (and ``also``) at
+        once: two sequential round trips at most on a server, whatever the number of calls.
+        Every write is attempted; then the first failure is raised (the move is undone)."""
         writes = self.ctx.writes
+        reads = self.ctx.reads
         latest = next(
             (e for e in reversed(window) if e.stages), window[-1]
         )
         holders = {s: latest.stages.get(s) for s in STAGE_ALIASES}
+        calls: list[Callable[[], object]] = list(also)
+        unheld = [s for s, h in holders.items() if not isinstance(h, int)]
+        if known is not None:
+            held_now = {s: known.aliases.get(s) for s in unheld}
+        else:
+            held_now = dict(zip(unheld, at_once(reads, [
+                _bind(reads.alias_holder, name, s) for s in unheld]), strict=True))
         for stage, holder in holders.items():
             if isinstance(holder, int):
-                if known is not None and known.aliases.get(stage) == holder:
-                    continue
-                try:
-                    writes.set_alias(name, stage, holder)
-                except NotFound:
-                    log.warning("%s holder #%s no longer exists", stage, holder)
-            elif (known.aliases.get(stage) if known is not None
-                  else self.ctx.reads.alias_holder(name, stage)) is not None:
+                if known is None or known.aliases.get(stage) != holder:
+                    calls.append(_bind(_set_alias, writes, name, stage, holder))
+            elif held_now.get(stage) is not None:
                 # Only when held: deleting an alias needs MANAGE on an auth server, and a
                 # user with EDIT moving another stage must not need it.
-                with contextlib.suppress(NotFound):
-                    writes.delete_alias(name, stage)
+                calls.append(_bind(_quietly, NotFound, writes.delete_alias, name, stage))
         wanted: dict[int, dict[str, str]] = {}
         for event in window:
             if event.version is not None and event.to is not None and event.action in MOVES:
@@ -273,21 +286,27 @@ class Stages:
                 wanted.setdefault(holder, {})[T_STAGE] = stage
         rolled_back = {int(e.detail["rolled_back"]) for e in window
                        if e.detail.get("rolled_back") is not None}
-        for version, tags in sorted(wanted.items()):
-            have = known.tags_of(self, name, version, holders) if known is not None else None
-            with contextlib.suppress(NotFound):
-                changed = {k: v for k, v in tags.items()
-                           if have is None or have.get(k) != v}
-                if changed:
-                    writes.set_version_tags(name, version, changed)
-                if tags.get(T_STAGE) in STAGE_ALIASES and version not in rolled_back and (
-                        have is None or have.get(T_ROLLED_BACK) is not None):
-                    # Promoted again: the mark of an earlier rollback no longer holds.
-                    with contextlib.suppress(YardError):
-                        writes.delete_version_tag(name, version, T_ROLLED_BACK)
-                if T_STAGE in changed:
-                    # MLflow's own stage field tells the same (models:/NAME/Production, the UI).
-                    writes.set_stage_field(name, version, tags[T_STAGE])
+        numbers = sorted(wanted)
+        haves: list[dict[str, str] | None] = [None] * len(numbers)
+        if known is not None:
+            haves = at_once(reads, [_bind(known.tags_of, self, name, v, holders)
+                                    for v in numbers])
+        for version, have in zip(numbers, haves, strict=True):
+            tags = wanted[version]
+            changed = {k: v for k, v in tags.items() if have is None or have.get(k) != v}
+            for key, value in changed.items():  # one request per tag: they go out at once
+                calls.append(_bind(_quietly, NotFound, writes.set_version_tags, name,
+                                   version, {key: value}))
+            if tags.get(T_STAGE) in STAGE_ALIASES and version not in rolled_back and (
+                    have is None or have.get(T_ROLLED_BACK) is not None):
+                # Promoted again: the mark of an earlier rollback no longer holds.
+                calls.append(_bind(_quietly, YardError, writes.delete_version_tag, name,
+                                   version, T_ROLLED_BACK))
+            if T_STAGE in changed:
+                # MLflow's own stage field tells the same (models:/NAME/Production, the UI).
+                calls.append(_bind(_quietly, NotFound, writes.set_stage_field, name, version,
+                                   tags[T_STAGE]))
+        at_once(writes, calls)
 
     def set_alias(self, name: str, ref: str | int, alias: str, *, reason: str | None = None
                   ) -> AliasChange:
@@ -337,6 +356,30 @@ class _Known:
         except NotFound:
             return None
         return self.tags[version]
+
+
+def stage_holders(reads: Any, name: str) -> dict[str, int | None]:
+    """Who holds each stage alias: one alias look-up each, sent at once (never the model: a
+    server's ``registered-models/get`` costs O(versions))."""
+    found = at_once(reads, [_bind(reads.alias_holder, name, s) for s in STAGE_ALIASES])
+    return dict(zip(STAGE_ALIASES, found, strict=True))
+
+
+def _bind(call: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    return lambda: call(*args)
+
+
+def _quietly(kind: type[YardError], call: Callable[..., Any], *args: Any) -> None:
+    """``call(*args)``, an error of ``kind`` ignored (a version deleted meanwhile)."""
+    with contextlib.suppress(kind):
+        call(*args)
+
+
+def _set_alias(writes: Any, name: str, stage: str, holder: int) -> None:
+    try:
+        writes.set_alias(name, stage, holder)
+    except NotFound:
+        log.warning("%s holder #%s no longer exists", stage, holder)
 
 
 def record_label(name: str, record: VersionRecord) -> str:

@@ -150,9 +150,13 @@ class Yard:
 
     def details(self, name: str, ref: str | int | None = "latest", *, full: bool = True
                 ) -> ModelVersion:
-        """``get``, plus ``drift``: unaudited stage moves that touch this version."""
-        mv = self._loader.get(name, ref, full=full)
-        found = self._drift.of_model(name)
+        """``get``, plus ``drift``: unaudited stage moves that touch this version (both read
+        at once on a server)."""
+        from modelyard.reader_base import at_once
+
+        check_name(name)  # before anything is read, in any thread
+        mv, found = at_once(self.ctx.reads, [lambda: self._loader.get(name, ref, full=full),
+                                             lambda: self._drift.of_model(name)])
         if found:
             self._drift.notify(name, found)
         mv.drift = [d.to_dict() for d in found
@@ -163,30 +167,52 @@ class Yard:
         """Every model: version count, latest semver, who holds staging / production.
 
         Flat in the number of versions: per model a count, the newest visible version, the
-        stage holders and the ``semver_high`` hint's holder, each one bounded look-up."""
-        rows = []
+        stage holders, the drift check and the ``semver_high`` hint's holder, each one
+        bounded look-up; on a server they go out at once (``reader_base.at_once``)."""
+        from functools import partial
+
+        from modelyard.reader_base import at_once
+
         reads = self.ctx.reads
-        for model in reads.list_models():
+        models = reads.list_models()
+        gone = object()  # a model deleted while listing
+
+        def holder(name: str, number: int | None) -> str | None:
+            if number is None:
+                return None
             try:
-                count = reads.count_visible(model.name)
-                latest = reads.latest_visible(model.name)
+                record = reads.get_version(name, number)
             except NotFound:
-                continue  # deleted while listing
+                return None
+            if not is_visible(record):
+                return None
+            semver = record.tags.get(T_SEMVER)
+            return self.settings.format_version(semver) if semver else f"#{number}"
 
-            def holder(alias: str) -> str | None:
-                number = model.aliases.get(alias)  # noqa: B023 - used within the loop
-                if number is None:
-                    return None
+        def gone_on_miss(call: Callable[[], Any]) -> Callable[[], Any]:
+            def run() -> Any:
                 try:
-                    record = reads.get_version(model.name, number)  # noqa: B023
+                    return call()
                 except NotFound:
-                    return None
-                if not is_visible(record):
-                    return None
-                semver = record.tags.get(T_SEMVER)
-                return self.settings.format_version(semver) if semver else f"#{number}"
+                    return gone
+            return run
 
-            drifts = self._drift.of_model(model.name, model=model)  # no second model read
+        per_model = 5
+        calls: list[Callable[[], Any]] = []
+        for model in models:
+            name, aliases = model.name, model.aliases
+            calls += [gone_on_miss(partial(reads.count_visible, name)),
+                      gone_on_miss(partial(reads.latest_visible, name)),
+                      partial(holder, name, aliases.get("staging")),
+                      partial(holder, name, aliases.get("production")),
+                      gone_on_miss(partial(self._drift.of_model, name, model=model))]
+        found = at_once(reads, calls)
+        rows = []
+        for index, model in enumerate(models):
+            count, latest, staging, production, drifts = found[index * per_model:
+                                                               (index + 1) * per_model]
+            if any(value is gone for value in (count, latest, drifts)):
+                continue
             if drifts:
                 self._drift.notify(model.name, drifts)
             rows.append(ModelRow(
@@ -194,7 +220,7 @@ class Yard:
                 latest=latest.tags.get(T_SEMVER) if latest else None,
                 latest_version=latest.version if latest else None,
                 highest_semver=self._highest_semver(model.name, model.tags, latest),
-                staging=holder("staging"), production=holder("production"),
+                staging=staging, production=production,
                 description=model.description, updated_at=model.updated_ms,
                 drift=[d.to_dict() for d in drifts],
             ))
