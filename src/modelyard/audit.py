@@ -24,9 +24,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import AuditTampered, StorageError, YardError
+from modelyard.files import atomic_write
 from modelyard.names import STAGE_ALIASES, T_AUDIT_HEAD, check_name
 from modelyard.refs import lookup
 from modelyard.storage import ObjectStore
@@ -42,6 +44,8 @@ __all__ = ["GENESIS", "STAGE_ALIASES", "AuditEvent", "AuditLog", "Auditor", "che
 
 GENESIS = "0" * 64
 _MAX_ATTEMPTS = 200
+_SERIAL_READS = 4  # a trail this short is read one event after the other
+_READERS = 8  # threads reading a longer trail (the S3 client pools 10+ connections)
 
 
 @dataclass
@@ -128,10 +132,12 @@ def now_iso() -> str:
 class AuditLog:
     """A model's audit trail in an object store."""
 
-    def __init__(self, store: ObjectStore, name: str) -> None:
+    def __init__(self, store: ObjectStore, name: str,
+                 written: Callable[[AuditEvent], None] | None = None) -> None:
         self.store = store
         self.name = name
         self.prefix = audit_prefix(name)
+        self.written = written  # told of every event this log appends
 
     # -- reading --------------------------------------------------------------------------
     def sequence_numbers(self) -> list[int]:
@@ -152,7 +158,15 @@ class AuditLog:
                                 ) from exc
 
     def events(self, since: int = 1) -> list[AuditEvent]:
-        return [self.read(s) for s in self.sequence_numbers() if s >= since]
+        """The events from ``since`` on, oldest first. A long trail is read over a few
+        connections at once (one object per event: hundreds of round trips otherwise)."""
+        seqs = [s for s in self.sequence_numbers() if s >= since]
+        if len(seqs) <= _SERIAL_READS:
+            return [self.read(s) for s in seqs]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=_READERS) as pool:
+            return list(pool.map(self.read, seqs))
 
     def last(self) -> AuditEvent | None:
         seq = self.last_seq()
@@ -196,6 +210,8 @@ class AuditLog:
             data = json.dumps(event.to_dict(), indent=1, sort_keys=True).encode()
             if self.store.put_if_absent(event_key(self.name, event.seq), data):
                 self.write_head(event)
+                if self.written is not None:
+                    self.written(event)
                 return event
             log.debug("audit seq %s of %s taken by another writer; retrying", event.seq,
                       self.name)
@@ -310,7 +326,8 @@ class Auditor:
         self.tracking = ctx.tracking
 
     def log(self, name: str) -> AuditLog:
-        return AuditLog(self.ctx.vault.store, name)
+        return AuditLog(self.ctx.vault.store, name,
+                        written=lambda event: self.remember(name, event))
 
     @property
     def key(self) -> bytes | None:
@@ -375,6 +392,52 @@ class Auditor:
         except YardError as exc:
             log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
         return len(events)
+
+    # -- the newest event's stage holders, remembered on this machine ------------------------
+    # A read verb (``list``, ``details``) compares the stage holders with the newest event's
+    # ``stages`` (drift). The registry's audit head tag names that event (seq:hash), so once
+    # this machine has read it from the vault (and checked its hash), the holders are kept
+    # under the cache folder keyed by registry, vault and model, and used again only while
+    # the head tag names exactly that event: no object-store client for a read that finds
+    # nothing new. Any other tag (a newer event, a tag set back, no tag) reads the vault.
+    def _remembered_path(self, name: str) -> Path:
+        ctx = self.ctx
+        where = hashlib.sha256(f"{ctx.registry_id}\n{ctx.settings.resolved_vault}\n{name}"
+                               .encode()).hexdigest()[:40]
+        return ctx.cache_dir / "audit-heads" / f"{where}.json"
+
+    def remember(self, name: str, event: AuditEvent) -> None:
+        """Keep the newest event's (seq, hash, stages); a failure only costs a vault read."""
+        if event.compute_hash() != event.hash:
+            return  # never remember what the chain check would refuse
+        body = {"name": name, "seq": event.seq, "hash": event.hash, "stages": event.stages}
+        try:
+            atomic_write(self._remembered_path(name), json.dumps(body).encode())
+        except OSError as exc:
+            log.debug("audit head of %s not cached: %s", name, exc)
+
+    def newest_stages(self, name: str, head: tuple[int, str] | None
+                      ) -> dict[str, int | None] | None:
+        """Who the newest event says holds each stage (None: the model has no trail).
+
+        ``head`` is the registry's audit head tag (``parse_head``); when it names the event
+        remembered here, the vault is not read."""
+        if head is not None:
+            try:
+                kept = json.loads(self._remembered_path(name).read_bytes())
+                if (kept.get("name") == name and kept.get("seq") == head[0]
+                        and kept.get("hash") == head[1] and isinstance(kept["stages"], dict)):
+                    return {s: (h if isinstance(h := kept["stages"].get(s), int) else None)
+                            for s in STAGE_ALIASES}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass  # nothing (or nothing usable) remembered: read the vault
+        last = self.log(name).last()
+        if last is None:
+            return None
+        if head is not None and (last.seq, last.hash) == head:
+            self.remember(name, last)
+        return {s: (h if isinstance(h := last.stages.get(s), int) else None)
+                for s in STAGE_ALIASES}
 
     def history(self, name: str, version: str | int | None = None, *,
                 verify: bool = False) -> list[AuditEvent]:

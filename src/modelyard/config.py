@@ -18,6 +18,7 @@ environment except through the ``environ`` mapping given to :func:`load_settings
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -39,16 +40,9 @@ from pydantic import (
     field_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
 from modelyard.errors import ConfigError
 from modelyard.names import Stage
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 
 CONFIG_FILE = "modelyard.toml"
 _ENV_PREFIX = "MODELYARD_"
@@ -266,51 +260,73 @@ class Settings(BaseModel):
 
 
 # The environment ----------------------------------------------------------------------------
-class _ModelyardEnvironment(Settings, BaseSettings):
-    """Where pydantic-settings looks: ``MODELYARD_<KEY>`` for every key of Settings."""
-
-    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, case_sensitive=False)
-
-
-class _MlflowEnvironment(BaseSettings):
-    """MLflow's own variables for the keys they mean (``MODELYARD_*`` wins over them)."""
-
-    model_config = SettingsConfigDict(env_prefix="MLFLOW_", case_sensitive=False)
-
-    tracking_uri: str | None = None
-    registry_uri: str | None = None
-    s3_endpoint_url: str | None = None
+# pydantic-settings reads the environment. It is imported (and its classes built) only when
+# the environment holds a variable it would read: a command on the embedded default with
+# nothing set skips its import (asyncio, argparse, every source provider).
+_MLFLOW_KEYS = ("tracking_uri", "registry_uri", "s3_endpoint_url")
 
 
-class _MappingEnvSource(EnvSettingsSource):
-    """pydantic-settings' environment source over a given mapping instead of ``os.environ``.
+@functools.cache
+def _environment_sources() -> tuple[type[Any], type[Any], type[Any], type[Exception]]:
+    """(environment of Settings, MLflow's variables, the mapping source, SettingsError)."""
+    from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+    from pydantic_settings import SettingsError as PydanticSettingsError
 
-    Lists and tables are JSON (``["a", "b"]``) or, as before, ``a;b`` and ``k=v;k2=v2``.
-    An empty variable counts as unset.
-    """
+    class _ModelyardEnvironment(Settings, BaseSettings):  # type: ignore[misc]
+        """Where pydantic-settings looks: ``MODELYARD_<KEY>`` for every key of Settings."""
 
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        super().__init__(settings_cls, env_ignore_empty=True)
+        model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, case_sensitive=False)
 
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {var.lower(): value for var, value in self._environ.items() if value != ""}
+    class _MlflowEnvironment(BaseSettings):
+        """MLflow's own variables for the keys they mean (``MODELYARD_*`` wins over them)."""
 
-    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
-        text = str(value).strip()
-        if text.startswith(("[", "{", '"')):
-            try:
-                return json.loads(text)
-            except (ValueError, RecursionError) as exc:
-                problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-                raise ConfigError(
-                    source="environment", key=field_name, problem=f"not valid JSON: {problem}"
-                ) from None
-        parts = [part.strip() for part in text.split(";") if part.strip()]
-        if field_name == "required_tags":
-            pairs = (part.partition("=") for part in parts)
-            return {key.strip(): tag.strip() for key, _, tag in pairs}
-        return parts
+        model_config = SettingsConfigDict(env_prefix="MLFLOW_", case_sensitive=False)
+
+        tracking_uri: str | None = None
+        registry_uri: str | None = None
+        s3_endpoint_url: str | None = None
+
+    class _MappingEnvSource(EnvSettingsSource):
+        """pydantic-settings' environment source over a given mapping instead of
+        ``os.environ``. Lists and tables are JSON (``["a", "b"]``) or, as before, ``a;b`` and
+        ``k=v;k2=v2``. An empty variable counts as unset."""
+
+        def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]
+                     ) -> None:
+            self._environ = environ
+            super().__init__(settings_cls, env_ignore_empty=True)
+
+        def _load_env_vars(self) -> Mapping[str, str | None]:
+            return {var.lower(): value for var, value in self._environ.items() if value != ""}
+
+        def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+            return _decode_complex(field_name, value)
+
+    return _ModelyardEnvironment, _MlflowEnvironment, _MappingEnvSource, PydanticSettingsError
+
+
+def _decode_complex(field_name: str, value: Any) -> Any:
+    text = str(value).strip()
+    if text.startswith(("[", "{", '"')):
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ConfigError(
+                source="environment", key=field_name, problem=f"not valid JSON: {problem}"
+            ) from None
+    parts = [part.strip() for part in text.split(";") if part.strip()]
+    if field_name == "required_tags":
+        pairs = (part.partition("=") for part in parts)
+        return {key.strip(): tag.strip() for key, _, tag in pairs}
+    return parts
+
+
+def _read_by_pydantic_settings(environ: Mapping[str, str]) -> bool:
+    """Whether the environment holds a non-empty variable pydantic-settings would read."""
+    wanted = {f"{_ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    wanted |= {f"MLFLOW_{name}".upper() for name in _MLFLOW_KEYS}
+    return any(value != "" and var.upper() in wanted for var, value in environ.items())
 
 
 def _read_environment(environ: Mapping[str, str], notes: list[str]) -> dict[str, Any]:
@@ -326,11 +342,16 @@ def _read_environment(environ: Mapping[str, str], notes: list[str]) -> dict[str,
     unknown = sorted(set(others) - set(Settings.model_fields))
     if unknown:
         raise ConfigError(source=source, key=_show_key(unknown[0]), problem="unknown key")
-    try:
-        values: dict[str, Any] = dict(_MappingEnvSource(_MlflowEnvironment, environ)())
-        own = _MappingEnvSource(_ModelyardEnvironment, environ)()
-    except SettingsError as exc:  # pragma: no cover - decoding errors are ConfigErrors already
-        raise ConfigError(source=source, key="(value)", problem=_one_line(str(exc))) from None
+    values: dict[str, Any] = {}
+    own: dict[str, Any] = {}
+    if _read_by_pydantic_settings(environ):
+        modelyard_env, mlflow_env, mapping_source, settings_error = _environment_sources()
+        try:
+            values = dict(mapping_source(mlflow_env, environ)())
+            own = mapping_source(modelyard_env, environ)()
+        except settings_error as exc:  # pragma: no cover - decoding errors are ConfigErrors
+            raise ConfigError(source=source, key="(value)", problem=_one_line(str(exc))
+                              ) from None
     clash = sorted(set(others) & set(own))
     if clash:
         raise ConfigError(
@@ -351,7 +372,12 @@ _SEED_REFUSED = {
     ),
     "auto_register_model": "registration is explicit (Yard.register / modelyard register)",
 }
-_BOOL = TypeAdapter(bool)
+
+
+@functools.cache
+def _bool() -> TypeAdapter[bool]:
+    """pydantic's lax bool (built on first use: only the seeds' s3_backup_enabled needs it)."""
+    return TypeAdapter(bool)
 
 
 def _translate_seed_keys(values: dict[str, Any], source: str, notes: list[str]) -> dict[str, Any]:
@@ -376,7 +402,7 @@ def _translate_seed_keys(values: dict[str, Any], source: str, notes: list[str]) 
                 problem="set only backup_stages (both are set)",
             )
         try:
-            enabled = _BOOL.validate_python(out.pop("s3_backup_enabled"))
+            enabled = _bool().validate_python(out.pop("s3_backup_enabled"))
         except ValidationError:
             raise ConfigError(
                 source=source, key="s3_backup_enabled", problem="must be true or false"
@@ -454,6 +480,10 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _parse_toml(raw: bytes, path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):  # imported here: most commands find no config file
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
     try:
         text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:

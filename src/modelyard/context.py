@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from modelyard.config import Settings, load_settings
 from modelyard.identity import Identity, Permissions, resolve_identity
 from modelyard.reader import Reader
-from modelyard.storage import ObjectStore, open_store
+from modelyard.storage import ObjectStore, S3Store, open_store
 from modelyard.tracking import Tracking
 from modelyard.vault import Vault
 
@@ -108,6 +108,13 @@ class Context:
 
     def open_store(self, url: str) -> ObjectStore:
         return open_store(url, endpoint_url=self.settings.s3_endpoint_url)
+
+    def prepare_vault(self) -> None:
+        """Start building the vault's S3 client in the background (a no-op for a folder), for
+        a verb that will need it after its registry requests (``S3Store.prepare``)."""
+        store = self.vault.store
+        if isinstance(store, S3Store):
+            store.prepare()
 
     @property
     def identity(self) -> Identity:

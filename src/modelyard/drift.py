@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from modelyard.audit import parse_head
 from modelyard.entities import Result
 from modelyard.errors import NotFound, StorageError, YardError
-from modelyard.names import STAGE_ALIASES, T_STAGE, check_name
-from modelyard.records import SEARCH_PAGE_MAX
+from modelyard.names import STAGE_ALIASES, T_AUDIT_HEAD, T_STAGE, check_name
+from modelyard.records import SEARCH_PAGE_MAX, ModelRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.audit import Auditor
@@ -72,36 +73,43 @@ class Drift:
         self.audit = audit
         self.stages = stages
 
-    def audited_holders(self, name: str) -> dict[str, int | None] | None:
-        """Who the newest audit event says holds each stage (None: the model has no trail)."""
-        last = self.audit.log(name).last()
-        if last is None:
-            return None
-        return {s: (h if isinstance(h := last.stages.get(s), int) else None)
-                for s in STAGE_ALIASES}
+    def audited_holders(self, name: str, model: ModelRecord | None = None
+                        ) -> dict[str, int | None] | None:
+        """Who the newest audit event says holds each stage (None: the model has no trail).
+
+        With the registered model at hand, its audit head tag lets a holder remembered on
+        this machine answer without reading the vault (``Auditor.newest_stages``)."""
+        head = parse_head(model.tags.get(T_AUDIT_HEAD)) if model is not None else None
+        return self.audit.newest_stages(name, head)
 
     def find(self, name: str | None = None, *, notify: bool = True) -> list[StageDrift]:
         """Unaudited moves of one model (or of every model)."""
-        if name is None:
-            names = [m.name for m in self.ctx.reads.list_models()]
+        models: list[tuple[str, ModelRecord | None]]
+        if name is None:  # each model as listed: no second read of it
+            models = [(m.name, m) for m in self.ctx.reads.list_models()]
         else:
-            names = [check_name(name)]
+            models = [(check_name(name), None)]
         found: list[StageDrift] = []
-        for model in names:
-            drifts = self.of_model(model)
+        for model, record in models:
+            drifts = self.of_model(model, model=record)
             if drifts and notify:
                 self.notify(model, drifts)
             found += drifts
         return found
 
-    def of_model(self, name: str, versions: list[VersionRecord] | None = None
-                 ) -> list[StageDrift]:
-        audited = self.audited_holders(name)
+    def of_model(self, name: str, versions: list[VersionRecord] | None = None, *,
+                 model: ModelRecord | None = None) -> list[StageDrift]:
+        """Unaudited moves of one model. ``model``: the registered model when the caller has
+        it already (``list``; a server's registered-models/get costs O(versions))."""
+        if versions is None:
+            try:
+                model, live, tagged, exists = self._bounded(name, model)
+            except NotFound:
+                return []  # deleted meanwhile: nothing holds a stage
+        audited = self.audited_holders(name, model)
         if audited is None:
             return []
-        if versions is None:
-            live, tagged, exists = self._bounded(name)
-        else:
+        if versions is not None:
             by_number = {r.version: r for r in versions}
             live = {s: None for s in STAGE_ALIASES}
             for record in versions:
@@ -134,27 +142,31 @@ class Drift:
                     f"trail says {_label(audited[tag])} holds {tag} (unaudited tag)"))
         return drifts
 
-    def _bounded(self, name: str) -> tuple[dict[str, int | None], list[VersionRecord],
-                                           Callable[[int], bool]]:
-        """What ``of_model`` compares, without listing the model's versions: the stage
-        aliases (an alias look-up each: a server's ``registered-models/get`` costs
-        O(versions)) and the versions tagged with a stage (a tag search each), all four at
-        once; whether a version exists is read only when asked."""
+    def _bounded(self, name: str, model: ModelRecord | None
+                 ) -> tuple[ModelRecord, dict[str, int | None], list[VersionRecord],
+                            Callable[[int], bool]]:
+        """What ``of_model`` compares, without listing the model's versions: the registered
+        model (read here when the caller has none: its aliases name the stage holders and its
+        audit head tag keys the holders remembered on this machine) and the versions tagged
+        with a stage (a tag search each), at once on a server; whether a version exists is
+        read only when asked."""
+        from functools import partial
+
         from modelyard.reader_base import at_once
 
         reads = self.ctx.reads
-        found = at_once(reads, [
-            *[(lambda s=s: reads.alias_holder(name, s)) for s in STAGE_ALIASES],
-            *[(lambda s=s: reads.search_versions(name, tag=(T_STAGE, s),
-                                                 limit=SEARCH_PAGE_MAX))
-              for s in STAGE_ALIASES]])
-        live: dict[str, int | None] = dict(zip(STAGE_ALIASES, found[:len(STAGE_ALIASES)],
-                                               strict=True))
-        tagged: list[VersionRecord] = [r for rows in found[len(STAGE_ALIASES):] for r in rows]
+        searches: list[Callable[[], Any]] = [
+            partial(reads.search_versions, name, tag=(T_STAGE, stage), limit=SEARCH_PAGE_MAX)
+            for stage in STAGE_ALIASES]
+        if model is None:
+            first, *rows = at_once(reads, [lambda: reads.get_model(name), *searches])
+            model = first
+        else:
+            rows = at_once(reads, searches)
+        assert model is not None
+        live: dict[str, int | None] = {s: model.aliases.get(s) for s in STAGE_ALIASES}
+        tagged: list[VersionRecord] = [r for found in rows for r in found]
         tagged.sort(key=lambda r: r.version)
-        if not tagged and all(v is None for v in live.values()) and not reads.search_versions(
-                name, limit=1):
-            reads.get_model(name)  # ModelNotFound if absent (a model without versions: cheap)
 
         def exists(number: int) -> bool:
             try:
@@ -163,7 +175,7 @@ class Drift:
                 return False
             return True
 
-        return live, tagged, exists
+        return model, live, tagged, exists
 
     def undo(self, name: str) -> list[StageChange]:
         """Put back the last audited holder of every drifted stage (audited moves)."""

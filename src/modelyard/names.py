@@ -35,6 +35,9 @@ T_IMPORTED_FROM = "modelyard.imported_from"
 T_ADOPTED = "modelyard.adopted"
 T_RESTORED_FROM = "modelyard.restored_from"
 T_LINEAGE = "modelyard.lineage."  # prefix of the lineage tags
+# Set when `reproduce` stores its result in the vault (its time and verdict), so `details`
+# reads the vault only for versions that have one.
+T_REPRODUCED = "modelyard.reproduced"
 
 # -- tags on a registered model and on runs ----------------------------------------------
 T_AUDIT_HEAD = "modelyard.audit_head"

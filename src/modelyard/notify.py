@@ -15,8 +15,6 @@ import hmac
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -59,6 +57,9 @@ def post(url: str, payload: dict[str, Any], secret: str | None, *,
         "User-Agent": "modelyard",
         SIGNATURE_HEADER: sign(body, secret),
     }
+    import urllib.error  # here: a read that sends no webhook never imports urllib.request
+    import urllib.request
+
     error = ""
     for attempt in range(1, attempts + 1):
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")

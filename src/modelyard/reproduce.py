@@ -35,7 +35,7 @@ from modelyard.context import Context
 from modelyard.dvc_support import clean_env, md5_file, run_dvc
 from modelyard.errors import UserError, YardError
 from modelyard.loading import Loader
-from modelyard.names import T_FLAVOR
+from modelyard.names import T_FLAVOR, T_REPRODUCED
 from modelyard.vault import reproduce_key, sha256_file
 
 log = logging.getLogger("modelyard.reproduce")
@@ -123,6 +123,10 @@ class Reproducer:
         with contextlib.suppress(YardError):
             self.ctx.vault.store.put_bytes(reproduce_key(name, mv.version),
                                            json.dumps(report.to_dict(), default=str).encode())
+            # The tag tells `details` a result exists (no vault read for versions without).
+            verdict = "reproduced" if report.reproducible else "differs"
+            self.ctx.writes.set_version_tags(name, mv.version,
+                                             {T_REPRODUCED: f"{report.at} {verdict}"})
         return report
 
     def _env(self, home: Path) -> dict[str, str]:

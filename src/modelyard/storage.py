@@ -351,6 +351,20 @@ class S3Store(ObjectStore):
             )
         return self._client
 
+    def prepare(self) -> None:
+        """Build the client in a background thread: importing boto3 and loading S3's service
+        model cost ~0.3 s of CPU, which then overlaps the registry requests a verb sends
+        before its first object-store call (the first call waits for the client, once). A
+        failure here is left for that call to meet again and report."""
+        if self._client is not None:
+            return
+
+        def build() -> None:
+            with contextlib.suppress(Exception):
+                _ = self.client
+
+        threading.Thread(target=build, name="modelyard-s3-client", daemon=True).start()
+
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 

@@ -127,6 +127,12 @@ class Yard:
     def user(self) -> str:
         return self.ctx.user
 
+    def prepare_vault(self) -> None:
+        """Start building the vault's S3 client in the background, for a caller about to run
+        a verb that reaches the vault after its registry requests (``history``, ``promote``,
+        ``rollback``): boto3's start-up then overlaps them. A folder vault: nothing to do."""
+        self.ctx.prepare_vault()
+
     # -- read -----------------------------------------------------------------------------
     def versions(self, name: str) -> list[VersionRecord]:
         """Visible versions of a model, oldest first."""
@@ -199,7 +205,7 @@ class Yard:
                       gone_on_miss(partial(reads.latest_visible, name)),
                       partial(holder, name, aliases.get("staging")),
                       partial(holder, name, aliases.get("production")),
-                      gone_on_miss(partial(self._drift.of_model, name))]
+                      gone_on_miss(partial(self._drift.of_model, name, model=model))]
         found = at_once(reads, calls)
         rows = []
         for index, model in enumerate(models):

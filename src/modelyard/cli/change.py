@@ -94,6 +94,7 @@ def promote_cmd(state: State, target: str, stage: str, reason: str | None, force
     name, ref = _target(target, "")
     if not ref:
         raise InvalidInput(f"name the version to promote: {name}@REF (e.g. {name}@v1.2.0)")
+    state.yard.prepare_vault()  # the audit event is written after the registry calls
     change = state.yard.promote(name, ref, to=stage, reason=reason, force=force,
                                 gates=list(gates))
     emit(state, change.to_dict(), lambda d: _render_change(state, d))
@@ -150,6 +151,7 @@ def rollback_cmd(state: State, name: str, stage: str, to: str | None, reason: st
       modelyard rollback churn --to v1.1.0
       modelyard rollback churn --stage staging
     """
+    state.yard.prepare_vault()
     change = state.yard.rollback(name, stage, to, reason=reason)
     emit(state, change.to_dict(), lambda d: _render_change(state, d))
 

@@ -19,6 +19,7 @@ from modelyard.cli.shell import (
     main,
 )
 from modelyard.errors import InvalidInput
+from modelyard.names import T_REPRODUCED
 
 
 @main.command("doctor")
@@ -100,7 +101,9 @@ def details_cmd(state: State, target: str) -> None:
     """
     name, ref = _target(target)
     mv = state.yard.details(name, ref)
-    reproduced = state.yard.last_reproduce(mv.name, mv.version)
+    # The vault holds a result only for versions `reproduce` tagged: no object-store read else.
+    reproduced = (state.yard.last_reproduce(mv.name, mv.version)
+                  if T_REPRODUCED in mv.tags else None)
 
     def render(_: Any) -> None:
         from rich.table import Table
@@ -256,6 +259,7 @@ def history_cmd(state: State, name: str, version: str | None, verify: bool,
     if access:
         _access_log(state, name)
         return
+    state.yard.prepare_vault()  # the trail is in the vault; the model is looked up first
     events = state.yard.history(name, version, verify=verify)
 
     def render(data: list[dict[str, Any]]) -> None:

@@ -1,0 +1,97 @@
+"""Start-up of the command line: what a read imports, and what it reads from the vault.
+
+A read verb answers as a new process at command-line speed, so what it imports is part of the
+contract: ``list`` and ``details`` with ``--json`` import neither mlflow (the lean reader),
+nor boto3 (the stage holders of the newest audit event are remembered on the machine that read
+or wrote it, keyed by the registry's audit head tag), nor rich (JSON is rendered with the
+standard library). ``history`` reads the trail from the vault, so on S3 it pays for boto3, but
+not for mlflow or rich. Each check runs the real CLI in a fresh process and reports its
+``sys.modules`` at exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HEAVY = ("mlflow", "boto3", "botocore", "rich", "pandas", "sklearn")
+
+_REPORT_MODULES = (
+    "import atexit, json, sys\n"
+    "atexit.register(lambda: print('MODULES=' + json.dumps(sorted(m for m in HEAVY "
+    "if m in sys.modules)), file=sys.stderr))\n"
+    "from modelyard.cli import main\n"
+    "main(sys.argv[1:], prog_name='modelyard')\n"
+).replace("HEAVY", repr(HEAVY))
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[Any, list[str]]:
+    """``modelyard ARGS`` as a new process: (its JSON answer, the heavy modules it imported)."""
+    done = subprocess.run([sys.executable, "-c", _REPORT_MODULES, *args],
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    line = [x for x in done.stderr.splitlines() if x.startswith("MODULES=")][-1]
+    return json.loads(done.stdout), json.loads(line.removeprefix("MODULES="))
+
+
+@pytest.fixture
+def promoted(yard: Any, name: str, trained: dict[str, Any]) -> Any:
+    """One version in production (registered and promoted through modelyard, so audited)."""
+    yard.register(trained["model"], name, metrics={"accuracy": 0.9})
+    yard.promote(name, "v1.0.0", to="staging")
+    yard.promote(name, "v1.0.0", to="production")
+    return yard
+
+
+def test_json_reads_import_no_mlflow_boto3_or_rich(promoted: Any, backend: str,
+                                                   name: str) -> None:
+    rows, modules = _cli("--json", "list")
+    assert [r["production"] for r in rows if r["name"] == name] == ["v1.0.0"]
+    assert modules == []
+    for ref in ("production", "v1.0.0", "latest"):
+        shown, modules = _cli("--json", "details", f"{name}@{ref}")
+        assert (shown["semver"], shown["stage"], shown["drift"]) == ("1.0.0", "production", [])
+        assert shown["reproduce"] is None
+        assert modules == [], ref
+    events, modules = _cli("--json", "history", name)
+    assert [e["action"] for e in events][-1] == "promote"
+    # The trail itself lives in the vault: on S3 that is boto3's job, never mlflow's or rich's.
+    assert modules == ([] if backend == "embedded" else ["boto3", "botocore"])
+    # The client built in the background for history does not outlive a refusal noisily.
+    missing = subprocess.run([sys.executable, "-m", "modelyard", "history", "no-such-model"],
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert (missing.returncode, missing.stderr.splitlines()) == (
+        3, ["Error: Model 'no-such-model' not found"])
+
+
+def test_a_cold_machine_reads_the_vault_once_and_an_unaudited_move_still_shows(
+        promoted: Any, backend: str, name: str, trained: dict[str, Any],
+        tmp_path: Path) -> None:
+    if backend == "embedded":
+        pytest.skip("the vault is a local folder: no object-store client to spare")
+    cold = {"MODELYARD_CACHE_DIR": str(tmp_path / "another-machine")}
+    shown, modules = _cli("--json", "details", f"{name}@production", env=cold)
+    assert shown["drift"] == [] and "boto3" in modules  # nothing remembered: read the vault
+    shown, modules = _cli("--json", "details", f"{name}@production", env=cold)
+    assert shown["drift"] == [] and modules == []  # remembered, keyed by the head tag
+
+    # A move made around modelyard (plain MLflow) is drift whatever is remembered.
+    second = promoted.register(trained["model"], name, bump="patch")
+    promoted.ctx.tracking.set_alias(name, "production", second.version)
+    for env in (None, cold):  # where the newest event was written, and elsewhere
+        shown, _ = _cli("--json", "details", f"{name}@{second.version}", env=env)
+        assert [d["stage"] for d in shown["drift"]] == ["production"]
+    _, modules = _cli("--json", "details", f"{name}@{second.version}")
+    assert modules == []
+
+    # A head tag naming another event than the one remembered sends the read to the vault.
+    promoted.ctx.tracking.set_model_tag(name, "modelyard.audit_head", "1:" + "0" * 64)
+    shown, modules = _cli("--json", "details", f"{name}@{second.version}")
+    assert [d["stage"] for d in shown["drift"]] == ["production"] and "boto3" in modules
