@@ -43,10 +43,11 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
-# Two workers, each with its own team stack (tests/devstack.py, free ports, its own folder).
-# The linters run beside the suite (a new machine's first mypy run takes about half a
-# minute, and the suite leaves a core idle part of the time); either failing fails `make test`.
-PYTEST_WORKERS ?= 2
+# Three workers, each with its own team stack (tests/devstack.py, free ports, its own folder):
+# much of the suite waits on servers, subprocesses and timeouts, so a third worker fills the two
+# cores (two workers left about a fifth of the CPU idle). The linters run beside the suite (a new
+# machine's first mypy run takes about half a minute); either failing fails `make test`.
+PYTEST_WORKERS ?= 3
 test: bytecode $(ACTIONLINT)
 	@$(MAKE) --no-print-directory lint > .lint.log 2>&1 & lint=$$!; \
 	$(BIN)/python -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal \
