@@ -30,8 +30,11 @@ _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
 class CountingProxy:
     """Forwards HTTP/1.1 requests to ``upstream`` and records each one in ``calls``."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, latency: float = 0.0) -> None:
+        """``latency``: seconds each answer is held back, as a network between client and
+        server would (requests sent at once then overlap however busy the machine is)."""
         parts = urlsplit(upstream)
+        self._latency = latency
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 80
         self.calls: list[tuple[str, str]] = []
@@ -68,6 +71,8 @@ class CountingProxy:
                     payload = answer.read()
                 finally:
                     conn.close()
+                if proxy._latency:
+                    time.sleep(proxy._latency)
                 self.send_response(answer.status)
                 for key, value in answer.getheaders():
                     if key.lower() not in _HOP:

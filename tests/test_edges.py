@@ -443,6 +443,9 @@ def test_dead_s3_behind_the_server_names_the_artifact_store(
     finally:
         stack.start_s3()
     message = info.value.message
-    assert "artifact store of the tracking server" in message and "HTTP 5" in message, message
+    # The server answers 5xx once its own S3 retries give up; on a busy machine those outlast
+    # the client's timeout. Either way the message names the part that failed.
+    assert "artifact store of the tracking server" in message, message
+    assert "HTTP 5" in message or "no answer within" in message, message
     assert elapsed < 3 * tracking.timeout + 5, f"{elapsed:.1f} s"
     print(f"\nS3 down behind the server: {elapsed:.1f} s: {message}")

@@ -44,7 +44,9 @@ _NO_MLFLOW = (
 
 @pytest.fixture
 def proxy(stack: Stack) -> Iterator[CountingProxy]:
-    with CountingProxy(stack.tracking_uri) as counting:
+    # 0.1 s per answer, like a network between the CLI and the server: requests a move sends
+    # at once then overlap at the proxy even when a busy machine is slow to start threads.
+    with CountingProxy(stack.tracking_uri, latency=0.1) as counting:
         yield counting
 
 
