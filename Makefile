@@ -5,18 +5,22 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install bytecode demo test unit lint bench stack clean
+.PHONY: install demo test unit lint bench stack clean
+
+# Python keeps the bytecode of what it imports in the venv and the source tree. Where the machine
+# sets PYTHONDONTWRITEBYTECODE (CI machines do), every process would compile mlflow and the
+# rest from source again (import mlflow: 6-10 s instead of 2.5 s); uv compiles nothing at
+# install, so the first process to import a module writes its bytecode for the others.
+unexport PYTHONDONTWRITEBYTECODE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
 # uv (from PyPI) installs the pinned set in seconds where pip takes minutes; pip stays the fallback.
-# Bytecode is compiled at install (uv does not by default): with PYTHONDONTWRITEBYTECODE set, as
-# on CI machines, every process would otherwise compile mlflow from source (6-10 s, not 2.5 s).
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install --quiet -c constraints.txt uv && $(BIN)/uv pip install --quiet --python $(BIN)/python \
-		--compile-bytecode -c constraints.txt -e '.[dev]' \
+		-c constraints.txt -e '.[dev]' \
 	|| $(PIP) install --quiet -c constraints.txt -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
@@ -30,12 +34,7 @@ $(ACTIONLINT): $(STAMP)
 
 install: $(STAMP)
 
-# The project's own modules, compiled once per change (an editable install compiles nothing,
-# and PYTHONDONTWRITEBYTECODE would make every process compile them again).
-bytecode: install
-	@$(BIN)/python -m compileall -q -j 0 src
-
-demo: bytecode
+demo: install
 	$(BIN)/modelyard demo
 
 lint: install
@@ -48,7 +47,7 @@ lint: install
 # cores (two workers left about a fifth of the CPU idle). The linters run beside the suite (a new
 # machine's first mypy run takes about half a minute); either failing fails `make test`.
 PYTEST_WORKERS ?= 3
-test: bytecode $(ACTIONLINT)
+test: install $(ACTIONLINT)
 	@$(MAKE) --no-print-directory lint > .lint.log 2>&1 & lint=$$!; \
 	$(BIN)/python -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal \
 		--durations=25; tests=$$?; \
