@@ -47,13 +47,8 @@ lint: install
 # cores (two workers left about a fifth of the CPU idle). The linters run beside the suite (a new
 # machine's first mypy run takes about half a minute); either failing fails `make test`.
 PYTEST_WORKERS ?= 3
-# What the suite's processes import, imported once first: on a new machine its bytecode is then
-# written once, not by every worker and subprocess at the same moment.
-WARM := mlflow.sklearn, mlflow.pyfunc, mlflow.server, sklearn.ensemble, pandas, boto3, \
-	moto.server, dvc.repo, fastapi, uvicorn, hypothesis, matplotlib.pyplot, modelyard.yard
 test: install $(ACTIONLINT)
 	@$(MAKE) --no-print-directory lint > .lint.log 2>&1 & lint=$$!; \
-	$(BIN)/python -W ignore -c "import $(WARM)"; \
 	$(BIN)/python -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal \
 		--durations=25; tests=$$?; \
 	wait $$lint; linted=$$?; echo "--- make lint (exit $$linted)"; cat .lint.log; \
