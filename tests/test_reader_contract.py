@@ -663,8 +663,11 @@ def _auth_app_answer(path: str, headers: dict[str, str]) -> tuple[int, bytes]:
     ``make_forbidden_response``: plain-text 401 and 403 bodies)."""
     if headers.get("authorization") != "Basic Ym9iOmJvYi1wYXNz":  # bob:bob-pass
         return 401, b"You are not authenticated. Please see https://www.mlflow.org/docs/latest/auth"
-    if "name=secret" in path:
+    if "name=secret" in path or "%27secret%27" in path:
         return 403, b"Permission denied"
+    if "registered-models/search" in path:  # the reader's name-filtered look-up
+        model = json.loads(_MODEL_JSON)["registered_model"]
+        return 200, json.dumps({"registered_models": [{**model, "name": "open"}]}).encode()
     return 200, _MODEL_JSON
 
 
@@ -673,7 +676,7 @@ def test_refusals_are_one_clear_line() -> None:
     test_basic_auth_credentials_and_refusals where mlflow[auth] is installed)."""
     with stand_in(answer=_auth_app_answer) as (uri, seen):
         bob = {"MLFLOW_TRACKING_USERNAME": "bob", "MLFLOW_TRACKING_PASSWORD": "bob-pass"}
-        assert RestReader(uri, environ=bob).get_model("open").name == "m"
+        assert RestReader(uri, environ=bob).get_model("open").aliases == {"production": 3}
         with pytest.raises(UserError, match=r"permission denied by tracking server .*HTTP 403"):
             RestReader(uri, environ=bob).get_model("secret")
         wrong = {**bob, "MLFLOW_TRACKING_PASSWORD": "guess"}
