@@ -427,8 +427,7 @@ class Auditor:
                 kept = json.loads(self._remembered_path(name).read_bytes())
                 if (kept.get("name") == name and kept.get("seq") == head[0]
                         and kept.get("hash") == head[1] and isinstance(kept["stages"], dict)):
-                    return {s: (h if isinstance(h := kept["stages"].get(s), int) else None)
-                            for s in STAGE_ALIASES}
+                    return _stage_holders(kept["stages"])
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 pass  # nothing (or nothing usable) remembered: read the vault
         last = self.log(name).last()
@@ -436,8 +435,7 @@ class Auditor:
             return None
         if head is not None and (last.seq, last.hash) == head:
             self.remember(name, last)
-        return {s: (h if isinstance(h := last.stages.get(s), int) else None)
-                for s in STAGE_ALIASES}
+        return _stage_holders(last.stages)
 
     def history(self, name: str, version: str | int | None = None, *,
                 verify: bool = False) -> list[AuditEvent]:
@@ -461,3 +459,8 @@ def _mentions(event: AuditEvent, number: int) -> bool:
     if event.version == number or event.detail.get("rolled_back") == number:
         return True
     return any(int(d.get("version", -1)) == number for d in event.detail.get("displaced", []))
+
+
+def _stage_holders(stages: dict[str, Any]) -> dict[str, int | None]:
+    """Each stage alias's holder as an event records it (anything but a number: none)."""
+    return {s: (h if isinstance(h := stages.get(s), int) else None) for s in STAGE_ALIASES}

@@ -27,13 +27,12 @@ def _fallback(reason: str) -> Any:
     return None
 
 
-
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes")
 
 
 def _redact(text: str) -> str:
-    # tracking.py owns the rule; imported only when a message is built (it loads pydantic).
+    # storage.py owns the rule; imported only when a message is built.
     from modelyard.storage import redact
 
     return redact(text)
