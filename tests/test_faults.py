@@ -11,24 +11,7 @@ import pytest
 
 from modelyard.errors import ModelNotFound, RegistrationFailed, StorageError
 from modelyard.vault import Vault
-
-
-def _register_in_process(args: tuple[str, dict[str, str], str, int]) -> tuple[int, str]:
-    """Runs in a fresh process: its own Yard, its own connections."""
-    name, env, cwd, index = args
-    os.environ.update(env)
-    os.chdir(cwd)
-    import pandas as pd
-    from sklearn.datasets import make_classification
-    from sklearn.tree import DecisionTreeClassifier
-
-    from modelyard import Yard
-
-    features, target = make_classification(n_samples=80, n_features=4, random_state=index)
-    frame = pd.DataFrame(features, columns=["a", "b", "c", "d"])
-    model = DecisionTreeClassifier(max_depth=2, random_state=index).fit(frame, target)
-    mv = Yard().register(model, name, params={"worker": index}, input_example=frame.head(2))
-    return mv.version, str(mv.semver)
+from workers import register_once
 
 
 # On the embedded default the same promise, from a fresh folder with eight processes, is
@@ -37,14 +20,21 @@ def _register_in_process(args: tuple[str, dict[str, str], str, int]) -> tuple[in
 def test_concurrent_registrations_get_distinct_increasing_semvers(
     yard: Any, name: str, trained: dict[str, Any], isolated: Path
 ) -> None:
+    import mlflow.sklearn
+
     yard.register(trained["model"], name, input_example=trained["X"].head(3))  # 1.0.0
+    # The processes register one saved folder (they import neither scikit-learn nor pandas):
+    # they race on the registry, not on fitting or serialising a model.
+    saved = isolated / "saved-model"
+    mlflow.sklearn.save_model(trained["model"], str(saved), serialization_format="cloudpickle",
+                              pip_requirements=["scikit-learn"])
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("MODELYARD_", "MLFLOW_", "AWS_", "HOME"))}
     workers = 4
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers) as pool:
-        results = pool.map(_register_in_process,
-                           [(name, env, str(isolated), i) for i in range(workers)])
+        results = pool.map(register_once,
+                           [(name, env, str(isolated), str(saved), i) for i in range(workers)])
     semvers = [semver for _, semver in sorted(results)]
     assert len(set(semvers)) == workers, results
     parsed = [tuple(int(p) for p in s.split(".")) for s in semvers]
