@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import shutil
 import subprocess
 import tempfile
@@ -68,6 +69,29 @@ def last_result(ctx: Context, name: str, version: int) -> dict[str, Any] | None:
         return None
 
 
+# A cache path DVC's config file holds unquoted, as `dvc cache dir --local` writes it.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_./@:+-]+")
+
+
+def _share_cache(project: Path, cache: Path) -> bool:
+    """Point the checkout's DVC at ``cache`` (what ``dvc cache dir --local`` writes, without a
+    DVC process: a second or two each). False when DVC itself must do it."""
+    config = project / ".dvc" / "config.local"
+    if not (project / ".dvc").is_dir() or config.exists() or not _PLAIN_PATH.fullmatch(
+            str(cache)):
+        return False
+    config.write_text(f"[cache]\n    dir = {cache}\n")
+    return True
+
+
+def _dvc_tracks_outputs(tree: Path) -> bool:
+    """Whether ``dvc checkout`` has anything to restore in the checked-out commit: outputs
+    recorded in a dvc.lock or a ``.dvc`` file (without either it is a process that does
+    nothing)."""
+    return any(path.is_file() for pattern in ("dvc.lock", "*.dvc")
+               for path in tree.rglob(pattern) if ".dvc" not in path.parent.parts)
+
+
 def _close(a: float, b: float, tolerance: float) -> bool:
     return math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
 
@@ -107,7 +131,7 @@ class Reproducer:
                 raise UserError(f"{commit[:12]} has no dvc.yaml in {sub or '.'}: reproduce "
                                 "re-runs the project's DVC pipeline")
             env = self._env(tmp / "home")
-            self._prepare(project, env, mv.lineage.data, report)
+            self._prepare(project, tree, env, mv.lineage.data, report)
             run_dvc(["repro", "-f", "-q"], project, env)
             self._data(project, mv.lineage.data, report)
             self._compare(name, mv, tmp / "home", project, report, tolerance)
@@ -143,17 +167,18 @@ class Reproducer:
         home.mkdir(parents=True, exist_ok=True)
         return env
 
-    def _prepare(self, project: Path, env: dict[str, str], data: list[Any],
+    def _prepare(self, project: Path, tree: Path, env: dict[str, str], data: list[Any],
                  report: ReproduceReport) -> None:
         """Share the project's DVC cache, check out what DVC holds, copy in the data files
         git does not hold."""
         source = self.root
         cache = source / ".dvc" / "cache"
-        if cache.is_dir():
+        if cache.is_dir() and not _share_cache(project, cache):
             with contextlib.suppress(UserError):
                 run_dvc(["cache", "dir", "--local", str(cache)], project, env)
-        with contextlib.suppress(UserError):
-            run_dvc(["checkout", "-q"], project, env)
+        if _dvc_tracks_outputs(tree):
+            with contextlib.suppress(UserError):
+                run_dvc(["checkout", "-q"], project, env)
         for ref in data:
             rel = Path(ref.path)
             if rel.is_absolute():
