@@ -33,6 +33,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ POSTGRES_TIMEOUT = 30.0
 S3_TIMEOUT = 30.0
 MLFLOW_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
+# Where the tracking server tells clients their artifacts go: itself, proxying to the bucket.
+MLFLOW_ARTIFACT_ROOT = "mlflow-artifacts:/"
 PORT_ATTEMPTS = 3
 
 _PORT_ATTRIBUTE = {"postgres": "pg_port", "s3": "s3_port", "mlflow": "mlflow_port"}
@@ -621,29 +624,45 @@ class Stack:
         return True
 
     def _start_mlflow(self) -> None:
+        """The tracking server: what ``mlflow server --workers 1`` runs, without the ``mlflow``
+        process that would only create the schema and start it (an interpreter importing
+        MLflow, 3 CPU-seconds a start). The schema is created here; uvicorn serves MLflow's app
+        with the settings ``mlflow server`` hands its workers (``mlflow/server/__init__.py``,
+        ``_run_server``): artifacts proxied to the bucket, no job execution."""
+        import mlflow
+
         if not self.mlflow_port:
             self.mlflow_port = free_port()
+        self._create_mlflow_schema()
         env = self._child_env(
             MLFLOW_S3_ENDPOINT_URL=self.s3_endpoint_url,
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+            MLFLOW_ENABLE_WORKSPACES="false",
+            _MLFLOW_SERVER_FILE_STORE=self.backend_store_uri,
+            _MLFLOW_SERVER_REGISTRY_STORE=self.backend_store_uri,
+            _MLFLOW_SERVER_ARTIFACT_ROOT=MLFLOW_ARTIFACT_ROOT,
+            _MLFLOW_SERVER_SERVE_ARTIFACTS="true",
+            _MLFLOW_SERVER_ARTIFACT_DESTINATION=f"s3://{self._bucket}/mlflow",
+            _MLFLOW_SERVER_BOOT_ID=uuid.uuid4().hex,
+            _MLFLOW_SGI_NAME="uvicorn",
+            _MLFLOW_IN_JOB_EXECUTOR="false",
         )
+        log_config = Path(mlflow.__file__).parent / "server" / "uvicorn_log_config.yaml"
         self.mlflow = self._spawn(
             "mlflow",
             [
                 sys.executable,
                 "-m",
-                "mlflow",
-                "server",
+                "uvicorn",
+                "--log-config",
+                str(log_config),
                 "--host",
                 HOST,
                 "--port",
                 str(self.mlflow_port),
-                "--backend-store-uri",
-                self.backend_store_uri,
-                "--artifacts-destination",
-                f"s3://{self._bucket}/mlflow",
                 "--workers",
                 "1",
+                "mlflow.server.fastapi_app:app",
             ],
             port=self.mlflow_port,
             env=env,
@@ -654,6 +673,14 @@ class Stack:
             MLFLOW_TIMEOUT,
             f"answer 200 on {self.tracking_uri}/health",
         )
+
+    def _create_mlflow_schema(self) -> None:
+        """Create (or check) MLflow's tables and default experiment in the backend database, as
+        ``mlflow server`` does before it starts its workers."""
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = SqlAlchemyStore(self.backend_store_uri, MLFLOW_ARTIFACT_ROOT)
+        store.engine.dispose()  # no connection of this process stays open
 
 
 def _pg_account() -> pwd.struct_passwd:
