@@ -70,8 +70,41 @@ def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Complet
     )
 
 
-def _prepare(project: Path) -> subprocess.CompletedProcess[str]:
+def _prepare_process(project: Path) -> subprocess.CompletedProcess[str]:
+    """``python src/prepare.py`` in ``project``: a new interpreter (a second importing pandas)."""
     return _run([sys.executable, "src/prepare.py"], project)
+
+
+def _prepare(project: Path) -> subprocess.CompletedProcess[str]:
+    """``python src/prepare.py`` in ``project``, run in this process: the project's copy of the
+    script, its ``main()``'s exit code and what it printed, and the warnings a new interpreter
+    would print on stderr (Python's default filters). The real process runs in
+    test_prepare_writes_a_valid_split and, under DVC, in test_dvc_repro_stops_with_the_..."""
+    import contextlib
+    import io
+    import warnings
+
+    script = project / "src" / "prepare.py"
+    name = f"_modelyard_project_prepare_{abs(hash(str(project)))}"
+    out, err = io.StringIO(), io.StringIO()
+    before = Path.cwd()
+    try:
+        module = _load_script(script, name)
+        os.chdir(project)
+        with warnings.catch_warnings(record=True) as caught, \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.simplefilter("default")
+            code = module.main()
+    finally:
+        os.chdir(before)
+        sys.modules.pop(name, None)
+    quiet = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+    for warning in caught:
+        if not issubclass(warning.category, quiet) or warning.filename == str(script):
+            err.write(warnings.formatwarning(warning.message, warning.category,
+                                             warning.filename, warning.lineno))
+    return subprocess.CompletedProcess([sys.executable, "src/prepare.py"], code,
+                                       out.getvalue(), err.getvalue())
 
 
 def _set_params(project: Path, section: str, **values: Any) -> None:
@@ -136,7 +169,7 @@ def raw_customers(scripts: dict[str, ModuleType]) -> pd.DataFrame:
 # prepare.py -------------------------------------------------------------------------------------
 def test_prepare_writes_a_valid_split(project: Path) -> None:
     _set_params(project, "prepare", n_rows=1500)
-    result = _prepare(project)
+    result = _prepare_process(project)  # the real process, once
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("prepare: ")
     train = pd.read_csv(project / "data/prepared/train.csv")
