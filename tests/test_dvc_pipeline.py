@@ -35,7 +35,7 @@ def _sh(args: list[str], cwd: Path) -> str:
 
 def _project(root: Path, name: str, rows: int = 600) -> Path:
     project = root / "proj"
-    _sh([sys.executable, "-m", "modelyard.cli", "init", str(project), "--name", name], root)
+    run_cli("init", str(project), "--name", name, cwd=root, check=True)
     set_param(project / "params.yaml", "prepare", "n_rows", str(rows))
     set_param(project / "params.yaml", "train", "n_estimators", "10")
     set_param(project / "params.yaml", "train", "cv_folds", "2")
