@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -74,9 +75,14 @@ def _project(root: Path) -> Path:
     git.commit_paths(project, [project / p for p in
                                ("train.py", "dvc.yaml", "modelyard.toml", ".gitignore", ".dvc",
                                 ".dvcignore")], "the pipeline")
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=project,
-                          capture_output=True, text=True, env=_env())
-    assert done.returncode == 0, done.stderr
+    # The version to reproduce: the pipeline's script run once, in this process and in the
+    # project folder as `dvc repro` would run it (`reproduce` itself runs the real `dvc repro`).
+    before = Path.cwd()
+    os.chdir(project)
+    try:
+        runpy.run_path("train.py", run_name="__main__")
+    finally:
+        os.chdir(before)
     return project
 
 
