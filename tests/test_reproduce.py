@@ -120,3 +120,36 @@ def test_reproducible_then_not_after_the_data_changed(tmp_path: Path) -> None:
                                  check=True).stdout)
     assert details["reproduce"]["reproducible"] is False
     assert any(d.startswith("data data.csv") for d in details["reproduce"]["differences"])
+
+
+def test_the_cache_reproduce_shares_is_the_one_dvc_reads(tmp_path: Path) -> None:
+    """reproduce writes the checkout's `.dvc/config.local` itself (no `dvc cache dir --local`
+    process): DVC must read it as its cache; `dvc checkout` runs only when there is
+    something to check out."""
+    from modelyard.reproduce import _dvc_tracks_outputs, _share_cache
+
+    project = tmp_path / "checkout"
+    project.mkdir()
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=project,
+                   check=True, env=_env())
+    cache = tmp_path / "source" / ".dvc" / "cache"
+    assert _share_cache(project, cache)
+    done = subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=project,
+                          capture_output=True, text=True, env=_env(), check=True)
+    assert done.stdout.strip() == str(cache)
+    assert not _share_cache(project, cache)  # a config.local of its own: left to DVC
+    assert not _share_cache(tmp_path, cache)  # not a DVC project
+    odd = tmp_path / "project" / "checkout"
+    (odd / ".dvc").mkdir(parents=True)
+    assert not _share_cache(odd, tmp_path / "a #cache")  # DVC quotes such paths itself
+    assert not (odd / ".dvc" / "config.local").exists()
+
+    assert not _dvc_tracks_outputs(project)  # .dvc/ holds DVC's own files only
+    (project / "dvc.yaml").write_text(DVC_YAML)
+    assert not _dvc_tracks_outputs(project)
+    (project / "sub").mkdir()
+    (project / "sub" / "data.csv.dvc").write_text("outs:\n- path: data.csv\n")
+    assert _dvc_tracks_outputs(project)
+    (project / "sub" / "data.csv.dvc").unlink()
+    (project / "dvc.lock").write_text("schema: '2.0'\n")
+    assert _dvc_tracks_outputs(project)
