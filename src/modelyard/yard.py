@@ -13,20 +13,14 @@ retention, transfer, adopt, loading).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelyard import doctor as doctor_mod
-from modelyard.access import AccessEvent, AccessLog
-from modelyard.adopt import Adopter
-from modelyard.audit import AuditEvent, Auditor
-from modelyard.backup import Backups
-from modelyard.compare import compare as compare_versions
 from modelyard.config import Settings, load_settings
 from modelyard.context import Context, build_context
-from modelyard.drift import Drift, StageDrift
 from modelyard.entities import (
     AliasChange,
     CleanupResult,
@@ -42,33 +36,39 @@ from modelyard.entities import (
     VerifyResult,
 )
 from modelyard.errors import NotFound, UnauditedMove, UserError
-from modelyard.gates import Gates, Holdout
-from modelyard.identity import Identity
-from modelyard.integrity import Integrity, IntegrityReport, RepairReport
-from modelyard.integrity import Progress as IntegrityProgress
-from modelyard.labels import Labels
-from modelyard.loading import Loader
 from modelyard.names import T_SEMVER, T_SEMVER_HIGH, check_name
-from modelyard.notify import Notifier
-from modelyard.promotion import Promotion
-from modelyard.protection import BackupProgress, BackupReport, RestoreReport
 from modelyard.refs import VersionRef, is_visible, lookup, resolve
-from modelyard.registration import Registrar
-from modelyard.restore import Restorer
-from modelyard.retention import Retention
-from modelyard.snapshots import Snapshot, SnapshotDiff, SnapshotRestore, Snapshots
-from modelyard.stages import StageChange, Stages
 from modelyard.tracking import Tracking, VersionRecord
-from modelyard.transfer import Transfer
 from modelyard.vault import Vault
 from modelyard.versioning import highest_semver
 
 if TYPE_CHECKING:  # pragma: no cover
+    # The verb modules are imported when a verb first needs them (``functools.cached_property``
+    # below), so a read does not pay for importing the drills, transfers or snapshots.
+    from modelyard.access import AccessEvent, AccessLog
+    from modelyard.adopt import Adopter
+    from modelyard.audit import AuditEvent, Auditor
+    from modelyard.backup import Backups
     from modelyard.detection import Finding
+    from modelyard.drift import Drift, StageDrift
     from modelyard.drills import DrillReport, Drills, Scenario
+    from modelyard.gates import Gates, Holdout
     from modelyard.health import HealthReport
+    from modelyard.identity import Identity
+    from modelyard.integrity import Integrity, IntegrityReport, RepairReport
+    from modelyard.integrity import Progress as IntegrityProgress
+    from modelyard.labels import Labels
+    from modelyard.loading import Loader
+    from modelyard.promotion import Promotion
+    from modelyard.protection import BackupProgress, BackupReport, RestoreReport
     from modelyard.recovery import Baseline, Layer, Recovery, RecoveryReport
+    from modelyard.registration import Registrar
     from modelyard.reproduce import ReproduceReport
+    from modelyard.restore import Restorer
+    from modelyard.retention import Retention
+    from modelyard.snapshots import Snapshot, SnapshotDiff, SnapshotRestore, Snapshots
+    from modelyard.stages import StageChange, Stages
+    from modelyard.transfer import Transfer
 
 
 class Yard:
@@ -78,32 +78,113 @@ class Yard:
         self.ctx: Context = build_context(settings or load_settings(overrides))
         self.settings: Settings = self.ctx.settings
         self.tracking: Tracking = self.ctx.tracking
-        self._loader = Loader(self.ctx)
-        self._audit = Auditor(self.ctx)
-        notifier = Notifier(self.settings, self._audit)
-        self._stages = Stages(self.ctx, self._audit, notifier)
-        gates = Gates(self.settings, self.tracking,
-                      lambda name, version: self._loader.load(name, version,
-                                                              purpose="gate").model)
-        self._gates = gates
-        self._promotion = Promotion(self.ctx, self._stages, gates, self._audit)
-        self._retention = Retention(self.ctx, self._audit, backup=self._backup_before_delete,
-                                    snapshot_versions=self._snapshot_versions_hook())
-        self._registrar = Registrar(self.ctx, self._after_registration)
-        self._labels = Labels(self.ctx, self._audit)
-        self._drift = Drift(self.ctx, self._audit, self._stages)
-        self._access = AccessLog(self.ctx)
-        self._transfer = Transfer(self.ctx, self._registrar, self._loader, self._audit)
-        self._adopter = Adopter(self.ctx, self._registrar)
-        self._backups = Backups(self.ctx, self._loader, self._audit)
-        self._restorer = Restorer(self.ctx, self._registrar, self._stages, self._audit,
-                                  self._backups)
-        self._stages.after_move.append(self._backups.after_move)
-        # snapshots back up what they name and restore deleted versions from the backup store
-        self._integrity = Integrity(self.ctx, self._loader)
-        self._snapshots = Snapshots(self.ctx, self._stages, backup=self._backup_hook(),
-                                    restore=self._restore_hook())
         self._drills: Drills | None = None  # keeps its sandbox between drills
+
+    # -- the verbs, each built on first use -----------------------------------------------
+    @functools.cached_property
+    def _loader(self) -> Loader:
+        from modelyard.loading import Loader
+
+        return Loader(self.ctx)
+
+    @functools.cached_property
+    def _audit(self) -> Auditor:
+        from modelyard.audit import Auditor
+
+        return Auditor(self.ctx)
+
+    @functools.cached_property
+    def _stages(self) -> Stages:
+        from modelyard.notify import Notifier
+        from modelyard.stages import Stages
+
+        stages = Stages(self.ctx, self._audit, Notifier(self.settings, self._audit))
+        # backup_stages: a version is backed up after it moves into one of them
+        stages.after_move.append(lambda change: self._backups.after_move(change))
+        return stages
+
+    @functools.cached_property
+    def _gates(self) -> Gates:
+        from modelyard.gates import Gates
+
+        return Gates(self.settings, self.tracking,
+                     lambda name, version: self._loader.load(name, version,
+                                                             purpose="gate").model)
+
+    @functools.cached_property
+    def _promotion(self) -> Promotion:
+        from modelyard.promotion import Promotion
+
+        return Promotion(self.ctx, self._stages, self._gates, self._audit)
+
+    @functools.cached_property
+    def _retention(self) -> Retention:
+        from modelyard.retention import Retention
+
+        return Retention(self.ctx, self._audit, backup=self._backup_before_delete,
+                         snapshot_versions=self._snapshot_versions_hook())
+
+    @functools.cached_property
+    def _registrar(self) -> Registrar:
+        from modelyard.registration import Registrar
+
+        return Registrar(self.ctx, self._after_registration)
+
+    @functools.cached_property
+    def _labels(self) -> Labels:
+        from modelyard.labels import Labels
+
+        return Labels(self.ctx, self._audit)
+
+    @functools.cached_property
+    def _drift(self) -> Drift:
+        from modelyard.drift import Drift
+
+        return Drift(self.ctx, self._audit, self._stages)
+
+    @functools.cached_property
+    def _access(self) -> AccessLog:
+        from modelyard.access import AccessLog
+
+        return AccessLog(self.ctx)
+
+    @functools.cached_property
+    def _transfer(self) -> Transfer:
+        from modelyard.transfer import Transfer
+
+        return Transfer(self.ctx, self._registrar, self._loader, self._audit)
+
+    @functools.cached_property
+    def _adopter(self) -> Adopter:
+        from modelyard.adopt import Adopter
+
+        return Adopter(self.ctx, self._registrar)
+
+    @functools.cached_property
+    def _backups(self) -> Backups:
+        from modelyard.backup import Backups
+
+        return Backups(self.ctx, self._loader, self._audit)
+
+    @functools.cached_property
+    def _restorer(self) -> Restorer:
+        from modelyard.restore import Restorer
+
+        return Restorer(self.ctx, self._registrar, self._stages, self._audit, self._backups)
+
+    @functools.cached_property
+    def _integrity(self) -> Integrity:
+        from modelyard.integrity import Integrity
+
+        return Integrity(self.ctx, self._loader)
+
+    @functools.cached_property
+    def _snapshots(self) -> Snapshots:
+        # snapshots back up what they name and restore deleted versions from the backup store
+        from modelyard.snapshots import Snapshots
+
+        return Snapshots(self.ctx, self._stages, backup=self._backup_hook(),
+                         restore=self._restore_hook())
 
     # -- wiring ---------------------------------------------------------------------------
     def _after_registration(self, mv: ModelVersion, action: str = "register") -> None:
@@ -268,7 +349,9 @@ class Yard:
 
     def compare(self, name: str, refs: list[str] | None = None) -> Comparison:
         """Versions side by side; ``differences`` lists the keys whose values differ."""
-        return compare_versions(self._loader, name, refs)
+        from modelyard.compare import compare
+
+        return compare(self._loader, name, refs)
 
     def history(self, name: str, version: str | int | None = None, *,
                 verify: bool = False) -> list[AuditEvent]:
@@ -314,7 +397,9 @@ class Yard:
 
     def doctor(self) -> DoctorReport:
         """What is in use and whether each part answers. Secrets are shown by name only."""
-        return doctor_mod.run(self.ctx)
+        from modelyard import doctor
+
+        return doctor.run(self.ctx)
 
     # -- register -------------------------------------------------------------------------
     def register(

@@ -1,23 +1,13 @@
 """The ``modelyard`` command line. It parses, calls ``Yard``, and renders; nothing else.
 
 >>> from modelyard.cli import main   # the click group; `modelyard` and `python -m modelyard`
+
+Each command's module (``read``, ``change``, ``operate``, ``protect``, ``integrity``,
+``drills``, ``serving``) is imported when the command runs: ``shell.COMMANDS`` names them.
 """
 
 from __future__ import annotations
 
-from modelyard.cli import (  # noqa: F401 - they register their commands
-    change,
-    drills,
-    integrity,
-    operate,
-    protect,
-    read,
-)
-from modelyard.cli.shell import SECTIONS, main
-from modelyard.serving.cli import register_commands
-
-register_commands(main)  # serve, monitor, ab report
-SECTIONS["Operate"] += ["serve", "monitor", "ab"]
-SECTIONS["Incidents"] = ["health", "recover", "drill", "reproduce"]
+from modelyard.cli.shell import main
 
 __all__ = ["main"]

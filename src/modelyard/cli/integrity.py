@@ -10,7 +10,6 @@ import click
 
 from modelyard.cli.render import INTEGRITY_EXIT, _fmt, progress_bar, render_integrity
 from modelyard.cli.shell import (
-    SECTIONS,
     State,
     YardError_,
     _console,
@@ -18,8 +17,6 @@ from modelyard.cli.shell import (
     command_options,
     main,
 )
-
-SECTIONS["Operate"] += ["repair", "snapshot"]
 
 
 @main.command("repair")

@@ -10,7 +10,6 @@ import click
 
 from modelyard.cli.render import progress_bar
 from modelyard.cli.shell import (
-    SECTIONS,
     State,
     YardError_,
     _console,
@@ -20,8 +19,6 @@ from modelyard.cli.shell import (
     fail,
     main,
 )
-
-SECTIONS["Operate"] += ["backup", "restore"]
 
 
 @contextlib.contextmanager

@@ -23,23 +23,49 @@ if TYPE_CHECKING:  # pragma: no cover
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-SECTIONS = {
-    "Read the registry": ["list", "details", "compare", "history", "lineage", "doctor"],
-    "Change the registry": [
-        "register", "promote", "approve", "reject", "requests", "rollback", "alias", "tag",
-        "cleanup", "export", "import", "adopt", "init",
-    ],
-    "Operate": ["load", "verify", "demo"],
+# Every command, by help section, with the module that defines it. A command's module is
+# imported when the command runs (or when help lists them all), so `modelyard details` does
+# not pay for importing the serving app, the drills or the exchange commands.
+COMMANDS: dict[str, dict[str, str]] = {
+    "Read the registry": {
+        "list": "read", "details": "read", "compare": "read", "history": "read",
+        "lineage": "read", "doctor": "read",
+    },
+    "Change the registry": {
+        "register": "change", "promote": "change", "approve": "change", "reject": "change",
+        "requests": "read", "rollback": "change", "alias": "change", "tag": "change",
+        "cleanup": "change", "export": "change", "import": "change", "adopt": "change",
+        "init": "change",
+    },
+    "Operate": {
+        "load": "operate", "verify": "operate", "demo": "operate", "backup": "protect",
+        "restore": "protect", "repair": "integrity", "snapshot": "integrity",
+        "serve": "serving", "monitor": "serving", "ab": "serving",
+    },
+    "Incidents": {
+        "health": "drills", "recover": "drills", "drill": "drills", "reproduce": "drills",
+    },
 }
+SECTIONS = {section: list(commands) for section, commands in COMMANDS.items()}
+_MODULE_OF = {name: module for commands in COMMANDS.values() for name, module in commands.items()}
 
 
 class SectionedGroup(click.Group):
-    """Help grouped into sections, like the registry's verbs in DESIGN.md."""
+    """Help grouped into sections, like the registry's verbs in DESIGN.md; each command's
+    module imported on first use (click's lazy-loading pattern)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in dict.fromkeys(_MODULE_OF.values()):
+            _load(module)
         return list(self.commands)
 
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _MODULE_OF:
+            _load(_MODULE_OF[cmd_name])
+        return self.commands.get(cmd_name)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.list_commands(ctx)
         placed: set[str] = set()
         for section, names in SECTIONS.items():
             rows = []
@@ -57,6 +83,13 @@ class SectionedGroup(click.Group):
         if rest:
             with formatter.section("Other"):
                 formatter.write_dl(rest)
+
+
+def _load(module: str) -> None:
+    """Import ``modelyard.cli.<module>``, which adds its commands to ``main``."""
+    import importlib
+
+    importlib.import_module(f"modelyard.cli.{module}")
 
 
 class State:
