@@ -496,7 +496,8 @@ class RestReader:
                 return record  # deleted in between: what search said
         return record
 
-    def _newest_visible(self, filter_text: str, name: str) -> VersionRecord | None:
+    def _newest_visible(self, filter_text: str, name: str, aliases: bool = True
+                        ) -> VersionRecord | None:
         page = 1
         token: str | None = None
         while True:
@@ -504,18 +505,21 @@ class RestReader:
                                                 max_results=page, page_token=token)
             for row in rows:
                 if _tag_of(row, STATUS_TAG) != PENDING:
-                    return self._with_aliases(row)
+                    return self._with_aliases(row) if aliases else version_from_rest(row)
             if not token or not rows:
                 self.get_model(name)  # ModelNotFound if the model itself is absent
                 return None
             page = min(page * 4, 1000)  # pending versions are few: widen only if needed
 
-    def version_by_tag(self, name: str, key: str, value: str) -> VersionRecord | None:
+    def version_by_tag(self, name: str, key: str, value: str, *, aliases: bool = True
+                       ) -> VersionRecord | None:
+        """``aliases=False``: the search row as it is, aliases not filled in (its caller
+        reads the version whole at once with its other look-ups: ``Loader.get``)."""
         return self._newest_visible(f"{_name_filter(name)} AND {_tag_filter(key, value)}",
-                                    name)
+                                    name, aliases)
 
-    def latest_visible(self, name: str) -> VersionRecord | None:
-        return self._newest_visible(_name_filter(name), name)
+    def latest_visible(self, name: str, *, aliases: bool = True) -> VersionRecord | None:
+        return self._newest_visible(_name_filter(name), name, aliases)
 
     def versions(self, name: str) -> list[VersionRecord]:
         records = [version_from_rest(row) for row in
