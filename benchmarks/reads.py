@@ -22,8 +22,9 @@ Each look-up then runs N times as a new process (wall clock, median of N after o
   filter, newest first (details), the newest page of 100 versions (history: MLflow keeps no
   audit trail), ``mlflow.artifacts.download_artifacts("models:/NAME@production")`` (load).
 The measured processes share one cache folder per backend and size (a machine that has
-not read this registry before: ``first``). ``gto show`` does not apply (GTO reads git tags, not an MLflow registry). The machine may be
-shared: the figures are wall clock and noisy; compare the columns of one run.
+not read this registry before: ``first``). ``gto show`` does not apply (GTO reads git tags,
+not an MLflow registry). The machine may be shared: the figures are wall clock and noisy;
+compare the columns of one run.
 """
 
 from __future__ import annotations
