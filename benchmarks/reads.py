@@ -231,8 +231,10 @@ def run_server(sizes: list[int], n: int, cli: bool, root: Path) -> list[dict[str
     with Stack() as stack:
         stack_env = stack.env()
         os.environ.update(stack_env)  # this script's own process: boto3 / MLflow find S3
-        # One registry, one vault, as a team deploys them: each size's model joins the
-        # models of the sizes before it (``list`` lists them all).
+        # One registry, one vault, as a team deploys them. Each size's model is measured
+        # alone, as on the embedded default (one home per size): it is dropped from the
+        # database before the next size is built, so ``list`` compares one model of 1
+        # version with one model of 10,000, not one model with two.
         vault = f"s3://{stack.bucket}/vault"
         for size in sizes:
             folder = root / f"server-{size}"
@@ -246,6 +248,7 @@ def run_server(sizes: list[int], n: int, cli: bool, root: Path) -> list[dict[str
                                               "MODELYARD_CACHE_DIR": str(folder / "cache")}
             rows.append(_register_row("server", size, took))
             rows += measure("server", size, name, env, folder, n, cli)
+            bulk_mod.drop_server(stack.pg_port, name)
     return rows
 
 

@@ -417,9 +417,11 @@ class Auditor:
             atomic_write(self._remembered_path(name), json.dumps(body).encode())
         except OSError as exc:
             log.debug("audit head of %s not cached: %s", name, exc)
-        kept = self._kept_events(name)
+        if not self._events_path(name).is_file():
+            return
+        kept = self._kept_events(name, check=False)  # checked whole wherever it is used
         if kept and kept[-1].seq == event.seq - 1 and kept[-1].hash == event.prev_hash:
-            self._keep_events(name, [*kept, event])
+            self._keep_events(name, [*kept, event], check=False)
 
     # -- the trail, remembered on this machine -------------------------------------------------
     # ``history`` shows the whole trail. Events never change once written and each carries
@@ -435,22 +437,26 @@ class Auditor:
         return self._remembered_path(name).parent.parent / "audit-trails" / \
             self._remembered_path(name).name
 
-    def _kept_events(self, name: str) -> list[AuditEvent]:
+    def _kept_events(self, name: str, *, check: bool = True) -> list[AuditEvent]:
         """The verified copy of the trail kept on this machine ([] when none is usable)."""
         try:
             body = json.loads(self._events_path(name).read_bytes())
             if body.get("name") != name:
                 return []
             events = [AuditEvent.from_dict(item) for item in body["events"]]
-            check_chain(name, events, key=self.key)  # a damaged copy is no copy
+            if check:
+                check_chain(name, events, key=self.key)  # a damaged copy is no copy
             return events
         except (OSError, ValueError, KeyError, TypeError, AttributeError, AuditTampered):
             return []
 
-    def _keep_events(self, name: str, events: list[AuditEvent]) -> None:
-        """Keep a trail (a whole chain from event 1) whose links and signatures check out."""
+    def _keep_events(self, name: str, events: list[AuditEvent], *, check: bool = True
+                     ) -> None:
+        """Keep a trail (a whole chain from event 1) whose links and signatures check out
+        (``check=False``: the caller checked the one link it added)."""
         try:
-            check_chain(name, events, key=self.key)
+            if check:
+                check_chain(name, events, key=self.key)
         except AuditTampered:
             return  # shown as read, never kept
         body = {"name": name, "events": [e.to_dict() for e in events]}

@@ -46,7 +46,31 @@ _VERSION_PAGE = 10_000
 _MODEL_PAGE = 1_000
 _COUNT_WINDOW = 16  # rows: a count ends with one page this small rather than more probes
 _HINT_REACH = 8  # a remembered count is confirmed in one round while within this many rows
+TOP_PAGE = 4  # the newest versions ``list`` reads (pending ones are few)
 _HINTS_KEPT = 1_000  # remembered counts (search filters) per tracking server
+
+
+class _Shared:
+    """The answer to a GET in flight, for a caller that asked the same GET meanwhile."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._value: dict[str, Any] = {}
+        self._error: BaseException | None = None
+
+    def answer(self, value: dict[str, Any]) -> None:
+        self._value = value
+        self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    def wait(self) -> dict[str, Any]:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class _Missing(Exception):
@@ -143,6 +167,7 @@ class RestReader:
         self._hints_path = count_hints
         self._hints: dict[str, int] | None = None
         self._offsets = False  # this server's page tokens proved to be MLflow's offsets
+        self._in_flight: dict[tuple[str, tuple[tuple[str, str | int], ...]], _Shared] = {}
 
     @property
     def _label(self) -> str:
@@ -262,9 +287,29 @@ class RestReader:
         return response.status, answer, not response.will_close
 
     def _get(self, endpoint: str, params: Sequence[tuple[str, str | int]]) -> dict[str, Any]:
-        """GET one endpoint; JSON answer. Raises _Missing / _Refused / YardErrors."""
-        status, body = self._fetch(f"{_API}{endpoint}", params)
-        return self._decode(status, body, endpoint)
+        """GET one endpoint; JSON answer. Raises _Missing / _Refused / YardErrors.
+
+        The same GET asked again while it is in flight (two look-ups sent at once that need
+        the same page: ``list``'s newest versions and the count's newest row) waits for that
+        request's answer instead of sending its own; nothing is kept once it is answered."""
+        key = (endpoint, tuple(params))
+        with self._lock:
+            shared = self._in_flight.get(key)
+            if shared is None:
+                self._in_flight[key] = mine = _Shared()
+        if shared is not None:
+            return shared.wait()
+        try:
+            status, body = self._fetch(f"{_API}{endpoint}", params)
+            answer = self._decode(status, body, endpoint)
+        except BaseException as exc:
+            mine.fail(exc)
+            raise
+        finally:
+            with self._lock:
+                self._in_flight.pop(key, None)
+        mine.answer(answer)
+        return answer
 
     def probe(self, api_path: str, params: Sequence[tuple[str, str | int]]
               ) -> tuple[int, Any]:
@@ -571,8 +616,8 @@ class RestReader:
             if offset == 0:
                 rows, token = page(0, hint + 1 + _HINT_REACH)
                 top = rows[:1]
-            else:
-                (top, _), (rows, token) = at_once(self, [lambda: page(0, 1),
+            else:  # the newest rows as ``list`` asks them: one request serves both
+                (top, _), (rows, token) = at_once(self, [lambda: page(0, TOP_PAGE),
                                                          lambda: page(offset, size)])
         except (UserError, NotFound):
             return None  # a token this server refuses, or the model went: count anew

@@ -52,6 +52,7 @@ from modelyard.names import T_SEMVER, T_SEMVER_HIGH, check_name
 from modelyard.notify import Notifier
 from modelyard.promotion import Promotion
 from modelyard.protection import BackupProgress, BackupReport, RestoreReport
+from modelyard.reader_rest import TOP_PAGE
 from modelyard.refs import VersionRef, is_visible, lookup, resolve
 from modelyard.registration import Registrar
 from modelyard.restore import Restorer
@@ -71,7 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelyard.reproduce import ReproduceReport
 
 
-_NEWEST_PAGE = 4  # the newest versions ``list`` reads: pending ones are few
+_NEWEST_PAGE = TOP_PAGE  # the newest versions ``list`` reads (the count's top page too)
 
 
 def _newest_visible(page: list[VersionRecord], aliases: dict[str, int]
