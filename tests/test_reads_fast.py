@@ -254,3 +254,45 @@ def test_a_damaged_copy_is_not_used(make_yard: Any, name: str, trained: dict[str
     body["events"][1]["reason"] = "rewritten here"
     kept.write_text(json.dumps(body))
     assert [e.to_dict() for e in make_yard(cache_dir=str(cache)).history(name)] == truth
+
+
+def test_the_same_get_in_flight_is_sent_once() -> None:
+    """Two look-ups sent at once that need the same page share one request (a slow local
+    server that counts them); a request asked after the first was answered is sent again."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from modelyard.reader_base import at_once
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            time.sleep(0.3)
+            body = json.dumps({"model_versions": [{"name": "m", "version": "7"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reader = RestReader(f"http://127.0.0.1:{server.server_address[1]}", environ={})
+        newest, counted = at_once(reader, [
+            lambda: reader.search_versions("m", limit=reader_rest.TOP_PAGE),
+            lambda: reader._search_versions("name = 'm'", order_by="version_number DESC",
+                                            max_results=reader_rest.TOP_PAGE)])
+        assert [r.version for r in newest] == [7] and counted[0][0]["version"] == "7"
+        assert len(seen) == 1 and reader.requests == 1
+        reader.search_versions("m", limit=reader_rest.TOP_PAGE)  # answered: sent anew
+        assert len(seen) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
