@@ -289,9 +289,15 @@ class RestReader:
     def _get(self, endpoint: str, params: Sequence[tuple[str, str | int]]) -> dict[str, Any]:
         """GET one endpoint; JSON answer. Raises _Missing / _Refused / YardErrors.
 
-        The same GET asked again while it is in flight (two look-ups sent at once that need
-        the same page: ``list``'s newest versions and the count's newest row) waits for that
-        request's answer instead of sending its own; nothing is kept once it is answered."""
+        The same version search asked again while it is in flight (two look-ups sent at
+        once that need the same page: ``list``'s newest versions and the count's newest row)
+        waits for that request's answer instead of sending its own; nothing is kept once it
+        is answered. Only version searches, the calls a read verb sends at once (``at_once``
+        waits for every call of a round, so no search in flight outlives the round that
+        sent it, and a later round's writes are never read through an earlier answer)."""
+        if endpoint != "model-versions/search":
+            status, body = self._fetch(f"{_API}{endpoint}", params)
+            return self._decode(status, body, endpoint)
         key = (endpoint, tuple(params))
         with self._lock:
             shared = self._in_flight.get(key)
