@@ -51,7 +51,7 @@ def promoted(yard: Any, name: str, trained: dict[str, Any]) -> Any:
 
 
 def test_json_reads_import_no_mlflow_boto3_or_rich(promoted: Any, backend: str,
-                                                   name: str) -> None:
+                                                   name: str, tmp_path: Path) -> None:
     from modelyard.errors import YardError
     from modelyard.names import T_AUDIT_HEAD
 
@@ -82,7 +82,14 @@ def test_json_reads_import_no_mlflow_boto3_or_rich(promoted: Any, backend: str,
         assert modules == [], ref
     events, modules = _cli("--json", "history", name)
     assert [e["action"] for e in events][-1] == "promote"
-    # The trail itself lives in the vault: on S3 that is boto3's job, never mlflow's or rich's.
+    # This machine keeps the trail's verified copy (``settled`` read it): no vault read while
+    # the registry's head names its newest event.
+    assert modules == []
+    # A machine without it reads the trail from the vault: on S3 that is boto3's job, never
+    # mlflow's or rich's.
+    cold = {"MODELYARD_CACHE_DIR": str(tmp_path / "another-machine")}
+    again, modules = _cli("--json", "history", name, env=cold)
+    assert again == events
     assert modules == ([] if backend == "embedded" else ["boto3", "botocore"])
     # The client built in the background for history does not outlive a refusal noisily.
     missing = subprocess.run([sys.executable, "-m", "modelyard", "history", "no-such-model"],

@@ -407,7 +407,9 @@ class Auditor:
         return ctx.cache_dir / "audit-heads" / f"{where}.json"
 
     def remember(self, name: str, event: AuditEvent) -> None:
-        """Keep the newest event's (seq, hash, stages); a failure only costs a vault read."""
+        """Keep the newest event's (seq, hash, stages); a failure only costs a vault read.
+        An event this machine appends also extends its verified copy of the trail when that
+        copy ends just before it."""
         if event.compute_hash() != event.hash:
             return  # never remember what the chain check would refuse
         body = {"name": name, "seq": event.seq, "hash": event.hash, "stages": event.stages}
@@ -415,6 +417,78 @@ class Auditor:
             atomic_write(self._remembered_path(name), json.dumps(body).encode())
         except OSError as exc:
             log.debug("audit head of %s not cached: %s", name, exc)
+        if not self._events_path(name).is_file():
+            return
+        kept = self._kept_events(name, check=False)  # checked whole wherever it is used
+        if kept and kept[-1].seq == event.seq - 1 and kept[-1].hash == event.prev_hash:
+            self._keep_events(name, [*kept, event], check=False)
+
+    # -- the trail, remembered on this machine -------------------------------------------------
+    # ``history`` shows the whole trail. Events never change once written and each carries
+    # the hash of the one before, so a copy read from the vault whose chain checked out is
+    # kept under the cache folder (keyed like the head above) and shown again while the
+    # registry's audit head tag names its newest event: no object-store client at all. A
+    # newer head reads only the events after the copy (each by its key, at once), chained
+    # on; anything else (the tag names an event the copy holds under another hash, or an
+    # older one; a gap; a broken link) reads the whole trail from the vault, as a new machine
+    # does. ``history --verify`` never trusts the copy: it reads and checks every event in
+    # the vault (see ``AuditLog.verify``), then refreshes the copy.
+    def _events_path(self, name: str) -> Path:
+        return self._remembered_path(name).parent.parent / "audit-trails" / \
+            self._remembered_path(name).name
+
+    def _kept_events(self, name: str, *, check: bool = True) -> list[AuditEvent]:
+        """The verified copy of the trail kept on this machine ([] when none is usable)."""
+        try:
+            body = json.loads(self._events_path(name).read_bytes())
+            if body.get("name") != name:
+                return []
+            events = [AuditEvent.from_dict(item) for item in body["events"]]
+            if check:
+                check_chain(name, events, key=self.key)  # a damaged copy is no copy
+            return events
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, AuditTampered):
+            return []
+
+    def _keep_events(self, name: str, events: list[AuditEvent], *, check: bool = True
+                     ) -> None:
+        """Keep a trail (a whole chain from event 1) whose links and signatures check out
+        (``check=False``: the caller checked the one link it added)."""
+        try:
+            if check:
+                check_chain(name, events, key=self.key)
+        except AuditTampered:
+            return  # shown as read, never kept
+        body = {"name": name, "events": [e.to_dict() for e in events]}
+        try:
+            atomic_write(self._events_path(name), json.dumps(body).encode())
+        except OSError as exc:
+            log.debug("audit trail of %s not cached: %s", name, exc)
+
+    def _trail(self, name: str, head: tuple[int, str] | None) -> list[AuditEvent]:
+        """The whole trail, oldest first: the verified copy kept here when the registry's
+        head names its newest event, extended by the events after it when the head is newer;
+        else read from the vault (and kept when its chain checks out)."""
+        kept = self._kept_events(name) if head is not None else []
+        if head is not None and kept and head[0] >= kept[-1].seq:
+            newest, digest = head
+            if newest == kept[-1].seq and kept[-1].hash == digest:
+                return kept
+            trail = self.log(name)
+            try:
+                newer = _read_at_once(trail, list(range(kept[-1].seq + 1, newest + 1)))
+                events = [*kept, *newer]
+                check_chain(name, events, key=self.key)
+            except (YardError, AuditTampered) as exc:
+                log.debug("the audit trail of %s kept here does not extend: %s", name, exc)
+            else:
+                if events[-1].hash == digest:
+                    self._keep_events(name, events)
+                    return events
+        events = self.log(name).events()
+        if head is not None and events and (events[-1].seq, events[-1].hash) == head:
+            self._keep_events(name, events)
+        return events
 
     def newest_stages(self, name: str, head: tuple[int, str] | None
                       ) -> dict[str, int | None] | None:
@@ -442,17 +516,34 @@ class Auditor:
         """The model's audit trail, oldest first; ``verify`` checks the hash chain and
         raises ``AuditTampered`` naming the first broken event."""
         check_name(name)
+        if verify or not self._events_path(name).is_file():
+            self.ctx.prepare_vault()  # the vault will be read: its client builds meanwhile
         model = self.ctx.reads.get_model(name)  # the lean reader when it can answer
-        audit = self.log(name)
-        if verify:
-            audit.verify(parse_head(model.tags.get(T_AUDIT_HEAD)), key=self.key)
-        events = audit.events()
+        head = parse_head(model.tags.get(T_AUDIT_HEAD))
+        if verify:  # every event read from the vault and checked; then kept here
+            audit = self.log(name)
+            audit.verify(head, key=self.key)
+            events = audit.events()
+            if head is not None and events and (events[-1].seq, events[-1].hash) == head:
+                self._keep_events(name, events)
+        else:
+            events = self._trail(name, head)
         if version is not None:
             text = str(version)
             number = (int(text) if text.isascii() and text.isdigit() and len(text) < 13
                       else lookup(self.ctx.reads, name, text).version)
             events = [e for e in events if _mentions(e, number)]
         return events
+
+
+def _read_at_once(trail: AuditLog, seqs: list[int]) -> list[AuditEvent]:
+    """Events by sequence number (a few, each one object), at once past a handful."""
+    if len(seqs) <= _SERIAL_READS:
+        return [trail.read(s) for s in seqs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=_READERS) as pool:
+        return list(pool.map(trail.read, seqs))
 
 
 def _mentions(event: AuditEvent, number: int) -> bool:

@@ -98,12 +98,16 @@ class Drift:
         return found
 
     def of_model(self, name: str, versions: list[VersionRecord] | None = None, *,
-                 model: ModelRecord | None = None) -> list[StageDrift]:
+                 model: ModelRecord | None = None,
+                 tagged: list[VersionRecord] | None = None) -> list[StageDrift]:
         """Unaudited moves of one model. ``model``: the registered model when the caller has
-        it already (``list``; a server's registered-models/get costs O(versions))."""
+        it already (``list``; a server's registered-models/get costs O(versions));
+        ``tagged``: with it, the versions ``stage_searches`` found (the caller sent them
+        beside its own look-ups)."""
+        rows: list[VersionRecord] = []
         if versions is None:
             try:
-                model, live, tagged, exists = self._bounded(name, model)
+                model, live, rows, exists = self._bounded(name, model, tagged)
             except NotFound:
                 return []  # deleted meanwhile: nothing holds a stage
         audited = self.audited_holders(name, model)
@@ -116,7 +120,7 @@ class Drift:
                 for alias in record.aliases:
                     if alias in live:
                         live[alias] = record.version
-            tagged = [r for r in versions if r.tags.get(T_STAGE) in STAGE_ALIASES]
+            rows = [r for r in versions if r.tags.get(T_STAGE) in STAGE_ALIASES]
 
             def exists(number: int) -> bool:
                 return number in by_number
@@ -132,7 +136,7 @@ class Drift:
                 name=name, stage=stage, holder_version=have, audited_version=want,
                 detail=f"{stage} is held by {_label(have)} in MLflow but the audit trail "
                 f"says {_label(want)} (unaudited move)"))
-        for record in tagged:
+        for record in rows:
             tag = record.tags.get(T_STAGE)
             if tag in STAGE_ALIASES and audited[tag] != record.version:
                 drifts.append(StageDrift(
@@ -142,7 +146,18 @@ class Drift:
                     f"trail says {_label(audited[tag])} holds {tag} (unaudited tag)"))
         return drifts
 
-    def _bounded(self, name: str, model: ModelRecord | None
+    def stage_searches(self, name: str) -> list[Callable[[], list[VersionRecord]]]:
+        """The look-ups of the versions tagged with a stage (one bounded tag search each),
+        for a caller that sends them at once with its own; their rows, concatenated, are
+        ``of_model``'s ``tagged``."""
+        from functools import partial
+
+        reads = self.ctx.reads
+        return [partial(reads.search_versions, name, tag=(T_STAGE, stage),
+                        limit=SEARCH_PAGE_MAX) for stage in STAGE_ALIASES]
+
+    def _bounded(self, name: str, model: ModelRecord | None,
+                 tagged_rows: list[VersionRecord] | None = None
                  ) -> tuple[ModelRecord, dict[str, int | None], list[VersionRecord],
                             Callable[[int], bool]]:
         """What ``of_model`` compares, without listing the model's versions: the registered
@@ -150,14 +165,12 @@ class Drift:
         audit head tag keys the holders remembered on this machine) and the versions tagged
         with a stage (a tag search each), at once on a server; whether a version exists is
         read only when asked."""
-        from functools import partial
-
         from modelyard.reader_base import at_once
 
         reads = self.ctx.reads
-        searches: list[Callable[[], Any]] = [
-            partial(reads.search_versions, name, tag=(T_STAGE, stage), limit=SEARCH_PAGE_MAX)
-            for stage in STAGE_ALIASES]
+        searches: list[Callable[[], Any]] = []
+        if tagged_rows is None:
+            searches = list(self.stage_searches(name))
         if model is None:
             first, *rows = at_once(reads, [lambda: reads.get_model(name), *searches])
             model = first
@@ -165,7 +178,8 @@ class Drift:
             rows = at_once(reads, searches)
         assert model is not None
         live: dict[str, int | None] = {s: model.aliases.get(s) for s in STAGE_ALIASES}
-        tagged: list[VersionRecord] = [r for found in rows for r in found]
+        tagged: list[VersionRecord] = (list(tagged_rows) if tagged_rows is not None
+                                       else [r for found in rows for r in found])
         tagged.sort(key=lambda r: r.version)
 
         def exists(number: int) -> bool:

@@ -23,10 +23,17 @@ from typing import Any
 from modelyard.access import AccessLog
 from modelyard.context import Context
 from modelyard.entities import LoadedModel, ModelVersion, VerifyResult
-from modelyard.errors import BackendError, IntegrityError, InvalidInput, StorageError, YardError
+from modelyard.errors import (
+    BackendError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    StorageError,
+    YardError,
+)
 from modelyard.files import atomic_write
 from modelyard.lineage import Lineage
-from modelyard.names import T_FLAVOR
+from modelyard.names import T_FLAVOR, T_SEMVER, check_name
 from modelyard.refs import lookup
 from modelyard.tracking import VersionRecord
 from modelyard.vault import Manifest
@@ -70,7 +77,61 @@ class Loader:
                                         artifact_location=location)
 
     def get(self, name: str, ref: str | int | None, *, full: bool = True) -> ModelVersion:
+        if full:
+            found = self._found_whole(name, ref)
+            if found is not None:
+                return found
         return self.version(lookup(self.ctx.reads, name, ref), full=full)
+
+    def _found_whole(self, name: str, ref: str | int | None) -> ModelVersion | None:
+        """A semver or ``latest`` on a tracking server in two rounds, not three: the indexed
+        search names the version, then the version itself (its aliases: a search row has
+        none), its run and its logged model are read at once. None: ``lookup`` answers (any
+        other ref or reader, a miss, a version gone in between)."""
+        from modelyard.reader import RestReader
+        from modelyard.reader_base import at_once
+        from modelyard.refs import VersionRef, is_visible
+
+        reads = self.ctx.reads
+        if not isinstance(reads, RestReader):
+            return None
+        try:
+            parsed = VersionRef.parse(ref if ref is not None else "latest")
+        except YardError:
+            return None  # lookup words the refusal
+        check_name(name)
+        if parsed.kind == "semver":
+            row = reads.version_by_tag(name, T_SEMVER, parsed.value, aliases=False)
+        elif parsed.kind == "latest":
+            row = reads.latest_visible(name, aliases=False)
+        else:
+            return None
+        if row is None or not is_visible(row):
+            return None
+        run_id = row.run_id
+
+        def whole() -> VersionRecord | None:
+            try:
+                return reads.get_version(name, row.version)
+            except NotFound:
+                return None
+
+        def run_of() -> dict[str, Any] | None:
+            if not run_id:
+                return None
+            try:
+                return reads.get_run(run_id)
+            except YardError:
+                return None
+
+        record, run, location = at_once(reads, [whole, run_of,
+                                                lambda: reads.artifact_location(row)])
+        if record is None or record.run_id != run_id or record.model_id != row.model_id \
+                or not is_visible(record):
+            return None  # changed in between: read it again the usual way
+        metrics, params = (run["metrics"], run["params"]) if run is not None else ({}, {})
+        return ModelVersion.from_record(record, metrics=metrics, params=params,
+                                        artifact_location=location)
 
     # -- load -----------------------------------------------------------------------------
     def load(
@@ -111,6 +172,7 @@ class Loader:
         folder beside it and swapped in, so ``dest`` never holds a mix of two versions and
         nothing is written through a link. A ``dest`` that is a file or a link is refused."""
         _check_destination(dest)
+        self.ctx.prepare_vault()  # the access event goes to the vault: its client builds meanwhile
         mv = self.get(name, ref)
         path, _, _ = self.materialize(mv, verify)
         place_folder(path, dest)
@@ -118,21 +180,47 @@ class Loader:
         return mv, dest
 
     # -- verify ---------------------------------------------------------------------------
-    def manifest_of(self, mv: ModelVersion) -> Manifest:
-        """The version's manifest from the vault, checked against the hash tagged on it."""
+    def manifest_of(self, mv: ModelVersion, *, kept: bool = True) -> Manifest:
+        """The version's manifest, checked against the hash tagged on it: a copy kept on
+        this machine when one hashes to the tag (``kept``), else the vault's."""
         if not mv.manifest_sha256:
             raise IntegrityError(
                 name=mv.name, semver=mv.semver or f"#{mv.version}",
                 detail="no manifest recorded (bring it under modelyard with `adopt`, "
                 "or load with verify=False)",
             )
-        return self.ctx.vault.read_manifest(mv.name, mv.version, mv.manifest_sha256,
-                                            mv.semver or "?")
+        copy = self._kept_manifest(mv.manifest_sha256) if kept else None
+        if copy is not None:
+            return copy
+        manifest = self.ctx.vault.read_manifest(mv.name, mv.version, mv.manifest_sha256,
+                                                mv.semver or "?")
+        with contextlib.suppress(OSError):  # a failure only costs a vault read next time
+            atomic_write(self._manifest_file(manifest.sha256), manifest.canonical())
+        return manifest
+
+    # A manifest is named by its own hash, which the version's tag in the registry records:
+    # the vault's copy is trusted because it hashes to that tag, and so is a copy kept on
+    # this machine (under the cache folder, by hash) that hashes to it. A load or download
+    # of a version seen before then needs no object-store client for its manifest (the
+    # files are still checked against it, and read from the vault's blobs only if the
+    # cached copy is damaged). ``verify`` (``Loader.verify``) still reads the vault's.
+    def _manifest_file(self, sha: str) -> Path:
+        return self.ctx.cache_dir / "manifests" / f"{sha}.json"
+
+    def _kept_manifest(self, sha: str) -> Manifest | None:
+        if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
+            return None  # never a path built from a malformed tag
+        try:
+            manifest = Manifest.from_json({"files": json.loads(
+                self._manifest_file(sha).read_bytes())})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return manifest if manifest.sha256 == sha else None
 
     def verify(self, name: str, ref: str | int | None = "latest") -> VerifyResult:
         """Check a version's stored files against its manifest without loading them."""
         mv = self.get(name, ref, full=False)
-        manifest = self.manifest_of(mv)
+        manifest = self.manifest_of(mv, kept=False)  # the vault's copy is checked too
         with tempfile.TemporaryDirectory(prefix="modelyard-verify-") as tmp:
             local = self.tracking.download(mv.source, Path(tmp))
             manifest.verify_directory(local, label=name, semver=mv.semver or "?")

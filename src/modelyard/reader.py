@@ -126,13 +126,22 @@ def open_reader(settings: Settings, *, environ: Mapping[str, str] | None = None
         if env.get("MLFLOW_TRACKING_AUTH") or _truthy(env.get("MLFLOW_TRACKING_AWS_SIGV4")):
             return _fallback("MLFLOW_TRACKING_AUTH / MLFLOW_TRACKING_AWS_SIGV4 need MLflow's "
                              "auth plugins")
-        return RestReader(uri, environ=env)
+        return RestReader(uri, environ=env, count_hints=count_hints_path(settings))
     if scheme == "sqlite":
         path = sqlite_path(uri)
         if path is None:
             return _fallback("not a plain sqlite file URI")
         return SqliteReader.open(path)
     return _fallback(f"no lean reader for {scheme or 'this'} tracking URIs")
+
+
+def count_hints_path(settings: Settings) -> Path:
+    """Where the REST reader remembers the counts it found for this tracking server (hints
+    it confirms in one round: ``RestReader._count_near``), keyed by the URI's hash."""
+    import hashlib
+
+    key = hashlib.sha256(settings.resolved_tracking_uri.encode()).hexdigest()[:24]
+    return settings.resolved_cache_dir / "counts" / f"{key}.json"
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import math
 import os
@@ -44,6 +45,32 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _VERSION_PAGE = 10_000
 _MODEL_PAGE = 1_000
 _COUNT_WINDOW = 16  # rows: a count ends with one page this small rather than more probes
+_HINT_REACH = 8  # a remembered count is confirmed in one round while within this many rows
+TOP_PAGE = 4  # the newest versions ``list`` reads (pending ones are few)
+_HINTS_KEPT = 1_000  # remembered counts (search filters) per tracking server
+
+
+class _Shared:
+    """The answer to a GET in flight, for a caller that asked the same GET meanwhile."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._value: dict[str, Any] = {}
+        self._error: BaseException | None = None
+
+    def answer(self, value: dict[str, Any]) -> None:
+        self._value = value
+        self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    def wait(self) -> dict[str, Any]:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class _Missing(Exception):
@@ -116,6 +143,7 @@ class RestReader:
         timeout: float = 10.0,
         retries: int = 2,
         environ: Mapping[str, str] = os.environ,
+        count_hints: Path | None = None,
     ) -> None:
         parts = urlsplit(tracking_uri)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -134,6 +162,12 @@ class RestReader:
         self._idle: list[http.client.HTTPConnection] = []  # keep-alive, not in use
         self._lock = threading.Lock()  # guards _idle and requests
         self.requests = 0  # requests sent (the benchmark counts them)
+        # Counts remembered on this machine (a JSON file under the cache folder, keyed by
+        # search filter): a hint that one round confirms or refutes (``_count_near``).
+        self._hints_path = count_hints
+        self._hints: dict[str, int] | None = None
+        self._offsets = False  # this server's page tokens proved to be MLflow's offsets
+        self._in_flight: dict[tuple[str, tuple[tuple[str, str | int], ...]], _Shared] = {}
 
     @property
     def _label(self) -> str:
@@ -253,9 +287,35 @@ class RestReader:
         return response.status, answer, not response.will_close
 
     def _get(self, endpoint: str, params: Sequence[tuple[str, str | int]]) -> dict[str, Any]:
-        """GET one endpoint; JSON answer. Raises _Missing / _Refused / YardErrors."""
-        status, body = self._fetch(f"{_API}{endpoint}", params)
-        return self._decode(status, body, endpoint)
+        """GET one endpoint; JSON answer. Raises _Missing / _Refused / YardErrors.
+
+        The same version search asked again while it is in flight (two look-ups sent at
+        once that need the same page: ``list``'s newest versions and the count's newest row)
+        waits for that request's answer instead of sending its own; nothing is kept once it
+        is answered. Only version searches, the calls a read verb sends at once (``at_once``
+        waits for every call of a round, so no search in flight outlives the round that
+        sent it, and a later round's writes are never read through an earlier answer)."""
+        if endpoint != "model-versions/search":
+            status, body = self._fetch(f"{_API}{endpoint}", params)
+            return self._decode(status, body, endpoint)
+        key = (endpoint, tuple(params))
+        with self._lock:
+            shared = self._in_flight.get(key)
+            if shared is None:
+                self._in_flight[key] = mine = _Shared()
+        if shared is not None:
+            return shared.wait()
+        try:
+            status, body = self._fetch(f"{_API}{endpoint}", params)
+            answer = self._decode(status, body, endpoint)
+        except BaseException as exc:
+            mine.fail(exc)
+            raise
+        finally:
+            with self._lock:
+                self._in_flight.pop(key, None)
+        mine.answer(answer)
+        return answer
 
     def probe(self, api_path: str, params: Sequence[tuple[str, str | int]]
               ) -> tuple[int, Any]:
@@ -487,7 +547,8 @@ class RestReader:
                 return record  # deleted in between: what search said
         return record
 
-    def _newest_visible(self, filter_text: str, name: str) -> VersionRecord | None:
+    def _newest_visible(self, filter_text: str, name: str, aliases: bool = True
+                        ) -> VersionRecord | None:
         page = 1
         token: str | None = None
         while True:
@@ -495,18 +556,21 @@ class RestReader:
                                                 max_results=page, page_token=token)
             for row in rows:
                 if _tag_of(row, STATUS_TAG) != PENDING:
-                    return self._with_aliases(row)
+                    return self._with_aliases(row) if aliases else version_from_rest(row)
             if not token or not rows:
                 self.get_model(name)  # ModelNotFound if the model itself is absent
                 return None
             page = min(page * 4, 1000)  # pending versions are few: widen only if needed
 
-    def version_by_tag(self, name: str, key: str, value: str) -> VersionRecord | None:
+    def version_by_tag(self, name: str, key: str, value: str, *, aliases: bool = True
+                       ) -> VersionRecord | None:
+        """``aliases=False``: the search row as it is, aliases not filled in (its caller
+        reads the version whole at once with its other look-ups: ``Loader.get``)."""
         return self._newest_visible(f"{_name_filter(name)} AND {_tag_filter(key, value)}",
-                                    name)
+                                    name, aliases)
 
-    def latest_visible(self, name: str) -> VersionRecord | None:
-        return self._newest_visible(_name_filter(name), name)
+    def latest_visible(self, name: str, *, aliases: bool = True) -> VersionRecord | None:
+        return self._newest_visible(_name_filter(name), name, aliases)
 
     def versions(self, name: str) -> list[VersionRecord]:
         records = [version_from_rest(row) for row in
@@ -518,11 +582,89 @@ class RestReader:
 
     def count_visible(self, name: str) -> int:
         # Both counts at once: all versions (dense: few are deleted) and the pending ones
-        # (sparse: registrations in flight).
+        # (sparse: registrations in flight). Each is first asked near the count remembered
+        # on this machine (one round, exact when it confirms); else counted by probes.
         pending = f"{_name_filter(name)} AND {_tag_filter(STATUS_TAG, PENDING)}"
-        total, waiting = at_once(self, [lambda: self._count(_name_filter(name), name),
-                                        lambda: self._count(pending, None, dense=False)])
+        total, waiting = at_once(self, [lambda: self._counted(_name_filter(name), name),
+                                        lambda: self._counted(pending, None, dense=False)])
         return max(0, total - waiting) if total else 0
+
+    def _counted(self, filter_text: str, name: str | None, *, dense: bool = True) -> int:
+        hint = self._hint(filter_text)
+        found = None if hint is None else self._count_near(filter_text, hint, name)
+        if found is None:
+            found = self._count(filter_text, name, dense=dense)
+        if found != hint and (found <= _HINT_REACH + 1 or self._offsets):
+            self._remember_count(filter_text, found)  # a hint past offset 0 needs offsets
+        return found
+
+    def _count_near(self, filter_text: str, hint: int, name: str | None) -> int | None:
+        """The exact count when it lies within ``_HINT_REACH`` rows of ``hint``, in one
+        round; ``None`` when it does not (or the answer cannot be trusted): count anew.
+
+        One page of ``2 * _HINT_REACH + 1`` rows, newest first, ends ``_HINT_REACH`` rows
+        past the hint: a page that is not empty and has no next page token (MLflow's server
+        asks one row more than it answers to decide that) ends at the last row, so the count
+        is its offset plus its rows. Hints are remembered only from a server whose page
+        tokens proved to be MLflow's offsets; a page past offset 0 is checked against the
+        newest row (fetched at once): a server that ignored the offset would answer the
+        newest rows again."""
+
+        def page(offset: int, size: int) -> tuple[list[int], str | None]:
+            rows, token = self._search_versions(
+                filter_text, order_by="version_number DESC", max_results=size,
+                page_token=_offset_token(offset) if offset else None)
+            return [int(row["version"]) for row in rows], token
+
+        offset = max(0, hint - 1 - _HINT_REACH)
+        size = 2 * _HINT_REACH + 1
+        try:
+            if offset == 0:
+                rows, token = page(0, hint + 1 + _HINT_REACH)
+                top = rows[:1]
+            else:  # the newest rows as ``list`` asks them: one request serves both
+                (top, _), (rows, token) = at_once(self, [lambda: page(0, TOP_PAGE),
+                                                         lambda: page(offset, size)])
+        except (UserError, NotFound):
+            return None  # a token this server refuses, or the model went: count anew
+        if token is not None or (not rows and (offset or name is not None)):
+            return None  # beyond the page, or before it (or an absent model: say so)
+        if offset and not (top and rows[0] <= top[0] - offset):
+            return None  # not the rows at that offset
+        if offset:
+            self._offsets = True
+        return offset + len(rows)
+
+    def _hint(self, filter_text: str) -> int | None:
+        if self._hints_path is None:
+            return None
+        with self._lock:
+            if self._hints is None:
+                self._hints = {}
+                try:
+                    loaded = json.loads(self._hints_path.read_bytes())
+                    if isinstance(loaded, dict):
+                        self._hints = {k: v for k, v in loaded.items()
+                                       if isinstance(k, str) and isinstance(v, int)
+                                       and not isinstance(v, bool) and v >= 0}
+                except (OSError, ValueError):
+                    pass  # nothing remembered yet (or unreadable): count by probes
+            return self._hints.get(filter_text)
+
+    def _remember_count(self, filter_text: str, count: int) -> None:
+        """Keep a count as the next hint; a failure only costs probes next time."""
+        if self._hints_path is None:
+            return
+        from modelyard.files import atomic_write
+
+        with self._lock:
+            hints = dict(self._hints or {})
+            hints[filter_text] = count
+            if len(hints) > _HINTS_KEPT:  # the oldest entries go first
+                hints = dict(list(hints.items())[-_HINTS_KEPT:])
+            self._hints = hints
+            with contextlib.suppress(OSError):
+                atomic_write(self._hints_path, json.dumps(hints).encode())
 
     def search_versions(self, name: str, *, tag: tuple[str, str] | None = None,
                         below: int | None = None, limit: int = 100) -> list[VersionRecord]:
@@ -563,6 +705,7 @@ class RestReader:
         if _token_offset(token) != 1:
             return sum(1 for _ in self._each_version(filter_text, "version_number ASC",
                                                      _VERSION_PAGE))
+        self._offsets = True
         if not bottom:  # every version deleted in between
             return 0
         newest, oldest = top[0], bottom[0]

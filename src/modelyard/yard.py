@@ -37,6 +37,7 @@ from modelyard.entities import (
 )
 from modelyard.errors import NotFound, UnauditedMove, UserError
 from modelyard.names import T_SEMVER, T_SEMVER_HIGH, check_name
+from modelyard.reader_rest import TOP_PAGE
 from modelyard.refs import VersionRef, is_visible, lookup, resolve
 from modelyard.tracking import Tracking, VersionRecord
 from modelyard.vault import Vault
@@ -69,6 +70,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelyard.snapshots import Snapshot, SnapshotDiff, SnapshotRestore, Snapshots
     from modelyard.stages import StageChange, Stages
     from modelyard.transfer import Transfer
+
+
+_NEWEST_PAGE = TOP_PAGE  # the newest versions ``list`` reads (the count's top page too)
+
+
+def _newest_visible(page: list[VersionRecord], aliases: dict[str, int]
+                    ) -> VersionRecord | None:
+    """The newest visible version of a page of the newest (search rows leave aliases out:
+    they come from the registered model's), or None when every one is pending."""
+    for record in page:
+        if is_visible(record):
+            record.aliases = sorted(a for a, v in aliases.items() if v == record.version)
+            return record
+    return None
 
 
 class Yard:
@@ -236,10 +251,11 @@ class Yard:
         from modelyard.reader_base import at_once
 
         check_name(name)  # before anything is read, in any thread
-        mv, found = at_once(self.ctx.reads, [lambda: self._loader.get(name, ref, full=full),
-                                             lambda: self._drift.of_model(name)])
+        loader, drift = self._loader, self._drift  # built here, not raced for in the threads
+        mv, found = at_once(self.ctx.reads, [lambda: loader.get(name, ref, full=full),
+                                             lambda: drift.of_model(name)])
         if found:
-            self._drift.notify(name, found)
+            drift.notify(name, found)
         mv.drift = [d.to_dict() for d in found
                     if mv.version in (d.holder_version, d.audited_version)]
         return mv
@@ -247,9 +263,11 @@ class Yard:
     def list_models(self) -> list[ModelRow]:
         """Every model: version count, latest semver, who holds staging / production.
 
-        Flat in the number of versions: per model a count, the newest visible version, the
-        stage holders, the drift check and the ``semver_high`` hint's holder, each one
-        bounded look-up; on a server they go out at once (``reader_base.at_once``)."""
+        Flat in the number of versions: per model a count, a page of the newest versions,
+        and the versions tagged with a stage (the drift check's searches, which also answer
+        the stage holders' semvers), each one bounded look-up; on a server they go out at
+        once (``reader_base.at_once``), one round after the model list. A holder the tag
+        searches miss (drift) or a newest page of pending versions costs a second round."""
         from functools import partial
 
         from modelyard.reader_base import at_once
@@ -257,18 +275,6 @@ class Yard:
         reads = self.ctx.reads
         models = reads.list_models()
         gone = object()  # a model deleted while listing
-
-        def holder(name: str, number: int | None) -> str | None:
-            if number is None:
-                return None
-            try:
-                record = reads.get_version(name, number)
-            except NotFound:
-                return None
-            if not is_visible(record):
-                return None
-            semver = record.tags.get(T_SEMVER)
-            return self.settings.format_version(semver) if semver else f"#{number}"
 
         def gone_on_miss(call: Callable[[], Any]) -> Callable[[], Any]:
             def run() -> Any:
@@ -278,21 +284,43 @@ class Yard:
                     return gone
             return run
 
-        per_model = 5
+        per_model = 4
         calls: list[Callable[[], Any]] = []
         for model in models:
-            name, aliases = model.name, model.aliases
-            calls += [gone_on_miss(partial(reads.count_visible, name)),
-                      gone_on_miss(partial(reads.latest_visible, name)),
-                      partial(holder, name, aliases.get("staging")),
-                      partial(holder, name, aliases.get("production")),
-                      gone_on_miss(partial(self._drift.of_model, name, model=model))]
+            calls += [gone_on_miss(partial(reads.count_visible, model.name)),
+                      partial(reads.search_versions, model.name, limit=_NEWEST_PAGE),
+                      *self._drift.stage_searches(model.name)]
         found = at_once(reads, calls)
-        rows = []
+        later: list[Callable[[], Any]] = []  # the rare second round, at once too
+        plans = []
         for index, model in enumerate(models):
-            count, latest, staging, production, drifts = found[index * per_model:
-                                                               (index + 1) * per_model]
-            if any(value is gone for value in (count, latest, drifts)):
+            count, newest, *searched = found[index * per_model:(index + 1) * per_model]
+            if count is gone:
+                continue
+            tagged: list[VersionRecord] = [r for rows in searched for r in rows]
+            known = {r.version: r for r in [*newest, *tagged]}
+            latest_call = _newest_visible(newest, model.aliases) or (
+                gone_on_miss(partial(reads.latest_visible, model.name)) if newest else None)
+            holder_calls = {stage: self._holder_call(model.name, model.aliases.get(stage),
+                                                     known)
+                            for stage in ("staging", "production")}
+            drift_call = gone_on_miss(partial(self._drift.of_model, model.name, model=model,
+                                              tagged=tagged))
+            slots: list[tuple[bool, Any]] = []  # (answered later, the call's index | value)
+            for slot in (latest_call, holder_calls["staging"], holder_calls["production"],
+                         drift_call):
+                if callable(slot):
+                    slots.append((True, len(later)))
+                    later.append(slot)
+                else:
+                    slots.append((False, slot))
+            plans.append((model, count, slots))
+        answers = at_once(reads, later)
+        rows = []
+        for model, count, slots in plans:
+            latest, staging, production, drifts = (answers[value] if deferred else value
+                                                   for deferred, value in slots)
+            if latest is gone or drifts is gone:
                 continue
             if drifts:
                 self._drift.notify(model.name, drifts)
@@ -301,11 +329,35 @@ class Yard:
                 latest=latest.tags.get(T_SEMVER) if latest else None,
                 latest_version=latest.version if latest else None,
                 highest_semver=self._highest_semver(model.name, model.tags, latest),
-                staging=staging, production=production,
+                staging=self._holder_label(staging),
+                production=self._holder_label(production),
                 description=model.description, updated_at=model.updated_ms,
                 drift=[d.to_dict() for d in drifts],
             ))
         return rows
+
+    def _holder_call(self, name: str, number: int | None,
+                     known: dict[int, VersionRecord]) -> Any:
+        """A stage holder's record when a search already answered it (or None: nobody
+        holds the stage), else the look-up that reads it."""
+        if number is None:
+            return None
+        if number in known:
+            return known[number]
+        reads = self.ctx.reads
+
+        def read() -> VersionRecord | None:
+            try:
+                return reads.get_version(name, number)
+            except NotFound:
+                return None
+        return read
+
+    def _holder_label(self, record: VersionRecord | None) -> str | None:
+        if record is None or not is_visible(record):
+            return None
+        semver = record.tags.get(T_SEMVER)
+        return self.settings.format_version(semver) if semver else f"#{record.version}"
 
     def _highest_semver(self, name: str, tags: dict[str, str],
                         latest: VersionRecord | None) -> str | None:

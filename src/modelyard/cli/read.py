@@ -259,8 +259,7 @@ def history_cmd(state: State, name: str, version: str | None, verify: bool,
     if access:
         _access_log(state, name)
         return
-    state.yard.prepare_vault()  # the trail is in the vault; the model is looked up first
-    events = state.yard.history(name, version, verify=verify)
+    events = state.yard.history(name, version, verify=verify)  # reads the vault if it must
 
     def render(data: list[dict[str, Any]]) -> None:
         from rich.table import Table
