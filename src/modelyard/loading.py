@@ -17,11 +17,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from modelyard.access import AccessLog
-from modelyard.context import Context
+from modelyard.context import Context, Reads
 from modelyard.entities import LoadedModel, ModelVersion, VerifyResult
 from modelyard.errors import (
     BackendError,
@@ -59,18 +60,9 @@ class Loader:
             from modelyard.reader_base import at_once
 
             reads = self.ctx.reads
-            run_id = record.run_id
-
-            def run_of() -> dict[str, Any] | None:
-                if not run_id:
-                    return None
-                try:
-                    return reads.get_run(run_id)
-                except YardError:
-                    return None
-
             # Two independent look-ups: on a server they go out at once.
-            run, location = at_once(reads, [run_of, lambda: reads.artifact_location(record)])
+            run, location = at_once(reads, [partial(_run_or_none, reads, record.run_id),
+                                            lambda: reads.artifact_location(record)])
             if run is not None:
                 metrics, params = run["metrics"], run["params"]
         return ModelVersion.from_record(record, metrics=metrics, params=params,
@@ -116,15 +108,7 @@ class Loader:
             except NotFound:
                 return None
 
-        def run_of() -> dict[str, Any] | None:
-            if not run_id:
-                return None
-            try:
-                return reads.get_run(run_id)
-            except YardError:
-                return None
-
-        record, run, location = at_once(reads, [whole, run_of,
+        record, run, location = at_once(reads, [whole, partial(_run_or_none, reads, run_id),
                                                 lambda: reads.artifact_location(row)])
         if record is None or record.run_id != run_id or record.model_id != row.model_id \
                 or not is_visible(record):
@@ -351,3 +335,15 @@ def place_folder(source: Path, dest: Path) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _run_or_none(reads: Reads, run_id: str | None) -> dict[str, Any] | None:
+    """A version's run as ``get_run`` gives it; None without one or when it cannot be read
+    (a deleted run leaves the version's metrics and params empty, not an error)."""
+    if not run_id:
+        return None
+    try:
+        result: dict[str, Any] = reads.get_run(run_id)
+    except YardError:
+        return None
+    return result
