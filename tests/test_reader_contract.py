@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from modelyard import reader_rest, reader_sqlite
+from modelyard import reader_sqlite
 from modelyard.config import Settings
 from modelyard.errors import BackendError, ModelNotFound, NotFound, UserError, VersionNotFound
 from modelyard.reader import (
@@ -48,6 +48,7 @@ from modelyard.reader import (
 )
 from modelyard.records import ModelRecord, VersionRecord
 from modelyard.refs import VersionRef, resolve
+from paged import PagedVersions
 
 STATUS = "modelyard.status"
 SEMVER = "modelyard.semver"
@@ -280,27 +281,6 @@ def test_two_thousand_versions(yard: Any, backend: str, name: str,
             or n in (89, 97, 178, 194, 1500, 1501, 1940, 1958)])
 
 
-class _PagedVersions(RestReader):
-    """Version numbers paged as MLflow's SQL store pages them (offset tokens), in memory: a
-    stand-in that lets the counting search meet every gap pattern, which the contract tests
-    above check against the real server on a few."""
-
-    def __init__(self, numbers: list[int]) -> None:
-        super().__init__("http://127.0.0.1:9", environ={})
-        self.numbers = sorted(numbers)
-        self.calls = 0
-
-    def _search_versions(self, filter_text: str, *, order_by: str, max_results: int,
-                         page_token: str | None = None
-                         ) -> tuple[list[dict[str, Any]], str | None]:
-        self.calls += 1
-        ordered = self.numbers if order_by.endswith("ASC") else self.numbers[::-1]
-        offset = reader_rest._token_offset(page_token) or 0
-        page = [{"name": "m", "version": str(n)} for n in ordered[offset:offset + max_results]]
-        more = offset + max_results < len(ordered)
-        return page, reader_rest._offset_token(offset + max_results) if more else None
-
-
 @hsettings(max_examples=300, deadline=None, database=None)
 @given(newest=st.integers(1, 20_000),
        gaps=st.sampled_from(["none", "retention", "few", "uniform", "clustered", "most",
@@ -324,7 +304,7 @@ def test_counting_probes_are_few(newest: int, gaps: str, seed: int) -> None:
         numbers = [n for n in numbers if rng.random() > 0.9]
     elif gaps == "pending":  # the versions tagged pending: registrations in flight, sparse
         numbers = [n for n in numbers if rng.random() < 1 / 89]
-    paged = _PagedVersions(numbers)
+    paged = PagedVersions(numbers)
     assert paged._count("name = 'm'", None) == len(numbers)
     span = numbers[-1] - numbers[0] + 1 if numbers else 0
     assert paged.calls <= 4 + 2 * span.bit_length()  # O(log n) at worst
@@ -332,7 +312,7 @@ def test_counting_probes_are_few(newest: int, gaps: str, seed: int) -> None:
         assert paged.calls <= 3
     # Counted as a sparse set (how count_visible counts the pending versions): the same
     # answer, from a probe near the top instead of the span's end.
-    sparse = _PagedVersions(numbers)
+    sparse = PagedVersions(numbers)
     assert sparse._count("name = 'm'", None, dense=False) == len(numbers)
     assert sparse.calls <= 4 + 2 * span.bit_length()
     if gaps == "pending":
@@ -394,6 +374,7 @@ light = sorted(m for m in ("pydantic", "modelyard.config", "modelyard.tracking")
                if m in sys.modules)
 from modelyard.config import load_settings
 from modelyard.reader import open_reader
+from paged import PagedVersions
 reader = open_reader(load_settings())
 name = sys.argv[1]
 version = reader.latest_visible(name)

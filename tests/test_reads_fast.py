@@ -18,30 +18,9 @@ from modelyard import reader_rest
 from modelyard.audit import event_key
 from modelyard.errors import AuditTampered
 from modelyard.reader_rest import RestReader
+from paged import PagedVersions
 
 REACH = reader_rest._HINT_REACH
-
-
-class _Paged(RestReader):
-    """Version numbers paged as MLflow's SQL store pages them (offset tokens, one row more
-    asked than answered to decide on a next page), in memory. ``ignore_offsets``: a server
-    that answers every page from the top, whatever the token says."""
-
-    def __init__(self, numbers: list[int], *, ignore_offsets: bool = False) -> None:
-        super().__init__("http://127.0.0.1:9", environ={})
-        self.numbers = sorted(numbers)
-        self.ignore_offsets = ignore_offsets
-        self.calls = 0
-
-    def _search_versions(self, filter_text: str, *, order_by: str, max_results: int,
-                         page_token: str | None = None
-                         ) -> tuple[list[dict[str, Any]], str | None]:
-        self.calls += 1
-        ordered = self.numbers if order_by.endswith("ASC") else self.numbers[::-1]
-        offset = 0 if self.ignore_offsets else reader_rest._token_offset(page_token) or 0
-        page = [{"name": "m", "version": str(n)} for n in ordered[offset:offset + max_results]]
-        more = offset + max_results < len(ordered)
-        return page, reader_rest._offset_token(offset + max_results) if more else None
 
 
 def _numbers(newest: int, holes: float, seed: int) -> list[int]:
@@ -59,7 +38,7 @@ def test_a_hint_gives_the_exact_count_or_none(newest: int, holes: float, seed: i
                                               drift: int, ignore: bool) -> None:
     numbers = _numbers(newest, holes, seed)
     hint = max(0, len(numbers) + drift)
-    paged = _Paged(numbers, ignore_offsets=ignore)
+    paged = PagedVersions(numbers, ignore_offsets=ignore)
     found = paged._count_near("name = 'm'", hint, None)
     assert found is None or found == len(numbers)
     assert paged.calls <= 2  # one round: the page near the hint (and the newest row)
@@ -73,8 +52,8 @@ def test_hints_are_remembered_and_survive_a_bad_file(tmp_path: Path) -> None:
     hints = tmp_path / "counts.json"
     numbers = list(range(1, 501))
 
-    def reader() -> _Paged:
-        paged = _Paged(numbers)
+    def reader() -> PagedVersions:
+        paged = PagedVersions(numbers)
         paged._hints_path = hints
         return paged
 
