@@ -374,7 +374,6 @@ light = sorted(m for m in ("pydantic", "modelyard.config", "modelyard.tracking")
                if m in sys.modules)
 from modelyard.config import load_settings
 from modelyard.reader import open_reader
-from paged import PagedVersions
 reader = open_reader(load_settings())
 name = sys.argv[1]
 version = reader.latest_visible(name)
