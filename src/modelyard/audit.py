@@ -246,7 +246,13 @@ class AuditLog:
     # -- integrity ------------------------------------------------------------------------
     def verify(self, head: tuple[int, str] | None = None, *, key: bytes | None = None,
                vault_head: bool = True) -> int:
-        """Check the chain; return the number of events. Raise AuditTampered at the first
+        """``verified_events``' number of events."""
+        return len(self.verified_events(head, key=key, vault_head=vault_head))
+
+    def verified_events(self, head: tuple[int, str] | None = None, *,
+                        key: bytes | None = None, vault_head: bool = True
+                        ) -> list[AuditEvent]:
+        """Check the chain; return its events, oldest first. Raise AuditTampered at the first
         broken event. ``head`` is (seq, hash) of an event known from elsewhere (the
         registry), which catches removal of the newest events; the vault's own head object
         is checked the same way. With ``key`` every event's HMAC must match, which catches
@@ -281,7 +287,7 @@ class AuditLog:
                     name=self.name,
                     detail=f"event {head_seq} does not match the hash {where} recorded",
                 )
-        return len(events)
+        return events
 
 
 def check_chain(name: str, events: list[AuditEvent], *, key: bytes | None = None) -> None:
@@ -434,8 +440,8 @@ class Auditor:
     # does. ``history --verify`` never trusts the copy: it reads and checks every event in
     # the vault (see ``AuditLog.verify``), then refreshes the copy.
     def _events_path(self, name: str) -> Path:
-        return self._remembered_path(name).parent.parent / "audit-trails" / \
-            self._remembered_path(name).name
+        head = self._remembered_path(name)
+        return head.parent.parent / "audit-trails" / head.name
 
     def _kept_events(self, name: str, *, check: bool = True) -> list[AuditEvent]:
         """The verified copy of the trail kept on this machine ([] when none is usable)."""
@@ -521,9 +527,7 @@ class Auditor:
         model = self.ctx.reads.get_model(name)  # the lean reader when it can answer
         head = parse_head(model.tags.get(T_AUDIT_HEAD))
         if verify:  # every event read from the vault and checked; then kept here
-            audit = self.log(name)
-            audit.verify(head, key=self.key)
-            events = audit.events()
+            events = self.log(name).verified_events(head, key=self.key)
             if head is not None and events and (events[-1].seq, events[-1].hash) == head:
                 self._keep_events(name, events)
         else:
