@@ -53,7 +53,8 @@ class Context:
         if self._reads is None:
             from modelyard.reader import open_reader
 
-            self._reads = open_reader(self.settings) or self.tracking
+            self._reads = (open_reader(self.settings, fallback=lambda: self.tracking)
+                           or self.tracking)
         return self._reads
 
     @property

@@ -25,14 +25,14 @@ Never imports mlflow, pandas, sklearn or boto3 (a test checks ``sys.modules``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import unquote
 
 from modelyard.reader_base import _fallback, _truthy
 from modelyard.reader_rest import RestReader
-from modelyard.reader_sqlite import KNOWN_SCHEMA_REVISIONS, SqliteReader
+from modelyard.reader_sqlite import KNOWN_SCHEMA_REVISIONS, AbsentReader, SqliteReader
 from modelyard.records import ModelRecord, VersionRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "KNOWN_SCHEMA_REVISIONS",
+    "AbsentReader",
     "Reader",
     "RestReader",
     "SqliteReader",
@@ -108,13 +109,15 @@ class Reader(Protocol):
 # --------------------------------------------------------------------------------------------
 
 
-def open_reader(settings: Settings, *, environ: Mapping[str, str] | None = None
-                ) -> Reader | None:
+def open_reader(settings: Settings, *, environ: Mapping[str, str] | None = None,
+                fallback: Callable[[], Any] | None = None) -> Reader | None:
     """The lean reader for these settings, or ``None`` when MLflow's client must answer.
 
     ``http(s)://`` -> ``RestReader``; the embedded ``sqlite:///...`` file -> ``SqliteReader``
     when it exists and its schema revision is known; anything else -> ``None`` (the reason is
-    logged at debug level).
+    logged at debug level). With ``fallback`` (what answers when the lean path cannot: MLflow's
+    client), an embedded file that does not exist yet -> ``AbsentReader`` (an empty registry,
+    read without creating it; then the reader picked once the file appears).
     """
     env = os.environ if environ is None else environ
     uri = settings.resolved_tracking_uri
@@ -131,6 +134,9 @@ def open_reader(settings: Settings, *, environ: Mapping[str, str] | None = None
         path = sqlite_path(uri)
         if path is None:
             return _fallback("not a plain sqlite file URI")
+        if fallback is not None and not path.is_file():
+            found = path
+            return AbsentReader(path, then=lambda: SqliteReader.open(found) or fallback())
         return SqliteReader.open(path)
     return _fallback(f"no lean reader for {scheme or 'this'} tracking URIs")
 

@@ -19,7 +19,7 @@ from modelyard.errors import BackendError, ModelNotFound, NotFound
 from modelyard.reader_base import PROMPT_TAG, WORKSPACE, T, _fallback, _first_line
 from modelyard.records import SEARCH_PAGE_MAX, ModelRecord, VersionRecord, model_id_from
 
-__all__ = ["KNOWN_SCHEMA_REVISIONS", "SqliteReader"]
+__all__ = ["KNOWN_SCHEMA_REVISIONS", "AbsentReader", "SqliteReader"]
 
 # Alembic revisions of MLflow's schema that tests/test_reader_contract.py has proved this
 # module reads correctly. Any other revision: open_reader returns None (MLflow's client).
@@ -367,3 +367,90 @@ def _model_row(row: tuple[Any, ...], tags: dict[str, str], aliases: dict[str, in
         tags=tags,
         aliases=aliases,
     )
+
+
+class AbsentReader:
+    """The embedded default before its database exists: an empty registry, read without
+    creating it (MLflow's client would make ``.modelyard/mlflow.db`` and migrate its schema,
+    logging at INFO, just to say "not found").
+
+    Each call first looks for the file again: once a write (in this process or another) has
+    made it, every call goes to ``then()``, the reader ``open_reader`` would pick for it
+    (made once). Answers as ``SqliteReader`` does on a registry with no models.
+    """
+
+    concurrent = False
+
+    def __init__(self, db_path: str | os.PathLike[str], then: Callable[[], Any]) -> None:
+        self.path = Path(db_path)
+        self._then = then
+        self._live: Any = None
+
+    def _delegate(self) -> Any:
+        if self._live is None and self.path.is_file():
+            self._live = self._then()
+        return self._live
+
+    def list_models(self) -> list[ModelRecord]:
+        live = self._delegate()
+        return [] if live is None else list(live.list_models())
+
+    def get_model(self, name: str) -> ModelRecord:
+        live = self._delegate()
+        if live is None:
+            raise ModelNotFound(name=name)
+        return live.get_model(name)  # type: ignore[no-any-return]
+
+    def get_version(self, name: str, version: int) -> VersionRecord:
+        live = self._delegate()
+        if live is None:
+            raise NotFound(f"Model Version (name={name}, version={version}) not found")
+        return live.get_version(name, version)  # type: ignore[no-any-return]
+
+    def alias_holder(self, name: str, alias: str) -> int | None:
+        live = self._delegate()
+        return None if live is None else live.alias_holder(name, alias)  # type: ignore[no-any-return]
+
+    def version_by_tag(self, name: str, key: str, value: str) -> VersionRecord | None:
+        live = self._delegate()
+        if live is None:
+            raise ModelNotFound(name=name)
+        return live.version_by_tag(name, key, value)  # type: ignore[no-any-return]
+
+    def latest_visible(self, name: str) -> VersionRecord | None:
+        live = self._delegate()
+        if live is None:
+            raise ModelNotFound(name=name)
+        return live.latest_visible(name)  # type: ignore[no-any-return]
+
+    def versions(self, name: str) -> list[VersionRecord]:
+        live = self._delegate()
+        if live is None:
+            raise ModelNotFound(name=name)
+        return live.versions(name)  # type: ignore[no-any-return]
+
+    def count_visible(self, name: str) -> int:
+        live = self._delegate()
+        if live is None:
+            raise ModelNotFound(name=name)
+        return live.count_visible(name)  # type: ignore[no-any-return]
+
+    def search_versions(self, name: str, *, tag: tuple[str, str] | None = None,
+                        below: int | None = None, limit: int = 100) -> list[VersionRecord]:
+        live = self._delegate()
+        return [] if live is None else live.search_versions(  # type: ignore[no-any-return]
+            name, tag=tag, below=below, limit=limit)
+
+    def artifact_location(self, record: VersionRecord) -> str:
+        live = self._delegate()
+        return record.source if live is None else live.artifact_location(record)  # type: ignore[no-any-return]
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        live = self._delegate()
+        if live is None:
+            raise NotFound(f"Run with id={run_id} not found")
+        return live.get_run(run_id)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._live is not None and hasattr(self._live, "close"):
+            self._live.close()
