@@ -305,7 +305,7 @@ def test_counting_probes_are_few(newest: int, gaps: str, seed: int) -> None:
     elif gaps == "pending":  # the versions tagged pending: registrations in flight, sparse
         numbers = [n for n in numbers if rng.random() < 1 / 89]
     paged = PagedVersions(numbers)
-    assert paged._count("name = 'm'", None) == len(numbers)
+    assert paged.counts.count("name = 'm'", None) == len(numbers)
     span = numbers[-1] - numbers[0] + 1 if numbers else 0
     assert paged.calls <= 4 + 2 * span.bit_length()  # O(log n) at worst
     if gaps in ("none", "retention"):
@@ -313,7 +313,7 @@ def test_counting_probes_are_few(newest: int, gaps: str, seed: int) -> None:
     # Counted as a sparse set (how count_visible counts the pending versions): the same
     # answer, from a probe near the top instead of the span's end.
     sparse = PagedVersions(numbers)
-    assert sparse._count("name = 'm'", None, dense=False) == len(numbers)
+    assert sparse.counts.count("name = 'm'", None, dense=False) == len(numbers)
     assert sparse.calls <= 4 + 2 * span.bit_length()
     if gaps == "pending":
         assert sparse.calls <= 10, (len(numbers), span)

@@ -14,13 +14,13 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from modelyard import reader_rest
+from modelyard import rest_counts
 from modelyard.audit import event_key
 from modelyard.errors import AuditTampered
 from modelyard.reader_rest import RestReader
 from paged import PagedVersions
 
-REACH = reader_rest._HINT_REACH
+REACH = rest_counts._HINT_REACH
 
 
 def _numbers(newest: int, holes: float, seed: int) -> list[int]:
@@ -39,7 +39,7 @@ def test_a_hint_gives_the_exact_count_or_none(newest: int, holes: float, seed: i
     numbers = _numbers(newest, holes, seed)
     hint = max(0, len(numbers) + drift)
     paged = PagedVersions(numbers, ignore_offsets=ignore)
-    found = paged._count_near("name = 'm'", hint, None)
+    found = paged.counts.near("name = 'm'", hint, None)
     assert found is None or found == len(numbers)
     assert paged.calls <= 2  # one round: the page near the hint (and the newest row)
     if abs(drift) <= REACH and (not ignore or hint <= REACH + 1):
@@ -53,22 +53,20 @@ def test_hints_are_remembered_and_survive_a_bad_file(tmp_path: Path) -> None:
     numbers = list(range(1, 501))
 
     def reader() -> PagedVersions:
-        paged = PagedVersions(numbers)
-        paged._hints_path = hints
-        return paged
+        return PagedVersions(numbers, count_hints=hints)
 
     first = reader()
-    assert first._counted("name = 'm'", None) == 500
+    assert first.counts.counted("name = 'm'", None) == 500
     assert json.loads(hints.read_text()) == {"name = 'm'": 500}
     numbers[:] = [n for n in range(1, 506) if n % 100]  # 5 more, 5 deleted: 500 again
     again = reader()
-    assert again._counted("name = 'm'", None) == 500 and again.calls == 2
+    assert again.counts.counted("name = 'm'", None) == 500 and again.calls == 2
     numbers[:] = list(range(1, 801))  # far past the hint: counted anew, then remembered
     far = reader()
-    assert far._counted("name = 'm'", None) == 800 and far.calls > 2
+    assert far.counts.counted("name = 'm'", None) == 800 and far.calls > 2
     assert json.loads(hints.read_text()) == {"name = 'm'": 800}
     hints.write_text("{not json")
-    assert reader()._counted("name = 'm'", None) == 800
+    assert reader().counts.counted("name = 'm'", None) == 800
 
 
 def _bulk(yard: Any, backend: str, name: str, last: int, request: pytest.FixtureRequest
@@ -265,12 +263,12 @@ def test_the_same_get_in_flight_is_sent_once() -> None:
     try:
         reader = RestReader(f"http://127.0.0.1:{server.server_address[1]}", environ={})
         newest, counted = at_once(reader, [
-            lambda: reader.search_versions("m", limit=reader_rest.TOP_PAGE),
+            lambda: reader.search_versions("m", limit=rest_counts.TOP_PAGE),
             lambda: reader._search_versions("name = 'm'", order_by="version_number DESC",
-                                            max_results=reader_rest.TOP_PAGE)])
+                                            max_results=rest_counts.TOP_PAGE)])
         assert [r.version for r in newest] == [7] and counted[0][0]["version"] == "7"
         assert len(seen) == 1 and reader.requests == 1
-        reader.search_versions("m", limit=reader_rest.TOP_PAGE)  # answered: sent anew
+        reader.search_versions("m", limit=rest_counts.TOP_PAGE)  # answered: sent anew
         assert len(seen) == 2
     finally:
         server.shutdown()

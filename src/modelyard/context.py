@@ -61,7 +61,7 @@ class Context:
     def writes(self) -> Writes:
         """Where pure metadata writes go (aliases, version tags, the stage field, the audit
         head tag): on a tracking server the lean reader speaks to, MLflow's REST API through
-        the reader's own connection (no mlflow import); else MLflow's client (the embedded
+        the reader's own transport (no mlflow import); else MLflow's client (the embedded
         default keeps writing through MLflow)."""
         if self._writes is None:
             from modelyard.reader import RestReader
@@ -70,7 +70,7 @@ class Context:
             if isinstance(reads, RestReader):
                 from modelyard.rest_writer import RestWriter
 
-                self._writes = RestWriter(reads)
+                self._writes = RestWriter(reads.transport)
             else:
                 self._writes = self.tracking
         return self._writes

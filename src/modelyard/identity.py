@@ -29,7 +29,7 @@ from modelyard.lineage import os_user
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.config import Settings
-    from modelyard.reader_rest import RestReader
+    from modelyard.rest_transport import RestTransport
 
 log = logging.getLogger("modelyard.identity")
 
@@ -73,14 +73,14 @@ def resolve_identity(settings: Settings, reader: object | None) -> Identity:
     from modelyard.reader_rest import RestReader
 
     asserted = settings.user or None
-    if isinstance(reader, RestReader) and reader.sends_credentials:
-        found = _ask_server(reader)
+    if isinstance(reader, RestReader) and reader.transport.sends_credentials:
+        found = _ask_server(reader.transport)
         if found is not None:
             if asserted and asserted != found.user:
                 raise IdentityConflict(asserted=asserted, user=found.user)
             return found
         # A server without the auth app: the credentials are not checked by anyone.
-        name = asserted or reader.basic_username
+        name = asserted or reader.transport.basic_username
         if name:
             return Identity(name, "asserted", False)
     if asserted:
@@ -88,12 +88,12 @@ def resolve_identity(settings: Settings, reader: object | None) -> Identity:
     return Identity(os_user(), "os-user", False)
 
 
-def _ask_server(reader: RestReader) -> Identity | None:
+def _ask_server(transport: RestTransport) -> Identity | None:
     """The server's word on who the credentials are (None: it has no auth app)."""
-    status, body = reader.probe(_CURRENT_USER, [])
-    label = reader._label
+    status, body = transport.probe(_CURRENT_USER, [])
+    label = transport.label
     if status == 401:
-        who = reader.basic_username
+        who = transport.basic_username
         raise PermissionDenied(
             f"tracking server {label} refused the credentials"
             f"{' of ' + who if who else ''} (HTTP 401): check MLFLOW_TRACKING_USERNAME / "
@@ -102,7 +102,7 @@ def _ask_server(reader: RestReader) -> Identity | None:
         user = body["user"]
         name = str(user.get("username") or "")
         if name:
-            source: Source = ("server-basic-auth" if reader.sends_credentials == "basic"
+            source: Source = ("server-basic-auth" if transport.sends_credentials == "basic"
                               else "server-token")
             return Identity(name, source, True, bool(user.get("is_admin")))
     log.debug("tracking server %s has no users API (HTTP %s): identity not authenticated",
@@ -127,7 +127,7 @@ class Permissions:
         if self.identity.is_admin:
             return MANAGE
         if model not in self._cache:
-            status, body = self.reader.probe(_USER_PERMISSION, [
+            status, body = self.reader.transport.probe(_USER_PERMISSION, [
                 ("username", self.identity.user), ("resource_type", "registered_model"),
                 ("resource_id", model)])
             found = None

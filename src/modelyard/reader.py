@@ -3,9 +3,11 @@
 Two readers answer the same questions with the same typed records as ``tracking.py``:
 
 - ``RestReader`` (``reader_rest.py``) speaks MLflow's documented REST API
-  (``/api/2.0/mlflow/...``) to a tracking server, honouring MLflow's own client settings
-  (``MLFLOW_TRACKING_USERNAME`` / ``PASSWORD``, ``MLFLOW_TRACKING_TOKEN``, TLS settings,
-  ``MLFLOW_WORKSPACE``, proxies), with capped retries and one time budget per call.
+  (``/api/2.0/mlflow/...``) to a tracking server. Its requests travel through
+  ``rest_transport.py`` (shared with ``rest_writer.py``), which honours MLflow's own client
+  settings (``MLFLOW_TRACKING_USERNAME`` / ``PASSWORD``, ``MLFLOW_TRACKING_TOKEN``, TLS
+  settings, ``MLFLOW_WORKSPACE``, proxies), with capped retries and one time budget per
+  call; ``rest_counts.py`` counts versions without listing them.
 - ``SqliteReader`` (``reader_sqlite.py``) reads the embedded default's SQLite file
   read-only, for the MLflow schema revisions the contract suite
   (``tests/test_reader_contract.py``) has proved.
@@ -143,7 +145,7 @@ def open_reader(settings: Settings, *, environ: Mapping[str, str] | None = None,
 
 def count_hints_path(settings: Settings) -> Path:
     """Where the REST reader remembers the counts it found for this tracking server (hints
-    it confirms in one round: ``RestReader._count_near``), keyed by the URI's hash."""
+    it confirms in one round: ``rest_counts.VersionCounts.near``), keyed by the URI's hash."""
     import hashlib
 
     key = hashlib.sha256(settings.resolved_tracking_uri.encode()).hexdigest()[:24]

@@ -3,9 +3,10 @@
 Moving a stage only sets and deletes aliases and tags (and mirrors the stage into MLflow's
 stage field): ``promote`` and ``rollback`` on a tracking server then need no ``import mlflow``
 (about 2 s) and none of the extra ``registered-models/get`` MLflow's client sends before each
-registry write. The writer rides on the lean reader's connection (same credentials, TLS,
-proxy, timeout and capped retries: ``reader_rest.RestReader``), so reads and writes of one command
-share one keep-alive connection and one request counter.
+registry write. The writer sends through the lean reader's transport (same credentials, TLS,
+proxy, timeout and capped retries: ``rest_transport.RestTransport``, the ``RestReader``'s
+``transport``), so reads and writes of one command share its keep-alive connections and one
+request counter.
 
 Endpoints (``/api/2.0/mlflow/...``): ``registered-models/alias`` (POST, DELETE),
 ``registered-models/set-tag``, ``model-versions/set-tag``, ``model-versions/delete-tag``
@@ -17,17 +18,16 @@ Independent calls of one step (a move's look-ups, then its writes) go out at the
 through ``reader_base.at_once``: on a server each request in flight has its own pooled
 connection, so a move costs a few sequential round trips whatever the number of calls.
 
->>> writer = RestWriter(RestReader("http://mlflow:5000"))
+>>> writer = RestWriter(RestTransport("http://mlflow:5000"))
 >>> writer.set_alias("churn", "production", 3)
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from modelyard.errors import InvalidInput, ModelNotFound, NotFound, UserError
-from modelyard.reader_rest import _API, RestReader, _Missing, _Refused
+from modelyard.rest_transport import Missing, Refused, RestTransport
 
 # modelyard's stage -> MLflow's stage field (tracking.STAGE_FIELD, without importing tracking).
 STAGE_FIELD = {"none": "None", "staging": "Staging", "production": "Production",
@@ -39,27 +39,24 @@ class RestWriter:
 
     concurrent = True  # at_once sends independent writes at the same time
 
-    def __init__(self, reader: RestReader) -> None:
-        self.reader = reader
+    def __init__(self, transport: RestTransport) -> None:
+        self.transport = transport
 
     @property
     def requests(self) -> int:
-        return self.reader.requests
+        return self.transport.requests
 
     # -- transport ------------------------------------------------------------------------
     def _send(self, method: str, endpoint: str, body: dict[str, Any], *, name: str,
               op: str) -> dict[str, Any]:
         """One JSON request; MLflow's error codes become modelyard's errors."""
-        r = self.reader
-        status, answer = r._fetch(f"{_API}{endpoint}", (), method=method,
-                                  body=json.dumps(body).encode())
         try:
-            return r._decode(status, answer, endpoint)
-        except _Missing as exc:  # as Tracking translates MLflow's RESOURCE_DOES_NOT_EXIST
+            return self.transport.send(method, endpoint, body)
+        except Missing as exc:  # as Tracking translates MLflow's RESOURCE_DOES_NOT_EXIST
             if "Registered Model" in exc.message:
                 raise ModelNotFound(name=name) from None
             raise NotFound(exc.message or f"{name}: not found ({op})") from None
-        except _Refused as exc:  # INVALID_PARAMETER_VALUE: Tracking's UserError
+        except Refused as exc:  # INVALID_PARAMETER_VALUE: Tracking's UserError
             raise UserError(exc.message or f"{name}: refused ({op})") from None
 
     # -- writes (Tracking's signatures) ----------------------------------------------------

@@ -37,8 +37,8 @@ from modelyard.entities import (
 )
 from modelyard.errors import NotFound, UnauditedMove, UserError
 from modelyard.names import T_SEMVER, T_SEMVER_HIGH, check_name
-from modelyard.reader_rest import TOP_PAGE
 from modelyard.refs import VersionRef, is_visible, lookup, resolve
+from modelyard.rest_counts import TOP_PAGE
 from modelyard.tracking import Tracking, VersionRecord
 from modelyard.vault import Vault
 from modelyard.versioning import highest_semver
