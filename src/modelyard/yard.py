@@ -35,7 +35,7 @@ from modelyard.entities import (
     TagChange,
     VerifyResult,
 )
-from modelyard.errors import NotFound, UnauditedMove, UserError
+from modelyard.errors import NotFound, UserError
 from modelyard.names import check_name
 from modelyard.refs import VersionRef, is_visible, lookup, resolve
 from modelyard.tracking import Tracking, VersionRecord
@@ -310,10 +310,7 @@ class Yard:
     def check_drift(self, name: str | None = None) -> None:
         """Raise ``UnauditedMove`` naming the first unaudited holder (for ``verify --all``,
         ``health`` and ``history --verify``)."""
-        found = self._drift.find(name)
-        if found:
-            more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
-            raise UnauditedMove(detail=found[0].message + more)
+        self._drift.check(name)
 
     def undo_drift(self, name: str) -> list[StageChange]:
         """Put back the last audited holders of a model's drifted stages (audited moves,
