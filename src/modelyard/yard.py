@@ -35,7 +35,7 @@ from modelyard.entities import (
     TagChange,
     VerifyResult,
 )
-from modelyard.errors import NotFound, UserError
+from modelyard.errors import UserError
 from modelyard.names import check_name
 from modelyard.refs import VersionRef, is_visible, lookup, resolve
 from modelyard.tracking import Tracking, VersionRecord
@@ -636,16 +636,8 @@ class Yard:
     def _restore_hook(self) -> Callable[[str, str], ModelVersion] | None:
         if self.ctx.settings.backup is None:
             return None
-        restore = self._restorer.restore
+        return self._restorer.restore_version
 
-        def hook(name: str, semver: str) -> ModelVersion:
-            report = restore(name, semver)
-            restored: list[ModelVersion] = list(report.restored)
-            if not restored:
-                raise NotFound(f"{name} v{semver} could not be restored from the backup store")
-            return restored[0]
-
-        return hook
     # -- drills, recovery, health, reproduce ----------------------------------------------------
     def _project_root(self) -> Path:
         return Path(self.settings.project_root or Path.cwd()).absolute()
