@@ -702,17 +702,8 @@ class Yard:
         from modelyard.drills import Drills
 
         if self._drills is None:
-            def differences(tag: str) -> list[str]:
-                diff = self.snapshot_diff(tag)
-                moved = [f"{m['name']}: {m['alias']} {m['before']} -> {m['after']}"
-                         for m in diff.moved]
-                gone = [f"{d.get('name')} {d.get('semver') or d.get('version')} deleted"
-                        for d in diff.deleted]
-                return moved + gone
-
-            self._drills = Drills(self.ctx, self, Yard,
-                                  snapshot=lambda tag: self.snapshot(tag, include_data=False),
-                                  snapshot_check=differences)
+            self._drills = Drills(self.ctx, self, Yard, snapshot=self.snapshot,
+                                  snapshot_diff=self.snapshot_diff)
         return self._drills
 
     def drill_scenarios(self) -> list[Scenario]:
