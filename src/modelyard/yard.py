@@ -735,10 +735,10 @@ class Yard:
         """
         from modelyard.health import Health
 
-        def monitor(name: str) -> Any:
+        def monitor(name: str, since: str) -> Any:
             from modelyard.serving.monitor import monitor as run_monitor
 
-            return run_monitor(self, name, since="24h")
+            return run_monitor(self, name, since=since)
 
         backup_record = self.backup_record if self.settings.backup is not None else None
         return Health(self.ctx, self._loader, self._audit, monitor=monitor,
