@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelyard.loading import Loader
     from modelyard.promotion import Promotion
     from modelyard.protection import BackupProgress, BackupReport, RestoreReport
-    from modelyard.recovery import Baseline, Layer, Recovery, RecoveryReport
+    from modelyard.recovery import Baseline, Recovery, RecoveryReport
     from modelyard.registration import Registrar
     from modelyard.reproduce import ReproduceReport
     from modelyard.restore import Restorer
@@ -642,39 +642,16 @@ class Yard:
     def _project_root(self) -> Path:
         return Path(self.settings.project_root or Path.cwd()).absolute()
 
-    def _layers(self, root: Path) -> list[Layer]:
-        """Every recovery layer this facade can offer, in any order (recovery sorts them)."""
-        from modelyard.recovery import (
-            Builtin,
-            repair_layer,
-            restore_layer,
-            snapshot_layer,
-            undo_drift_layer,
-        )
-
-        def rollback(name: str, stage: str) -> StageChange:
-            return self.rollback(name, stage, reason="recover: the production holder failed "
-                                 "its checks")
-
-        layers = [*Builtin(self.ctx, self._loader, root, rollback).layers(),
-                  repair_layer(self.repair), undo_drift_layer(self.undo_drift),
-                  snapshot_layer(self.snapshots, self.snapshot_restore)]
-        if self.settings.backup is not None:
-            layers.append(restore_layer(self.restore))
-        return layers
-
     def _recovery(self) -> Recovery:
         from modelyard.detection import Detector
-        from modelyard.recovery import Recovery
+        from modelyard.recovery import Recovery, layers_from
 
         root = self._project_root()
-
-        def gate_check(name: str, record: VersionRecord) -> list[dict[str, Any]]:
-            specs = self._gates.specs("production", None)
-            return self._gates.evaluate(name, record, "production", specs, None)
-
-        detector = Detector(self.ctx, self._loader, self._audit, root, gate_check)
-        return Recovery(detector, self._layers(root), self._loader, self._audit)
+        detector = Detector(self.ctx, self._loader, self._audit, root,
+                            lambda name, record: self._gates.policy_verdicts(name, record,
+                                                                             "production"))
+        return Recovery(detector, layers_from(self, self.ctx, self._loader, root),
+                        self._loader, self._audit)
 
     def detect(self, name: str) -> list[Finding]:
         """What modelyard's own checks find wrong with a model (changes nothing)."""
