@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelyard.audit import parse_head
 from modelyard.entities import Result
-from modelyard.errors import NotFound, StorageError, YardError
+from modelyard.errors import NotFound, StorageError, UnauditedMove, YardError
 from modelyard.names import STAGE_ALIASES, T_AUDIT_HEAD, T_STAGE, check_name
 from modelyard.records import SEARCH_PAGE_MAX, ModelRecord
 
@@ -96,6 +96,13 @@ class Drift:
                 self.notify(model, drifts)
             found += drifts
         return found
+
+    def check(self, name: str | None = None) -> None:
+        """Raise ``UnauditedMove`` naming the first unaudited holder (and how many more)."""
+        found = self.find(name)
+        if found:
+            more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+            raise UnauditedMove(detail=found[0].message + more)
 
     def of_model(self, name: str, versions: list[VersionRecord] | None = None, *,
                  model: ModelRecord | None = None,

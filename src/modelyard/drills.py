@@ -46,6 +46,7 @@ from modelyard.vault import drill_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.config import Settings
+    from modelyard.snapshots import SnapshotDiff
     from modelyard.yard import Yard
 
 log = logging.getLogger("modelyard.drills")
@@ -300,18 +301,27 @@ def _empty_registry(cache: Path, target: Path) -> None:
 Recover = Callable[..., RecoveryReport]
 
 
+def _differences(diff: SnapshotDiff) -> list[str]:
+    """What a live drill left different from the snapshot taken first: aliases moved and
+    versions deleted, one line each."""
+    moved = [f"{m['name']}: {m['alias']} {m['before']} -> {m['after']}" for m in diff.moved]
+    gone = [f"{d.get('name')} {d.get('semver') or d.get('version')} deleted"
+            for d in diff.deleted]
+    return moved + gone
+
+
 class Drills:
     """``drill`` and ``drill_scenarios``. ``factory`` builds a facade on given settings (the
     sandbox's); ``snapshot`` / ``snapshot_diff`` are the snapshot verbs live drills need."""
 
     def __init__(self, ctx: Context, yard: Yard, factory: Callable[[Settings], Yard],
-                 snapshot: Callable[[str], Any] | None = None,
-                 snapshot_check: Callable[[str], list[str]] | None = None) -> None:
+                 snapshot: Callable[..., Any] | None = None,
+                 snapshot_diff: Callable[[str], SnapshotDiff] | None = None) -> None:
         self.ctx = ctx
         self.real = yard
         self.factory = factory
         self.snapshot = snapshot
-        self.snapshot_check = snapshot_check
+        self.snapshot_diff = snapshot_diff
         self._sandboxes: dict[str | None, Sandbox] = {}
 
     def scenarios(self) -> list[Scenario]:
@@ -362,7 +372,7 @@ class Drills:
         return report
 
     def _live(self, spec: Scenario, model: str | None, stage: str | None) -> DrillReport:
-        if self.snapshot is None or self.snapshot_check is None:
+        if self.snapshot is None or self.snapshot_diff is None:
             raise UserError("live drills need snapshots (`modelyard snapshot`), which this "
                             "installation does not have yet; run the drill in its sandbox")
         if model is None:
@@ -371,10 +381,10 @@ class Drills:
             raise UserError(f"{spec.name} runs in the sandbox only (it rewrites the project's "
                             "data and pipeline outputs)")
         tag = f"drill-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
-        self.snapshot(tag)
+        self.snapshot(tag, include_data=False)  # live drills never touch the project's data
         report = self._drill(self.real, None, spec, model, stage)
         report.sandbox = False
-        differences = self.snapshot_check(tag)
+        differences = _differences(self.snapshot_diff(tag))
         report.notes.append("registry matches the snapshot taken first" if not differences
                             else "registry differs from the snapshot: " + "; ".join(differences))
         if differences:

@@ -106,6 +106,12 @@ class Gates:
                                       number=margin))
         return specs
 
+    def policy_verdicts(self, name: str, record: VersionRecord, stage: str
+                        ) -> list[GateResult]:
+        """The policy's gates for ``stage`` on a version (no extra gates, no holdout): how
+        ``recover`` checks that a stage holder still deserves its stage."""
+        return self.evaluate(name, record, stage, self.specs(stage, None), None)
+
     def _run_metrics(self, record: VersionRecord) -> dict[str, float]:
         if not record.run_id:
             return {}

@@ -104,7 +104,7 @@ def _labels(check: HealthCheck) -> str:
 
 
 BackupRecord = Callable[[str, int], "dict[str, Any] | None"]
-Monitor = Callable[[str], Any]
+Monitor = Callable[[str, str], Any]  # (model, since) -> serving's report over that window
 
 
 class Health:
@@ -267,7 +267,7 @@ class Health:
     def _serving(self, name: str, checks: list[HealthCheck]) -> None:
         assert self.monitor is not None
         try:
-            report = self.monitor(name)
+            report = self.monitor(name, SERVING_WINDOW)
         except (YardError, ImportError) as exc:
             checks.append(HealthCheck("serving", name, "warn", str(exc)[:200]))
             return

@@ -3,9 +3,9 @@
 ``detection.py`` finds the problems; recovery walks the layers in order and stops at the
 first that works (DESIGN.md, "Recovery layers"): L1 local cache or backup copy; L2 vault,
 DVC remote or backup store; L3 snapshot restore; L4 retrain / re-run through the DVC
-pipeline. The layers are handed in by the facade
-as a list of ``Layer`` objects, so the ones other verbs provide (backup restore, integrity
-repair, snapshot restore, drift undo) join by being listed, not by being looked up.
+pipeline. The layers are a list of ``Layer`` objects (``layers_from``): the ones other verbs
+provide (backup restore, integrity repair, snapshot restore, drift undo) come from the verbs
+the facade hands in, so they join by being listed, not by being looked up.
 
 >>> report = recovery.recover("churn", dry_run=True)
 >>> [f.problem for f in report.findings], report.plan
@@ -43,6 +43,7 @@ from modelyard.vault import Manifest, object_key
 log = logging.getLogger("modelyard.recovery")
 
 _ONCE_PER_TARGET = ("promotion", "storage")
+ROLLBACK_REASON = "recover: the production holder failed its checks"  # in the audit trail
 
 
 # -- results ------------------------------------------------------------------------------
@@ -131,9 +132,12 @@ class Layer:
 
 
 class Facade(Protocol):
-    """The facade verbs other engineers' layers come from (P1 backup/restore, P2 integrity
-    and snapshots, G drift). ``layers_from`` turns whichever of them a facade has into
-    layers; the facade hands them in, nothing here looks them up."""
+    """The facade verbs the layers call (rollback, backup restore, integrity repair,
+    snapshot restore, drift undo). ``layers_from`` turns them into layers; the facade hands
+    itself in, nothing here looks them up."""
+
+    def rollback(self, name: str, stage: str = "production", to: str | int | None = None, *,
+                 reason: str | None = None) -> Any: ...
 
     def restore(self, name: str, ref: str | int | None = None, *, aliases: bool = False,
                 progress: Any = None) -> Any: ...
@@ -147,6 +151,17 @@ class Facade(Protocol):
     def snapshots(self) -> list[Any]: ...
 
     def undo_drift(self, name: str) -> list[Any]: ...
+
+
+def layers_from(facade: Facade, ctx: Context, loader: Loader, root: Path) -> list[Layer]:
+    """Every layer, in any order (``Recovery`` sorts them): the core's own (``Builtin``) and
+    those the facade's verbs provide; the backup store's restore only when one is set."""
+    layers = [*Builtin(ctx, loader, root, facade.rollback).layers(),
+              repair_layer(facade.repair), undo_drift_layer(facade.undo_drift),
+              snapshot_layer(facade.snapshots, facade.snapshot_restore)]
+    if ctx.settings.backup is not None:
+        layers.append(restore_layer(facade.restore))
+    return layers
 
 
 def repair_layer(repair: Callable[..., Any]) -> Layer:
@@ -215,7 +230,7 @@ class Builtin:
     """The layers modelyard's core can run by itself (cache, vault, DVC, rollback, re-run)."""
 
     def __init__(self, ctx: Context, loader: Loader, root: Path,
-                 rollback: Callable[[str, str], Any]) -> None:
+                 rollback: Callable[..., Any]) -> None:
         self.ctx = ctx
         self.loader = loader
         self.root = root
@@ -294,7 +309,7 @@ class Builtin:
     # -- promotion ------------------------------------------------------------------------
     def rollback(self, finding: Finding) -> str:
         name, _, _ = finding.target.partition("@")
-        change = self.rollback_fn(name, "production")
+        change = self.rollback_fn(name, "production", reason=ROLLBACK_REASON)
         return f"production back to v{getattr(change, 'semver', '?')}"
 
     # -- data -----------------------------------------------------------------------------

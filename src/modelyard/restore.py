@@ -131,6 +131,14 @@ class Restorer:
                 self._restore_aliases(name, records if ref is None else todo, made, report)
         return report
 
+    def restore_version(self, name: str, semver: str) -> ModelVersion:
+        """One deleted version back, by semver (what ``snapshot restore`` needs of a version
+        no longer in the registry); ``NotFound`` when the backup store cannot bring it back."""
+        restored: list[ModelVersion] = list(self.restore(name, semver).restored)
+        if not restored:
+            raise NotFound(f"{name} v{semver} could not be restored from the backup store")
+        return restored[0]
+
     def restore_all(self, *, aliases: bool = True,
                     progress: BackupProgress | None = None) -> RestoreReport:
         """Every backed-up model into this registry (after its database was lost): versions

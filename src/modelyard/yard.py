@@ -35,13 +35,11 @@ from modelyard.entities import (
     TagChange,
     VerifyResult,
 )
-from modelyard.errors import NotFound, UnauditedMove, UserError
-from modelyard.names import T_SEMVER, T_SEMVER_HIGH, check_name
+from modelyard.errors import UserError
+from modelyard.names import check_name
 from modelyard.refs import VersionRef, is_visible, lookup, resolve
-from modelyard.rest_counts import TOP_PAGE
 from modelyard.tracking import Tracking, VersionRecord
 from modelyard.vault import Vault
-from modelyard.versioning import highest_semver
 
 if TYPE_CHECKING:  # pragma: no cover
     # The verb modules are imported when a verb first needs them (``functools.cached_property``
@@ -50,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelyard.adopt import Adopter
     from modelyard.audit import AuditEvent, Auditor
     from modelyard.backup import Backups
+    from modelyard.catalog import Catalog
     from modelyard.detection import Finding
     from modelyard.drift import Drift, StageDrift
     from modelyard.drills import DrillReport, Drills, Scenario
@@ -62,7 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelyard.loading import Loader
     from modelyard.promotion import Promotion
     from modelyard.protection import BackupProgress, BackupReport, RestoreReport
-    from modelyard.recovery import Baseline, Layer, Recovery, RecoveryReport
+    from modelyard.recovery import Baseline, Recovery, RecoveryReport
     from modelyard.registration import Registrar
     from modelyard.reproduce import ReproduceReport
     from modelyard.restore import Restorer
@@ -70,20 +69,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelyard.snapshots import Snapshot, SnapshotDiff, SnapshotRestore, Snapshots
     from modelyard.stages import StageChange, Stages
     from modelyard.transfer import Transfer
-
-
-_NEWEST_PAGE = TOP_PAGE  # the newest versions ``list`` reads (the count's top page too)
-
-
-def _newest_visible(page: list[VersionRecord], aliases: dict[str, int]
-                    ) -> VersionRecord | None:
-    """The newest visible version of a page of the newest (search rows leave aliases out:
-    they come from the registered model's), or None when every one is pending."""
-    for record in page:
-        if is_visible(record):
-            record.aliases = sorted(a for a, v in aliases.items() if v == record.version)
-            return record
-    return None
 
 
 class Yard:
@@ -156,6 +141,12 @@ class Yard:
         from modelyard.drift import Drift
 
         return Drift(self.ctx, self._audit, self._stages)
+
+    @functools.cached_property
+    def _catalog(self) -> Catalog:
+        from modelyard.catalog import Catalog
+
+        return Catalog(self.ctx, self._drift, lambda: self._loader)
 
     @functools.cached_property
     def _access(self) -> AccessLog:
@@ -248,17 +239,7 @@ class Yard:
                 ) -> ModelVersion:
         """``get``, plus ``drift``: unaudited stage moves that touch this version (both read
         at once on a server)."""
-        from modelyard.reader_base import at_once
-
-        check_name(name)  # before anything is read, in any thread
-        loader, drift = self._loader, self._drift  # built here, not raced for in the threads
-        mv, found = at_once(self.ctx.reads, [lambda: loader.get(name, ref, full=full),
-                                             lambda: drift.of_model(name)])
-        if found:
-            drift.notify(name, found)
-        mv.drift = [d.to_dict() for d in found
-                    if mv.version in (d.holder_version, d.audited_version)]
-        return mv
+        return self._catalog.details(name, ref, full=full)
 
     def list_models(self) -> list[ModelRow]:
         """Every model: version count, latest semver, who holds staging / production.
@@ -268,107 +249,7 @@ class Yard:
         the stage holders' semvers), each one bounded look-up; on a server they go out at
         once (``reader_base.at_once``), one round after the model list. A holder the tag
         searches miss (drift) or a newest page of pending versions costs a second round."""
-        from functools import partial
-
-        from modelyard.reader_base import at_once
-
-        reads = self.ctx.reads
-        models = reads.list_models()
-        gone = object()  # a model deleted while listing
-
-        def gone_on_miss(call: Callable[[], Any]) -> Callable[[], Any]:
-            def run() -> Any:
-                try:
-                    return call()
-                except NotFound:
-                    return gone
-            return run
-
-        per_model = 4
-        calls: list[Callable[[], Any]] = []
-        for model in models:
-            calls += [gone_on_miss(partial(reads.count_visible, model.name)),
-                      partial(reads.search_versions, model.name, limit=_NEWEST_PAGE),
-                      *self._drift.stage_searches(model.name)]
-        found = at_once(reads, calls)
-        later: list[Callable[[], Any]] = []  # the rare second round, at once too
-        plans = []
-        for index, model in enumerate(models):
-            count, newest, *searched = found[index * per_model:(index + 1) * per_model]
-            if count is gone:
-                continue
-            tagged: list[VersionRecord] = [r for rows in searched for r in rows]
-            known = {r.version: r for r in [*newest, *tagged]}
-            latest_call = _newest_visible(newest, model.aliases) or (
-                gone_on_miss(partial(reads.latest_visible, model.name)) if newest else None)
-            holder_calls = {stage: self._holder_call(model.name, model.aliases.get(stage),
-                                                     known)
-                            for stage in ("staging", "production")}
-            drift_call = gone_on_miss(partial(self._drift.of_model, model.name, model=model,
-                                              tagged=tagged))
-            slots: list[tuple[bool, Any]] = []  # (answered later, the call's index | value)
-            for slot in (latest_call, holder_calls["staging"], holder_calls["production"],
-                         drift_call):
-                if callable(slot):
-                    slots.append((True, len(later)))
-                    later.append(slot)
-                else:
-                    slots.append((False, slot))
-            plans.append((model, count, slots))
-        answers = at_once(reads, later)
-        rows = []
-        for model, count, slots in plans:
-            latest, staging, production, drifts = (answers[value] if deferred else value
-                                                   for deferred, value in slots)
-            if latest is gone or drifts is gone:
-                continue
-            if drifts:
-                self._drift.notify(model.name, drifts)
-            rows.append(ModelRow(
-                name=model.name, versions=count,
-                latest=latest.tags.get(T_SEMVER) if latest else None,
-                latest_version=latest.version if latest else None,
-                highest_semver=self._highest_semver(model.name, model.tags, latest),
-                staging=self._holder_label(staging),
-                production=self._holder_label(production),
-                description=model.description, updated_at=model.updated_ms,
-                drift=[d.to_dict() for d in drifts],
-            ))
-        return rows
-
-    def _holder_call(self, name: str, number: int | None,
-                     known: dict[int, VersionRecord]) -> Any:
-        """A stage holder's record when a search already answered it (or None: nobody
-        holds the stage), else the look-up that reads it."""
-        if number is None:
-            return None
-        if number in known:
-            return known[number]
-        reads = self.ctx.reads
-
-        def read() -> VersionRecord | None:
-            try:
-                return reads.get_version(name, number)
-            except NotFound:
-                return None
-        return read
-
-    def _holder_label(self, record: VersionRecord | None) -> str | None:
-        if record is None or not is_visible(record):
-            return None
-        semver = record.tags.get(T_SEMVER)
-        return self.settings.format_version(semver) if semver else f"#{record.version}"
-
-    def _highest_semver(self, name: str, tags: dict[str, str],
-                        latest: VersionRecord | None) -> str | None:
-        """The newest version's semver, or the model's ``semver_high`` hint when a visible
-        version holds it (an imported or restored version may hold a lower one)."""
-        newest = highest_semver([latest.tags.get(T_SEMVER, "")] if latest else [])
-        hint = highest_semver([tags.get(T_SEMVER_HIGH, "")])
-        if hint is None or (newest is not None and highest_semver([hint, newest]) == newest):
-            return newest
-        held = self.ctx.reads.version_by_tag(name, T_SEMVER, hint)
-        return hint if held is not None else newest
+        return self._catalog.list_models()
 
     def lineage(self, name: str, ref: str | int | None = "latest") -> LineageReport:
         """Code, data, params and environment of a version; DVC data refs get the git commit
@@ -429,10 +310,7 @@ class Yard:
     def check_drift(self, name: str | None = None) -> None:
         """Raise ``UnauditedMove`` naming the first unaudited holder (for ``verify --all``,
         ``health`` and ``history --verify``)."""
-        found = self._drift.find(name)
-        if found:
-            more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
-            raise UnauditedMove(detail=found[0].message + more)
+        self._drift.check(name)
 
     def undo_drift(self, name: str) -> list[StageChange]:
         """Put back the last audited holders of a model's drifted stages (audited moves,
@@ -758,53 +636,22 @@ class Yard:
     def _restore_hook(self) -> Callable[[str, str], ModelVersion] | None:
         if self.ctx.settings.backup is None:
             return None
-        restore = self._restorer.restore
+        return self._restorer.restore_version
 
-        def hook(name: str, semver: str) -> ModelVersion:
-            report = restore(name, semver)
-            restored: list[ModelVersion] = list(report.restored)
-            if not restored:
-                raise NotFound(f"{name} v{semver} could not be restored from the backup store")
-            return restored[0]
-
-        return hook
     # -- drills, recovery, health, reproduce ----------------------------------------------------
     def _project_root(self) -> Path:
         return Path(self.settings.project_root or Path.cwd()).absolute()
 
-    def _layers(self, root: Path) -> list[Layer]:
-        """Every recovery layer this facade can offer, in any order (recovery sorts them)."""
-        from modelyard.recovery import (
-            Builtin,
-            repair_layer,
-            restore_layer,
-            snapshot_layer,
-            undo_drift_layer,
-        )
-
-        def rollback(name: str, stage: str) -> StageChange:
-            return self.rollback(name, stage, reason="recover: the production holder failed "
-                                 "its checks")
-
-        layers = [*Builtin(self.ctx, self._loader, root, rollback).layers(),
-                  repair_layer(self.repair), undo_drift_layer(self.undo_drift),
-                  snapshot_layer(self.snapshots, self.snapshot_restore)]
-        if self.settings.backup is not None:
-            layers.append(restore_layer(self.restore))
-        return layers
-
     def _recovery(self) -> Recovery:
         from modelyard.detection import Detector
-        from modelyard.recovery import Recovery
+        from modelyard.recovery import Recovery, layers_from
 
         root = self._project_root()
-
-        def gate_check(name: str, record: VersionRecord) -> list[dict[str, Any]]:
-            specs = self._gates.specs("production", None)
-            return self._gates.evaluate(name, record, "production", specs, None)
-
-        detector = Detector(self.ctx, self._loader, self._audit, root, gate_check)
-        return Recovery(detector, self._layers(root), self._loader, self._audit)
+        detector = Detector(self.ctx, self._loader, self._audit, root,
+                            lambda name, record: self._gates.policy_verdicts(name, record,
+                                                                             "production"))
+        return Recovery(detector, layers_from(self, self.ctx, self._loader, root),
+                        self._loader, self._audit)
 
     def detect(self, name: str) -> list[Finding]:
         """What modelyard's own checks find wrong with a model (changes nothing)."""
@@ -832,17 +679,8 @@ class Yard:
         from modelyard.drills import Drills
 
         if self._drills is None:
-            def differences(tag: str) -> list[str]:
-                diff = self.snapshot_diff(tag)
-                moved = [f"{m['name']}: {m['alias']} {m['before']} -> {m['after']}"
-                         for m in diff.moved]
-                gone = [f"{d.get('name')} {d.get('semver') or d.get('version')} deleted"
-                        for d in diff.deleted]
-                return moved + gone
-
-            self._drills = Drills(self.ctx, self, Yard,
-                                  snapshot=lambda tag: self.snapshot(tag, include_data=False),
-                                  snapshot_check=differences)
+            self._drills = Drills(self.ctx, self, Yard, snapshot=self.snapshot,
+                                  snapshot_diff=self.snapshot_diff)
         return self._drills
 
     def drill_scenarios(self) -> list[Scenario]:
@@ -874,10 +712,10 @@ class Yard:
         """
         from modelyard.health import Health
 
-        def monitor(name: str) -> Any:
+        def monitor(name: str, since: str) -> Any:
             from modelyard.serving.monitor import monitor as run_monitor
 
-            return run_monitor(self, name, since="24h")
+            return run_monitor(self, name, since=since)
 
         backup_record = self.backup_record if self.settings.backup is not None else None
         return Health(self.ctx, self._loader, self._audit, monitor=monitor,
