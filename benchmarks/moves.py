@@ -4,13 +4,13 @@ the same alias in a fresh process.
 
     python benchmarks/moves.py [--sizes 10 1000] [--n 5]
 
-The team stack (PostgreSQL + moto S3 + `mlflow server`) comes from ``tests/devstack.py``; a
-counting reverse proxy (``tests/counting_proxy.py``) sits in front of the tracking server and
-another in front of S3, so a request is counted when it reaches the server, whichever client
-sent it. For each size one model gets SIZE versions as ``benchmarks/reads.py`` builds them
-(v1.0.0 registered and promoted through modelyard; the bulk copied in SQL; the newest
-registered through modelyard). Then N rounds of, each a new process, timed (wall clock) and
-counted:
+The team stack (PostgreSQL + moto S3 + `mlflow server` with its default 4 workers) comes from
+``tests/devstack.py``; a counting reverse proxy (``tests/counting_proxy.py``) sits in front of
+the tracking server and another in front of S3, so a request is counted when it reaches the
+server, whichever client sent it. For each size one model gets SIZE versions as
+``benchmarks/reads.py`` builds them (v1.0.0 registered and promoted through modelyard; the bulk
+copied in SQL; the newest registered through modelyard). Then N rounds of, each a new process,
+timed (wall clock) and counted:
 
 - ``promote NAME@vNEWEST --to production --force``: production moves from v1.0.0 to the
   newest (v1.0.0 archived);
@@ -106,11 +106,12 @@ def main() -> None:
 
     import bulk as bulk_sql
     from counting_proxy import CountingProxy
-    from devstack import Stack
+    from devstack import MLFLOW_DEFAULT_WORKERS, Stack
     from modelyard import Yard
 
     results: list[tuple[int, dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory(prefix="modelyard-moves-") as tmp, Stack() as stack:
+    with tempfile.TemporaryDirectory(prefix="modelyard-moves-") as tmp, \
+            Stack(mlflow_workers=MLFLOW_DEFAULT_WORKERS) as stack:
         stack_env = stack.env()
         os.environ.update(stack_env)  # this script's own process: boto3 / MLflow find S3
 

@@ -3,7 +3,8 @@ reader beside MLflow's client, each in a new process.
 
     python benchmarks/reads.py [--sizes 100 1000 10000] [--n 3] [--backends server] [--no-cli]
 
-For each backend (the embedded default; the team stack, started from ``tests/devstack.py``)
+For each backend (the embedded default; the team stack, started from ``tests/devstack.py``
+with MLflow's default 4 server workers)
 and each size, one model gets SIZE versions: v1.0.0 registered through modelyard and promoted
 to staging, then production; the bulk copied from its rows by SQL (``tests/bulk.py``: MLflow's
 ``create_model_version`` costs O(n) per call, hours at 10,000); the newest registered through
@@ -224,11 +225,11 @@ def run_embedded(sizes: list[int], n: int, cli: bool, root: Path) -> list[dict[s
 
 def run_server(sizes: list[int], n: int, cli: bool, root: Path) -> list[dict[str, Any]]:
     import bulk as bulk_mod
-    from devstack import Stack
+    from devstack import MLFLOW_DEFAULT_WORKERS, Stack
     from modelyard import Yard
 
     rows: list[dict[str, Any]] = []
-    with Stack() as stack:
+    with Stack(mlflow_workers=MLFLOW_DEFAULT_WORKERS) as stack:
         stack_env = stack.env()
         os.environ.update(stack_env)  # this script's own process: boto3 / MLflow find S3
         # One registry, one vault, as a team deploys them. Each size's model is measured

@@ -56,6 +56,10 @@ PG_INSTALL_HINT = "apt-get install postgresql-15"
 POSTGRES_TIMEOUT = 30.0
 S3_TIMEOUT = 30.0
 MLFLOW_TIMEOUT = 60.0
+# ``mlflow server`` starts this many uvicorn workers unless told otherwise
+# (``mlflow/server/__init__.py``: ``workers or 4``): a team's tracking server, as benchmarks
+# measure it. The test suite's stacks run one (three stacks share two cores).
+MLFLOW_DEFAULT_WORKERS = 4
 STOP_TIMEOUT = 15.0
 # Where the tracking server tells clients their artifacts go: itself, proxying to the bucket.
 MLFLOW_ARTIFACT_ROOT = "mlflow-artifacts:/"
@@ -286,8 +290,10 @@ def _http_status(url: str, timeout: float = 2.0) -> int | None:
 class Stack:
     """PostgreSQL + moto S3 + MLflow tracking server, each on a free loopback port."""
 
-    def __init__(self, root: Path | None = None, bucket: str = "modelyard") -> None:
+    def __init__(self, root: Path | None = None, bucket: str = "modelyard", *,
+                 mlflow_workers: int = 1) -> None:
         self._owns_root = root is None
+        self.mlflow_workers = mlflow_workers
         self._root_arg = Path(root) if root is not None else None
         self._root: Path | None = None
         self._bucket = bucket
@@ -624,11 +630,12 @@ class Stack:
         return True
 
     def _start_mlflow(self) -> None:
-        """The tracking server: what ``mlflow server --workers 1`` runs, without the ``mlflow``
+        """The tracking server: what ``mlflow server --workers N`` runs, without the ``mlflow``
         process that would only create the schema and start it (an interpreter importing
         MLflow, 3 CPU-seconds a start). The schema is created here; uvicorn serves MLflow's app
         with the settings ``mlflow server`` hands its workers (``mlflow/server/__init__.py``,
-        ``_run_server``): artifacts proxied to the bucket, no job execution."""
+        ``_run_server``): artifacts proxied to the bucket, no job execution. ``mlflow_workers``
+        uvicorn workers: 1 for the suite, ``MLFLOW_DEFAULT_WORKERS`` for benchmarks."""
         import mlflow
 
         if not self.mlflow_port:
@@ -661,7 +668,7 @@ class Stack:
                 "--port",
                 str(self.mlflow_port),
                 "--workers",
-                "1",
+                str(self.mlflow_workers),
                 "mlflow.server.fastapi_app:app",
             ],
             port=self.mlflow_port,
