@@ -94,7 +94,7 @@ def list_many(versions: int) -> tuple[float, float]:
     import subprocess
 
     from modelyard import Yard
-    from modelyard.entities import T_SEMVER, T_STAGE, T_STATUS
+    from modelyard.names import T_SEMVER, T_STAGE, T_STATUS
 
     yard = Yard()
     name = "bench-many"
