@@ -89,28 +89,29 @@ def run_backend(n: int) -> dict[str, float]:
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
-def list_many(versions: int) -> tuple[float, float]:
-    """Time `Yard.list_models()` and `modelyard list` with one model of `versions` versions."""
+def list_many(versions: int, pg_port: int) -> tuple[float, float]:
+    """Time `Yard.list_models()` and `modelyard list` with one model of `versions` versions.
+
+    The model is built as ``benchmarks/reads.py`` builds its own (registered and promoted
+    through modelyard, the bulk copied by SQL with the planner's statistics refreshed as
+    autovacuum would: a thousand ``create_model_version`` calls cost O(n) each, and listing
+    right after them, before any ANALYZE, measures PostgreSQL's plan for an empty table)."""
     import subprocess
 
+    from reads import build
+
+    import bulk
     from modelyard import Yard
-    from modelyard.names import T_SEMVER, T_STAGE, T_STATUS
 
     yard = Yard()
-    name = "bench-many"
-    real = yard.resolve("bench-modelyard", "latest")  # a real model for the versions to point at
-    yard.tracking.ensure_registered_model(name)
-    for i in range(versions):
-        yard.tracking.create_version(
-            name, real.source, real.run_id,
-            {T_SEMVER: f"1.0.{i}", T_STATUS: "ready", T_STAGE: "none"}, None, real.model_id,
-        )
+    build(yard, "bench-many", versions,
+          lambda name, last: bulk.copy_server(pg_port, name, last))
     samples = []
     for _ in range(5):
         start = time.perf_counter()
         rows = yard.list_models()
         samples.append(time.perf_counter() - start)
-    assert rows and rows[0]["versions"] == versions, rows
+    assert any(r.name == "bench-many" and r.latest_version == versions for r in rows), rows
     cli = []
     for _ in range(3):
         start = time.perf_counter()
@@ -250,6 +251,7 @@ def main() -> None:
         os.environ["MODELYARD_CACHE_DIR"] = str(Path(tmp) / "cache")
         table["embedded"] = run_backend(args.n)
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from devstack import Stack  # the test stack lives with the tests, not in the wheel
 
         with Stack() as stack:
@@ -260,7 +262,7 @@ def main() -> None:
 
             mlflow.set_tracking_uri(stack.tracking_uri)
             table["server"] = run_backend(args.n)
-            listing = list_many(args.versions)
+            listing = list_many(args.versions, stack.pg_port)
     print(f"\nregistering one RandomForest, median of {args.n} runs (seconds)")
     print(f"{'backend':<10} {'modelyard':>10} {'mlflow default':>15} {'explicit reqs':>14} "
           f"{'default/modelyard':>18} {'modelyard/explicit':>19}")
