@@ -190,6 +190,13 @@ class Settings(BaseModel):
             parse_condition(gate)
         return value
 
+    @field_validator("home", "vault", "backup", "cache_dir", "artifact_location")
+    @classmethod
+    def _check_path(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("a path cannot hold a NUL character")
+        return value
+
     @field_validator("version_format")
     @classmethod
     def _check_format(cls, value: str) -> str:
@@ -532,7 +539,9 @@ def _anchor_paths(values: dict[str, Any], base: Path, user_home: str | None) -> 
 def _expand(value: str) -> Path:
     try:
         return Path(value).expanduser()
-    except RuntimeError:  # "~name" of a user this machine does not know: a plain name
+    except (RuntimeError, ValueError):
+        # "~name" of a user this machine does not know, or a NUL after "~": a plain name
+        # (a file by that name is never found; a path setting refuses the NUL itself)
         return Path(value)
 
 

@@ -219,16 +219,16 @@ class SqliteReader:
 
         return self._read(work)
 
-    def _newest_visible(self, name: str, extra_sql: str, params: Sequence[Any]
+    def _newest_visible(self, name: str, tag: tuple[str, str] | None
                         ) -> VersionRecord | None:
         def work() -> VersionRecord | None:
             if self._is_prompt(name):
                 rows: list[tuple[Any, ...]] = []
             else:
+                source, params = _versions_from(name, tag)
                 rows = self._q(
-                    f"SELECT {_VERSION_COLUMNS} FROM model_versions mv {extra_sql} WHERE "
-                    f"mv.workspace = ? AND mv.name = ? AND {_NOT_DELETED} AND {_NOT_PENDING} "
-                    "ORDER BY mv.version DESC LIMIT 1", (*params, WORKSPACE, name))
+                    f"SELECT {_VERSION_COLUMNS} FROM {source} AND {_NOT_DELETED} AND "
+                    f"{_NOT_PENDING} ORDER BY mv.version DESC LIMIT 1", params)
             if not rows:
                 if not self._model_exists(name):
                     raise ModelNotFound(name=name)
@@ -238,12 +238,10 @@ class SqliteReader:
         return self._read(work)
 
     def version_by_tag(self, name: str, key: str, value: str) -> VersionRecord | None:
-        join = ("JOIN model_version_tags t ON t.workspace = mv.workspace AND t.name = mv.name "
-                "AND t.version = mv.version AND t.key = ? AND t.value = ?")
-        return self._newest_visible(name, join, (key, value))
+        return self._newest_visible(name, (key, value))
 
     def latest_visible(self, name: str) -> VersionRecord | None:
-        return self._newest_visible(name, "", ())
+        return self._newest_visible(name, None)
 
     def versions(self, name: str) -> list[VersionRecord]:
         def work() -> list[VersionRecord]:
@@ -276,18 +274,12 @@ class SqliteReader:
         def work() -> list[VersionRecord]:
             if self._is_prompt(name):
                 return []
-            join, params = "", []
-            if tag is not None:
-                join = ("JOIN model_version_tags t ON t.workspace = mv.workspace AND "
-                        "t.name = mv.name AND t.version = mv.version AND t.key = ? AND "
-                        "t.value = ?")
-                params = [tag[0], tag[1]]
+            source, params = _versions_from(name, tag)
             extra = "" if below is None else "AND mv.version < ? "
             rows = self._q(
-                f"SELECT {_VERSION_COLUMNS} FROM model_versions mv {join} WHERE "
-                f"mv.workspace = ? AND mv.name = ? AND {_NOT_DELETED} {extra}"
+                f"SELECT {_VERSION_COLUMNS} FROM {source} AND {_NOT_DELETED} {extra}"
                 "ORDER BY mv.version DESC LIMIT ?",
-                (*params, WORKSPACE, name, *([] if below is None else [int(below)]),
+                (*params, *([] if below is None else [int(below)]),
                  max(1, min(int(limit), SEARCH_PAGE_MAX))))
             numbers = [int(row[1]) for row in rows]
             tags = self._version_tags(name, numbers)
@@ -334,6 +326,21 @@ class SqliteReader:
             }
 
         return self._read(work)
+
+
+def _versions_from(name: str, tag: tuple[str, str] | None) -> tuple[str, list[Any]]:
+    """The ``FROM ... WHERE`` start of a search over one model's versions, newest first, and
+    its parameters; the caller appends ``AND ...`` conditions and the order.
+
+    With a tag, the walk starts from the tag table's primary key (workspace, key, name,
+    version), newest first, and looks each match's version up by its key (``CROSS JOIN``
+    fixes that order in SQLite): MLflow indexes no tag value, and starting from the versions
+    would join every one of them to its tag (v1.0.0 among 10,000: 40 ms, not 10)."""
+    if tag is None:
+        return "model_versions mv WHERE mv.workspace = ? AND mv.name = ?", [WORKSPACE, name]
+    return ("model_version_tags t CROSS JOIN model_versions mv ON mv.workspace = t.workspace "
+            "AND mv.name = t.name AND mv.version = t.version WHERE t.workspace = ? AND "
+            "t.key = ? AND t.name = ? AND t.value = ?", [WORKSPACE, tag[0], name, tag[1]])
 
 
 def _version_row(row: tuple[Any, ...], tags: dict[str, str], aliases: list[str]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -256,3 +257,16 @@ def test_parse_condition_gives_a_finite_number_or_refuses(text: str) -> None:
         assert "\n" not in str(exc)
         return
     assert math.isfinite(number)
+
+
+@pytest.mark.parametrize("environ", [
+    {"MODELYARD_CONFIG": "~\x00"},  # found by the property above: expanduser raised ValueError
+    {"MODELYARD_HOME": "~\x00"},
+    {"MODELYARD_CACHE_DIR": "cache\x00"},
+    {"MODELYARD_VAULT": "vault\x00"},
+])
+def test_a_nul_in_a_path_is_refused_in_one_line(tmp_path: Path, environ: dict[str, str]
+                                                ) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ=environ, cwd=tmp_path)
+    assert "\n" not in refused.value.message
