@@ -119,7 +119,9 @@ def open_reader(settings: Settings, *, environ: Mapping[str, str] | None = None,
     when it exists and its schema revision is known; anything else -> ``None`` (the reason is
     logged at debug level). With ``fallback`` (what answers when the lean path cannot: MLflow's
     client), an embedded file that does not exist yet -> ``AbsentReader`` (an empty registry,
-    read without creating it; then the reader picked once the file appears).
+    read without creating it; then the reader picked once the file appears). Anything at
+    that path that is not a readable database (a folder, a dangling link) is not "absent":
+    MLflow's client then names what is wrong.
     """
     env = os.environ if environ is None else environ
     uri = settings.resolved_tracking_uri
@@ -136,7 +138,7 @@ def open_reader(settings: Settings, *, environ: Mapping[str, str] | None = None,
         path = sqlite_path(uri)
         if path is None:
             return _fallback("not a plain sqlite file URI")
-        if fallback is not None and not path.is_file():
+        if fallback is not None and not os.path.lexists(path):
             found = path
             return AbsentReader(path, then=lambda: SqliteReader.open(found) or fallback())
         return SqliteReader.open(path)

@@ -382,8 +382,9 @@ class AbsentReader:
     logging at INFO, just to say "not found").
 
     Each call first looks for the file again: once a write (in this process or another) has
-    made it, every call goes to ``then()``, the reader ``open_reader`` would pick for it
-    (made once). Answers as ``SqliteReader`` does on a registry with no models.
+    made it (or anything else appeared at its path), every call goes to ``then()``, the
+    reader ``open_reader`` would pick for it (made once). Answers as ``SqliteReader`` does
+    on a registry with no models.
     """
 
     concurrent = False
@@ -394,7 +395,7 @@ class AbsentReader:
         self._live: Any = None
 
     def _delegate(self) -> Any:
-        if self._live is None and self.path.is_file():
+        if self._live is None and os.path.lexists(self.path):
             self._live = self._then()
         return self._live
 
