@@ -125,6 +125,11 @@ def test_reads_leave_a_new_folder_as_it_was_then_see_the_first_write(
         yard.details("churn")
     assert not (isolated / ".modelyard").exists()
     registered = yard.register_directory(model_dir, "churn")
+    # Write paths list versions through the read-only SQLite reader once the file exists
+    # (MLflow's client costs about 10 ms a search).
+    from modelyard.reader import SqliteReader
+
+    assert isinstance(yard.ctx.listing, SqliteReader)
     assert [m.name for m in yard.list_models()] == ["churn"]
     assert yard.details("churn", "latest").version == registered.version
 

@@ -81,9 +81,11 @@ class Context:
         read-only reader (rows, not MLflow objects: 2,000 versions in milliseconds), else
         MLflow's client, whose long timeouts suit a 10,000-row search on a busy server (the
         lean REST reader keeps the 10 s deadline of a command-line read)."""
-        from modelyard.reader import SqliteReader
+        from modelyard.reader import AbsentReader, SqliteReader
 
-        reads = self.reads
+        reads: object = self.reads
+        if isinstance(reads, AbsentReader):  # a yard opened before its database existed
+            reads = reads.current()
         return reads if isinstance(reads, SqliteReader) else self.tracking
 
     @property

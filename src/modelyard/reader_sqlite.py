@@ -399,6 +399,10 @@ class AbsentReader:
             self._live = self._then()
         return self._live
 
+    def current(self) -> Any:
+        """What answers now: the reader picked once the database appeared, else None."""
+        return self._delegate()
+
     def list_models(self) -> list[ModelRecord]:
         live = self._delegate()
         return [] if live is None else list(live.list_models())
