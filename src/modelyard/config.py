@@ -119,6 +119,10 @@ def _lower_stage(value: Any) -> Any:
     return value
 
 
+# Settings that name a local path (anchored at the project root; no NUL).
+_PATH_KEYS = ("home", "vault", "backup", "cache_dir", "artifact_location")
+
+
 class Settings(BaseModel):
     """Every setting modelyard reads. Unknown keys are refused; built by :func:`load_settings`."""
 
@@ -190,7 +194,7 @@ class Settings(BaseModel):
             parse_condition(gate)
         return value
 
-    @field_validator("home", "vault", "backup", "cache_dir", "artifact_location")
+    @field_validator(*_PATH_KEYS)
     @classmethod
     def _check_path(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
@@ -524,7 +528,6 @@ def _flatten_policy(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 # Layers -------------------------------------------------------------------------------------
-_PATH_KEYS = ("home", "vault", "backup", "cache_dir", "artifact_location")
 
 
 def _anchor_paths(values: dict[str, Any], base: Path, user_home: str | None) -> None:

@@ -198,7 +198,7 @@ class SqliteReader:
                            f"mv.workspace = ? AND mv.name = ? AND mv.version = ? AND "
                            f"{_NOT_DELETED}", (WORKSPACE, name, int(version)))
             if not rows:
-                raise NotFound(f"Model Version (name={name}, version={version}) not found")
+                raise _version_missing(name, version)
             return self._records(name, rows)[0]
 
         return self._read(work)
@@ -304,7 +304,7 @@ class SqliteReader:
             rows = self._q("SELECT run_uuid, experiment_id, status, start_time, end_time, "
                            "artifact_uri FROM runs WHERE run_uuid = ?", (run_id,))
             if not rows:
-                raise NotFound(f"Run with id={run_id} not found")
+                raise _run_missing(run_id)
             run_uuid, experiment_id, status, start, end, artifact_uri = rows[0]
             metrics = {key: float("nan") if is_nan else float(value)
                        for key, value, is_nan in self._q(
@@ -326,6 +326,14 @@ class SqliteReader:
             }
 
         return self._read(work)
+
+
+def _version_missing(name: str, version: int) -> NotFound:
+    return NotFound(f"Model Version (name={name}, version={version}) not found")  # as MLflow
+
+
+def _run_missing(run_id: str) -> NotFound:
+    return NotFound(f"Run with id={run_id} not found")  # as MLflow
 
 
 def _versions_from(name: str, tag: tuple[str, str] | None) -> tuple[str, list[Any]]:
@@ -394,73 +402,70 @@ class AbsentReader:
         self._then = then
         self._live: Any = None
 
-    def _delegate(self) -> Any:
+    def current(self) -> Any:
+        """What answers now: the reader picked once the database appeared, else None."""
         if self._live is None and os.path.lexists(self.path):
             self._live = self._then()
         return self._live
 
-    def current(self) -> Any:
-        """What answers now: the reader picked once the database appeared, else None."""
-        return self._delegate()
-
     def list_models(self) -> list[ModelRecord]:
-        live = self._delegate()
+        live = self.current()
         return [] if live is None else list(live.list_models())
 
     def get_model(self, name: str) -> ModelRecord:
-        live = self._delegate()
+        live = self.current()
         if live is None:
             raise ModelNotFound(name=name)
         return live.get_model(name)  # type: ignore[no-any-return]
 
     def get_version(self, name: str, version: int) -> VersionRecord:
-        live = self._delegate()
+        live = self.current()
         if live is None:
-            raise NotFound(f"Model Version (name={name}, version={version}) not found")
+            raise _version_missing(name, version)
         return live.get_version(name, version)  # type: ignore[no-any-return]
 
     def alias_holder(self, name: str, alias: str) -> int | None:
-        live = self._delegate()
+        live = self.current()
         return None if live is None else live.alias_holder(name, alias)  # type: ignore[no-any-return]
 
     def version_by_tag(self, name: str, key: str, value: str) -> VersionRecord | None:
-        live = self._delegate()
+        live = self.current()
         if live is None:
             raise ModelNotFound(name=name)
         return live.version_by_tag(name, key, value)  # type: ignore[no-any-return]
 
     def latest_visible(self, name: str) -> VersionRecord | None:
-        live = self._delegate()
+        live = self.current()
         if live is None:
             raise ModelNotFound(name=name)
         return live.latest_visible(name)  # type: ignore[no-any-return]
 
     def versions(self, name: str) -> list[VersionRecord]:
-        live = self._delegate()
+        live = self.current()
         if live is None:
             raise ModelNotFound(name=name)
         return live.versions(name)  # type: ignore[no-any-return]
 
     def count_visible(self, name: str) -> int:
-        live = self._delegate()
+        live = self.current()
         if live is None:
             raise ModelNotFound(name=name)
         return live.count_visible(name)  # type: ignore[no-any-return]
 
     def search_versions(self, name: str, *, tag: tuple[str, str] | None = None,
                         below: int | None = None, limit: int = 100) -> list[VersionRecord]:
-        live = self._delegate()
+        live = self.current()
         return [] if live is None else live.search_versions(  # type: ignore[no-any-return]
             name, tag=tag, below=below, limit=limit)
 
     def artifact_location(self, record: VersionRecord) -> str:
-        live = self._delegate()
+        live = self.current()
         return record.source if live is None else live.artifact_location(record)  # type: ignore[no-any-return]
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        live = self._delegate()
+        live = self.current()
         if live is None:
-            raise NotFound(f"Run with id={run_id} not found")
+            raise _run_missing(run_id)
         return live.get_run(run_id)  # type: ignore[no-any-return]
 
     def close(self) -> None:
