@@ -99,12 +99,11 @@ def test_load_to_never_writes_through_a_link(
     outside = tmp_path / "outside"
     outside.mkdir()
     dest = tmp_path / "dest"
-    dest.mkdir()
-    (dest / "MLmodel").symlink_to(outside / "victim")  # a link planted inside DEST
-    (dest / "stale.txt").write_text("from an earlier model")
+    yard.download(name, "latest", dest)
+    (dest / "MLmodel").unlink()
+    (dest / "MLmodel").symlink_to(outside / "victim")  # a link planted inside a loaded DEST
     yard.download(name, "latest", dest)
     assert not (outside / "victim").exists()
-    assert not (dest / "stale.txt").exists()
     assert (dest / "MLmodel").is_file() and not (dest / "MLmodel").is_symlink()
     link = tmp_path / "link"
     link.symlink_to(outside)
@@ -115,6 +114,56 @@ def test_load_to_never_writes_through_a_link(
     with pytest.raises(InvalidInput, match="is a file"):
         yard.download(name, "latest", afile)
     assert list(outside.iterdir()) == []
+
+
+def test_load_to_never_deletes_what_it_did_not_write(
+    yard: Any, name: str, trained: dict[str, Any], tmp_path: Path,
+) -> None:
+    """``load --to`` writes into a new or empty folder, or replaces one an earlier load wrote;
+    the registry's own folders, the project root and a folder holding a user's files are
+    refused in one line with nothing changed."""
+    from modelyard.loading import LOAD_MARK
+
+    yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    listed = yard.versions(name)
+    home = yard.ctx.settings.home_path
+    home.mkdir(parents=True, exist_ok=True)
+    before = sorted(p.relative_to(home).as_posix() for p in home.rglob("*"))
+    for dest in (home, home / "vault", home.parent, yard.ctx.cache_dir, home / "new-inside"):
+        with pytest.raises(InvalidInput, match=r"holds|inside"):
+            yard.download(name, "latest", dest)
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == before
+    assert [v.version for v in yard.versions(name)] == [v.version for v in listed]
+    yard.load(name, "latest")  # the registry and its vault are whole
+
+    kept = tmp_path / "d5"
+    kept.mkdir()
+    (kept / "keep.txt").write_text("mine")
+    with pytest.raises(InvalidInput, match=r"did not write \(e.g. keep.txt\)"):
+        yard.download(name, "latest", kept)
+    assert (kept / "keep.txt").read_text() == "mine" and len(list(kept.iterdir())) == 1
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    yard.download(name, "latest", empty)
+    assert (empty / "MLmodel").is_file() and (empty / LOAD_MARK).is_file()
+    yard.download(name, "latest", empty)  # a folder a load wrote is replaced whole
+    (empty / "notes.txt").write_text("added by hand")
+    with pytest.raises(InvalidInput, match=r"notes\.txt, which no earlier load wrote"):
+        yard.download(name, "latest", empty)
+    assert (empty / "notes.txt").read_text() == "added by hand"
+
+
+def test_load_to_cli_refuses_the_registry_home_in_one_line(
+    yard: Any, name: str, trained: dict[str, Any],
+) -> None:
+    from helpers import run_cli
+
+    yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    result = run_cli("load", f"{name}@latest", "--to", ".modelyard")
+    assert result.returncode != 0
+    assert "registry's home" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert [v.version for v in yard.versions(name)]
 
 
 def test_corrupt_cache_record_is_one_line_not_a_traceback(

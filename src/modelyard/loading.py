@@ -154,14 +154,34 @@ class Loader:
                  ) -> tuple[ModelVersion, Path]:
         """Place a version's verified files at ``dest``, whole: they are copied into a fresh
         folder beside it and swapped in, so ``dest`` never holds a mix of two versions and
-        nothing is written through a link. A ``dest`` that is a file or a link is refused."""
-        _check_destination(dest)
+        nothing is written through a link. ``dest`` must be new, empty, or a folder an earlier
+        load wrote and nobody added to since (its mark lists every file it wrote); a file, a
+        link, the registry's own folders and the project root are refused before anything is
+        read, so a load never deletes what it did not write."""
+        protected = self.protected_folders()
+        _check_destination(dest, protected)
         self.ctx.prepare_vault()  # the access event goes to the vault: its client builds meanwhile
         mv = self.get(name, ref)
         path, _, _ = self.materialize(mv, verify)
-        place_folder(path, dest)
+        place_folder(path, dest, protected=protected,
+                     mark={"name": mv.name, "version": mv.version, "semver": mv.semver})
         self.access.record(mv, "download")
         return mv, dest
+
+    def protected_folders(self) -> dict[Path, str]:
+        """The local folders a load must never replace or write into, by what they are."""
+        settings = self.ctx.settings
+        found: dict[Path, str] = {settings.home_path: "the registry's home",
+                                  self.ctx.cache_dir: "modelyard's cache"}
+        for url, what in ((settings.resolved_vault, "the vault"),
+                          (settings.backup, "the backup store"),
+                          (settings.resolved_artifact_location, "the artifact store")):
+            local = _local_folder(url)
+            if local is not None:
+                found[local] = what
+        if settings.project_root:
+            found[Path(settings.project_root)] = "the project root"
+        return {path.resolve(): what for path, what in found.items()}
 
     # -- verify ---------------------------------------------------------------------------
     def manifest_of(self, mv: ModelVersion, *, kept: bool = True) -> Manifest:
@@ -297,21 +317,84 @@ def _trained_fallback(name: str, train: Callable[[], Any]) -> LoadedModel:
     return LoadedModel(model, mv, "", "train", False)
 
 
-def _check_destination(dest: Path) -> None:
+# The mark a load leaves in the folder it wrote: the files it placed there. A later load
+# replaces that folder only while it holds nothing else.
+LOAD_MARK = ".modelyard-load.json"
+
+
+def _local_folder(url: str | None) -> Path | None:
+    """The folder a store setting names on this machine (None for s3:// and the like)."""
+    if not url:
+        return None
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(url).path))
+    return None if "://" in url else Path(url).expanduser()
+
+
+def _files_under(folder: Path) -> set[str]:
+    """Every non-folder entry under ``folder`` (links included, never followed), relative."""
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*")
+            if path.is_symlink() or not path.is_dir()}
+
+
+def _marked_files(folder: Path) -> set[str] | None:
+    """The files an earlier load's mark lists (None: no readable mark)."""
+    mark = folder / LOAD_MARK
+    if mark.is_symlink() or not mark.is_file():
+        return None
+    try:
+        files = json.loads(mark.read_bytes()[:10_000_000])["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return set(files)
+
+
+def _check_destination(dest: Path, protected: dict[Path, str] | None = None) -> None:
+    """Refuse, in one line, a destination whose replacement would lose something."""
     if dest.is_symlink():
         raise InvalidInput(f"{dest} is a link; give a real folder to load into")
     if dest.exists() and not dest.is_dir():
         raise InvalidInput(f"{dest} is a file; give a folder to load into")
+    where = dest.resolve()
+    for folder, what in (protected or {}).items():
+        if where == folder or where in folder.parents:
+            raise InvalidInput(f"{dest} holds {what} ({folder}); give a new or empty folder "
+                               "to load into")
+        if folder.name and folder in where.parents and what != "the project root":
+            raise InvalidInput(f"{dest} is inside {what} ({folder}); give a folder outside it")
+    if not dest.is_dir():
+        return
+    present = _files_under(dest)
+    if not present:
+        return
+    marked = _marked_files(dest)
+    if marked is None:
+        raise InvalidInput(f"{dest} holds files modelyard did not write (e.g. "
+                           f"{sorted(present)[0]}); give a new or empty folder to load into")
+    extra = sorted(present - marked - {LOAD_MARK})
+    if extra:
+        raise InvalidInput(f"{dest} holds {extra[0]}, which no earlier load wrote; move it "
+                           "away or give a new or empty folder")
 
 
-def place_folder(source: Path, dest: Path) -> None:
-    """Copy ``source``'s files into a fresh folder beside ``dest`` and swap it in."""
-    _check_destination(dest)
+def place_folder(source: Path, dest: Path, *, protected: dict[Path, str] | None = None,
+                 mark: dict[str, Any] | None = None) -> None:
+    """Copy ``source``'s files into a fresh folder beside ``dest`` and swap it in.
+
+    The fresh folder carries a mark listing its files (``LOAD_MARK``); ``dest`` is replaced
+    only when ``_check_destination`` allows it, checked again just before the swap.
+    """
+    _check_destination(dest, protected)
     parent = dest.absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=parent))
     old: Path | None = None
     try:
+        written: list[str] = []
         for path in sorted(source.rglob("*")):
             if path.is_symlink():
                 continue  # the cache holds verified files only; never carry a link over
@@ -321,6 +404,10 @@ def place_folder(source: Path, dest: Path) -> None:
             elif path.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
+                written.append(path.relative_to(source).as_posix())
+        (fresh / LOAD_MARK).write_text(json.dumps(
+            {"written_by": "modelyard load", **(mark or {}), "files": written}, indent=1))
+        _check_destination(dest, protected)  # nothing was added meanwhile
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=parent))
             old.rmdir()

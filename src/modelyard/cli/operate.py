@@ -22,7 +22,8 @@ from modelyard.cli.shell import (
 @main.command("load")
 @click.argument("target")
 @click.option("--to", "dest", required=True, type=click.Path(path_type=Path),
-              help="Folder to write the verified files to.")
+              help="Folder to write the verified files to: new, empty, or one an earlier "
+              "load wrote (anything else is refused, never deleted).")
 @click.option("--no-verify", is_flag=True, help="Skip the manifest check (not recommended).")
 @command_options
 def load_cmd(state: State, target: str, dest: Path, no_verify: bool) -> None:
