@@ -32,8 +32,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from modelyard import Yard
-    from modelyard.config import load_settings
-    from modelyard.drills import SCENARIOS
+    from modelyard.core.config import load_settings
+    from modelyard.incidents.drills import SCENARIOS
 
     folder = Path(tempfile.mkdtemp(prefix="modelyard-bench-drills-"))
     yard = Yard(load_settings({"home": str(folder / ".modelyard")}, environ={}, cwd=folder))

@@ -48,8 +48,8 @@ LEAN_LOOKUPS = LOOKUPS[:4]
 
 LEAN = r"""
 import json, sys
-from modelyard.config import load_settings
-from modelyard.reader import open_reader
+from modelyard.core.config import load_settings
+from modelyard.backend.lean.reader import open_reader
 op, name = sys.argv[1:3]
 reader = open_reader(load_settings())
 assert reader is not None, "no lean reader for these settings"

@@ -52,7 +52,7 @@ def run_backend(n: int) -> dict[str, float]:
     import mlflow.sklearn
 
     from modelyard import Yard
-    from modelyard.mlmodel import Flavor, pip_requirements
+    from modelyard.backend.mlmodel import Flavor, pip_requirements
 
     model, frame = _model()
     example = frame.head(3)

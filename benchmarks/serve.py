@@ -469,7 +469,7 @@ def _capture_costs(frame: Any, rounds: int, records: int = 4096) -> None:
 
     from modelyard.serving.capture import CaptureLog
     from modelyard.serving.payload import parse_body
-    from modelyard.storage import LocalStore
+    from modelyard.store.storage import LocalStore
 
     bodies = _bodies(frame, 1)
     blocks = [parse_body(body, "application/json", strict=True) for body in bodies]

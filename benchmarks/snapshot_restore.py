@@ -55,7 +55,7 @@ def _count_requests() -> None:
 def _setup(yard: Any, models: int) -> list[str]:
     from sklearn.linear_model import LogisticRegression
 
-    from modelyard.names import T_SEMVER, T_STAGE, T_STATUS
+    from modelyard.core.names import T_SEMVER, T_STAGE, T_STATUS
 
     real = yard.register(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), "bench-source")
     source = yard.tracking.get_version("bench-source", real.version)

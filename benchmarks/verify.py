@@ -57,7 +57,7 @@ def bench_verify(work: Path, files: int, size_mb: int) -> None:
     import mlflow.sklearn
 
     from modelyard import Yard
-    from modelyard.vault import object_key
+    from modelyard.store.vault import object_key
 
     model, frame = _tiny_model()
     folder = work / "big-model"
@@ -104,7 +104,7 @@ def bench_verify(work: Path, files: int, size_mb: int) -> None:
 def bench_restore(label: str, models: int, make_yard: Callable[[], Any]) -> None:
     from mlflow import MlflowClient
 
-    from modelyard.names import T_MANIFEST, T_SEMVER, T_STAGE, T_STATUS
+    from modelyard.core.names import T_MANIFEST, T_SEMVER, T_STAGE, T_STATUS
 
     yard = make_yard()
     model, frame = _tiny_model()

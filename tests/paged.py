@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from modelyard import rest_counts
-from modelyard.reader_rest import RestReader
+from modelyard.backend.lean import counts as rest_counts
+from modelyard.backend.lean.rest import RestReader
 
 
 class PagedVersions(RestReader):

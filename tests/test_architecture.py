@@ -122,7 +122,7 @@ def test_load_to_never_deletes_what_it_did_not_write(
     """``load --to`` writes into a new or empty folder, or replaces one an earlier load wrote;
     the registry's own folders, the project root and a folder holding a user's files are
     refused in one line with nothing changed."""
-    from modelyard.loading import LOAD_MARK
+    from modelyard.registry.loading import LOAD_MARK
 
     yard.register(trained["model"], name, input_example=trained["X"].head(3))
     listed = yard.versions(name)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from helpers import run_cli
-from modelyard.audit import GENESIS, AuditLog, event_key
 from modelyard.errors import AuditTampered, ModelNotFound
+from modelyard.trail.audit import GENESIS, AuditLog, event_key
 
 
 def _trail(yard: Any, name: str, trained: dict[str, Any]) -> None:
@@ -58,7 +58,7 @@ def test_edited_event_is_detected(yard: Any, name: str, trained: dict[str, Any])
     with pytest.raises(AuditTampered, match="event 2 was modified"):
         yard.history(name, verify=True)
     # Rehashing the edited event does not help: the next one is chained to the original.
-    from modelyard.audit import AuditEvent
+    from modelyard.trail.audit import AuditEvent
 
     forged = AuditEvent.from_dict(event)
     forged.hash = forged.compute_hash()

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from devstack import Stack, free_port
 from helpers import Forwarder, run_cli
 from modelyard import Yard
+from modelyard.core.names import T_RESTORED_FROM
 from modelyard.errors import Conflict, NotFound, StorageError, YardError
-from modelyard.names import T_RESTORED_FROM
-from modelyard.vault import object_key
+from modelyard.store.vault import object_key
 
 BACKUP_BUCKET = "modelyard-backup"
 
@@ -344,7 +344,7 @@ def _forged_backup(folder: Path) -> None:
                           "../../escape.txt": {"sha256": "cd" * 32, "size": 3}}}
     (folder / "manifests" / "churn").mkdir(parents=True)
     (folder / "manifests" / "churn" / "1.json").write_text(json.dumps(manifest))
-    from modelyard.vault import Manifest
+    from modelyard.store.vault import Manifest
 
     sha = Manifest.from_json(manifest).sha256
     record = {"format": "modelyard-version-record", "name": "churn", "version": 1,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.config import (
+from modelyard.core.config import (
     Settings,
     find_config_file,
     find_project_root,

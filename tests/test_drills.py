@@ -18,7 +18,7 @@ from helpers import corrupt_version, run_cli
 
 
 def _settings(home: Path, cache: Path) -> Any:
-    from modelyard.config import load_settings
+    from modelyard.core.config import load_settings
 
     return load_settings({"home": str(home), "cache_dir": str(cache), "user": "alice"},
                          environ={}, cwd=home.parent)
@@ -41,7 +41,7 @@ def real(tmp_path_factory: pytest.TempPathFactory, trained: dict[str, Any]) -> I
 def _snapshot(yard: Any) -> str:
     """The registry as export sees it; the audit trail and its head tag aside (a drill is
     recorded in the model's audit trail, on purpose)."""
-    from modelyard.names import T_AUDIT_HEAD
+    from modelyard.core.names import T_AUDIT_HEAD
 
     doc = yard.export()
     doc.pop("exported_at", None)

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from helpers import run_cli, run_cli_subprocess
-from modelyard import dvc_support
-from modelyard.demo import run_demo
-from modelyard.dvc_support import set_param
+from modelyard.cli.demo import run_demo
+from modelyard.project import dvc as dvc_support
+from modelyard.project.dvc import set_param
 
 
 def _venv_env() -> dict[str, str]:

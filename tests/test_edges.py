@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from devstack import free_port
-from modelyard.config import Settings
+from modelyard.backend.tracking import Tracking
+from modelyard.core.config import Settings
 from modelyard.errors import BackendError, PermissionDenied, StorageError, YardError
-from modelyard.storage import S3Store
-from modelyard.tracking import Tracking
+from modelyard.store.storage import S3Store
 from workers import register_rounds
 
 

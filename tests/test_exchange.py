@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from modelyard.compare import plot_comparison
 from modelyard.errors import Conflict, InvalidInput, ModelNotFound, VersionNotFound
-from modelyard.export_format import parse_export
+from modelyard.registry.compare import plot_comparison
+from modelyard.registry.export_format import parse_export
 
 
 def _other_yard(make_yard: Callable[..., Any], root: Path) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modelyard.errors import ModelNotFound, RegistrationFailed, StorageError
-from modelyard.vault import Vault
+from modelyard.store.vault import Vault
 from workers import register_once
 
 
@@ -62,7 +62,7 @@ def test_s3_failure_mid_registration_leaves_nothing(
 
     def fail_first(self: Vault, *args: Any, **kwargs: Any) -> None:
         # Point the vault at an endpoint where nothing listens: a real connection failure.
-        from modelyard.storage import S3Store
+        from modelyard.store.storage import S3Store
 
         self.store = S3Store("modelyard", "vault", dead)
         return original(self, *args, **kwargs)

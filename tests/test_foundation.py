@@ -12,7 +12,7 @@ import pytest
 
 from devstack import Stack, free_port
 from helpers import run_cli, run_cli_subprocess
-from modelyard.config import load_settings
+from modelyard.core.config import load_settings
 from modelyard.errors import ConfigError
 
 SECRET = "s3cr3t-VALUE-do-not-print-9f8e7d"
@@ -127,7 +127,7 @@ def test_reads_leave_a_new_folder_as_it_was_then_see_the_first_write(
     registered = yard.register_directory(model_dir, "churn")
     # Write paths list versions through the read-only SQLite reader once the file exists
     # (MLflow's client costs about 10 ms a search).
-    from modelyard.reader import SqliteReader
+    from modelyard.backend.lean.reader import SqliteReader
 
     assert isinstance(yard.ctx.listing, SqliteReader)
     assert [m.name for m in yard.list_models()] == ["churn"]

@@ -186,9 +186,9 @@ def embedded(empty_embedded_db: Path) -> Path:
 def _rewrite(yard: Any, name: str) -> None:
     """Edit event 1 and re-hash the whole chain consistently, then re-anchor both heads:
     what someone with write access to the store (and the tag) but not the key can do."""
-    from modelyard.audit import GENESIS, AuditEvent
-    from modelyard.names import T_AUDIT_HEAD
-    from modelyard.vault import audit_head_key, event_key
+    from modelyard.core.names import T_AUDIT_HEAD
+    from modelyard.store.vault import audit_head_key, event_key
+    from modelyard.trail.audit import GENESIS, AuditEvent
 
     store = yard.vault.store
     prev = GENESIS
@@ -234,10 +234,10 @@ def test_a_consistently_rewritten_chain_is_caught_with_the_audit_key(
 
 def test_the_vault_head_anchors_the_trail(embedded: Path, trained: dict[str, Any]) -> None:
     from modelyard import Yard
-    from modelyard.audit import AuditLog
+    from modelyard.core.names import T_AUDIT_HEAD
     from modelyard.errors import AuditTampered
-    from modelyard.names import T_AUDIT_HEAD
-    from modelyard.vault import event_key
+    from modelyard.store.vault import event_key
+    from modelyard.trail.audit import AuditLog
 
     yard = Yard()
     yard.register(trained["model"], "anchored")

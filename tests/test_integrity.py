@@ -12,8 +12,8 @@ import pytest
 
 from helpers import run_cli
 from modelyard.errors import InvalidInput
-from modelyard.storage import ObjectStore
-from modelyard.vault import manifest_key, object_key
+from modelyard.store.storage import ObjectStore
+from modelyard.store.vault import manifest_key, object_key
 
 
 def _backup_url(backend: str, stack_or_none: Any, tmp_path: Path) -> str:

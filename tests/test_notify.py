@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from modelyard import notify
+from modelyard.lifecycle import notify
 
 SECRET = "whsec-9c1f-do-not-print"
 

@@ -25,9 +25,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from modelyard.config import load_settings
+from modelyard.core.config import load_settings
 from modelyard.errors import UserError
-from modelyard.scaffold import init_project, template_files
+from modelyard.project.scaffold import init_project, template_files
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "src" / "modelyard" / "templates" / "project"
@@ -534,8 +534,8 @@ def test_promote_input_validation_script(overrides: dict[str, str], ok: bool) ->
 
 
 def _ref_parses(ref: str) -> bool:
+    from modelyard.core.refs import VersionRef
     from modelyard.errors import InvalidRef
-    from modelyard.refs import VersionRef
 
     try:
         VersionRef.parse(ref)

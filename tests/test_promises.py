@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modelyard.errors import AuditTampered, BackendError, IntegrityError, InvalidInput
-from modelyard.storage import redact
+from modelyard.store.storage import redact
 
 
 def _holders(yard: Any, name: str) -> dict[str, int | None]:
@@ -56,7 +56,7 @@ def test_a_move_that_fails_after_its_event_is_one_unit(
 def test_the_audit_head_names_the_newest_event_under_concurrency(
     yard: Any, name: str, trained: dict[str, Any],
 ) -> None:
-    from modelyard.audit import parse_head
+    from modelyard.trail.audit import parse_head
 
     yard.register(trained["model"], name, input_example=trained["X"].head(3))
     errors: list[BaseException] = []

@@ -36,18 +36,18 @@ from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from modelyard import reader_sqlite
-from modelyard.config import Settings
-from modelyard.errors import BackendError, ModelNotFound, NotFound, UserError, VersionNotFound
-from modelyard.reader import (
+from modelyard.backend.lean import sqlite as reader_sqlite
+from modelyard.backend.lean.reader import (
     KNOWN_SCHEMA_REVISIONS,
     Reader,
     RestReader,
     SqliteReader,
     open_reader,
 )
-from modelyard.records import ModelRecord, VersionRecord
-from modelyard.refs import VersionRef, resolve
+from modelyard.core.config import Settings
+from modelyard.core.records import ModelRecord, VersionRecord
+from modelyard.core.refs import VersionRef, resolve
+from modelyard.errors import BackendError, ModelNotFound, NotFound, UserError, VersionNotFound
 from paged import PagedVersions
 
 STATUS = "modelyard.status"
@@ -369,11 +369,11 @@ def test_open_reader_picks_by_uri(tmp_path: Path) -> None:
 
 _LEAN_SCRIPT = """
 import json, sys
-import modelyard.reader
-light = sorted(m for m in ("pydantic", "modelyard.config", "modelyard.tracking")
+import modelyard.backend.lean.reader
+light = sorted(m for m in ("pydantic", "modelyard.core.config", "modelyard.backend.tracking")
                if m in sys.modules)
-from modelyard.config import load_settings
-from modelyard.reader import open_reader
+from modelyard.core.config import load_settings
+from modelyard.backend.lean.reader import open_reader
 reader = open_reader(load_settings())
 name = sys.argv[1]
 version = reader.latest_visible(name)

@@ -14,10 +14,10 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from modelyard import rest_counts
-from modelyard.audit import event_key
+from modelyard.backend.lean import counts as rest_counts
+from modelyard.backend.lean.rest import RestReader
 from modelyard.errors import AuditTampered
-from modelyard.reader_rest import RestReader
+from modelyard.trail.audit import event_key
 from paged import PagedVersions
 
 REACH = rest_counts._HINT_REACH
@@ -240,7 +240,7 @@ def test_the_same_get_in_flight_is_sent_once() -> None:
     import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from modelyard.reader_base import at_once
+    from modelyard.backend.lean.base import at_once
 
     seen: list[str] = []
 

@@ -60,7 +60,7 @@ def _data(path: Path, flip: bool = False) -> None:
 
 
 def _project(root: Path) -> Path:
-    from modelyard import git
+    from modelyard.project import git
 
     project = root / "project"
     project.mkdir()
@@ -126,7 +126,7 @@ def test_the_cache_reproduce_shares_is_the_one_dvc_reads(tmp_path: Path) -> None
     """reproduce writes the checkout's `.dvc/config.local` itself (no `dvc cache dir --local`
     process): DVC must read it as its cache; `dvc checkout` runs only when there is
     something to check out."""
-    from modelyard.reproduce import _dvc_tracks_outputs, _share_cache
+    from modelyard.incidents.reproduce import _dvc_tracks_outputs, _share_cache
 
     project = tmp_path / "checkout"
     project.mkdir()

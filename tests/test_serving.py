@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from modelyard.core.profile import build_profile
 from modelyard.errors import InvalidInput
-from modelyard.profile import build_profile
 from modelyard.serving.batching import Batcher
 from modelyard.serving.errors import SchemaMismatch
 from modelyard.serving.monitor import ab_report, monitor
@@ -232,7 +232,7 @@ def test_forest_fast_path_is_the_models_own_arithmetic(trained: dict[str, Any]) 
 def test_capture_keeps_tuples_and_writes_gzip_lines_per_day_off_the_request_path(
         tmp_path: Path) -> None:
     from modelyard.serving.capture import CaptureLog, read_records
-    from modelyard.storage import LocalStore
+    from modelyard.store.storage import LocalStore
 
     class Failing(LocalStore):
         def put_bytes(self, key: str, data: bytes) -> None:

@@ -52,8 +52,8 @@ def promoted(yard: Any, name: str, trained: dict[str, Any]) -> Any:
 
 def test_json_reads_import_no_mlflow_boto3_or_rich(promoted: Any, backend: str,
                                                    name: str, tmp_path: Path) -> None:
+    from modelyard.core.names import T_AUDIT_HEAD
     from modelyard.errors import YardError
-    from modelyard.names import T_AUDIT_HEAD
 
     _cli("--json", "list")  # this machine now remembers every audited model's newest event
     rows, modules = _cli("--json", "list")

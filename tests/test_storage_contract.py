@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.errors import StorageError
-from modelyard.storage import LocalStore, ObjectStore, S3Store
+from modelyard.store.storage import LocalStore, ObjectStore, S3Store
 
 
 class StoreContract:

@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelyard.config import Settings, load_settings
-from modelyard.identity import Identity, Permissions, resolve_identity
-from modelyard.reader import Reader
-from modelyard.storage import ObjectStore, S3Store, open_store
-from modelyard.tracking import Tracking
-from modelyard.vault import Vault
+from modelyard.backend.identity import Identity, Permissions, resolve_identity
+from modelyard.backend.lean.reader import Reader
+from modelyard.backend.tracking import Tracking
+from modelyard.core.config import Settings, load_settings
+from modelyard.store.storage import ObjectStore, S3Store, open_store
+from modelyard.store.vault import Vault
 
 __all__ = ["Context", "Reads", "build_context", "load_settings"]
 
 Reads = Reader | Tracking  # what answers a read verb (both speak the reader's calls)
 if TYPE_CHECKING:  # pragma: no cover
-    from modelyard.rest_writer import RestWriter
+    from modelyard.backend.lean.writer import RestWriter
 
     Writes = RestWriter | Tracking  # where pure metadata writes go
 
@@ -51,7 +51,7 @@ class Context:
         embedded SQLite file read-only; no mlflow import) when it can answer for this
         registry, else MLflow's client. Writes always go through ``tracking``."""
         if self._reads is None:
-            from modelyard.reader import open_reader
+            from modelyard.backend.lean.reader import open_reader
 
             self._reads = (open_reader(self.settings, fallback=lambda: self.tracking)
                            or self.tracking)
@@ -64,11 +64,11 @@ class Context:
         the reader's own transport (no mlflow import); else MLflow's client (the embedded
         default keeps writing through MLflow)."""
         if self._writes is None:
-            from modelyard.reader import RestReader
+            from modelyard.backend.lean.reader import RestReader
 
             reads = self.reads
             if isinstance(reads, RestReader):
-                from modelyard.rest_writer import RestWriter
+                from modelyard.backend.lean.writer import RestWriter
 
                 self._writes = RestWriter(reads.transport)
             else:
@@ -81,7 +81,7 @@ class Context:
         read-only reader (rows, not MLflow objects: 2,000 versions in milliseconds), else
         MLflow's client, whose long timeouts suit a 10,000-row search on a busy server (the
         lean REST reader keeps the 10 s deadline of a command-line read)."""
-        from modelyard.reader import AbsentReader, SqliteReader
+        from modelyard.backend.lean.reader import AbsentReader, SqliteReader
 
         reads: object = self.reads
         if isinstance(reads, AbsentReader):  # a yard opened before its database existed

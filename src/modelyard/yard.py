@@ -19,9 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelyard.config import Settings, load_settings
+from modelyard.backend.tracking import Tracking
 from modelyard.context import Context, build_context
-from modelyard.entities import (
+from modelyard.core.config import Settings, load_settings
+from modelyard.core.entities import (
     AliasChange,
     CleanupResult,
     Comparison,
@@ -35,40 +36,40 @@ from modelyard.entities import (
     TagChange,
     VerifyResult,
 )
+from modelyard.core.names import check_name
+from modelyard.core.records import VersionRecord
+from modelyard.core.refs import VersionRef, is_visible, lookup, resolve
 from modelyard.errors import UserError
-from modelyard.names import check_name
-from modelyard.refs import VersionRef, is_visible, lookup, resolve
-from modelyard.tracking import Tracking, VersionRecord
-from modelyard.vault import Vault
+from modelyard.store.vault import Vault
 
 if TYPE_CHECKING:  # pragma: no cover
     # The verb modules are imported when a verb first needs them (``functools.cached_property``
     # below), so a read does not pay for importing the drills, transfers or snapshots.
-    from modelyard.access import AccessEvent, AccessLog
-    from modelyard.adopt import Adopter
-    from modelyard.audit import AuditEvent, Auditor
-    from modelyard.backup import Backups
-    from modelyard.catalog import Catalog
-    from modelyard.detection import Finding
-    from modelyard.drift import Drift, StageDrift
-    from modelyard.drills import DrillReport, Drills, Scenario
-    from modelyard.gates import Gates, Holdout
-    from modelyard.health import HealthReport
-    from modelyard.identity import Identity
-    from modelyard.integrity import Integrity, IntegrityReport, RepairReport
-    from modelyard.integrity import Progress as IntegrityProgress
-    from modelyard.labels import Labels
-    from modelyard.loading import Loader
-    from modelyard.promotion import Promotion
-    from modelyard.protection import BackupProgress, BackupReport, RestoreReport
-    from modelyard.recovery import Baseline, Recovery, RecoveryReport
-    from modelyard.registration import Registrar
-    from modelyard.reproduce import ReproduceReport
-    from modelyard.restore import Restorer
-    from modelyard.retention import Retention
-    from modelyard.snapshots import Snapshot, SnapshotDiff, SnapshotRestore, Snapshots
-    from modelyard.stages import StageChange, Stages
-    from modelyard.transfer import Transfer
+    from modelyard.backend.identity import Identity
+    from modelyard.incidents.detection import Finding
+    from modelyard.incidents.drills import DrillReport, Drills, Scenario
+    from modelyard.incidents.health import HealthReport
+    from modelyard.incidents.recovery import Baseline, Recovery, RecoveryReport
+    from modelyard.incidents.reproduce import ReproduceReport
+    from modelyard.lifecycle.gates import Gates, Holdout
+    from modelyard.lifecycle.labels import Labels
+    from modelyard.lifecycle.promotion import Promotion
+    from modelyard.lifecycle.retention import Retention
+    from modelyard.lifecycle.stages import StageChange, Stages
+    from modelyard.lifecycle.unaudited import Drift, StageDrift
+    from modelyard.protection.backup import Backups
+    from modelyard.protection.backup_store import BackupProgress, BackupReport, RestoreReport
+    from modelyard.protection.integrity import Integrity, IntegrityReport, RepairReport
+    from modelyard.protection.integrity import Progress as IntegrityProgress
+    from modelyard.protection.restore import Restorer
+    from modelyard.protection.snapshots import Snapshot, SnapshotDiff, SnapshotRestore, Snapshots
+    from modelyard.registry.adopt import Adopter
+    from modelyard.registry.catalog import Catalog
+    from modelyard.registry.loading import Loader
+    from modelyard.registry.registration import Registrar
+    from modelyard.registry.transfer import Transfer
+    from modelyard.trail.access import AccessEvent, AccessLog
+    from modelyard.trail.audit import AuditEvent, Auditor
 
 
 class Yard:
@@ -83,20 +84,20 @@ class Yard:
     # -- the verbs, each built on first use -----------------------------------------------
     @functools.cached_property
     def _loader(self) -> Loader:
-        from modelyard.loading import Loader
+        from modelyard.registry.loading import Loader
 
         return Loader(self.ctx)
 
     @functools.cached_property
     def _audit(self) -> Auditor:
-        from modelyard.audit import Auditor
+        from modelyard.trail.audit import Auditor
 
         return Auditor(self.ctx)
 
     @functools.cached_property
     def _stages(self) -> Stages:
-        from modelyard.notify import Notifier
-        from modelyard.stages import Stages
+        from modelyard.lifecycle.notify import Notifier
+        from modelyard.lifecycle.stages import Stages
 
         stages = Stages(self.ctx, self._audit, Notifier(self.settings, self._audit))
         # backup_stages: a version is backed up after it moves into one of them
@@ -105,7 +106,7 @@ class Yard:
 
     @functools.cached_property
     def _gates(self) -> Gates:
-        from modelyard.gates import Gates
+        from modelyard.lifecycle.gates import Gates
 
         return Gates(self.settings, self.tracking,
                      lambda name, version: self._loader.load(name, version,
@@ -113,81 +114,81 @@ class Yard:
 
     @functools.cached_property
     def _promotion(self) -> Promotion:
-        from modelyard.promotion import Promotion
+        from modelyard.lifecycle.promotion import Promotion
 
         return Promotion(self.ctx, self._stages, self._gates, self._audit)
 
     @functools.cached_property
     def _retention(self) -> Retention:
-        from modelyard.retention import Retention
+        from modelyard.lifecycle.retention import Retention
 
         return Retention(self.ctx, self._audit, backup=self._backup_before_delete,
                          snapshot_versions=self._snapshot_versions_hook())
 
     @functools.cached_property
     def _registrar(self) -> Registrar:
-        from modelyard.registration import Registrar
+        from modelyard.registry.registration import Registrar
 
         return Registrar(self.ctx, self._after_registration)
 
     @functools.cached_property
     def _labels(self) -> Labels:
-        from modelyard.labels import Labels
+        from modelyard.lifecycle.labels import Labels
 
         return Labels(self.ctx, self._audit)
 
     @functools.cached_property
     def _drift(self) -> Drift:
-        from modelyard.drift import Drift
+        from modelyard.lifecycle.unaudited import Drift
 
         return Drift(self.ctx, self._audit, self._stages)
 
     @functools.cached_property
     def _catalog(self) -> Catalog:
-        from modelyard.catalog import Catalog
+        from modelyard.registry.catalog import Catalog
 
         return Catalog(self.ctx, self._drift, lambda: self._loader)
 
     @functools.cached_property
     def _access(self) -> AccessLog:
-        from modelyard.access import AccessLog
+        from modelyard.trail.access import AccessLog
 
         return AccessLog(self.ctx)
 
     @functools.cached_property
     def _transfer(self) -> Transfer:
-        from modelyard.transfer import Transfer
+        from modelyard.registry.transfer import Transfer
 
         return Transfer(self.ctx, self._registrar, self._loader, self._audit)
 
     @functools.cached_property
     def _adopter(self) -> Adopter:
-        from modelyard.adopt import Adopter
+        from modelyard.registry.adopt import Adopter
 
         return Adopter(self.ctx, self._registrar)
 
     @functools.cached_property
     def _backups(self) -> Backups:
-        from modelyard.backup import Backups
+        from modelyard.protection.backup import Backups
 
         return Backups(self.ctx, self._loader, self._audit)
 
     @functools.cached_property
     def _restorer(self) -> Restorer:
-        from modelyard.restore import Restorer
+        from modelyard.protection.restore import Restorer
 
         return Restorer(self.ctx, self._registrar, self._stages, self._audit, self._backups)
 
     @functools.cached_property
     def _integrity(self) -> Integrity:
-        from modelyard.integrity import Integrity
+        from modelyard.protection.integrity import Integrity
 
         return Integrity(self.ctx, self._loader)
 
     @functools.cached_property
     def _snapshots(self) -> Snapshots:
         # snapshots back up what they name and restore deleted versions from the backup store
-        from modelyard.snapshots import Snapshots
+        from modelyard.protection.snapshots import Snapshots
 
         return Snapshots(self.ctx, self._stages, backup=self._backup_hook(),
                          restore=self._restore_hook())
@@ -254,7 +255,7 @@ class Yard:
     def lineage(self, name: str, ref: str | int | None = "latest") -> LineageReport:
         """Code, data, params and environment of a version; DVC data refs get the git commit
         that recorded them when it exists by now."""
-        from modelyard import dvc_support
+        from modelyard.project import dvc as dvc_support
 
         mv = self.get(name, ref)
         for data in mv.lineage.data:
@@ -266,7 +267,7 @@ class Yard:
 
     def checkout_data(self, name: str, ref: str | int | None, root: Path) -> list[dict[str, str]]:
         """Restore, through DVC, the exact training data a version was trained on."""
-        from modelyard import dvc_support
+        from modelyard.project import dvc as dvc_support
 
         mv = self.get(name, ref, full=False)
         restored = []
@@ -282,7 +283,7 @@ class Yard:
 
     def compare(self, name: str, refs: list[str] | None = None) -> Comparison:
         """Versions side by side; ``differences`` lists the keys whose values differ."""
-        from modelyard.compare import compare
+        from modelyard.registry.compare import compare
 
         return compare(self._loader, name, refs)
 
@@ -327,7 +328,7 @@ class Yard:
 
     def doctor(self) -> DoctorReport:
         """What is in use and whether each part answers. Secrets are shown by name only."""
-        from modelyard import doctor
+        from modelyard.incidents import doctor
 
         return doctor.run(self.ctx)
 
@@ -643,8 +644,8 @@ class Yard:
         return Path(self.settings.project_root or Path.cwd()).absolute()
 
     def _recovery(self) -> Recovery:
-        from modelyard.detection import Detector
-        from modelyard.recovery import Recovery, layers_from
+        from modelyard.incidents.detection import Detector
+        from modelyard.incidents.recovery import Recovery, layers_from
 
         root = self._project_root()
         detector = Detector(self.ctx, self._loader, self._audit, root,
@@ -676,7 +677,7 @@ class Yard:
         return self._recovery().verify(check_name(name), baseline, known=known)
 
     def _drill_verb(self) -> Drills:
-        from modelyard.drills import Drills
+        from modelyard.incidents.drills import Drills
 
         if self._drills is None:
             self._drills = Drills(self.ctx, self, Yard, snapshot=self.snapshot,
@@ -685,7 +686,7 @@ class Yard:
 
     def drill_scenarios(self) -> list[Scenario]:
         """The drill scenarios (``data-noise`` ... ``bad-promotion``)."""
-        from modelyard.drills import SCENARIOS
+        from modelyard.incidents.drills import SCENARIOS
 
         return list(SCENARIOS)
 
@@ -710,7 +711,7 @@ class Yard:
         >>> yard.health().status
         'healthy'
         """
-        from modelyard.health import Health
+        from modelyard.incidents.health import Health
 
         def monitor(name: str, since: str) -> Any:
             from modelyard.serving.monitor import monitor as run_monitor
@@ -729,14 +730,14 @@ class Yard:
         >>> yard.reproduce("churn", "v1.2.0").reproducible
         True
         """
-        from modelyard.reproduce import Reproducer
+        from modelyard.incidents.reproduce import Reproducer
 
         return Reproducer(self.ctx, self._loader, self._project_root()).run(
             name, ref, tolerance=tolerance)
 
     def last_reproduce(self, name: str, version: int) -> dict[str, Any] | None:
         """The stored result of the last ``reproduce`` of a version (MLflow number), or None."""
-        from modelyard.reproduce import last_result
+        from modelyard.incidents.reproduce import last_result
 
         return last_result(self.ctx, check_name(name), int(version))
 

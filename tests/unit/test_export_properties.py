@@ -15,10 +15,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelyard.audit import AuditEvent
 from modelyard.errors import InvalidInput
-from modelyard.export_format import parse_export
-from modelyard.transfer import _check_exported_trail
+from modelyard.registry.export_format import parse_export
+from modelyard.registry.transfer import _check_exported_trail
+from modelyard.trail.audit import AuditEvent
 
 SHA = "a" * 64
 
@@ -26,7 +26,7 @@ SHA = "a" * 64
 def _template() -> dict[str, Any]:
     manifest = {"MLmodel": {"sha256": SHA, "size": 10}, "model.pkl": {"sha256": "b" * 64,
                                                                     "size": 20}}
-    from modelyard.vault import Manifest
+    from modelyard.store.vault import Manifest
 
     manifest_sha = Manifest({p: (e["sha256"], e["size"]) for p, e in manifest.items()}).sha256
     first = AuditEvent(seq=1, who="ana", when="2026-01-01T00:00:00+00:00", action="register",

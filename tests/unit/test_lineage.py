@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelyard import dvc_support, git, lineage
+from modelyard.core import lineage
+from modelyard.project import capture, git
+from modelyard.project import dvc as dvc_support
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -78,7 +80,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def _capture(cwd: Path, data: list[str | Path]) -> lineage.Lineage:
-    return lineage.capture(cwd=cwd, data=data, seed=7, user="alice",
+    return capture.capture(cwd=cwd, data=data, seed=7, user="alice",
                            started_at=datetime(2024, 1, 1, tzinfo=timezone.utc),
                            duration_s=1.5, parent_run=None)
 
@@ -240,8 +242,9 @@ def test_the_parent_run_is_kept_in_the_tags() -> None:
 
 
 def test_a_dropped_training_column_is_major_when_no_schema_was_recorded(tmp_path: Path) -> None:
-    from modelyard.lineage import Lineage, hash_data
-    from modelyard.versioning import Fingerprint, decide_bump
+    from modelyard.core.lineage import Lineage
+    from modelyard.core.versioning import Fingerprint, decide_bump
+    from modelyard.project.capture import hash_data
 
     table = tmp_path / "train.csv"
     table.write_text("tenure,charges,churn\n1,2.5,0\n")
@@ -266,7 +269,7 @@ def test_a_dropped_training_column_is_major_when_no_schema_was_recorded(tmp_path
 
 
 def test_table_columns_only_reads_table_headers(tmp_path: Path) -> None:
-    from modelyard.lineage import table_columns
+    from modelyard.project.capture import table_columns
 
     (tmp_path / "a.tsv").write_text("x\ty\n1\t2\n")
     (tmp_path / "b.bin").write_bytes(b"\x00\xff")

@@ -10,20 +10,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelyard.audit import AuditLog
-from modelyard.errors import AuditTampered, InvalidInput, InvalidRef, VersionConflict
-from modelyard.names import (
+from modelyard.core.names import (
     check_alias,
     check_name,
     check_tag_key,
     normalize_stage,
     parse_semver,
 )
-from modelyard.refs import VersionRef, resolve, split_target
-from modelyard.storage import LocalStore
-from modelyard.tracking import VersionRecord
-from modelyard.vault import Manifest
-from modelyard.versioning import Fingerprint, apply_bump, check_explicit, decide_bump
+from modelyard.core.records import VersionRecord
+from modelyard.core.refs import VersionRef, resolve, split_target
+from modelyard.core.versioning import Fingerprint, apply_bump, check_explicit, decide_bump
+from modelyard.errors import AuditTampered, InvalidInput, InvalidRef, VersionConflict
+from modelyard.store.storage import LocalStore
+from modelyard.store.vault import Manifest
+from modelyard.trail.audit import AuditLog
 
 BOUNDED = settings(max_examples=300, deadline=None,
                    suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelyard.profile import DRIFT_THRESHOLD, build_profile, drifted, psi
+from modelyard.core.profile import DRIFT_THRESHOLD, build_profile, drifted, psi
 
 
 @pytest.fixture

@@ -311,7 +311,7 @@ def import_cmd(state: State, file: Path, dry_run: bool, source_tracking_uri: str
       modelyard import registry.json --dry-run
       modelyard import registry.json
     """
-    from modelyard.export_format import MAX_DOCUMENT_BYTES
+    from modelyard.registry.export_format import MAX_DOCUMENT_BYTES
 
     try:
         size = file.stat().st_size
@@ -412,7 +412,7 @@ def init_cmd(state: State, directory: Path, name: str, force: bool) -> None:
       modelyard init churn-model && cd churn-model && dvc repro
       modelyard init . --name fraud
     """
-    from modelyard.scaffold import init_project
+    from modelyard.project.scaffold import init_project
 
     created = init_project(directory, name=name, force=force)
     emit(state, {"dir": str(directory), "files": [str(p) for p in created]}, lambda _: (

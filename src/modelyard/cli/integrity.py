@@ -36,7 +36,7 @@ def repair_cmd(state: State, target: str | None, every: bool) -> None:
       modelyard repair churn            # every version of churn
       modelyard repair --all
     """
-    from modelyard.refs import split_target
+    from modelyard.core.refs import split_target
 
     if not every and not target:
         raise YardError_("give NAME[@REF] to repair, or --all")

@@ -88,7 +88,7 @@ def demo_cmd(state: State, directory: Path | None, rows: int, trees: int) -> Non
       modelyard demo
       MLFLOW_TRACKING_URI=http://mlflow:5000 modelyard demo --dir /tmp/demo
     """
-    from modelyard.demo import run_demo
+    from modelyard.cli.demo import run_demo
 
     if directory is None:
         index = 1

@@ -60,7 +60,7 @@ def backup_cmd(state: State, targets: tuple[str, ...], every: bool) -> None:
       modelyard backup churn@production
       modelyard backup --all
     """
-    from modelyard.refs import split_target
+    from modelyard.core.refs import split_target
 
     if not targets and not every:
         raise YardError_("name what to back up (NAME or NAME@REF), or pass --all")
@@ -113,7 +113,7 @@ def restore_cmd(state: State, target: str | None, every: bool, aliases: bool) ->
       modelyard restore churn@v1.2.0 --aliases
       modelyard restore --all
     """
-    from modelyard.refs import split_target
+    from modelyard.core.refs import split_target
 
     if every and target:
         raise YardError_("give NAME[@REF] or --all, not both")

@@ -18,8 +18,8 @@ from modelyard.cli.shell import (
     emit,
     main,
 )
+from modelyard.core.names import T_REPRODUCED
 from modelyard.errors import InvalidInput
-from modelyard.names import T_REPRODUCED
 
 
 @main.command("doctor")
@@ -201,7 +201,7 @@ def compare_cmd(state: State, name: str, refs: tuple[str, ...], plot: Path | Non
         raise InvalidInput(f"--plot writes a PNG file; give a name ending in .png, not {plot}")
     data = state.yard.compare(name, list(refs) or None).to_dict()
     if plot is not None:
-        from modelyard.compare import plot_comparison
+        from modelyard.registry.compare import plot_comparison
 
         data["plot"] = {"path": str(plot), "metrics": plot_comparison(data, plot)}
 

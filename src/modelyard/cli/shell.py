@@ -216,7 +216,7 @@ def main(ctx: click.Context, as_json: bool, traceback: bool, tracking_uri: str |
 
 
 def _target(target: str, default_ref: str = "latest") -> tuple[str, str]:
-    from modelyard.refs import split_target
+    from modelyard.core.refs import split_target
 
     name, ref = split_target(target)
     return name, ref or default_ref

@@ -44,7 +44,7 @@ from modelyard.serving.payload import dumps
 from modelyard.serving.source import capture_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelyard.storage import ObjectStore
+    from modelyard.store.storage import ObjectStore
 
 log = logging.getLogger("modelyard.serving")
 

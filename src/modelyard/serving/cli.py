@@ -289,7 +289,7 @@ def monitor_cmd(ctx: click.Context, name: str, since: str, until: str | None,
       modelyard monitor churn
       modelyard monitor churn --since 24h --json
     """
-    from modelyard.profile import DRIFT_THRESHOLD
+    from modelyard.core.profile import DRIFT_THRESHOLD
     from modelyard.serving.monitor import monitor
 
     report = monitor(_yard(ctx), name, since, until=until,

@@ -21,14 +21,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from modelyard.core.profile import DRIFT_THRESHOLD, drifted, psi
 from modelyard.errors import InvalidInput, StorageError
-from modelyard.profile import DRIFT_THRESHOLD, drifted, psi
 from modelyard.serving.capture import MASK, read_records
 from modelyard.serving.routing import parse_duration
 from modelyard.serving.source import profile_key, store_of
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelyard.storage import ObjectStore
+    from modelyard.store.storage import ObjectStore
     from modelyard.yard import Yard
 
 MIN_DRIFT_ROWS = 50

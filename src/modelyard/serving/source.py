@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelyard.storage import ObjectStore
+    from modelyard.store.storage import ObjectStore
     from modelyard.yard import Yard
 
 SCHEMA_TAG = "modelyard.schema"
@@ -127,7 +127,7 @@ class ModelSource:
                 self.name, lowered if lowered in _STAGE_ALIASES else alias
             )
             if lowered in _STAGE_ALIASES and not self.follow_unaudited:
-                from modelyard.drift import holder_for_serving
+                from modelyard.lifecycle.unaudited import holder_for_serving
 
                 return holder_for_serving(self.yard.ctx, self.yard._audit, self.name,
                                           lowered, live)

@@ -1,0 +1,127 @@
+"""``doctor``: which tracking URI and stores are in use, and whether each answers."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from modelyard.backend.tracking import redact
+from modelyard.core.entities import Check, DoctorReport
+from modelyard.errors import YardError
+from modelyard.store.storage import open_store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.context import Context
+
+CREDENTIAL_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MODELYARD_WEBHOOK_SECRET",
+)
+
+
+def _check_store(url: str, endpoint: str | None) -> dict[str, Any]:
+    try:
+        open_store(url, endpoint_url=endpoint).check()
+        return {"ok": True, "detail": "reachable"}
+    except YardError as exc:
+        return {"ok": False, "detail": exc.message}
+
+
+def _check_backup(ctx: Context) -> dict[str, Any]:
+    """The backup store for real: it exists, takes a write (a probe key, put then deleted),
+    and how old its newest version record is."""
+    import time
+    import uuid
+
+    from modelyard.store.vault import RECORDS, probe_key
+
+    try:
+        store = ctx.open_backup_store()
+        if not store.exists_folder():
+            return {"ok": False, "detail": f"{redact(store.url)} does not exist (create the "
+                    "bucket or folder first)"}
+        key = probe_key(uuid.uuid4().hex)
+        store.put_bytes(key, b"modelyard doctor probe")
+        store.delete(key)
+        newest = store.newest(RECORDS)
+    except YardError as exc:
+        return {"ok": False, "detail": exc.message}
+    if newest is None:
+        return {"ok": True, "detail": "reachable, writable; no version backed up yet"}
+    key, stamp = newest
+    return {"ok": True, "detail": f"reachable, writable; newest backup "
+            f"{_age(time.time() - stamp)} ago ({key.removeprefix(RECORDS)})"}
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def run(ctx: Context) -> DoctorReport:
+    settings = ctx.settings
+    endpoint = settings.s3_endpoint_url
+    ok, detail = ctx.tracking.health()
+    checks = [Check("tracking", redact(settings.resolved_tracking_uri), ok, detail)]
+    vault = _check_store(settings.resolved_vault, endpoint)
+    checks.append(Check("vault", redact(settings.resolved_vault), **vault))
+    if settings.backup:
+        checks.append(Check("backup", redact(settings.backup), **_check_backup(ctx)))
+    artifact_root = settings.resolved_artifact_location
+    if endpoint or (artifact_root or "").startswith("s3://") or settings.resolved_vault.startswith(
+        "s3://"
+    ):
+        s3 = _check_s3_endpoint(endpoint)
+        checks.append(Check("s3", redact(endpoint or "AWS S3"), **s3))
+    user, identity = _check_identity(ctx)
+    checks.append(identity)
+    return DoctorReport(
+        ok=all(c.ok for c in checks),
+        mode="embedded" if settings.is_embedded else "server",
+        tracking_uri=redact(settings.resolved_tracking_uri),
+        artifact_location=redact(artifact_root or "(chosen by the tracking server)"),
+        vault=redact(settings.resolved_vault),
+        user=user,
+        credentials={var: ("set" if os.environ.get(var) else "not set")
+                     for var in CREDENTIAL_VARS},
+        checks=checks,
+    )
+
+
+_HOW = {
+    "server-basic-auth": "authenticated by the tracking server (basic auth)",
+    "server-token": "authenticated by the tracking server (token)",
+    "os-user": "the OS user (not authenticated)",
+    "asserted": "asserted by MODELYARD_USER / the user setting (not authenticated)",
+}
+
+
+def _check_identity(ctx: Context) -> tuple[str, Check]:
+    """Which identity modelyard acts as, and how it was established."""
+    try:
+        identity = ctx.identity
+    except YardError as exc:
+        return "?", Check("identity", "?", False, exc.message)
+    how = _HOW[identity.source] + (", admin" if identity.is_admin else "")
+    return identity.user, Check("identity", identity.user, True, how)
+
+
+def _check_s3_endpoint(endpoint: str | None) -> dict[str, Any]:
+    from modelyard.store.storage import S3Store
+
+    store = S3Store("modelyard-doctor-probe", "", endpoint)
+    try:
+        with store._translate(""):
+            store.client.list_buckets()
+        return {"ok": True, "detail": "endpoint answers"}
+    except YardError as exc:
+        return {"ok": False, "detail": exc.message}

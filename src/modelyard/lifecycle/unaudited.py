@@ -1,0 +1,297 @@
+"""Drift: stage holders that no audit event explains (a move made around modelyard).
+
+The audit trail says who holds ``staging`` and ``production`` (every event carries the
+holders after it: ``stages``). MLflow says who holds them now (the aliases) and which
+version carries which ``modelyard.stage`` tag. Anyone with EDIT on the registered model can
+move an alias with plain MLflow, skipping gates and approvals; modelyard cannot prevent that,
+so it detects it: ``Drift.find`` compares both, ``Drift.undo`` puts back the last audited
+holders through ``Stages`` (an audited move, reason "undo unaudited move").
+
+A webhook fires when drift is found, once per distinct finding (the last one notified is
+remembered in the vault beside the trail), so ``list`` run in a loop does not spam.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from modelyard.core.entities import Result
+from modelyard.core.names import STAGE_ALIASES, T_AUDIT_HEAD, T_STAGE, check_name
+from modelyard.core.records import SEARCH_PAGE_MAX, ModelRecord
+from modelyard.errors import NotFound, StorageError, UnauditedMove, YardError
+from modelyard.trail.audit import parse_head
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.context import Context
+    from modelyard.core.records import VersionRecord
+    from modelyard.lifecycle.stages import StageChange, Stages
+    from modelyard.trail.audit import Auditor
+
+log = logging.getLogger("modelyard.drift")
+
+__all__ = ["Drift", "StageDrift", "drift_key"]
+
+UNDO_REASON = "undo unaudited move"
+
+
+def drift_key(name: str) -> str:
+    """The last drift finding a webhook was sent for (so each finding is sent once)."""
+    return f"audit/{name}/DRIFT.json"
+
+
+@dataclass
+class StageDrift(Result):
+    """One holder the audit trail does not explain.
+
+    ``holder_version``: who holds ``stage`` in MLflow now (None: nobody);
+    ``audited_version``: who the trail says holds it (None: nobody)."""
+
+    name: str
+    stage: str
+    holder_version: int | None
+    audited_version: int | None
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.name}: {self.detail}"
+
+
+def _label(version: int | None) -> str:
+    return "nobody" if version is None else f"#{version}"
+
+
+class Drift:
+    """Finds and undoes unaudited stage moves."""
+
+    def __init__(self, ctx: Context, audit: Auditor, stages: Stages) -> None:
+        self.ctx = ctx
+        self.audit = audit
+        self.stages = stages
+
+    def audited_holders(self, name: str, model: ModelRecord | None = None
+                        ) -> dict[str, int | None] | None:
+        """Who the newest audit event says holds each stage (None: the model has no trail).
+
+        With the registered model at hand, its audit head tag lets a holder remembered on
+        this machine answer without reading the vault (``Auditor.newest_stages``)."""
+        head = parse_head(model.tags.get(T_AUDIT_HEAD)) if model is not None else None
+        return self.audit.newest_stages(name, head)
+
+    def find(self, name: str | None = None, *, notify: bool = True) -> list[StageDrift]:
+        """Unaudited moves of one model (or of every model)."""
+        models: list[tuple[str, ModelRecord | None]]
+        if name is None:  # each model as listed: no second read of it
+            models = [(m.name, m) for m in self.ctx.reads.list_models()]
+        else:
+            models = [(check_name(name), None)]
+        found: list[StageDrift] = []
+        for model, record in models:
+            drifts = self.of_model(model, model=record)
+            if drifts and notify:
+                self.notify(model, drifts)
+            found += drifts
+        return found
+
+    def check(self, name: str | None = None) -> None:
+        """Raise ``UnauditedMove`` naming the first unaudited holder (and how many more)."""
+        found = self.find(name)
+        if found:
+            more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+            raise UnauditedMove(detail=found[0].message + more)
+
+    def of_model(self, name: str, versions: list[VersionRecord] | None = None, *,
+                 model: ModelRecord | None = None,
+                 tagged: list[VersionRecord] | None = None) -> list[StageDrift]:
+        """Unaudited moves of one model. ``model``: the registered model when the caller has
+        it already (``list``; a server's registered-models/get costs O(versions));
+        ``tagged``: with it, the versions ``stage_searches`` found (the caller sent them
+        beside its own look-ups)."""
+        rows: list[VersionRecord] = []
+        if versions is None:
+            try:
+                model, live, rows, exists = self._bounded(name, model, tagged)
+            except NotFound:
+                return []  # deleted meanwhile: nothing holds a stage
+        audited = self.audited_holders(name, model)
+        if audited is None:
+            return []
+        if versions is not None:
+            by_number = {r.version: r for r in versions}
+            live = {s: None for s in STAGE_ALIASES}
+            for record in versions:
+                for alias in record.aliases:
+                    if alias in live:
+                        live[alias] = record.version
+            rows = [r for r in versions if r.tags.get(T_STAGE) in STAGE_ALIASES]
+
+            def exists(number: int) -> bool:
+                return number in by_number
+
+        drifts: list[StageDrift] = []
+        for stage in STAGE_ALIASES:
+            want, have = audited[stage], live[stage]
+            if want == have:
+                continue
+            if have is None and want is not None and not exists(want):
+                continue  # the audited holder was deleted: nothing holds it, no move made
+            drifts.append(StageDrift(
+                name=name, stage=stage, holder_version=have, audited_version=want,
+                detail=f"{stage} is held by {_label(have)} in MLflow but the audit trail "
+                f"says {_label(want)} (unaudited move)"))
+        for record in rows:
+            tag = record.tags.get(T_STAGE)
+            if tag in STAGE_ALIASES and audited[tag] != record.version:
+                drifts.append(StageDrift(
+                    name=name, stage=str(tag), holder_version=record.version,
+                    audited_version=audited[tag],
+                    detail=f"#{record.version} is tagged {T_STAGE}={tag} but the audit "
+                    f"trail says {_label(audited[tag])} holds {tag} (unaudited tag)"))
+        return drifts
+
+    def stage_searches(self, name: str) -> list[Callable[[], list[VersionRecord]]]:
+        """The look-ups of the versions tagged with a stage (one bounded tag search each),
+        for a caller that sends them at once with its own; their rows, concatenated, are
+        ``of_model``'s ``tagged``."""
+        from functools import partial
+
+        reads = self.ctx.reads
+        return [partial(reads.search_versions, name, tag=(T_STAGE, stage),
+                        limit=SEARCH_PAGE_MAX) for stage in STAGE_ALIASES]
+
+    def _bounded(self, name: str, model: ModelRecord | None,
+                 tagged_rows: list[VersionRecord] | None = None
+                 ) -> tuple[ModelRecord, dict[str, int | None], list[VersionRecord],
+                            Callable[[int], bool]]:
+        """What ``of_model`` compares, without listing the model's versions: the registered
+        model (read here when the caller has none: its aliases name the stage holders and its
+        audit head tag keys the holders remembered on this machine) and the versions tagged
+        with a stage (a tag search each), at once on a server; whether a version exists is
+        read only when asked."""
+        from modelyard.backend.lean.base import at_once
+
+        reads = self.ctx.reads
+        searches: list[Callable[[], Any]] = []
+        if tagged_rows is None:
+            searches = list(self.stage_searches(name))
+        if model is None:
+            first, *rows = at_once(reads, [lambda: reads.get_model(name), *searches])
+            model = first
+        else:
+            rows = at_once(reads, searches)
+        assert model is not None
+        live: dict[str, int | None] = {s: model.aliases.get(s) for s in STAGE_ALIASES}
+        tagged: list[VersionRecord] = (list(tagged_rows) if tagged_rows is not None
+                                       else [r for found in rows for r in found])
+        tagged.sort(key=lambda r: r.version)
+
+        def exists(number: int) -> bool:
+            try:
+                reads.get_version(name, number)
+            except NotFound:
+                return False
+            return True
+
+        return model, live, tagged, exists
+
+    def undo(self, name: str) -> list[StageChange]:
+        """Put back the last audited holder of every drifted stage (audited moves)."""
+        from modelyard.lifecycle.stages import StageChange
+
+        changes: list[StageChange] = []
+        drifts = self.of_model(check_name(name))
+        audited = self.audited_holders(name) or {}
+        for stage in sorted({d.stage for d in drifts}):
+            self.ctx.permissions.require(name, _needed(stage), f"put {stage} back")
+        moved: set[int] = set()
+        for stage in sorted({d.stage for d in drifts}):
+            mine = [d for d in drifts if d.stage == stage]
+            want = audited.get(stage)
+            if want is not None and any(d.holder_version != want for d in mine
+                                        if "unaudited move" in d.detail):
+                record = self.ctx.tracking.get_version(name, want)
+                # Stages.move applies the trail's holders: the alias and the stage tags of
+                # the holder and of whoever took it (displaced).
+                change = self.stages.move(name, record, stage, "promote", reason=UNDO_REASON,
+                                          detail={"undo_drift": [d.to_dict() for d in mine]})
+                moved |= {d.holder_version for d in mine if d.holder_version is not None}
+                changes.append(change)
+                continue
+            # Nobody should hold it, or only a stage tag is wrong: clear what MLflow has.
+            for item in mine:
+                version = item.holder_version
+                if version is None or version in moved:
+                    continue
+                if "unaudited move" in item.detail:
+                    self.ctx.tracking.delete_alias(name, stage)
+                self.ctx.tracking.set_version_tags(name, version,
+                                                   {T_STAGE: self.stages.demoted(stage)})
+                self.ctx.tracking.set_stage_field(name, version, self.stages.demoted(stage))
+                event = self.audit.record(
+                    name, "undo_drift", version=version, from_=stage,
+                    to=self.stages.demoted(stage), reason=UNDO_REASON,
+                    detail={"undo_drift": [item.to_dict()]})
+                changes.append(StageChange(
+                    status="undone", name=name, version=version, semver=None,
+                    from_stage=stage, to=self.stages.demoted(stage), event=event.seq,
+                    reason=UNDO_REASON))
+        return changes
+
+    def notify(self, name: str, drifts: list[StageDrift]) -> None:
+        settings = self.ctx.settings
+        if not settings.webhooks:
+            return
+        finding = [d.to_dict() for d in drifts]
+        store = self.ctx.vault.store
+        key = drift_key(name)
+        try:
+            if json.loads(store.get_bytes(key)) == finding:
+                return  # already sent
+        except (StorageError, ValueError):
+            pass
+        from modelyard.lifecycle.notify import send_all
+
+        payload: dict[str, Any] = {"model": name, "drift": finding}
+        results = send_all(settings.webhooks, payload, settings.webhook_secret)
+        for item in results:
+            if not item["ok"]:
+                log.warning("drift webhook %s failed: %s", item["url"], item["error"])
+        try:
+            store.put_bytes(key, json.dumps(finding).encode())
+        except YardError as exc:
+            log.warning("drift notice of %s not remembered: %s", name, exc.message)
+
+
+def _needed(stage: str) -> str:
+    from modelyard.backend.identity import EDIT, MANAGE
+
+    return MANAGE if stage == "production" else EDIT
+
+
+def holder_for_serving(ctx: Context, audit: Auditor, name: str, stage: str,
+                       live: int | None) -> int | None:
+    """The version a server should follow for a stage alias: the audited holder when the
+    alias moved without an audit event (a warning is logged), else the alias holder."""
+    last = audit.log(name).last()
+    if last is None:
+        return live
+    want = last.stages.get(stage)
+    audited = want if isinstance(want, int) else None
+    if audited == live:
+        return live
+    if audited is None:
+        log.warning("%s@%s: #%s holds it without an audit event; not followed (serve "
+                    "--follow-unaudited to follow it)", name, stage, live)
+        return None
+    try:
+        ctx.reads.get_version(name, audited)
+    except NotFound:
+        return live
+    log.warning("%s@%s: moved to %s without an audit event; still following the audited "
+                "holder #%s (serve --follow-unaudited to follow it)", name, stage,
+                _label(live), audited)
+    return audited

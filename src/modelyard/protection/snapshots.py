@@ -1,0 +1,470 @@
+"""Snapshots: the whole system's state at a point in time, and one-command rollback to it.
+
+A snapshot records, for every model (or the ones named), every alias and stage holder
+(version, semver, manifest hash) and the model's visible versions, and, inside a project,
+the git commit and the DVC data hashes of ``dvc.lock``. It is immutable (written with
+create-if-absent at ``snapshots/TAG.json`` in the vault, and in the backup store when one is
+configured), and its versions are backed up when a backup hook is given.
+
+``restore`` puts every alias and stage back where the snapshot had it, through ``Stages`` (so
+each move is an audit event whose reason names the snapshot; gates are not asked, it is a
+restore), restoring deleted versions first through the ``restore`` hook. It reads the
+current state in one call and moves only what differs, models in parallel.
+
+>>> yard.snapshot("before-q3", message="before the Q3 retrain")
+>>> yard.snapshot_restore("before-q3", dry_run=True).moves
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelyard.backend.tracking import Tracking
+from modelyard.context import Context
+from modelyard.core.entities import ModelVersion, Result
+from modelyard.core.names import STAGE_ALIASES, T_MANIFEST, T_SEMVER, check_name
+from modelyard.core.records import VersionRecord
+from modelyard.core.refs import is_visible
+from modelyard.errors import (
+    Conflict,
+    InvalidInput,
+    ModelNotFound,
+    NotFound,
+    StorageError,
+    UserError,
+)
+from modelyard.lifecycle.stages import Stages
+from modelyard.store.vault import SNAPSHOTS, snapshot_key
+from modelyard.trail.audit import now_iso
+
+log = logging.getLogger("modelyard.snapshots")
+
+BackupHook = Callable[[list[tuple[str, int]]], Any]
+RestoreHook = Callable[[str, str], ModelVersion]
+
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+FORMAT = 1
+
+
+def check_tag(tag: str) -> str:
+    if not isinstance(tag, str) or not _TAG.match(tag) or ".." in tag:
+        raise InvalidInput(f"invalid snapshot tag {str(tag)[:60]!r}: use up to 128 letters, "
+                           "digits, '.', '_' or '-'")
+    return tag
+
+
+# -- results ------------------------------------------------------------------------------------
+@dataclass
+class Snapshot(Result):
+    """A recorded state: ``models[NAME] = {"aliases": {alias: {version, semver,
+    manifest_sha256}}, "versions": [{version, semver}]}``."""
+
+    tag: str
+    created_at: str
+    created_by: str
+    message: str | None
+    models: dict[str, dict[str, Any]]
+    git: dict[str, str] = field(default_factory=dict)
+    data: list[dict[str, str]] = field(default_factory=list)
+    scope: list[str] | None = None  # the models named at creation, None = all
+    include_models: bool = True
+    include_data: bool = True
+    format: int = FORMAT
+
+    def holders(self, name: str) -> dict[str, dict[str, Any]]:
+        aliases: dict[str, dict[str, Any]] = self.models.get(name, {}).get("aliases", {})
+        return aliases
+
+    def versions_of(self, name: str) -> set[int]:
+        return {int(h["version"]) for h in self.holders(name).values()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Snapshot:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class SnapshotMove(Result):
+    name: str
+    alias: str
+    kind: str  # "stage" | "alias"
+    from_version: int | None
+    to_version: int | None
+    semver: str | None
+    applied: bool = False
+    event: int | None = None
+
+
+@dataclass
+class SnapshotRestore(Result):
+    tag: str
+    dry_run: bool
+    moves: list[SnapshotMove]
+    restored_versions: list[dict[str, Any]] = field(default_factory=list)
+    data: list[dict[str, str]] = field(default_factory=list)
+    unchanged: int = 0  # aliases already where the snapshot had them
+
+
+@dataclass
+class SnapshotDiff(Result):
+    tag: str
+    other: str  # another tag, or "now"
+    moved: list[dict[str, Any]] = field(default_factory=list)
+    added: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[dict[str, Any]] = field(default_factory=list)
+    models_added: list[str] = field(default_factory=list)
+    models_removed: list[str] = field(default_factory=list)
+
+    @property
+    def same(self) -> bool:
+        return not (self.moved or self.added or self.deleted or self.models_added
+                    or self.models_removed)
+
+
+# -- the verb ------------------------------------------------------------------------------------
+class Snapshots:
+    """snapshot create / list / show / diff / restore, and the versions snapshots hold."""
+
+    def __init__(self, ctx: Context, stages: Stages, *, backup: BackupHook | None = None,
+                 restore: RestoreHook | None = None) -> None:
+        self.ctx = ctx
+        self.stages = stages
+        self.backup = backup
+        self.restore_hook = restore
+
+    def _workers(self, items: int) -> int:
+        # SQLite takes one writer at a time: parallel moves would only queue for its lock.
+        cap = 1 if self.ctx.settings.is_embedded else 12
+        return max(1, min(cap, items))
+
+    # -- the state now ------------------------------------------------------------------------
+    def _state(self, names: list[str] | None) -> dict[str, dict[str, Any]]:
+        """Every model's (or the named ones') aliases with their holders, and its versions."""
+        reads = self.ctx.reads
+        models = {m.name: m for m in reads.list_models()}
+        if names is not None:
+            for name in names:
+                if name not in models:
+                    raise ModelNotFound(name=name)
+        chosen = sorted(names if names is not None else models)
+
+        def one(name: str) -> tuple[str, dict[str, Any]]:
+            versions = [v for v in reads.versions(name) if is_visible(v)]
+            by_number = {v.version: v for v in versions}
+            aliases = {}
+            for alias, number in sorted(models[name].aliases.items()):
+                record = by_number.get(number)
+                aliases[alias] = {
+                    "version": number,
+                    "semver": record.tags.get(T_SEMVER) if record else None,
+                    "manifest_sha256": record.tags.get(T_MANIFEST) if record else None,
+                }
+            return name, {"aliases": aliases,
+                          "versions": [{"version": v.version, "semver": v.tags.get(T_SEMVER)}
+                                       for v in versions]}
+
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(chosen)))) as pool:
+            return dict(pool.map(one, chosen))
+
+    def _project(self) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """(git commit / branch / dirty, DVC data hashes) of the project, if inside one."""
+        from modelyard.project import dvc as dvc_support
+        from modelyard.project import git
+
+        root = Path(self.ctx.settings.project_root or Path.cwd()).absolute()
+        commit, branch, dirty = git.state(root)
+        state = {"commit": commit, "branch": branch, "dirty": dirty} if commit else {}
+        dvc_root = dvc_support.find_root(root)
+        data = dvc_support.locked_outputs(dvc_root) if dvc_root else []
+        if dvc_root is not None and data:
+            state["dvc_root"] = str(dvc_root)
+        return state, data
+
+    # -- create -------------------------------------------------------------------------------
+    def create(self, tag: str, *, models: list[str] | None = None, message: str | None = None,
+               include_data: bool = True, include_models: bool = True) -> Snapshot:
+        """Record the state now under ``tag`` (immutable: an existing tag is refused)."""
+        check_tag(tag)
+        names = [check_name(n) for n in models] if models else None
+        store = self.ctx.vault.store
+        key = snapshot_key(tag)
+        if store.exists(key):
+            raise Conflict(f"snapshot {tag!r} exists; snapshots are immutable (pick a new tag)")
+        state = self._state(names) if include_models else {}
+        git_state, data = self._project() if include_data else ({}, [])
+        snapshot = Snapshot(tag=tag, created_at=now_iso(), created_by=self.ctx.user,
+                            message=message, models=state, git=git_state, data=data,
+                            scope=names, include_models=include_models,
+                            include_data=include_data)
+        held = sorted({(name, int(h["version"])) for name, entry in state.items()
+                       for h in entry["aliases"].values()})
+        if self.backup is not None and held:
+            self.backup(held)  # before the record: a snapshot never names a version not kept
+        body = json.dumps(snapshot.to_dict(), indent=1, default=str).encode()
+        if not store.put_if_absent(key, body):
+            raise Conflict(f"snapshot {tag!r} exists; snapshots are immutable (pick a new tag)")
+        backup = self.ctx.backup
+        if backup is not None:
+            try:
+                backup.store.put_if_absent(key, body)
+            except StorageError as exc:
+                log.error("snapshot %s not copied to the backup store: %s", tag, exc.message)
+        return snapshot
+
+    # -- read ---------------------------------------------------------------------------------
+    def show(self, tag: str) -> Snapshot:
+        check_tag(tag)
+        try:
+            raw = self.ctx.vault.store.get_bytes(snapshot_key(tag))
+        except StorageError as exc:
+            if "not found" not in exc.message:
+                raise
+            backup = self.ctx.backup
+            if backup is None or not backup.store.exists(snapshot_key(tag)):
+                raise NotFound(f"no snapshot {tag!r} (see `modelyard snapshot list`)") from None
+            raw = backup.store.get_bytes(snapshot_key(tag))
+        return Snapshot.from_json(json.loads(raw))
+
+    def all(self) -> list[Snapshot]:
+        """Every snapshot, oldest first."""
+        store = self.ctx.vault.store
+        keys = [k for k in store.list(SNAPSHOTS) if k.endswith(".json")]
+
+        def read(key: str) -> Snapshot:
+            return Snapshot.from_json(json.loads(store.get_bytes(key)))
+
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(keys)))) as pool:
+            found = list(pool.map(read, keys))
+        return sorted(found, key=lambda s: (s.created_at, s.tag))
+
+    def versions(self, name: str) -> set[int]:
+        """The versions of ``name`` any snapshot references (retention keeps them)."""
+        out: set[int] = set()
+        for snapshot in self.all():
+            out |= snapshot.versions_of(name)
+        return out
+
+    # -- diff ---------------------------------------------------------------------------------
+    def diff(self, tag: str, other: str | None = None) -> SnapshotDiff:
+        """What changed from snapshot ``tag`` to ``other`` (another tag, default now): aliases
+        moved, versions added or deleted (by semver), models added or removed."""
+        before = self.show(tag)
+        if other is not None:
+            after_models = self.show(other).models
+        else:
+            names = before.scope
+            if names is not None:
+                live = {m.name for m in self.ctx.reads.list_models()}
+                names = [n for n in names if n in live]
+            after_models = self._state(names)
+        result = SnapshotDiff(tag=tag, other=other or "now")
+        result.models_removed = sorted(set(before.models) - set(after_models))
+        result.models_added = sorted(set(after_models) - set(before.models))
+        for name in sorted(set(before.models) | set(after_models)):
+            old = before.models.get(name, {})
+            new = after_models.get(name, {})
+            old_aliases, new_aliases = old.get("aliases", {}), new.get("aliases", {})
+            for alias in sorted(set(old_aliases) | set(new_aliases)):
+                a, b = old_aliases.get(alias), new_aliases.get(alias)
+                if _key(a) != _key(b):
+                    result.moved.append({"name": name, "alias": alias,
+                                         "before": _brief(a), "after": _brief(b)})
+            old_versions = {_key(v): v for v in old.get("versions", [])}
+            new_versions = {_key(v): v for v in new.get("versions", [])}
+            for k in sorted(set(new_versions) - set(old_versions), key=str):
+                result.added.append({"name": name, **_brief(new_versions[k])})
+            for k in sorted(set(old_versions) - set(new_versions), key=str):
+                result.deleted.append({"name": name, **_brief(old_versions[k])})
+        return result
+
+    # -- restore ------------------------------------------------------------------------------
+    def restore(self, tag: str, *, dry_run: bool = False, data: bool = False
+                ) -> SnapshotRestore:
+        """Every alias and stage back where snapshot ``tag`` had it (deleted versions restored
+        first through the restore hook); with ``data``, DVC-tracked data back to the recorded
+        hashes. ``dry_run`` changes nothing and returns the plan."""
+        snapshot = self.show(tag)
+        reason = f"snapshot restore {tag}"
+        data_plan = self._data_plan(snapshot) if data else []
+        current = ({m.name: m.aliases for m in self.ctx.reads.list_models()}
+                   if snapshot.models else {})
+        wanted = {name: entry.get("aliases", {}) for name, entry in snapshot.models.items()}
+        differing = [name for name in sorted(wanted)
+                     if {a: h["version"] for a, h in wanted[name].items()}
+                     != current.get(name, {})]
+        unchanged = sum(1 for name in wanted for a, h in wanted[name].items()
+                        if current.get(name, {}).get(a) == h["version"])
+        workers = self._workers(len(differing))
+
+        # 1. every version the snapshot needs, found (or found missing) before anything moves
+        def find(name: str) -> dict[str, VersionRecord | None]:
+            return {alias: self._find(name, holder) for alias, holder in wanted[name].items()
+                    if current.get(name, {}).get(alias) != holder["version"]}
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            found = dict(zip(differing, pool.map(find, differing), strict=True))
+        missing = sorted({(name, str(wanted[name][alias]["semver"] or
+                                     f"#{wanted[name][alias]['version']}"))
+                          for name, aliases in found.items()
+                          for alias, record in aliases.items() if record is None})
+        if missing and self.restore_hook is None:
+            shown = ", ".join(f"{n} v{s}" for n, s in missing[:5])
+            raise NotFound(f"snapshot {tag} needs version(s) no longer in the registry: {shown}"
+                           " (configure a backup store and restore them, then try again); "
+                           "nothing changed")
+        restored: list[dict[str, Any]] = []
+        if missing and not dry_run:
+            assert self.restore_hook is not None
+            brought: dict[tuple[str, str], VersionRecord] = {}
+            for name, semver in missing:
+                mv = self.restore_hook(name, semver)
+                restored.append({"name": name, "version": mv.version, "semver": mv.semver})
+                brought[(name, semver)] = self.ctx.tracking.get_version(name, mv.version)
+            for name, aliases in found.items():
+                for alias, record in aliases.items():
+                    if record is None:
+                        holder = wanted[name][alias]
+                        key = str(holder["semver"] or f"#{holder['version']}")
+                        aliases[alias] = brought[(name, key)]
+        elif missing:
+            restored = [{"name": n, "version": None, "semver": s} for n, s in missing]
+
+        # 2. the moves, model by model (models in parallel)
+        def plan_and_apply(name: str) -> list[SnapshotMove]:
+            return self._restore_model(name, wanted[name], current.get(name, {}), found[name],
+                                       reason, dry_run)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            moves = [m for batch in pool.map(plan_and_apply, differing) for m in batch]
+        if data_plan and not dry_run:
+            self._apply_data(data_plan)
+        return SnapshotRestore(tag=tag, dry_run=dry_run, moves=moves,
+                               restored_versions=restored, data=data_plan, unchanged=unchanged)
+
+    def _find(self, name: str, holder: dict[str, Any]) -> VersionRecord | None:
+        """The version a snapshot names: its number if it still carries the recorded semver,
+        else the version with that semver now (a restored version has a new number). Read
+        through the lean reader: one request, and no MLflow import for a no-op restore."""
+        reads = self.ctx.reads
+        semver = holder.get("semver")
+        try:
+            record = reads.get_version(name, int(holder["version"]))
+            if is_visible(record) and (semver is None or record.tags.get(T_SEMVER) == semver):
+                return record
+        except NotFound:
+            pass
+        if semver is None:
+            return None
+        try:
+            if not isinstance(reads, Tracking):
+                return reads.version_by_tag(name, T_SEMVER, str(semver))
+            return next((v for v in reads.versions(name)
+                         if is_visible(v) and v.tags.get(T_SEMVER) == semver), None)
+        except NotFound:
+            return None
+
+    def _restore_model(self, name: str, wanted: dict[str, dict[str, Any]],
+                       current: dict[str, int], found: dict[str, VersionRecord | None],
+                       reason: str, dry_run: bool) -> list[SnapshotMove]:
+        moves: list[SnapshotMove] = []
+        holders = {s: current.get(s) for s in STAGE_ALIASES}  # simulated as moves apply
+        tracking = self.ctx.tracking
+
+        def move(record: VersionRecord, stage: str, alias: str, previous: int | None) -> None:
+            item = SnapshotMove(name=name, alias=alias, kind="stage", from_version=previous,
+                                to_version=record.version if stage != "none" else None,
+                                semver=record.tags.get(T_SEMVER))
+            if not dry_run:
+                change = self.stages.move(name, record, stage, "snapshot_restore",
+                                          reason=reason, detail={"snapshot": reason},
+                                          holders=dict(holders))
+                item.applied, item.event = True, change.event
+            moves.append(item)
+
+        # stages: production first (a version taking it leaves staging), then staging
+        for stage in ("production", "staging"):
+            record = found.get(stage)
+            if stage in wanted and record is not None and holders[stage] != record.version:
+                previous = holders[stage]
+                move(record, stage, stage, previous)
+                for s in STAGE_ALIASES:
+                    if holders[s] == record.version:
+                        holders[s] = None
+                holders[stage] = record.version
+        for stage in STAGE_ALIASES:
+            holder = holders[stage]
+            if stage not in wanted and holder is not None:
+                move(tracking.get_version(name, holder), "none", stage, holder)
+                holders[stage] = None
+        # user aliases
+        for alias in sorted(wanted):
+            record = found.get(alias)
+            if alias in STAGE_ALIASES or record is None:
+                continue
+            item = SnapshotMove(name=name, alias=alias, kind="alias",
+                                from_version=current.get(alias), to_version=record.version,
+                                semver=record.tags.get(T_SEMVER))
+            if not dry_run:
+                change = self.stages.set_alias(name, record.version, alias, reason=reason)
+                item.applied, item.event = True, change.event
+            moves.append(item)
+        for alias, number in sorted(current.items()):
+            if alias in STAGE_ALIASES or alias in wanted:
+                continue
+            item = SnapshotMove(name=name, alias=alias, kind="alias", from_version=number,
+                                to_version=None, semver=None)
+            if not dry_run:
+                change = self.stages.remove_alias(name, alias, reason=reason)
+                item.applied, item.event = True, change.event
+            moves.append(item)
+        return moves
+
+    # -- data ---------------------------------------------------------------------------------
+    def _data_plan(self, snapshot: Snapshot) -> list[dict[str, str]]:
+        """The DVC outputs whose recorded hash differs from the one ``dvc.lock`` has now;
+        refuses a dirty workspace (before anything moves)."""
+        from modelyard.project import dvc as dvc_support
+        from modelyard.project import git
+
+        if not snapshot.data:
+            raise UserError(f"snapshot {snapshot.tag} recorded no DVC data")
+        root = Path(snapshot.git.get("dvc_root") or self.ctx.settings.project_root
+                    or Path.cwd()).absolute()
+        dvc_root = dvc_support.find_root(root)
+        if dvc_root is None:
+            raise UserError(f"{root} is not inside a DVC project; cannot restore data")
+        _, _, dirty = git.state(dvc_root)
+        if dirty == "true":
+            raise UserError(f"{dvc_root} has uncommitted changes: commit or stash them before "
+                            "restoring data; nothing changed")
+        now = {o["path"]: o["md5"] for o in dvc_support.locked_outputs(dvc_root)}
+        return [{"path": str(dvc_root / o["path"]), "md5": o["md5"],
+                 "current": now.get(o["path"], "")}
+                for o in snapshot.data if now.get(o["path"]) != o["md5"]]
+
+    def _apply_data(self, plan: list[dict[str, str]]) -> None:
+        from modelyard.project import dvc as dvc_support
+
+        for item in plan:
+            dvc_support.checkout(Path(item["path"]), item["md5"])
+
+
+def _key(entry: dict[str, Any] | None) -> str | None:
+    """A version's identity across restores: its semver (numbers change), else its number."""
+    if entry is None:
+        return None
+    return str(entry.get("semver") or f"#{entry.get('version')}")
+
+
+def _brief(entry: dict[str, Any] | None) -> dict[str, Any]:
+    if entry is None:
+        return {}
+    return {"version": entry.get("version"), "semver": entry.get("semver")}

@@ -1,0 +1,420 @@
+"""Export and import: a registry (or some models) as one JSON document, and back.
+
+>>> doc = yard.export(["churn"])                      # one JSON-ready document
+>>> other.import_registry(doc)                        # recreate it on another tracking server
+
+Imported versions go through the one registration pipeline (``registration.py``) with the
+semver they carry; their files are fetched, checked against the exported manifest and
+uploaded before the version becomes visible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - export_format loads pydantic: imported where used
+    from modelyard.registry.export_format import ExportDoc, ModelDoc, VersionDoc
+
+from modelyard.backend.tracking import Tracking, redact
+from modelyard.context import Context
+from modelyard.core.entities import ImportSummary, ModelVersion
+from modelyard.core.lineage import Lineage
+from modelyard.core.names import (
+    STAGE_ALIASES,
+    STAGES,
+    T_BUMP,
+    T_CLASS,
+    T_FLAVOR,
+    T_IMPORTED_FROM,
+    T_MANIFEST,
+    T_REASON,
+    T_SEMVER,
+    T_STAGE,
+    T_STATUS,
+    check_name,
+)
+from modelyard.core.records import VersionRecord
+from modelyard.core.refs import is_visible
+from modelyard.errors import (
+    AuditTampered,
+    Conflict,
+    IntegrityError,
+    InvalidInput,
+    ModelNotFound,
+    StorageError,
+    YardError,
+)
+from modelyard.registry.loading import Loader
+from modelyard.registry.registration import Draft, Registrar
+from modelyard.registry.semver_plan import SemverPlan
+from modelyard.store.files import copy_tree_safely
+from modelyard.store.vault import Manifest
+from modelyard.trail.audit import AuditEvent, Auditor, check_chain
+
+log = logging.getLogger("modelyard.transfer")
+
+
+class Transfer:
+    """export and import."""
+
+    def __init__(self, ctx: Context, registrar: Registrar, loader: Loader,
+                 audit: Auditor) -> None:
+        self.ctx = ctx
+        self.tracking = ctx.tracking
+        self.registrar = registrar
+        self.loader = loader
+        self.audit = audit
+
+    def export(self, names: list[str] | None = None) -> dict[str, Any]:
+        """The whole registry (or some models) as one JSON-ready document.
+
+        Holds MLflow's registry records, modelyard's tags, manifests, metrics and params; never
+        environment variables or credentials (the tracking URI's password is redacted).
+        """
+        if names:
+            for model_name in names:
+                check_name(model_name)
+            models = [self.tracking.get_model(n) for n in dict.fromkeys(names)]
+        else:
+            models = sorted(self.tracking.list_models(), key=lambda m: m.name)
+        out_models = []
+        for model in models:
+            records = [r for r in self.ctx.listing.versions(model.name) if is_visible(r)]
+            out_models.append({
+                "name": model.name,
+                "description": model.description,
+                "creation_timestamp": model.created_ms,
+                "last_updated_timestamp": model.updated_ms,
+                "tags": dict(model.tags),
+                "aliases": dict(model.aliases),
+                "versions": [self._export_version(r) for r in records],
+                "audit": [e.to_dict() for e in self.audit.log(model.name).events()],
+            })
+        log.info("exported %d model(s)", len(out_models))
+        from modelyard.registry.export_format import FORMAT, FORMAT_VERSION
+
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "tracking_uri": redact(self.tracking.tracking_uri),
+            "models": out_models,
+        }
+
+    def _export_version(self, record: VersionRecord) -> dict[str, Any]:
+        mv = self.loader.version(record, full=True)
+        manifest: dict[str, Any] | None = None
+        if mv.manifest_sha256:
+            try:
+                found = self.ctx.vault.read_manifest(mv.name, mv.version, mv.manifest_sha256,
+                                                 mv.semver or "?")
+                manifest = json.loads(found.canonical())
+            except YardError as exc:
+                log.warning("%s: manifest not exported: %s", mv.label, exc.message)
+        return {
+            "name": record.name,
+            "version": record.version,
+            "creation_timestamp": record.created_ms,
+            "last_updated_timestamp": record.updated_ms,
+            "description": record.description,
+            "user_id": record.user_id,
+            "source": redact(record.source),
+            "run_id": record.run_id,
+            "status": record.status,
+            "tags": dict(record.tags),
+            "aliases": list(record.aliases),
+            "semver": mv.semver,
+            "bump": mv.bump,
+            "bump_reason": mv.bump_reason,
+            "stage": mv.stage if mv.stage in STAGES else "none",
+            "manifest_sha256": mv.manifest_sha256,
+            "manifest": manifest,
+            "lineage": mv.lineage.to_dict(),
+            "metrics": mv.metrics,
+            "params": mv.params,
+            "artifact_location": redact(mv.artifact_location),
+        }
+
+    def import_registry(
+        self,
+        doc: dict[str, Any] | str | bytes,
+        *,
+        dry_run: bool = False,
+        source_tracking_uri: str | None = None,
+    ) -> ImportSummary:
+        """Recreate an export here: same semvers, stages, aliases, tags, metrics and params,
+        with the files copied in and checked against their manifests.
+
+        The whole document is validated, and compared with this registry, before anything is
+        written. Versions already here (same model, semver and manifest hash) are skipped, so
+        importing a file twice creates nothing the second time. A version whose files cannot
+        be fetched or do not match their manifest is reported in ``failed``; nothing
+        unverifiable is created.
+        """
+        from modelyard.registry.export_format import parse_export
+
+        parsed = parse_export(doc)
+        plan = self._plan_import(parsed)
+        summary = ImportSummary(
+            dry_run=dry_run, source=parsed.tracking_uri, models=len(parsed.models),
+            skipped=[{"name": v.name, "version": v.version, "semver": v.semver, "reason": why}
+                     for _, _, skipped in plan for v, why in skipped],
+        )
+        if dry_run:
+            summary.would_create = [
+                {"name": v.name, "semver": v.semver, "source_version": v.version}
+                for _, todo, _ in plan for v in todo
+            ]
+            return summary
+        source = self._source_tracking(source_tracking_uri or parsed.tracking_uri)
+        for model, todo, _ in plan:
+            if not todo:
+                continue
+            created_here = self._ensure_imported_model(model)
+            trail = [AuditEvent.from_dict(e) for e in model.audit]
+            self.audit.adopt_trail(model.name, trail)
+            made: dict[int, int] = {}
+            for version in todo:
+                try:
+                    mv = self._import_version(version, parsed.tracking_uri, source)
+                except YardError as exc:
+                    log.warning("import of %s failed: %s", version.label, exc.message)
+                    summary.failed.append({"name": version.name, "semver": version.semver,
+                                              "source_version": version.version,
+                                              "error": exc.message})
+                    continue
+                made[version.version] = mv.version
+                summary.created.append({"name": mv.name, "semver": mv.semver,
+                                           "version": mv.version,
+                                           "source_version": version.version})
+            if created_here and not made:
+                # Nothing could be imported: leave no empty model behind.
+                try:
+                    self.tracking.delete_model_if_empty(model.name)
+                except YardError as exc:
+                    log.warning("empty model %s left behind: %s", model.name, exc.message)
+                continue
+            self._import_aliases(model, made, summary)
+            self._record_import(model.name, parsed.tracking_uri, made, trail)
+        log.info("import: %d created, %d skipped, %d failed", len(summary.created),
+                 len(summary.skipped), len(summary.failed))
+        return summary
+
+    def _plan_import(
+        self, parsed: ExportDoc
+    ) -> list[tuple[ModelDoc, list[VersionDoc], list[tuple[VersionDoc, str]]]]:
+        """What to create and what to skip per model; Conflict if a semver is already taken
+        here by a version with other contents. Reads the target only."""
+        plan = []
+        conflicts: list[str] = []
+        for model in parsed.models:
+            try:
+                existing = [r for r in self.ctx.listing.versions(model.name) if is_visible(r)]
+            except ModelNotFound:
+                existing = []
+            by_semver = {r.tags[T_SEMVER]: r for r in existing if r.tags.get(T_SEMVER)}
+            todo: list[VersionDoc] = []
+            skipped: list[tuple[VersionDoc, str]] = []
+            for version in sorted(model.versions, key=lambda v: v.version):
+                if version.semver is None:
+                    skipped.append((version, "not managed by modelyard in the source "
+                                             "(run `modelyard adopt` there first)"))
+                    continue
+                if version.manifest_sha256 is None:
+                    skipped.append((version, "no manifest hash recorded: cannot be verified"))
+                    continue
+                here = by_semver.get(version.semver)
+                if here is None:
+                    todo.append(version)
+                elif here.tags.get(T_MANIFEST) == version.manifest_sha256:
+                    skipped.append((version, f"already present as version {here.version}"))
+                else:
+                    conflicts.append(f"{model.name} v{version.semver} exists here (version "
+                                     f"{here.version}) with different contents")
+            plan.append((model, todo, skipped))
+            _check_exported_trail(model)
+        if conflicts:
+            more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+            raise Conflict(f"import refused, nothing changed: {conflicts[0]}{more}")
+        return plan
+
+    def _source_tracking(self, uri: str) -> Tracking | None:
+        """A Tracking for the exporting server, used only to download its artifacts."""
+        from modelyard.core.config import Settings
+
+        if not uri or "***" in uri:
+            return None
+        if uri.startswith("sqlite:"):
+            path = Path(uri.removeprefix("sqlite:///"))
+            if not path.is_file():  # never create an empty database by asking it
+                return None
+        try:
+            return Tracking(Settings(tracking_uri=uri))
+        except ValueError:
+            return None
+
+    def _fetch_exported(self, version: VersionDoc, source: Tracking | None,
+                        dest: Path) -> Path:
+        """Download the exported version's files from wherever they are reachable."""
+        candidates: list[str] = []
+        location = version.artifact_location
+        if location and "***" not in location:
+            _check_exported_location(location, source)
+            candidates.append(location)
+        if version.source.startswith(("models:/m-", "runs:/")) and source is not None and (
+            source.tracking_uri.startswith(("http://", "https://", "sqlite:"))
+        ):
+            candidates.append(version.source)
+        problems: list[str] = []
+        for index, uri in enumerate(candidates):
+            if uri.startswith("mlflow-artifacts:") and source is None:
+                problems.append(f"{uri}: the source tracking server is unknown")
+                continue
+            target = dest / f"try{index}"
+            try:
+                if source is not None:
+                    local = source.download(uri, target)
+                else:
+                    local = self.tracking.download(uri, target)
+            except YardError as exc:
+                problems.append(f"{uri}: {exc.message}")
+                continue
+            if local.is_dir() and any(local.iterdir()):
+                return local
+            problems.append(f"{uri}: nothing there")
+        detail = "; ".join(problems) if problems else "no artifact location in the export"
+        raise StorageError(
+            detail=f"the artifacts of {version.label} are unreachable, so it was not imported "
+            f"({detail[:400]})"
+        )
+
+    def _ensure_imported_model(self, model: ModelDoc) -> bool:
+        try:
+            self.tracking.get_model(model.name)
+            return False
+        except ModelNotFound:
+            pass
+        self.tracking.ensure_registered_model(model.name, model.description or None)
+        for key, value in model.tags.items():
+            self.tracking.set_model_tag(model.name, key, value)
+        return True
+
+    def _import_version(self, version: VersionDoc, source_uri: str,
+                        source: Tracking | None) -> ModelVersion:
+        semver = version.semver or "?"
+        origin = f"{source_uri} version {version.version}"[:5000]
+        with tempfile.TemporaryDirectory(prefix="modelyard-import-") as tmp:
+            local = self._fetch_exported(version, source, Path(tmp))
+            if version.manifest is not None:
+                version.manifest_object().verify_directory(local, label=version.name,
+                                                           semver=semver)
+            if Manifest.of_directory(local).sha256 != version.manifest_sha256:
+                raise IntegrityError(name=version.name, semver=semver,
+                                     detail="the fetched files do not match the exported "
+                                     "manifest hash")
+
+            def save(folder: Path, run_id: str, model_id: str, location: str) -> None:
+                copy_tree_safely(local, folder)
+
+            own = (T_SEMVER, T_BUMP, T_REASON, T_STAGE, T_STATUS, T_MANIFEST)
+            kept = {k: v for k, v in version.tags.items() if k not in own}
+            draft = Draft(
+                name=version.name, flavor=version.tags.get(T_FLAVOR) or _flavor_of(local),
+                model_class=version.tags.get(T_CLASS, ""), save=save,
+                metrics=dict(version.metrics), params=dict(version.params),
+                tags={**kept, T_IMPORTED_FROM: origin}, fixed_tags=kept,
+                description=version.description or None,
+                lineage=Lineage.from_tags(version.tags), stage=version.stage,
+                semver=SemverPlan(fixed=version.semver, fixed_bump=version.bump or "",
+                                  fixed_reason=version.bump_reason or ""),
+                run_name=f"{version.name}-import", run_tags={T_IMPORTED_FROM: origin},
+                manifest_extra={"imported_from": origin}, action="import",
+            )
+            return self.registrar.create(draft)
+
+    def _record_import(self, name: str, source_uri: str, made: dict[int, int],
+                       trail: list[AuditEvent]) -> None:
+        """One event saying what the import did, whose ``stages`` are the holders here now
+        (the imported events name the source registry's version numbers)."""
+        aliases = self.tracking.get_model(name).aliases
+        holders = {stage: aliases.get(stage) for stage in STAGE_ALIASES}
+        detail: dict[str, Any] = {"source": source_uri,
+                                  "versions": {str(k): v for k, v in sorted(made.items())}}
+        if trail:
+            detail["source_audit_head"] = f"{trail[-1].seq}:{trail[-1].hash}"
+
+        def build(prev: AuditEvent | None) -> dict[str, Any]:
+            return {"action": "import", "stages": holders, "detail": detail,
+                    "reason": f"imported {len(made)} version(s)"}
+
+        self.audit.append(name, build)
+
+    def _import_aliases(self, model: ModelDoc, made: dict[int, int],
+                        summary: ImportSummary) -> None:
+        """Give imported versions their aliases; an alias already held here is not moved."""
+        if not made:
+            return
+        current = self.tracking.get_model(model.name).aliases
+        wanted: dict[str, int] = dict(model.aliases)
+        for version in model.versions:
+            for alias in version.aliases:
+                wanted[alias] = version.version
+        for alias, source_number in sorted(wanted.items()):
+            if source_number not in made:
+                continue
+            holder = current.get(alias)
+            if holder is not None and holder != made[source_number]:
+                summary.warnings.append(
+                    f"{model.name}: alias {alias!r} is held here by version {holder}; not moved"
+                )
+                continue
+            self.tracking.set_alias(model.name, alias, made[source_number])
+            summary.aliases.append({"name": model.name, "alias": alias,
+                                       "version": made[source_number]})
+
+
+def _check_exported_trail(model: ModelDoc) -> None:
+    """The exported audit trail must be an intact chain, or the import is refused."""
+    try:
+        check_chain(model.name, [AuditEvent.from_dict(e) for e in model.audit])
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"invalid export document: the audit trail of {model.name!r} is "
+                           f"unreadable ({str(exc)[:120]})") from None
+    except AuditTampered as exc:
+        raise InvalidInput(f"invalid export document: {exc.message}") from None
+
+
+def _flavor_of(local: Path) -> str:
+    import yaml
+
+    try:
+        data = yaml.safe_load((local / "MLmodel").read_text())
+        flavors = list((data or {}).get("flavors", {}))
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return "python_function"
+    return next((f for f in flavors if f != "python_function"), "python_function")
+
+
+def _check_exported_location(location: str, source: Tracking | None) -> None:
+    """Artifacts come only from the store the export names: a local path is accepted only
+    inside the exporting embedded registry's own artifact folder, never elsewhere on disk."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(location)
+    if parsed.scheme not in ("", "file") and len(parsed.scheme) != 1:
+        return  # s3://, mlflow-artifacts:, http(s):// belong to the exporting stores
+    path = Path(unquote(parsed.path) if parsed.scheme == "file" else location).resolve()
+    root: Path | None = None
+    if source is not None and source.tracking_uri.startswith("sqlite:///"):
+        db = Path(source.tracking_uri.removeprefix("sqlite:///"))
+        root = (db.parent / "artifacts").resolve()
+    if root is None or not (path == root or root in path.parents):
+        raise InvalidInput(
+            f"the export names artifacts at {redact(location)[:200]}, outside the exporting "
+            "registry's artifact store: refused (import reads only the stores the export names)"
+        )

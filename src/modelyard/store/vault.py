@@ -1,0 +1,302 @@
+"""The vault: content-addressed objects, per-version manifests, and every other key
+modelyard keeps in an object store (this module owns the layout).
+
+::
+
+    objects/ab/cdef...            file contents by SHA-256 (each stored once)
+    manifests/NAME/VERSION.json   path -> sha256 + size for every artifact file of a version
+    audit/NAME/0000000001.json    the hash-chained audit trail
+    requests/NAME/ID.json         promotion requests (ID.decision.json once decided)
+    records/NAME/VERSION.json     (backup store) everything to recreate a version
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelyard.errors import IntegrityError, StorageError
+from modelyard.store.storage import ObjectStore
+
+_CHUNK = 1024 * 1024
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# MLflow's registry downloads write this record (model name and version) into a model's
+# folder, and on a local artifact store that folder is the store itself. Loads never read it.
+MLFLOW_RECORD = "registered_model_meta"
+
+
+def is_mlflow_record(path: Path, name: str) -> bool:
+    """True if ``path`` is exactly the record MLflow writes for a version of model ``name``
+    (the keys ``model_name`` and ``model_version``, nothing else): the one file a version's
+    folder may hold beyond its manifest. Any other content under that name is a stranger."""
+    import yaml
+
+    try:
+        if path.stat().st_size > 4096:
+            return False
+        record = yaml.safe_load(path.read_bytes())
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return (isinstance(record, dict) and set(record) == {"model_name", "model_version"}
+            and record["model_name"] == name and str(record["model_version"]).isdigit())
+
+
+def object_key(oid: str) -> str:
+    return f"objects/{oid[:2]}/{oid[2:]}"
+
+
+def manifest_key(name: str, version: int) -> str:
+    return f"manifests/{name}/{version}.json"
+
+
+def audit_prefix(name: str) -> str:
+    return f"audit/{name}/"
+
+
+def event_key(name: str, seq: int) -> str:
+    return f"audit/{name}/{seq:010d}.json"
+
+
+REQUESTS = "requests/"
+
+
+def requests_prefix(name: str) -> str:
+    return f"requests/{name}/"
+
+
+def request_key(name: str, request_id: str) -> str:
+    return f"requests/{name}/{request_id}.json"
+
+
+def decision_key(name: str, request_id: str) -> str:
+    return f"requests/{name}/{request_id}.decision.json"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Every artifact file of a version: relative path -> (sha256, size)."""
+
+    files: dict[str, tuple[str, int]]
+
+    @classmethod
+    def of_directory(cls, root: Path) -> Manifest:
+        files: dict[str, tuple[str, int]] = {}
+        for path in sorted(root.rglob("*")):
+            # Every file a load could read, caches included; no name is exempt.
+            if path.is_file():
+                files[path.relative_to(root).as_posix()] = (sha256_file(path), path.stat().st_size)
+        return cls(files)
+
+    @classmethod
+    def of_copy(cls, digests: dict[str, tuple[str, int]]) -> Manifest:
+        """The manifest of a folder from the digests taken while copying it in
+        (``files.copy_tree_safely(..., digests=...)``): what ``of_directory`` would read."""
+        return cls({rel: digests[rel] for rel in sorted(digests)})
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the canonical manifest: what the version's tag records."""
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    @property
+    def total_size(self) -> int:
+        return sum(size for _, size in self.files.values())
+
+    def canonical(self) -> bytes:
+        body = {path: {"sha256": oid, "size": size} for path, (oid, size) in self.files.items()}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        return cls({p: (str(v["sha256"]), int(v["size"])) for p, v in data["files"].items()})
+
+    def verify_directory(self, root: Path, *, label: str, semver: str) -> None:
+        """Raise IntegrityError naming the first file that differs; nothing is loaded."""
+        present = {
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file()
+        }
+        for rel, (oid, size) in sorted(self.files.items()):
+            path = root / rel
+            if not path.is_file():
+                raise IntegrityError(name=label, semver=semver, detail=f"{rel} is missing")
+            if path.stat().st_size != size or sha256_file(path) != oid:
+                raise IntegrityError(
+                    name=label, semver=semver,
+                    detail=f"{rel} does not match its recorded SHA-256 (expected {oid[:12]}...)",
+                )
+        extra = sorted(present - set(self.files))
+        if extra == [MLFLOW_RECORD] and is_mlflow_record(root / MLFLOW_RECORD, label):
+            extra = []
+        if extra:
+            raise IntegrityError(
+                name=label, semver=semver, detail=f"unexpected file(s) {', '.join(extra[:3])}"
+            )
+
+
+class Vault:
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    manifest_key = staticmethod(manifest_key)
+
+    def store_objects(self, root: Path, manifest: Manifest) -> None:
+        """Copy every file's content into objects/ once (deduplicated by hash)."""
+        unique = {oid: rel for rel, (oid, _) in manifest.files.items()}
+
+        def put(item: tuple[str, str]) -> None:
+            oid, rel = item
+            key = object_key(oid)
+            if not self.store.exists(key):
+                self.store.put_file(key, root / rel)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(put, unique.items()))
+
+    def stage(self, src: Path, dest: Path, *, follow_links: bool = False) -> Manifest:
+        """Take the vault's copy of every file of ``src`` while hashing it (one read), and lay
+        the files out at ``dest`` for the upload to MLflow's artifact store; the manifest.
+
+        With a folder vault, ``dest`` names the vault's objects (hard links where the two share
+        a filesystem, else copies): a staging layout only, which the upload copies from (so
+        the artifact store gets its own, independent copy, of bytes that match the manifest
+        whatever happens to ``src`` meanwhile) and which is deleted after. Elsewhere ``dest``
+        is a copy of ``src`` hashed while written, and ``store_objects`` uploads it."""
+        from modelyard.store.files import copy_tree_safely, tree_plan
+        from modelyard.store.storage import LocalStore
+
+        store = self.store
+        if not isinstance(store, LocalStore):
+            digests: dict[str, tuple[str, int]] = {}
+            copy_tree_safely(src, dest, follow_links=follow_links, digests=digests)
+            return Manifest.of_copy(digests)
+        plan = tree_plan(src, follow_links=follow_links)
+        dest.mkdir(parents=True)
+
+        def one(item: tuple[Path, Path]) -> tuple[str, tuple[str, int]]:
+            source, rel = item
+            oid, size, kept = store.ingest(source, object_key)
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(kept, target)
+            except OSError:  # another filesystem: a copy (in the kernel)
+                shutil.copyfile(kept, target)
+            return rel.as_posix(), (oid, size)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(4, len(plan)))) as pool:
+            return Manifest.of_copy(dict(pool.map(one, plan)))
+
+    def write_manifest(
+        self, name: str, version: int, manifest: Manifest, extra: dict[str, Any]
+    ) -> None:
+        body = {
+            "name": name,
+            "version": version,
+            "manifest_sha256": manifest.sha256,
+            "files": json.loads(manifest.canonical()),
+            **extra,
+        }
+        self.store.put_bytes(self.manifest_key(name, version), json.dumps(body, indent=1).encode())
+
+    def read_manifest(self, name: str, version: int, expected_sha: str, semver: str) -> Manifest:
+        """Read a manifest and check it against the hash tagged on the version."""
+        try:
+            raw = self.store.get_bytes(self.manifest_key(name, version))
+        except StorageError as exc:
+            if "not found" in exc.message:
+                raise IntegrityError(
+                    name=name, semver=semver, detail="its manifest is missing from the vault"
+                ) from exc
+            raise
+        try:
+            manifest = Manifest.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(name=name, semver=semver, detail="manifest unreadable") from exc
+        if manifest.sha256 != expected_sha:
+            raise IntegrityError(
+                name=name, semver=semver,
+                detail="the vault's manifest does not match the hash tagged on the version",
+            )
+        return manifest
+
+    def delete_manifest(self, name: str, version: int) -> None:
+        self.store.delete(self.manifest_key(name, version))
+
+
+# -- snapshots: whole-system states, immutable (snapshots.py) ---------------------------------
+SNAPSHOTS = "snapshots/"
+
+
+def snapshot_key(tag: str) -> str:
+    return f"snapshots/{tag}.json"
+
+
+# -- backups (the backup store has the vault's layout, plus version records) ----------------
+RECORDS = "records/"
+
+
+def records_prefix(name: str) -> str:
+    return f"records/{name}/"
+
+
+def record_key(name: str, version: int) -> str:
+    """The version record a backup writes last: what recreates the version in a registry."""
+    return f"records/{name}/{version}.json"
+
+
+def probe_key(token: str) -> str:
+    """A throwaway key ``doctor`` writes and deletes to prove a store is writable."""
+    return f"probes/{token}"
+
+
+# -- governance (G): the audit trail's vault anchor and the access log -------------------
+def audit_head_key(name: str) -> str:
+    """The newest audit event's (seq, hash), the trail's second anchor beside the MLflow tag."""
+    return f"audit/{name}/HEAD.json"
+
+
+def access_prefix(name: str) -> str:
+    return f"access/{name}/"
+
+
+def access_key(name: str, stamp_id: str) -> str:
+    """One access event: ``stamp_id`` sorts by time (UTC stamp + random suffix)."""
+    return f"access/{name}/{stamp_id}.json"
+
+
+# -- drills, recovery and health (drills.py, health.py, reproduce.py) ----------------------
+def profile_key(name: str, version: int) -> str:
+    """The training-data profile written at registration (quantile bins, frequencies)."""
+    return f"profiles/{name}/{version}.json"
+
+
+DRILLS = "drills/"
+
+
+def drill_key(run_id: str) -> str:
+    """One drill's report (``run_id`` sorts by time: it starts with a UTC stamp)."""
+    return f"drills/{run_id}.json"
+
+
+def reproduce_key(name: str, version: int) -> str:
+    """The last ``reproduce`` result of a version."""
+    return f"reproduce/{name}/{version}.json"
+
+
+HEALTH_STATE = "health/state.json"  # the last state `health --notify` reported

@@ -1,0 +1,561 @@
+"""The audit trail: append-only, hash-chained events in the vault.
+
+::
+
+    audit/NAME/0000000001.json    {seq, who, when, action, version, semver, from, to, reason,
+    audit/NAME/0000000002.json     gates, detail, stages, prev_hash, hash}
+
+Each event is created with the object store's atomic create-if-absent, so two writers can
+never take the same sequence number: the loser re-reads the tail and retries. Each event
+carries the SHA-256 of the previous one, so editing or removing an event breaks the chain.
+
+The chain is also modelyard's compare-and-swap for stage moves: every event records
+``stages`` (who holds ``staging`` and ``production`` after it), computed from the event
+before it, so concurrent promotions are ordered by their sequence numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelyard.core.names import STAGE_ALIASES, T_AUDIT_HEAD, check_name
+from modelyard.core.refs import lookup
+from modelyard.errors import AuditTampered, StorageError, YardError
+from modelyard.store.files import atomic_write
+from modelyard.store.storage import ObjectStore
+from modelyard.store.vault import audit_head_key, audit_prefix, event_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.context import Context
+
+log = logging.getLogger("modelyard.audit")
+
+__all__ = ["GENESIS", "STAGE_ALIASES", "AuditEvent", "AuditLog", "Auditor", "check_chain",
+           "event_key", "parse_head"]
+
+GENESIS = "0" * 64
+_MAX_ATTEMPTS = 200
+_SERIAL_READS = 4  # a trail this short is read one event after the other
+_READERS = 8  # threads reading a longer trail (the S3 client pools 10+ connections)
+
+
+@dataclass
+class AuditEvent:
+    """One immutable entry of a model's audit trail."""
+
+    seq: int
+    who: str
+    when: str
+    action: str
+    name: str
+    version: int | None = None
+    semver: str | None = None
+    from_: str | None = None
+    to: str | None = None
+    reason: str | None = None
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, int | None] = field(default_factory=dict)
+    prev_hash: str = GENESIS
+    hash: str = ""
+    # How ``who`` was established: "authenticated", "asserted" or "os-user" (absent on events
+    # written before identities were recorded, so their hashes stay as they were).
+    identity: str | None = None
+    # HMAC-SHA256 of the canonical body under ``audit_key`` (absent without a key).
+    sig: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """Every field but ``hash`` and ``sig``, with ``from`` spelled as stored."""
+        data = asdict(self)
+        data["from"] = data.pop("from_")
+        data.pop("hash")
+        data.pop("sig")
+        if data.get("identity") is None:
+            data.pop("identity")
+        return data
+
+    def canonical(self) -> bytes:
+        return json.dumps(self.body(), sort_keys=True, separators=(",", ":"),
+                          default=str).encode()
+
+    def signature(self, key: bytes) -> str:
+        return hmac.new(key, self.canonical(), hashlib.sha256).hexdigest()
+
+    def compute_hash(self) -> str:
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {**self.body(), "hash": self.hash}
+        if self.sig is not None:
+            data["sig"] = self.sig
+        return data
+
+    def __getitem__(self, key: str) -> Any:
+        """Read access by the stored document's keys (``event["from"]``)."""
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuditEvent:
+        known = {k: v for k, v in data.items() if k != "from"}
+        known["from_"] = data.get("from")
+        fields = set(cls.__dataclass_fields__)
+        unknown = set(known) - fields
+        if unknown:
+            raise ValueError(f"unexpected field(s) {sorted(unknown)}")
+        return cls(**known)
+
+
+def _seq_of(key: str) -> int | None:
+    stem = key.rsplit("/", 1)[-1].removesuffix(".json")
+    return int(stem) if stem.isdigit() else None
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class AuditLog:
+    """A model's audit trail in an object store."""
+
+    def __init__(self, store: ObjectStore, name: str,
+                 written: Callable[[AuditEvent], None] | None = None) -> None:
+        self.store = store
+        self.name = name
+        self.prefix = audit_prefix(name)
+        self.written = written  # told of every event this log appends
+
+    # -- reading --------------------------------------------------------------------------
+    def sequence_numbers(self) -> list[int]:
+        seqs = [_seq_of(k) for k in self.store.list(self.prefix)]
+        # Only direct children: another model's name can never contain '/'.
+        return sorted(s for s in seqs if s is not None)
+
+    def last_seq(self) -> int:
+        seqs = self.sequence_numbers()
+        return seqs[-1] if seqs else 0
+
+    def read(self, seq: int) -> AuditEvent:
+        raw = self.store.get_bytes(event_key(self.name, seq))
+        try:
+            return AuditEvent.from_dict(json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            raise AuditTampered(name=self.name, detail=f"event {seq} is unreadable ({exc})"
+                                ) from exc
+
+    def events(self, since: int = 1) -> list[AuditEvent]:
+        """The events from ``since`` on, oldest first. A long trail is read over a few
+        connections at once (one object per event: hundreds of round trips otherwise)."""
+        seqs = [s for s in self.sequence_numbers() if s >= since]
+        if len(seqs) <= _SERIAL_READS:
+            return [self.read(s) for s in seqs]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=_READERS) as pool:
+            return list(pool.map(self.read, seqs))
+
+    def last(self) -> AuditEvent | None:
+        seq = self.last_seq()
+        return self.read(seq) if seq else None
+
+    def walk_back(self) -> Any:
+        """Events newest first, read one at a time (stops reading when the caller stops)."""
+        for seq in reversed(self.sequence_numbers()):
+            yield self.read(seq)
+
+    # -- writing --------------------------------------------------------------------------
+    def append(
+        self,
+        build: Callable[[AuditEvent | None], dict[str, Any]],
+        *,
+        who: str,
+        identity: str | None = None,
+        key: bytes | None = None,
+    ) -> AuditEvent:
+        """Append one event; ``build(previous_event)`` returns its fields.
+
+        ``build`` is called again if another writer took the sequence number first, so the
+        event it returns is always computed from the event it is chained to.
+        """
+        delay = 0.01
+        for _ in range(_MAX_ATTEMPTS):
+            prev = self.last()
+            fields = build(prev)
+            event = AuditEvent(
+                seq=(prev.seq + 1) if prev else 1,
+                who=who,
+                when=now_iso(),
+                name=self.name,
+                prev_hash=prev.hash if prev else GENESIS,
+                identity=identity,
+                **fields,
+            )
+            event.hash = event.compute_hash()
+            if key is not None:
+                event.sig = event.signature(key)
+            data = json.dumps(event.to_dict(), indent=1, sort_keys=True).encode()
+            if self.store.put_if_absent(event_key(self.name, event.seq), data):
+                self.write_head(event)
+                if self.written is not None:
+                    self.written(event)
+                return event
+            log.debug("audit seq %s of %s taken by another writer; retrying", event.seq,
+                      self.name)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.2)
+        raise StorageError(detail=f"could not append to the audit trail of {self.name!r} "
+                           f"after {_MAX_ATTEMPTS} attempts")
+
+    def write_head(self, event: AuditEvent) -> None:
+        """The second anchor of the trail: the newest event's (seq, hash) in the vault.
+        Concurrent writers may leave an older one; verification only needs it to name an
+        event of the chain with that hash."""
+        body = {"seq": event.seq, "hash": event.hash, "when": event.when}
+        try:
+            self.store.put_bytes(audit_head_key(self.name), json.dumps(body).encode())
+        except YardError as exc:
+            log.warning("audit head of %s not recorded in the vault: %s", self.name,
+                        exc.message)
+
+    def vault_head(self) -> tuple[int, str] | None:
+        try:
+            data = json.loads(self.store.get_bytes(audit_head_key(self.name)))
+            return int(data["seq"]), str(data["hash"])
+        except StorageError as exc:
+            if "not found" in exc.message:
+                return None
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AuditTampered(name=self.name, detail="the vault's audit head is unreadable"
+                                ) from exc
+
+    # -- integrity ------------------------------------------------------------------------
+    def verify(self, head: tuple[int, str] | None = None, *, key: bytes | None = None,
+               vault_head: bool = True) -> int:
+        """``verified_events``' number of events."""
+        return len(self.verified_events(head, key=key, vault_head=vault_head))
+
+    def verified_events(self, head: tuple[int, str] | None = None, *,
+                        key: bytes | None = None, vault_head: bool = True
+                        ) -> list[AuditEvent]:
+        """Check the chain; return its events, oldest first. Raise AuditTampered at the first
+        broken event. ``head`` is (seq, hash) of an event known from elsewhere (the
+        registry), which catches removal of the newest events; the vault's own head object
+        is checked the same way. With ``key`` every event's HMAC must match, which catches
+        a consistent rewrite of the whole chain by someone without the key."""
+        events: list[AuditEvent] = []
+        for expected, seq in enumerate(self.sequence_numbers(), start=1):
+            if seq != expected:
+                raise AuditTampered(
+                    name=self.name, detail=f"event {expected} is missing (next found: {seq})"
+                )
+            event = self.read(seq)
+            if event.seq != seq:
+                raise AuditTampered(name=self.name,
+                                    detail=f"event {seq} claims sequence number {event.seq}")
+            events.append(event)
+        check_chain(self.name, events, key=key)
+        anchors = [("the registry", head)]
+        if vault_head:
+            anchors.append(("the vault's audit head", self.vault_head()))
+        for where, anchor in anchors:
+            if anchor is None:
+                continue
+            head_seq, head_hash = anchor
+            if head_seq > len(events):
+                raise AuditTampered(
+                    name=self.name,
+                    detail=f"event {len(events) + 1} is missing ({where} records event "
+                    f"{head_seq} as written)",
+                )
+            if head_seq >= 1 and events[head_seq - 1].hash != head_hash:
+                raise AuditTampered(
+                    name=self.name,
+                    detail=f"event {head_seq} does not match the hash {where} recorded",
+                )
+        return events
+
+
+def check_chain(name: str, events: list[AuditEvent], *, key: bytes | None = None) -> None:
+    """Raise AuditTampered at the first event of ``events`` (a whole trail, oldest first)
+    that is out of sequence, modified or not chained to the one before; with ``key``, also
+    at the first event whose HMAC does not match."""
+    prev_hash = GENESIS
+    for expected, event in enumerate(events, start=1):
+        if event.seq != expected:
+            raise AuditTampered(name=name, detail=f"event {expected} is missing "
+                                f"(next found: {event.seq})")
+        if event.compute_hash() != event.hash:
+            raise AuditTampered(name=name, detail=f"event {expected} was modified (hash mismatch)")
+        if event.prev_hash != prev_hash:
+            raise AuditTampered(name=name, detail=f"event {expected} is not chained to event "
+                                f"{expected - 1} (prev_hash mismatch)")
+        if key is not None:
+            if event.sig is None:
+                raise AuditTampered(name=name, detail=f"event {expected} is not signed with "
+                                    "the audit key (written without it, or rewritten)")
+            if not hmac.compare_digest(event.sig, event.signature(key)):
+                raise AuditTampered(name=name, detail=f"event {expected} does not carry the "
+                                    "audit key's signature (rewritten)")
+        prev_hash = event.hash
+
+
+def parse_head(value: str | None) -> tuple[int, str] | None:
+    """``"12:ab34..."`` (the registered model's audit head tag) -> (12, "ab34...")."""
+    if not value:
+        return None
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        return None
+    return int(seq), digest
+
+
+class Auditor:
+    """Appends events to a model's trail and keeps the registry's head tag current."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.tracking = ctx.tracking
+
+    def log(self, name: str) -> AuditLog:
+        return AuditLog(self.ctx.vault.store, name,
+                        written=lambda event: self.remember(name, event))
+
+    @property
+    def key(self) -> bytes | None:
+        """The HMAC key (``audit_key`` / ``MODELYARD_AUDIT_KEY``); never logged or shown."""
+        secret = self.ctx.settings.audit_key
+        return secret.get_secret_value().encode() if secret is not None else None
+
+    def append(self, name: str, build: Callable[[AuditEvent | None], dict[str, Any]],
+               *, registry_head: bool = True) -> AuditEvent:
+        """Append an event; then (unless ``registry_head=False``: the caller sends
+        ``write_registry_head`` itself, beside its other registry writes) record it as the
+        registry's head."""
+        trail = self.log(name)
+        identity = self.ctx.identity
+        event = trail.append(build, who=identity.user, identity=identity.audit_mark,
+                             key=self.key)
+        if registry_head:
+            self.write_registry_head(name, event)
+        return event
+
+    def write_registry_head(self, name: str, event: AuditEvent) -> None:
+        """The registry remembers the newest event too: removing events at the end of the
+        trail is then detected as well. Concurrent writers may set the tag out of order, so
+        each one re-reads the chain after writing and sets the tag again until it names the
+        newest event: the last writer to check leaves it right. Never raises a YardError."""
+        trail = self.log(name)
+        try:
+            head = event
+            for _ in range(50):  # the lean REST writer on a server (no mlflow import)
+                self.ctx.writes.set_model_tag(name, T_AUDIT_HEAD, f"{head.seq}:{head.hash}")
+                newest = trail.last_seq()  # a listing; the event is read only if newer
+                if newest <= head.seq:
+                    break
+                head = trail.read(newest)
+        except YardError as exc:
+            log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
+
+    def record(self, name: str, action: str, **fields: Any) -> AuditEvent:
+        """Append an event that moves no stage (its ``stages`` copy the previous event's)."""
+
+        def build(prev: AuditEvent | None) -> dict[str, Any]:
+            return {"action": action, "stages": dict(prev.stages) if prev else {}, **fields}
+
+        return self.append(name, build)
+
+    def adopt_trail(self, name: str, events: list[AuditEvent]) -> int:
+        """Write a verified trail from elsewhere (an export, a backup) verbatim into this
+        model's trail when it has none yet; returns the number of events written (0 when the
+        trail here already has events: it is kept, never mixed)."""
+        check_chain(name, events)
+        trail = self.log(name)
+        if not events or trail.last_seq():
+            return 0
+        for event in events:
+            data = json.dumps(event.to_dict(), indent=1, sort_keys=True).encode()
+            if not trail.store.put_if_absent(event_key(name, event.seq), data):
+                raise StorageError(detail=f"the audit trail of {name!r} was written by another "
+                                   "writer while it was being restored")
+        head = events[-1]
+        try:
+            self.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{head.seq}:{head.hash}")
+        except YardError as exc:
+            log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
+        return len(events)
+
+    # -- the newest event's stage holders, remembered on this machine ------------------------
+    # A read verb (``list``, ``details``) compares the stage holders with the newest event's
+    # ``stages`` (drift). The registry's audit head tag names that event (seq:hash), so once
+    # this machine has read it from the vault (and checked its hash), the holders are kept
+    # under the cache folder keyed by registry, vault and model, and used again only while
+    # the head tag names exactly that event: no object-store client for a read that finds
+    # nothing new. Any other tag (a newer event, a tag set back, no tag) reads the vault.
+    def _remembered_path(self, name: str) -> Path:
+        ctx = self.ctx
+        where = hashlib.sha256(f"{ctx.registry_id}\n{ctx.settings.resolved_vault}\n{name}"
+                               .encode()).hexdigest()[:40]
+        return ctx.cache_dir / "audit-heads" / f"{where}.json"
+
+    def remember(self, name: str, event: AuditEvent) -> None:
+        """Keep the newest event's (seq, hash, stages); a failure only costs a vault read.
+        An event this machine appends also extends its verified copy of the trail when that
+        copy ends just before it."""
+        if event.compute_hash() != event.hash:
+            return  # never remember what the chain check would refuse
+        body = {"name": name, "seq": event.seq, "hash": event.hash, "stages": event.stages}
+        try:
+            atomic_write(self._remembered_path(name), json.dumps(body).encode())
+        except OSError as exc:
+            log.debug("audit head of %s not cached: %s", name, exc)
+        if not self._events_path(name).is_file():
+            return
+        kept = self._kept_events(name, check=False)  # checked whole wherever it is used
+        if kept and kept[-1].seq == event.seq - 1 and kept[-1].hash == event.prev_hash:
+            self._keep_events(name, [*kept, event], check=False)
+
+    # -- the trail, remembered on this machine -------------------------------------------------
+    # ``history`` shows the whole trail. Events never change once written and each carries
+    # the hash of the one before, so a copy read from the vault whose chain checked out is
+    # kept under the cache folder (keyed like the head above) and shown again while the
+    # registry's audit head tag names its newest event: no object-store client at all. A
+    # newer head reads only the events after the copy (each by its key, at once), chained
+    # on; anything else (the tag names an event the copy holds under another hash, or an
+    # older one; a gap; a broken link) reads the whole trail from the vault, as a new machine
+    # does. ``history --verify`` never trusts the copy: it reads and checks every event in
+    # the vault (see ``AuditLog.verify``), then refreshes the copy.
+    def _events_path(self, name: str) -> Path:
+        head = self._remembered_path(name)
+        return head.parent.parent / "audit-trails" / head.name
+
+    def _kept_events(self, name: str, *, check: bool = True) -> list[AuditEvent]:
+        """The verified copy of the trail kept on this machine ([] when none is usable)."""
+        try:
+            body = json.loads(self._events_path(name).read_bytes())
+            if body.get("name") != name:
+                return []
+            events = [AuditEvent.from_dict(item) for item in body["events"]]
+            if check:
+                check_chain(name, events, key=self.key)  # a damaged copy is no copy
+            return events
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, AuditTampered):
+            return []
+
+    def _keep_events(self, name: str, events: list[AuditEvent], *, check: bool = True
+                     ) -> None:
+        """Keep a trail (a whole chain from event 1) whose links and signatures check out
+        (``check=False``: the caller checked the one link it added)."""
+        try:
+            if check:
+                check_chain(name, events, key=self.key)
+        except AuditTampered:
+            return  # shown as read, never kept
+        body = {"name": name, "events": [e.to_dict() for e in events]}
+        try:
+            atomic_write(self._events_path(name), json.dumps(body).encode())
+        except OSError as exc:
+            log.debug("audit trail of %s not cached: %s", name, exc)
+
+    def _trail(self, name: str, head: tuple[int, str] | None) -> list[AuditEvent]:
+        """The whole trail, oldest first: the verified copy kept here when the registry's
+        head names its newest event, extended by the events after it when the head is newer;
+        else read from the vault (and kept when its chain checks out)."""
+        kept = self._kept_events(name) if head is not None else []
+        if head is not None and kept and head[0] >= kept[-1].seq:
+            newest, digest = head
+            if newest == kept[-1].seq and kept[-1].hash == digest:
+                return kept
+            trail = self.log(name)
+            try:
+                newer = _read_at_once(trail, list(range(kept[-1].seq + 1, newest + 1)))
+                events = [*kept, *newer]
+                check_chain(name, events, key=self.key)
+            except (YardError, AuditTampered) as exc:
+                log.debug("the audit trail of %s kept here does not extend: %s", name, exc)
+            else:
+                if events[-1].hash == digest:
+                    self._keep_events(name, events)
+                    return events
+        events = self.log(name).events()
+        if head is not None and events and (events[-1].seq, events[-1].hash) == head:
+            self._keep_events(name, events)
+        return events
+
+    def newest_stages(self, name: str, head: tuple[int, str] | None
+                      ) -> dict[str, int | None] | None:
+        """Who the newest event says holds each stage (None: the model has no trail).
+
+        ``head`` is the registry's audit head tag (``parse_head``); when it names the event
+        remembered here, the vault is not read."""
+        if head is not None:
+            try:
+                kept = json.loads(self._remembered_path(name).read_bytes())
+                if (kept.get("name") == name and kept.get("seq") == head[0]
+                        and kept.get("hash") == head[1] and isinstance(kept["stages"], dict)):
+                    return _stage_holders(kept["stages"])
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass  # nothing (or nothing usable) remembered: read the vault
+        last = self.log(name).last()
+        if last is None:
+            return None
+        if head is not None and (last.seq, last.hash) == head:
+            self.remember(name, last)
+        return _stage_holders(last.stages)
+
+    def history(self, name: str, version: str | int | None = None, *,
+                verify: bool = False) -> list[AuditEvent]:
+        """The model's audit trail, oldest first; ``verify`` checks the hash chain and
+        raises ``AuditTampered`` naming the first broken event."""
+        check_name(name)
+        if verify or not self._events_path(name).is_file():
+            self.ctx.prepare_vault()  # the vault will be read: its client builds meanwhile
+        model = self.ctx.reads.get_model(name)  # the lean reader when it can answer
+        head = parse_head(model.tags.get(T_AUDIT_HEAD))
+        if verify:  # every event read from the vault and checked; then kept here
+            events = self.log(name).verified_events(head, key=self.key)
+            if head is not None and events and (events[-1].seq, events[-1].hash) == head:
+                self._keep_events(name, events)
+        else:
+            events = self._trail(name, head)
+        if version is not None:
+            text = str(version)
+            number = (int(text) if text.isascii() and text.isdigit() and len(text) < 13
+                      else lookup(self.ctx.reads, name, text).version)
+            events = [e for e in events if _mentions(e, number)]
+        return events
+
+
+def _read_at_once(trail: AuditLog, seqs: list[int]) -> list[AuditEvent]:
+    """Events by sequence number (a few, each one object), at once past a handful."""
+    if len(seqs) <= _SERIAL_READS:
+        return [trail.read(s) for s in seqs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=_READERS) as pool:
+        return list(pool.map(trail.read, seqs))
+
+
+def _mentions(event: AuditEvent, number: int) -> bool:
+    if event.version == number or event.detail.get("rolled_back") == number:
+        return True
+    return any(int(d.get("version", -1)) == number for d in event.detail.get("displaced", []))
+
+
+def _stage_holders(stages: dict[str, Any]) -> dict[str, int | None]:
+    """Each stage alias's holder as an event records it (anything but a number: none)."""
+    return {s: (h if isinstance(h := stages.get(s), int) else None) for s in STAGE_ALIASES}
