@@ -4,7 +4,8 @@ threads), to the same moto S3 server on loopback, in the same run.
 A model folder with FILES files of SIZE MB each (plus a tiny saved sklearn model) is
 registered on the embedded default (local vault); then, alternately, 3 times each:
 
-- ``modelyard``: ``Yard.backup([(name, 1)])`` into a fresh prefix (hash check of every vault
+- ``modelyard``: ``yard.protection.backup([(name, 1)])`` into a fresh prefix (hash check of
+  every vault
   object, upload, manifest, audit trail, version record);
 - ``boto3 peer``: one ``upload_file`` per file, all files in parallel threads (default
   ``TransferConfig``: 8 MB parts, 10 threads per file).

@@ -33,20 +33,20 @@ def main() -> None:
 
     from modelyard import Yard
     from modelyard.core.config import load_settings
-    from modelyard.incidents.drills import SCENARIOS
+    from modelyard.incidents.scenarios import SCENARIOS
 
     folder = Path(tempfile.mkdtemp(prefix="modelyard-bench-drills-"))
     yard = Yard(load_settings({"home": str(folder / ".modelyard")}, environ={}, cwd=folder))
     kinds = {s.name: s.kind for s in SCENARIOS}
     wanted = args.scenario or [s.name for s in SCENARIOS if s.name not in ONCE] + list(ONCE)
     clock = time.perf_counter()
-    yard.drill("model-corruption")  # builds the sandbox (not timed below)
+    yard.incidents.drill("model-corruption")  # builds the sandbox (not timed below)
     print(f"sandbox built in {time.perf_counter() - clock:.1f} s", file=sys.stderr)
     rows = []
     for name in wanted:
         runs = 1 if name in ONCE else min(args.n, PIPELINE_RUNS) \
             if name == "pipeline-failure" else args.n
-        reports = [yard.drill(name) for _ in range(runs)]
+        reports = [yard.incidents.drill(name) for _ in range(runs)]
         rows.append((name, reports))
         print(f"  {name}: {[round(r.mttr, 3) for r in reports]}", file=sys.stderr)
     print(f"MTTR per scenario, embedded default, median of {args.n} runs (seconds; "
@@ -64,7 +64,7 @@ def main() -> None:
         print(f"{name:<18} {len(reports):>4} {med['detect']:7.3f} {med['recover']:8.3f} "
               f"{med['verify']:7.3f} {mttr:7.3f} {target:7.1f} {ratio}  "
               f"{reports[-1].layer or 'none':<8} {ok}/{len(reports)}")
-    yard._drill_verb().close()
+    yard.incidents.close()
 
 
 if __name__ == "__main__":

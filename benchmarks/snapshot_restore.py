@@ -5,9 +5,9 @@ Setup: one small sklearn model registered through modelyard; MODELS models get t
 each pointing at it (v1.0.0, v1.1.0), v1.0.0 promoted to production and given the user alias
 ``champion``. Snapshot ``bench``. Then, ROUNDS times:
 
-- ``no-op``: ``Yard.snapshot_restore("bench")`` with nothing changed;
+- ``no-op``: ``Yard.protection.snapshots.restore("bench")`` with nothing changed;
 - ``changed``: v1.1.0 promoted (forced) to production in CHANGED models, then
-  ``Yard.snapshot_restore("bench")`` (CHANGED audited moves back);
+  ``Yard.protection.snapshots.restore("bench")`` (CHANGED audited moves back);
 - ``mlflow peer``: the same CHANGED promotions, then ``MlflowClient.set_registered_model_alias``
   for the CHANGED production aliases (no stage tags, no audit trail, no diff: the lower bound);
 - ``cli``: the same CHANGED promotions, then ``modelyard snapshot restore bench --yes`` as a
@@ -99,7 +99,7 @@ def main() -> None:
         yard = Yard()
         began = time.perf_counter()
         names = _setup(yard, args.models)
-        yard.snapshot(TAG, models=names)
+        yard.protection.snapshots.create(TAG, models=names)
         print(f"setup: {args.models} models, 2 versions each, in "
               f"{time.perf_counter() - began:.1f} s", flush=True)
         client = MlflowClient(stack.tracking_uri)
@@ -112,7 +112,7 @@ def main() -> None:
         for _ in range(args.rounds):
             REQUESTS.clear()
             start = time.perf_counter()
-            result = yard.snapshot_restore(TAG)
+            result = yard.protection.snapshots.restore(TAG)
             samples["no-op"].append(time.perf_counter() - start)
             assert not result.moves, result.moves
             requests["no-op"] = (REQUESTS[ports[0]], REQUESTS[ports[1]])
@@ -120,7 +120,7 @@ def main() -> None:
             _break(yard, changed)
             REQUESTS.clear()
             start = time.perf_counter()
-            result = yard.snapshot_restore(TAG)
+            result = yard.protection.snapshots.restore(TAG)
             samples["changed"].append(time.perf_counter() - start)
             requests["changed"] = (REQUESTS[ports[0]], REQUESTS[ports[1]])
             assert len(result.moves) == len(changed), result.moves
@@ -146,8 +146,8 @@ def main() -> None:
           f"production aliases moved back; median of {args.rounds} runs (seconds; the machine "
           "is shared, figures are noisy)")
     print(f"{'':<34} {'seconds':>8} {'vs mlflow peer':>15} {'requests (tracking, S3)':>24}")
-    for key, label in (("no-op", "Yard.snapshot_restore, no-op"),
-                       ("changed", f"Yard.snapshot_restore, {args.changed} moved"),
+    for key, label in (("no-op", "Yard.protection.snapshots.restore, no-op"),
+                       ("changed", f"Yard.protection.snapshots.restore, {args.changed} moved"),
                        ("cli", "modelyard snapshot restore (proc)"),
                        ("mlflow peer", f"MlflowClient alias loop ({args.changed})")):
         sent = requests.get(key)

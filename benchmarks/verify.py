@@ -1,6 +1,7 @@
 """verify --all throughput beside hashlib, and snapshot restore of N models; one run, medians.
 
-1. ``Yard.verify_all(name)`` on the embedded default for a model of FILES files of SIZE MB
+1. ``yard.protection.verify_all(name)`` on the embedded default for a model of FILES files of
+   SIZE MB
    (every artifact file and every vault object is hashed), beside the peer: hashlib's
    SHA-256 on one core over the very same files (artifact copies and vault objects), read in
    1 MiB chunks, as ``sha256sum``-style scripts do. Medians of 3; ratio = modelyard's rate /
@@ -87,7 +88,7 @@ def bench_verify(work: Path, files: int, size_mb: int) -> None:
                     digest.update(chunk)
 
     def ours() -> None:
-        report = yard.verify_all("big")
+        report = yard.protection.verify_all("big")
         assert report.ok and report.bytes_hashed == total, report
 
     ours()  # warm: the page cache holds every file for both
@@ -122,7 +123,7 @@ def bench_restore(label: str, models: int, make_yard: Callable[[], Any]) -> None
                  T_MANIFEST: record.tags.get(T_MANIFEST, "")}, None, record.model_id)
         yard.promote(name, 1, to="production", force=True, reason="bench")
     tag = f"{prefix}-snap"
-    yard.snapshot(tag, models=names, include_data=False)
+    yard.protection.snapshots.create(tag, models=names, include_data=False)
     client = MlflowClient(yard.tracking.tracking_uri, yard.tracking.registry_uri)
 
     def drift() -> None:  # every production alias moves away (audited, like a promotion)
@@ -130,7 +131,7 @@ def bench_restore(label: str, models: int, make_yard: Callable[[], Any]) -> None
             yard.promote(name, 2, to="production", force=True, reason="bench drift")
 
     def ours() -> None:
-        result = yard.snapshot_restore(tag)
+        result = yard.protection.snapshots.restore(tag)
         assert len(result.moves) == models, len(result.moves)
 
     def peer() -> None:
@@ -148,7 +149,8 @@ def bench_restore(label: str, models: int, make_yard: Callable[[], Any]) -> None
         start = time.perf_counter()
         peer()
         samples_peer.append(time.perf_counter() - start)
-    nothing = _median(lambda: yard.snapshot_restore(tag))  # all as recorded: nothing moves
+    # all as recorded: nothing moves
+    nothing = _median(lambda: yard.protection.snapshots.restore(tag))
     t_ours, t_peer = statistics.median(samples_ours), statistics.median(samples_peer)
     print(f"snapshot restore, {models} models, {label}:")
     print(f"  {'MlflowClient alias loop (peer)':34} {t_peer:7.3f} s")

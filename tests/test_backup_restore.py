@@ -56,11 +56,11 @@ def test_backup_delete_restore_brings_the_version_back(
     mv = yard.register(trained["model"], name, metrics={"accuracy": 0.91}, params={"depth": 5},
                        input_example=trained["X"].head(3), tags={"team": "fraud"},
                        description="the first forest")
-    assert yard.backup_record(name, mv.version) is None
+    assert yard.protection.backup_record(name, mv.version) is None
 
     # Entering staging backs the version up by itself (backup_stages default: both).
     yard.promote(name, mv.version, to="staging")
-    record = yard.backup_record(name, mv.version)
+    record = yard.protection.backup_record(name, mv.version)
     assert record is not None and record["semver"] == "1.0.0"
     assert record["mlflow"]["aliases"] == ["staging"]
     assert record["run"]["params"] == {"depth": "5"} and record["run"]["metrics"] == {
@@ -76,10 +76,10 @@ def test_backup_delete_restore_brings_the_version_back(
     assert [e.action for e in yard.history(name)][-1] == "backup_failed"
 
     # An unchanged version sends nothing the second time (only its record is rewritten).
-    again = yard.backup([(name, None)])
+    again = yard.protection.backup([(name, None)])
     assert again.ok and again.bytes_sent == 0
     assert again.versions[0].files_skipped == again.versions[0].files > 0
-    assert yard.backup_record(name, mv.version)["mlflow"]["aliases"] == ["production"]
+    assert yard.protection.backup_record(name, mv.version)["mlflow"]["aliases"] == ["production"]
     table = run_cli("backup", f"{name}@production", env={"MODELYARD_BACKUP": url})
     assert table.returncode == 0 and "0 B sent" in table.stdout, table.stderr
     before = _predict(yard, name, "production", rows)
@@ -87,8 +87,8 @@ def test_backup_delete_restore_brings_the_version_back(
     # Deleted from the registry -> restored with the same semver, tags, metrics, aliases.
     yard.tracking.delete_version(name, mv.version)
     with pytest.raises(NotFound):
-        yard.restore(name, "v9.9.9")
-    report = yard.restore(name, "v1.0.0", aliases=True)
+        yard.protection.restore(name, "v9.9.9")
+    report = yard.protection.restore(name, "v1.0.0", aliases=True)
     assert report.ok and [r.semver for r in report.restored] == ["1.0.0"]
     back = yard.get(name, "production")
     assert back.version != mv.version and back.semver == "1.0.0"
@@ -97,13 +97,13 @@ def test_backup_delete_restore_brings_the_version_back(
     assert f"version {mv.version}" in back.tags[T_RESTORED_FROM]
     np.testing.assert_array_equal(_predict(yard, name, "production", rows), before)
     with pytest.raises(Conflict):
-        yard.restore(name, "1.0.0")  # still there: nothing to restore
+        yard.protection.restore(name, "1.0.0")  # still there: nothing to restore
     done = run_cli("restore", f"{name}@1.0.0", env={"MODELYARD_BACKUP": url})
     assert done.returncode == 4 and "still in the registry" in done.stderr
 
     # The whole model deleted -> restored from its records.
     yard.tracking.client.delete_registered_model(name)
-    whole = yard.restore(name, aliases=True)
+    whole = yard.protection.restore(name, aliases=True)
     assert [r.semver for r in whole.restored] == ["1.0.0"]
     np.testing.assert_array_equal(_predict(yard, name, "production", rows), before)
     events = yard.history(name, verify=True)
@@ -139,7 +139,7 @@ def test_restore_all_rebuilds_an_empty_registry(
     fresh_home = tmp_path / "fresh"
     fresh = Yard(home=str(fresh_home), tracking_uri=f"sqlite:///{fresh_home / 'mlflow.db'}",
                  vault=str(fresh_home / "vault"), backup=url)
-    report = fresh.restore_all()
+    report = fresh.protection.restore_all()
     assert report.ok, report.failed
     assert sorted(r.semver for r in report.restored) == ["1.0.0", "1.1.0"]
     assert fresh.resolve(name, "production").tags["modelyard.semver"] == "1.0.0"
@@ -148,7 +148,7 @@ def test_restore_all_rebuilds_an_empty_registry(
     events = fresh.history(name, verify=True)  # the trail came back, and continues
     assert [e.action for e in events][:2] == ["register", "promote"]
     assert "restore" in [e.action for e in events]
-    again = fresh.restore_all()
+    again = fresh.protection.restore_all()
     assert not again.restored and again.skipped
 
 
@@ -233,7 +233,7 @@ def test_restore_all_rebuilds_a_fresh_postgresql_registry(
     yard.set_alias(first, two.version, "champion")
     other = yard.register(trained["model"], second, input_example=example)
     yard.promote(second, other.version, to="staging")
-    assert yard.backup([(first, None), (second, None)]).ok  # the server is shared: ours
+    assert yard.protection.backup([(first, None), (second, None)]).ok  # the server is shared: ours
     rows = trained["X"].head(20)
     expected = _predict(yard, first, "champion", rows)
 
@@ -241,7 +241,7 @@ def test_restore_all_rebuilds_a_fresh_postgresql_registry(
         fresh_vault = f"s3://{stack.bucket}/vault-{uuid.uuid4().hex[:8]}"
         fresh = Yard(tracking_uri=uri, vault=fresh_vault, backup=url)
         assert fresh.list_models() == []  # nothing survived the drop
-        report = fresh.restore_all()
+        report = fresh.protection.restore_all()
         assert report.ok, report.failed
         assert sorted((r.name, r.semver) for r in report.restored) == sorted(
             [(first, "1.0.0"), (first, "1.1.0"), (second, "1.0.0")])
@@ -290,7 +290,7 @@ def test_a_cut_transfer_leaves_no_record_and_a_rerun_completes_it(
                 forwarder.stop()
 
     try:
-        report = yard.backup([(name, mv.version)], progress=cut)
+        report = yard.protection.backup([(name, mv.version)], progress=cut)
         assert not report.ok
     except StorageError:
         pass
@@ -300,10 +300,10 @@ def test_a_cut_transfer_leaves_no_record_and_a_rerun_completes_it(
     assert listed.get("KeyCount", 0) == 0  # nothing claims to be complete
 
     rerun = Yard(backup=url, backup_endpoint_url=stack.s3_endpoint_url)
-    report = rerun.backup([(name, mv.version)])
-    assert report.ok and rerun.backup_record(name, mv.version) is not None
+    report = rerun.protection.backup([(name, mv.version)])
+    assert report.ok and rerun.protection.backup_record(name, mv.version) is not None
     assert report.bytes_sent <= report.versions[0].bytes_total
-    assert rerun.backup([(name, mv.version)]).bytes_sent == 0
+    assert rerun.protection.backup([(name, mv.version)]).bytes_sent == 0
 
 
 def test_doctor_checks_the_backup_folder_for_real(isolated: Path) -> None:
@@ -370,7 +370,7 @@ def test_restore_refuses_any_reference_it_cannot_honour_and_changes_nothing(
     _forged_backup(backup)
     yard = Yard(home=str(work / "home"), backup=str(backup))
     try:
-        report = yard.restore("churn", ref or None)
+        report = yard.protection.restore("churn", ref or None)
     except YardError:
         pass
     else:  # the whole model: each version that cannot come back whole is reported

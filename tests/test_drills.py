@@ -35,7 +35,7 @@ def real(tmp_path_factory: pytest.TempPathFactory, trained: dict[str, Any]) -> I
                        input_example=trained["X"].head(5), pip_requirements=["scikit-learn"])
     yard.promote("real-model", mv.version, to="production", force=True, reason="test")
     yield yard
-    yard._drill_verb().close()
+    yard.incidents.close()
 
 
 def _snapshot(yard: Any) -> str:
@@ -58,7 +58,7 @@ def before(real: Any) -> str:
 
 
 def _drill(real: Any, before: str, scenario: str, **options: Any) -> Any:
-    report = real.drill(scenario, **options)
+    report = real.incidents.drill(scenario, **options)
     assert _snapshot(real) == before, "a sandbox drill changed the real registry"
     assert report.sandbox
     assert report.detected, json.dumps(report.to_dict(), default=str)
@@ -144,7 +144,7 @@ def test_pipeline_failure_resumes_from_the_failed_stage(real: Any, before: str) 
 
 
 def test_drills_are_recorded(real: Any) -> None:
-    real.drill("artifact-loss")  # whatever else this worker ran before it
+    real.incidents.drill("artifact-loss")  # whatever else this worker ran before it
     runs = real.tracking.client.search_runs(
         [real.tracking.experiment_id("modelyard-drills")], max_results=50)
     assert "artifact-loss" in {r.data.params["scenario"] for r in runs}
@@ -175,7 +175,7 @@ def test_drill_on_a_copy_of_a_real_model(yard: Any, name: str, trained: dict[str
     yard.promote(name, mv.version, to="production", force=True, reason="test")
     start = _snapshot(yard)
     try:
-        report = yard.drill("model-corruption", model=name)
+        report = yard.incidents.drill("model-corruption", model=name)
         assert report.model == name
         _assert_ok(report, "L1", "manifest")
         assert _snapshot(yard) == start
@@ -187,12 +187,12 @@ def test_drill_on_a_copy_of_a_real_model(yard: Any, name: str, trained: dict[str
                 ("model-deletion", "L2", "audit trail vs registry"),
                 ("registry-loss", "L2", "audit trail vs registry"),
                 ("storage-outage", "L1", None)):
-            report = yard.drill(scenario, model=name)
+            report = yard.incidents.drill(scenario, model=name)
             assert report.model == name
             _assert_ok(report, layer, check or report.detected_by[0])
         assert _snapshot(yard) == start
     finally:
-        yard._drill_verb().close()
+        yard.incidents.close()
 
 
 # -- recover on the real registry ----------------------------------------------------------
@@ -232,14 +232,14 @@ def test_live_needs_yes_and_snapshots_first_and_ends_as_it_began(real: Any, befo
     assert no_yes.returncode != 0 and "--yes" in no_yes.stderr
     assert _snapshot(real) == before
     holder = real.resolve("real-model", "production").version
-    report = real.drill("model-corruption", model="real-model", live=True)
+    report = real.incidents.drill("model-corruption", model="real-model", live=True)
     assert not report.sandbox
     _assert_ok(report, report.layer or "?", report.detected_by[0] if report.detected_by else "?")
     assert "registry matches the snapshot taken first" in report.notes
-    tags = [s.tag for s in real.snapshots()]
+    tags = [s.tag for s in real.protection.snapshots.list()]
     assert any(t.startswith("drill-") for t in tags)  # taken before anything was broken
     assert real.resolve("real-model", "production").version == holder
-    assert real.verify_all("real-model").ok
+    assert real.protection.verify_all("real-model").ok
 
 
 def test_recover_unknown_model_is_one_line() -> None:

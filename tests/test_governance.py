@@ -77,7 +77,7 @@ def requested(team: dict[str, Any], trained: dict[str, Any],
 def test_identity_is_the_authenticated_user(team: dict[str, Any],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     alice = yard_as(team, "alice", monkeypatch)
-    identity = alice.identity()
+    identity = alice.governance.identity()
     assert (identity.user, identity.source, identity.authenticated) == (
         "alice", "server-basic-auth", True)
     done = run_cli("--json", "doctor", env=env_of(team, "alice"))
@@ -149,8 +149,8 @@ def test_a_move_made_with_plain_mlflow_is_caught_and_undone(
     alice.register(trained["model"], name, metrics={"accuracy": 0.95})
     MlflowClient(team["stack"].tracking_uri).set_registered_model_alias(name, "production", 2)
 
-    drift = alice.drift(name)
-    assert [(d.stage, d.holder_version, d.audited_version) for d in drift] == [
+    moved = alice.governance.unaudited(name)
+    assert [(d.stage, d.holder_version, d.audited_version) for d in moved] == [
         ("production", 2, 1)]
     verify = run_cli("history", name, "--verify", env=env_of(team, "alice"))
     assert verify.returncode != 0 and "#2" in verify.stderr and "unaudited" in verify.stderr
@@ -158,16 +158,16 @@ def test_a_move_made_with_plain_mlflow_is_caught_and_undone(
     assert "unaudited" in listed.stderr and "\u26a0" in listed.stdout
     rows = json.loads(run_cli("--json", "list", env=env_of(team, "alice")).stdout)
     row = next(r for r in rows if r["name"] == name)
-    assert row["drift"][0]["holder_version"] == 2
+    assert row["unaudited"][0]["holder_version"] == 2
     details = json.loads(run_cli("--json", "details", f"{name}@production",
                                  env=env_of(team, "alice")).stdout)
-    assert details["version"] == 2 and details["drift"]
+    assert details["version"] == 2 and details["unaudited"]
 
     carol = yard_as(team, "carol", monkeypatch)
-    changes = carol.undo_drift(name)
+    changes = carol.governance.undo_unaudited(name)
     assert [c.version for c in changes] == [1]
     assert carol.resolve(name, "production").version == 1
-    assert carol.drift(name) == []
+    assert carol.governance.unaudited(name) == []
     last = carol.history(name, verify=True)[-1]
     assert (last.who, last.reason) == ("carol", "undo unaudited move")
     assert run_cli("history", name, "--verify", env=env_of(team, "alice")).returncode == 0
@@ -256,12 +256,13 @@ def test_embedded_identity_is_asserted_or_the_os_user(
         embedded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from modelyard import Yard
 
-    identity = Yard().identity()
+    identity = Yard().governance.identity()
     assert (identity.user, identity.source, identity.authenticated) == (
         "alice", "asserted", False)
     monkeypatch.delenv("MODELYARD_USER")
     monkeypatch.setenv("LOGNAME", "osname")
-    assert (Yard().identity().user, Yard().identity().source) == ("osname", "os-user")
+    seen = Yard().governance.identity()
+    assert (seen.user, seen.source) == ("osname", "os-user")
 
 
 def test_access_log_has_one_event_per_load(embedded: Path, trained: dict[str, Any],
@@ -275,7 +276,7 @@ def test_access_log_has_one_event_per_load(embedded: Path, trained: dict[str, An
         loaded.model.predict(trained["X"].head(5))  # predictions are not loads
     yard.load("seen", 1)
     yard.download("seen", "latest", tmp_path / "copy")
-    events = yard.access_log("seen")
+    events = yard.governance.access_log("seen")
     assert [e.purpose for e in events] == ["load", "load", "download"]
     assert {e.who for e in events} == {"alice"} and all(e.version == 1 for e in events)
     assert events[0].semver == "1.0.0" and events[0].host
@@ -321,12 +322,12 @@ def test_serving_does_not_follow_an_unaudited_move_and_a_webhook_fires(
             "served", "production", 2)
         assert ModelSource(yard, "served").holder("production") == 1
         assert ModelSource(yard, "served", follow_unaudited=True).holder("production") == 2
-        assert [d.holder_version for d in yard.drift("served")] == [2]
-        yard.drift("served")  # the same finding is sent once
-        drift_posts = [json.loads(r["body"]) for r in hook.received[sent:]]
-        assert [p["drift"][0]["holder_version"] for p in drift_posts] == [2]
-        assert [c.version for c in yard.undo_drift("served")] == [1]
+        assert [d.holder_version for d in yard.governance.unaudited("served")] == [2]
+        yard.governance.unaudited("served")  # the same finding is sent once
+        posts = [json.loads(r["body"]) for r in hook.received[sent:]]
+        assert [p["unaudited"][0]["holder_version"] for p in posts] == [2]
+        assert [c.version for c in yard.governance.undo_unaudited("served")] == [1]
         assert ModelSource(yard, "served").holder("production") == 1
-        assert yard.drift("served") == []
+        assert yard.governance.unaudited("served") == []
     finally:
         hook.close()

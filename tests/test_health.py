@@ -107,18 +107,18 @@ def test_notify_on_change_and_on_recovery(make_yard: Any, name: str, trained: di
     yard = make_yard(webhooks=[hook], webhook_secret="s3cret")
     _register(yard, name, trained, "production")
     yard.load(name, "production")
-    assert yard.health(notify=True).status == "healthy"
+    assert yard.incidents.health(notify=True).status == "healthy"
     assert _health_posts() == []  # healthy from the start: nothing to say
 
     corrupt_version(yard, name, "production")
-    assert yard.health(notify=True).status == "critical"
-    assert yard.health(notify=True).status == "critical"  # unchanged: no second post
+    assert yard.incidents.health(notify=True).status == "critical"
+    assert yard.incidents.health(notify=True).status == "critical"  # unchanged: no second post
     assert len(_health_posts()) == 1
     payload, signature = _health_posts()[0]
     assert payload["status"] == "critical" and payload["previous"] == "healthy"
     body = json.dumps(payload, sort_keys=True, default=str).encode()
     assert signature == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
 
-    assert yard.recover(name).ok
-    assert yard.health(notify=True).status == "healthy"
+    assert yard.incidents.recover(name).ok
+    assert yard.incidents.health(notify=True).status == "healthy"
     assert [p["status"] for p, _ in _health_posts()] == ["critical", "healthy"]

@@ -81,7 +81,7 @@ def test_verify_all_finds_and_repair_restores_from_vault_then_backup(
     produced: Any, name: str, tmp_path: Path
 ) -> None:
     yard = produced
-    report = yard.verify_all(name)
+    report = yard.protection.verify_all(name)
     assert report.ok and len(report.versions) == 1
     assert report.versions[0].layers == ["artifacts", "vault"]  # never backed up: not checked
     record, files, location = _files(yard, name)
@@ -90,16 +90,16 @@ def test_verify_all_finds_and_repair_restores_from_vault_then_backup(
 
     # 1. deleted from the artifact store -> named -> put back from the vault
     _delete_artifact(yard, location, rel)
-    report = yard.verify_all()  # every model: this one is among them
+    report = yard.protection.verify_all()  # every model: this one is among them
     mine = [v for v in report.versions if v.name == name]
     assert not report.ok and not mine[0].ok
     assert [(p.path, p.layer, p.problem) for p in mine[0].problems] == [
         (rel, "artifacts", "missing")]
-    repaired = yard.repair(name, "production")
+    repaired = yard.protection.repair(name, "production")
     assert [(f.path, f.served_by, f.layer) for f in repaired.files] == [
         (rel, "vault", "artifacts")]
     assert repaired.verified and repaired.ok and not repaired.unrepairable
-    assert yard.verify_all(name).ok
+    assert yard.protection.verify_all(name).ok
     assert yard.load(name, "production").verified  # MLflow's copy loads again
 
     # 2. the vault object gone too; the backup store holds it (same layout) -> from the backup
@@ -108,15 +108,15 @@ def test_verify_all_finds_and_repair_restores_from_vault_then_backup(
                      yard.vault.store.get_bytes(manifest_key(name, record.version)))
     for other_oid, _ in files.values():
         backup.put_bytes(object_key(other_oid), yard.vault.store.get_bytes(object_key(other_oid)))
-    assert yard.verify_all(name).versions[0].layers == ["artifacts", "vault", "backup"]
+    assert yard.protection.verify_all(name).versions[0].layers == ["artifacts", "vault", "backup"]
     _delete_artifact(yard, location, rel)
     yard.vault.store.delete(object_key(oid))
     cache = yard._loader.cache_folder(yard.get(name, "production", full=False))
     if cache.is_dir():
         cache.rename(cache.with_name(cache.name + ".away"))
-    found = {(p.path, p.layer, p.problem) for p in yard.verify_all(name).problems}
+    found = {(p.path, p.layer, p.problem) for p in yard.protection.verify_all(name).problems}
     assert found == {(rel, "artifacts", "missing"), (rel, "vault", "missing")}
-    repaired = yard.repair(name, all=False)
+    repaired = yard.protection.repair(name, all=False)
     assert {(f.path, f.served_by, f.layer) for f in repaired.files} == {
         (rel, "backup", "artifacts"), (rel, "backup", "vault")}
     assert repaired.verified
@@ -124,12 +124,12 @@ def test_verify_all_finds_and_repair_restores_from_vault_then_backup(
     # 3. a corrupted file differs and is repaired; a manifest deleted from the vault comes back
     _corrupt_artifact(yard, location, rel, tmp_path)
     yard.vault.store.delete(manifest_key(name, record.version))
-    found = {(p.path, p.layer, p.problem) for p in yard.verify_all(name).problems}
+    found = {(p.path, p.layer, p.problem) for p in yard.protection.verify_all(name).problems}
     assert found == {(rel, "artifacts", "differs"), ("(manifest)", "vault", "manifest-missing")}
-    repaired = yard.repair(all=True)
+    repaired = yard.protection.repair(all=True)
     served = {(f.path, f.layer): f.served_by for f in repaired.files if f.name == name}
     assert served == {(rel, "artifacts"): "vault", ("(manifest)", "vault"): "backup"}
-    assert yard.verify_all(name).ok
+    assert yard.protection.verify_all(name).ok
 
 
 def test_repair_never_writes_a_copy_whose_hash_is_wrong(produced: Any, name: str) -> None:
@@ -138,10 +138,10 @@ def test_repair_never_writes_a_copy_whose_hash_is_wrong(produced: Any, name: str
     rel = _model_file(files)
     _delete_artifact(yard, location, rel)
     _flip(yard.vault.store, object_key(files[rel][0]))  # the only other copy is corrupt
-    report = yard.verify_all(name)
+    report = yard.protection.verify_all(name)
     assert {(p.path, p.layer, p.problem) for p in report.problems} == {
         (rel, "artifacts", "missing"), (rel, "vault", "differs")}
-    repaired = yard.repair(name, record.version)
+    repaired = yard.protection.repair(name, record.version)
     assert not repaired.ok and not repaired.verified and not repaired.files
     assert {(p.path, p.layer) for p in repaired.unrepairable} == {
         (rel, "artifacts"), (rel, "vault")}
@@ -152,11 +152,11 @@ def test_repair_never_writes_a_copy_whose_hash_is_wrong(produced: Any, name: str
     body = json.loads(yard.vault.store.get_bytes(key))
     body["files"]["../../escape"] = {"sha256": "0" * 64, "size": 1}
     yard.vault.store.put_bytes(key, json.dumps(body).encode())
-    problems = yard.verify_all(name).problems
+    problems = yard.protection.verify_all(name).problems
     assert [(p.path, p.layer, p.problem) for p in problems] == [
         ("(manifest)", "vault", "manifest-differs")]
     with pytest.raises(InvalidInput):
-        yard.repair()
+        yard.protection.repair()
 
 
 def test_cli_verify_all_and_repair_exit_codes(produced: Any, name: str) -> None:

@@ -565,7 +565,7 @@ def test_ab_is_sticky_and_weighted_shadow_never_answers_and_reports_read_capture
 
     from click.testing import CliRunner
 
-    from modelyard.serving.cli import main as serving_cli
+    from modelyard.cli import main as serving_cli
 
     printed = CliRunner().invoke(serving_cli, ["ab", "report", name, "--json"])
     assert printed.exit_code == 0, printed.output

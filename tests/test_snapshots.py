@@ -35,23 +35,23 @@ def test_snapshot_restore_puts_every_alias_back_and_audits_each_move(
     three: Any, name: str
 ) -> None:
     yard = three
-    snap = yard.snapshot("before", models=[name], message="known good")
+    snap = yard.protection.snapshots.create("before", models=[name], message="known good")
     assert snap.holders(name)["production"]["semver"] == "1.0.0"
     assert snap.holders(name)["production"]["manifest_sha256"]
     assert set(snap.holders(name)) == {"production", "staging", "champion"}
     recorded = _aliases(yard, name)
     stages_then = _stages(yard, name)
-    assert yard.snapshot_versions(name) == {1, 2}
+    assert yard.protection.snapshots.versions(name) == {1, 2}
     with pytest.raises(Conflict):
-        yard.snapshot("before")  # immutable
+        yard.protection.snapshots.create("before")  # immutable
     with pytest.raises(InvalidInput):
-        yard.snapshot("../escape")
+        yard.protection.snapshots.create("../escape")
 
     # things move: 3 goes to production past staging, champion moves, a new alias appears
     yard.promote(name, 3, to="production", force=True, reason="hotfix")
     yard.set_alias(name, 3, "champion")
     yard.set_alias(name, 2, "shadow")
-    diff = yard.snapshot_diff("before")
+    diff = yard.protection.snapshots.diff("before")
     assert {(m["alias"], m["before"].get("semver"), m["after"].get("semver"))
             for m in diff.moved} == {("production", "1.0.0", "1.0.2"),
                                       ("champion", "1.0.0", "1.0.2"),
@@ -60,11 +60,11 @@ def test_snapshot_restore_puts_every_alias_back_and_audits_each_move(
 
     moved = _aliases(yard, name)
     events_before = len(yard.history(name))
-    plan = yard.snapshot_restore("before", dry_run=True)
+    plan = yard.protection.snapshots.restore("before", dry_run=True)
     assert plan.dry_run and len(plan.moves) == 3 and not any(m.applied for m in plan.moves)
     assert _aliases(yard, name) == moved and len(yard.history(name)) == events_before
 
-    done = yard.snapshot_restore("before")
+    done = yard.protection.snapshots.restore("before")
     assert _aliases(yard, name) == recorded
     assert _stages(yard, name) == {**stages_then, 3: "archived"}  # displaced from production
     assert all(m.applied and m.event for m in done.moves)
@@ -72,8 +72,8 @@ def test_snapshot_restore_puts_every_alias_back_and_audits_each_move(
     assert len(events) == len(done.moves) == 3
     assert all(e.reason == "snapshot restore before" for e in events)
     assert yard.history(name, verify=True)
-    assert yard.snapshot_diff("before").moved == []
-    again = yard.snapshot_restore("before")
+    assert yard.protection.snapshots.diff("before").moved == []
+    again = yard.protection.snapshots.restore("before")
     assert again.moves == [] and again.unchanged == 3  # only what differs moves
 
     # a version the snapshot needs was deleted and no restore is possible: one clear error,
@@ -82,12 +82,12 @@ def test_snapshot_restore_puts_every_alias_back_and_audits_each_move(
     yard.tracking.delete_version(name, 1)
     now = _aliases(yard, name)
     with pytest.raises(NotFound, match="nothing changed"):
-        yard.snapshot_restore("before")
+        yard.protection.snapshots.restore("before")
     assert _aliases(yard, name) == now
-    other = yard.snapshot("after")
-    diff = yard.snapshot_diff("before", "after")
+    other = yard.protection.snapshots.create("after")
+    diff = yard.protection.snapshots.diff("before", "after")
     assert [d["semver"] for d in diff.deleted] == ["1.0.0"]
-    assert {s.tag for s in yard.snapshots()} >= {"before", "after"}
+    assert {s.tag for s in yard.protection.snapshots.list()} >= {"before", "after"}
     assert other.holders(name)["production"]["version"] == 3
 
 
@@ -142,15 +142,15 @@ def test_snapshot_records_git_and_dvc_and_refuses_data_restore_in_dirty_workspac
     subprocess.run([*git, "add", "-A"], cwd=project, check=True)
     subprocess.run([*git, "commit", "-qm", "first"], cwd=project, check=True)
     yard = Yard()
-    snap = yard.snapshot("data-1", include_models=False)
+    snap = yard.protection.snapshots.create("data-1", include_models=False)
     assert len(snap.git["commit"]) == 40 and snap.git["branch"] == "main"
     assert snap.data == [{"path": "data/raw.csv", "md5": "fedcba9876543210fedcba9876543210"},
                          {"path": "data/train.csv", "md5": "0123456789abcdef0123456789abcdef"}]
     (project / "dvc.lock").write_text((project / "dvc.lock").read_text().replace("0123", "9999"))
     with pytest.raises(UserError, match="uncommitted changes"):
-        yard.snapshot_restore("data-1", data=True)
+        yard.protection.snapshots.restore("data-1", data=True)
     subprocess.run([*git, "commit", "-qam", "second"], cwd=project, check=True)
-    plan = yard.snapshot_restore("data-1", data=True, dry_run=True)
+    plan = yard.protection.snapshots.restore("data-1", data=True, dry_run=True)
     assert [d["path"].rsplit("/", 2)[-2:] for d in plan.data] == [["data", "train.csv"]]
     assert plan.moves == []
 
@@ -189,7 +189,7 @@ def test_snapshot_restore_data_checks_out_the_recorded_bytes(isolated: Any) -> N
 
     from modelyard import Yard
 
-    Yard().snapshot("data-v1", include_models=False)  # no registry needed
+    Yard().protection.snapshots.create("data-v1", include_models=False)  # no registry needed
     data.write_text(second)
     sh(*dvc, "add", "-q", "data/raw.csv")
     sh(*git, "commit", "-qam", "second data")

@@ -77,7 +77,7 @@ def test_json_reads_import_no_mlflow_boto3_or_rich(promoted: Any, backend: str,
         assert modules == [], unsettled
     for ref in ("production", "v1.0.0", "latest"):
         shown, modules = _cli("--json", "details", f"{name}@{ref}")
-        assert (shown["semver"], shown["stage"], shown["drift"]) == ("1.0.0", "production", [])
+        assert (shown["semver"], shown["stage"], shown["unaudited"]) == ("1.0.0", "production", [])
         assert shown["reproduce"] is None
         assert modules == [], ref
     events, modules = _cli("--json", "history", name)
@@ -105,20 +105,20 @@ def test_a_cold_machine_reads_the_vault_once_and_an_unaudited_move_still_shows(
         pytest.skip("the vault is a local folder: no object-store client to spare")
     cold = {"MODELYARD_CACHE_DIR": str(tmp_path / "another-machine")}
     shown, modules = _cli("--json", "details", f"{name}@production", env=cold)
-    assert shown["drift"] == [] and "boto3" in modules  # nothing remembered: read the vault
+    assert shown["unaudited"] == [] and "boto3" in modules  # nothing remembered: read the vault
     shown, modules = _cli("--json", "details", f"{name}@production", env=cold)
-    assert shown["drift"] == [] and modules == []  # remembered, keyed by the head tag
+    assert shown["unaudited"] == [] and modules == []  # remembered, keyed by the head tag
 
-    # A move made around modelyard (plain MLflow) is drift whatever is remembered.
+    # A move made around modelyard (plain MLflow) is unaudited whatever is remembered.
     second = promoted.register(trained["model"], name, bump="patch")
     promoted.ctx.tracking.set_alias(name, "production", second.version)
     for env in (None, cold):  # where the newest event was written, and elsewhere
         shown, _ = _cli("--json", "details", f"{name}@{second.version}", env=env)
-        assert [d["stage"] for d in shown["drift"]] == ["production"]
+        assert [d["stage"] for d in shown["unaudited"]] == ["production"]
     _, modules = _cli("--json", "details", f"{name}@{second.version}")
     assert modules == []
 
     # A head tag naming another event than the one remembered sends the read to the vault.
     promoted.ctx.tracking.set_model_tag(name, "modelyard.audit_head", "1:" + "0" * 64)
     shown, modules = _cli("--json", "details", f"{name}@{second.version}")
-    assert [d["stage"] for d in shown["drift"]] == ["production"] and "boto3" in modules
+    assert [d["stage"] for d in shown["unaudited"]] == ["production"] and "boto3" in modules

@@ -20,10 +20,7 @@ def test_the_table_names_every_command_and_its_module() -> None:
     for name, module in in_table.items():
         callback = main.commands[name].callback
         defined_in = sys.modules[module]
-        # the command (or, for the serving app's commands, the module that hangs them on) is
-        # the one the table names
-        assert (callback is not None and callback.__module__ == module) or (
-            module == "modelyard.cli.serving" and name in ("serve", "monitor", "ab")), name
+        assert callback is not None and callback.__module__ == module, name
         assert defined_in is not None
     assert [name for names in SECTIONS.values() for name in names] == list(in_table)
 

@@ -204,7 +204,7 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
                time.perf_counter() - clock)
 
     clock = time.perf_counter()
-    saved = yard.backup([(model, None)])
+    saved = yard.protection.backup([(model, None)])
     sent = sum(v.files_sent for v in saved.versions)
     kept = sum(v.files_skipped for v in saved.versions)
     yield Step("backup", [f"{len(saved.versions)} versions in the backup store: {sent} file(s) "
@@ -213,8 +213,9 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
 
     clock = time.perf_counter()
     tag = f"{model}-demo"
-    snap = yard.snapshot(tag, models=[model], message="the registry at the end of the demo")
-    diff = yard.snapshot_diff(tag)
+    snap = yard.protection.snapshots.create(tag, models=[model],
+                                            message="the registry at the end of the demo")
+    diff = yard.protection.snapshots.diff(tag)
     yield Step("snapshot", [f"snapshot {tag!r} records {len(snap.models)} model(s) and the "
                             f"git commit; diff against now: "
                             f"{'no change' if diff.same else 'changes'}",
@@ -222,7 +223,7 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
                snap.to_dict(), time.perf_counter() - clock)
 
     clock = time.perf_counter()
-    drill = yard.drill("model-corruption", model=model)
+    drill = yard.incidents.drill("model-corruption", model=model)
     yield Step("drill", [f"model-corruption drill (sandbox copy): detected by "
                          f"{', '.join(drill.detected_by) or 'nothing'}, recovered by "
                          f"{drill.layer} {drill.via}, verified={drill.verified}, "
@@ -230,7 +231,7 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
                time.perf_counter() - clock)
 
     clock = time.perf_counter()
-    health = yard.health()
+    health = yard.incidents.health()
     problems = [f"{c.check} {c.target}: {c.detail}" for c in health.checks
                 if c.level != "ok"]
     yield Step("health", [f"{health.status} (exit {health.exit_code}); "

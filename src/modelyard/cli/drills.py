@@ -40,7 +40,7 @@ def drill_group() -> None:
 @command_options
 def drill_list(state: State) -> None:
     """The drill scenarios."""
-    scenarios = state.yard.drill_scenarios()
+    scenarios = state.yard.incidents.scenarios()
 
     def render(rows: Any) -> None:
         from rich.table import Table
@@ -81,9 +81,9 @@ def drill_run(state: State, scenario: str | None, run_all: bool, model: str | No
                 mark = "[green]ok[/green]" if report.ok else "[red]FAILED[/red]"
                 console.print(f"{report.scenario:>18} {mark} {report.mttr:.2f} s")
 
-        reports = yard.drill_all(model=model, live=live, progress=progress)
+        reports = yard.incidents.drill_all(model=model, live=live, progress=progress)
     else:
-        reports = [yard.drill(str(scenario), model=model, live=live, stage=stage)]
+        reports = [yard.incidents.drill(str(scenario), model=model, live=live, stage=stage)]
     emit(state, reports, _render_drills)
     if not all(r.ok for r in reports):
         sys.exit(1)
@@ -130,7 +130,7 @@ def recover_cmd(state: State, name: str, dry_run: bool) -> None:
       modelyard recover churn --dry-run
       modelyard recover churn
     """
-    report = state.yard.recover(name, dry_run=dry_run)
+    report = state.yard.incidents.recover(name, dry_run=dry_run)
 
     def render(data: dict[str, Any]) -> None:
         console = _console()
@@ -175,7 +175,7 @@ def health_cmd(state: State, prometheus: str | None, notify: bool) -> None:
       modelyard health --prometheus /var/lib/node_exporter/modelyard.prom
       modelyard health --notify --json
     """
-    report = state.yard.health(notify=notify)
+    report = state.yard.incidents.health(notify=notify)
     if prometheus == "-":
         click.echo(report.to_prometheus(), nl=False)
     else:
@@ -218,7 +218,7 @@ def reproduce_cmd(state: State, target: str, tolerance: float) -> None:
       modelyard reproduce churn@v1.2.0 --json
     """
     name, ref = _target(target, "production")
-    report = state.yard.reproduce(name, ref, tolerance=tolerance)
+    report = state.yard.incidents.reproduce(name, ref, tolerance=tolerance)
 
     def render(data: dict[str, Any]) -> None:
         console = _console()

@@ -42,7 +42,7 @@ def repair_cmd(state: State, target: str | None, every: bool) -> None:
         raise YardError_("give NAME[@REF] to repair, or --all")
     name, ref = split_target(target) if target else (None, None)
     with progress_bar(state, "checking") as progress:
-        report = state.yard.repair(name, ref, all=every, progress=progress)
+        report = state.yard.protection.repair(name, ref, all=every, progress=progress)
     emit_repair(state, report)
     if not report.ok:
         raise SystemExit(INTEGRITY_EXIT)
@@ -100,8 +100,8 @@ def snapshot_create(state: State, tag: str, models: tuple[str, ...], message: st
     """Record the state now under TAG (immutable; an existing TAG is refused)."""
     from modelyard.cli.shell import emit
 
-    snapshot = state.yard.snapshot(tag, models=list(models) or None, message=message,
-                                   include_data=not no_data)
+    snapshot = state.yard.protection.snapshots.create(
+        tag, models=list(models) or None, message=message, include_data=not no_data)
     emit(state, snapshot, lambda d: _render_snapshot(state, d, created=True))
 
 
@@ -121,7 +121,7 @@ def snapshot_list(state: State) -> None:
                           _escape(row["message"] or ""))
         _console().print(table)
 
-    emit(state, state.yard.snapshots(), render)
+    emit(state, state.yard.protection.snapshots.list(), render)
 
 
 @snapshot_group.command("show")
@@ -131,7 +131,7 @@ def snapshot_show(state: State, tag: str) -> None:
     """Every alias and stage holder a snapshot recorded."""
     from modelyard.cli.shell import emit
 
-    emit(state, state.yard.snapshot_show(tag), lambda d: _render_snapshot(state, d))
+    emit(state, state.yard.protection.snapshots.show(tag), lambda d: _render_snapshot(state, d))
 
 
 def _render_snapshot(state: State, data: dict[str, Any], created: bool = False) -> None:
@@ -182,7 +182,7 @@ def snapshot_diff(state: State, tag: str, other: str | None) -> None:
                                      "models_removed")):
             console.print(f"no change since {_escape(tag)}")
 
-    emit(state, state.yard.snapshot_diff(tag, other), render)
+    emit(state, state.yard.protection.snapshots.diff(tag, other), render)
 
 
 def _side(state: State, holder: dict[str, Any]) -> str:
@@ -203,11 +203,11 @@ def snapshot_restore(state: State, tag: str, dry_run: bool, data: bool, yes: boo
     from modelyard.cli.shell import emit
 
     if yes and not dry_run:  # nothing to confirm: one pass, no plan read first
-        result = state.yard.snapshot_restore(tag, data=data)
+        result = state.yard.protection.snapshots.restore(tag, data=data)
     else:
-        plan = state.yard.snapshot_restore(tag, dry_run=True, data=data)
+        plan = state.yard.protection.snapshots.restore(tag, dry_run=True, data=data)
         apply = not dry_run and not state.json and sys.stdin.isatty() and _confirm(state, plan)
-        result = state.yard.snapshot_restore(tag, data=data) if apply else plan
+        result = state.yard.protection.snapshots.restore(tag, data=data) if apply else plan
 
     def render(d: dict[str, Any]) -> None:
         console = _console()

@@ -60,7 +60,7 @@ def verify_cmd(state: State, target: str | None, every: bool) -> None:
     if every:
         name = _target(target)[0] if target else None
         with progress_bar(state, "verifying") as progress:
-            report = state.yard.verify_all(name, progress=progress)
+            report = state.yard.protection.verify_all(name, progress=progress)
         emit(state, report, lambda r: render_integrity(state, r))
         if not report.ok:
             raise SystemExit(INTEGRITY_EXIT)

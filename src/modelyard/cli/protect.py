@@ -70,7 +70,7 @@ def backup_cmd(state: State, targets: tuple[str, ...], every: bool) -> None:
         pairs.append((name, ref or None))
     yard = state.yard
     with _bar(state, "backup") as progress:
-        report = yard.backup(pairs, all=every, progress=progress)
+        report = yard.protection.backup(pairs, all=every, progress=progress)
 
     def render(data: dict[str, Any]) -> None:
         from rich.table import Table
@@ -122,10 +122,10 @@ def restore_cmd(state: State, target: str | None, every: bool, aliases: bool) ->
     yard = state.yard
     with _bar(state, "restore") as progress:
         if every:
-            report = yard.restore_all(aliases=True, progress=progress)
+            report = yard.protection.restore_all(aliases=True, progress=progress)
         else:
             name, ref = split_target(target or "")
-            report = yard.restore(name, ref or None, aliases=aliases, progress=progress)
+            report = yard.protection.restore(name, ref or None, aliases=aliases, progress=progress)
 
     def render(data: dict[str, Any]) -> None:
         console = _console()

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from modelyard.cli.render import _cell, _fmt, _label, _summary, drift_mark
+from modelyard.cli.render import _cell, _fmt, _label, _summary, unaudited_mark
 from modelyard.cli.shell import (
     State,
     _console,
@@ -74,14 +74,14 @@ def list_cmd(state: State) -> None:
         table = Table("model", "versions", "latest", "staging", "production")
         for row in data:
             latest = fmt(row["latest"]) if row["latest"] else "-"
-            drifted = {d["stage"] for d in row.get("drift") or []}
+            moved = {d["stage"] for d in row.get("unaudited") or []}
             table.add_row(row["name"], str(row["versions"]), latest,
-                          drift_mark(row["staging"] or "-", "staging" in drifted),
-                          drift_mark(row["production"] or "-", "production" in drifted))
+                          unaudited_mark(row["staging"] or "-", "staging" in moved),
+                          unaudited_mark(row["production"] or "-", "production" in moved))
         _console().print(table)
         for row in data:
-            for item in row.get("drift") or []:
-                _console(stderr=True).print(drift_mark(_escape(item["detail"]), True,
+            for item in row.get("unaudited") or []:
+                _console(stderr=True).print(unaudited_mark(_escape(item["detail"]), True,
                                                        prefix=f"{_escape(row['name'])}: "))
 
     emit(state, rows, render)
@@ -102,7 +102,7 @@ def details_cmd(state: State, target: str) -> None:
     name, ref = _target(target)
     mv = state.yard.details(name, ref)
     # The vault holds a result only for versions `reproduce` tagged: no object-store read else.
-    reproduced = (state.yard.last_reproduce(mv.name, mv.version)
+    reproduced = (state.yard.incidents.last_reproduce(mv.name, mv.version)
                   if T_REPRODUCED in mv.tags else None)
 
     def render(_: Any) -> None:
@@ -113,10 +113,10 @@ def details_cmd(state: State, target: str) -> None:
         console.print(f"[bold]{mv.name}[/bold] {fmt(mv.semver) if mv.semver else '(unmanaged)'}"
                       f"  (MLflow version {mv.version})")
         table = Table(show_header=False, box=None)
-        drifted = {d["stage"] for d in mv.drift}
+        moved = {d["stage"] for d in mv.unaudited}
         rows = [
-            ("stage", drift_mark(mv.stage, bool(drifted))),
-            ("aliases", drift_mark(", ".join(mv.aliases) or "-", bool(drifted))),
+            ("stage", unaudited_mark(mv.stage, bool(moved))),
+            ("aliases", unaudited_mark(", ".join(mv.aliases) or "-", bool(moved))),
             ("bump", f"{mv.bump or '-'}: {mv.bump_reason or ''}"), ("run", mv.run_id or "-"),
             ("source", mv.source), ("artifacts", mv.artifact_location),
             ("manifest", mv.manifest_sha256 or "-"), ("created", mv.created_at),
@@ -124,8 +124,8 @@ def details_cmd(state: State, target: str) -> None:
         ]
         for key, text in rows:
             table.add_row(key, text if key in ("stage", "aliases") else _escape(str(text)))
-        for item in mv.drift:
-            table.add_row("drift", drift_mark(_escape(item["detail"]), True))
+        for item in mv.unaudited:
+            table.add_row("unaudited", unaudited_mark(_escape(item["detail"]), True))
         for key, value in sorted(mv.metrics.items()):
             table.add_row(f"metric {key}", f"{value:.6g}")
         for key, param in sorted(mv.params.items()):
@@ -286,7 +286,7 @@ def history_cmd(state: State, name: str, version: str | None, verify: bool,
 
 
 def _access_log(state: State, name: str) -> None:
-    events = state.yard.access_log(name)
+    events = state.yard.governance.access_log(name)
 
     def render(data: list[dict[str, Any]]) -> None:
         from rich.table import Table

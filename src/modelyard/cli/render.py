@@ -126,6 +126,6 @@ def render_integrity(state: State, data: dict[str, Any]) -> None:
                   f"{data['seconds']} s: {verdict}")
 
 
-def drift_mark(text: str, drifted: bool, *, prefix: str = "") -> str:
+def unaudited_mark(text: str, moved: bool, *, prefix: str = "") -> str:
     """A stage holder that no audit event explains, marked for the eye (rich markup)."""
-    return f"[yellow]\u26a0 {prefix}{text}[/yellow]" if drifted else text
+    return f"[yellow]\u26a0 {prefix}{text}[/yellow]" if moved else text

@@ -40,7 +40,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "Operate": {
         "load": "operate", "verify": "operate", "demo": "operate", "backup": "protect",
         "restore": "protect", "repair": "integrity", "snapshot": "integrity",
-        "serve": "serving", "monitor": "serving", "ab": "serving",
+        "serve": "serve", "monitor": "serve", "ab": "serve",
     },
     "Incidents": {
         "health": "drills", "recover": "drills", "drill": "drills", "reproduce": "drills",

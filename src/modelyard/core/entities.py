@@ -58,7 +58,7 @@ class ModelVersion(Result):
     lineage: Lineage = field(default_factory=Lineage)
     managed: bool = True
     # Unaudited stage moves touching this version (governance; filled by ``details``).
-    drift: list[dict[str, Any]] = field(default_factory=list)
+    unaudited: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_record(
@@ -126,8 +126,8 @@ class ModelRow(Result):
     production: str | None
     description: str
     updated_at: int
-    # Unaudited stage moves (governance): one dict per StageDrift; empty when none.
-    drift: list[dict[str, Any]] = field(default_factory=list)
+    # Unaudited stage moves (governance): one dict per UnauditedHolder; empty when none.
+    unaudited: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

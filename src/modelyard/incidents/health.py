@@ -9,7 +9,7 @@ staging holders are present, match their manifests and are backed up; the newest
 drill are recent enough; the audit chains hold; the serving records (capture/) show the error
 rate and drift; the last ``reproduce`` result of each holder is shown.
 
->>> report = yard.health()
+>>> report = yard.incidents.health()
 >>> report.status, report.exit_code
 ('healthy', 0)
 >>> print(report.to_prometheus())
@@ -109,13 +109,14 @@ Monitor = Callable[[str, str], Any]  # (model, since) -> serving's report over t
 
 class Health:
     """Runs the checks. ``backup_record`` (the backup verb's record reader) and ``monitor``
-    (serving's report) are handed in by the facade when they exist."""
+    (serving's report) are handed in by the facade when they exist; ``unaudited`` finds
+    stage holders no audit event explains."""
 
     def __init__(self, ctx: Context, loader: Loader, audit: Auditor, *,
                  backup_record: BackupRecord | None = None,
                  monitor: Monitor | None = None,
-                 drift: Callable[[str], list[Any]] | None = None) -> None:
-        self.drift = drift
+                 unaudited: Callable[[str], list[Any]] | None = None) -> None:
+        self.unaudited = unaudited
         self.ctx = ctx
         self.loader = loader
         self.audit = audit
@@ -219,9 +220,9 @@ class Health:
             except (YardError, ValueError) as exc:
                 checks.append(HealthCheck("audit chain", name, "degraded",
                                           getattr(exc, "message", str(exc))))
-        if self.drift is not None:
+        if self.unaudited is not None:
             try:
-                moved = self.drift(name)
+                moved = self.unaudited(name)
             except YardError as exc:
                 checks.append(HealthCheck("audited holders", name, "degraded", exc.message))
             else:

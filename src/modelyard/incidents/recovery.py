@@ -4,8 +4,8 @@
 first that works (DESIGN.md, "Recovery layers"): L1 local cache or backup copy; L2 vault,
 DVC remote or backup store; L3 snapshot restore; L4 retrain / re-run through the DVC
 pipeline. The layers are a list of ``Layer`` objects (``layers_from``): the ones other verbs
-provide (backup restore, integrity repair, snapshot restore, drift undo) come from the verbs
-the facade hands in, so they join by being listed, not by being looked up.
+provide (backup restore, integrity repair, snapshot restore, undo of unaudited moves) come
+from the verbs the facade hands in, so they join by being listed, not by being looked up.
 
 >>> report = recovery.recover("churn", dry_run=True)
 >>> [f.problem for f in report.findings], report.plan
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from modelyard.context import Context
 from modelyard.core.entities import ModelVersion
@@ -39,6 +39,9 @@ from modelyard.project.dvc import clean_env, dvc_cache_path, run_dvc
 from modelyard.registry.loading import Loader
 from modelyard.store.vault import Manifest, object_key
 from modelyard.trail.audit import Auditor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.incidents.ports import ProtectionVerbs, Rollback, UnauditedVerbs
 
 log = logging.getLogger("modelyard.recovery")
 
@@ -131,41 +134,21 @@ class Layer:
         return f"{self.label} {self.via}: {what}"
 
 
-class Facade(Protocol):
-    """The facade verbs the layers call (rollback, backup restore, integrity repair,
-    snapshot restore, drift undo). ``layers_from`` turns them into layers; the facade hands
-    itself in, nothing here looks them up."""
-
-    def rollback(self, name: str, stage: str = "production", to: str | int | None = None, *,
-                 reason: str | None = None) -> Any: ...
-
-    def restore(self, name: str, ref: str | int | None = None, *, aliases: bool = False,
-                progress: Any = None) -> Any: ...
-
-    def repair(self, name: str | None = None, ref: str | int | None = None, *,
-               all: bool = False, progress: Any = None) -> Any: ...
-
-    def snapshot_restore(self, tag: str, *, dry_run: bool = False, data: bool = False
-                         ) -> Any: ...
-
-    def snapshots(self) -> list[Any]: ...
-
-    def undo_drift(self, name: str) -> list[Any]: ...
-
-
-def layers_from(facade: Facade, ctx: Context, loader: Loader, root: Path) -> list[Layer]:
+def layers_from(ctx: Context, loader: Loader, root: Path, *, rollback: Rollback,
+                protection: ProtectionVerbs, governance: UnauditedVerbs) -> list[Layer]:
     """Every layer, in any order (``Recovery`` sorts them): the core's own (``Builtin``) and
-    those the facade's verbs provide; the backup store's restore only when one is set."""
-    layers = [*Builtin(ctx, loader, root, facade.rollback).layers(),
-              repair_layer(facade.repair), undo_drift_layer(facade.undo_drift),
-              snapshot_layer(facade.snapshots, facade.snapshot_restore)]
+    those other capabilities' verbs provide; the backup store's restore only when one is set."""
+    layers = [*Builtin(ctx, loader, root, rollback).layers(),
+              repair_layer(protection.repair),
+              undo_unaudited_layer(governance.undo_unaudited),
+              snapshot_layer(protection.snapshots.list, protection.snapshots.restore)]
     if ctx.settings.backup is not None:
-        layers.append(restore_layer(facade.restore))
+        layers.append(restore_layer(protection.restore))
     return layers
 
 
 def repair_layer(repair: Callable[..., Any]) -> Layer:
-    """L2 through ``Yard.repair`` (P2): cache -> vault -> backup, verified."""
+    """L2 through ``yard.protection.repair``: cache -> vault -> backup, verified."""
 
     def apply(finding: Finding) -> str:
         name, _, _ = finding.target.partition("@")
@@ -179,7 +162,7 @@ def repair_layer(repair: Callable[..., Any]) -> Layer:
 
 
 def restore_layer(restore: Callable[..., Any]) -> Layer:
-    """L2 through ``Yard.restore`` (P1): the version recreated from the backup store."""
+    """L2 through ``yard.protection.restore``: the version recreated from the backup store."""
 
     def apply(finding: Finding) -> str:
         name, _, _ = finding.target.partition("@")
@@ -198,7 +181,7 @@ def restore_layer(restore: Callable[..., Any]) -> Layer:
 
 def snapshot_layer(snapshots: Callable[[], list[Any]],
                    snapshot_restore: Callable[..., Any]) -> Layer:
-    """L3 through ``Yard.snapshot_restore`` (P2): the newest snapshot's stage holders."""
+    """L3 through ``yard.protection.snapshots.restore``: the newest snapshot's stage holders."""
 
     def newest() -> str:
         found = snapshots()
@@ -215,15 +198,15 @@ def snapshot_layer(snapshots: Callable[[], list[Any]],
                  apply, lambda f: "restore the newest snapshot's stage holders")
 
 
-def undo_drift_layer(undo_drift: Callable[[str], list[Any]]) -> Layer:
-    """L1 through ``Yard.undo_drift`` (G): the audited stage holders put back."""
+def undo_unaudited_layer(undo: Callable[[str], list[Any]]) -> Layer:
+    """L1 through ``yard.governance.undo_unaudited``: the audited stage holders put back."""
 
     def apply(finding: Finding) -> str:
         name, _, _ = finding.target.partition("@")
-        moved = undo_drift(name)
+        moved = undo(name)
         return f"{len(moved)} stage(s) put back to the audited holder"
 
-    return Layer(1, "audit trail (undo drift)", frozenset({"stage"}), apply)
+    return Layer(1, "audit trail (undo unaudited move)", frozenset({"stage"}), apply)
 
 
 class Builtin:

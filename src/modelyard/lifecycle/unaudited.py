@@ -1,14 +1,15 @@
-"""Drift: stage holders that no audit event explains (a move made around modelyard).
+"""Unaudited moves: stage holders no audit event explains (a move made around modelyard).
 
 The audit trail says who holds ``staging`` and ``production`` (every event carries the
 holders after it: ``stages``). MLflow says who holds them now (the aliases) and which
 version carries which ``modelyard.stage`` tag. Anyone with EDIT on the registered model can
 move an alias with plain MLflow, skipping gates and approvals; modelyard cannot prevent that,
-so it detects it: ``Drift.find`` compares both, ``Drift.undo`` puts back the last audited
-holders through ``Stages`` (an audited move, reason "undo unaudited move").
+so it detects it: ``UnauditedMoves.find`` compares both, ``UnauditedMoves.undo`` puts back
+the last audited holders through ``Stages`` (an audited move, reason "undo unaudited move";
+its audit action keeps the name ``undo_drift`` that existing trails already hold).
 
-A webhook fires when drift is found, once per distinct finding (the last one notified is
-remembered in the vault beside the trail), so ``list`` run in a loop does not spam.
+A webhook fires when an unaudited move is found, once per distinct finding (the last one
+notified is remembered in the vault beside the trail), so ``list`` run in a loop does not spam.
 """
 
 from __future__ import annotations
@@ -31,20 +32,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelyard.lifecycle.stages import StageChange, Stages
     from modelyard.trail.audit import Auditor
 
-log = logging.getLogger("modelyard.drift")
+log = logging.getLogger("modelyard.unaudited")
 
-__all__ = ["Drift", "StageDrift", "drift_key"]
+__all__ = ["UnauditedHolder", "UnauditedMoves", "unaudited_key"]
 
 UNDO_REASON = "undo unaudited move"
 
 
-def drift_key(name: str) -> str:
-    """The last drift finding a webhook was sent for (so each finding is sent once)."""
+def unaudited_key(name: str) -> str:
+    """The last finding a webhook was sent for (so each finding is sent once). The file keeps
+    the name earlier releases gave it, so a finding already sent is not sent again."""
     return f"audit/{name}/DRIFT.json"
 
 
 @dataclass
-class StageDrift(Result):
+class UnauditedHolder(Result):
     """One holder the audit trail does not explain.
 
     ``holder_version``: who holds ``stage`` in MLflow now (None: nobody);
@@ -65,7 +67,7 @@ def _label(version: int | None) -> str:
     return "nobody" if version is None else f"#{version}"
 
 
-class Drift:
+class UnauditedMoves:
     """Finds and undoes unaudited stage moves."""
 
     def __init__(self, ctx: Context, audit: Auditor, stages: Stages) -> None:
@@ -82,19 +84,19 @@ class Drift:
         head = parse_head(model.tags.get(T_AUDIT_HEAD)) if model is not None else None
         return self.audit.newest_stages(name, head)
 
-    def find(self, name: str | None = None, *, notify: bool = True) -> list[StageDrift]:
+    def find(self, name: str | None = None, *, notify: bool = True) -> list[UnauditedHolder]:
         """Unaudited moves of one model (or of every model)."""
         models: list[tuple[str, ModelRecord | None]]
         if name is None:  # each model as listed: no second read of it
             models = [(m.name, m) for m in self.ctx.reads.list_models()]
         else:
             models = [(check_name(name), None)]
-        found: list[StageDrift] = []
+        found: list[UnauditedHolder] = []
         for model, record in models:
-            drifts = self.of_model(model, model=record)
-            if drifts and notify:
-                self.notify(model, drifts)
-            found += drifts
+            moved = self.of_model(model, model=record)
+            if moved and notify:
+                self.notify(model, moved)
+            found += moved
         return found
 
     def check(self, name: str | None = None) -> None:
@@ -106,7 +108,7 @@ class Drift:
 
     def of_model(self, name: str, versions: list[VersionRecord] | None = None, *,
                  model: ModelRecord | None = None,
-                 tagged: list[VersionRecord] | None = None) -> list[StageDrift]:
+                 tagged: list[VersionRecord] | None = None) -> list[UnauditedHolder]:
         """Unaudited moves of one model. ``model``: the registered model when the caller has
         it already (``list``; a server's registered-models/get costs O(versions));
         ``tagged``: with it, the versions ``stage_searches`` found (the caller sent them
@@ -132,26 +134,26 @@ class Drift:
             def exists(number: int) -> bool:
                 return number in by_number
 
-        drifts: list[StageDrift] = []
+        moved: list[UnauditedHolder] = []
         for stage in STAGE_ALIASES:
             want, have = audited[stage], live[stage]
             if want == have:
                 continue
             if have is None and want is not None and not exists(want):
                 continue  # the audited holder was deleted: nothing holds it, no move made
-            drifts.append(StageDrift(
+            moved.append(UnauditedHolder(
                 name=name, stage=stage, holder_version=have, audited_version=want,
                 detail=f"{stage} is held by {_label(have)} in MLflow but the audit trail "
                 f"says {_label(want)} (unaudited move)"))
         for record in rows:
             tag = record.tags.get(T_STAGE)
             if tag in STAGE_ALIASES and audited[tag] != record.version:
-                drifts.append(StageDrift(
+                moved.append(UnauditedHolder(
                     name=name, stage=str(tag), holder_version=record.version,
                     audited_version=audited[tag],
                     detail=f"#{record.version} is tagged {T_STAGE}={tag} but the audit "
                     f"trail says {_label(audited[tag])} holds {tag} (unaudited tag)"))
-        return drifts
+        return moved
 
     def stage_searches(self, name: str) -> list[Callable[[], list[VersionRecord]]]:
         """The look-ups of the versions tagged with a stage (one bounded tag search each),
@@ -199,17 +201,18 @@ class Drift:
         return model, live, tagged, exists
 
     def undo(self, name: str) -> list[StageChange]:
-        """Put back the last audited holder of every drifted stage (audited moves)."""
+        """Put back the last audited holder of every stage moved without an audit event
+        (audited moves)."""
         from modelyard.lifecycle.stages import StageChange
 
         changes: list[StageChange] = []
-        drifts = self.of_model(check_name(name))
+        found = self.of_model(check_name(name))
         audited = self.audited_holders(name) or {}
-        for stage in sorted({d.stage for d in drifts}):
+        for stage in sorted({d.stage for d in found}):
             self.ctx.permissions.require(name, _needed(stage), f"put {stage} back")
         moved: set[int] = set()
-        for stage in sorted({d.stage for d in drifts}):
-            mine = [d for d in drifts if d.stage == stage]
+        for stage in sorted({d.stage for d in found}):
+            mine = [d for d in found if d.stage == stage]
             want = audited.get(stage)
             if want is not None and any(d.holder_version != want for d in mine
                                         if "unaudited move" in d.detail):
@@ -241,13 +244,13 @@ class Drift:
                     reason=UNDO_REASON))
         return changes
 
-    def notify(self, name: str, drifts: list[StageDrift]) -> None:
+    def notify(self, name: str, moved: list[UnauditedHolder]) -> None:
         settings = self.ctx.settings
         if not settings.webhooks:
             return
-        finding = [d.to_dict() for d in drifts]
+        finding = [d.to_dict() for d in moved]
         store = self.ctx.vault.store
-        key = drift_key(name)
+        key = unaudited_key(name)
         try:
             if json.loads(store.get_bytes(key)) == finding:
                 return  # already sent
@@ -255,15 +258,15 @@ class Drift:
             pass
         from modelyard.lifecycle.notify import send_all
 
-        payload: dict[str, Any] = {"model": name, "drift": finding}
+        payload: dict[str, Any] = {"model": name, "unaudited": finding}
         results = send_all(settings.webhooks, payload, settings.webhook_secret)
         for item in results:
             if not item["ok"]:
-                log.warning("drift webhook %s failed: %s", item["url"], item["error"])
+                log.warning("unaudited-move webhook %s failed: %s", item["url"], item["error"])
         try:
             store.put_bytes(key, json.dumps(finding).encode())
         except YardError as exc:
-            log.warning("drift notice of %s not remembered: %s", name, exc.message)
+            log.warning("unaudited-move notice of %s not remembered: %s", name, exc.message)
 
 
 def _needed(stage: str) -> str:

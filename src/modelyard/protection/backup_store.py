@@ -16,8 +16,8 @@ semver, tags, lineage, params, metrics and description, a ``modelyard.restored_f
 and, when asked, the aliases it held (moved through ``Stages``, so audited). Files come from
 the backup store and are checked against the manifest before anything is registered.
 
->>> yard.backup([("churn", "production")]).bytes_sent
->>> yard.restore("churn", "v1.2.0", aliases=True).restored[0].semver
+>>> yard.protection.backup([("churn", "production")]).bytes_sent
+>>> yard.protection.restore("churn", "v1.2.0", aliases=True).restored[0].semver
 '1.2.0'
 """
 

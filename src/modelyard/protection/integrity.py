@@ -13,10 +13,10 @@ against the hash tagged on the version. Hashing is hashlib in large chunks, whic
 GIL, so the files are hashed in parallel threads (an object shared by many versions is hashed
 once per layer).
 
->>> report = yard.verify_all()
+>>> report = yard.protection.verify_all()
 >>> [(p.path, p.layer, p.problem) for v in report.versions for p in v.problems]
 [('model.pkl', 'artifacts', 'missing')]
->>> yard.repair(all=True).files[0].served_by
+>>> yard.protection.repair(all=True).files[0].served_by
 'vault'
 """
 
@@ -93,7 +93,7 @@ class IntegrityReport(Result):
     skipped: list[str] = field(default_factory=list)  # versions without a manifest (adopt them)
     bytes_hashed: int = 0
     seconds: float = 0.0
-    drift: list[dict[str, Any]] = field(default_factory=list)  # unaudited stage holders
+    unaudited: list[dict[str, Any]] = field(default_factory=list)  # unaudited stage holders
 
     @property
     def problems(self) -> list[FileProblem]:
@@ -102,7 +102,7 @@ class IntegrityReport(Result):
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "versions": [v.to_dict() for v in self.versions],
                 "skipped": self.skipped, "bytes_hashed": self.bytes_hashed,
-                "seconds": round(self.seconds, 3), "drift": self.drift}
+                "seconds": round(self.seconds, 3), "unaudited": self.unaudited}
 
 
 @dataclass

@@ -11,12 +11,13 @@ each move is an audit event whose reason names the snapshot; gates are not asked
 restore), restoring deleted versions first through the ``restore`` hook. It reads the
 current state in one call and moves only what differs, models in parallel.
 
->>> yard.snapshot("before-q3", message="before the Q3 retrain")
->>> yard.snapshot_restore("before-q3", dry_run=True).moves
+>>> yard.protection.snapshots.create("before-q3", message="before the Q3 retrain")
+>>> yard.protection.snapshots.restore("before-q3", dry_run=True).moves
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -233,7 +234,7 @@ class Snapshots:
             raw = backup.store.get_bytes(snapshot_key(tag))
         return Snapshot.from_json(json.loads(raw))
 
-    def all(self) -> list[Snapshot]:
+    def list(self) -> list[Snapshot]:
         """Every snapshot, oldest first."""
         store = self.ctx.vault.store
         keys = [k for k in store.list(SNAPSHOTS) if k.endswith(".json")]
@@ -248,7 +249,7 @@ class Snapshots:
     def versions(self, name: str) -> set[int]:
         """The versions of ``name`` any snapshot references (retention keeps them)."""
         out: set[int] = set()
-        for snapshot in self.all():
+        for snapshot in self.list():
             out |= snapshot.versions_of(name)
         return out
 
@@ -373,7 +374,7 @@ class Snapshots:
 
     def _restore_model(self, name: str, wanted: dict[str, dict[str, Any]],
                        current: dict[str, int], found: dict[str, VersionRecord | None],
-                       reason: str, dry_run: bool) -> list[SnapshotMove]:
+                       reason: str, dry_run: bool) -> builtins.list[SnapshotMove]:
         moves: list[SnapshotMove] = []
         holders = {s: current.get(s) for s in STAGE_ALIASES}  # simulated as moves apply
         tracking = self.ctx.tracking
@@ -428,7 +429,7 @@ class Snapshots:
         return moves
 
     # -- data ---------------------------------------------------------------------------------
-    def _data_plan(self, snapshot: Snapshot) -> list[dict[str, str]]:
+    def _data_plan(self, snapshot: Snapshot) -> builtins.list[dict[str, str]]:
         """The DVC outputs whose recorded hash differs from the one ``dvc.lock`` has now;
         refuses a dirty workspace (before anything moves)."""
         from modelyard.project import dvc as dvc_support
@@ -450,7 +451,7 @@ class Snapshots:
                  "current": now.get(o["path"], "")}
                 for o in snapshot.data if now.get(o["path"]) != o["md5"]]
 
-    def _apply_data(self, plan: list[dict[str, str]]) -> None:
+    def _apply_data(self, plan: builtins.list[dict[str, str]]) -> None:
         from modelyard.project import dvc as dvc_support
 
         for item in plan:

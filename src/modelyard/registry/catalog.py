@@ -1,30 +1,32 @@
 """The catalog: what the registry holds, read at command-line speed (``list``, ``details``).
 
 ``list`` is flat in the number of versions: per model a count, a page of the newest versions
-and the versions tagged with a stage (the drift check's searches, which also answer the stage
-holders' semvers), each one bounded look-up; on a server they go out at once
-(``reader_base.at_once``), one round after the model list. ``details`` reads a version and
-the model's drift at once. Both fire the drift webhook for what they find (``Drift.notify``).
+and the versions tagged with a stage (the unaudited-move check's searches, which also answer
+the stage holders' semvers), each one bounded look-up; on a server they go out at once
+(``backend.lean.base.at_once``), one round after the model list. ``details`` reads a version and
+the model's unaudited moves at once. Both fire the webhook for what they find
+(``UnauditedMoves.notify``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.backend.lean.base import at_once
 from modelyard.backend.lean.counts import TOP_PAGE
-from modelyard.core.entities import ModelRow, ModelVersion
+from modelyard.core.entities import LineageReport, ModelRow, ModelVersion
 from modelyard.core.names import T_SEMVER, T_SEMVER_HIGH, check_name
 from modelyard.core.records import VersionRecord
 from modelyard.core.refs import is_visible
 from modelyard.core.versioning import highest_semver
-from modelyard.errors import NotFound
+from modelyard.errors import NotFound, UserError
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.context import Context
-    from modelyard.lifecycle.unaudited import Drift
+    from modelyard.lifecycle.unaudited import UnauditedMoves
     from modelyard.registry.loading import Loader
 
 __all__ = ["Catalog"]
@@ -47,27 +49,29 @@ class Catalog:
     """list and details. ``loader`` gives the loader when ``details`` first needs it, so
     ``list`` does not import the loading path."""
 
-    def __init__(self, ctx: Context, drift: Drift, loader: Callable[[], Loader]) -> None:
+    def __init__(self, ctx: Context, unaudited: UnauditedMoves,
+                 loader: Callable[[], Loader]) -> None:
         self.ctx = ctx
-        self.drift = drift
+        self.unaudited = unaudited
         self.loader = loader
 
     def details(self, name: str, ref: str | int | None, *, full: bool) -> ModelVersion:
-        """``Loader.get``, plus the drift that touches this version (both read at once on a
-        server)."""
+        """``Loader.get``, plus the unaudited moves that touch this version (both read at once
+        on a server)."""
         check_name(name)  # before anything is read, in any thread
-        loader, drift = self.loader(), self.drift  # built here, not raced for in the threads
+        # built here, not raced for in the threads
+        loader, unaudited = self.loader(), self.unaudited
         mv, found = at_once(self.ctx.reads, [lambda: loader.get(name, ref, full=full),
-                                             lambda: drift.of_model(name)])
+                                             lambda: unaudited.of_model(name)])
         if found:
-            drift.notify(name, found)
-        mv.drift = [d.to_dict() for d in found
+            unaudited.notify(name, found)
+        mv.unaudited = [d.to_dict() for d in found
                     if mv.version in (d.holder_version, d.audited_version)]
         return mv
 
     def list_models(self) -> list[ModelRow]:
         """Every model's row, one round after the model list; a holder the tag searches
-        miss (drift) or a newest page of pending versions costs a second."""
+        miss (an unaudited move) or a newest page of pending versions costs a second."""
         reads = self.ctx.reads
         models = reads.list_models()
         gone = object()  # a model deleted while listing
@@ -85,7 +89,7 @@ class Catalog:
         for model in models:
             calls += [gone_on_miss(partial(reads.count_visible, model.name)),
                       partial(reads.search_versions, model.name, limit=_NEWEST_PAGE),
-                      *self.drift.stage_searches(model.name)]
+                      *self.unaudited.stage_searches(model.name)]
         found = at_once(reads, calls)
         later: list[Callable[[], Any]] = []  # the rare second round, at once too
         plans = []
@@ -100,11 +104,11 @@ class Catalog:
             holder_calls = {stage: self._holder_call(model.name, model.aliases.get(stage),
                                                      known)
                             for stage in ("staging", "production")}
-            drift_call = gone_on_miss(partial(self.drift.of_model, model.name, model=model,
+            unaudited_call = gone_on_miss(partial(self.unaudited.of_model, model.name, model=model,
                                               tagged=tagged))
             slots: list[tuple[bool, Any]] = []  # (answered later, the call's index | value)
             for slot in (latest_call, holder_calls["staging"], holder_calls["production"],
-                         drift_call):
+                         unaudited_call):
                 if callable(slot):
                     slots.append((True, len(later)))
                     later.append(slot)
@@ -114,12 +118,12 @@ class Catalog:
         answers = at_once(reads, later)
         rows = []
         for model, count, slots in plans:
-            latest, staging, production, drifts = (answers[value] if deferred else value
+            latest, staging, production, moved = (answers[value] if deferred else value
                                                    for deferred, value in slots)
-            if latest is gone or drifts is gone:
+            if latest is gone or moved is gone:
                 continue
-            if drifts:
-                self.drift.notify(model.name, drifts)
+            if moved:
+                self.unaudited.notify(model.name, moved)
             rows.append(ModelRow(
                 name=model.name, versions=count,
                 latest=latest.tags.get(T_SEMVER) if latest else None,
@@ -128,7 +132,7 @@ class Catalog:
                 staging=self._holder_label(staging),
                 production=self._holder_label(production),
                 description=model.description, updated_at=model.updated_ms,
-                drift=[d.to_dict() for d in drifts],
+                unaudited=[d.to_dict() for d in moved],
             ))
         return rows
 
@@ -165,3 +169,33 @@ class Catalog:
             return newest
         held = self.ctx.reads.version_by_tag(name, T_SEMVER, hint)
         return hint if held is not None else newest
+
+    # -- lineage ----------------------------------------------------------------------------
+    def lineage(self, name: str, ref: str | int | None, root: Path) -> LineageReport:
+        """Code, data, params and environment of a version; DVC data refs get the git commit
+        that recorded them when it exists by now."""
+        from modelyard.project import dvc
+
+        mv = self.loader().get(name, ref, full=True)
+        for data in mv.lineage.data:
+            if data.source == "dvc" and not data.git_commit:
+                data.git_commit = dvc.commit_recording(root, data.hash, path=data.path)
+        return LineageReport(name=mv.name, version=mv.version, semver=mv.semver,
+                             run_id=mv.run_id, params=mv.params, lineage=mv.lineage.to_dict())
+
+    def checkout_data(self, name: str, ref: str | int | None, root: Path
+                      ) -> list[dict[str, str]]:
+        """Restore, through DVC, the exact training data a version was trained on."""
+        from modelyard.project import dvc
+
+        mv = self.loader().get(name, ref, full=False)
+        restored = []
+        for data in mv.lineage.data:
+            if data.source != "dvc":
+                continue
+            path = Path(data.path)
+            dvc.checkout(path if path.is_absolute() else root / path, data.hash)
+            restored.append({"path": data.path, "md5": data.hash})
+        if not restored:
+            raise UserError(f"{mv.label} has no DVC-tracked data in its lineage")
+        return restored

@@ -51,7 +51,7 @@ from modelyard.serving.runtime import Outcome, Runtime
 from modelyard.serving.source import ModelSource, store_of
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelyard.yard import Yard
+    from modelyard.serving.source import Registry
 
 log = logging.getLogger("modelyard.serving")
 
@@ -79,7 +79,7 @@ def parse_arms(spec: ArmsSpec) -> list[Arm]:
 
 
 def create_app(
-    yard: Yard,
+    yard: Registry,
     name: str,
     ref: str = "production",
     *,

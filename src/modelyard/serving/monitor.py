@@ -28,8 +28,8 @@ from modelyard.serving.routing import parse_duration
 from modelyard.serving.source import profile_key, store_of
 
 if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.serving.source import Registry
     from modelyard.store.storage import ObjectStore
-    from modelyard.yard import Yard
 
 MIN_DRIFT_ROWS = 50
 SHADOW = "shadow"
@@ -109,7 +109,7 @@ class MonitorReport:
 
 
 def monitor(
-    yard: Yard,
+    yard: Registry,
     name: str,
     since: str | float | datetime | None = "1h",
     *,
@@ -258,7 +258,7 @@ class ABReport:
 
 
 def ab_report(
-    yard: Yard,
+    yard: Registry,
     name: str,
     since: str | float | datetime | None = "7d",
     *,

@@ -31,7 +31,7 @@ from modelyard.serving.scoring import Scorer
 from modelyard.serving.source import ModelSource, ServedModel, store_of
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelyard.yard import Yard
+    from modelyard.serving.source import Registry
 
 log = logging.getLogger("modelyard.serving")
 
@@ -58,7 +58,7 @@ class Predictor:
 
     def __init__(
         self,
-        yard: Yard,
+        yard: Registry,
         name: str,
         ref: str = "production",
         *,

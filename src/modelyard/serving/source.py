@@ -1,10 +1,10 @@
 """The one place the serving package calls into modelyard's core.
 
 Everything the server, the monitor and the A/B report need from the registry and the vault
-goes through ``ModelSource``: resolving a reference to a version number (cheaply, for the
-reload poll), loading a version after verifying it, and reading or writing objects in the
-vault's store (capture files, training profiles). Keeping these calls in one small module
-keeps the rest of the package independent of how the core is laid out.
+goes through ``ModelSource``, over the small ``Registry`` Protocol below (a ``Yard`` is one):
+resolving a reference to a version number (cheaply, for the reload poll), loading a version
+after verifying it, and reading or writing objects in the vault's store (capture files,
+training profiles). Serving never imports the facade.
 
 >>> source = ModelSource(yard, "churn")
 >>> source.holder("production")
@@ -15,14 +15,35 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from modelyard.core.names import STAGE_ALIASES, T_SCHEMA
 
 if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.core.entities import LoadedModel, ModelVersion
     from modelyard.store.storage import ObjectStore
-    from modelyard.yard import Yard
+    from modelyard.store.vault import Vault
 
-SCHEMA_TAG = "modelyard.schema"
-_STAGE_ALIASES = ("production", "staging")
+
+class Holders(Protocol):
+    def serving_holder(self, name: str, alias: str, *, follow_unaudited: bool = False
+                       ) -> int | None: ...
+
+
+class Registry(Protocol):
+    """What serving needs of a registry (``Yard`` provides it)."""
+
+    @property
+    def vault(self) -> Vault: ...
+
+    @property
+    def governance(self) -> Holders: ...
+
+    def get(self, name: str, ref: str | int | None = "latest", *, full: bool = True
+            ) -> ModelVersion: ...
+
+    def load(self, name: str, ref: str | int | None = "production", *, verify: bool = True,
+             train: Any = None, purpose: str = "load") -> LoadedModel: ...
 
 
 @dataclass(frozen=True)
@@ -105,12 +126,12 @@ def columns_from_mlmodel(path: str) -> list[Column] | None:
 class ModelSource:
     """Registry and vault access for one served model name."""
 
-    def __init__(self, yard: Yard, name: str, *, follow_unaudited: bool = False,
+    def __init__(self, yard: Registry, name: str, *, follow_unaudited: bool = False,
                  purpose: str = "serve") -> None:
         self.yard = yard
         self.name = name
         # A stage alias moved without an audit event (around modelyard) is not followed
-        # unless asked: the audited holder keeps serving (see drift.py).
+        # unless asked: the audited holder keeps serving (lifecycle/unaudited.py).
         self.follow_unaudited = follow_unaudited
         self.purpose = purpose  # what the access log records for each load
 
@@ -122,16 +143,10 @@ class ModelSource:
             return int(text)
         alias = text[1:] if text.startswith("@") else text
         lowered = alias.lower()
-        if lowered in _STAGE_ALIASES or (text.startswith("@") and alias):
-            live = self.yard.tracking.alias_holder(
-                self.name, lowered if lowered in _STAGE_ALIASES else alias
-            )
-            if lowered in _STAGE_ALIASES and not self.follow_unaudited:
-                from modelyard.lifecycle.unaudited import holder_for_serving
-
-                return holder_for_serving(self.yard.ctx, self.yard._audit, self.name,
-                                          lowered, live)
-            return live
+        if lowered in STAGE_ALIASES or (text.startswith("@") and alias):
+            return self.yard.governance.serving_holder(
+                self.name, lowered if lowered in STAGE_ALIASES else alias,
+                follow_unaudited=self.follow_unaudited)
         return int(self.yard.get(self.name, text, full=False).version)
 
     def is_fixed(self, ref: str) -> bool:
@@ -143,7 +158,7 @@ class ModelSource:
         """Load one version, verified against its manifest before it is deserialised."""
         loaded = self.yard.load(self.name, str(version), verify=True, purpose=self.purpose)
         mv = loaded.version
-        columns = columns_from_schema(mv.tags.get(SCHEMA_TAG)) or columns_from_mlmodel(
+        columns = columns_from_schema(mv.tags.get(T_SCHEMA)) or columns_from_mlmodel(
             loaded.path
         )
         return ServedModel(
@@ -174,7 +189,7 @@ def profile_key(name: str, version: int) -> str:
     return f"profiles/{name}/{version}.json"
 
 
-def store_of(yard: Yard) -> ObjectStore:
+def store_of(yard: Registry) -> ObjectStore:
     """The vault's object store (capture files, profiles)."""
     return yard.vault.store
 

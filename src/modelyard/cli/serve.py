@@ -1,9 +1,8 @@
 """CLI commands for serving and monitoring: ``serve``, ``monitor``, ``ab report``.
 
-They are plain click commands; ``register_commands(group)`` hangs them on any click group (the
-``modelyard`` CLI does), and ``python -m modelyard.serving.cli`` runs them on their own. A
-``Yard`` comes from the group's context object when it offers one (``ctx.obj.yard``), else
-from the environment.
+They hang on the ``modelyard`` group; ``serve --workers N`` starts uvicorn workers that build
+their app through ``app_factory`` here, from a config file the parent writes. A ``Yard``
+comes from the group's context object (``ctx.obj.yard``), else from the environment.
 
     modelyard serve churn                         # churn@production on 127.0.0.1:8080
     modelyard serve churn@staging --port 9000 --workers 2
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 
 import click
 
+from modelyard.cli.shell import main
 from modelyard.errors import InvalidInput, YardError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -259,7 +259,7 @@ def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: in
         saved = {key: os.environ.get(key) for key in extra}
         os.environ.update(extra)
         try:
-            uvicorn.run("modelyard.serving.cli:app_factory", factory=True, host=host,
+            uvicorn.run("modelyard.cli.serve:app_factory", factory=True, host=host,
                         port=port, workers=workers, log_level=log_level, access_log=False)
         finally:
             for key, value in saved.items():
@@ -378,19 +378,6 @@ def ab_report_cmd(ctx: click.Context, name: str, since: str, until: str | None, 
                   f"{escape(report.reason)}")
 
 
-def register_commands(group: click.Group) -> None:
-    """Hang ``serve``, ``monitor`` and ``ab`` on a click group (the ``modelyard`` CLI)."""
-    group.add_command(serve_cmd)
-    group.add_command(monitor_cmd)
-    group.add_command(ab_group)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """modelyard serving commands (also available as `modelyard serve|monitor|ab`)."""
-
-
-register_commands(main)
-
-if __name__ == "__main__":
-    main()
+main.add_command(serve_cmd)
+main.add_command(monitor_cmd)
+main.add_command(ab_group)

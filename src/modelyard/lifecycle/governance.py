@@ -1,0 +1,72 @@
+"""``yard.governance``: who modelyard acts as, who loaded what, and stage holders that no
+audit event explains (moves made around modelyard), found and undone."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from modelyard.core.names import STAGE_ALIASES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.backend.identity import Identity
+    from modelyard.context import Context
+    from modelyard.lifecycle.stages import StageChange, Stages
+    from modelyard.lifecycle.unaudited import UnauditedHolder, UnauditedMoves
+    from modelyard.trail.access import AccessEvent, AccessLog
+    from modelyard.trail.audit import Auditor
+
+
+class Governance:
+    """Identity, the access log, and unaudited stage moves."""
+
+    def __init__(self, ctx: Context, audit: Auditor, stages: Stages) -> None:
+        self.ctx = ctx
+        self.audit = audit
+        self.stages = stages
+
+    @functools.cached_property
+    def moves(self) -> UnauditedMoves:
+        from modelyard.lifecycle.unaudited import UnauditedMoves
+
+        return UnauditedMoves(self.ctx, self.audit, self.stages)
+
+    @functools.cached_property
+    def access(self) -> AccessLog:
+        from modelyard.trail.access import AccessLog
+
+        return AccessLog(self.ctx)
+
+    def identity(self) -> Identity:
+        """Who modelyard acts as, and how that was established (``backend/identity.py``)."""
+        return self.ctx.identity
+
+    def access_log(self, name: str) -> list[AccessEvent]:
+        """Every load of the model's versions (who, host, when, version, purpose)."""
+        return self.access.events(name)
+
+    def unaudited(self, name: str | None = None) -> list[UnauditedHolder]:
+        """Stage holders no audit event explains (aliases or ``modelyard.stage`` tags moved
+        around modelyard), for one model or all. A webhook fires for each new finding."""
+        return self.moves.find(name)
+
+    def check_unaudited(self, name: str | None = None) -> None:
+        """Raise ``UnauditedMove`` naming the first unaudited holder (for ``verify --all``,
+        ``health`` and ``history --verify``)."""
+        self.moves.check(name)
+
+    def undo_unaudited(self, name: str) -> list[StageChange]:
+        """Put back the last audited holders of a model's stages moved around modelyard
+        (audited moves, reason "undo unaudited move")."""
+        return self.moves.undo(name)
+
+    def serving_holder(self, name: str, alias: str, *, follow_unaudited: bool = False
+                       ) -> int | None:
+        """The version a server should follow for an alias now: for a stage alias moved
+        without an audit event, the audited holder (unless ``follow_unaudited``)."""
+        live = self.ctx.tracking.alias_holder(name, alias)
+        if alias in STAGE_ALIASES and not follow_unaudited:
+            from modelyard.lifecycle.unaudited import holder_for_serving
+
+            return holder_for_serving(self.ctx, self.audit, name, alias, live)
+        return live
