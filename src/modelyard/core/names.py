@@ -44,6 +44,9 @@ T_AUDIT_HEAD = "modelyard.audit_head"
 T_RUN_MODEL = "modelyard.model"
 # The highest semver a registration confirmed (a hint: checked against the versions).
 T_SEMVER_HIGH = "modelyard.semver_high"
+# On a drill's run in the ``modelyard-drills`` experiment: the scenario and the model.
+T_DRILL = "modelyard.drill"
+T_DRILL_MODEL = "modelyard.drill.model"
 
 STATUS_PENDING = "pending"
 STATUS_READY = "ready"

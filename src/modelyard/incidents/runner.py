@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelyard.context import Context
+from modelyard.core.names import T_DRILL, T_DRILL_MODEL
 from modelyard.errors import InvalidInput, UserError, YardError
 from modelyard.incidents.inject import Injector
 from modelyard.incidents.recovery import Baseline, finding_key
@@ -192,8 +193,8 @@ class Drills:
             tracking = self.ctx.tracking
             run = tracking.create_run(EXPERIMENT, run_name=f"{report.scenario}",
                                       tags={"mlflow.user": self.ctx.user,
-                                            "modelyard.drill": report.scenario,
-                                            "modelyard.drill.model": report.model})
+                                            T_DRILL: report.scenario,
+                                            T_DRILL_MODEL: report.model})
             metrics = {f"{k}_s": v for k, v in report.phases.items()}
             metrics.update(mttr_s=report.mttr, total_s=report.total,
                            detected=float(report.detected), recovered=float(report.recovered),
