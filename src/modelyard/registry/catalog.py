@@ -3,7 +3,7 @@
 ``list`` is flat in the number of versions: per model a count, a page of the newest versions
 and the versions tagged with a stage (the drift check's searches, which also answer the stage
 holders' semvers), each one bounded look-up; on a server they go out at once
-(``reader_base.at_once``), one round after the model list. ``details`` reads a version and
+(``backend.lean.base.at_once``), one round after the model list. ``details`` reads a version and
 the model's drift at once. Both fire the drift webhook for what they find (``Drift.notify``).
 """
 

@@ -1,4 +1,4 @@
-"""Shared plumbing of the lean readers (``reader_rest``, ``reader_sqlite``): names, the debug
+"""Shared plumbing of the lean readers (``rest``, ``sqlite``): names, the debug
 fallback log and message helpers. Never imports mlflow, pandas, sklearn or boto3."""
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 ``RestReader`` asks the registry's questions (models, versions, aliases, tag look-ups,
 counts, runs) and turns MLflow's answers into modelyard's records. How a request travels
 (MLflow's client settings, the keep-alive pool, capped retries, one time budget per call) is
-``rest_transport.RestTransport``'s job; counting versions without listing them is
-``rest_counts.VersionCounts``'. Build it through ``reader.open_reader``. Never imports mlflow.
+``transport.RestTransport``'s job; counting versions without listing them is
+``counts.VersionCounts``'. Build it through ``reader.open_reader``. Never imports mlflow.
 """
 
 from __future__ import annotations
@@ -54,14 +54,14 @@ class RestReader:
     """Reads a tracking server through MLflow's REST API (``/api/2.0/mlflow/...``).
 
     Requests go through ``transport`` (a ``RestTransport`` built from ``tracking_uri``,
-    ``timeout``, ``retries`` and ``environ``); ``rest_writer.RestWriter`` writes through the
+    ``timeout``, ``retries`` and ``environ``); ``writer.RestWriter`` writes through the
     same one, so a command's reads and writes share its connections and its counter.
-    ``count_hints``: where the counts found for this server are remembered (``rest_counts``).
+    ``count_hints``: where the counts found for this server are remembered (``counts``).
     The reader holds a transport rather than being one: the writer needs the connection,
     not the registry look-ups, and the reader's surface stays the ``Reader`` protocol.
     """
 
-    concurrent = True  # reader_base.at_once may send its calls at the same time
+    concurrent = True  # base.at_once may send its calls at the same time
 
     def __init__(
         self,
