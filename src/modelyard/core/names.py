@@ -44,6 +44,9 @@ T_AUDIT_HEAD = "modelyard.audit_head"
 T_RUN_MODEL = "modelyard.model"
 # The highest semver a registration confirmed (a hint: checked against the versions).
 T_SEMVER_HIGH = "modelyard.semver_high"
+# On the run that records a drill (experiment ``modelyard-drills``): its scenario and model.
+T_DRILL = "modelyard.drill"
+T_DRILL_MODEL = "modelyard.drill.model"
 
 STATUS_PENDING = "pending"
 STATUS_READY = "ready"
