@@ -1,4 +1,5 @@
 """The ``modelyard`` command line. It parses, calls ``Yard``, and renders; nothing else.
+The top layer: it may import any package (docs/design.md, "CLI verbs").
 
 >>> from modelyard.cli import main   # the click group; `modelyard` and `python -m modelyard`
 

@@ -51,7 +51,7 @@ _MODULE_OF = {name: module for commands in COMMANDS.values() for name, module in
 
 
 class SectionedGroup(click.Group):
-    """Help grouped into sections, like the registry's verbs in DESIGN.md; each command's
+    """Help grouped into sections (docs/design.md, "CLI verbs"); each command's
     module imported on first use (click's lazy-loading pattern)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -1,4 +1,4 @@
-"""Semantic versions worked out from what changed (see DESIGN.md, "Semantic versions").
+"""Semantic versions worked out from what changed (docs/design.md, "Semantic versions").
 
 >>> decide_bump(Fingerprint(inputs=[("a", "double", True)]), None).bump
 'initial'

@@ -1,7 +1,7 @@
 """Recover a model through the layers, then verify the result.
 
 ``detection.py`` finds the problems; recovery walks the layers in order and stops at the
-first that works (DESIGN.md, "Recovery layers"): L1 local cache or backup copy; L2 vault,
+first that works (docs/design.md, "Recovery layers"): L1 local cache or backup copy; L2 vault,
 DVC remote or backup store; L3 snapshot restore; L4 retrain / re-run through the DVC
 pipeline. The layers are a list of ``Layer`` objects (``layers_from``): the ones other verbs
 provide (backup restore, integrity repair, snapshot restore, undo of unaudited moves) come

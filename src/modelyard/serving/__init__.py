@@ -1,4 +1,6 @@
 """Serving (``pip install 'modelyard[serve]'``): a FastAPI app over registered versions.
+May import ``registry`` and the packages below it (not ``protection`` or the facade); it
+reaches the registry through ``source.py``: docs/design.md, "Serving contract".
 
 Hot reload on promotion, verified loading, adaptive micro-batching, A/B with sticky routing,
 a canary ramp, shadow traffic, Prometheus metrics per version, sampled capture to the object

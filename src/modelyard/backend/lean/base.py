@@ -1,4 +1,4 @@
-"""Shared plumbing of the lean readers (``reader_rest``, ``reader_sqlite``): names, the debug
+"""Shared plumbing of the lean readers (``rest``, ``sqlite``): names, the debug
 fallback log and message helpers. Never imports mlflow, pandas, sklearn or boto3."""
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from typing import Any, TypeVar
 # One logger for the whole lean read path (its debug lines say why MLflow's client answers).
 log = logging.getLogger("modelyard.reader")
 
-STATUS_TAG = "modelyard.status"
-PENDING = "pending"
 # MLflow's SQL store keeps a deleted version's row with this stage and hides it everywhere.
 DELETED_STAGE = "Deleted_Internal"
 # MLflow prompts are registered models with this tag; MLflow's searches leave them out.

@@ -2,17 +2,17 @@
 
 Two readers answer the same questions with the same typed records as ``tracking.py``:
 
-- ``RestReader`` (``reader_rest.py``) speaks MLflow's documented REST API
+- ``RestReader`` (``rest.py``) speaks MLflow's documented REST API
   (``/api/2.0/mlflow/...``) to a tracking server. Its requests travel through
-  ``rest_transport.py`` (shared with ``rest_writer.py``), which honours MLflow's own client
+  ``transport.py`` (shared with ``writer.py``), which honours MLflow's own client
   settings (``MLFLOW_TRACKING_USERNAME`` / ``PASSWORD``, ``MLFLOW_TRACKING_TOKEN``, TLS
   settings, ``MLFLOW_WORKSPACE``, proxies), with capped retries and one time budget per
-  call; ``rest_counts.py`` counts versions without listing them.
-- ``SqliteReader`` (``reader_sqlite.py``) reads the embedded default's SQLite file
+  call; ``counts.py`` counts versions without listing them.
+- ``SqliteReader`` (``sqlite.py``) reads the embedded default's SQLite file
   read-only, for the MLflow schema revisions the contract suite
   (``tests/test_reader_contract.py``) has proved.
 
-Both share ``reader_base.py`` (names, the fallback log, message helpers).
+Both share ``base.py`` (names, the fallback log, message helpers).
 
 ``open_reader(settings)`` picks one, or returns ``None`` when neither applies (Databricks, a
 direct database URI, an unknown schema revision, ...): callers then use MLflow's client.
@@ -147,7 +147,7 @@ def open_reader(settings: Settings, *, environ: Mapping[str, str] | None = None,
 
 def count_hints_path(settings: Settings) -> Path:
     """Where the REST reader remembers the counts it found for this tracking server (hints
-    it confirms in one round: ``rest_counts.VersionCounts.near``), keyed by the URI's hash."""
+    it confirms in one round: ``counts.VersionCounts.near``), keyed by the URI's hash."""
     import hashlib
 
     key = hashlib.sha256(settings.resolved_tracking_uri.encode()).hexdigest()[:24]

@@ -3,8 +3,8 @@
 ``RestReader`` asks the registry's questions (models, versions, aliases, tag look-ups,
 counts, runs) and turns MLflow's answers into modelyard's records. How a request travels
 (MLflow's client settings, the keep-alive pool, capped retries, one time budget per call) is
-``rest_transport.RestTransport``'s job; counting versions without listing them is
-``rest_counts.VersionCounts``'. Build it through ``reader.open_reader``. Never imports mlflow.
+``transport.RestTransport``'s job; counting versions without listing them is
+``counts.VersionCounts``'. Build it through ``reader.open_reader``. Never imports mlflow.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from modelyard.backend.lean.base import PENDING, STATUS_TAG, at_once
+from modelyard.backend.lean.base import at_once
 from modelyard.backend.lean.counts import VersionCounts
 from modelyard.backend.lean.transport import Missing, Refused, RestTransport
+from modelyard.core.names import STATUS_PENDING, T_STATUS
 from modelyard.core.records import (
     SEARCH_PAGE_MAX,
     ModelRecord,
@@ -53,14 +54,14 @@ class RestReader:
     """Reads a tracking server through MLflow's REST API (``/api/2.0/mlflow/...``).
 
     Requests go through ``transport`` (a ``RestTransport`` built from ``tracking_uri``,
-    ``timeout``, ``retries`` and ``environ``); ``rest_writer.RestWriter`` writes through the
+    ``timeout``, ``retries`` and ``environ``); ``writer.RestWriter`` writes through the
     same one, so a command's reads and writes share its connections and its counter.
-    ``count_hints``: where the counts found for this server are remembered (``rest_counts``).
+    ``count_hints``: where the counts found for this server are remembered (``counts``).
     The reader holds a transport rather than being one: the writer needs the connection,
     not the registry look-ups, and the reader's surface stays the ``Reader`` protocol.
     """
 
-    concurrent = True  # reader_base.at_once may send its calls at the same time
+    concurrent = True  # base.at_once may send its calls at the same time
 
     def __init__(
         self,
@@ -222,7 +223,7 @@ class RestReader:
             rows, token = self._search_versions(filter_text, order_by="version_number DESC",
                                                 max_results=page, page_token=token)
             for row in rows:
-                if _tag_of(row, STATUS_TAG) != PENDING:
+                if _tag_of(row, T_STATUS) != STATUS_PENDING:
                     return self._with_aliases(row) if aliases else version_from_rest(row)
             if not token or not rows:
                 self.get_model(name)  # ModelNotFound if the model itself is absent
@@ -251,7 +252,7 @@ class RestReader:
         # Both counts at once: all versions (dense: few are deleted) and the pending ones
         # (sparse: registrations in flight). Each is first asked near the count remembered
         # on this machine (one round, exact when it confirms); else counted by probes.
-        pending = f"{_name_filter(name)} AND {_tag_filter(STATUS_TAG, PENDING)}"
+        pending = f"{_name_filter(name)} AND {_tag_filter(T_STATUS, STATUS_PENDING)}"
         total, waiting = at_once(self, [
             lambda: self.counts.counted(_name_filter(name), name),
             lambda: self.counts.counted(pending, None, dense=False)])

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from modelyard.backend.lean.base import PROMPT_TAG, WORKSPACE, T, _fallback, _first_line
+from modelyard.core.names import STATUS_PENDING, T_STATUS
 from modelyard.core.records import SEARCH_PAGE_MAX, ModelRecord, VersionRecord, model_id_from
 from modelyard.errors import BackendError, ModelNotFound, NotFound
 
@@ -32,8 +33,8 @@ _VERSION_COLUMNS = ("mv.name, mv.version, mv.run_id, mv.source, mv.status, mv.cr
 _NOT_DELETED = "mv.current_stage != 'Deleted_Internal'"  # NULL stages excluded, as MLflow
 _NOT_PENDING = (
     "NOT EXISTS (SELECT 1 FROM model_version_tags p WHERE p.workspace = mv.workspace "
-    "AND p.name = mv.name AND p.version = mv.version AND p.key = 'modelyard.status' "
-    "AND p.value = 'pending')"
+    f"AND p.name = mv.name AND p.version = mv.version AND p.key = '{T_STATUS}' "
+    f"AND p.value = '{STATUS_PENDING}')"
 )
 
 

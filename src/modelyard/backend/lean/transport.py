@@ -1,7 +1,7 @@
 """How modelyard talks HTTP to a tracking server, without importing MLflow.
 
-``RestTransport`` is the plumbing the lean reader (``reader_rest.RestReader``) and the lean
-writer (``rest_writer.RestWriter``) share, so the reads and writes of one command go through
+``RestTransport`` is the plumbing the lean reader (``rest.RestReader``) and the lean
+writer (``writer.RestWriter``) share, so the reads and writes of one command go through
 one pool of keep-alive connections, one set of credentials and one request counter. It
 knows MLflow's client settings and its error answers, not the registry: which endpoints to
 call and what their answers mean is the reader's and the writer's business.
@@ -90,7 +90,7 @@ class RestTransport:
     ``BackendError`` naming the (redacted) URI within ``timeout`` seconds. Connection failures
     and HTTP 429 / 5xx answers are retried at most ``retries`` times. Settings are read from
     ``environ`` (never written). Keep-alive connections are pooled: one per request in
-    flight, so threads may send independent requests at once (``reader_base.at_once``),
+    flight, so threads may send independent requests at once (``base.at_once``),
     and a command's reads and writes reuse the same few connections. ``requests`` counts
     the requests sent (the benchmark reads it).
     """

@@ -4,7 +4,7 @@ Moving a stage only sets and deletes aliases and tags (and mirrors the stage int
 stage field): ``promote`` and ``rollback`` on a tracking server then need no ``import mlflow``
 (about 2 s) and none of the extra ``registered-models/get`` MLflow's client sends before each
 registry write. The writer sends through the lean reader's transport (same credentials, TLS,
-proxy, timeout and capped retries: ``rest_transport.RestTransport``, the ``RestReader``'s
+proxy, timeout and capped retries: ``transport.RestTransport``, the ``RestReader``'s
 ``transport``), so reads and writes of one command share its keep-alive connections and one
 request counter.
 
@@ -15,7 +15,7 @@ request after a lost answer does no harm. The embedded default keeps writing thr
 (``Tracking``): ``Context.writes`` picks.
 
 Independent calls of one step (a move's look-ups, then its writes) go out at the same time
-through ``reader_base.at_once``: on a server each request in flight has its own pooled
+through ``base.at_once``: on a server each request in flight has its own pooled
 connection, so a move costs a few sequential round trips whatever the number of calls.
 
 >>> writer = RestWriter(RestTransport("http://mlflow:5000"))
