@@ -59,7 +59,7 @@ def test_the_facade_stays_thin() -> None:
 
 # -- one home for tag keys -----------------------------------------------------------------
 # A dotted name in modelyard's namespace inside a string: "modelyard.stage", "modelyard.lineage."
-# (the constant part of an f-string), "modelyard.serving.cli" (with ":app_factory" after it).
+# (the constant part of an f-string), "modelyard.cli.serve" (with ":app_factory" after it).
 # Not after a word character, '.', '@', '/' or '-': "demo@modelyard.invalid" is a host name.
 _DOTTED = re.compile(r"(?<![\w.@/\-])modelyard(?:\.[A-Za-z_]\w*)+\.?")
 # What a name ending in one of these is: a file (modelyard.toml), not a tag key.
@@ -109,7 +109,7 @@ def _logger_names(tree: ast.AST) -> set[int]:
 
 
 def _is_module_path(dotted: str, src: Path) -> bool:
-    """``modelyard.serving.cli`` names src/modelyard/serving/cli.py (or a package)."""
+    """``modelyard.cli.serve`` names src/modelyard/cli/serve.py (or a package)."""
     parts = dotted.rstrip(".").split(".")[1:]
     target = src.joinpath(*parts)
     return target.with_suffix(".py").is_file() or (target / "__init__.py").is_file()
@@ -121,7 +121,7 @@ def tag_key_spellings(source: str, keys: frozenset[str], prefixes: frozenset[str
 
     A dotted ``modelyard.`` name in a string constant (docstrings aside) is a tag key when it is
     one ``core/names.py`` defines or starts with one of its prefixes; any other such name is
-    taken for a tag key too unless it is a module path (``"modelyard.serving.cli:app"``), a
+    taken for a tag key too unless it is a module path (``"modelyard.cli.serve:app"``), a
     logger name (the argument of ``getLogger``) or a file name (``modelyard.toml``)."""
     tree = ast.parse(source)
     skip = _docstrings(tree)
@@ -149,7 +149,7 @@ def test_the_tag_key_rule_tells_keys_from_modules_loggers_and_files() -> None:
     source = '''"""Docstring about ``modelyard.stage``: prose, not a spelling."""
 import logging
 log = logging.getLogger("modelyard.reader")
-APP = "modelyard.serving.cli:app_factory"
+APP = "modelyard.cli.serve:app_factory"
 CONFIG = "modelyard.toml"
 MAIL = "user.email=demo@modelyard.invalid"
 STAGE = "modelyard.stage"
