@@ -43,3 +43,36 @@ def register_once(args: tuple[str, dict[str, str], str, str, int]) -> tuple[int,
 
     mv = Yard().register_directory(Path(model_dir), name, params={"worker": index})
     return mv.version, str(mv.semver)
+
+
+def rollback_once(args: tuple[str, dict[str, str], str, Any, int]) -> tuple[int, str, str]:
+    """In a fresh process: wait for the others, then roll back ``name``'s production;
+    ``(index, "ok", version)`` or ``(index, "refused", the one-line message)``."""
+    import os
+
+    name, env, cwd, barrier, index = args
+    os.environ.update(env)
+    os.chdir(cwd)
+    import time
+
+    from modelyard import Yard
+    from modelyard.errors import UserError
+    from modelyard.lifecycle.stages import Stages
+
+    # A slow link between deciding the rollback and writing its audit event: every process
+    # decides from the same state, so only the trail's ordering can keep them apart.
+    move = Stages.move
+
+    def slow_move(self: Stages, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)
+        return move(self, *args, **kwargs)
+
+    Stages.move = slow_move  # type: ignore[method-assign]
+    yard = Yard()
+    yard.resolve(name, "production")  # the client is built before the race starts
+    barrier.wait(timeout=300)
+    try:
+        change = yard.rollback(name, reason=f"worker {index}")
+    except UserError as exc:
+        return index, "refused", exc.message
+    return index, "ok", str(change.version)

@@ -33,16 +33,19 @@ from modelyard.errors import (
     GateFailed,
     InvalidInput,
     NotFound,
+    StorageError,
     UserError,
     VersionNotFound,
     YardError,
 )
 from modelyard.lifecycle.gates import Gates, Holdout, as_holdout
-from modelyard.lifecycle.stages import StageChange, Stages, record_label
+from modelyard.lifecycle.stages import StageChange, Stages, StaleMove, record_label
 from modelyard.store.vault import REQUESTS, decision_key, request_key, requests_prefix
 from modelyard.trail.audit import Auditor, now_iso
 
 log = logging.getLogger("modelyard.promotion")
+
+_ROLLBACK_ATTEMPTS = 20  # each retry follows another rollback or promotion that took the slot
 
 
 class Promotion:
@@ -294,6 +297,19 @@ class Promotion:
             raise InvalidInput(f"only staging and production can be rolled back, not {stage}")
         self.ctx.permissions.require(name, MANAGE if stage == "production" else EDIT,
                                      f"roll back {stage}")
+        # Concurrent rollbacks are serialised by the audit trail: each decides from the
+        # trail's newest event and its move takes the next slot only while that event is
+        # still the newest (``StaleMove`` otherwise: decide again on the newer state).
+        for _ in range(_ROLLBACK_ATTEMPTS):
+            try:
+                return self._rollback_once(name, stage, to, reason)
+            except StaleMove:
+                continue
+        raise StorageError(detail=f"{name}: the audit trail kept moving; {stage} was not "
+                           "rolled back (try again)")
+
+    def _rollback_once(self, name: str, stage: str, to: str | int | None,
+                       reason: str | None) -> StageChange:
         reads = self.ctx.reads  # the lean reader where it answers: no mlflow import
         last = self.audit.log(name).last()
         recorded = last.stages.get(stage) if last else None
@@ -309,7 +325,9 @@ class Promotion:
         *held, (found, error) = at_once(reads, [
             *[_bind(reads.alias_holder, name, s) for s in STAGE_ALIASES], wanted])
         holders: dict[str, int | None] = dict(zip(STAGE_ALIASES, held, strict=True))
-        current = holders[stage]
+        # The trail's holder is the audited one; MLflow's alias may still show a holder a
+        # move in flight is about to replace.
+        current = recorded if isinstance(recorded, int) else holders[stage]
         if current is None:
             reads.get_model(name)  # ModelNotFound if there is no such model
             if not isinstance(recorded, int):
@@ -334,6 +352,11 @@ class Promotion:
             if error is not None:
                 raise error
             target = found
+            if last is not None and last.action == "rollback" and (
+                    last.detail.get("rolled_back") == previous):
+                raise InvalidInput(
+                    f"{record_label(name, target)} was just rolled back from {stage} "
+                    f"(event {last.seq}); name the version to put back with --to")
             if target.tags.get(T_ROLLED_BACK):
                 # Rolling back twice would silently re-promote the version just rolled back.
                 raise InvalidInput(
@@ -343,7 +366,8 @@ class Promotion:
         if target.version == current:
             raise InvalidInput(f"{record_label(name, target)} already holds {stage}")
         return self.stages.move(name, target, stage, "rollback", reason=reason or "rollback",
-                                rolled_back=current, holders=holders)
+                                rolled_back=current, holders=holders,
+                                after=last.seq if last is not None else 0)
 
 
 def _bind(call: Callable[..., Any], *args: Any) -> Callable[[], Any]:

@@ -44,6 +44,11 @@ log = logging.getLogger("modelyard.stages")
 MOVES = ("promote", "approve", "rollback", "move_failed", "snapshot_restore")
 
 
+class StaleMove(Exception):  # a signal to decide again, never shown to a user
+    """The trail moved on after the caller decided its move (``Stages.move(after=...)``):
+    nothing was written; read the trail again and decide again."""
+
+
 @dataclass
 class StageChange(Result):
     """What ``promote``, ``approve`` and ``rollback`` return."""
@@ -116,11 +121,15 @@ class Stages:
         detail: dict[str, Any] | None = None,
         rolled_back: int | None = None,
         holders: dict[str, int | None] | None = None,
+        after: int | None = None,
     ) -> StageChange:
         """Take the next audit slot for a stage move, then apply it (see ``_settle``).
 
         ``holders``: the stage aliases' holders as the caller has just read them (a snapshot
-        restore reads every model's at once), saving two look-ups."""
+        restore reads every model's at once), saving two look-ups. ``after``: the sequence
+        number of the newest event when the caller decided the move (0: no trail); if another
+        event took the slot after it, ``StaleMove`` is raised and nothing is written, so a
+        move decided from the trail's state (a rollback) is never applied to a newer one."""
         version = record.version
         current = record.tags.get(T_STAGE, "none")
         # Holders MLflow has now: anything moved outside modelyard is demoted as well.
@@ -130,6 +139,8 @@ class Stages:
         holders_before: dict[str, Any] = {}
 
         def build(prev: AuditEvent | None) -> dict[str, Any]:
+            if after is not None and (prev.seq if prev else 0) != after:
+                raise StaleMove
             holders_before.clear()
             holders_before.update(dict(prev.stages) if prev and prev.stages else dict(live))
             stages: dict[str, int | None] = (
