@@ -16,14 +16,14 @@ from modelyard.registry.compare import plot_comparison
 from modelyard.registry.export_format import parse_export
 
 
-def _other_yard(make_yard: Callable[..., Any], root: Path) -> Any:
-    """A second, empty registry: an embedded store in its own folder."""
+def _other_yard(make_yard: Callable[..., Any], root: Path, **policy: Any) -> Any:
+    """A second, empty registry: an embedded store in its own folder (``policy``: settings)."""
     root.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     # registry_uri too: MLflow's set_registry_uri leaks the first Yard's URI into the process
     # environment (MLFLOW_REGISTRY_URI), which a later Yard would otherwise read.
     return make_yard(home=str(root), tracking_uri=uri, registry_uri=uri,
-                     vault=str(root / "vault"))
+                     vault=str(root / "vault"), **policy)
 
 
 def _register_two(yard: Any, name: str, trained: dict[str, Any]) -> tuple[Any, Any]:
@@ -175,7 +175,10 @@ def test_import_from_this_backend_into_another_registry(
     source_events = yard.history(name)
     trail = other.history(name, verify=True)
     assert [e.hash for e in trail[:len(source_events)]] == [e.hash for e in source_events]
-    assert trail[-1].action == "import"
+    # The exported trail is not signed with a key this registry holds: production is earned
+    # here through the promotion policy, after the import event.
+    assert [e.action for e in trail[-2:]] == ["import", "promote"]
+    assert trail[-2].stages["production"] is None
     assert trail[-1].stages["production"] == other.resolve(name, "production").version
     again = other.import_registry(doc)  # idempotent
     assert again["created"] == [] and len(again["skipped"]) == 2
@@ -403,3 +406,64 @@ def test_adopt_refuses_versions_older_than_managed_ones(
         yard.adopt(name + "-missing")
     with pytest.raises(InvalidInput):
         yard.adopt("bad name")
+
+
+def test_import_cannot_go_round_the_promotion_policy(
+    yard: Any, make_yard: Callable[..., Any], name: str, trained: dict[str, Any],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An export edited to mark a version production puts nothing in production past the
+    target's gates and approvals: the version arrives in stage none, the gate's failure (or
+    the approval request) is reported, and the trail verifies."""
+    _register_two(yard, name, trained)
+    doc = yard.export([name])
+    edited = copy.deepcopy(doc)
+    for version in edited["models"][0]["versions"]:
+        if version["semver"] == "1.0.1":
+            version["stage"] = "production"
+            version["aliases"] = ["production"]
+    monkeypatch.setenv("MODELYARD_USER", "mallory")
+    gated = _other_yard(make_yard, tmp_path / "gated", production_approval_required=True,
+                        gates=["accuracy >= 0.99"])
+    summary = gated.import_registry(edited)
+    assert [c["semver"] for c in summary["created"]] == ["1.0.0", "1.0.1"]
+    assert gated.tracking.alias_holder(name, "production") is None
+    assert all(v.tags["modelyard.stage"] == "none" for v in gated.versions(name))
+    assert any("not put in production" in w and "accuracy >= 0.99" in w
+               for w in summary["warnings"]), summary["warnings"]
+    assert not any(a["alias"] == "production" for a in summary["aliases"])
+    gated.history(name, verify=True)
+
+    approving = _other_yard(make_yard, tmp_path / "approving",
+                            production_approval_required=True)
+    summary = approving.import_registry(edited)
+    assert approving.tracking.alias_holder(name, "production") is None
+    [request] = approving.requests(name)
+    assert request["version"] == approving.resolve(name, "v1.0.1").version
+    assert request["requested_by"] == "mallory"
+    assert any("needs approval" in w for w in summary["warnings"]), summary["warnings"]
+    approving.history(name, verify=True)
+
+
+def test_import_keeps_stages_a_trail_signed_with_this_registrys_key_proves(
+    make_yard: Callable[..., Any], name: str, trained: dict[str, Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODELYARD_AUDIT_KEY", "a shared audit key for both registries")
+    source = _other_yard(make_yard, tmp_path / "source")
+    _register_two(source, name, trained)
+    source.promote(name, 2, to="production", force=True, reason="ship")
+    doc = source.export([name])
+    target = _other_yard(make_yard, tmp_path / "target", gates=["accuracy >= 0.99"])
+    summary = target.import_registry(doc)
+    assert target.resolve(name, "production").tags["modelyard.semver"] == "1.0.1"
+    assert summary["warnings"] == []
+    trail = target.history(name, verify=True)
+    assert trail[-1].action == "import"
+    assert trail[-1].stages["production"] == target.resolve(name, "production").version
+    # The same document with its stages edited no longer verifies under the key.
+    edited = copy.deepcopy(doc)
+    edited["models"][0]["versions"][0]["stage"] = "production"
+    other = _other_yard(make_yard, tmp_path / "other", gates=["accuracy >= 0.99"])
+    other.import_registry(edited)
+    assert other.resolve(name, "production").tags["modelyard.semver"] == "1.0.1"

@@ -137,7 +137,7 @@ class Yard:
     @functools.cached_property
     def _transfer(self) -> Transfer:
         from modelyard.registry.transfer import Transfer
-        return Transfer(self.ctx, self._registrar, self._loader, self._audit)
+        return Transfer(self.ctx, self._registrar, self._loader, self._audit, self.promote)
 
     @functools.cached_property
     def _adopter(self) -> Adopter:

@@ -6,6 +6,11 @@
 Imported versions go through the one registration pipeline (``registration.py``) with the
 semver they carry; their files are fetched, checked against the exported manifest and
 uploaded before the version becomes visible.
+
+An export is a document anyone can edit, so the stage a version held in the source is not
+taken on its word: a staging or production holder arrives in stage ``none`` and is promoted
+here through the promotion policy (gates, approvals, permissions), unless the exported audit
+trail is signed with this registry's ``audit_key`` and names that version as the holder.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,10 +49,12 @@ from modelyard.core.refs import is_visible
 from modelyard.errors import (
     AuditTampered,
     Conflict,
+    GateFailed,
     IntegrityError,
     InvalidInput,
     ModelNotFound,
     StorageError,
+    UserError,
     YardError,
 )
 from modelyard.registry.loading import Loader
@@ -60,10 +68,12 @@ log = logging.getLogger("modelyard.transfer")
 
 
 class Transfer:
-    """export and import."""
+    """export and import. ``promote`` is the promotion verb (gates, approvals, permissions)
+    an imported stage holder goes through."""
 
     def __init__(self, ctx: Context, registrar: Registrar, loader: Loader,
-                 audit: Auditor) -> None:
+                 audit: Auditor, promote: Callable[..., Any]) -> None:
+        self.promote = promote
         self.ctx = ctx
         self.tracking = ctx.tracking
         self.registrar = registrar
@@ -179,9 +189,15 @@ class Transfer:
             trail = [AuditEvent.from_dict(e) for e in model.audit]
             self.audit.adopt_trail(model.name, trail)
             made: dict[int, int] = {}
+            deferred: dict[int, str] = {}  # source number -> the stage it must earn here
             for version in todo:
+                stage = version.stage
+                if stage in STAGE_ALIASES and not self._proven_holder(model.name, trail,
+                                                                      stage, version.version):
+                    deferred[version.version] = stage
+                    stage = "none"
                 try:
-                    mv = self._import_version(version, parsed.tracking_uri, source)
+                    mv = self._import_version(version, parsed.tracking_uri, source, stage)
                 except YardError as exc:
                     log.warning("import of %s failed: %s", version.label, exc.message)
                     summary.failed.append({"name": version.name, "semver": version.semver,
@@ -199,8 +215,9 @@ class Transfer:
                 except YardError as exc:
                     log.warning("empty model %s left behind: %s", model.name, exc.message)
                 continue
-            self._import_aliases(model, made, summary)
+            self._import_aliases(model, made, summary, deferred)
             self._record_import(model.name, parsed.tracking_uri, made, trail)
+            self._promote_deferred(model.name, made, deferred, parsed.tracking_uri, summary)
         log.info("import: %d created, %d skipped, %d failed", len(summary.created),
                  len(summary.skipped), len(summary.failed))
         return summary
@@ -304,8 +321,45 @@ class Transfer:
             self.tracking.set_model_tag(model.name, key, value)
         return True
 
+    def _proven_holder(self, name: str, trail: list[AuditEvent], stage: str,
+                       number: int) -> bool:
+        """Whether the exported trail proves ``number`` held ``stage`` where it was made: it
+        is signed with this registry's ``audit_key`` (HMAC on every event) and its newest
+        event names that version as the holder."""
+        key = self.audit.key
+        if key is None or not trail or trail[-1].stages.get(stage) != number:
+            return False
+        try:
+            check_chain(name, trail, key=key)
+        except AuditTampered:
+            return False
+        return True
+
+    def _promote_deferred(self, name: str, made: dict[int, int], deferred: dict[int, str],
+                          source_uri: str, summary: ImportSummary) -> None:
+        """Each stage holder the trail does not prove goes through the promotion policy
+        here; a gate that fails, an approval required or a missing permission is reported,
+        and the version stays in stage ``none`` (or waits as a pending request)."""
+        for number, stage in sorted(deferred.items(), key=lambda item: item[1]):
+            if number not in made:
+                continue
+            version = made[number]
+            try:
+                change = self.promote(name, version, to=stage, force=True,
+                                      reason=f"import: held {stage} in {redact(source_uri)}")
+            except (GateFailed, UserError) as exc:
+                summary.warnings.append(f"{name} version {version} not put in {stage}: "
+                                        f"{exc.message}")
+                continue
+            if change.status == "pending":
+                summary.warnings.append(
+                    f"{name} version {version}: {stage} needs approval here; request "
+                    f"{change.request_id} filed")
+            else:
+                summary.aliases.append({"name": name, "alias": stage, "version": version})
+
     def _import_version(self, version: VersionDoc, source_uri: str,
-                        source: Tracking | None) -> ModelVersion:
+                        source: Tracking | None, stage: str) -> ModelVersion:
         semver = version.semver or "?"
         origin = f"{source_uri} version {version.version}"[:5000]
         with tempfile.TemporaryDirectory(prefix="modelyard-import-") as tmp:
@@ -329,7 +383,7 @@ class Transfer:
                 metrics=dict(version.metrics), params=dict(version.params),
                 tags={**kept, T_IMPORTED_FROM: origin}, fixed_tags=kept,
                 description=version.description or None,
-                lineage=Lineage.from_tags(version.tags), stage=version.stage,
+                lineage=Lineage.from_tags(version.tags), stage=stage,
                 semver=SemverPlan(fixed=version.semver, fixed_bump=version.bump or "",
                                   fixed_reason=version.bump_reason or ""),
                 run_name=f"{version.name}-import", run_tags={T_IMPORTED_FROM: origin},
@@ -355,8 +409,9 @@ class Transfer:
         self.audit.append(name, build)
 
     def _import_aliases(self, model: ModelDoc, made: dict[int, int],
-                        summary: ImportSummary) -> None:
-        """Give imported versions their aliases; an alias already held here is not moved."""
+                        summary: ImportSummary, deferred: dict[int, str]) -> None:
+        """Give imported versions their aliases; an alias already held here is not moved,
+        and a stage alias of a version that must earn its stage here is left to promotion."""
         if not made:
             return
         current = self.tracking.get_model(model.name).aliases
@@ -365,7 +420,7 @@ class Transfer:
             for alias in version.aliases:
                 wanted[alias] = version.version
         for alias, source_number in sorted(wanted.items()):
-            if source_number not in made:
+            if source_number not in made or deferred.get(source_number) == alias:
                 continue
             holder = current.get(alias)
             if holder is not None and holder != made[source_number]:
