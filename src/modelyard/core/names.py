@@ -94,6 +94,9 @@ def check_alias(alias: str) -> str:
         raise InvalidInput(f"{alias!r} is a stage: stages move only with `modelyard promote`")
     if RESERVED_ALIAS.match(alias):
         raise InvalidInput(f"alias {alias!r} is reserved by MLflow (latest, v<digits>)")
+    if alias.isdecimal():  # any script's digits: NAME@3 and NAME@٣ name version 3 alone
+        raise InvalidInput(f"alias {alias!r} is all digits, which reads as a version number: "
+                           "add a letter")
     return alias
 
 

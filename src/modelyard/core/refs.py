@@ -52,7 +52,9 @@ class VersionRef:
             raise InvalidRef(ref=raw, problem="empty")
         if len(raw) > 256:
             raise InvalidRef(ref=raw[:40] + "...", problem="too long")
-        if raw.isascii() and raw.isdigit():  # not '²': str.isdigit alone accepts it
+        # Decimal digits of any script ('3', '٣') are a version number, as MLflow's int()
+        # reads them; '²' passes str.isdigit but is no decimal digit (an alias at most).
+        if raw.isdecimal():
             if len(raw) > 13 or not 1 <= int(raw) <= MAX_VERSION_NUMBER:
                 raise InvalidRef(ref=raw[:20], problem="version numbers run from 1 to "
                                  f"{MAX_VERSION_NUMBER}")
