@@ -36,6 +36,7 @@ from modelyard.backend.lean.base import _fallback, _truthy
 from modelyard.backend.lean.rest import RestReader
 from modelyard.backend.lean.sqlite import KNOWN_SCHEMA_REVISIONS, AbsentReader, SqliteReader
 from modelyard.core.records import ModelRecord, VersionRecord
+from modelyard.errors import InvalidInput
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.core.config import Settings
@@ -138,6 +139,11 @@ def open_reader(settings: Settings, *, environ: Mapping[str, str] | None = None,
         path = sqlite_path(uri)
         if path is None:
             return _fallback("not a plain sqlite file URI")
+        if settings.tracking_uri and not path.parent.is_dir():
+            # A URI given by hand that names a folder that is not there is a typo, not an
+            # empty registry (the embedded default's own folder appears on first write).
+            raise InvalidInput(f"no folder {path.parent} for the registry database named by "
+                               f"{uri} (check --tracking-uri / MLFLOW_TRACKING_URI)")
         if fallback is not None and not os.path.lexists(path):
             found = path
             return AbsentReader(path, then=lambda: SqliteReader.open(found) or fallback())
