@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import os
 import random
 import re
@@ -78,6 +79,32 @@ def parse_arms(spec: ArmsSpec) -> list[Arm]:
     return arms
 
 
+# Every numeric option's range: (low, high), both inclusive. Out of range, NaN or infinite
+# is refused in one line before anything starts (an infinite batch wait would hang every
+# request and keep SIGTERM's drain from ever ending).
+OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "max_body_bytes": (1, 1024**3),
+    "max_batch": (1, 10_000),
+    "max_wait_ms": (0, 10_000),
+    "poll_interval": (0.1, 86_400),
+    "capture_rate": (0, 1),
+    "capture_flush_s": (0.1, 3_600),
+}
+
+
+def check_options(**options: Any) -> None:
+    """Refuse a numeric option outside ``OPTION_RANGES`` (or not a finite number)."""
+    for key, value in options.items():
+        if key not in OPTION_RANGES or value is None:
+            continue
+        low, high = OPTION_RANGES[key]
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else float("nan")
+        if not (math.isfinite(number) and low <= number <= high):
+            raise InvalidInput(f"{key.replace('_', '-')} must be a number from {low:g} to "
+                               f"{high:g}, not {value!r}")
+
+
 def create_app(
     yard: Registry,
     name: str,
@@ -113,8 +140,9 @@ def create_app(
 
     >>> app = create_app(yard, "churn", shadow="staging", capture_rate=1.0, mask=["email"])
     """
-    if max_body_bytes <= 0:
-        raise InvalidInput("max_body_bytes must be positive")
+    check_options(max_body_bytes=max_body_bytes, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                  poll_interval=poll_interval, capture_rate=capture_rate,
+                  capture_flush_s=capture_flush_s)
     arms = parse_arms(ab) if ab else [Arm(str(ref), 100.0)]
     ramp = CanaryRamp.parse(canary) if isinstance(canary, str) else canary
     router = Router(arms, canary=ramp, started_at=canary_started_at)

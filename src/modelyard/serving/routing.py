@@ -16,6 +16,7 @@ first, so as it grows it only takes keys over, it never hands them back.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 import time
@@ -40,12 +41,20 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+MAX_WEIGHT = 1_000_000.0  # an arm's weight: any finite number from 0 to this; normalised
+
+
 @dataclass(frozen=True)
 class Arm:
-    """A version reference with its share of traffic (any positive number; normalised)."""
+    """A version reference with its share of traffic (0 to ``MAX_WEIGHT``; normalised)."""
 
     ref: str
     weight: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.weight) and 0 <= self.weight <= MAX_WEIGHT):
+            raise InvalidInput(f"invalid weight {self.weight!r} for arm {self.ref!r}: use a "
+                               f"number from 0 to {MAX_WEIGHT:g}")
 
     @classmethod
     def parse(cls, text: str) -> Arm:
