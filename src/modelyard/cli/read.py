@@ -303,32 +303,3 @@ def _access_log(state: State, name: str) -> None:
         _console().print(table)
 
     emit(state, events, render)
-
-
-@main.command("requests")
-@click.argument("name", required=False)
-@command_options
-def requests_cmd(state: State, name: str | None) -> None:
-    """List open promotion requests.
-
-    \b
-    Examples:
-      modelyard requests
-      modelyard requests churn --json
-    """
-    rows = state.yard.requests(name)
-
-    def render(data: list[dict[str, Any]]) -> None:
-        console = _console()
-        if not data:
-            console.print("No open requests.")
-            return
-        for row in data:
-            console.print(
-                f"[bold]{row['id']}[/bold]  {_escape(row['name'])} "
-                f"{_fmt(state, row.get('semver'), row['version'])} -> {row['stage']}  "
-                f"requested by {_escape(row['requested_by'])} at {row['requested_at']}: "
-                f"{_escape(row.get('reason') or '-')}"
-            )
-
-    emit(state, rows, render)

@@ -15,29 +15,6 @@ def _fmt(state: State, semver: str | None, version: int | None) -> str:
     return f"#{version}" if version is not None else "-"
 
 
-def _render_change(state: State, data: dict[str, Any]) -> None:
-    console = _console()
-    label = f"[bold]{_escape(data['name'])}[/bold] {_fmt(state, data['semver'], data['version'])}"
-    if data["status"] == "pending":
-        console.print(
-            f"{label}: promotion to {data['to']} [yellow]pending approval[/yellow] "
-            f"(request {data['request_id']}); another user runs "
-            f"`modelyard approve {data['request_id']}`"
-        )
-    else:
-        verb = "rolled back to" if data["status"] == "rolled back" else "promoted"
-        line = f"{label}: {data['from']} -> [green]{data['to']}[/green] ({verb})"
-        if data["replaced"] is not None:
-            line += f"; replaced #{data['replaced']}"
-        console.print(line)
-    for gate in data["gates"]:
-        mark = "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]"
-        console.print(f"  gate {mark} {_escape(gate['gate'])}: {_escape(gate['detail'])}")
-    for hook in data.get("webhooks") or []:
-        status = "[green]sent[/green]" if hook["ok"] else f"[red]failed[/red] ({hook['error']})"
-        console.print(f"  webhook {_escape(hook['url'])}: {status}")
-
-
 def _summary(event: dict[str, Any]) -> str:
     detail = event.get("detail") or {}
     if event["action"] == "alias":

@@ -32,10 +32,10 @@ COMMANDS: dict[str, dict[str, str]] = {
         "lineage": "read", "doctor": "read",
     },
     "Change the registry": {
-        "register": "change", "promote": "change", "approve": "change", "reject": "change",
-        "requests": "read", "rollback": "change", "alias": "change", "tag": "change",
-        "cleanup": "change", "export": "change", "import": "change", "adopt": "change",
-        "init": "change",
+        "register": "register", "promote": "promote", "approve": "promote",
+        "reject": "promote", "requests": "promote", "rollback": "promote", "alias": "alias",
+        "tag": "tag", "cleanup": "cleanup", "export": "exchange", "import": "exchange",
+        "adopt": "register", "init": "init",
     },
     "Operate": {
         "load": "operate", "verify": "operate", "demo": "operate", "backup": "protect",
