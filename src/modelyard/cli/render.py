@@ -15,35 +15,6 @@ def _fmt(state: State, semver: str | None, version: int | None) -> str:
     return f"#{version}" if version is not None else "-"
 
 
-def _summary(event: dict[str, Any]) -> str:
-    detail = event.get("detail") or {}
-    if event["action"] == "alias":
-        return f"{detail.get('op')} alias {detail.get('alias')}"
-    if event["action"] == "tag":
-        return f"{detail.get('op')} tag {detail.get('key')}"
-    if event["action"] == "cleanup":
-        moved = detail.get("deleted") or detail.get("archived") or []
-        return f"{'deleted' if 'deleted' in detail else 'archived'} {moved}"
-    return "-"
-
-
-def _label(row: dict[str, Any], fmt: Any) -> str:
-    return fmt(row["semver"]) if row.get("semver") else f"#{row['version']}"
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list):
-        if value and isinstance(value[0], dict):  # an input schema
-            return ", ".join(f"{c['name']}:{c['type']}{'' if c['required'] else '?'}"
-                             for c in value)
-        return ", ".join(str(v) for v in value) or "-"
-    return str(value)
-
-
 # -- integrity and snapshots (verify --all, repair, snapshot) ----------------------------------
 INTEGRITY_EXIT = 5  # IntegrityError's exit code: something is missing or differs
 

@@ -28,8 +28,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # not pay for importing the serving app, the drills or the exchange commands.
 COMMANDS: dict[str, dict[str, str]] = {
     "Read the registry": {
-        "list": "read", "details": "read", "compare": "read", "history": "read",
-        "lineage": "read", "doctor": "read",
+        "list": "details", "details": "details", "compare": "details", "history": "history",
+        "lineage": "details", "doctor": "doctor",
     },
     "Change the registry": {
         "register": "register", "promote": "promote", "approve": "promote",
