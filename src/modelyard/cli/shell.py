@@ -38,7 +38,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "adopt": "register", "init": "init",
     },
     "Operate": {
-        "load": "operate", "verify": "operate", "demo": "operate", "backup": "protect",
+        "load": "load", "verify": "load", "demo": "demo", "backup": "protect",
         "restore": "protect", "repair": "integrity", "snapshot": "integrity",
         "serve": "serve", "monitor": "serve", "ab": "serve",
     },
