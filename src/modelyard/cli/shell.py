@@ -38,8 +38,8 @@ COMMANDS: dict[str, dict[str, str]] = {
         "adopt": "register", "init": "init",
     },
     "Operate": {
-        "load": "load", "verify": "load", "demo": "demo", "backup": "protect",
-        "restore": "protect", "repair": "integrity", "snapshot": "integrity",
+        "load": "load", "verify": "load", "demo": "demo", "backup": "backup",
+        "restore": "backup", "repair": "repair", "snapshot": "snapshot",
         "serve": "serve", "monitor": "serve", "ab": "serve",
     },
     "Incidents": {
