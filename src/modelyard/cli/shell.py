@@ -43,7 +43,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "serve": "serve", "monitor": "serve", "ab": "serve",
     },
     "Incidents": {
-        "health": "drills", "recover": "drills", "drill": "drills", "reproduce": "drills",
+        "health": "health", "recover": "recover", "drill": "drill", "reproduce": "reproduce",
     },
 }
 SECTIONS = {section: list(commands) for section, commands in COMMANDS.items()}
