@@ -1,4 +1,7 @@
-"""Rendering helpers shared by the command modules (tables, labels, stage changes)."""
+"""Drawing helpers more than one command module uses: version labels, the unaudited mark, the
+progress bar, and the integrity report that ``verify --all`` and ``repair`` print.
+
+It imports only ``shell``: never a command module."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ def _fmt(state: State, semver: str | None, version: int | None) -> str:
     return f"#{version}" if version is not None else "-"
 
 
-# -- integrity and snapshots (verify --all, repair, snapshot) ----------------------------------
+# -- progress and integrity (backup, restore, verify --all, repair) ----------------------------
 INTEGRITY_EXIT = 5  # IntegrityError's exit code: something is missing or differs
 
 

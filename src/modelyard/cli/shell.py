@@ -1,8 +1,10 @@
 """The CLI's ground floor: the group, the shared state, the one error boundary, output.
 
-Command modules (``read``, ``change``, ``operate``) import this module and ``render``, never
-each other. Heavy libraries (mlflow, boto3, pandas, sklearn) are imported only inside
-commands that need them, so ``modelyard --help`` starts fast.
+``COMMANDS`` maps every command, by help section, to the module that defines it: one module per
+command group, named after it (``details``, ``promote``, ``snapshot``, ``serve``, ...). Command
+modules import this module and ``render``, never each other. Heavy libraries (mlflow, boto3,
+pandas, sklearn) are imported only inside commands that need them, so ``modelyard --help``
+starts fast.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ _MODULE_OF = {name: module for commands in COMMANDS.values() for name, module in
 
 
 class SectionedGroup(click.Group):
-    """Help grouped into sections, like the registry's verbs in DESIGN.md; each command's
-    module imported on first use (click's lazy-loading pattern)."""
+    """Help grouped into the sections of ``COMMANDS``; each command's module imported on first
+    use (click's lazy-loading pattern)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         for module in dict.fromkeys(_MODULE_OF.values()):
