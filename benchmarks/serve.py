@@ -355,7 +355,7 @@ def main() -> None:
                           env, work, "/ping", work / "mlflow-serve.log")
 
         def modelyard_server(*extra: str) -> Server:
-            return Server([python, "-m", "modelyard.cli.serve", "serve", NAME, "--host", HOST,
+            return Server([python, "-m", "modelyard", "serve", NAME, "--host", HOST,
                            "--port", "{port}", "--workers", str(w), "--log-level", "warning",
                            "--poll-interval", "1", *extra],
                           env, work, "/ready", work / "modelyard-serve.log")

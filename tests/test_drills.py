@@ -95,7 +95,7 @@ def test_unknown_scenario_is_one_line() -> None:
 def test_model_corruption_recovers_from_the_local_cache(real: Any, before: str,
                                                         capsys: pytest.CaptureFixture[str]
                                                         ) -> None:
-    from modelyard.cli.drills import _render_drills
+    from modelyard.cli.drill import _render_drills
 
     report = _drill(real, before, "model-corruption")
     _assert_ok(report, "L1", "manifest")

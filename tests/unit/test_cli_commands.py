@@ -31,7 +31,7 @@ def test_one_command_imports_only_its_module() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('modelyard.cli.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.splitlines()[-1]
-    assert out == str(["modelyard.cli.read", "modelyard.cli.render", "modelyard.cli.shell"])
+    assert out == str(["modelyard.cli.details", "modelyard.cli.render", "modelyard.cli.shell"])
 
 
 def test_an_unknown_command_is_one_line_and_exit_2() -> None:

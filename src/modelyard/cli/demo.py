@@ -1,7 +1,9 @@
-"""The main job, end to end: a DVC pipeline whose model modelyard versions, gates and rolls back.
+"""``demo``: the main job end to end, a DVC pipeline whose model modelyard versions, gates,
+promotes and rolls back.
 
-``run_demo`` yields one ``Step`` per thing it did; the CLI prints them. It works on the embedded
-default and, unchanged, against a team stack (``MLFLOW_TRACKING_URI`` set).
+``run_demo`` yields one ``Step`` per thing it did; the ``demo`` command prints them (or their
+JSON). It works on the embedded default and, unchanged, against a team stack
+(``MLFLOW_TRACKING_URI`` set).
 """
 
 from __future__ import annotations
@@ -17,12 +19,66 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
+
+from modelyard.cli.shell import State, _console, _escape, command_options, main
 from modelyard.errors import GateFailed, InvalidInput, UserError
-from modelyard.project import git
-from modelyard.project.dvc import set_param
 
 if TYPE_CHECKING:
     from modelyard.core.config import Settings
+
+
+@main.command("demo")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
+              help="Folder to run in (new or empty; default: a new ./modelyard-demo-N).")
+@click.option("--rows", default=2000, show_default=True, help="Synthetic customers at first.")
+@click.option("--trees", default=60, show_default=True, help="Trees in the first forest.")
+@command_options
+def demo_cmd(state: State, directory: Path | None, rows: int, trees: int) -> None:
+    """Run the main job end to end: DVC pipeline, semvers, gates, promotion, rollback.
+
+    \b
+    Examples:
+      modelyard demo
+      MLFLOW_TRACKING_URI=http://mlflow:5000 modelyard demo --dir /tmp/demo
+    """
+    if directory is None:
+        index = 1
+        while Path(f"modelyard-demo-{index}").exists():
+            index += 1
+        directory = Path(f"modelyard-demo-{index}")
+    console = _console()
+    steps = []
+    runner = run_demo(directory, rows=rows, trees=trees)
+    while True:
+        if state.json:
+            step = next(runner, None)
+        else:
+            with console.status("[bold]working...[/bold] (dvc repro trains a model: ~20 s)"):
+                step = next(runner, None)
+        if step is None:
+            break
+        steps.append({"step": step.title, "lines": step.lines, "seconds": round(step.seconds, 2),
+                      "data": step.data})
+        if not state.json and step.title != "summary":
+            console.print(f"[bold cyan]{step.title:>20}[/bold cyan]  {_escape(step.lines[0])}"
+                          if step.lines else step.title)
+            for line in step.lines[1:]:
+                console.print(f"{'':>20}  {_escape(line)}")
+        if step.title == "summary" and not state.json:
+            from rich.table import Table
+
+            table = Table("version", "MLflow #", "bump", "accuracy", "roc_auc", "stage",
+                          title=f"{step.data['model']}: demo finished in "
+                          f"{step.data['seconds']} s")
+            fmt = state.yard.settings.format_version
+            for row in step.data["rows"]:
+                table.add_row(fmt(row["semver"]), str(row["version"]), row["bump"],
+                              f"{row['accuracy']:.3f}", f"{row['roc_auc']:.3f}", row["stage"])
+            console.print(table)
+    if state.json:
+        click.echo(json.dumps(steps, indent=1, default=str))
+
 
 @dataclass
 class Step:
@@ -76,6 +132,8 @@ def _repro(project: Path) -> dict[str, Any]:
 def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
              name: str | None = None) -> Iterator[Step]:
     """Run the demo in ``directory`` (created; must be empty), yielding each step."""
+    from modelyard.project import git
+    from modelyard.project.dvc import set_param
     from modelyard.project.scaffold import init_project
     from modelyard.yard import Yard
 

@@ -1,4 +1,7 @@
-"""Rendering helpers shared by the command modules (tables, labels, stage changes)."""
+"""Drawing helpers more than one command module uses: version labels, the unaudited mark, the
+progress bar, and the integrity report that ``verify --all`` and ``repair`` print.
+
+It imports only ``shell``: never a command module."""
 
 from __future__ import annotations
 
@@ -15,59 +18,7 @@ def _fmt(state: State, semver: str | None, version: int | None) -> str:
     return f"#{version}" if version is not None else "-"
 
 
-def _render_change(state: State, data: dict[str, Any]) -> None:
-    console = _console()
-    label = f"[bold]{_escape(data['name'])}[/bold] {_fmt(state, data['semver'], data['version'])}"
-    if data["status"] == "pending":
-        console.print(
-            f"{label}: promotion to {data['to']} [yellow]pending approval[/yellow] "
-            f"(request {data['request_id']}); another user runs "
-            f"`modelyard approve {data['request_id']}`"
-        )
-    else:
-        verb = "rolled back to" if data["status"] == "rolled back" else "promoted"
-        line = f"{label}: {data['from']} -> [green]{data['to']}[/green] ({verb})"
-        if data["replaced"] is not None:
-            line += f"; replaced #{data['replaced']}"
-        console.print(line)
-    for gate in data["gates"]:
-        mark = "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]"
-        console.print(f"  gate {mark} {_escape(gate['gate'])}: {_escape(gate['detail'])}")
-    for hook in data.get("webhooks") or []:
-        status = "[green]sent[/green]" if hook["ok"] else f"[red]failed[/red] ({hook['error']})"
-        console.print(f"  webhook {_escape(hook['url'])}: {status}")
-
-
-def _summary(event: dict[str, Any]) -> str:
-    detail = event.get("detail") or {}
-    if event["action"] == "alias":
-        return f"{detail.get('op')} alias {detail.get('alias')}"
-    if event["action"] == "tag":
-        return f"{detail.get('op')} tag {detail.get('key')}"
-    if event["action"] == "cleanup":
-        moved = detail.get("deleted") or detail.get("archived") or []
-        return f"{'deleted' if 'deleted' in detail else 'archived'} {moved}"
-    return "-"
-
-
-def _label(row: dict[str, Any], fmt: Any) -> str:
-    return fmt(row["semver"]) if row.get("semver") else f"#{row['version']}"
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list):
-        if value and isinstance(value[0], dict):  # an input schema
-            return ", ".join(f"{c['name']}:{c['type']}{'' if c['required'] else '?'}"
-                             for c in value)
-        return ", ".join(str(v) for v in value) or "-"
-    return str(value)
-
-
-# -- integrity and snapshots (verify --all, repair, snapshot) ----------------------------------
+# -- progress and integrity (backup, restore, verify --all, repair) ----------------------------
 INTEGRITY_EXIT = 5  # IntegrityError's exit code: something is missing or differs
 
 

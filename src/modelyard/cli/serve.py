@@ -1,8 +1,8 @@
-"""CLI commands for serving and monitoring: ``serve``, ``monitor``, ``ab report``.
+"""Serving: ``serve`` (a model over HTTP), ``monitor`` (what the served versions did) and the
+``ab`` group (``ab report``: how the arms of an A/B test compare).
 
-They hang on the ``modelyard`` group; ``serve --workers N`` starts uvicorn workers that build
-their app through ``app_factory`` here, from a config file the parent writes. A ``Yard``
-comes from the group's context object (``ctx.obj.yard``), else from the environment.
+``serve --workers N`` starts uvicorn workers that each build their app through
+``app_factory`` here, from the ``ServeConfig`` file the parent writes.
 
     modelyard serve churn                         # churn@production on 127.0.0.1:8080
     modelyard serve churn@staging --port 9000 --workers 2
@@ -13,24 +13,27 @@ comes from the group's context object (``ctx.obj.yard``), else from the environm
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from modelyard.cli.shell import main
-from modelyard.errors import InvalidInput, YardError
-
-F = TypeVar("F", bound=Callable[..., Any])
+from modelyard.cli.shell import (
+    State,
+    _console,
+    _escape,
+    _target,
+    command_options,
+    emit,
+    main,
+)
+from modelyard.errors import InvalidInput
 
 # Set by `serve --workers N` for its own worker processes only. The leading underscore keeps
 # it out of the MODELYARD_* settings namespace, which refuses unknown keys.
@@ -103,56 +106,8 @@ def _logging(level: str) -> None:
     logging.getLogger("modelyard").setLevel(level.upper())
 
 
-# -- plumbing shared by the commands -----------------------------------------------------
-def _yard(ctx: click.Context) -> Any:
-    state = ctx.find_root().obj
-    yard = getattr(state, "yard", None)
-    if yard is not None:
-        return yard
-    from modelyard.yard import Yard
-
-    return Yard()
-
-
-def _wants_json(ctx: click.Context, flag: bool) -> bool:
-    return flag or bool(getattr(ctx.find_root().obj, "json", False))
-
-
-def _boundary(func: F) -> F:
-    """One red line and the error's exit code for a ``YardError``, as the main CLI does."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        try:
-            return func(*args, **kwargs)
-        except YardError as exc:
-            if getattr(ctx.find_root().obj, "traceback", False):
-                raise
-            if _wants_json(ctx, bool(kwargs.get("as_json"))):
-                click.echo(json.dumps({"ok": False, **exc.to_dict()}), err=True)
-            else:
-                click.secho(f"Error: {exc.message}", fg="red", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _split_target(target: str, default: str) -> tuple[str, str]:
-    name, _, ref = target.partition("@")
-    if not name:
-        raise InvalidInput(f"invalid target {target!r}: use NAME or NAME@REF")
-    return name, ref or default
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=True)
-
-
 # -- serve --------------------------------------------------------------------------------
-@click.command("serve")
+@main.command("serve")
 @click.argument("target", metavar="NAME[@REF]")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind (0.0.0.0 exposes the server to the network).")
@@ -184,9 +139,8 @@ def _console() -> Any:
               default="info", show_default=True)
 @click.option("--follow-unaudited", is_flag=True,
               help="Follow a stage alias even when it moved without an audit event.")
-@click.pass_context
-@_boundary
-def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: int,
+@command_options
+def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
               ab: tuple[str, ...], shadow: str | None, canary: str | None,
               route_field: str | None, capture_rate: float, mask: tuple[str, ...],
               poll_interval: float, no_batching: bool, max_batch: int,
@@ -211,7 +165,7 @@ def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: in
     from modelyard.serving.app import parse_arms
     from modelyard.serving.routing import CanaryRamp, Router
 
-    name, ref = _split_target(target, "production")
+    name, ref = _target(target, "production")
     if ab and canary:
         raise InvalidInput("use --ab or --canary, not both")
     arms = parse_arms(list(ab)) if ab else None
@@ -219,12 +173,12 @@ def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: in
     Router(arms or parse_arms([f"{ref}=100"]), canary=ramp)  # check the routing before loading
     from modelyard.serving.source import ModelSource
 
-    yard = _yard(ctx)
+    yard = state.yard
     source = ModelSource(yard, name)
     for each in [*(a.ref for a in arms or []), *([] if arms else [ref]),
                  *([ramp.ref] if ramp else []), *([shadow] if shadow else [])]:
         source.check(each)  # one clear line now beats a failed worker start
-    overrides = dict(getattr(ctx.find_root().obj, "overrides", {}) or {})
+    overrides = dict(state.overrides)
     config = ServeConfig(
         name=name, ref=ref, ab=list(ab), shadow=shadow, canary=canary,
         canary_started_at=time.time() if canary else None, token_env=token_env,
@@ -270,18 +224,16 @@ def serve_cmd(ctx: click.Context, target: str, host: str, port: int, workers: in
 
 
 # -- monitor ------------------------------------------------------------------------------
-@click.command("monitor")
+@main.command("monitor")
 @click.argument("name")
 @click.option("--since", default="1h", show_default=True,
               help="Window start: a duration ago (30m, 1h, 7d) or an ISO date-time.")
 @click.option("--until", default=None, help="Window end (default: now).")
 @click.option("--threshold", type=float, default=None,
               help="PSI above which a feature is flagged (default 0.2).")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-@click.pass_context
-@_boundary
-def monitor_cmd(ctx: click.Context, name: str, since: str, until: str | None,
-                threshold: float | None, as_json: bool) -> None:
+@command_options
+def monitor_cmd(state: State, name: str, since: str, until: str | None,
+                threshold: float | None) -> None:
     """Per version: traffic, error rate, latency, confidence and drift, from the capture log.
 
     \b
@@ -292,16 +244,16 @@ def monitor_cmd(ctx: click.Context, name: str, since: str, until: str | None,
     from modelyard.core.profile import DRIFT_THRESHOLD
     from modelyard.serving.monitor import monitor
 
-    report = monitor(_yard(ctx), name, since, until=until,
+    report = monitor(state.yard, name, since, until=until,
                      threshold=DRIFT_THRESHOLD if threshold is None else threshold)
-    if _wants_json(ctx, as_json):
-        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
-        return
-    from rich.markup import escape
+    emit(state, report, lambda _: _render_monitor(name, report))
+
+
+def _render_monitor(name: str, report: Any) -> None:
     from rich.table import Table
 
     console = _console()
-    console.print(f"[bold]{escape(name)}[/bold]  {report.since} -> {report.until}  "
+    console.print(f"[bold]{_escape(name)}[/bold]  {report.since} -> {report.until}  "
                   f"({report.records} captured predictions)")
     if not report.versions:
         console.print("Nothing captured in that window (serve with --capture-rate > 0).")
@@ -311,9 +263,9 @@ def monitor_cmd(ctx: click.Context, name: str, since: str, until: str | None,
     for v in report.versions:
         label = f"v{v.semver} (#{v.version})" + (" shadow" if v.shadow else "")
         arms = ", ".join(f"{a}:{n}" for a, n in v.arms.items())
-        drift = ", ".join(f"[red]{escape(c)}[/red] {v.drift[c]:.2f}" for c in v.drifted) or (
-            "none" if v.drift else escape(v.drift_note or "-"))
-        table.add_row(label, escape(arms), str(v.count), f"{v.error_rate:.2%}", _ms(v.p50_ms),
+        drift = ", ".join(f"[red]{_escape(c)}[/red] {v.drift[c]:.2f}" for c in v.drifted) or (
+            "none" if v.drift else _escape(v.drift_note or "-"))
+        table.add_row(label, _escape(arms), str(v.count), f"{v.error_rate:.2%}", _ms(v.p50_ms),
                       _ms(v.p95_ms), _ms(v.p99_ms),
                       "-" if v.mean_confidence is None else f"{v.mean_confidence:.3f}", drift)
     console.print(table)
@@ -324,7 +276,7 @@ def _ms(value: float | None) -> str:
 
 
 # -- ab report ----------------------------------------------------------------------------
-@click.group("ab")
+@main.group("ab")
 def ab_group() -> None:
     """A/B tests: how the arms of a served model compare."""
 
@@ -337,11 +289,9 @@ def ab_group() -> None:
               default=0.05, show_default=True, help="Significance level.")
 @click.option("--min-labelled", type=click.IntRange(min=1), default=30, show_default=True,
               help="Labelled predictions each arm needs before a verdict.")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-@click.pass_context
-@_boundary
-def ab_report_cmd(ctx: click.Context, name: str, since: str, until: str | None, alpha: float,
-                  min_labelled: int, as_json: bool) -> None:
+@command_options
+def ab_report_cmd(state: State, name: str, since: str, until: str | None, alpha: float,
+                  min_labelled: int) -> None:
     """Per arm: traffic, latency and the feedback metric with 95% intervals; a verdict.
 
     \b
@@ -351,12 +301,12 @@ def ab_report_cmd(ctx: click.Context, name: str, since: str, until: str | None, 
     """
     from modelyard.serving.monitor import ab_report
 
-    report = ab_report(_yard(ctx), name, since, until=until, alpha=alpha,
+    report = ab_report(state.yard, name, since, until=until, alpha=alpha,
                        min_labelled=min_labelled)
-    if _wants_json(ctx, as_json):
-        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
-        return
-    from rich.markup import escape
+    emit(state, report, lambda _: _render_ab(report))
+
+
+def _render_ab(report: Any) -> None:
     from rich.table import Table
 
     console = _console()
@@ -364,20 +314,16 @@ def ab_report_cmd(ctx: click.Context, name: str, since: str, until: str | None, 
                   report.metric or "metric", "95% CI")
     for arm in report.arms:
         ci = "-" if arm.ci_low is None else f"{arm.ci_low:.3f} - {arm.ci_high:.3f}"
-        table.add_row(escape(arm.arm) + (" (shadow)" if arm.shadow else ""),
-                      escape(", ".join(arm.versions)), str(arm.requests),
+        table.add_row(_escape(arm.arm) + (" (shadow)" if arm.shadow else ""),
+                      _escape(", ".join(arm.versions)), str(arm.requests),
                       "-" if arm.shadow else f"{arm.share:.1%}", _ms(arm.p50_ms),
                       _ms(arm.p95_ms), str(arm.labelled),
                       "-" if arm.value is None else f"{arm.value:.4f}", ci)
     console.print(table)
     for c in report.comparisons:
-        console.print(f"{escape(c.arm)} vs {escape(c.control)}: {c.difference:+.4f} "
+        console.print(f"{_escape(c.arm)} vs {_escape(c.control)}: {c.difference:+.4f} "
                       f"({c.test}, p={c.p_value:.3g}{', significant' if c.significant else ''})")
     colour = {"promote": "green", "keep": "yellow"}.get(report.recommendation, "white")
     console.print(f"[bold {colour}]{report.recommendation}[/bold {colour}]: "
-                  f"{escape(report.reason)}")
+                  f"{_escape(report.reason)}")
 
-
-main.add_command(serve_cmd)
-main.add_command(monitor_cmd)
-main.add_command(ab_group)

@@ -1,8 +1,10 @@
 """The CLI's ground floor: the group, the shared state, the one error boundary, output.
 
-Command modules (``read``, ``change``, ``operate``) import this module and ``render``, never
-each other. Heavy libraries (mlflow, boto3, pandas, sklearn) are imported only inside
-commands that need them, so ``modelyard --help`` starts fast.
+``COMMANDS`` maps every command, by help section, to the module that defines it: one module per
+command group, named after it (``details``, ``promote``, ``snapshot``, ``serve``, ...). Command
+modules import this module and ``render``, never each other. Heavy libraries (mlflow, boto3,
+pandas, sklearn) are imported only inside commands that need them, so ``modelyard --help``
+starts fast.
 """
 
 from __future__ import annotations
@@ -28,22 +30,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 # not pay for importing the serving app, the drills or the exchange commands.
 COMMANDS: dict[str, dict[str, str]] = {
     "Read the registry": {
-        "list": "read", "details": "read", "compare": "read", "history": "read",
-        "lineage": "read", "doctor": "read",
+        "list": "details", "details": "details", "compare": "details", "history": "history",
+        "lineage": "details", "doctor": "doctor",
     },
     "Change the registry": {
-        "register": "change", "promote": "change", "approve": "change", "reject": "change",
-        "requests": "read", "rollback": "change", "alias": "change", "tag": "change",
-        "cleanup": "change", "export": "change", "import": "change", "adopt": "change",
-        "init": "change",
+        "register": "register", "promote": "promote", "approve": "promote",
+        "reject": "promote", "requests": "promote", "rollback": "promote", "alias": "alias",
+        "tag": "tag", "cleanup": "cleanup", "export": "exchange", "import": "exchange",
+        "adopt": "register", "init": "init",
     },
     "Operate": {
-        "load": "operate", "verify": "operate", "demo": "operate", "backup": "protect",
-        "restore": "protect", "repair": "integrity", "snapshot": "integrity",
+        "load": "load", "verify": "load", "demo": "demo", "backup": "backup",
+        "restore": "backup", "repair": "repair", "snapshot": "snapshot",
         "serve": "serve", "monitor": "serve", "ab": "serve",
     },
     "Incidents": {
-        "health": "drills", "recover": "drills", "drill": "drills", "reproduce": "drills",
+        "health": "health", "recover": "recover", "drill": "drill", "reproduce": "reproduce",
     },
 }
 SECTIONS = {section: list(commands) for section, commands in COMMANDS.items()}
@@ -51,8 +53,8 @@ _MODULE_OF = {name: module for commands in COMMANDS.values() for name, module in
 
 
 class SectionedGroup(click.Group):
-    """Help grouped into sections (docs/design.md, "CLI verbs"); each command's
-    module imported on first use (click's lazy-loading pattern)."""
+    """Help grouped into the sections of ``COMMANDS``; each command's module imported on first
+    use (click's lazy-loading pattern)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         for module in dict.fromkeys(_MODULE_OF.values()):

@@ -1,14 +1,14 @@
-"""Commands that read the registry."""
+"""Reading versions: ``list`` (every model), ``details`` (one version), ``lineage`` (what
+produced it) and ``compare`` (versions side by side)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from modelyard.cli.render import _cell, _fmt, _label, _summary, unaudited_mark
+from modelyard.cli.render import unaudited_mark
 from modelyard.cli.shell import (
     State,
     _console,
@@ -20,42 +20,6 @@ from modelyard.cli.shell import (
 )
 from modelyard.core.names import T_REPRODUCED
 from modelyard.errors import InvalidInput
-
-
-@main.command("doctor")
-@command_options
-def doctor_cmd(state: State) -> None:
-    """Check the tracking server, artifact store, vault and credentials.
-
-    \b
-    Examples:
-      modelyard doctor
-      modelyard doctor --json
-    """
-    report = state.yard.doctor()
-
-    def render(data: dict[str, Any]) -> None:
-        from rich.table import Table
-
-        console = _console()
-        console.print(f"mode: [bold]{data['mode']}[/bold]   user: {data['user']}")
-        console.print(f"tracking: {data['tracking_uri']}")
-        console.print(f"artifacts: {data['artifact_location']}")
-        console.print(f"vault: {data['vault']}")
-        table = Table("component", "target", "status", "detail")
-        for check in data["checks"]:
-            status = "[green]ok[/green]" if check["ok"] else "[red]BROKEN[/red]"
-            table.add_row(check["component"], check["target"], status, _escape(check["detail"]))
-        console.print(table)
-        present = [k for k, v in data["credentials"].items() if v == "set"]
-        console.print("credentials set: " + (", ".join(present) if present else "none"))
-
-    emit(state, report, render)
-    if not report["ok"]:
-        broken = ", ".join(c["component"] for c in report["checks"] if not c["ok"])
-        if not state.json:
-            _console(stderr=True).print(f"[red]Broken:[/red] {broken}")
-        sys.exit(1)
 
 
 @main.command("list")
@@ -236,99 +200,18 @@ def compare_cmd(state: State, name: str, refs: tuple[str, ...], plot: Path | Non
     emit(state, data, render)
 
 
-@main.command("history")
-@click.argument("name")
-@click.option("--version", "version", default=None, help="Only events about this version.")
-@click.option("--verify", is_flag=True, help="Check the hash chain, its two anchors, the "
-              "signatures (audit_key) and that every stage holder is audited; exit non-zero "
-              "if not.")
-@click.option("--access", "access", is_flag=True,
-              help="Show the access log (who loaded which version) instead.")
-@command_options
-def history_cmd(state: State, name: str, version: str | None, verify: bool,
-                access: bool) -> None:
-    """Show a model's audit trail: who changed what, when, and why.
-
-    \b
-    Examples:
-      modelyard history churn
-      modelyard history churn --version v1.2.0
-      modelyard history churn --verify
-      modelyard history churn --access --json
-    """
-    if access:
-        _access_log(state, name)
-        return
-    events = state.yard.history(name, version, verify=verify)  # reads the vault if it must
-
-    def render(data: list[dict[str, Any]]) -> None:
-        from rich.table import Table
-
-        console = _console()
-        if not data:
-            console.print(f"No audit events for {_escape(name)}.")
-        else:
-            table = Table("seq", "when", "who", "action", "version", "from", "to", "reason")
-            for event in data:
-                table.add_row(
-                    str(event["seq"]), event["when"], _escape(event["who"]), event["action"],
-                    _fmt(state, event.get("semver"), event.get("version")),
-                    event.get("from") or "-", event.get("to") or "-",
-                    _escape(event.get("reason") or _summary(event)),
-                )
-            console.print(table)
-        if verify:
-            signed = " and signed" if state.yard.settings.audit_key is not None else ""
-            console.print(f"[green]ok[/green] {len(data)} event(s), hash chain intact{signed}, "
-                          "every stage holder audited")
-
-    emit(state, events, render)
+def _label(row: dict[str, Any], fmt: Any) -> str:
+    return fmt(row["semver"]) if row.get("semver") else f"#{row['version']}"
 
 
-def _access_log(state: State, name: str) -> None:
-    events = state.yard.governance.access_log(name)
-
-    def render(data: list[dict[str, Any]]) -> None:
-        from rich.table import Table
-
-        if not data:
-            _console().print(f"No loads of {_escape(name)} recorded.")
-            return
-        table = Table("when", "who", "identity", "host", "version", "purpose")
-        for event in data:
-            table.add_row(event["when"], _escape(event["who"]), event["identity"],
-                          _escape(event["host"]),
-                          _fmt(state, event.get("semver"), event.get("version")),
-                          event["purpose"])
-        _console().print(table)
-
-    emit(state, events, render)
-
-
-@main.command("requests")
-@click.argument("name", required=False)
-@command_options
-def requests_cmd(state: State, name: str | None) -> None:
-    """List open promotion requests.
-
-    \b
-    Examples:
-      modelyard requests
-      modelyard requests churn --json
-    """
-    rows = state.yard.requests(name)
-
-    def render(data: list[dict[str, Any]]) -> None:
-        console = _console()
-        if not data:
-            console.print("No open requests.")
-            return
-        for row in data:
-            console.print(
-                f"[bold]{row['id']}[/bold]  {_escape(row['name'])} "
-                f"{_fmt(state, row.get('semver'), row['version'])} -> {row['stage']}  "
-                f"requested by {_escape(row['requested_by'])} at {row['requested_at']}: "
-                f"{_escape(row.get('reason') or '-')}"
-            )
-
-    emit(state, rows, render)
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        if value and isinstance(value[0], dict):  # an input schema
+            return ", ".join(f"{c['name']}:{c['type']}{'' if c['required'] else '?'}"
+                             for c in value)
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)

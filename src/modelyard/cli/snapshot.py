@@ -1,5 +1,5 @@
-"""Commands that protect models: repair, and the snapshot group (``verify --all`` lives with
-``verify`` in operate.py)."""
+"""The ``snapshot`` group: ``create``, ``list``, ``show``, ``diff`` and ``restore`` of
+whole-system snapshots (every alias and stage holder, the git commit, the DVC data hashes)."""
 
 from __future__ import annotations
 
@@ -8,71 +8,17 @@ from typing import Any
 
 import click
 
-from modelyard.cli.render import INTEGRITY_EXIT, _fmt, progress_bar, render_integrity
+from modelyard.cli.render import _fmt
 from modelyard.cli.shell import (
     State,
-    YardError_,
     _console,
     _escape,
     command_options,
+    emit,
     main,
 )
 
 
-@main.command("repair")
-@click.argument("target", required=False)
-@click.option("--all", "every", is_flag=True, help="Every version of every model.")
-@command_options
-def repair_cmd(state: State, target: str | None, every: bool) -> None:
-    """Put back missing or corrupt files from the first layer with a good copy.
-
-    Sources, in order: the local cache, the vault, the backup store; every copy's hash is
-    checked before it is written, and everything is verified again at the end (exit code 5
-    if something could not be repaired).
-
-    \b
-    Examples:
-      modelyard repair churn@production
-      modelyard repair churn            # every version of churn
-      modelyard repair --all
-    """
-    from modelyard.core.refs import split_target
-
-    if not every and not target:
-        raise YardError_("give NAME[@REF] to repair, or --all")
-    name, ref = split_target(target) if target else (None, None)
-    with progress_bar(state, "checking") as progress:
-        report = state.yard.protection.repair(name, ref, all=every, progress=progress)
-    emit_repair(state, report)
-    if not report.ok:
-        raise SystemExit(INTEGRITY_EXIT)
-
-
-def emit_repair(state: State, report: Any) -> None:
-    from modelyard.cli.shell import emit
-
-    def render(data: dict[str, Any]) -> None:
-        console = _console()
-        for item in data["files"]:
-            console.print(f"[green]repaired[/green] {_escape(item['name'])} "
-                          f"#{item['version']} {_escape(item['path'])} in {item['layer']} "
-                          f"(from the {item['served_by']})")
-        for problem in data["unrepairable"]:
-            console.print(f"[red]not repaired[/red] {_escape(problem['name'])} "
-                          f"#{problem['version']} {_escape(problem['path'])} in "
-                          f"{problem['layer']}: {problem['problem']} and no layer holds a "
-                          "good copy")
-        if not data["files"] and not data["unrepairable"]:
-            console.print("[green]nothing to repair[/green]")
-        if data["after"] and not data["verified"]:
-            render_integrity(state, data["after"])
-        console.print("verified: " + ("[green]yes[/green]" if data["verified"]
-                                      else "[red]no[/red]"))
-
-    emit(state, report, render)
-
-
-# -- snapshots ---------------------------------------------------------------------------------
 @main.group("snapshot", invoke_without_command=True)
 @click.pass_context
 def snapshot_group(ctx: click.Context) -> None:
@@ -98,8 +44,6 @@ def snapshot_group(ctx: click.Context) -> None:
 def snapshot_create(state: State, tag: str, models: tuple[str, ...], message: str | None,
                     no_data: bool) -> None:
     """Record the state now under TAG (immutable; an existing TAG is refused)."""
-    from modelyard.cli.shell import emit
-
     snapshot = state.yard.protection.snapshots.create(
         tag, models=list(models) or None, message=message, include_data=not no_data)
     emit(state, snapshot, lambda d: _render_snapshot(state, d, created=True))
@@ -109,11 +53,10 @@ def snapshot_create(state: State, tag: str, models: tuple[str, ...], message: st
 @command_options
 def snapshot_list(state: State) -> None:
     """Every snapshot, oldest first."""
-    from rich.table import Table
-
-    from modelyard.cli.shell import emit
 
     def render(rows: list[dict[str, Any]]) -> None:
+        from rich.table import Table
+
         table = Table("tag", "created", "by", "models", "git commit", "message")
         for row in rows:
             table.add_row(_escape(row["tag"]), row["created_at"], _escape(row["created_by"]),
@@ -129,8 +72,6 @@ def snapshot_list(state: State) -> None:
 @command_options
 def snapshot_show(state: State, tag: str) -> None:
     """Every alias and stage holder a snapshot recorded."""
-    from modelyard.cli.shell import emit
-
     emit(state, state.yard.protection.snapshots.show(tag), lambda d: _render_snapshot(state, d))
 
 
@@ -159,8 +100,6 @@ def _render_snapshot(state: State, data: dict[str, Any], created: bool = False) 
 @command_options
 def snapshot_diff(state: State, tag: str, other: str | None) -> None:
     """What moved from snapshot TAG to OTHER (default: now)."""
-    from modelyard.cli.shell import emit
-
     def render(data: dict[str, Any]) -> None:
         console = _console()
         for move in data["moved"]:
@@ -200,8 +139,6 @@ def snapshot_restore(state: State, tag: str, dry_run: bool, data: bool, yes: boo
 
     Without --yes the plan is shown and, at a terminal, you are asked to confirm.
     """
-    from modelyard.cli.shell import emit
-
     if yes and not dry_run:  # nothing to confirm: one pass, no plan read first
         result = state.yard.protection.snapshots.restore(tag, data=data)
     else:

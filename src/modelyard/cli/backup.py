@@ -1,4 +1,5 @@
-"""Commands that protect models: backup and restore (the `backup` store)."""
+"""``backup`` and ``restore``: versions copied into the backup store, and brought back from it
+into the registry, with one progress bar for both."""
 
 from __future__ import annotations
 
