@@ -42,3 +42,17 @@ def test_arm_weights(weight: float) -> None:
     else:
         with pytest.raises(InvalidInput):
             Arm("production", weight)
+
+
+@pytest.mark.parametrize("options", [["--max-wait-ms", "inf"], ["--poll-interval", "nan"],
+                                     ["--ab", "production=1e999", "--ab", "staging=1e999"],
+                                     ["--max-wait-ms", "1e9"], ["--poll-interval", "0"]])
+def test_serve_refuses_an_option_out_of_range_in_one_line(options: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from modelyard.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "churn", *options])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output

@@ -162,10 +162,12 @@ def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
     """
     import uvicorn
 
-    from modelyard.serving.app import parse_arms
+    from modelyard.serving.app import check_options, parse_arms
     from modelyard.serving.routing import CanaryRamp, Router
 
     name, ref = _target(target, "production")
+    check_options(max_body_bytes=max_body_bytes, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                  poll_interval=poll_interval, capture_rate=capture_rate)
     if ab and canary:
         raise InvalidInput("use --ab or --canary, not both")
     arms = parse_arms(list(ab)) if ab else None
