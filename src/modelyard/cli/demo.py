@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from modelyard.cli.shell import State, _console, _escape, command_options, main
+from modelyard.core.names import T_SEMVER, T_STAGE
 from modelyard.errors import GateFailed, InvalidInput, UserError
 
 if TYPE_CHECKING:
@@ -299,7 +300,7 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
     final = {v.version: v for v in yard.versions(model)}
     for row in summary:
         record = final.get(row["version"])
-        row["stage"] = record.tags.get("modelyard.stage", "none") if record else "deleted"
+        row["stage"] = record.tags.get(T_STAGE, "none") if record else "deleted"
     yield Step("summary", [], {"rows": summary, "model": model,
                                "seconds": round(time.perf_counter() - started, 1)},
                time.perf_counter() - started)
@@ -312,7 +313,7 @@ def _v(yard: Any, semver: str | None) -> str:
 def _semver_of(yard: Any, model: str, version: int | None) -> str:
     if version is None:
         return "?"
-    return str(yard.tracking.get_version(model, version).tags.get("modelyard.semver", "?"))
+    return str(yard.tracking.get_version(model, version).tags.get(T_SEMVER, "?"))
 
 
 def _short(differences: Any) -> str:
