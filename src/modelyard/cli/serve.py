@@ -179,7 +179,9 @@ def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
     source = ModelSource(yard, name)
     for each in [*(a.ref for a in arms or []), *([] if arms else [ref]),
                  *([ramp.ref] if ramp else []), *([shadow] if shadow else [])]:
-        source.check(each)  # one clear line now beats a failed worker start
+        # One clear line now beats a failed worker start: the version exists and its stored
+        # files match its manifest (a tampered file is refused here, not in a traceback).
+        yard.verify(name, str(source.check(each)))
     overrides = dict(state.overrides)
     config = ServeConfig(
         name=name, ref=ref, ab=list(ab), shadow=shadow, canary=canary,
