@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from helpers import run_cli
 from modelyard.errors import InvalidInput
+from tests.support.helpers import run_cli
 
 
 def test_yard_leaves_mlflow_and_the_environment_alone(
@@ -157,7 +157,7 @@ def test_load_to_never_deletes_what_it_did_not_write(
 def test_load_to_cli_refuses_the_registry_home_in_one_line(
     yard: Any, name: str, trained: dict[str, Any],
 ) -> None:
-    from helpers import run_cli
+    from tests.support.helpers import run_cli
 
     yard.register(trained["model"], name, input_example=trained["X"].head(3))
     result = run_cli("load", f"{name}@latest", "--to", ".modelyard")
@@ -211,9 +211,9 @@ def test_a_dead_tracking_server_is_one_line_within_ten_seconds(
 ) -> None:
     import time
 
-    from devstack import free_port
     from modelyard import Yard
     from modelyard.errors import YardError
+    from tests.support.devstack import free_port
 
     uri = f"http://alice:s3cret@127.0.0.1:{free_port()}"
     started = time.monotonic()

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from helpers import run_cli
 from modelyard.errors import AuditTampered, ModelNotFound
 from modelyard.trail.audit import GENESIS, AuditLog, event_key
+from tests.support.helpers import run_cli
 
 
 def _trail(yard: Any, name: str, trained: dict[str, Any]) -> None:

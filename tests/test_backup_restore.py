@@ -21,12 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devstack import Stack, free_port
-from helpers import Forwarder, run_cli
 from modelyard import Yard
 from modelyard.core.names import T_RESTORED_FROM
 from modelyard.errors import Conflict, NotFound, StorageError, YardError
 from modelyard.store.vault import object_key
+from tests.support.devstack import Stack, free_port
+from tests.support.helpers import Forwarder, run_cli
 
 BACKUP_BUCKET = "modelyard-backup"
 

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from helpers import run_cli
+from tests.support.helpers import run_cli
 
 
 def _one_line_error(done: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-import devstack
-from devstack import Service, Stack, _listens, find_postgres_bindir, free_port
+from tests.support import devstack
+from tests.support.devstack import Service, Stack, _listens, find_postgres_bindir, free_port
 
 
 def _health(url: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from helpers import corrupt_version, run_cli
+from tests.support.helpers import corrupt_version, run_cli
 
 
 def _settings(home: Path, cache: Path) -> Any:

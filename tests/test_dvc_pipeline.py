@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from helpers import run_cli, run_cli_subprocess
 from modelyard.cli.demo import run_demo
 from modelyard.project import dvc as dvc_support
 from modelyard.project.dvc import set_param
+from tests.support.helpers import run_cli, run_cli_subprocess
 
 
 def _venv_env() -> dict[str, str]:

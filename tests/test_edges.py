@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from devstack import free_port
 from modelyard.backend.tracking import Tracking
 from modelyard.core.config import Settings
 from modelyard.errors import BackendError, PermissionDenied, StorageError, YardError
 from modelyard.store.storage import S3Store
-from workers import register_rounds
+from tests.support.devstack import free_port
+from tests.support.workers import register_rounds
 
 
 def _model_dir(root: Path) -> Path:

@@ -11,7 +11,7 @@ import pytest
 
 from modelyard.errors import ModelNotFound, RegistrationFailed, StorageError
 from modelyard.store.vault import Vault
-from workers import register_once
+from tests.support.workers import register_once
 
 
 # On the embedded default the same promise, from a fresh folder with eight processes, is
@@ -53,7 +53,7 @@ def test_s3_failure_mid_registration_leaves_nothing(
     On the server backend the S3 endpoint is really stopped at that moment; on the embedded
     backend the vault sits on an S3 endpoint that stops answering the same way.
     """
-    from devstack import free_port
+    from tests.support.devstack import free_port
 
     yard = make_yard()
     yard.register(trained["model"], name, input_example=trained["X"].head(3))
@@ -99,7 +99,7 @@ def test_s3_down_during_upload_registers_nothing(
         finally:
             stack_or_none.start_s3()
     else:
-        from devstack import free_port
+        from tests.support.devstack import free_port
 
         yard = make_yard(vault="s3://bucket/vault", s3_endpoint_url=(
             f"http://127.0.0.1:{free_port()}"))

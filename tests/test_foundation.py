@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from devstack import Stack, free_port
-from helpers import run_cli, run_cli_subprocess
 from modelyard.core.config import load_settings
 from modelyard.errors import ConfigError
+from tests.support.devstack import Stack, free_port
+from tests.support.helpers import run_cli, run_cli_subprocess
 
 SECRET = "s3cr3t-VALUE-do-not-print-9f8e7d"
 

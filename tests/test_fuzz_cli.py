@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import run_cli
+from tests.support.helpers import run_cli
 
 WORDS = st.one_of(
     st.text(max_size=30),

@@ -1,8 +1,9 @@
 """Governance that holds against its own users (issue 15) and retention / access log (11).
 
-The auth cases run on a real MLflow server with the basic-auth app (``tests/authstack.py``:
-one per session, SQLite registry + moto S3), with users created through its REST API:
-alice EDIT, bob READ (the default permission), carol MANAGE on each test's model.
+The auth cases run on a real MLflow server with the basic-auth app
+(``tests/support/authstack.py``: one per session, SQLite registry + moto S3), with users created
+through its REST API: alice EDIT, bob READ (the default permission), carol MANAGE on each test's
+model.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from authstack import ADMIN, AuthStack
-from helpers import run_cli
+from tests.support.authstack import ADMIN, AuthStack
+from tests.support.helpers import run_cli
 
 PASSWORDS = {"alice": "alice-pw-1234", "bob": "bob-pw-123456", "carol": "carol-pw-1234"}
 
@@ -304,10 +305,10 @@ def test_retention_is_enforced_after_each_registration(
 def test_serving_does_not_follow_an_unaudited_move_and_a_webhook_fires(
         embedded: Path, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
+    from test_notify import Receiver
 
     from modelyard import Yard
     from modelyard.serving.source import ModelSource
-    from test_notify import Receiver
 
     hook = Receiver()
     try:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from helpers import run_cli
 from modelyard.errors import InvalidInput
 from modelyard.store.storage import ObjectStore
 from modelyard.store.vault import manifest_key, object_key
+from tests.support.helpers import run_cli
 
 
 def _backup_url(backend: str, stack_or_none: Any, tmp_path: Path) -> str:

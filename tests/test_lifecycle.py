@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from helpers import run_cli
 from modelyard.errors import ApprovalError, GateFailed, InvalidInput, NotFound, YardError
+from tests.support.helpers import run_cli
 
 
 def _register(yard: Any, name: str, trained: dict[str, Any], accuracy: float = 0.9,

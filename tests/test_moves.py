@@ -3,8 +3,8 @@ sequential round trips, whatever the number of versions, and no mlflow import (m
 go through MLflow's REST API; independent calls go out at once).
 
 Requests are counted where they arrive: a counting reverse proxy sits in front of the real
-tracking server, and the CLI talks to the proxy (tests/counting_proxy.py), which also times
-each request, so the rounds are measured rather than inferred.
+tracking server, and the CLI talks to the proxy (tests/support/counting_proxy.py), which also
+times each request, so the rounds are measured rather than inferred.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from counting_proxy import CountingProxy
-from devstack import Stack
+from tests.support.counting_proxy import CountingProxy
+from tests.support.devstack import Stack
 
 # promote (to production, displacing a holder) and rollback, every call counted: resolve the
 # ref (search + get), the two stage holders (alias look-ups: a server's registered-models/get

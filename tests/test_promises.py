@@ -149,7 +149,7 @@ def test_credentials_never_show_in_urls() -> None:
 
 
 def test_doctor_accepts_a_credentialed_tracking_uri(stack: Any) -> None:
-    from helpers import run_cli
+    from tests.support.helpers import run_cli
 
     uri = stack.tracking_uri.replace("http://", "http://alice:pa55word@")
     done = run_cli("doctor", "--json", env={**stack.env(), "MLFLOW_TRACKING_URI": uri})

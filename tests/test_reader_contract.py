@@ -48,7 +48,7 @@ from modelyard.core.config import Settings
 from modelyard.core.records import ModelRecord, VersionRecord
 from modelyard.core.refs import VersionRef, resolve
 from modelyard.errors import BackendError, ModelNotFound, NotFound, UserError, VersionNotFound
-from paged import PagedVersions
+from tests.support.paged import PagedVersions
 
 STATUS = "modelyard.status"
 SEMVER = "modelyard.semver"
@@ -431,7 +431,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     """``mlflow server --app-name basic-auth`` on SQLite: admin, a user ``bob`` with no
     permission on the model ``secret``, a model ``open`` everyone may read."""
     pytest.importorskip("flask_wtf", reason="MLflow's auth app needs mlflow[auth] (Flask-WTF)")
-    from devstack import free_port
+    from tests.support.devstack import free_port
 
     root = tmp_path_factory.mktemp("auth")
     (root / "auth.ini").write_text(

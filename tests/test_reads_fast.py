@@ -18,7 +18,7 @@ from modelyard.backend.lean import counts as rest_counts
 from modelyard.backend.lean.rest import RestReader
 from modelyard.errors import AuditTampered
 from modelyard.trail.audit import event_key
-from paged import PagedVersions
+from tests.support.paged import PagedVersions
 
 REACH = rest_counts._HINT_REACH
 
@@ -71,7 +71,7 @@ def test_hints_are_remembered_and_survive_a_bad_file(tmp_path: Path) -> None:
 
 def _bulk(yard: Any, backend: str, name: str, last: int, request: pytest.FixtureRequest
           ) -> None:
-    import bulk
+    from tests.support import bulk
 
     if backend == "embedded":
         bulk.copy_embedded(yard.settings.home_path / "mlflow.db", name, last)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from helpers import run_cli
 from modelyard.errors import BackendError, NotFound
+from tests.support.helpers import run_cli
 
 
 def test_plain_mlflow_loads_and_sees_tags(yard: Any, name: str, trained: dict[str, Any]) -> None:
@@ -85,7 +85,7 @@ def test_load_falls_back_to_cache_then_train(
     make_yard: Any, name: str, trained: dict[str, Any], backend: str,
     stack_or_none: Any, isolated: Path,
 ) -> None:
-    from helpers import Forwarder
+    from tests.support.helpers import Forwarder
 
     forwarder = None
     if backend == "server":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from tests.support.helpers import run_cli
 
 TRAIN = '''\
 import json

@@ -1,8 +1,8 @@
 """Write paths stay bounded as a model grows (issue 10, "Scale").
 
 A model of 2,000 versions (version 1 registered through modelyard, the bulk copied by SQL: see
-``tests/bulk.py``; 1 in 89 left pending by a crash a day ago, 1 in 97 deleted) takes one more
-registration through modelyard's own write path, on both backends. Its semver must be right,
+``tests/support/bulk.py``; 1 in 89 left pending by a crash a day ago, 1 in 97 deleted) takes one
+more registration through modelyard's own write path, on both backends. Its semver must be right,
 and it must read the registry with bounded searches only: never a listing of every version
 (which, at 10,000 versions on a server, outlives the clients' 10 s deadline), and a few
 hundred rows at most however many versions there are.
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-import bulk
+from tests.support import bulk
 
 LAST = 2_000  # versions 2..LAST copied; the registration below becomes LAST + 1
 ROWS_BOUND = 300  # rows the write path may read, whatever the number of versions

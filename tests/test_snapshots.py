@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from helpers import run_cli
 from modelyard.errors import Conflict, InvalidInput, NotFound
+from tests.support.helpers import run_cli
 
 
 def _aliases(yard: Any, name: str) -> dict[str, int]:

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from devstack import HOST, MLFLOW_TIMEOUT, Stack, _http_status, _wait_until, free_port
+from tests.support.devstack import HOST, MLFLOW_TIMEOUT, Stack, _http_status, _wait_until, free_port
 
 ADMIN = ("admin", "modelyard-admin-pw-7")  # MLflow refuses its old default password
 __all__ = ["ADMIN", "AuthStack"]

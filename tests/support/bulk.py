@@ -81,7 +81,7 @@ def copy_embedded(db_path: Path, name: str, last: int) -> None:
 def copy_server(pg_port: int, name: str, last: int) -> None:
     import psycopg2
 
-    from devstack import PG_DATABASE, PG_USER
+    from tests.support.devstack import PG_DATABASE, PG_USER
 
     connection = psycopg2.connect(host="127.0.0.1", port=pg_port, user=PG_USER,
                                   dbname=PG_DATABASE)
@@ -96,7 +96,7 @@ def drop_server(pg_port: int, name: str) -> None:
     is shared: later tests that read every model should not walk its thousands of versions)."""
     import psycopg2
 
-    from devstack import PG_DATABASE, PG_USER
+    from tests.support.devstack import PG_DATABASE, PG_USER
 
     connection = psycopg2.connect(host="127.0.0.1", port=pg_port, user=PG_USER,
                                   dbname=PG_DATABASE)

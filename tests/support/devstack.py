@@ -8,8 +8,8 @@ process by PID and removes the root directory if the stack created it.
 ...     os.environ.update(stack.env())
 ...     ...
 
-``python tests/devstack.py`` (``make stack``) starts a stack, prints ``export K=V`` lines and
-waits for Ctrl-C.
+``python -m tests.support.devstack`` (``make stack``, from the repository root) starts a stack,
+prints ``export K=V`` lines and waits for Ctrl-C.
 
 PostgreSQL comes from Debian's ``postgresql-15`` package. ``initdb`` refuses to run as root, so
 when this process is root, initdb and the server run as the ``postgres`` OS user.
