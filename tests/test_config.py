@@ -1,6 +1,7 @@
 """Configuration: precedence, the project root, seed-style keys, new keys, hostile files.
 
-Pure logic: no services, no subprocesses (the CLI's one-line errors are in test_foundation).
+Pure logic: no services, no subprocesses (the CLI's one-line errors are in
+tests/integration/test_cli.py).
 """
 
 from __future__ import annotations

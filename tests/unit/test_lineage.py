@@ -3,8 +3,8 @@ and the parent run, all read from folders the caller names (never the working di
 
 The repositories are real (``git`` in ``tmp_path``). The ``.dvc`` and ``dvc.lock`` files are
 written here in the format DVC 3 writes (``outs: [{md5, size, hash: md5, path}]``), so the tests
-run in a second instead of starting DVC; tests/test_dvc_pipeline.py checks the same rules
-through a real ``dvc add`` / ``dvc repro``.
+run in a second instead of starting DVC; tests/integration/test_dvc_pipeline.py checks the same
+rules through a real ``dvc add`` / ``dvc repro``.
 """
 
 from __future__ import annotations

