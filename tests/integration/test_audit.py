@@ -109,3 +109,32 @@ def test_concurrent_writers_never_share_a_sequence_number(yard: Any, name: str) 
     assert log.verify() == 20
     reasons = sorted(e.reason or "" for e in log.events())
     assert reasons == sorted(f"{w}-{i}" for w in range(4) for i in range(5))
+
+
+def test_the_audit_head_names_the_newest_event_under_concurrency(
+    yard: Any, name: str, trained: dict[str, Any],
+) -> None:
+    from modelyard.trail.audit import parse_head
+
+    yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    errors: list[BaseException] = []
+
+    def tag(index: int) -> None:
+        try:
+            yard.set_tag(name, 1, f"k{index}", "v")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=tag, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    trail = yard._audit.log(name)
+    newest = trail.last()
+    head = parse_head(yard.tracking.get_model(name).tags.get("modelyard.audit_head"))
+    assert head == (newest.seq, newest.hash)
+    yard.vault.store.delete(f"audit/{name}/{newest.seq:010d}.json")
+    with pytest.raises(AuditTampered):
+        yard.history(name, verify=True)

@@ -184,3 +184,17 @@ def test_tracking_password_in_uri_is_redacted(isolated: Path) -> None:
     assert SECRET not in done.stdout + done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     assert "***" in report["tracking_uri"]
+
+
+def test_doctor_accepts_a_credentialed_tracking_uri(stack: Any) -> None:
+    from tests.support.helpers import run_cli
+
+    uri = stack.tracking_uri.replace("http://", "http://alice:pa55word@")
+    done = run_cli("doctor", "--json", env={**stack.env(), "MLFLOW_TRACKING_URI": uri})
+    assert "pa55word" not in done.stdout + done.stderr
+    assert '"component": "tracking"' in done.stdout
+    import json
+
+    report = json.loads(done.stdout)
+    tracking = next(c for c in report["checks"] if c["component"] == "tracking")
+    assert tracking["ok"], tracking

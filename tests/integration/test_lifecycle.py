@@ -10,7 +10,14 @@ from urllib.parse import urlparse
 
 import pytest
 
-from modelyard.errors import ApprovalError, GateFailed, InvalidInput, NotFound, YardError
+from modelyard.errors import (
+    ApprovalError,
+    BackendError,
+    GateFailed,
+    InvalidInput,
+    NotFound,
+    YardError,
+)
 from tests.support.helpers import run_cli
 
 
@@ -443,3 +450,59 @@ def test_cli_approvals_alias_tag_cleanup(yard: Any, name: str,
     applied = run_cli("cleanup", name, "--keep", "1", "--yes")
     assert applied.returncode == 0 and yard.get(name, 2).stage == "archived"
     assert run_cli("cleanup", name, "--keep", "0").returncode == 2
+
+
+def test_a_move_that_fails_after_its_event_is_one_unit(
+    yard: Any, name: str, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    one = yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    two = yard.register(trained["model"], name, params={"n": 2},
+                        input_example=trained["X"].head(3))
+    yard.promote(name, one.version, to="staging")
+    yard.promote(name, one.version, to="production")
+    before = _holders(yard, name)
+    # The registry refuses the alias move after the audit event is written (the fault is
+    # raised at the edge moves write through, as a dropped connection would be translated:
+    # MLflow's client on the embedded default, the lean REST writer on a server).
+    edge = type(yard.ctx.writes)
+    original = edge.set_alias
+    calls = {"n": 0}
+
+    def failing(self: Any, model: str, alias: str, version: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise BackendError(detail="connection dropped")
+        original(self, model, alias, version)
+
+    monkeypatch.setattr(edge, "set_alias", failing)
+    with pytest.raises(BackendError):
+        yard.promote(name, two.version, to="production", force=True, reason="hotfix")
+    monkeypatch.setattr(edge, "set_alias", original)
+    assert _holders(yard, name) == before
+    events = yard.history(name, verify=True)
+    assert events[-1]["action"] == "move_failed"
+    # The next move applies only itself: exactly one production holder, tags agree.
+    yard.promote(name, two.version, to="staging")
+    assert _holders(yard, name) == {"staging": two.version, "production": one.version}
+    stages = {v.version: v.tags.get("modelyard.stage") for v in yard.versions(name)}
+    assert stages == {one.version: "production", two.version: "staging"}
+
+
+def test_rollback_after_the_holder_was_deleted_and_never_twice(
+    yard: Any, name: str, trained: dict[str, Any],
+) -> None:
+    versions = [yard.register(trained["model"], name, params={"n": n},
+                              input_example=trained["X"].head(3)) for n in range(3)]
+    one, two, three = (v.version for v in versions)
+    yard.promote(name, one, to="production", force=True, reason="first")
+    yard.promote(name, two, to="production", force=True, reason="second")
+    back = yard.rollback(name, reason="two is bad")
+    assert back.version == one and _holders(yard, name)["production"] == one
+    with pytest.raises(InvalidInput, match="was rolled back"):
+        yard.rollback(name)  # would silently re-promote two
+    yard.promote(name, two, to="production", force=True, reason="fixed after all")
+    assert "modelyard.rolled_back" not in yard.tracking.get_version(name, two).tags
+    yard.promote(name, three, to="production", force=True, reason="third")
+    yard.tracking.delete_version(name, three)  # production deleted behind modelyard's back
+    restored = yard.rollback(name, reason="three was deleted")
+    assert restored.version == two and _holders(yard, name)["production"] == two

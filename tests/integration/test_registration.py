@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,3 +100,43 @@ def _flip_one_byte(location: str, filename: str, stack: Any) -> None:
     body = bytearray(client.get_object(Bucket=stack.bucket, Key=keys[0])["Body"].read())
     body[len(body) // 2] ^= 0xFF
     client.put_object(Bucket=stack.bucket, Key=keys[0], Body=bytes(body))
+
+
+def test_the_manifest_covers_every_file_a_load_reads(
+    yard: Any, name: str, trained: dict[str, Any], tmp_path: Path,
+) -> None:
+    import mlflow.sklearn
+
+    saved = tmp_path / "saved"
+    mlflow.sklearn.save_model(trained["model"], str(saved), serialization_format="cloudpickle",
+                              pip_requirements=["scikit-learn"])  # no inference subprocess
+    (saved / "__pycache__").mkdir()
+    (saved / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"compiled")
+    # The name MLflow gives the record its registry downloads add: no content is exempt.
+    (saved / "registered_model_meta").write_text("model_name: x\nloader_module: evil\n")
+    mv = yard.register_directory(saved, name)
+    manifest = yard._loader.manifest_of(yard.get(name, mv.version))
+    assert {"__pycache__/helper.cpython-311.pyc", "registered_model_meta"} <= set(manifest.files)
+    for tampered in ("__pycache__/helper.cpython-311.pyc", "registered_model_meta"):
+        local = tmp_path / f"copy-{len(tampered)}"
+        shutil.copytree(saved, local)
+        (local / tampered).write_bytes(b"tampered")
+        with pytest.raises(IntegrityError):
+            manifest.verify_directory(local, label=name, semver="1.0.0")
+    # A downloaded version has exactly its manifest's files: the load path verifies it.
+    assert yard.load(name, mv.version, verify=True).verified
+    # Beyond the manifest, a folder may hold only MLflow's own record of this very version
+    # (its registry downloads write one into a local store); any other content is refused.
+    plain = tmp_path / "plain"
+    mlflow.sklearn.save_model(trained["model"], str(plain), serialization_format="cloudpickle",
+                              pip_requirements=["scikit-learn"])  # no inference subprocess
+    bare = yard.register_directory(plain, name)
+    bare_manifest = yard._loader.manifest_of(yard.get(name, bare.version))
+    (plain / "registered_model_meta").write_text(
+        f"model_name: {name}\nmodel_version: '{bare.version}'\n")
+    bare_manifest.verify_directory(plain, label=name, semver=str(bare.semver))
+    for stranger in ("model_name: other\nmodel_version: '1'\n",
+                     f"model_name: {name}\nmodel_version: '1'\nflavor: evil\n", "\x00\xff"):
+        (plain / "registered_model_meta").write_text(stranger)
+        with pytest.raises(IntegrityError, match="unexpected"):
+            bare_manifest.verify_directory(plain, label=name, semver=str(bare.semver))
