@@ -1,5 +1,6 @@
-"""Lineage without the registry: git state, DVC data hashes and the commit that recorded them,
-and the parent run, all read from folders the caller names (never the working directory).
+"""Capture without the registry: git state, DVC data hashes and the commit that recorded them,
+and the columns of the tables, all read from folders the caller names (never the working
+directory).
 
 The repositories are real (``git`` in ``tmp_path``). The ``.dvc`` and ``dvc.lock`` files are
 written here in the format DVC 3 writes (``outs: [{md5, size, hash: md5, path}]``), so the tests
@@ -207,65 +208,6 @@ def test_no_commit_before_the_first_one_and_for_bad_hashes(tmp_path: Path) -> No
     assert dvc_support.commit_recording(root, md5) == ""
     assert dvc_support.commit_recording(root, "--output=/tmp/x") == ""
     assert dvc_support.commit_recording(tmp_path, md5) == ""  # not a DVC project
-
-
-# -- the parent run -----------------------------------------------------------------------------
-RUN = "0123456789abcdef0123456789abcdef"
-OTHER = "fedcba9876543210fedcba9876543210"
-
-
-@pytest.mark.parametrize(
-    ("environ", "active", "active_parent", "expected"),
-    [
-        pytest.param({}, None, None, None, id="plain-script"),
-        pytest.param({"MLFLOW_RUN_ID": RUN}, None, None, RUN, id="mlflow-run-entry-point"),
-        pytest.param({"MLFLOW_RUN_ID": RUN}, OTHER, None, RUN, id="nested-run-in-project"),
-        pytest.param({"MLFLOW_RUN_ID": RUN}, RUN, None, None, id="entry-point-resumed-it"),
-        pytest.param({"MLFLOW_RUN_ID": RUN}, RUN, OTHER, OTHER, id="its-own-parent"),
-        pytest.param({}, OTHER, RUN, RUN, id="nested-run"),
-        pytest.param({"MLFLOW_RUN_ID": "  "}, None, None, None, id="blank"),
-        pytest.param({"MLFLOW_RUN_ID": "x; rm -rf /"}, None, None, None, id="not-a-run-id"),
-    ],
-)
-def test_parent_run_of(environ: dict[str, str], active: str | None, active_parent: str | None,
-                       expected: str | None) -> None:
-    snapshot = dict(environ)
-    assert lineage.parent_run_of(environ, active, active_parent) == expected
-    assert environ == snapshot  # only read
-
-
-def test_the_parent_run_is_kept_in_the_tags() -> None:
-    found = lineage.Lineage(parent_run=RUN, git_commit="abc")
-    tags = found.to_tags()
-    assert tags["modelyard.lineage.parent_run"] == RUN
-    assert lineage.Lineage.from_tags(tags).parent_run == RUN
-
-
-def test_a_dropped_training_column_is_major_when_no_schema_was_recorded(tmp_path: Path) -> None:
-    from modelyard.core.lineage import Lineage
-    from modelyard.core.versioning import Fingerprint, decide_bump
-    from modelyard.project.capture import hash_data
-
-    table = tmp_path / "train.csv"
-    table.write_text("tenure,charges,churn\n1,2.5,0\n")
-    before = Lineage(data=hash_data(["train.csv"], tmp_path))
-    assert before.data_columns() == {"train.csv": ["tenure", "charges", "churn"]}
-    table.write_text("tenure,churn\n1,0\n")
-    after = Lineage.from_tags(Lineage(data=hash_data(["train.csv"], tmp_path)).to_tags())
-    decision = decide_bump(
-        Fingerprint(data=after.data_hashes(), data_columns=after.data_columns()),
-                           Fingerprint(data=before.data_hashes(),
-                                       data_columns=before.data_columns()))
-    assert decision.bump == "major"
-    assert "charges (train.csv)" in decision.reason
-    # A column added is a minor change; with a schema on both sides the schema decides.
-    grown = decide_bump(Fingerprint(data_columns={"t.csv": ["a", "b"]}),
-                        Fingerprint(data_columns={"t.csv": ["a"]}))
-    assert grown.bump == "minor"
-    schema = [("a", "double", True)]
-    same = decide_bump(Fingerprint(inputs=schema, data_columns={"t.csv": ["a"]}),
-                       Fingerprint(inputs=schema, data_columns={"t.csv": ["a", "b"]}))
-    assert same.bump == "patch"
 
 
 def test_table_columns_only_reads_table_headers(tmp_path: Path) -> None:
