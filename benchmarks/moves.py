@@ -5,9 +5,9 @@ the same alias in a fresh process.
     python benchmarks/moves.py [--sizes 10 1000] [--n 5]
 
 The team stack (PostgreSQL + moto S3 + `mlflow server` with its default 4 workers) comes from
-``tests/devstack.py``; a counting reverse proxy (``tests/counting_proxy.py``) sits in front of
-the tracking server and another in front of S3, so a request is counted when it reaches the
-server, whichever client sent it. For each size one model gets SIZE versions as
+``tests/support/devstack.py``; a counting reverse proxy (``tests/support/counting_proxy.py``)
+sits in front of the tracking server and another in front of S3, so a request is counted when
+it reaches the server, whichever client sent it. For each size one model gets SIZE versions as
 ``benchmarks/reads.py`` builds them (v1.0.0 registered and promoted through modelyard; the bulk
 copied in SQL; the newest registered through modelyard). Then N rounds of, each a new process,
 timed (wall clock) and counted:
@@ -37,7 +37,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))  # the repository: tests.support
 
 PEER = r"""
 import sys
@@ -104,10 +104,10 @@ def main() -> None:
 
     from reads import _clean_env, build
 
-    import bulk as bulk_sql
-    from counting_proxy import CountingProxy
-    from devstack import MLFLOW_DEFAULT_WORKERS, Stack
     from modelyard import Yard
+    from tests.support import bulk as bulk_sql
+    from tests.support.counting_proxy import CountingProxy
+    from tests.support.devstack import MLFLOW_DEFAULT_WORKERS, Stack
 
     results: list[tuple[int, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="modelyard-moves-") as tmp, \

@@ -3,14 +3,14 @@ reader beside MLflow's client, each in a new process.
 
     python benchmarks/reads.py [--sizes 100 1000 10000] [--n 3] [--backends server] [--no-cli]
 
-For each backend (the embedded default; the team stack, started from ``tests/devstack.py``
-with MLflow's default 4 server workers)
+For each backend (the embedded default; the team stack, started from
+``tests/support/devstack.py`` with MLflow's default 4 server workers)
 and each size, one model gets SIZE versions: v1.0.0 registered through modelyard and promoted
-to staging, then production; the bulk copied from its rows by SQL (``tests/bulk.py``: MLflow's
-``create_model_version`` costs O(n) per call, hours at 10,000); the newest registered through
-modelyard, so every version a look-up names came through modelyard's write path (and that
-last registration, into SIZE - 1 versions, is timed too: ``register``). 1 in 97 bulk versions
-is deleted, 1 in 89 pending.
+to staging, then production; the bulk copied from its rows by SQL (``tests/support/bulk.py``:
+MLflow's ``create_model_version`` costs O(n) per call, hours at 10,000); the newest registered
+through modelyard, so every version a look-up names came through modelyard's write path (and
+that last registration, into SIZE - 1 versions, is timed too: ``register``). 1 in 97 bulk
+versions is deleted, 1 in 89 pending.
 
 Each look-up then runs N times as a new process (wall clock, median of N after one warm-up):
 - ``modelyard``: the CLI verb (``modelyard --json list``, ``details NAME@REF``, ``history
@@ -202,8 +202,8 @@ def _s(value: float | None) -> str:
 
 
 def run_embedded(sizes: list[int], n: int, cli: bool, root: Path) -> list[dict[str, Any]]:
-    import bulk as bulk_mod
     from modelyard import Yard
+    from tests.support import bulk as bulk_mod
 
     rows: list[dict[str, Any]] = []
     for size in sizes:
@@ -224,9 +224,9 @@ def run_embedded(sizes: list[int], n: int, cli: bool, root: Path) -> list[dict[s
 
 
 def run_server(sizes: list[int], n: int, cli: bool, root: Path) -> list[dict[str, Any]]:
-    import bulk as bulk_mod
-    from devstack import MLFLOW_DEFAULT_WORKERS, Stack
     from modelyard import Yard
+    from tests.support import bulk as bulk_mod
+    from tests.support.devstack import MLFLOW_DEFAULT_WORKERS, Stack
 
     rows: list[dict[str, Any]] = []
     with Stack(mlflow_workers=MLFLOW_DEFAULT_WORKERS) as stack:
@@ -320,7 +320,7 @@ def main() -> None:
     global PYCACHE
     if args.compile_each_run:
         PYCACHE = None
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # bulk, devstack
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support: bulk, devstack
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="modelyard-reads-") as tmp:
         root = Path(tmp)

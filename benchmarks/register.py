@@ -100,8 +100,8 @@ def list_many(versions: int, pg_port: int) -> tuple[float, float]:
 
     from reads import build
 
-    import bulk
     from modelyard import Yard
+    from tests.support import bulk
 
     yard = Yard()
     build(yard, "bench-many", versions,
@@ -250,9 +250,9 @@ def main() -> None:
         os.chdir(tmp)
         os.environ["MODELYARD_CACHE_DIR"] = str(Path(tmp) / "cache")
         table["embedded"] = run_backend(args.n)
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from devstack import Stack  # the test stack lives with the tests, not in the wheel
+        from tests.support.devstack import Stack  # the test stack: with the tests, not the wheel
 
         with Stack() as stack:
             for key in [k for k in os.environ if k.startswith("MODELYARD_HOME")]:

@@ -85,8 +85,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from devstack import Stack  # the test stack lives with the tests, not in the wheel
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.support
+    from tests.support.devstack import Stack  # the test stack lives with the tests, not the wheel
 
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp, Stack() as stack:
         os.chdir(tmp)

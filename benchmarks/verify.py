@@ -7,9 +7,9 @@
    1 MiB chunks, as ``sha256sum``-style scripts do. Medians of 3; ratio = modelyard's rate /
    the peer's (> 1: faster, with more than one core).
 2. ``Yard.snapshot_restore`` of N models whose production alias moved since the snapshot, on
-   the embedded default and (``--server``) on the team stack (tests/devstack.py), beside the
-   peer: the same N alias moves with a plain ``MlflowClient.set_registered_model_alias`` loop
-   (no audit, no stage tags). Medians of 3.
+   the embedded default and (``--server``) on the team stack (tests/support/devstack.py),
+   beside the peer: the same N alias moves with a plain
+   ``MlflowClient.set_registered_model_alias`` loop (no audit, no stage tags). Medians of 3.
 
     python benchmarks/verify.py [--files 10] [--size-mb 20] [--models 50] [--server]
     python benchmarks/verify.py --size-mb 100          # the 1 GB in 10 files
@@ -182,8 +182,8 @@ def main() -> None:
         bench_restore("embedded default", args.models,
                       lambda: Yard(home=str(work / "embedded")))
         if args.server:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-            from devstack import Stack  # the test stack lives with the tests, not the wheel
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support
+            from tests.support.devstack import Stack  # the test stack: with the tests
 
             with Stack() as stack:
                 os.environ.update(stack.env())

@@ -1,7 +1,7 @@
 """Fixtures: every registry test runs on the embedded default and on the real team stack.
 
 The team stack (PostgreSQL 15, moto's S3 server, an MLflow tracking server) is started once per
-session on free loopback ports by ``tests/devstack.py`` and stopped by PID at the end.
+session on free loopback ports by ``tests/support/devstack.py`` and stopped by PID at the end.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from devstack import Stack
+from tests.support.devstack import Stack
 
 _CLEARED_PREFIXES = ("MODELYARD_", "MLFLOW_", "AWS_")
 

@@ -1,0 +1,140 @@
+"""The audit trail: hash chain, tamper detection, concurrent writers, on both backends."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from modelyard.errors import AuditTampered, ModelNotFound
+from modelyard.trail.audit import GENESIS, AuditLog, event_key
+from tests.support.helpers import run_cli
+
+
+def _trail(yard: Any, name: str, trained: dict[str, Any]) -> None:
+    yard.register(trained["model"], name, metrics={"accuracy": 0.9},
+                  input_example=trained["X"].head(3))
+    yard.promote(name, 1, to="staging", reason="first look")
+    yard.set_tag(name, 1, "validation", "passed")
+    yard.promote(name, 1, to="production", reason="validated")
+
+
+def test_events_are_chained_and_complete(yard: Any, name: str,
+                                         trained: dict[str, Any]) -> None:
+    _trail(yard, name, trained)
+    events = yard.history(name, verify=True)
+    assert [e["seq"] for e in events] == [1, 2, 3, 4]
+    assert [e["action"] for e in events] == ["register", "promote", "tag", "promote"]
+    assert events[0]["prev_hash"] == GENESIS
+    for before, after in itertools.pairwise(events):
+        assert after["prev_hash"] == before["hash"]
+    last = events[-1]
+    expected_keys = {"seq", "who", "when", "action", "name", "version", "semver", "from", "to",
+                     "reason", "gates", "detail", "stages", "prev_hash", "hash"}
+    assert expected_keys <= set(last)
+    assert (last["who"], last["version"], last["semver"], last["from"], last["to"],
+            last["reason"]) == ("alice", 1, "1.0.0", "staging", "production", "validated")
+    assert last["stages"]["production"] == 1 and last["stages"]["staging"] is None
+    keys = yard.vault.store.list(f"audit/{name}/")
+    # The events, and the head object anchoring the newest of them in the vault.
+    assert keys == [f"audit/{name}/{seq:010d}.json" for seq in range(1, 5)] + [
+        f"audit/{name}/HEAD.json"]
+    head = json.loads(yard.vault.store.get_bytes(f"audit/{name}/HEAD.json"))
+    assert (head["seq"], head["hash"]) == (4, last["hash"])
+    with pytest.raises(ModelNotFound):
+        yard.history(name + "-missing")
+
+
+def test_edited_event_is_detected(yard: Any, name: str, trained: dict[str, Any]) -> None:
+    _trail(yard, name, trained)
+    store = yard.vault.store
+    key = event_key(name, 2)
+    event = json.loads(store.get_bytes(key))
+    event["reason"] = "nobody will notice"
+    store.put_bytes(key, json.dumps(event).encode())
+    with pytest.raises(AuditTampered, match="event 2 was modified"):
+        yard.history(name, verify=True)
+    # Rehashing the edited event does not help: the next one is chained to the original.
+    from modelyard.trail.audit import AuditEvent
+
+    forged = AuditEvent.from_dict(event)
+    forged.hash = forged.compute_hash()
+    store.put_bytes(key, json.dumps(forged.to_dict()).encode())
+    with pytest.raises(AuditTampered, match="event 3 is not chained"):
+        yard.history(name, verify=True)
+    done = run_cli("history", name, "--verify")
+    assert done.returncode == 5
+    assert done.stderr.count("\n") == 1 and "event 3" in done.stderr
+    as_json = run_cli("history", name, "--verify", "--json")
+    assert json.loads(as_json.stderr)["error"] == "AuditTampered"
+
+
+def test_deleted_events_are_detected(yard: Any, name: str, trained: dict[str, Any]) -> None:
+    _trail(yard, name, trained)
+    store = yard.vault.store
+    store.delete(event_key(name, 4))  # the newest one: the registry's head catches it
+    with pytest.raises(AuditTampered, match="event 4 is missing"):
+        yard.history(name, verify=True)
+    store.delete(event_key(name, 2))
+    with pytest.raises(AuditTampered, match="event 2 is missing"):
+        yard.history(name, verify=True)
+    assert run_cli("history", name, "--verify").returncode == 5
+    assert run_cli("history", name).returncode == 0  # reading without --verify still works
+
+
+def test_concurrent_writers_never_share_a_sequence_number(yard: Any, name: str) -> None:
+    store = yard.vault.store
+    errors: list[Exception] = []
+
+    def write(worker: int) -> None:
+        log = AuditLog(store, name)
+        try:
+            for i in range(5):
+                log.append(lambda prev, i=i: {"action": "note", "reason": f"{worker}-{i}",
+                                              "stages": dict(prev.stages) if prev else {}},
+                           who=f"w{worker}")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    log = AuditLog(store, name)
+    assert log.verify() == 20
+    reasons = sorted(e.reason or "" for e in log.events())
+    assert reasons == sorted(f"{w}-{i}" for w in range(4) for i in range(5))
+
+
+def test_the_audit_head_names_the_newest_event_under_concurrency(
+    yard: Any, name: str, trained: dict[str, Any],
+) -> None:
+    from modelyard.trail.audit import parse_head
+
+    yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    errors: list[BaseException] = []
+
+    def tag(index: int) -> None:
+        try:
+            yard.set_tag(name, 1, f"k{index}", "v")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=tag, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    trail = yard._audit.log(name)
+    newest = trail.last()
+    head = parse_head(yard.tracking.get_model(name).tags.get("modelyard.audit_head"))
+    assert head == (newest.seq, newest.hash)
+    yard.vault.store.delete(f"audit/{name}/{newest.seq:010d}.json")
+    with pytest.raises(AuditTampered):
+        yard.history(name, verify=True)
