@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelyard.core.config import Settings
-from modelyard.core.names import STATUS_PENDING, T_STATUS
+from modelyard.core.names import STATUS_PENDING, T_STATUS, mlflow_stage
 from modelyard.core.records import (
     SEARCH_PAGE_MAX,
     ModelRecord,
@@ -53,10 +53,6 @@ __all__ = ["ModelRecord", "Tracking", "VersionRecord", "redact"]
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
-
-# modelyard's stages, as MLflow's deprecated stage field spells them.
-STAGE_FIELD = {"none": "None", "staging": "Staging", "production": "Production",
-               "archived": "Archived"}
 
 _BUSY_RETRIES = 8  # SQLite "database is locked": 0.05 s doubling to 1 s, about 5 s in all
 _FIRST_USE_LOCK_TIMEOUT = 300.0
@@ -666,10 +662,7 @@ class Tracking:
         ``models:/NAME/Production`` URIs and the MLflow UI's "Stage" column read that field.
         Other versions keep theirs (modelyard moves them itself).
         """
-        value = STAGE_FIELD.get(stage.lower())
-        if value is None:
-            raise InvalidInput(f"unknown stage {stage!r} (expected one of "
-                               f"{', '.join(STAGE_FIELD)})")
+        value = mlflow_stage(stage)
 
         def transition() -> None:
             with warnings.catch_warnings():
