@@ -9,9 +9,9 @@ Layers:
   once its manifest is there; a version never backed up is not a problem).
 
 A tag is never trusted for a path: paths come from the manifest, and the manifest is checked
-against the hash tagged on the version. Hashing is hashlib in large chunks, which releases the
-GIL, so the files are hashed in parallel threads (an object shared by many versions is hashed
-once per layer).
+against the hash tagged on the version. Hashing reads 8 MiB chunks (``store.files``), during
+which hashlib releases the GIL, so the files are hashed in parallel threads (an object shared
+by many versions is hashed once per layer).
 
 >>> report = yard.verify_all()
 >>> [(p.path, p.layer, p.problem) for v in report.versions for p in v.problems]
@@ -23,7 +23,6 @@ once per layer).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -43,7 +42,8 @@ from modelyard.core.records import VersionRecord
 from modelyard.core.refs import is_visible, lookup
 from modelyard.errors import InvalidInput, StorageError, YardError
 from modelyard.registry.loading import Loader
-from modelyard.store.storage import ObjectStore, iter_object, local_path
+from modelyard.store.files import file_chunks, sha256_file, sha256_stream
+from modelyard.store.storage import ObjectStore
 from modelyard.store.vault import MLFLOW_RECORD, Manifest, manifest_key, object_key
 
 log = logging.getLogger("modelyard.integrity")
@@ -51,7 +51,6 @@ log = logging.getLogger("modelyard.integrity")
 Progress = Callable[[int, int], None]
 """Called with (bytes checked so far, bytes to check in all)."""
 
-_CHUNK = 8 * 1024 * 1024
 LAYERS = ("artifacts", "vault", "backup")
 PROBLEMS = ("missing", "differs", "manifest-missing", "manifest-differs")
 MANIFEST_PATH = "(manifest)"
@@ -130,39 +129,14 @@ class RepairReport(Result):
 
 
 # -- hashing ------------------------------------------------------------------------------------
-def hash_path(path: Path) -> tuple[str, int]:
-    """(sha256, size) of a file, read in large chunks into one buffer (the GIL is released
-    while reading and while hashing, so threads hash on every core)."""
-    digest = hashlib.sha256()
-    buffer = bytearray(_CHUNK)
-    view = memoryview(buffer)
-    size = 0
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(buffer):
-            digest.update(view[:count])
-            size += count
-    return digest.hexdigest(), size
-
-
 def hash_object(store: ObjectStore, key: str) -> tuple[str, int] | None:
     """(sha256, size) of an object, or None when there is none."""
-    path = local_path(store, key)
-    if path is not None:
-        try:
-            return hash_path(path)
-        except FileNotFoundError:
-            return None
-    digest = hashlib.sha256()
-    size = 0
     try:
-        for block in iter_object(store, key, _CHUNK):
-            digest.update(block)
-            size += len(block)
+        return sha256_stream(store.chunks(key))
     except StorageError as exc:
         if "not found" in exc.message:
             return None
         raise
-    return digest.hexdigest(), size
 
 
 def _workers() -> int:
@@ -346,7 +320,7 @@ class Integrity:
         root = self.tracking.local_artifact_root(location)
         if root is not None:
             try:
-                return hash_path(root / rel)
+                return sha256_stream(file_chunks(root / rel))
             except FileNotFoundError:
                 return None
         with tempfile.TemporaryDirectory(prefix="modelyard-verify-") as tmp:
@@ -356,7 +330,7 @@ class Integrity:
             except YardError as exc:
                 log.info("%s could not be read from %s: %s", rel, location, exc.message)
                 return None
-            return hash_path(local)
+            return sha256_stream(file_chunks(local))
 
     # -- repair -----------------------------------------------------------------------------
     def repair(self, name: str | None = None, ref: str | int | None = None, *,
@@ -499,7 +473,7 @@ class Integrity:
                 except (YardError, OSError) as exc:
                     log.info("%s: no copy in %s (%s)", problem.path, served_by, exc)
                     continue
-                if hash_path(local)[0] != oid:
+                if sha256_file(local) != oid:
                     log.warning("%s: the copy in %s has the wrong hash; not used", problem.path,
                                 served_by)
                     continue

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from modelyard.errors import StorageError
-from modelyard.store.files import Progress, atomic_copy, atomic_write, copy_hashing
+from modelyard.store.files import (
+    HASH_CHUNK,
+    Progress,
+    atomic_copy,
+    atomic_write,
+    copy_hashing,
+    file_chunks,
+    sha256_stream,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from boto3.s3.transfer import TransferConfig
@@ -30,7 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _SECRET_IN_URL = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 _USER_IN_URL = re.compile(r"://[^:/@\s]+@")
-_CHUNK = 1024 * 1024
 _MULTIPART_THRESHOLD = 8 * 1024 * 1024
 _CLIENT_LOCK = threading.Lock()
 _POOL = 32  # connections per S3 client: files in parallel, each in parallel parts
@@ -129,19 +136,19 @@ class ObjectStore:
         """Raise StorageError when the store cannot be reached."""
         self.list("")
 
-    # -- used by backups (a default that works on any store; S3 does better) ----------------
-    def sha256(self, key: str) -> str:
-        """The SHA-256 of the object at key, streamed (never held whole in memory)."""
-        import hashlib
-
+    # -- streamed reads (backups, verify_all and repair hash objects) ------------------------
+    def chunks(self, key: str) -> Iterator[bytes | memoryview]:
+        """The object's bytes in chunks, never held whole in memory (this default goes through
+        a temporary file; the folder and S3 stores read or stream the object itself). Raises
+        ``StorageError`` ("not found") when there is no object at key."""
         with tempfile.TemporaryDirectory(prefix="modelyard-hash-") as tmp:
             path = Path(tmp) / "object"
             self.get_file(key, path)
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
-            return digest.hexdigest()
+            yield from file_chunks(path)
+
+    def sha256(self, key: str) -> str:
+        """The SHA-256 of the object at key, streamed."""
+        return sha256_stream(self.chunks(key))[0]
 
     def local_path(self, key: str) -> Path | None:
         """The file holding the object when the store is a local folder, else None."""
@@ -273,14 +280,10 @@ class LocalStore(ObjectStore):
             if not os.access(self.root, os.W_OK):
                 raise StorageError(detail=f"{self.root} is not writable")
 
-    def sha256(self, key: str) -> str:
-        import hashlib
-
-        digest = hashlib.sha256()
-        with self._translate(key), self._path(key).open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+    def chunks(self, key: str) -> Iterator[bytes | memoryview]:
+        path = self._path(key)
+        with self._translate(key):
+            yield from file_chunks(path)
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
@@ -484,15 +487,10 @@ class S3Store(ObjectStore):
         with self._translate(""):
             self.client.head_bucket(Bucket=self.bucket)
 
-    def sha256(self, key: str) -> str:
-        import hashlib
-
-        digest = hashlib.sha256()
+    def chunks(self, key: str) -> Iterator[bytes | memoryview]:
         with self._translate(key):
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-            for chunk in body.iter_chunks(_CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+            yield from body.iter_chunks(HASH_CHUNK)
 
     def can_copy_from(self, other: ObjectStore) -> bool:
         return (isinstance(other, S3Store) and other.endpoint_url == self.endpoint_url
@@ -559,28 +557,3 @@ def open_store(
     if "://" in url:
         raise StorageError(detail=f"unsupported storage URL scheme in {url!r} (use a path or s3://)")
     return LocalStore(Path(url).expanduser().absolute())
-
-
-# -- streaming reads (verify_all / repair hash objects without holding them whole) --------------
-def local_path(store: ObjectStore, key: str) -> Path | None:
-    """The file behind a key of a local store (to hash it in place), else None."""
-    return store._path(key) if isinstance(store, LocalStore) else None
-
-
-def iter_object(store: ObjectStore, key: str, chunk: int = 4 * 1024 * 1024) -> Iterator[bytes]:
-    """The object's bytes in chunks, streamed (S3) or read from disk (folder).
-
-    Raises ``StorageError`` ("not found") when there is no object at key.
-    """
-    if isinstance(store, LocalStore):
-        path = store._path(key)
-        with store._translate(key), path.open("rb") as handle:
-            while block := handle.read(chunk):
-                yield block
-        return
-    if isinstance(store, S3Store):
-        with store._translate(key):
-            response = store.client.get_object(Bucket=store.bucket, Key=store._key(key))
-            yield from response["Body"].iter_chunks(chunk)
-        return
-    yield store.get_bytes(key)
