@@ -29,7 +29,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -504,7 +504,3 @@ def _store_fetch(store: ObjectStore, key: str) -> Callable[[Path], None]:
     def fetch(dest: Path) -> None:
         store.get_file(key, dest)
     return fetch
-
-
-def problems_of(reports: Iterable[VersionIntegrity]) -> list[FileProblem]:
-    return [p for v in reports for p in v.problems]

@@ -172,11 +172,6 @@ class AuditLog:
         seq = self.last_seq()
         return self.read(seq) if seq else None
 
-    def walk_back(self) -> Any:
-        """Events newest first, read one at a time (stops reading when the caller stops)."""
-        for seq in reversed(self.sequence_numbers()):
-            yield self.read(seq)
-
     # -- writing --------------------------------------------------------------------------
     def append(
         self,
