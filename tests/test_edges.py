@@ -23,7 +23,7 @@ import pytest
 
 from devstack import free_port
 from modelyard.backend.tracking import Tracking
-from modelyard.core.config import Settings
+from modelyard.core.settings import Settings
 from modelyard.errors import BackendError, PermissionDenied, StorageError, YardError
 from modelyard.store.storage import S3Store
 from workers import register_rounds

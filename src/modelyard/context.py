@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from modelyard.backend.identity import Identity, Permissions, resolve_identity
 from modelyard.backend.lean.reader import Reader
 from modelyard.backend.tracking import Tracking
-from modelyard.core.config import Settings, load_settings
+from modelyard.core.config import load_settings
+from modelyard.core.settings import Settings
 from modelyard.store.storage import ObjectStore, S3Store, open_store
 from modelyard.store.vault import Vault
 

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from modelyard.core.config import Settings
 from modelyard.core.names import STATUS_PENDING, T_STATUS, mlflow_stage
 from modelyard.core.records import (
     SEARCH_PAGE_MAX,
@@ -31,6 +30,7 @@ from modelyard.core.records import (
     search_filter,
     version_from_mlflow,
 )
+from modelyard.core.settings import Settings
 from modelyard.errors import (
     BackendError,
     InvalidInput,

@@ -22,7 +22,7 @@ from modelyard.project import git
 from modelyard.project.dvc import set_param
 
 if TYPE_CHECKING:
-    from modelyard.core.config import Settings
+    from modelyard.core.settings import Settings
 
 @dataclass
 class Step:

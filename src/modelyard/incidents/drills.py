@@ -45,7 +45,7 @@ from modelyard.project.dvc import run_dvc, set_param
 from modelyard.store.vault import drill_key
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelyard.core.config import Settings
+    from modelyard.core.settings import Settings
     from modelyard.protection.snapshots import SnapshotDiff
     from modelyard.yard import Yard
 

@@ -245,7 +245,7 @@ class Transfer:
 
     def _source_tracking(self, uri: str) -> Tracking | None:
         """A Tracking for the exporting server, used only to download its artifacts."""
-        from modelyard.core.config import Settings
+        from modelyard.core.settings import Settings
 
         if not uri or "***" in uri:
             return None

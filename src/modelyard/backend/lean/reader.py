@@ -38,7 +38,7 @@ from modelyard.backend.lean.sqlite import KNOWN_SCHEMA_REVISIONS, AbsentReader, 
 from modelyard.core.records import ModelRecord, VersionRecord
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelyard.core.config import Settings
+    from modelyard.core.settings import Settings
 
 __all__ = [
     "KNOWN_SCHEMA_REVISIONS",
