@@ -25,7 +25,7 @@ from devstack import free_port
 from modelyard.backend.tracking import Tracking
 from modelyard.core.settings import Settings
 from modelyard.errors import BackendError, PermissionDenied, StorageError, YardError
-from modelyard.store.storage import S3Store
+from modelyard.store.s3 import S3Store
 from workers import register_rounds
 
 

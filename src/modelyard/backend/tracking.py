@@ -693,7 +693,7 @@ class Tracking:
         if self._s3 is None:
             from mlflow.environment_variables import MLFLOW_S3_IGNORE_TLS
 
-            from modelyard.store.storage import s3_client
+            from modelyard.store.s3 import s3_client
 
             self._s3 = s3_client(self.settings.s3_endpoint_url, timeout=self.timeout,
                                  max_retries=self.max_retries,

@@ -116,7 +116,7 @@ def _check_identity(ctx: Context) -> tuple[str, Check]:
 
 
 def _check_s3_endpoint(endpoint: str | None) -> dict[str, Any]:
-    from modelyard.store.storage import S3Store
+    from modelyard.store.s3 import S3Store
 
     store = S3Store("modelyard-doctor-probe", "", endpoint)
     try:
