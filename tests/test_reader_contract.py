@@ -371,7 +371,8 @@ _LEAN_SCRIPT = """
 import json, sys
 import modelyard.backend.lean.reader
 light = sorted(m for m in ("pydantic", "modelyard.core.config", "modelyard.core.settings",
-                           "modelyard.backend.tracking")
+                           "modelyard.backend.connection", "modelyard.backend.tracking",
+                           "modelyard.backend.artifacts")
                if m in sys.modules)
 from modelyard.core.config import load_settings
 from modelyard.backend.lean.reader import open_reader

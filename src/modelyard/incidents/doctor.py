@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from modelyard.backend.tracking import redact
 from modelyard.core.entities import Check, DoctorReport
 from modelyard.errors import YardError
-from modelyard.store.storage import open_store
+from modelyard.store.storage import open_store, redact
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.context import Context

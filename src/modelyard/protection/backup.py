@@ -361,7 +361,7 @@ class _ArtifactSource:
         with self.lock:
             folder = self.folders.get((mv.name, mv.version))
             if folder is None:
-                folder = self.owner.tracking.download(
+                folder = self.owner.tracking.artifacts.download(
                     mv.source, self.tmp / f"artifacts-{mv.name}-{mv.version}")
                 self.folders[(mv.name, mv.version)] = folder
         for rel, (file_oid, _) in plan.manifest.files.items():

@@ -174,6 +174,7 @@ class Integrity:
     def __init__(self, ctx: Context, loader: Loader) -> None:
         self.ctx = ctx
         self.tracking = ctx.tracking
+        self.artifacts = ctx.tracking.artifacts
         self.loader = loader
 
     # -- which versions ---------------------------------------------------------------------
@@ -251,7 +252,7 @@ class Integrity:
                 target.manifest, target.manifest_raw = manifest, raw
         target.layers.insert(0, "artifacts")
         target.location = self.tracking.artifact_location(target.record)
-        target.listing = self.tracking.artifact_files(target.location)
+        target.listing = self.artifacts.artifact_files(target.location)
 
     def _check_files(self, pool: ThreadPoolExecutor, targets: list[_Target],
                      stores: dict[str, ObjectStore], progress: Progress | None) -> int:
@@ -317,7 +318,7 @@ class Integrity:
         return work
 
     def _hash_artifact(self, location: str, rel: str) -> tuple[str, int] | None:
-        root = self.tracking.local_artifact_root(location)
+        root = self.artifacts.local_artifact_root(location)
         if root is not None:
             try:
                 return sha256_stream(file_chunks(root / rel))
@@ -326,7 +327,7 @@ class Integrity:
         with tempfile.TemporaryDirectory(prefix="modelyard-verify-") as tmp:
             local = Path(tmp) / "file"
             try:
-                self.tracking.fetch_artifact(location, rel, local)
+                self.artifacts.fetch_artifact(location, rel, local)
             except YardError as exc:
                 log.info("%s could not be read from %s: %s", rel, location, exc.message)
                 return None
@@ -454,11 +455,11 @@ class Integrity:
         return sorted(sources, key=lambda s: order.index(s[0]))
 
     def _fetch_artifact(self, target: _Target, rel: str, dest: Path) -> None:
-        root = self.tracking.local_artifact_root(target.location)
+        root = self.artifacts.local_artifact_root(target.location)
         if root is not None:
             shutil.copyfile(root / rel, dest)
         else:
-            self.tracking.fetch_artifact(target.location, rel, dest)
+            self.artifacts.fetch_artifact(target.location, rel, dest)
 
     def _copy_first_good(self, sources: list[tuple[str, Callable[[Path], None]]], oid: str,
                          problem: FileProblem, target: _Target,
@@ -478,7 +479,7 @@ class Integrity:
                                 served_by)
                     continue
                 if problem.layer == "artifacts":
-                    self.tracking.put_artifact(target.location, problem.path, local)
+                    self.artifacts.put_artifact(target.location, problem.path, local)
                 else:
                     stores[problem.layer].put_file(object_key(oid), local)
                 return served_by
@@ -486,7 +487,7 @@ class Integrity:
 
     def _manifest_from_artifacts(self, target: _Target) -> Manifest | None:
         """The manifest rebuilt from the artifact store, if it hashes to the tagged value."""
-        listing = self.tracking.artifact_files(target.location)
+        listing = self.artifacts.artifact_files(target.location)
         files: dict[str, tuple[str, int]] = {}
         for rel in sorted(listing):
             found = self._hash_artifact(target.location, rel)

@@ -288,7 +288,7 @@ class Registrar:
         model_id, run_id = self.tracking.logged_model_of(uri)
         source = f"models:/{model_id}" if model_id else uri
         with tempfile.TemporaryDirectory(prefix="modelyard-") as tmp:
-            local = self.tracking.download(source, Path(tmp))
+            local = self.tracking.artifacts.download(source, Path(tmp))
             if not (local / "MLmodel").is_file():
                 raise InvalidInput(f"{uri} is not an MLflow model (no MLmodel file)")
             manifest = Manifest.of_directory(local)
@@ -492,7 +492,7 @@ class _Debris:
             model_id, location = self.logged_model
             tracking.fail_logged_model(model_id)
             with contextlib.suppress(Exception):
-                tracking.delete_artifacts(location)
+                tracking.artifacts.delete_artifacts(location)
         if self.run_id is not None:
             with contextlib.suppress(Exception):
                 tracking.end_run(self.run_id, "FAILED")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover - export_format loads pydantic: imported where used
     from modelyard.registry.export_format import ExportDoc, ModelDoc, VersionDoc
 
-from modelyard.backend.tracking import Tracking, redact
+from modelyard.backend.tracking import Tracking
 from modelyard.context import Context
 from modelyard.core.entities import ImportSummary, ModelVersion
 from modelyard.core.lineage import Lineage
@@ -53,6 +53,7 @@ from modelyard.registry.loading import Loader
 from modelyard.registry.registration import Draft, Registrar
 from modelyard.registry.semver_plan import SemverPlan
 from modelyard.store.files import copy_tree_safely
+from modelyard.store.storage import redact
 from modelyard.store.vault import Manifest
 from modelyard.trail.audit import AuditEvent, Auditor, check_chain
 
@@ -278,9 +279,9 @@ class Transfer:
             target = dest / f"try{index}"
             try:
                 if source is not None:
-                    local = source.download(uri, target)
+                    local = source.artifacts.download(uri, target)
                 else:
-                    local = self.tracking.download(uri, target)
+                    local = self.tracking.artifacts.download(uri, target)
             except YardError as exc:
                 problems.append(f"{uri}: {exc.message}")
                 continue
