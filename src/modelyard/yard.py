@@ -60,8 +60,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelyard.lifecycle.unaudited import Drift, StageDrift
     from modelyard.protection.backup import Backups
     from modelyard.protection.backup_store import BackupProgress, BackupReport, RestoreReport
-    from modelyard.protection.integrity import Integrity, IntegrityReport, RepairReport
+    from modelyard.protection.integrity import Integrity, IntegrityReport
     from modelyard.protection.integrity import Progress as IntegrityProgress
+    from modelyard.protection.repair import RepairReport
     from modelyard.protection.restore import Restorer
     from modelyard.protection.snapshots import Snapshot, SnapshotDiff, SnapshotRestore, Snapshots
     from modelyard.registry.adopt import Adopter
