@@ -3,7 +3,7 @@
 >>> doc = yard.export(["churn"])                      # one JSON-ready document
 >>> other.import_registry(doc)                        # recreate it on another tracking server
 
-Imported versions go through the one registration pipeline (``registration.py``) with the
+Imported versions go through the one registration pipeline (``pipeline.py``) with the
 semver they carry; their files are fetched, checked against the exported manifest and
 uploaded before the version becomes visible.
 """
@@ -50,7 +50,8 @@ from modelyard.errors import (
     YardError,
 )
 from modelyard.registry.loading import Loader
-from modelyard.registry.registration import Draft, Registrar
+from modelyard.registry.pipeline import Draft
+from modelyard.registry.registration import Registrar
 from modelyard.registry.semver_plan import SemverPlan
 from modelyard.store.files import copy_tree_safely
 from modelyard.store.storage import redact
