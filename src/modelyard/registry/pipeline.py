@@ -295,7 +295,6 @@ class _Debris:
         self.logged_model: tuple[str, str] | None = None
         self.version: tuple[str, int] | None = None
         self.model_created = False
-        self.name: str | None = None
 
     def clean(self) -> None:
         tracking = self.ctx.tracking
