@@ -72,7 +72,7 @@ def bench_verify(work: Path, files: int, size_mb: int) -> None:
     yard = Yard(home=str(work / ".modelyard"))
     mv = yard.register_directory(folder, "big")
     manifest = yard._loader.manifest_of(yard.get("big", mv.version, full=False))
-    root = yard.tracking.local_artifact_root(yard.tracking.artifact_location(
+    root = yard.tracking.artifacts.local_artifact_root(yard.tracking.artifact_location(
         yard.resolve("big", mv.version)))
     assert root is not None
     vault_root = Path(yard.settings.resolved_vault)

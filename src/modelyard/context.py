@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 from modelyard.backend.identity import Identity, Permissions, resolve_identity
 from modelyard.backend.lean.reader import Reader
 from modelyard.backend.tracking import Tracking
-from modelyard.core.config import Settings, load_settings
-from modelyard.store.storage import ObjectStore, S3Store, open_store
+from modelyard.core.config import load_settings
+from modelyard.core.settings import Settings
+from modelyard.store.s3 import S3Store
+from modelyard.store.storage import ObjectStore, open_store
 from modelyard.store.vault import Vault
 
 __all__ = ["Context", "Reads", "build_context", "load_settings"]

@@ -2,7 +2,8 @@
 
 The CLI turns any ``YardError`` into one red line and its exit code; the serving app turns it
 into a JSON body with its HTTP status. Third-party errors are translated where they arise (the
-MLflow module and the storage module), so callers only ever see these.
+MLflow edge's ``backend.connection`` and the object stores of ``store``), so callers only ever
+see these.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelyard.backend.tracking import Tracking
 from modelyard.context import Context, build_context
-from modelyard.core.config import Settings, load_settings
+from modelyard.core.config import load_settings
 from modelyard.core.entities import (
     AliasChange,
     CleanupResult,
@@ -40,6 +40,7 @@ from modelyard.core.entities import (
 from modelyard.core.names import check_name
 from modelyard.core.records import VersionRecord
 from modelyard.core.refs import VersionRef, is_visible, lookup, resolve
+from modelyard.core.settings import Settings
 from modelyard.store.vault import Vault
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -44,9 +44,9 @@ from modelyard.backend.lean.reader import (
     SqliteReader,
     open_reader,
 )
-from modelyard.core.config import Settings
 from modelyard.core.records import ModelRecord, VersionRecord
 from modelyard.core.refs import VersionRef, resolve
+from modelyard.core.settings import Settings
 from modelyard.errors import BackendError, ModelNotFound, NotFound, UserError, VersionNotFound
 from tests.support.paged import PagedVersions
 
@@ -370,7 +370,9 @@ def test_open_reader_picks_by_uri(tmp_path: Path) -> None:
 _LEAN_SCRIPT = """
 import json, sys
 import modelyard.backend.lean.reader
-light = sorted(m for m in ("pydantic", "modelyard.core.config", "modelyard.backend.tracking")
+light = sorted(m for m in ("pydantic", "modelyard.core.config", "modelyard.core.settings",
+                           "modelyard.backend.connection", "modelyard.backend.tracking",
+                           "modelyard.backend.artifacts")
                if m in sys.modules)
 from modelyard.core.config import load_settings
 from modelyard.backend.lean.reader import open_reader

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from modelyard.errors import StorageError
-from modelyard.store.storage import LocalStore, ObjectStore, S3Store
+from modelyard.store.s3 import S3Store
+from modelyard.store.storage import LocalStore, ObjectStore
 
 
 class StoreContract:

@@ -36,27 +36,27 @@ def _model_file(files: dict[str, tuple[str, int]]) -> str:
 
 
 def _delete_artifact(yard: Any, location: str, rel: str) -> None:
-    root = yard.tracking.local_artifact_root(location)
+    root = yard.tracking.artifacts.local_artifact_root(location)
     if root is not None:
         (root / rel).unlink()
     else:  # through the tracking server's artifact proxy (or S3)
-        yard.tracking._repository(location).delete_artifacts(rel)
-    assert rel not in yard.tracking.artifact_files(location)
+        yard.tracking.artifacts._repository(location).delete_artifacts(rel)
+    assert rel not in yard.tracking.artifacts.artifact_files(location)
 
 
 def _corrupt_artifact(yard: Any, location: str, rel: str, tmp_path: Path) -> None:
-    root = yard.tracking.local_artifact_root(location)
+    root = yard.tracking.artifacts.local_artifact_root(location)
     if root is not None:
         data = bytearray((root / rel).read_bytes())
         data[len(data) // 2] ^= 0xFF
         (root / rel).write_bytes(bytes(data))
         return
     local = tmp_path / "fetched" / rel.rsplit("/", 1)[-1]
-    yard.tracking.fetch_artifact(location, rel, local)
+    yard.tracking.artifacts.fetch_artifact(location, rel, local)
     data = bytearray(local.read_bytes())
     data[len(data) // 2] ^= 0xFF
     local.write_bytes(bytes(data))
-    yard.tracking.put_artifact(location, rel, local)
+    yard.tracking.artifacts.put_artifact(location, rel, local)
 
 
 def _flip(store: ObjectStore, key: str) -> None:
@@ -145,7 +145,7 @@ def test_repair_never_writes_a_copy_whose_hash_is_wrong(produced: Any, name: str
     assert not repaired.ok and not repaired.verified and not repaired.files
     assert {(p.path, p.layer) for p in repaired.unrepairable} == {
         (rel, "artifacts"), (rel, "vault")}
-    assert rel not in yard.tracking.artifact_files(location)  # nothing written
+    assert rel not in yard.tracking.artifacts.artifact_files(location)  # nothing written
 
     # a manifest that does not match the tagged hash is reported, never used for paths
     key = manifest_key(name, record.version)

@@ -62,7 +62,7 @@ def test_s3_failure_mid_registration_leaves_nothing(
 
     def fail_first(self: Vault, *args: Any, **kwargs: Any) -> None:
         # Point the vault at an endpoint where nothing listens: a real connection failure.
-        from modelyard.store.storage import S3Store
+        from modelyard.store.s3 import S3Store
 
         self.store = S3Store("modelyard", "vault", dead)
         return original(self, *args, **kwargs)

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from modelyard.backend.tracking import Tracking
-from modelyard.core.config import Settings
+from modelyard.core.settings import Settings
 from modelyard.errors import BackendError, PermissionDenied, StorageError, YardError
-from modelyard.store.storage import S3Store
+from modelyard.store.s3 import S3Store
 from tests.support.devstack import free_port
 from tests.support.workers import register_rounds
 
@@ -84,10 +84,10 @@ def test_tracking_never_touches_mlflow_globals_or_environment(
                                ("models:/edge-model@champion", ""),
                                (f"runs:/{run_id}/model", "model")):
             dest = tmp_path / "down" / uri.replace(":", "_").replace("/", "_")
-            local = tracking.download(uri, dest)
+            local = tracking.artifacts.download(uri, dest)
             assert local == (dest / subfolder if subfolder else dest), uri
             assert (local / "sub" / "weights.bin").read_bytes() == b"\x00\x01" * 1000, uri
-        tracking.delete_artifacts(tracking.artifact_location(record))
+        tracking.artifacts.delete_artifacts(tracking.artifact_location(record))
 
         assert mlflow.get_tracking_uri() == before_uri == mine
         assert mlflow.get_registry_uri() == before_registry
@@ -118,11 +118,11 @@ def test_s3_artifacts_use_the_configured_endpoint_without_the_environment(
     _, model_id = _register_logged_model(tracking, tmp_path, "s3-model")
     location = tracking.artifact_location(tracking.get_version("s3-model", 1))
     assert location.startswith(f"s3://{stack.bucket}/{prefix}/")
-    local = tracking.download(f"models:/{model_id}", tmp_path / "back")
+    local = tracking.artifacts.download(f"models:/{model_id}", tmp_path / "back")
     assert (local / "sub" / "weights.bin").read_bytes() == b"\x00\x01" * 1000
     listed = stack.s3_client().list_objects_v2(Bucket=stack.bucket, Prefix=prefix)
     assert listed.get("KeyCount", 0) >= 2
-    tracking.delete_artifacts(location)
+    tracking.artifacts.delete_artifacts(location)
     listed = stack.s3_client().list_objects_v2(Bucket=stack.bucket, Prefix=prefix)
     assert listed.get("KeyCount", 0) == 0
     assert dict(os.environ) == before_env
@@ -189,7 +189,7 @@ CALLS = {
     "create_version": lambda t: t.create_version("churn", "models:/m-1", None, {}, None, None),
     "set_alias": lambda t: t.set_alias("churn", "champion", 1),
     "set_stage_field": lambda t: t.set_stage_field("churn", 1, "production"),
-    "download": lambda t: t.download("models:/churn/1", Path("down")),
+    "download": lambda t: t.artifacts.download("models:/churn/1", Path("down")),
 }
 
 
@@ -276,7 +276,7 @@ def test_dead_s3_artifact_endpoint_is_blamed_not_the_tracking_store(
     assert time.monotonic() - started < 10
     assert f"S3 endpoint http://127.0.0.1:{port} unreachable" in info.value.message
     with pytest.raises(StorageError, match=f"S3 endpoint http://127.0.0.1:{port} unreachable"):
-        tracking.download("s3://b/p/some-model", tmp_path / "down")
+        tracking.artifacts.download("s3://b/p/some-model", tmp_path / "down")
 
 
 # -- 5. permission problems are not outages -----------------------------------------------------
@@ -318,13 +318,13 @@ def test_database_is_locked_is_retried_then_succeeds(tmp_path: Path) -> None:
             raise MlflowException(str(cause), error_code="TEMPORARILY_UNAVAILABLE") from cause
         return "done"
 
-    assert tracking._call(flaky) == "done" and len(attempts) == 3
+    assert tracking.call(flaky) == "done" and len(attempts) == 3
 
     def always() -> None:
         raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("database is locked"))
 
     with pytest.raises(BackendError, match="locked"):
-        tracking._call(always)
+        tracking.call(always)
 
 
 ROUNDS = 2  # the race is at first use; `python benchmarks/concurrency.py` runs 8 x 10

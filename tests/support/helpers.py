@@ -217,10 +217,10 @@ def corrupt_version(yard: Any, name: str, ref: str = "production") -> None:
 
     mv = yard.get(name, ref)
     folder = Path(str(uuid.uuid4()))
-    local = yard.tracking.download(mv.source, folder)
+    local = yard.tracking.artifacts.download(mv.source, folder)
     victim = max((p for p in local.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    yard.tracking.put_artifacts(mv.artifact_location, local)
+    yard.tracking.artifacts.put_artifacts(mv.artifact_location, local)
     shutil.rmtree(folder)

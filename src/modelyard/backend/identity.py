@@ -29,7 +29,7 @@ from modelyard.errors import IdentityConflict, PermissionDenied
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.backend.lean.transport import RestTransport
-    from modelyard.core.config import Settings
+    from modelyard.core.settings import Settings
 
 log = logging.getLogger("modelyard.identity")
 

@@ -1,6 +1,7 @@
 """MLflow's model format: saving a model object fast, reading an MLmodel file, loading.
 
-With ``tracking.py``, the only module that imports mlflow. Nothing here talks to a server.
+With ``connection.py``, ``tracking.py``, ``artifacts.py`` and ``tracking_transport.py``, the only
+code that imports mlflow. Nothing here talks to a server.
 
 MLflow infers pip requirements on every ``log_model`` by loading the model in a subprocess
 (seconds). modelyard infers them once per environment and flavor, caches the answer, and passes

@@ -1,4 +1,4 @@
-"""MLflow's transports as one ``Tracking`` uses them: bounded, bound to its URIs, silent.
+"""MLflow's transports as one yard's ``Connection`` uses them: bounded, bound to its URIs, silent.
 
 MLflow reads its HTTP retry policy (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``_TIMEOUT``,
 ``_BACKOFF_FACTOR``) from the environment on every request, and its defaults retry a dead
@@ -11,12 +11,12 @@ endpoint as arguments instead:
   ``max_retries``/``timeout``/``backoff_factor`` to ``http_request`` explicitly, and which
   never prints run URLs to stdout (MLflow does on ``set_terminated`` against a server).
 - ``artifact_repository``: the repository for a concrete artifact location; ``s3://`` gets an
-  S3 client from ``modelyard.storage`` (explicit endpoint, capped retries, timeouts) and
+  S3 client from ``store.s3`` (explicit endpoint, capped retries, timeouts) and
   ``mlflow-artifacts:`` a bounded HTTP repository.
 
 It is written against MLflow 3.17's store internals (``RestStore._call_endpoint``, the
 repositories' ``_download_file``/``_get_s3_client`` hooks); ``tests/test_edges.py`` fails if they
-change. Only ``modelyard.tracking`` imports this module, lazily.
+change. Only ``connection`` and ``artifacts`` import this module, lazily.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from mlflow.utils.uri import validate_path_is_safe
 
 @dataclass(frozen=True)
 class Limits:
-    """How long one Tracking waits for a tracking server, and how often it retries."""
+    """How long one Connection waits for a tracking server, and how often it retries."""
 
     timeout: float = 10.0
     max_retries: int = 2
@@ -231,7 +231,7 @@ class _RegistryClient(ModelRegistryClient):
 
 
 class BoundedClient(MlflowClient):
-    """An ``MlflowClient`` bound to explicit URIs, with this Tracking's limits."""
+    """An ``MlflowClient`` bound to explicit URIs, with this Connection's limits."""
 
     def __init__(self, tracking_uri: str, registry_uri: str, limits: Limits) -> None:
         super().__init__(tracking_uri, registry_uri)
@@ -262,7 +262,7 @@ class BoundedClient(MlflowClient):
 
 # -- artifact repositories ----------------------------------------------------------------------
 class EndpointS3Repository(S3ArtifactRepository):
-    """MLflow's S3 repository on a client made by ``modelyard.storage``: an explicit endpoint
+    """MLflow's S3 repository on a client made by ``store.s3``: an explicit endpoint
     (never ``MLFLOW_S3_ENDPOINT_URL`` from the environment), capped retries and timeouts."""
 
     def __init__(self, artifact_uri: str, client: Callable[[], Any]) -> None:

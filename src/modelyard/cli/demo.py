@@ -26,7 +26,7 @@ from modelyard.core.names import T_SEMVER, T_STAGE
 from modelyard.errors import GateFailed, InvalidInput, UserError
 
 if TYPE_CHECKING:
-    from modelyard.core.config import Settings
+    from modelyard.core.settings import Settings
 
 
 @main.command("demo")

@@ -127,6 +127,16 @@ def normalize_stage(stage: str) -> str:
     return value
 
 
+def mlflow_stage(stage: str) -> str:
+    """The value of MLflow's (deprecated) stage field for a modelyard stage: ``"Production"``
+    for ``production``; InvalidInput for anything else than the four stages."""
+    value = MLFLOW_STAGE.get(stage.lower())
+    if value is None:
+        raise InvalidInput(f"unknown stage {stage!r} (expected one of "
+                           f"{', '.join(MLFLOW_STAGE)})")
+    return value
+
+
 def parse_semver(text: str) -> _semver.Version:
     """The one semver parser: ``1.2.0`` or ``v1.2.0`` (no pre-release or build parts)."""
     match = SEMVER.match(text.strip()) if isinstance(text, str) else None

@@ -32,7 +32,8 @@ from modelyard.errors import (
 )
 from modelyard.project.dvc import md5_file
 from modelyard.registry.loading import Loader
-from modelyard.store.vault import profile_key, sha256_file
+from modelyard.store.files import sha256_file
+from modelyard.store.vault import profile_key
 from modelyard.trail.audit import Auditor
 
 log = logging.getLogger("modelyard.detection")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from modelyard.backend.tracking import redact
 from modelyard.core.entities import Check, DoctorReport
 from modelyard.errors import YardError
-from modelyard.store.storage import open_store
+from modelyard.store.storage import open_store, redact
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.context import Context
@@ -116,7 +115,7 @@ def _check_identity(ctx: Context) -> tuple[str, Check]:
 
 
 def _check_s3_endpoint(endpoint: str | None) -> dict[str, Any]:
-    from modelyard.store.storage import S3Store
+    from modelyard.store.s3 import S3Store
 
     store = S3Store("modelyard-doctor-probe", "", endpoint)
     try:

@@ -107,7 +107,7 @@ class Injector:
     def _model_corruption(self) -> tuple[str, None]:
         mv = self._production()
         with tempfile.TemporaryDirectory(prefix="modelyard-drill-") as tmp:
-            local = self.yard.tracking.download(mv.source, Path(tmp) / "files")
+            local = self.yard.tracking.artifacts.download(mv.source, Path(tmp) / "files")
             victim = max((p for p in local.rglob("*") if p.is_file()),
                          key=lambda p: p.stat().st_size)
             data = bytearray(victim.read_bytes())
@@ -115,13 +115,13 @@ class Injector:
             for i in range(middle, min(middle + 64, len(data))):
                 data[i] ^= 0xFF
             victim.write_bytes(bytes(data))
-            self.yard.tracking.put_artifacts(mv.artifact_location, local)
+            self.yard.tracking.artifacts.put_artifacts(mv.artifact_location, local)
             rel = victim.relative_to(local).as_posix()
         return f"64 bytes of {rel} of {mv.label} flipped in the artifact store", None
 
     def _artifact_loss(self) -> tuple[str, None]:
         mv = self._production()
-        self.yard.tracking.delete_artifacts(mv.artifact_location)
+        self.yard.tracking.artifacts.delete_artifacts(mv.artifact_location)
         from modelyard.registry.loading import Loader
 
         shutil.rmtree(Loader(self.yard.ctx).cache_folder(mv), ignore_errors=True)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.backend.tracking import Tracking
     from modelyard.context import Context
-    from modelyard.core.config import Settings
     from modelyard.core.entities import ImportSummary, LoadedModel, ModelVersion
+    from modelyard.core.settings import Settings
     from modelyard.incidents.detection import Finding
     from modelyard.incidents.recovery import Baseline, RecoveryReport
 

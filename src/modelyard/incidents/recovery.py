@@ -246,7 +246,7 @@ class Builtin:
 
     def _upload(self, mv: ModelVersion, folder: Path, manifest: Manifest) -> None:
         manifest.verify_directory(folder, label=mv.name, semver=mv.semver or "?")
-        self.ctx.tracking.put_artifacts(mv.artifact_location, folder)
+        self.ctx.tracking.artifacts.put_artifacts(mv.artifact_location, folder)
 
     def from_cache(self, finding: Finding) -> str:
         mv = self._version(finding)

@@ -37,7 +37,8 @@ from modelyard.core.names import T_FLAVOR, T_REPRODUCED
 from modelyard.errors import UserError, YardError
 from modelyard.project.dvc import clean_env, md5_file, run_dvc
 from modelyard.registry.loading import Loader
-from modelyard.store.vault import reproduce_key, sha256_file
+from modelyard.store.files import sha256_file
+from modelyard.store.vault import reproduce_key
 
 log = logging.getLogger("modelyard.reproduce")
 

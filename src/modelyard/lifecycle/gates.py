@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelyard.backend.tracking import Tracking
-from modelyard.core.config import Settings, parse_condition
 from modelyard.core.records import VersionRecord
+from modelyard.core.settings import Settings, parse_condition
 from modelyard.errors import InvalidInput
 
 _BEAT = re.compile(

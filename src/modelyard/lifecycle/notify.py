@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from modelyard.errors import YardError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelyard.core.config import Settings
+    from modelyard.core.settings import Settings
     from modelyard.trail.audit import AuditEvent, Auditor
 
 log = logging.getLogger("modelyard.notify")

@@ -125,7 +125,7 @@ class Retention:
                 location = self.tracking.artifact_location(record)
                 self.tracking.delete_version(name, record.version)
                 try:
-                    self.tracking.delete_artifacts(location)
+                    self.tracking.artifacts.delete_artifacts(location)
                 except YardError as exc:
                     log.warning("artifacts of %s #%s not deleted: %s", name, record.version,
                                 exc.message)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from modelyard.core.lineage import KEY_PACKAGES, DataRef, Lineage, current_user
 from modelyard.errors import InvalidInput
-from modelyard.store.vault import sha256_file
+from modelyard.store.files import sha256_file
 
 
 def git_state(cwd: Path) -> tuple[str, str, str]:

@@ -48,6 +48,7 @@ from modelyard.protection.backup_store import (
     parse_manifest,
 )
 from modelyard.registry.loading import Loader
+from modelyard.store.files import sha256_file
 from modelyard.store.storage import ObjectStore, redact
 from modelyard.store.vault import (
     Manifest,
@@ -56,7 +57,6 @@ from modelyard.store.vault import (
     manifest_key,
     object_key,
     record_key,
-    sha256_file,
 )
 from modelyard.trail.audit import AuditLog, Auditor
 
@@ -361,7 +361,7 @@ class _ArtifactSource:
         with self.lock:
             folder = self.folders.get((mv.name, mv.version))
             if folder is None:
-                folder = self.owner.tracking.download(
+                folder = self.owner.tracking.artifacts.download(
                     mv.source, self.tmp / f"artifacts-{mv.name}-{mv.version}")
                 self.folders[(mv.name, mv.version)] = folder
         for rel, (file_oid, _) in plan.manifest.files.items():

@@ -1,5 +1,6 @@
-"""verify_all and repair: every version checked against its manifest in every layer that holds
-it, and what is missing or corrupt put back from a layer that has a good copy.
+"""verify_all: every version checked against its manifest in every layer that holds it; per
+version and per file, what is missing or differs (``repair.py`` puts it back from a layer
+that has a good copy).
 
 Layers:
 
@@ -9,9 +10,9 @@ Layers:
   once its manifest is there; a version never backed up is not a problem).
 
 A tag is never trusted for a path: paths come from the manifest, and the manifest is checked
-against the hash tagged on the version. Hashing is hashlib in large chunks, which releases the
-GIL, so the files are hashed in parallel threads (an object shared by many versions is hashed
-once per layer).
+against the hash tagged on the version. Hashing reads 8 MiB chunks (``store.files``), during
+which hashlib releases the GIL, so the files are hashed in parallel threads (an object shared
+by many versions is hashed once per layer).
 
 >>> report = yard.protection.verify_all()
 >>> [(p.path, p.layer, p.problem) for v in report.versions for p in v.problems]
@@ -22,36 +23,36 @@ once per layer).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard.context import Context
-from modelyard.core.entities import ModelVersion, Result
+from modelyard.core.entities import Result
 from modelyard.core.names import T_MANIFEST, T_SEMVER, check_name
 from modelyard.core.records import VersionRecord
 from modelyard.core.refs import is_visible, lookup
-from modelyard.errors import InvalidInput, StorageError, YardError
+from modelyard.errors import StorageError, YardError
 from modelyard.registry.loading import Loader
-from modelyard.store.storage import ObjectStore, iter_object, local_path
-from modelyard.store.vault import MLFLOW_RECORD, Manifest, manifest_key, object_key
+from modelyard.store.files import file_chunks, sha256_stream
+from modelyard.store.storage import ObjectStore
+from modelyard.store.vault import Manifest, manifest_key, object_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.protection.repair import RepairReport
 
 log = logging.getLogger("modelyard.integrity")
 
 Progress = Callable[[int, int], None]
 """Called with (bytes checked so far, bytes to check in all)."""
 
-_CHUNK = 8 * 1024 * 1024
 LAYERS = ("artifacts", "vault", "backup")
 PROBLEMS = ("missing", "differs", "manifest-missing", "manifest-differs")
 MANIFEST_PATH = "(manifest)"
@@ -105,64 +106,15 @@ class IntegrityReport(Result):
                 "seconds": round(self.seconds, 3), "unaudited": self.unaudited}
 
 
-@dataclass
-class RepairedFile(Result):
-    name: str
-    version: int
-    path: str
-    served_by: str  # "cache" | "vault" | "backup" | "artifacts"
-    layer: str = "artifacts"  # the layer that was repaired
-
-
-@dataclass
-class RepairReport(Result):
-    ok: bool
-    files: list[RepairedFile]
-    unrepairable: list[FileProblem]
-    verified: bool
-    after: IntegrityReport | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "verified": self.verified,
-                "files": [f.to_dict() for f in self.files],
-                "unrepairable": [p.to_dict() for p in self.unrepairable],
-                "after": self.after.to_dict() if self.after else None}
-
-
 # -- hashing ------------------------------------------------------------------------------------
-def hash_path(path: Path) -> tuple[str, int]:
-    """(sha256, size) of a file, read in large chunks into one buffer (the GIL is released
-    while reading and while hashing, so threads hash on every core)."""
-    digest = hashlib.sha256()
-    buffer = bytearray(_CHUNK)
-    view = memoryview(buffer)
-    size = 0
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(buffer):
-            digest.update(view[:count])
-            size += count
-    return digest.hexdigest(), size
-
-
 def hash_object(store: ObjectStore, key: str) -> tuple[str, int] | None:
     """(sha256, size) of an object, or None when there is none."""
-    path = local_path(store, key)
-    if path is not None:
-        try:
-            return hash_path(path)
-        except FileNotFoundError:
-            return None
-    digest = hashlib.sha256()
-    size = 0
     try:
-        for block in iter_object(store, key, _CHUNK):
-            digest.update(block)
-            size += len(block)
+        return sha256_stream(store.chunks(key))
     except StorageError as exc:
         if "not found" in exc.message:
             return None
         raise
-    return digest.hexdigest(), size
 
 
 def _workers() -> int:
@@ -171,7 +123,10 @@ def _workers() -> int:
 
 # -- what one version holds ----------------------------------------------------------------------
 @dataclass
-class _Target:
+class Target:
+    """One version as verify_all and repair find it: its manifest, where its files are, the
+    layers checked and the problems met."""
+
     record: VersionRecord
     expected: str  # the manifest hash tagged on the version
     manifest: Manifest | None = None
@@ -200,10 +155,12 @@ class Integrity:
     def __init__(self, ctx: Context, loader: Loader) -> None:
         self.ctx = ctx
         self.tracking = ctx.tracking
+        self.artifacts = ctx.tracking.artifacts
         self.loader = loader
 
     # -- which versions ---------------------------------------------------------------------
-    def _records(self, name: str | None, ref: str | int | None = None) -> list[VersionRecord]:
+    def records(self, name: str | None, ref: str | int | None = None) -> list[VersionRecord]:
+        """The visible versions in scope: one version, one model's, or every model's."""
         reads = self.ctx.reads
         if name is not None and ref is not None:
             return [lookup(reads, name, ref)]
@@ -212,7 +169,8 @@ class Integrity:
             found = list(pool.map(reads.versions, names))
         return [v for versions in found for v in versions if is_visible(v)]
 
-    def _stores(self) -> dict[str, ObjectStore]:
+    def stores(self) -> dict[str, ObjectStore]:
+        """The object-store layers by name: the vault, and the backup store when there is one."""
         stores = {"vault": self.ctx.vault.store}
         backup = self.ctx.backup
         if backup is not None:
@@ -227,10 +185,10 @@ class Integrity:
         import time
 
         started = time.perf_counter()
-        records = self._records(name, ref)
+        records = self.records(name, ref)
         skipped = [f"{r.name} #{r.version}" for r in records if not r.tags.get(T_MANIFEST)]
-        targets = [_Target(r, r.tags[T_MANIFEST]) for r in records if r.tags.get(T_MANIFEST)]
-        stores = self._stores()
+        targets = [Target(r, r.tags[T_MANIFEST]) for r in records if r.tags.get(T_MANIFEST)]
+        stores = self.stores()
         with ThreadPoolExecutor(max_workers=_workers()) as pool:
             list(pool.map(lambda t: self._inspect(t, stores), targets))
             hashed = self._check_files(pool, targets, stores, progress)
@@ -247,8 +205,8 @@ class Integrity:
                                skipped=skipped, bytes_hashed=hashed,
                                seconds=time.perf_counter() - started)
 
-    def _read_manifest(self, store: ObjectStore, target: _Target
-                       ) -> tuple[bytes | None, Manifest | None, str | None]:
+    def read_manifest(self, store: ObjectStore, target: Target
+                      ) -> tuple[bytes | None, Manifest | None, str | None]:
         """(raw bytes, manifest if it matches the tag, problem) of one layer's manifest."""
         try:
             raw = store.get_bytes(manifest_key(target.name, target.version))
@@ -264,10 +222,10 @@ class Integrity:
             return raw, None, "manifest-differs"
         return raw, manifest, None
 
-    def _inspect(self, target: _Target, stores: dict[str, ObjectStore]) -> None:
+    def _inspect(self, target: Target, stores: dict[str, ObjectStore]) -> None:
         """Manifests of every layer, and the listing of the artifact store."""
         for layer, store in stores.items():
-            raw, manifest, problem = self._read_manifest(store, target)
+            raw, manifest, problem = self.read_manifest(store, target)
             if layer == "backup" and problem == "manifest-missing":
                 continue  # never backed up: nothing to check there
             target.layers.append(layer)
@@ -277,15 +235,15 @@ class Integrity:
                 target.manifest, target.manifest_raw = manifest, raw
         target.layers.insert(0, "artifacts")
         target.location = self.tracking.artifact_location(target.record)
-        target.listing = self.tracking.artifact_files(target.location)
+        target.listing = self.artifacts.artifact_files(target.location)
 
-    def _check_files(self, pool: ThreadPoolExecutor, targets: list[_Target],
+    def _check_files(self, pool: ThreadPoolExecutor, targets: list[Target],
                      stores: dict[str, ObjectStore], progress: Progress | None) -> int:
         """Hash every artifact file and every object the manifests name (each object once per
         layer); record what is missing or differs. Returns the bytes hashed."""
         jobs: list[tuple[int, Callable[[], None]]] = []
         # objects: (layer, oid) -> the (target, path) entries that use it
-        users: dict[tuple[str, str], list[tuple[_Target, str]]] = {}
+        users: dict[tuple[str, str], list[tuple[Target, str]]] = {}
         for target in targets:
             manifest = target.manifest
             if manifest is None:
@@ -321,9 +279,9 @@ class Integrity:
         list(pool.map(run, sorted(jobs, key=lambda j: -j[0])))  # big files first
         return total
 
-    def _artifact_job(self, target: _Target, rel: str, oid: str) -> Callable[[], None]:
+    def _artifact_job(self, target: Target, rel: str, oid: str) -> Callable[[], None]:
         def work() -> None:
-            found = self._hash_artifact(target.location, rel)
+            found = self.hash_artifact(target.location, rel)
             if found is None:
                 target.problem(rel, "artifacts", "missing")
             elif found[0] != oid:
@@ -332,7 +290,7 @@ class Integrity:
         return work
 
     def _object_job(self, store: ObjectStore, layer: str, oid: str,
-                    entries: list[tuple[_Target, str]]) -> Callable[[], None]:
+                    entries: list[tuple[Target, str]]) -> Callable[[], None]:
         def work() -> None:
             found = hash_object(store, object_key(oid))
             problem = None if found is not None and found[0] == oid else (
@@ -342,195 +300,29 @@ class Integrity:
                     target.problem(rel, layer, problem, f"object {oid[:12]}...")
         return work
 
-    def _hash_artifact(self, location: str, rel: str) -> tuple[str, int] | None:
-        root = self.tracking.local_artifact_root(location)
+    def hash_artifact(self, location: str, rel: str) -> tuple[str, int] | None:
+        """(sha256, size) of one file of an artifact location, or None when it cannot be read."""
+        root = self.artifacts.local_artifact_root(location)
         if root is not None:
             try:
-                return hash_path(root / rel)
+                return sha256_stream(file_chunks(root / rel))
             except FileNotFoundError:
                 return None
         with tempfile.TemporaryDirectory(prefix="modelyard-verify-") as tmp:
             local = Path(tmp) / "file"
             try:
-                self.tracking.fetch_artifact(location, rel, local)
+                self.artifacts.fetch_artifact(location, rel, local)
             except YardError as exc:
                 log.info("%s could not be read from %s: %s", rel, location, exc.message)
                 return None
-            return hash_path(local)
+            return sha256_stream(file_chunks(local))
 
-    # -- repair -----------------------------------------------------------------------------
+    # -- repair (repair.py) -------------------------------------------------------------------
     def repair(self, name: str | None = None, ref: str | int | None = None, *,
                all: bool = False, progress: Progress | None = None) -> RepairReport:
-        """Put back every missing or corrupt file of the artifact store (and of the vault and
-        backup store) from the first layer holding a copy whose hash is right: the local
-        cache, the vault, the backup store (or, for the object stores, the artifact store).
-        Every copy's hash is checked before it is written; the end is verified again."""
-        if not all and name is None:
-            raise InvalidInput("name a model (NAME or NAME@REF) to repair, or pass all=True")
-        scope = (None, None) if all else (name, ref)
-        before = self.verify_all(*scope, progress=progress)
-        stores = self._stores()
-        repaired: list[RepairedFile] = []
-        unrepairable: list[FileProblem] = []
-        broken = [v for v in before.versions if not v.ok]
-        records = {(r.name, r.version): r for r in self._records(*scope)} if broken else {}
-        for version in broken:
-            record = records.get((version.name, version.version))
-            if record is None:
-                unrepairable += version.problems
-                continue
-            done, failed = self._repair_version(record, version.problems, stores)
-            repaired += done
-            unrepairable += failed
-        after = self.verify_all(*scope) if broken else before
-        return RepairReport(ok=after.ok, files=repaired, unrepairable=unrepairable,
-                            verified=after.ok, after=after)
+        """``Repairer.repair``: every missing or corrupt file put back from the first layer
+        holding a copy whose hash is right, then verified again."""
+        # repair.py builds on this module's verify_all: imported here, not at the top.
+        from modelyard.protection.repair import Repairer
 
-    def _repair_version(self, record: VersionRecord, problems: list[FileProblem],
-                        stores: dict[str, ObjectStore]
-                        ) -> tuple[list[RepairedFile], list[FileProblem]]:
-        target = _Target(record, record.tags[T_MANIFEST])
-        repaired: list[RepairedFile] = []
-        failed: list[FileProblem] = []
-
-        def done(path: str, served_by: str, layer: str) -> None:
-            repaired.append(RepairedFile(name=record.name, version=record.version, path=path,
-                                         served_by=served_by, layer=layer))
-
-        # 1. the manifest: a good one from any layer (or rebuilt from good artifact files)
-        good: dict[str, bytes] = {}
-        for layer, store in stores.items():
-            raw, manifest, _ = self._read_manifest(store, target)
-            if manifest is not None and raw is not None:
-                good[layer] = raw
-                target.manifest = target.manifest or manifest
-        target.location = self.tracking.artifact_location(record)
-        if target.manifest is None:
-            rebuilt = self._manifest_from_artifacts(target)
-            if rebuilt is not None:
-                self.ctx.vault.write_manifest(record.name, record.version, rebuilt, {
-                    "semver": record.tags.get(T_SEMVER), "source": record.source,
-                    "run_id": record.run_id, "repaired": True})
-                target.manifest = rebuilt
-                done(MANIFEST_PATH, "artifacts", "vault")
-                good["vault"] = self.ctx.vault.store.get_bytes(
-                    manifest_key(record.name, record.version))
-        manifest = target.manifest
-        if manifest is None:
-            return repaired, list(problems)
-        for problem in problems:
-            if problem.path != MANIFEST_PATH or problem.layer not in stores:
-                continue
-            source = next(iter(good), None)
-            if source is None or source == problem.layer:
-                failed.append(problem)
-                continue
-            stores[problem.layer].put_bytes(manifest_key(record.name, record.version),
-                                            good[source])
-            done(MANIFEST_PATH, source, problem.layer)
-
-        # 2. objects of the vault / backup store, then 3. the artifact store's files
-        cache = self._cache_folder(record)
-        file_problems = [p for p in problems if p.path != MANIFEST_PATH]
-        # The artifact store first (the copy MLflow reads), then the object stores.
-        ordered = sorted(file_problems, key=lambda p: p.layer != "artifacts")
-        fixed_objects: set[tuple[str, str]] = set()
-        for problem in ordered:
-            entry = manifest.files.get(problem.path)
-            if entry is None:
-                failed.append(problem)
-                continue
-            oid = entry[0]
-            if problem.layer != "artifacts" and (problem.layer, oid) in fixed_objects:
-                continue
-            sources = self._sources(problem.layer, problem.path, oid, cache, target, stores)
-            served = self._copy_first_good(sources, oid, problem, target, stores)
-            if served is None:
-                failed.append(problem)
-                continue
-            if problem.layer != "artifacts":
-                fixed_objects.add((problem.layer, oid))
-            done(problem.path, served, problem.layer)
-        return repaired, failed
-
-    def _cache_folder(self, record: VersionRecord) -> Path | None:
-        with contextlib.suppress(Exception):
-            return self.loader.cache_folder(ModelVersion.from_record(record))
-        return None
-
-    def _sources(self, layer: str, rel: str, oid: str, cache: Path | None, target: _Target,
-                 stores: dict[str, ObjectStore]) -> list[tuple[str, Callable[[Path], None]]]:
-        """Where a good copy may be, in order: (layer name, fetch into a local path)."""
-        sources: list[tuple[str, Callable[[Path], None]]] = []
-        if cache is not None and (cache / rel).is_file():
-            cached = cache / rel
-
-            def from_cache(dest: Path) -> None:
-                shutil.copyfile(cached, dest)
-
-            sources.append(("cache", from_cache))
-        if layer != "artifacts":
-            sources.append(("artifacts", lambda dest: self._fetch_artifact(target, rel, dest)))
-        for name, store in stores.items():
-            if name != layer:
-                sources.append((name, _store_fetch(store, object_key(oid))))
-        if layer == "artifacts":  # cache, vault, backup
-            return sources
-        order = ["cache", "vault", "backup", "artifacts"]
-        return sorted(sources, key=lambda s: order.index(s[0]))
-
-    def _fetch_artifact(self, target: _Target, rel: str, dest: Path) -> None:
-        root = self.tracking.local_artifact_root(target.location)
-        if root is not None:
-            shutil.copyfile(root / rel, dest)
-        else:
-            self.tracking.fetch_artifact(target.location, rel, dest)
-
-    def _copy_first_good(self, sources: list[tuple[str, Callable[[Path], None]]], oid: str,
-                         problem: FileProblem, target: _Target,
-                         stores: dict[str, ObjectStore]) -> str | None:
-        """Fetch from each source in turn; write the first copy whose hash is ``oid``."""
-        base = problem.path.rsplit("/", 1)[-1]
-        for served_by, fetch in sources:
-            with tempfile.TemporaryDirectory(prefix="modelyard-repair-") as tmp:
-                local = Path(tmp) / base
-                try:
-                    fetch(local)
-                except (YardError, OSError) as exc:
-                    log.info("%s: no copy in %s (%s)", problem.path, served_by, exc)
-                    continue
-                if hash_path(local)[0] != oid:
-                    log.warning("%s: the copy in %s has the wrong hash; not used", problem.path,
-                                served_by)
-                    continue
-                if problem.layer == "artifacts":
-                    self.tracking.put_artifact(target.location, problem.path, local)
-                else:
-                    stores[problem.layer].put_file(object_key(oid), local)
-                return served_by
-        return None
-
-    def _manifest_from_artifacts(self, target: _Target) -> Manifest | None:
-        """The manifest rebuilt from the artifact store, if it hashes to the tagged value."""
-        listing = self.tracking.artifact_files(target.location)
-        files: dict[str, tuple[str, int]] = {}
-        for rel in sorted(listing):
-            found = self._hash_artifact(target.location, rel)
-            if found is None:
-                return None
-            files[rel] = found
-        manifest = Manifest(files)
-        if manifest.sha256 != target.expected and MLFLOW_RECORD in files:
-            # MLflow's registry downloads may have added their record to a local store.
-            manifest = Manifest({k: v for k, v in files.items() if k != MLFLOW_RECORD})
-        return manifest if manifest.sha256 == target.expected else None
-
-
-def _store_fetch(store: ObjectStore, key: str) -> Callable[[Path], None]:
-    def fetch(dest: Path) -> None:
-        store.get_file(key, dest)
-    return fetch
-
-
-def problems_of(reports: Iterable[VersionIntegrity]) -> list[FileProblem]:
-    return [p for v in reports for p in v.problems]
+        return Repairer(self).repair(name, ref, all=all, progress=progress)

@@ -58,7 +58,8 @@ from modelyard.protection.backup_store import (
     failure,
     parse_manifest,
 )
-from modelyard.registry.registration import Draft, Registrar
+from modelyard.registry.pipeline import Draft
+from modelyard.registry.registration import Registrar
 from modelyard.registry.semver_plan import SemverPlan
 from modelyard.store.files import copy_tree_safely
 from modelyard.store.storage import redact

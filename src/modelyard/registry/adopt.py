@@ -66,5 +66,5 @@ class Adopter:
             with contextlib.suppress(YardError):
                 params = self.tracking.get_run(record.run_id)["params"]
         with tempfile.TemporaryDirectory(prefix="modelyard-adopt-") as tmp:
-            local = self.tracking.download(record.source, Path(tmp))
+            local = self.tracking.artifacts.download(record.source, Path(tmp))
             return self.registrar.manage(record, local, params, earlier)

@@ -226,7 +226,7 @@ class Loader:
         mv = self.get(name, ref, full=False)
         manifest = self.manifest_of(mv, kept=False)  # the vault's copy is checked too
         with tempfile.TemporaryDirectory(prefix="modelyard-verify-") as tmp:
-            local = self.tracking.download(mv.source, Path(tmp))
+            local = self.tracking.artifacts.download(mv.source, Path(tmp))
             manifest.verify_directory(local, label=name, semver=mv.semver or "?")
         return VerifyResult(name=name, version=mv.version, semver=mv.semver, ok=True,
                             files=len(manifest.files), bytes=manifest.total_size)
@@ -253,7 +253,7 @@ class Loader:
         cache.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".dl-", dir=cache.parent))
         try:
-            local = self.tracking.download(mv.source, staging)
+            local = self.tracking.artifacts.download(mv.source, staging)
             if manifest is not None:
                 manifest.verify_directory(local, label=mv.name, semver=mv.semver or "?")
             with contextlib.suppress(OSError):

@@ -7,7 +7,7 @@ pending``), and who holds a semver. Only a missing or stale hint (a model regist
 existed, its holder deleted) costs one listing, paged by version number.
 
 The rules themselves (what bump a change earns) are pure logic in ``versioning``; this module
-reads the registry for them. ``registration.Registrar`` runs the planner twice per version:
+reads the registry for them. ``pipeline.Pipeline`` runs the planner twice per version:
 once before the version exists (the planned semver) and once after (``confirm``).
 """
 

@@ -3,7 +3,7 @@
 >>> doc = yard.export(["churn"])                      # one JSON-ready document
 >>> other.import_registry(doc)                        # recreate it on another tracking server
 
-Imported versions go through the one registration pipeline (``registration.py``) with the
+Imported versions go through the one registration pipeline (``pipeline.py``) with the
 semver they carry; their files are fetched, checked against the exported manifest and
 uploaded before the version becomes visible.
 
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover - export_format loads pydantic: imported where used
     from modelyard.registry.export_format import ExportDoc, ModelDoc, VersionDoc
 
-from modelyard.backend.tracking import Tracking, redact
+from modelyard.backend.tracking import Tracking
 from modelyard.context import Context
 from modelyard.core.entities import ImportSummary, ModelVersion
 from modelyard.core.lineage import Lineage
@@ -58,9 +58,11 @@ from modelyard.errors import (
     YardError,
 )
 from modelyard.registry.loading import Loader
-from modelyard.registry.registration import Draft, Registrar
+from modelyard.registry.pipeline import Draft
+from modelyard.registry.registration import Registrar
 from modelyard.registry.semver_plan import SemverPlan
 from modelyard.store.files import copy_tree_safely
+from modelyard.store.storage import redact
 from modelyard.store.vault import Manifest
 from modelyard.trail.audit import AuditEvent, Auditor, check_chain
 
@@ -262,7 +264,7 @@ class Transfer:
 
     def _source_tracking(self, uri: str) -> Tracking | None:
         """A Tracking for the exporting server, used only to download its artifacts."""
-        from modelyard.core.config import Settings
+        from modelyard.core.settings import Settings
 
         if not uri or "***" in uri:
             return None
@@ -295,9 +297,9 @@ class Transfer:
             target = dest / f"try{index}"
             try:
                 if source is not None:
-                    local = source.download(uri, target)
+                    local = source.artifacts.download(uri, target)
                 else:
-                    local = self.tracking.download(uri, target)
+                    local = self.tracking.artifacts.download(uri, target)
             except YardError as exc:
                 problems.append(f"{uri}: {exc.message}")
                 continue

@@ -1,26 +1,66 @@
-"""Local files: atomic writes and copies, copies that hash while they copy, and safe tree copies.
+"""Local files: atomic writes and copies, SHA-256 of streamed content, copies that hash while
+they copy, and safe tree copies.
 
 A write never leaves half a file: bytes go to a temporary file beside the target, then
 ``os.replace``. A folder copy never copies a link: a symlink pointing outside the folder is
 refused (or, when asked, its target's content is copied). The object stores in ``storage``
-and the vault build on these.
+and the vault build on these. ``sha256_stream`` is the one loop that hashes file and object
+content; everything else that needs a digest of content calls it (or ``sha256_file``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from io import FileIO
 
 Progress = Callable[[int], None]
 """Called with the number of bytes moved since the last call (S3 may report a negative
 amount when it rewinds a retried part; the sum is the file size)."""
 
 _CHUNK = 1024 * 1024
+# Hashing reads 8 MiB at a time: hashlib releases the GIL on large updates (and the read
+# releases it too), so threads hash files in parallel on every core.
+HASH_CHUNK = 8 * 1024 * 1024
+
+
+def sha256_stream(chunks: Iterable[bytes | memoryview]) -> tuple[str, int]:
+    """(SHA-256 as hex, size in bytes) of content that arrives in chunks: a file read in
+    pieces (``file_chunks``), an object streamed from a store (``ObjectStore.chunks``). The
+    content is never held whole in memory."""
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def file_chunks(path: Path, size: int = HASH_CHUNK) -> Iterator[memoryview]:
+    """A file's bytes in chunks of up to ``size``, read into one reused buffer (unbuffered):
+    each chunk is valid until the next one is read."""
+    with open(path, "rb", buffering=0) as handle:
+        yield from _read_chunks(handle, size)
+
+
+def _read_chunks(handle: FileIO, size: int) -> Iterator[memoryview]:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    while count := handle.readinto(buffer):
+        yield view[:count]
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's content, as hex."""
+    return sha256_stream(file_chunks(path))[0]
 
 
 def _replace_from_temp(dest: Path, fill: Callable[[IO[bytes]], None]) -> None:
@@ -89,19 +129,14 @@ def _kernel_copy(source: IO[bytes], handle: IO[bytes], progress: Progress | None
 
 def copy_hashing(src: Path, dest: Path) -> tuple[str, int]:
     """Copy a file to ``dest`` and return its (SHA-256, size), reading it once."""
-    import hashlib
+    with open(src, "rb", buffering=0) as source, open(dest, "wb") as target:
 
-    digest = hashlib.sha256()
-    size = 0
-    buffer = bytearray(4 * _CHUNK)
-    view = memoryview(buffer)
-    with open(src, "rb") as source, open(dest, "wb") as target:
-        while read := source.readinto(buffer):
-            block = view[:read]
-            digest.update(block)  # hashlib releases the GIL: files hash in parallel threads
-            target.write(block)
-            size += read
-    return digest.hexdigest(), size
+        def written() -> Iterator[memoryview]:
+            for block in _read_chunks(source, 4 * _CHUNK):
+                target.write(block)
+                yield block
+
+        return sha256_stream(written())
 
 
 def tree_plan(src: Path, *, follow_links: bool = False) -> list[tuple[Path, Path]]:

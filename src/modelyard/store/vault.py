@@ -22,17 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.errors import IntegrityError, StorageError
+from modelyard.store.files import sha256_file
 from modelyard.store.storage import ObjectStore
-
-_CHUNK = 1024 * 1024
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 # MLflow's registry downloads write this record (model name and version) into a model's
 # folder, and on a local artifact store that folder is the store itself. Loads never read it.

@@ -12,6 +12,9 @@ carries the SHA-256 of the previous one, so editing or removing an event breaks 
 The chain is also modelyard's compare-and-swap for stage moves: every event records
 ``stages`` (who holds ``staging`` and ``production`` after it), computed from the event
 before it, so concurrent promotions are ordered by their sequence numbers.
+
+Reading a trail back for the verbs (``history``, the newest event's stage holders), with the
+verified copies kept on this machine, is ``history.py``.
 """
 
 from __future__ import annotations
@@ -24,13 +27,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelyard.core.names import STAGE_ALIASES, T_AUDIT_HEAD, check_name
-from modelyard.core.refs import lookup
+from modelyard.core.names import T_AUDIT_HEAD
 from modelyard.errors import AuditTampered, StorageError, YardError
-from modelyard.store.files import atomic_write
 from modelyard.store.storage import ObjectStore
 from modelyard.store.vault import audit_head_key, audit_prefix, event_key
 
@@ -39,8 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("modelyard.audit")
 
-__all__ = ["GENESIS", "STAGE_ALIASES", "AuditEvent", "AuditLog", "Auditor", "check_chain",
-           "event_key", "parse_head"]
+__all__ = ["GENESIS", "AuditEvent", "AuditLog", "Auditor", "check_chain", "event_key",
+           "parse_head"]
 
 GENESIS = "0" * 64
 _MAX_ATTEMPTS = 200
@@ -158,9 +158,13 @@ class AuditLog:
                                 ) from exc
 
     def events(self, since: int = 1) -> list[AuditEvent]:
-        """The events from ``since`` on, oldest first. A long trail is read over a few
-        connections at once (one object per event: hundreds of round trips otherwise)."""
-        seqs = [s for s in self.sequence_numbers() if s >= since]
+        """The events from ``since`` on, oldest first."""
+        return self.read_many([s for s in self.sequence_numbers() if s >= since])
+
+    def read_many(self, seqs: list[int]) -> list[AuditEvent]:
+        """The events of these sequence numbers, in that order. More than a handful are read
+        over a few connections at once (one object per event: hundreds of round trips
+        otherwise)."""
         if len(seqs) <= _SERIAL_READS:
             return [self.read(s) for s in seqs]
         from concurrent.futures import ThreadPoolExecutor
@@ -171,11 +175,6 @@ class AuditLog:
     def last(self) -> AuditEvent | None:
         seq = self.last_seq()
         return self.read(seq) if seq else None
-
-    def walk_back(self) -> Any:
-        """Events newest first, read one at a time (stops reading when the caller stops)."""
-        for seq in reversed(self.sequence_numbers()):
-            yield self.read(seq)
 
     # -- writing --------------------------------------------------------------------------
     def append(
@@ -325,15 +324,21 @@ def parse_head(value: str | None) -> tuple[int, str] | None:
 
 
 class Auditor:
-    """Appends events to a model's trail and keeps the registry's head tag current."""
+    """Appends events to a model's trail and keeps the registry's head tag current; reads
+    trails back through ``history.History``."""
 
     def __init__(self, ctx: Context) -> None:
+        # history.py builds on this module's chain: imported here, not at the top.
+        from modelyard.trail.history import History
+
         self.ctx = ctx
         self.tracking = ctx.tracking
+        self.kept = History(self)
 
     def log(self, name: str) -> AuditLog:
+        """The model's trail; every event appended through it is remembered on this machine."""
         return AuditLog(self.ctx.vault.store, name,
-                        written=lambda event: self.remember(name, event))
+                        written=lambda event: self.kept.remember(name, event))
 
     @property
     def key(self) -> bytes | None:
@@ -399,163 +404,13 @@ class Auditor:
             log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
         return len(events)
 
-    # -- the newest event's stage holders, remembered on this machine ------------------------
-    # A read verb (``list``, ``details``) compares the stage holders with the newest event's
-    # ``stages`` (drift). The registry's audit head tag names that event (seq:hash), so once
-    # this machine has read it from the vault (and checked its hash), the holders are kept
-    # under the cache folder keyed by registry, vault and model, and used again only while
-    # the head tag names exactly that event: no object-store client for a read that finds
-    # nothing new. Any other tag (a newer event, a tag set back, no tag) reads the vault.
-    def _remembered_path(self, name: str) -> Path:
-        ctx = self.ctx
-        where = hashlib.sha256(f"{ctx.registry_id}\n{ctx.settings.resolved_vault}\n{name}"
-                               .encode()).hexdigest()[:40]
-        return ctx.cache_dir / "audit-heads" / f"{where}.json"
-
-    def remember(self, name: str, event: AuditEvent) -> None:
-        """Keep the newest event's (seq, hash, stages); a failure only costs a vault read.
-        An event this machine appends also extends its verified copy of the trail when that
-        copy ends just before it."""
-        if event.compute_hash() != event.hash:
-            return  # never remember what the chain check would refuse
-        body = {"name": name, "seq": event.seq, "hash": event.hash, "stages": event.stages}
-        try:
-            atomic_write(self._remembered_path(name), json.dumps(body).encode())
-        except OSError as exc:
-            log.debug("audit head of %s not cached: %s", name, exc)
-        if not self._events_path(name).is_file():
-            return
-        kept = self._kept_events(name, check=False)  # checked whole wherever it is used
-        if kept and kept[-1].seq == event.seq - 1 and kept[-1].hash == event.prev_hash:
-            self._keep_events(name, [*kept, event], check=False)
-
-    # -- the trail, remembered on this machine -------------------------------------------------
-    # ``history`` shows the whole trail. Events never change once written and each carries
-    # the hash of the one before, so a copy read from the vault whose chain checked out is
-    # kept under the cache folder (keyed like the head above) and shown again while the
-    # registry's audit head tag names its newest event: no object-store client at all. A
-    # newer head reads only the events after the copy (each by its key, at once), chained
-    # on; anything else (the tag names an event the copy holds under another hash, or an
-    # older one; a gap; a broken link) reads the whole trail from the vault, as a new machine
-    # does. ``history --verify`` never trusts the copy: it reads and checks every event in
-    # the vault (see ``AuditLog.verify``), then refreshes the copy.
-    def _events_path(self, name: str) -> Path:
-        head = self._remembered_path(name)
-        return head.parent.parent / "audit-trails" / head.name
-
-    def _kept_events(self, name: str, *, check: bool = True) -> list[AuditEvent]:
-        """The verified copy of the trail kept on this machine ([] when none is usable)."""
-        try:
-            body = json.loads(self._events_path(name).read_bytes())
-            if body.get("name") != name:
-                return []
-            events = [AuditEvent.from_dict(item) for item in body["events"]]
-            if check:
-                check_chain(name, events, key=self.key)  # a damaged copy is no copy
-            return events
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, AuditTampered):
-            return []
-
-    def _keep_events(self, name: str, events: list[AuditEvent], *, check: bool = True
-                     ) -> None:
-        """Keep a trail (a whole chain from event 1) whose links and signatures check out
-        (``check=False``: the caller checked the one link it added)."""
-        try:
-            if check:
-                check_chain(name, events, key=self.key)
-        except AuditTampered:
-            return  # shown as read, never kept
-        body = {"name": name, "events": [e.to_dict() for e in events]}
-        try:
-            atomic_write(self._events_path(name), json.dumps(body).encode())
-        except OSError as exc:
-            log.debug("audit trail of %s not cached: %s", name, exc)
-
-    def _trail(self, name: str, head: tuple[int, str] | None) -> list[AuditEvent]:
-        """The whole trail, oldest first: the verified copy kept here when the registry's
-        head names its newest event, extended by the events after it when the head is newer;
-        else read from the vault (and kept when its chain checks out)."""
-        kept = self._kept_events(name) if head is not None else []
-        if head is not None and kept and head[0] >= kept[-1].seq:
-            newest, digest = head
-            if newest == kept[-1].seq and kept[-1].hash == digest:
-                return kept
-            trail = self.log(name)
-            try:
-                newer = _read_at_once(trail, list(range(kept[-1].seq + 1, newest + 1)))
-                events = [*kept, *newer]
-                check_chain(name, events, key=self.key)
-            except (YardError, AuditTampered) as exc:
-                log.debug("the audit trail of %s kept here does not extend: %s", name, exc)
-            else:
-                if events[-1].hash == digest:
-                    self._keep_events(name, events)
-                    return events
-        events = self.log(name).events()
-        if head is not None and events and (events[-1].seq, events[-1].hash) == head:
-            self._keep_events(name, events)
-        return events
+    # -- reading back (history.py) ---------------------------------------------------------
+    def history(self, name: str, version: str | int | None = None, *,
+                verify: bool = False) -> list[AuditEvent]:
+        """``History.history``: the model's trail, oldest first (checked with ``verify``)."""
+        return self.kept.history(name, version, verify=verify)
 
     def newest_stages(self, name: str, head: tuple[int, str] | None
                       ) -> dict[str, int | None] | None:
-        """Who the newest event says holds each stage (None: the model has no trail).
-
-        ``head`` is the registry's audit head tag (``parse_head``); when it names the event
-        remembered here, the vault is not read."""
-        if head is not None:
-            try:
-                kept = json.loads(self._remembered_path(name).read_bytes())
-                if (kept.get("name") == name and kept.get("seq") == head[0]
-                        and kept.get("hash") == head[1] and isinstance(kept["stages"], dict)):
-                    return _stage_holders(kept["stages"])
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                pass  # nothing (or nothing usable) remembered: read the vault
-        last = self.log(name).last()
-        if last is None:
-            return None
-        if head is not None and (last.seq, last.hash) == head:
-            self.remember(name, last)
-        return _stage_holders(last.stages)
-
-    def history(self, name: str, version: str | int | None = None, *,
-                verify: bool = False) -> list[AuditEvent]:
-        """The model's audit trail, oldest first; ``verify`` checks the hash chain and
-        raises ``AuditTampered`` naming the first broken event."""
-        check_name(name)
-        if verify or not self._events_path(name).is_file():
-            self.ctx.prepare_vault()  # the vault will be read: its client builds meanwhile
-        model = self.ctx.reads.get_model(name)  # the lean reader when it can answer
-        head = parse_head(model.tags.get(T_AUDIT_HEAD))
-        if verify:  # every event read from the vault and checked; then kept here
-            events = self.log(name).verified_events(head, key=self.key)
-            if head is not None and events and (events[-1].seq, events[-1].hash) == head:
-                self._keep_events(name, events)
-        else:
-            events = self._trail(name, head)
-        if version is not None:
-            text = str(version)
-            number = (int(text) if text.isascii() and text.isdigit() and len(text) < 13
-                      else lookup(self.ctx.reads, name, text).version)
-            events = [e for e in events if _mentions(e, number)]
-        return events
-
-
-def _read_at_once(trail: AuditLog, seqs: list[int]) -> list[AuditEvent]:
-    """Events by sequence number (a few, each one object), at once past a handful."""
-    if len(seqs) <= _SERIAL_READS:
-        return [trail.read(s) for s in seqs]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=_READERS) as pool:
-        return list(pool.map(trail.read, seqs))
-
-
-def _mentions(event: AuditEvent, number: int) -> bool:
-    if event.version == number or event.detail.get("rolled_back") == number:
-        return True
-    return any(int(d.get("version", -1)) == number for d in event.detail.get("displaced", []))
-
-
-def _stage_holders(stages: dict[str, Any]) -> dict[str, int | None]:
-    """Each stage alias's holder as an event records it (anything but a number: none)."""
-    return {s: (h if isinstance(h := stages.get(s), int) else None) for s in STAGE_ALIASES}
+        """``History.newest_stages``: who the newest event says holds each stage."""
+        return self.kept.newest_stages(name, head)

@@ -12,13 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.core.config import (
-    Settings,
-    find_config_file,
-    find_project_root,
-    load_settings,
-    parse_condition,
-)
+from modelyard.core.config import find_config_file, find_project_root, load_settings
+from modelyard.core.settings import Settings, parse_condition
 from modelyard.errors import ConfigError
 
 SECRET = "audit-k3y-do-not-print-5a4b3c"

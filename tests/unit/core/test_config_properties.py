@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelyard.core.config import Settings, load_settings, parse_condition
+from modelyard.core.config import load_settings
+from modelyard.core.settings import Settings, parse_condition
 from modelyard.errors import ConfigError
 
 if sys.version_info >= (3, 11):

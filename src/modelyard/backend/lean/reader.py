@@ -39,7 +39,7 @@ from modelyard.core.records import ModelRecord, VersionRecord
 from modelyard.errors import InvalidInput
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelyard.core.config import Settings
+    from modelyard.core.settings import Settings
 
 __all__ = [
     "KNOWN_SCHEMA_REVISIONS",

@@ -27,11 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 from modelyard.backend.lean.transport import Missing, Refused, RestTransport
-from modelyard.errors import InvalidInput, ModelNotFound, NotFound, UserError
-
-# modelyard's stage -> MLflow's stage field (tracking.STAGE_FIELD, without importing tracking).
-STAGE_FIELD = {"none": "None", "staging": "Staging", "production": "Production",
-               "archived": "Archived"}
+from modelyard.core.names import mlflow_stage
+from modelyard.errors import ModelNotFound, NotFound, UserError
 
 
 class RestWriter:
@@ -84,10 +81,7 @@ class RestWriter:
     def set_stage_field(self, name: str, version: int, stage: str) -> None:
         """Mirror modelyard's stage into MLflow's (deprecated) stage field, as
         ``Tracking.set_stage_field`` does (other versions keep theirs)."""
-        value = STAGE_FIELD.get(stage.lower())
-        if value is None:
-            raise InvalidInput(f"unknown stage {stage!r} (expected one of "
-                               f"{', '.join(STAGE_FIELD)})")
+        value = mlflow_stage(stage)
         self._send("POST", "model-versions/transition-stage",
                    {"name": name, "version": str(version), "stage": value,
                     "archive_existing_versions": False},

@@ -1,0 +1,351 @@
+"""The one registration pipeline every new version goes through.
+
+register (an object, a saved folder, an MLflow URI: ``registration.py`` turns each into a
+``Draft``), import, restore and adopt all take the same steps: pending -> semver chosen and
+confirmed -> manifest -> ready, or discard everything the attempt created. A version is
+either fully registered (artifacts, tags, manifest) or not visible at all: readers only see
+versions whose ``modelyard.status`` is ``ready``.
+
+Concurrent semvers follow MLflow's atomically assigned version numbers: a registration waits
+until every lower-numbered registration in flight is registered (or has gone stale), so
+concurrent registrations get distinct, increasing semvers without a lock of modelyard's own.
+
+One error rule: a caller's mistake (``UserError``) is raised as it is; any other modelyard
+error becomes ``RegistrationFailed`` naming the model, after the attempt's debris is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from modelyard.context import Context
+from modelyard.core.entities import ModelVersion
+from modelyard.core.lineage import Lineage
+from modelyard.core.names import (
+    STATUS_PENDING,
+    STATUS_READY,
+    T_ADOPTED,
+    T_BUMP,
+    T_MANIFEST,
+    T_REASON,
+    T_RUN_MODEL,
+    T_SEMVER,
+    T_SEMVER_HIGH,
+    T_STAGE,
+    T_STATUS,
+)
+from modelyard.core.records import VersionRecord
+from modelyard.core.refs import is_visible
+from modelyard.core.versioning import Fingerprint, highest_semver
+from modelyard.errors import InvalidInput, ModelNotFound, RegistrationFailed, UserError, YardError
+from modelyard.registry.semver_plan import (
+    SemverPlan,
+    SemverPlanner,
+    Standing,
+    fingerprint_of_dir,
+    fingerprint_tags,
+)
+from modelyard.store.vault import Manifest
+
+log = logging.getLogger("modelyard.registration")
+
+SaveFn = Callable[[Path, str, str, str], None]  # (folder, run_id, model_id, artifact location)
+AfterFn = Callable[[ModelVersion, str], None]  # (new version, "register" | "import" | ...)
+
+
+@dataclass
+class Draft:
+    """Everything a new version is made of, before it exists."""
+
+    name: str
+    flavor: str
+    model_class: str
+    save: SaveFn | None = None  # writes the model folder; None when ``uri`` is given
+    uri: str | None = None  # an existing MLflow model (models:/m-..., runs:/...)
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    fixed_tags: dict[str, str] = field(default_factory=dict)  # kept over the fingerprint's
+    stage: str = "none"
+    description: str | None = None
+    lineage: Lineage = field(default_factory=Lineage)
+    semver: SemverPlan = field(default_factory=SemverPlan)
+    run_name: str = ""
+    run_tags: dict[str, str] = field(default_factory=dict)
+    manifest_extra: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None  # when ``save`` hashed the files while writing them
+    action: str = "register"  # what the audit trail calls it
+    training_data: Any = None  # a frame profiled for drift and data-quality checks
+
+
+class Pipeline:
+    """Creates versions from drafts (and brings existing ones under modelyard). Built with the
+    context and a hook run after each registration."""
+
+    def __init__(self, ctx: Context, after: AfterFn | None = None) -> None:
+        self.ctx = ctx
+        self.tracking = ctx.tracking
+        self.after = after
+        self.semvers = SemverPlanner(ctx)
+
+    def create(self, draft: Draft) -> ModelVersion:
+        """Register one version from a draft; nothing half-made stays behind on failure."""
+        debris = _Debris(self.ctx)
+        try:
+            mv = self._create(draft, debris)
+        except BaseException as exc:
+            debris.clean()
+            if isinstance(exc, (UserError, RegistrationFailed)) or not isinstance(
+                    exc, YardError):
+                raise
+            raise RegistrationFailed(name=draft.name, detail=exc.message) from exc
+        write_profile(self.ctx, mv, draft.training_data, draft.lineage)
+        if self.after is not None:
+            self.after(mv, draft.action)
+        return mv
+
+    def _create(self, draft: Draft, debris: _Debris) -> ModelVersion:
+        if draft.uri is not None:
+            return self._create_from_uri(draft, debris)
+        if draft.save is None:  # pragma: no cover - a programming error
+            raise TypeError("a draft needs save or uri")
+        with self._run(draft, debris) as run_id:
+            model_id, location = self.tracking.create_logged_model(
+                self.ctx.settings.experiment, run_id, draft.flavor, draft.params)
+            debris.logged_model = (model_id, location)
+            with tempfile.TemporaryDirectory(prefix="modelyard-") as tmp:
+                local = Path(tmp) / "model"
+                draft.save(local, run_id, model_id, location)
+                manifest = draft.manifest or Manifest.of_directory(local)
+                fingerprint = _fingerprint_of_dir(local, draft)
+                # The artifact store and the vault each get their own copy, at the same time.
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    copies = [pool.submit(self.tracking.upload_logged_model, model_id, run_id,
+                                          local),
+                              pool.submit(self.ctx.vault.store_objects, local, manifest)]
+                for copy in copies:
+                    copy.result()
+            mv = self._publish(draft, f"models:/{model_id}", run_id, model_id, manifest,
+                               fingerprint, debris)
+        mv.artifact_location = location
+        log.info("registered %s (MLflow version %s)", mv.label, mv.version)
+        return mv
+
+    def _create_from_uri(self, draft: Draft, debris: _Debris) -> ModelVersion:
+        from modelyard.backend import mlmodel
+
+        uri = draft.uri or ""
+        model_id, run_id = self.tracking.logged_model_of(uri)
+        source = f"models:/{model_id}" if model_id else uri
+        with tempfile.TemporaryDirectory(prefix="modelyard-") as tmp:
+            local = self.tracking.artifacts.download(source, Path(tmp))
+            if not (local / "MLmodel").is_file():
+                raise InvalidInput(f"{uri} is not an MLflow model (no MLmodel file)")
+            manifest = Manifest.of_directory(local)
+            draft.flavor = mlmodel.read_mlmodel(local).flavor
+            draft.params = self.tracking.get_run(run_id)["params"] if run_id else {}
+            fingerprint = _fingerprint_of_dir(local, draft)
+            self.ctx.vault.store_objects(local, manifest)
+        return self._publish(draft, source, run_id, model_id, manifest, fingerprint, debris)
+
+    @contextlib.contextmanager
+    def _run(self, draft: Draft, debris: _Debris) -> Iterator[str]:
+        """The MLflow run the version is logged in: the caller's active run when it is on
+        this tracking URI, else a run of modelyard's own (ended FAILED, then deleted, if the
+        registration fails)."""
+        from modelyard.backend import mlmodel
+
+        active = mlmodel.active_run()
+        run_id: str | None = None
+        if active is not None:
+            active_id, active_uri = active
+            if self._on_this_uri(active_uri):
+                run_id = active_id
+            else:
+                log.warning(
+                    "the active MLflow run %s is on another tracking URI; %s is logged in a "
+                    "run of modelyard's own on %s", active_id, draft.name,
+                    self.tracking.display_uri)
+        owns = run_id is None
+        if run_id is None:
+            run_id = self.tracking.create_run(
+                self.ctx.settings.experiment, run_name=draft.run_name or f"{draft.name}-register",
+                tags={"mlflow.user": self.ctx.user, T_RUN_MODEL: draft.name, **draft.run_tags})
+            debris.run_id = run_id
+        metrics = list(draft.metrics.items())
+        params = list(draft.params.items())
+        for start in range(0, max(len(metrics), len(params), 1), 100):
+            self.tracking.log_batch(run_id, metrics=dict(metrics[start:start + 100]),
+                                    params=dict(params[start:start + 100]), fresh_run=owns)
+        yield run_id
+        debris.run_id = None  # the run holds a registered version now: keep it
+        if owns:
+            with contextlib.suppress(YardError):
+                self.tracking.end_run(run_id)
+
+    def _publish(self, draft: Draft, source: str, run_id: str | None, model_id: str | None,
+                 manifest: Manifest, fingerprint: Fingerprint, debris: _Debris
+                 ) -> ModelVersion:
+        """Create the version as pending, confirm its semver, write its manifest, mark ready."""
+        name = draft.name
+        try:
+            hint: str | None = self.ctx.listing.get_model(name).tags.get(T_SEMVER_HIGH)
+        except ModelNotFound:
+            debris.model_created = self.tracking.ensure_registered_model(name)
+            standing = Standing()
+        else:
+            standing = self.semvers.standing(name, None, hint)
+        planned = self.semvers.plan(name, standing, fingerprint, draft.semver)
+        tags = {**draft.tags, **draft.lineage.to_tags(), **fingerprint_tags(fingerprint),
+                **draft.fixed_tags, T_MANIFEST: manifest.sha256, T_SEMVER: planned[0],
+                T_BUMP: planned[1], T_REASON: planned[2], T_STAGE: draft.stage,
+                T_STATUS: STATUS_PENDING}
+        record = self.tracking.create_version(name, source, run_id, tags, draft.description,
+                                              model_id)
+        debris.version = (name, record.version)
+        (semver, bump_kind, reason), standing = self.semvers.confirm(
+            name, record.version, planned, fingerprint, draft.semver)
+        self.ctx.vault.write_manifest(name, record.version, manifest, {
+            "semver": semver, "source": source, "run_id": run_id,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **draft.manifest_extra})
+        final = {T_SEMVER: semver, T_BUMP: bump_kind, T_REASON: reason}
+        changed = {k: v for k, v in final.items() if v != record.tags.get(k)}
+        # Status last: it is what makes the version visible.
+        self.tracking.set_version_tags(name, record.version, {**changed, T_STATUS: STATUS_READY})
+        debris.version = None
+        debris.logged_model = None
+        debris.model_created = False
+        self.semvers.raise_hint(name, semver, standing)
+        record.tags.update(final)
+        record.tags[T_STATUS] = STATUS_READY
+        mv = ModelVersion.from_record(record)
+        mv.metrics = dict(draft.metrics)
+        mv.params = dict(draft.params)
+        return mv
+
+    def manage(self, record: VersionRecord, local: Path, params: dict[str, str],
+               earlier: list[VersionRecord]) -> ModelVersion:
+        """Bring an existing version (registered by plain MLflow, files in ``local``) under
+        modelyard: manifest, semver after ``earlier``, the same tags a registration writes.
+        The semver tag is written last: it is what makes the version managed."""
+        name = record.name
+        try:
+            manifest = Manifest.of_directory(local)
+            if not manifest.files:
+                raise InvalidInput(f"{name} #{record.version}: no files at {record.source}")
+            draft = Draft(name=name, flavor="", model_class="", params=dict(params))
+            try:
+                fingerprint = _fingerprint_of_dir(local, draft)
+            except InvalidInput as exc:  # no MLmodel, or one written badly by other tools
+                log.warning("%s #%s: %s; comparing as unknown", name, record.version,
+                            exc.message)
+                fingerprint = Fingerprint(params=dict(params))
+            self.ctx.vault.store_objects(local, manifest)
+            semver, bump, reason = self.semvers.semver_after(name, earlier, fingerprint, None,
+                                                               None)
+            reason = f"adopted from plain MLflow; {reason}"
+            stage = ("production" if "production" in record.aliases
+                     else "staging" if "staging" in record.aliases else "none")
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.ctx.vault.write_manifest(name, record.version, manifest, {
+                "semver": semver, "source": record.source, "run_id": record.run_id,
+                "created_at": now, "adopted": True})
+            tags = {T_MANIFEST: manifest.sha256, **fingerprint_tags(fingerprint),
+                    T_BUMP: bump, T_REASON: reason, T_STAGE: stage, T_ADOPTED: now,
+                    T_STATUS: STATUS_READY}
+            self.tracking.set_version_tags(name, record.version, tags)
+            self.tracking.set_version_tags(name, record.version, {T_SEMVER: semver})  # last
+            self.semvers.raise_hint(name, semver, Standing(
+                hint=self.ctx.listing.get_model(name).tags.get(T_SEMVER_HIGH),
+                high=highest_semver([v.tags.get(T_SEMVER, "") for v in earlier
+                                     if is_visible(v)])))
+        except YardError as exc:
+            if isinstance(exc, (UserError, RegistrationFailed)):
+                raise
+            raise RegistrationFailed(name=name, detail=exc.message) from exc
+        record.tags.update(tags)
+        record.tags[T_SEMVER] = semver
+        mv = ModelVersion.from_record(record)
+        if self.after is not None:
+            self.after(mv, "adopt")
+        return mv
+
+    def _on_this_uri(self, uri: str) -> bool:
+        """Whether a tracking URI is this yard's: a run there can hold the new version."""
+        return _same_uri(uri, self.tracking.tracking_uri)
+
+
+class _Debris:
+    """What a registration attempt created so far; removed again if the attempt fails."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.run_id: str | None = None
+        self.logged_model: tuple[str, str] | None = None
+        self.version: tuple[str, int] | None = None
+        self.model_created = False
+
+    def clean(self) -> None:
+        tracking = self.ctx.tracking
+        if self.version is not None:
+            name, number = self.version
+            with contextlib.suppress(Exception):
+                self.ctx.vault.delete_manifest(name, number)
+            with contextlib.suppress(Exception):
+                tracking.delete_version(name, number)
+            if self.model_created:
+                with contextlib.suppress(Exception):
+                    tracking.delete_model_if_empty(name)
+        if self.logged_model is not None:
+            model_id, location = self.logged_model
+            tracking.fail_logged_model(model_id)
+            with contextlib.suppress(Exception):
+                tracking.artifacts.delete_artifacts(location)
+        if self.run_id is not None:
+            with contextlib.suppress(Exception):
+                tracking.end_run(self.run_id, "FAILED")
+            with contextlib.suppress(Exception):
+                tracking.delete_run(self.run_id)
+
+
+def _fingerprint_of_dir(local: Path, draft: Draft) -> Fingerprint:
+    return fingerprint_of_dir(local, draft.lineage, model_class=draft.model_class,
+                              flavor=draft.flavor, params=draft.params)
+
+
+def _same_uri(a: str, b: str) -> bool:
+    def norm(uri: str) -> str:
+        uri = uri.rstrip("/")
+        if uri.startswith("sqlite:///"):
+            return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+        return uri
+
+    return norm(a) == norm(b)
+
+
+def write_profile(ctx: Context, mv: ModelVersion, frame: Any, lineage: Lineage) -> None:
+    """Record the training-data profile at ``profiles/NAME/VERSION.json``: of ``frame`` when
+    given, else of the first table among the lineage data. Never fails a registration."""
+    from modelyard.core import profile
+    from modelyard.store.vault import profile_key
+
+    try:
+        if frame is None:
+            frame = profile.training_frame(lineage.data, Path.cwd())
+        if frame is None:
+            return
+        body = json.dumps(profile.profile_of(frame), default=str).encode()
+        ctx.vault.store.put_bytes(profile_key(mv.name, mv.version), body)
+    except (YardError, OSError, ValueError, TypeError, ImportError) as exc:
+        log.warning("training-data profile of %s not recorded: %s", mv.label, exc)
