@@ -15,8 +15,9 @@ endpoint as arguments instead:
   ``mlflow-artifacts:`` a bounded HTTP repository.
 
 It is written against MLflow 3.17's store internals (``RestStore._call_endpoint``, the
-repositories' ``_download_file``/``_get_s3_client`` hooks); ``tests/test_edges.py`` fails if they
-change. Only ``connection`` and ``artifacts`` import this module, lazily.
+repositories' ``_download_file``/``_get_s3_client`` hooks);
+``tests/integration/test_tracking.py`` fails if they change. Only ``connection`` and
+``artifacts`` import this module, lazily.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The CLI's ground floor: the group, the shared state, the one error boundary, output.
+"""What every command shares: the group, the shared state, the one error boundary, output.
 
 ``COMMANDS`` maps every command, by help section, to the module that defines it: one module per
 command group, named after it (``details``, ``promote``, ``snapshot``, ``serve``, ...). Command

@@ -125,7 +125,7 @@ def _read_environment(environ: Mapping[str, str], notes: list[str]) -> dict[str,
         ours = upper.startswith(_ENV_PREFIX) and upper not in _NOT_SETTINGS
         if ours and upper not in known and raw != "":
             others[upper[len(_ENV_PREFIX):].lower()] = raw
-    others = _translate_seed_keys(others, source, notes)
+    others = _translate_foreign_keys(others, source, notes)
     unknown = sorted(set(others) - set(Settings.model_fields))
     if unknown:
         raise ConfigError(source=source, key=_show_key(unknown[0]), problem="unknown key")
@@ -142,16 +142,16 @@ def _read_environment(environ: Mapping[str, str], notes: list[str]) -> dict[str,
     clash = sorted(set(others) & set(own))
     if clash:
         raise ConfigError(
-            source=source, key=clash[0], problem="set twice (by a seed-style key too)"
+            source=source, key=clash[0], problem="set twice (by another tool's spelling too)"
         )
     values.update(others)
     values.update(own)
     return values
 
 
-# Seed-style keys ----------------------------------------------------------------------------
-_SEED_RENAMED = {"max_model_versions": "max_versions", "default_model_stage": "default_stage"}
-_SEED_REFUSED = {
+# Other tools' spellings of our keys ------------------------------------------------------------
+_FOREIGN_RENAMED = {"max_model_versions": "max_versions", "default_model_stage": "default_stage"}
+_FOREIGN_REFUSED = {
     "auto_promote_threshold": "use auto_promote = 'accuracy >= 0.85' (a metric and a threshold)",
     "s3_model_prefix": "use vault = 's3://bucket/prefix'",
     "versioning_strategy": (
@@ -163,19 +163,21 @@ _SEED_REFUSED = {
 
 @functools.cache
 def _bool() -> TypeAdapter[bool]:
-    """pydantic's lax bool (built on first use: only the seeds' s3_backup_enabled needs it)."""
+    """pydantic's lax bool (built on first use: only the foreign key s3_backup_enabled needs it)."""
     return TypeAdapter(bool)
 
 
-def _translate_seed_keys(values: dict[str, Any], source: str, notes: list[str]) -> dict[str, Any]:
-    """Accept the seeds' keys that map one-to-one (with a note); refuse the rest, naming ours."""
+def _translate_foreign_keys(values: dict[str, Any], source: str,
+                            notes: list[str]) -> dict[str, Any]:
+    """Accept other tools' spellings that map one-to-one onto our keys (with a note); refuse
+    the rest, naming ours."""
     out = dict(values)
     for key in values:
-        if key in _SEED_REFUSED:
+        if key in _FOREIGN_REFUSED:
             raise ConfigError(
-                source=source, key=key, problem=f"not a modelyard key; {_SEED_REFUSED[key]}"
+                source=source, key=key, problem=f"not a modelyard key; {_FOREIGN_REFUSED[key]}"
             )
-    for old, new in _SEED_RENAMED.items():
+    for old, new in _FOREIGN_RENAMED.items():
         if old in out:
             if new in out:
                 raise ConfigError(source=source, key=old, problem=f"set only {new} (both are set)")
@@ -404,7 +406,7 @@ def load_settings(
     path, root, data = _config_layer(environ, cwd, user_home)
     if path is not None and root is not None:
         source = _source(path)
-        file_values = _translate_seed_keys(_flatten_policy(data, source), source, notes)
+        file_values = _translate_foreign_keys(_flatten_policy(data, source), source, notes)
         _validate_layer(file_values, source)
         _anchor_paths(file_values, root, user_home)
         merged.update(file_values)
@@ -416,7 +418,7 @@ def load_settings(
 
     explicit = {k: v for k, v in (overrides or {}).items() if v is not None}
     if explicit:
-        explicit = _translate_seed_keys(explicit, "arguments", notes)
+        explicit = _translate_foreign_keys(explicit, "arguments", notes)
         _validate_layer(explicit, "arguments")
         _anchor_paths(explicit, cwd, user_home)
     merged.update(explicit)
@@ -431,11 +433,9 @@ def load_settings(
         raise ConfigError(
             source="configuration", key="(merged)", problem=_one_line(first["msg"])
         ) from None
-    settings._project_root = str(root) if root is not None else None
-    settings._notes = tuple(notes)
     xdg = environ.get("XDG_CACHE_HOME")
-    if xdg and Path(xdg).is_absolute():
-        settings._cache_home = xdg
-    elif user_home:
-        settings._cache_home = str(Path(user_home) / ".cache")
+    cache_home = xdg if xdg and Path(xdg).is_absolute() else (
+        str(Path(user_home) / ".cache") if user_home else None)
+    settings.record_origin(project_root=str(root) if root is not None else None,
+                           notes=tuple(notes), cache_home=cache_home)
     return settings

@@ -182,6 +182,14 @@ class Settings(BaseModel):
         return value
 
     # Where the settings came from ----------------------------------------------------------
+    def record_origin(self, *, project_root: str | None, notes: tuple[str, ...],
+                      cache_home: str | None) -> None:
+        """What the loader found (``config.load_settings``): the project root, notes for the
+        user, and the cache's base folder from the environment it was given."""
+        self._project_root = project_root
+        self._notes = notes
+        self._cache_home = cache_home
+
     @property
     def project_root(self) -> str | None:
         """The folder holding the config file in use (None: no project, the working folder)."""

@@ -119,8 +119,7 @@ def _check_s3_endpoint(endpoint: str | None) -> dict[str, Any]:
 
     store = S3Store("modelyard-doctor-probe", "", endpoint)
     try:
-        with store._translate(""):
-            store.client.list_buckets()
+        store.check_endpoint()
         return {"ok": True, "detail": "endpoint answers"}
     except YardError as exc:
         return {"ok": False, "detail": exc.message}

@@ -1,6 +1,6 @@
 """Promotion policy: promote, approvals, rollback, and what happens after a registration.
 
-The *mechanics* of a move live in ``stages.py``; this room decides whether a move may
+The *mechanics* of a move live in ``stages.py``; this module decides whether a move may
 happen (gates, approvals by a second person, the policy) and records what the gates found.
 """
 

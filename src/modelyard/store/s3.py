@@ -240,6 +240,11 @@ class S3Store(ObjectStore):
         with self._translate(""):
             self.client.head_bucket(Bucket=self.bucket)
 
+    def check_endpoint(self) -> None:
+        """Raise the store's one-line error unless the endpoint answers (any bucket)."""
+        with self._translate(""):
+            self.client.list_buckets()
+
     def chunks(self, key: str) -> Iterator[bytes | memoryview]:
         with self._translate(key):
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]

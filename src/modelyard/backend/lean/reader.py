@@ -10,7 +10,7 @@ Two readers answer the same questions with the same typed records as ``tracking.
   call; ``counts.py`` counts versions without listing them.
 - ``SqliteReader`` (``sqlite.py``) reads the embedded default's SQLite file
   read-only, for the MLflow schema revisions the contract suite
-  (``tests/test_reader_contract.py``) has proved.
+  (``tests/contracts/test_reader_contract.py``) has proved.
 
 Both share ``base.py`` (names, the fallback log, message helpers).
 

@@ -1,8 +1,8 @@
 """The lean reader for the embedded default: MLflow's SQLite file, read-only (``mode=ro``).
 
 Guarded by the schema revision MLflow records (``alembic_version``): only the revisions the
-contract suite (``tests/test_reader_contract.py``) has proved are read; any other one makes
-``SqliteReader.open`` return None, and MLflow's client answers. Never imports mlflow.
+contract suite (``tests/contracts/test_reader_contract.py``) has proved are read; any other
+one makes ``SqliteReader.open`` return None, and MLflow's client answers. Never imports mlflow.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from modelyard.errors import BackendError, ModelNotFound, NotFound
 
 __all__ = ["KNOWN_SCHEMA_REVISIONS", "AbsentReader", "SqliteReader"]
 
-# Alembic revisions of MLflow's schema that tests/test_reader_contract.py has proved this
+# Alembic revisions of MLflow's schema that tests/contracts/test_reader_contract.py has proved this
 # module reads correctly. Any other revision: open_reader returns None (MLflow's client).
 KNOWN_SCHEMA_REVISIONS: frozenset[str] = frozenset({
     "dc11669786a5",  # MLflow 3.17 (add_job_executor_persistence_model)
