@@ -138,3 +138,34 @@ def test_the_audit_head_names_the_newest_event_under_concurrency(
     yard.vault.store.delete(f"audit/{name}/{newest.seq:010d}.json")
     with pytest.raises(AuditTampered):
         yard.history(name, verify=True)
+
+
+def test_a_verdict_is_the_same_with_a_warm_or_a_cold_cache(
+    yard: Any, make_yard: Any, name: str, trained: dict[str, Any], tmp_path: Any,
+) -> None:
+    """An event appended to the vault's trail (and its HEAD.json) but not to the registry's
+    head tag: ``history --verify`` and ``health`` say the same from this machine, whose cache
+    remembers the older head, and from a machine with an empty cache."""
+    from modelyard.errors import UnauditedMove
+    from modelyard.trail.audit import Auditor
+
+    for depth in (1, 2):
+        yard.register(trained["model"], name, params={"depth": depth},
+                      input_example=trained["X"].head(3))
+    yard.promote(name, 2, to="production", force=True, reason="ship")
+    yard.history(name, verify=True)  # healthy; the cache now remembers the head
+    yard.list_models()
+
+    def forged(prev: Any) -> dict[str, Any]:
+        return {"action": "promote", "version": 1, "semver": "1.0.0", "from_": "none",
+                "to": "production", "reason": "appended to the vault alone", "gates": [],
+                "detail": {}, "stages": {"production": 1, "staging": None}}
+
+    Auditor(yard.ctx).log(name).append(forged, who="mallory")  # vault only, no registry tag
+    cold = make_yard(cache_dir=str(tmp_path / "another-machine"))
+    for machine in (yard, cold):
+        with pytest.raises(UnauditedMove):
+            machine.history(name, verify=True)
+        report = machine.incidents.health()
+        assert any(c.level == "critical" and c.check == "audited holders" and c.target == name
+                   for c in report.checks), [c.to_dict() for c in report.checks]

@@ -75,12 +75,17 @@ class UnauditedMoves:
         self.audit = audit
         self.stages = stages
 
-    def audited_holders(self, name: str, model: ModelRecord | None = None
-                        ) -> dict[str, int | None] | None:
+    def audited_holders(self, name: str, model: ModelRecord | None = None, *,
+                        fresh: bool = False) -> dict[str, int | None] | None:
         """Who the newest audit event says holds each stage (None: the model has no trail).
 
         With the registered model at hand, its audit head tag lets a holder remembered on
-        this machine answer without reading the vault (``Auditor.newest_stages``)."""
+        this machine answer without reading the vault (``Auditor.newest_stages``): a read
+        verb's shortcut. ``fresh`` (a verdict: ``find``, hence health, ``history --verify``,
+        ``verify --all``) reads the vault's newest event whatever is remembered, so the same
+        registry gives the same verdict from any machine, warm cache or cold."""
+        if fresh:
+            return self.audit.newest_stages(name, None)
         head = parse_head(model.tags.get(T_AUDIT_HEAD)) if model is not None else None
         return self.audit.newest_stages(name, head)
 
@@ -93,7 +98,7 @@ class UnauditedMoves:
             models = [(check_name(name), None)]
         found: list[UnauditedHolder] = []
         for model, record in models:
-            moved = self.of_model(model, model=record)
+            moved = self.of_model(model, model=record, fresh=True)
             if moved and notify:
                 self.notify(model, moved)
             found += moved
@@ -108,7 +113,8 @@ class UnauditedMoves:
 
     def of_model(self, name: str, versions: list[VersionRecord] | None = None, *,
                  model: ModelRecord | None = None,
-                 tagged: list[VersionRecord] | None = None) -> list[UnauditedHolder]:
+                 tagged: list[VersionRecord] | None = None,
+                 fresh: bool = False) -> list[UnauditedHolder]:
         """Unaudited moves of one model. ``model``: the registered model when the caller has
         it already (``list``; a server's registered-models/get costs O(versions));
         ``tagged``: with it, the versions ``stage_searches`` found (the caller sent them
@@ -119,7 +125,7 @@ class UnauditedMoves:
                 model, live, rows, exists = self._bounded(name, model, tagged)
             except NotFound:
                 return []  # deleted meanwhile: nothing holds a stage
-        audited = self.audited_holders(name, model)
+        audited = self.audited_holders(name, model, fresh=fresh)
         if audited is None:
             return []
         if versions is not None:
