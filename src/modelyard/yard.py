@@ -325,9 +325,10 @@ class Yard:
         return self._transfer.export(names)
 
     def import_registry(self, doc: dict[str, Any] | str | bytes, *, dry_run: bool = False,
-                        source_tracking_uri: str | None = None) -> ImportSummary:
-        """Recreate an export here: same semvers, stages, aliases, tags, metrics, params."""
-        return self._transfer.import_registry(doc, dry_run=dry_run,
+                        source_tracking_uri: str | None = None,
+                        keep_stages: bool = False) -> ImportSummary:
+        """Recreate an export here (``Transfer.import_registry``: stages are earned here)."""
+        return self._transfer.import_registry(doc, dry_run=dry_run, keep_stages=keep_stages,
                                               source_tracking_uri=source_tracking_uri)
 
     def adopt(self, name: str) -> list[ModelVersion]:

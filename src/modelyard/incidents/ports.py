@@ -102,7 +102,8 @@ class DrillRegistry(Protocol):
     def export(self, names: list[str] | None = None) -> dict[str, Any]: ...
 
     def import_registry(self, doc: dict[str, Any] | str | bytes, *, dry_run: bool = False,
-                        source_tracking_uri: str | None = None) -> ImportSummary: ...
+                        source_tracking_uri: str | None = None,
+                        keep_stages: bool = False) -> ImportSummary: ...
 
 
 # Builds a registry on given settings (the sandbox's, or a stale config's for a drill).

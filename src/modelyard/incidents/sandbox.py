@@ -129,8 +129,11 @@ class Sandbox:
             return self.generated()
         if not self._imported:
             document = self.source.export([self.real_model])
+            # The sandbox copies the real registry as it is: its stage holders are the ones to
+            # break and recover, whatever the sandbox's own policy would let in.
             summary = self.yard.import_registry(
-                document, source_tracking_uri=self.source.tracking.tracking_uri)
+                document, source_tracking_uri=self.source.tracking.tracking_uri,
+                keep_stages=True)
             if not summary.created:
                 raise UserError(f"no version of {self.real_model} could be copied into the "
                                 "drill sandbox")

@@ -355,8 +355,8 @@ class Promotion:
             if last is not None and last.action == "rollback" and (
                     last.detail.get("rolled_back") == previous):
                 raise InvalidInput(
-                    f"{record_label(name, target)} was just rolled back from {stage} "
-                    f"(event {last.seq}); name the version to put back with --to")
+                    f"{record_label(name, target)} was rolled back from {stage} by the "
+                    f"newest event ({last.seq}); name the version to put back with --to")
             if target.tags.get(T_ROLLED_BACK):
                 # Rolling back twice would silently re-promote the version just rolled back.
                 raise InvalidInput(

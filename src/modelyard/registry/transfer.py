@@ -158,9 +158,15 @@ class Transfer:
         *,
         dry_run: bool = False,
         source_tracking_uri: str | None = None,
+        keep_stages: bool = False,
     ) -> ImportSummary:
         """Recreate an export here: same semvers, stages, aliases, tags, metrics and params,
         with the files copied in and checked against their manifests.
+
+        Stage holders earn their stage here through the promotion policy unless the exported
+        trail proves them (see the module's docstring); ``keep_stages`` takes them as exported,
+        for a document this process made itself a moment ago (the drill sandbox's copy of the
+        real registry), never for a file that passed through other hands.
 
         The whole document is validated, and compared with this registry, before anything is
         written. Versions already here (same model, semver and manifest hash) are skipped, so
@@ -194,8 +200,8 @@ class Transfer:
             deferred: dict[int, str] = {}  # source number -> the stage it must earn here
             for version in todo:
                 stage = version.stage
-                if stage in STAGE_ALIASES and not self._proven_holder(model.name, trail,
-                                                                      stage, version.version):
+                if stage in STAGE_ALIASES and not keep_stages and not self._proven_holder(
+                        model.name, trail, stage, version.version):
                     deferred[version.version] = stage
                     stage = "none"
                 try:

@@ -86,7 +86,7 @@ OPTION_RANGES: dict[str, tuple[float, float]] = {
     "max_body_bytes": (1, 1024**3),
     "max_batch": (1, 10_000),
     "max_wait_ms": (0, 10_000),
-    "poll_interval": (0.1, 86_400),
+    "poll_interval": (0, 86_400),  # 0: the holder is never polled (no hot reload)
     "capture_rate": (0, 1),
     "capture_flush_s": (0.1, 3_600),
 }

@@ -46,7 +46,7 @@ def test_arm_weights(weight: float) -> None:
 
 @pytest.mark.parametrize("options", [["--max-wait-ms", "inf"], ["--poll-interval", "nan"],
                                      ["--ab", "production=1e999", "--ab", "staging=1e999"],
-                                     ["--max-wait-ms", "1e9"], ["--poll-interval", "0"]])
+                                     ["--max-wait-ms", "1e9"], ["--poll-interval", "-1"]])
 def test_serve_refuses_an_option_out_of_range_in_one_line(options: list[str]) -> None:
     from click.testing import CliRunner
 
