@@ -169,3 +169,65 @@ def test_a_verdict_is_the_same_with_a_warm_or_a_cold_cache(
         report = machine.incidents.health()
         assert any(c.level == "critical" and c.check == "audited holders" and c.target == name
                    for c in report.checks), [c.to_dict() for c in report.checks]
+
+
+def test_signed_anchors_catch_a_removed_newest_event(
+    make_yard: Any, name: str, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With an audit key, removing the newest event and rewriting both anchors to the one
+    before is caught: an anchor cannot be written without the key."""
+    from modelyard.core.names import T_AUDIT_HEAD
+    from modelyard.store.vault import audit_head_key
+
+    monkeypatch.setenv("MODELYARD_AUDIT_KEY", "the audit key of this registry")
+    yard = make_yard()
+    yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    yard.promote(name, 1, to="production", force=True, reason="ship")
+    events = yard.history(name, verify=True)
+    newest, before = events[-1], events[-2]
+    tag = yard.ctx.reads.get_model(name).tags[T_AUDIT_HEAD]
+    assert tag.startswith(f"{newest.seq}:{newest.hash}:")  # signed
+    store = yard.vault.store
+    store.delete(event_key(name, newest.seq))
+    yard.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{before.seq}:{before.hash}")
+    store.put_bytes(audit_head_key(name), json.dumps(
+        {"seq": before.seq, "hash": before.hash, "when": before.when}).encode())
+    with pytest.raises(AuditTampered, match="not signed with the audit key"):
+        yard.history(name, verify=True)
+    forged = f"{before.seq}:{before.hash}:{'0' * 64}"
+    yard.tracking.set_model_tag(name, T_AUDIT_HEAD, forged)
+    with pytest.raises(AuditTampered, match="signature"):
+        yard.history(name, verify=True)
+
+
+def test_an_existing_trail_is_sealed_under_a_new_key(
+    make_yard: Any, name: str, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Turning the key on for an existing registry: every old event is unsigned; `history
+    --sign-existing` checks the chain and seals it with one signed, audited event."""
+    yard = make_yard()
+    yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    yard.promote(name, 1, to="staging", reason="try")
+    monkeypatch.setenv("MODELYARD_AUDIT_KEY", "a key set later")
+    keyed = make_yard()
+    with pytest.raises(AuditTampered, match="--sign-existing"):
+        keyed.history(name, verify=True)
+    before = len(keyed.history(name))
+    sealed = run_cli("history", name, "--sign-existing", "--json")
+    assert sealed.returncode == 0, sealed.stderr
+    seal = json.loads(sealed.stdout)
+    assert seal["action"] == "seal" and seal["seq"] == before + 1 and seal["sig"]
+    assert seal["detail"]["sealed"]["seq"] == before
+    events = keyed.history(name, verify=True)  # chain, signatures and both anchors hold
+    keyed.promote(name, 1, to="production", force=True, reason="ship under the key")
+    assert keyed.history(name, verify=True)[-1].sig
+    again = run_cli("history", name, "--sign-existing")
+    assert again.returncode != 0 and "signed with the key already" in again.stderr
+    # A sealed event rewritten afterwards still breaks the chain.
+    first = dict(events[0].to_dict(), reason="rewritten after the seal")
+    keyed.vault.store.put_bytes(event_key(name, 1), json.dumps(first).encode())
+    with pytest.raises(AuditTampered, match="event 1 was modified"):
+        keyed.history(name, verify=True)
+    monkeypatch.delenv("MODELYARD_AUDIT_KEY")
+    refused = run_cli("history", name, "--sign-existing")
+    assert refused.returncode == 2 and "set audit_key" in refused.stderr

@@ -25,9 +25,12 @@ from modelyard.cli.shell import (
               "if not.")
 @click.option("--access", "access", is_flag=True,
               help="Show the access log (who loaded which version) instead.")
+@click.option("--sign-existing", "sign_existing", is_flag=True,
+              help="Bring a trail written before audit_key was set under the key: check it, "
+              "then append one signed 'seal' event (needs MANAGE; audited).")
 @command_options
 def history_cmd(state: State, name: str, version: str | None, verify: bool,
-                access: bool) -> None:
+                access: bool, sign_existing: bool) -> None:
     """Show a model's audit trail: who changed what, when, and why.
 
     \b
@@ -36,7 +39,14 @@ def history_cmd(state: State, name: str, version: str | None, verify: bool,
       modelyard history churn --version v1.2.0
       modelyard history churn --verify
       modelyard history churn --access --json
+      MODELYARD_AUDIT_KEY=... modelyard history churn --sign-existing
     """
+    if sign_existing:
+        event = state.yard.governance.seal_trail(name)
+        emit(state, event, lambda e: _console().print(
+            f"{_escape(name)}: events 1-{e['seq'] - 1} sealed under the audit key by event "
+            f"{e['seq']}"))
+        return
     if access:
         _access_log(state, name)
         return

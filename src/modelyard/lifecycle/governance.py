@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelyard.lifecycle.stages import StageChange, Stages
     from modelyard.lifecycle.unaudited import UnauditedHolder, UnauditedMoves
     from modelyard.trail.access import AccessEvent, AccessLog
-    from modelyard.trail.audit import Auditor
+    from modelyard.trail.audit import AuditEvent, Auditor
 
 
 class Governance:
@@ -44,6 +44,11 @@ class Governance:
     def access_log(self, name: str) -> list[AccessEvent]:
         """Every load of the model's versions (who, host, when, version, purpose)."""
         return self.access.events(name)
+
+    def seal_trail(self, name: str) -> AuditEvent:
+        """Bring a trail written before ``audit_key`` was set under the key (one signed
+        ``seal`` event, after the chain is checked; MANAGE)."""
+        return self.audit.seal(name)
 
     def unaudited(self, name: str | None = None) -> list[UnauditedHolder]:
         """Stage holders no audit event explains (aliases or ``modelyard.stage`` tags moved

@@ -71,7 +71,7 @@ from modelyard.store.vault import (
     object_key,
     records_prefix,
 )
-from modelyard.trail.audit import AuditLog, Auditor
+from modelyard.trail.audit import AuditLog, Auditor, head_tag
 
 log = logging.getLogger("modelyard.restore")
 
@@ -240,7 +240,7 @@ class Restorer:
                 target.store.put_if_absent(event_key(name, seq),
                                            backup.store.get_bytes(event_key(name, seq)))
         newest = source.read(theirs[-1])
-        self.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{newest.seq}:{newest.hash}")
+        self.tracking.set_model_tag(name, T_AUDIT_HEAD, head_tag(name, newest, self.audit.key))
 
     def _fetch(self, backup: Vault, doc: dict[str, Any], local: Path,
                progress: BackupProgress | None) -> Path:

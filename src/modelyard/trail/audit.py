@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from modelyard.core.names import T_AUDIT_HEAD
-from modelyard.errors import AuditTampered, StorageError, YardError
+from modelyard.core.names import T_AUDIT_HEAD, check_name
+from modelyard.errors import AuditTampered, InvalidInput, StorageError, YardError
 from modelyard.store.storage import ObjectStore
 from modelyard.store.vault import audit_head_key, audit_prefix, event_key
 
@@ -208,7 +208,7 @@ class AuditLog:
                 event.sig = event.signature(key)
             data = json.dumps(event.to_dict(), indent=1, sort_keys=True).encode()
             if self.store.put_if_absent(event_key(self.name, event.seq), data):
-                self.write_head(event)
+                self.write_head(event, key)
                 if self.written is not None:
                     self.written(event)
                 return event
@@ -219,11 +219,13 @@ class AuditLog:
         raise StorageError(detail=f"could not append to the audit trail of {self.name!r} "
                            f"after {_MAX_ATTEMPTS} attempts")
 
-    def write_head(self, event: AuditEvent) -> None:
-        """The second anchor of the trail: the newest event's (seq, hash) in the vault.
-        Concurrent writers may leave an older one; verification only needs it to name an
-        event of the chain with that hash."""
-        body = {"seq": event.seq, "hash": event.hash, "when": event.when}
+    def write_head(self, event: AuditEvent, key: bytes | None = None) -> None:
+        """The second anchor of the trail: the newest event's (seq, hash) in the vault, signed
+        with the audit key when there is one. Concurrent writers may leave an older one;
+        verification only needs it to name an event of the chain with that hash."""
+        body: dict[str, Any] = {"seq": event.seq, "hash": event.hash, "when": event.when}
+        if key is not None:
+            body["sig"] = anchor_signature(key, self.name, event.seq, event.hash)
         try:
             self.store.put_bytes(audit_head_key(self.name), json.dumps(body).encode())
         except YardError as exc:
@@ -231,9 +233,15 @@ class AuditLog:
                         exc.message)
 
     def vault_head(self) -> tuple[int, str] | None:
+        signed = self.signed_vault_head()
+        return None if signed is None else (signed[0], signed[1])
+
+    def signed_vault_head(self) -> tuple[int, str, str | None] | None:
+        """The vault's head anchor: (seq, hash, its signature or None)."""
         try:
             data = json.loads(self.store.get_bytes(audit_head_key(self.name)))
-            return int(data["seq"]), str(data["hash"])
+            sig = data.get("sig")
+            return int(data["seq"]), str(data["hash"]), str(sig) if sig else None
         except StorageError as exc:
             if "not found" in exc.message:
                 return None
@@ -249,13 +257,15 @@ class AuditLog:
         return len(self.verified_events(head, key=key, vault_head=vault_head))
 
     def verified_events(self, head: tuple[int, str] | None = None, *,
-                        key: bytes | None = None, vault_head: bool = True
-                        ) -> list[AuditEvent]:
+                        key: bytes | None = None, vault_head: bool = True,
+                        head_sig: str | None = None) -> list[AuditEvent]:
         """Check the chain; return its events, oldest first. Raise AuditTampered at the first
         broken event. ``head`` is (seq, hash) of an event known from elsewhere (the
         registry), which catches removal of the newest events; the vault's own head object
         is checked the same way. With ``key`` every event's HMAC must match, which catches
-        a consistent rewrite of the whole chain by someone without the key."""
+        a consistent rewrite of the whole chain by someone without the key, and both anchors
+        must carry the key's signature (``head_sig``: the registry's), so the newest events
+        cannot be removed and the anchors rewritten to match."""
         events: list[AuditEvent] = []
         for expected, seq in enumerate(self.sequence_numbers(), start=1):
             if seq != expected:
@@ -268,13 +278,16 @@ class AuditLog:
                                     detail=f"event {seq} claims sequence number {event.seq}")
             events.append(event)
         check_chain(self.name, events, key=key)
-        anchors = [("the registry", head)]
+        anchors: list[tuple[str, tuple[int, str, str | None] | None]] = [
+            ("the registry's audit head", None if head is None else (*head, head_sig))]
         if vault_head:
-            anchors.append(("the vault's audit head", self.vault_head()))
+            anchors.append(("the vault's audit head", self.signed_vault_head()))
         for where, anchor in anchors:
             if anchor is None:
                 continue
-            head_seq, head_hash = anchor
+            head_seq, head_hash, sig = anchor
+            if key is not None and head_seq > _sealed_before(events):
+                _check_anchor_signature(self.name, where, head_seq, head_hash, sig, key)
             if head_seq > len(events):
                 raise AuditTampered(
                     name=self.name,
@@ -289,11 +302,27 @@ class AuditLog:
         return events
 
 
+SEAL = "seal"  # the action of the event that brings an existing trail under the audit key
+
+
+def _sealed_before(events: list[AuditEvent]) -> int:
+    """The newest event a seal covers: events up to it may lack a signature (they were
+    written before the key was set). A seal event is signed like any other and chains to
+    the event before it, so its signature vouches for everything before it; it is only
+    trusted once ``check_chain`` has checked its own signature (it runs first there)."""
+    covered = 0
+    for event in events:
+        if event.action == SEAL and event.sig is not None:
+            covered = max(covered, event.seq - 1)
+    return covered
+
+
 def check_chain(name: str, events: list[AuditEvent], *, key: bytes | None = None) -> None:
     """Raise AuditTampered at the first event of ``events`` (a whole trail, oldest first)
     that is out of sequence, modified or not chained to the one before; with ``key``, also
     at the first event whose HMAC does not match."""
     prev_hash = GENESIS
+    sealed = _sealed_before(events) if key is not None else 0
     for expected, event in enumerate(events, start=1):
         if event.seq != expected:
             raise AuditTampered(name=name, detail=f"event {expected} is missing "
@@ -303,10 +332,12 @@ def check_chain(name: str, events: list[AuditEvent], *, key: bytes | None = None
         if event.prev_hash != prev_hash:
             raise AuditTampered(name=name, detail=f"event {expected} is not chained to event "
                                 f"{expected - 1} (prev_hash mismatch)")
-        if key is not None:
+        if key is not None and expected > sealed:
             if event.sig is None:
                 raise AuditTampered(name=name, detail=f"event {expected} is not signed with "
-                                    "the audit key (written without it, or rewritten)")
+                                    "the audit key (written before the key was set: seal the "
+                                    f"trail with `modelyard history {name} --sign-existing`; "
+                                    "or rewritten)")
             if not hmac.compare_digest(event.sig, event.signature(key)):
                 raise AuditTampered(name=name, detail=f"event {expected} does not carry the "
                                     "audit key's signature (rewritten)")
@@ -314,13 +345,44 @@ def check_chain(name: str, events: list[AuditEvent], *, key: bytes | None = None
 
 
 def parse_head(value: str | None) -> tuple[int, str] | None:
-    """``"12:ab34..."`` (the registered model's audit head tag) -> (12, "ab34...")."""
+    """``"12:ab34..."`` (the registered model's audit head tag, ``":sig"`` after it when the
+    trail has an audit key) -> (12, "ab34...")."""
+    parsed = parse_signed_head(value)
+    return None if parsed is None else (parsed[0], parsed[1])
+
+
+def parse_signed_head(value: str | None) -> tuple[int, str, str | None] | None:
+    """``"12:ab34...[:sig]"`` -> (12, "ab34...", sig or None)."""
     if not value:
         return None
-    seq, _, digest = value.partition(":")
+    seq, _, rest = value.partition(":")
+    digest, _, sig = rest.partition(":")
     if not seq.isdigit() or len(digest) != 64:
         return None
-    return int(seq), digest
+    return int(seq), digest, sig or None
+
+
+def anchor_signature(key: bytes, name: str, seq: int, digest: str) -> str:
+    """The HMAC a head anchor carries under the audit key: an anchor naming an event (the
+    registry's tag, the vault's HEAD.json) cannot be written by someone without the key."""
+    message = f"modelyard audit head\n{name}\n{seq}\n{digest}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def head_tag(name: str, event: AuditEvent, key: bytes | None) -> str:
+    """The registry's audit head tag for ``event``: ``seq:hash``, signed with the key."""
+    tag = f"{event.seq}:{event.hash}"
+    return f"{tag}:{anchor_signature(key, name, event.seq, event.hash)}" if key else tag
+
+
+def _check_anchor_signature(name: str, where: str, seq: int, digest: str, sig: str | None,
+                            key: bytes) -> None:
+    if sig is None:
+        raise AuditTampered(name=name, detail=f"{where} is not signed with the audit key "
+                            "(written without it, or rewritten)")
+    if not hmac.compare_digest(sig, anchor_signature(key, name, seq, digest)):
+        raise AuditTampered(name=name, detail=f"{where} does not carry the audit key's "
+                            "signature (rewritten)")
 
 
 class Auditor:
@@ -368,13 +430,47 @@ class Auditor:
         try:
             head = event
             for _ in range(50):  # the lean REST writer on a server (no mlflow import)
-                self.ctx.writes.set_model_tag(name, T_AUDIT_HEAD, f"{head.seq}:{head.hash}")
+                self.ctx.writes.set_model_tag(name, T_AUDIT_HEAD, head_tag(name, head, self.key))
                 newest = trail.last_seq()  # a listing; the event is read only if newer
                 if newest <= head.seq:
                     break
                 head = trail.read(newest)
         except YardError as exc:
             log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
+
+    def seal(self, name: str) -> AuditEvent:
+        """Bring a trail written before ``audit_key`` was set under the key: its chain and
+        anchors are checked first (a damaged trail is never sealed), then one signed ``seal``
+        event vouches for every event before it, and both anchors are signed."""
+        key = self.key
+        if key is None:
+            raise InvalidInput("set audit_key (MODELYARD_AUDIT_KEY) before sealing a trail")
+        from modelyard.backend.identity import MANAGE
+
+        check_name(name)
+        self.ctx.permissions.require(name, MANAGE, "seal the audit trail")
+        signed = parse_signed_head(self.ctx.reads.get_model(name).tags.get(T_AUDIT_HEAD))
+        trail = self.log(name)
+        events = trail.verified_events(None if signed is None else (signed[0], signed[1]))
+        if not events:
+            raise InvalidInput(f"{name} has no audit trail to seal")
+        try:
+            check_chain(name, events, key=key)
+        except AuditTampered:
+            pass  # unsigned (or signed with another key) before the seal: what it is for
+        else:
+            raise InvalidInput(f"the audit trail of {name} is signed with the key already")
+        newest = events[-1]
+
+        def build(prev: AuditEvent | None) -> dict[str, Any]:
+            if prev is None or prev.seq != newest.seq:
+                raise StorageError(detail=f"the audit trail of {name} moved while it was "
+                                   "being sealed; run it again")
+            return {"action": SEAL, "reason": "existing events brought under the audit key",
+                    "detail": {"sealed": {"seq": newest.seq, "hash": newest.hash}},
+                    "stages": dict(prev.stages)}
+
+        return self.append(name, build)
 
     def record(self, name: str, action: str, **fields: Any) -> AuditEvent:
         """Append an event that moves no stage (its ``stages`` copy the previous event's)."""
@@ -399,7 +495,7 @@ class Auditor:
                                    "writer while it was being restored")
         head = events[-1]
         try:
-            self.tracking.set_model_tag(name, T_AUDIT_HEAD, f"{head.seq}:{head.hash}")
+            self.tracking.set_model_tag(name, T_AUDIT_HEAD, head_tag(name, head, self.key))
         except YardError as exc:
             log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
         return len(events)

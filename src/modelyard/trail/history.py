@@ -20,7 +20,7 @@ from modelyard.core.names import STAGE_ALIASES, T_AUDIT_HEAD, check_name
 from modelyard.core.refs import lookup
 from modelyard.errors import AuditTampered, YardError
 from modelyard.store.files import atomic_write
-from modelyard.trail.audit import AuditEvent, check_chain, parse_head
+from modelyard.trail.audit import AuditEvent, check_chain, parse_signed_head
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.trail.audit import Auditor
@@ -162,9 +162,11 @@ class History:
         if verify or not self._events_path(name).is_file():
             self.ctx.prepare_vault()  # the vault will be read: its client builds meanwhile
         model = self.ctx.reads.get_model(name)  # the lean reader when it can answer
-        head = parse_head(model.tags.get(T_AUDIT_HEAD))
+        signed = parse_signed_head(model.tags.get(T_AUDIT_HEAD))
+        head = None if signed is None else (signed[0], signed[1])
         if verify:  # every event read from the vault and checked; then kept here
-            events = self.auditor.log(name).verified_events(head, key=self.auditor.key)
+            events = self.auditor.log(name).verified_events(
+                head, key=self.auditor.key, head_sig=None if signed is None else signed[2])
             if head is not None and events and (events[-1].seq, events[-1].hash) == head:
                 self._keep_events(name, events)
         else:
