@@ -219,3 +219,17 @@ def test_adopt_with_stage_aliases_is_quiet(yard: Any, name: str,
     assert [(a.version, a.stage) for a in adopted] == [(1, "production"), (2, "none")]
     assert _fields(yard, name) == {1: "Production", 2: "None"}
     _quiet(yard, name)
+
+
+def test_adopt_keeps_the_audited_holder_over_a_newer_stage_field(
+        yard: Any, name: str, trained: dict[str, Any]) -> None:
+    yard.register(trained["model"], name, input_example=trained["X"].head(3))
+    yard.promote(name, 1, to="production", force=True, reason="first")
+    _plain_versions(yard, name, trained, 1)
+    _transition(yard, name, 2, "Production")  # plain MLflow archives #1's field
+    assert [d.holder_version for d in yard.governance.unaudited(name)] == [2]
+    adopted = yard.adopt(name)
+    assert [(a.version, a.stage) for a in adopted] == [(2, "archived")]
+    assert yard.resolve(name, "production").version == 1
+    assert _fields(yard, name) == {1: "Production", 2: "Archived"}
+    _quiet(yard, name)

@@ -41,7 +41,8 @@ class Adopter:
     def adopt(self, name: str) -> list[ModelVersion]:
         """Bring versions registered by plain MLflow under modelyard, in version-number order:
         semver (1.0.0 first, then bumped by the registration rules), manifest in the vault,
-        stage from the production / staging aliases. Managed versions are left alone."""
+        stage from MLflow's stage aliases and stage fields (one holder each: see ``_stages``).
+        Managed versions are left alone."""
         check_name(name)
         records = self.tracking.versions(name)
         managed = [r for r in records if r.tags.get(T_SEMVER)]
@@ -60,7 +61,7 @@ class Adopter:
                     f"#{newest_managed.version} (v{newest_managed.tags[T_SEMVER]}); semvers "
                     "follow MLflow version numbers, so they cannot be adopted"
                 )
-        stages = _stages(name, records, {r.version for r in todo})
+        stages, holders = _stages(name, records, {r.version for r in todo})
         adopted: list[ModelVersion] = []
         for record in todo:
             # Earlier records carry the tags of the versions adopted before this one.
@@ -75,6 +76,12 @@ class Adopter:
             if record.current_stage != MLFLOW_STAGE[stage] and (
                     stage in STAGE_ALIASES or record.current_stage in _HELD):
                 self.tracking.set_stage_field(name, record.version, stage)
+        for stage, number in holders.items():
+            # A managed holder whose field plain MLflow archived (archive_existing_versions)
+            # loads as models:/NAME/Production again.
+            held = next(r for r in records if r.version == number)
+            if number not in stages and held.current_stage != MLFLOW_STAGE[stage]:
+                self.tracking.set_stage_field(name, number, stage)
         log.info("adopted %d version(s) of %s", len(adopted), name)
         return adopted
 
@@ -92,18 +99,21 @@ class Adopter:
 _HELD = {MLFLOW_STAGE[s] for s in STAGE_ALIASES}
 
 
-def _stages(name: str, records: list[VersionRecord], todo: set[int]) -> dict[int, str]:
-    """The stage each version to adopt gets: a stage's holder is its alias holder, else the
-    newest version whose stage field says it; another version to adopt that MLflow says
+def _stages(name: str, records: list[VersionRecord], todo: set[int]
+            ) -> tuple[dict[int, str], dict[str, int]]:
+    """The stage each version to adopt gets, and each stage's holder: its alias holder, else
+    the newest version whose stage field says it; another version to adopt that MLflow says
     holds it (field or alias) is ``archived``, and logged. A holder already managed keeps
     the stage: the versions to adopt that claim it are archived."""
     chosen: dict[int, str] = {}
+    holders: dict[str, int] = {}
     for stage in STAGE_ALIASES:
         by_alias = [r.version for r in records if stage in r.aliases]
         by_field = sorted(r.version for r in records if r.current_stage == MLFLOW_STAGE[stage])
         holder = by_alias[0] if by_alias else (by_field[-1] if by_field else None)
         if holder is None:
             continue
+        holders[stage] = holder
         if holder in todo and holder not in chosen:
             chosen[holder] = stage
         others = sorted(({*by_alias, *by_field} - {holder}) & todo)
@@ -113,4 +123,4 @@ def _stages(name: str, records: list[VersionRecord], todo: set[int]) -> dict[int
             log.warning("%s: MLflow says %s hold %s; #%s keeps it, the others are adopted "
                         "archived", name, ", ".join(f"#{n}" for n in sorted({holder, *others})),
                         stage, holder)
-    return chosen
+    return chosen, holders
