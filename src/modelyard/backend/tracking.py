@@ -24,6 +24,7 @@ from modelyard.core.records import (
     ModelRecord,
     VersionRecord,
     search_filter,
+    stage_fields_of,
     version_from_mlflow,
 )
 from modelyard.core.settings import Settings
@@ -203,6 +204,7 @@ class Tracking(Connection):
             updated_ms=int(model.last_updated_timestamp or 0),
             tags=dict(model.tags or {}),
             aliases={k: int(v) for k, v in (model.aliases or {}).items()},
+            stage_fields=stage_fields_of(getattr(model, "latest_versions", None)),
         )
 
     def get_model(self, name: str) -> ModelRecord:

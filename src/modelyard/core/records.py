@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard.core.names import MLFLOW_STAGE, STAGE_ALIASES
+
 MODEL_SOURCE_PREFIX = "models:/m-"
 
 
@@ -34,6 +36,9 @@ class VersionRecord:
     aliases: list[str] = field(default_factory=list)
     model_id: str | None = None
     user_id: str | None = None
+    # MLflow's (deprecated) stage field as MLflow spells it ("None", "Staging", "Production",
+    # "Archived"): what models:/NAME/Production loads, whoever set it.
+    current_stage: str = "None"
 
 
 @dataclass
@@ -44,6 +49,30 @@ class ModelRecord:
     updated_ms: int
     tags: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, int] = field(default_factory=dict)
+    # The newest version whose MLflow stage field says each held stage ("staging",
+    # "production"), as MLflow's ``latest_versions`` gives it: models:/NAME/Production loads it.
+    stage_fields: dict[str, int] = field(default_factory=dict)
+
+
+def stage_fields_of(latest: Any) -> dict[str, int]:
+    """MLflow's ``latest_versions`` (REST objects or entities) -> ``{"production": 3, ...}``:
+    the newest version of each held stage's field; the other stages are left out.
+
+    >>> stage_fields_of([{"version": "2", "current_stage": "Production"},
+    ...                  {"version": "3", "current_stage": "None"}])
+    {'production': 2}
+    """
+    held = {MLFLOW_STAGE[s]: s for s in STAGE_ALIASES}
+    found: dict[str, int] = {}
+    for item in latest or []:
+        if isinstance(item, Mapping):
+            stage, version = item.get("current_stage"), item.get("version")
+        else:
+            stage, version = getattr(item, "current_stage", None), getattr(item, "version", None)
+        ours = held.get(str(stage))
+        if ours is not None and version is not None:
+            found[ours] = max(int(version), found.get(ours, 0))
+    return found
 
 
 def model_id_from(source: str, model_id: str | None = None) -> str | None:
@@ -116,6 +145,7 @@ def version_from_rest(data: Mapping[str, Any]) -> VersionRecord:
         aliases=_version_aliases(data.get("aliases")),
         model_id=model_id_from(source, data.get("model_id") or None),
         user_id=data.get("user_id") or None,
+        current_stage=str(data.get("current_stage") or "None"),
     )
 
 
@@ -128,6 +158,7 @@ def model_from_rest(data: Mapping[str, Any]) -> ModelRecord:
         updated_ms=_int(data.get("last_updated_timestamp")),
         tags=_tags(data.get("tags")),
         aliases=_model_aliases(data.get("aliases")),
+        stage_fields=stage_fields_of(data.get("latest_versions")),
     )
 
 
@@ -170,6 +201,7 @@ def version_from_mlflow(mv: Any) -> VersionRecord:
         aliases=sorted(getattr(mv, "aliases", None) or []),
         model_id=model_id_from(source, getattr(mv, "model_id", None)),
         user_id=getattr(mv, "user_id", None) or None,
+        current_stage=str(getattr(mv, "current_stage", None) or "None"),
     )
 
 

@@ -41,7 +41,7 @@ from modelyard.errors import (
 from modelyard.lifecycle.gates import Gates, Holdout, as_holdout
 from modelyard.lifecycle.stages import StageChange, Stages, StaleMove, record_label
 from modelyard.store.vault import REQUESTS, decision_key, request_key, requests_prefix
-from modelyard.trail.audit import Auditor, now_iso
+from modelyard.trail.audit import AuditEvent, Auditor, now_iso
 
 log = logging.getLogger("modelyard.promotion")
 
@@ -61,12 +61,28 @@ class Promotion:
     def after_registration(self, mv: ModelVersion, action: str = "register") -> None:
         """Audit a new version; for a registration, apply ``default_stage`` and
         auto-promotion (imported, adopted and restored versions keep their stage)."""
+        fields = {"version": mv.version, "semver": mv.semver, "from_": None, "to": mv.stage,
+                  "reason": mv.bump_reason, "detail": {"bump": mv.bump, "run_id": mv.run_id}}
+
+        def adopted(prev: AuditEvent | None) -> dict[str, Any]:
+            # An adopted version that holds a stage in MLflow (adopt chose one holder each)
+            # is that stage's holder from this event on: the trail explains MLflow's holders.
+            stages = dict(prev.stages) if prev else {}
+            for stage in STAGE_ALIASES:
+                if stages.get(stage) == mv.version and stage != mv.stage:
+                    stages[stage] = None
+            stages[mv.stage] = mv.version
+            return {"action": action, "stages": stages, **fields}
+
         try:
-            self.audit.record(
-                mv.name, action, version=mv.version, semver=mv.semver, from_=None,
-                to=mv.stage, reason=mv.bump_reason,
-                detail={"bump": mv.bump, "run_id": mv.run_id},
-            )
+            if action == "adopt" and mv.stage in STAGE_ALIASES:
+                self.audit.append(mv.name, adopted)
+            else:
+                self.audit.record(
+                    mv.name, action, version=mv.version, semver=mv.semver, from_=None,
+                    to=mv.stage, reason=mv.bump_reason,
+                    detail={"bump": mv.bump, "run_id": mv.run_id},
+                )
         except YardError as exc:
             log.error("could not audit the %s of %s: %s", action, mv.label, exc.message)
         if action != "register":

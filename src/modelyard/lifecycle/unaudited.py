@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modelyard.core.entities import Result
-from modelyard.core.names import STAGE_ALIASES, T_AUDIT_HEAD, T_STAGE, check_name
+from modelyard.core.names import (
+    MLFLOW_STAGE,
+    STAGE_ALIASES,
+    T_AUDIT_HEAD,
+    T_STAGE,
+    check_name,
+)
 from modelyard.core.records import SEARCH_PAGE_MAX, ModelRecord
 from modelyard.errors import NotFound, StorageError, UnauditedMove, YardError
 from modelyard.trail.audit import parse_head
@@ -37,6 +43,9 @@ log = logging.getLogger("modelyard.unaudited")
 __all__ = ["UnauditedHolder", "UnauditedMoves", "unaudited_key"]
 
 UNDO_REASON = "undo unaudited move"
+# How each kind of finding ends its detail (``undo`` tells them apart by it).
+MOVE, TAG, FIELD, GONE = ("unaudited move", "unaudited tag", "unaudited stage field",
+                          "deleted outside modelyard")
 
 
 def unaudited_key(name: str) -> str:
@@ -140,13 +149,30 @@ class UnauditedMoves:
             def exists(number: int) -> bool:
                 return number in by_number
 
+        if versions is not None:
+            fields = {s: {r.version for r in versions if r.current_stage == MLFLOW_STAGE[s]}
+                      for s in STAGE_ALIASES}
+        else:
+            # The newest holder of each stage field (MLflow's latest_versions, in the model
+            # record already read), and any tagged version whose field says a stage.
+            fields = {s: {r.version for r in rows if r.current_stage == MLFLOW_STAGE[s]}
+                      for s in STAGE_ALIASES}
+            for stage, number in (model.stage_fields if model is not None else {}).items():
+                fields[stage].add(number)
         moved: list[UnauditedHolder] = []
         for stage in STAGE_ALIASES:
             want, have = audited[stage], live[stage]
+            if have is None and want is not None and not exists(want):
+                # Deleted with plain MLflow (modelyard never deletes a holder): MLflow drops
+                # its aliases with it, so nothing else shows that the stage lost its holder.
+                moved.append(UnauditedHolder(
+                    name=name, stage=stage, holder_version=None, audited_version=want,
+                    detail=f"the audit trail says #{want} holds {stage} but #{want} is gone "
+                    f"from the registry ({GONE}: restore it from a backup, or promote "
+                    "another version)"))
+                continue
             if want == have:
                 continue
-            if have is None and want is not None and not exists(want):
-                continue  # the audited holder was deleted: nothing holds it, no move made
             moved.append(UnauditedHolder(
                 name=name, stage=stage, holder_version=have, audited_version=want,
                 detail=f"{stage} is held by {_label(have)} in MLflow but the audit trail "
@@ -159,6 +185,15 @@ class UnauditedMoves:
                     audited_version=audited[tag],
                     detail=f"#{record.version} is tagged {T_STAGE}={tag} but the audit "
                     f"trail says {_label(audited[tag])} holds {tag} (unaudited tag)"))
+        for stage in STAGE_ALIASES:
+            field_name = MLFLOW_STAGE[stage]
+            for number in sorted(fields[stage] - {audited[stage]}):
+                moved.append(UnauditedHolder(
+                    name=name, stage=stage, holder_version=number,
+                    audited_version=audited[stage],
+                    detail=f"#{number} has MLflow stage {field_name} (models:/{name}/"
+                    f"{field_name} loads it) but the audit trail says "
+                    f"{_label(audited[stage])} holds {stage} ({FIELD})"))
         return moved
 
     def stage_searches(self, name: str) -> list[Callable[[], list[VersionRecord]]]:
@@ -208,21 +243,26 @@ class UnauditedMoves:
 
     def undo(self, name: str) -> list[StageChange]:
         """Put back the last audited holder of every stage moved without an audit event
-        (audited moves)."""
+        (audited moves), and MLflow's stage fields the trail does not explain. A holder
+        deleted from the registry cannot be put back here (restore it from a backup): it is
+        left as found."""
         from modelyard.lifecycle.stages import StageChange
 
         changes: list[StageChange] = []
-        found = self.of_model(check_name(name))
+        found = [d for d in self.of_model(check_name(name)) if GONE not in d.detail]
         audited = self.audited_holders(name) or {}
         for stage in sorted({d.stage for d in found}):
             self.ctx.permissions.require(name, _needed(stage), f"put {stage} back")
         moved: set[int] = set()
         for stage in sorted({d.stage for d in found}):
-            mine = [d for d in found if d.stage == stage]
+            mine = [d for d in found if d.stage == stage and FIELD not in d.detail]
             want = audited.get(stage)
             if want is not None and any(d.holder_version != want for d in mine
-                                        if "unaudited move" in d.detail):
-                record = self.ctx.tracking.get_version(name, want)
+                                        if MOVE in d.detail):
+                try:
+                    record = self.ctx.tracking.get_version(name, want)
+                except NotFound:
+                    continue  # the audited holder is gone too: nothing to put back
                 # Stages.move applies the trail's holders: the alias and the stage tags of
                 # the holder and of whoever took it (displaced).
                 change = self.stages.move(name, record, stage, "promote", reason=UNDO_REASON,
@@ -235,7 +275,7 @@ class UnauditedMoves:
                 version = item.holder_version
                 if version is None or version in moved:
                     continue
-                if "unaudited move" in item.detail:
+                if MOVE in item.detail:
                     self.ctx.tracking.delete_alias(name, stage)
                 self.ctx.tracking.set_version_tags(name, version,
                                                    {T_STAGE: self.stages.demoted(stage)})
@@ -248,6 +288,46 @@ class UnauditedMoves:
                     status="undone", name=name, version=version, semver=None,
                     from_stage=stage, to=self.stages.demoted(stage), event=event.seq,
                     reason=UNDO_REASON))
+        fields = [d for d in found if FIELD in d.detail]
+        if fields:
+            changes += self._undo_fields(name, audited, fields)
+        return changes
+
+    def _undo_fields(self, name: str, audited: dict[str, int | None],
+                     found: list[UnauditedHolder]) -> list[StageChange]:
+        """MLflow's stage field back to what modelyard says of every version: the audited
+        holders their stage, any other version its ``modelyard.stage`` tag (a stage it does
+        not hold: where it would have been demoted to). Reads every version: the field
+        cannot be searched on, and this runs only when a field was found moved."""
+        from modelyard.lifecycle.stages import StageChange
+
+        holders = {v: s for s, v in audited.items() if v is not None}
+        wrote: dict[int, str] = {}
+        for record in self.ctx.tracking.versions(name, with_aliases=False):
+            target = holders.get(record.version)
+            if target is None:
+                target = record.tags.get(T_STAGE, "none")
+                if target in STAGE_ALIASES:
+                    target = self.stages.demoted(target)
+            held = record.current_stage in {MLFLOW_STAGE[s] for s in STAGE_ALIASES}
+            if record.current_stage != MLFLOW_STAGE[target] and (
+                    held or target in STAGE_ALIASES):
+                self.ctx.tracking.set_stage_field(name, record.version, target)
+                wrote[record.version] = target
+        changes: list[StageChange] = []
+        for item in found:
+            version = item.holder_version
+            if version is None or version not in wrote:
+                continue
+            event = self.audit.record(
+                name, "undo_drift", version=version, from_=item.stage, to=wrote[version],
+                reason=UNDO_REASON, detail={"undo_drift": [item.to_dict()],
+                                            "stage_fields": {str(v): MLFLOW_STAGE[t]
+                                                             for v, t in wrote.items()}})
+            changes.append(StageChange(
+                status="undone", name=name, version=version, semver=None,
+                from_stage=item.stage, to=wrote[version], event=event.seq,
+                reason=UNDO_REASON))
         return changes
 
     def notify(self, name: str, moved: list[UnauditedHolder]) -> None:

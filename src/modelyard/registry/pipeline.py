@@ -235,10 +235,11 @@ class Pipeline:
         return mv
 
     def manage(self, record: VersionRecord, local: Path, params: dict[str, str],
-               earlier: list[VersionRecord]) -> ModelVersion:
+               earlier: list[VersionRecord], stage: str | None = None) -> ModelVersion:
         """Bring an existing version (registered by plain MLflow, files in ``local``) under
         modelyard: manifest, semver after ``earlier``, the same tags a registration writes.
-        The semver tag is written last: it is what makes the version managed."""
+        ``stage``: the one ``adopt`` chose (else from the stage aliases). The semver tag is
+        written last: it is what makes the version managed."""
         name = record.name
         try:
             manifest = Manifest.of_directory(local)
@@ -255,8 +256,9 @@ class Pipeline:
             semver, bump, reason = self.semvers.semver_after(name, earlier, fingerprint, None,
                                                                None)
             reason = f"adopted from plain MLflow; {reason}"
-            stage = ("production" if "production" in record.aliases
-                     else "staging" if "staging" in record.aliases else "none")
+            if stage is None:
+                stage = ("production" if "production" in record.aliases
+                         else "staging" if "staging" in record.aliases else "none")
             now = datetime.now(timezone.utc).isoformat(timespec="seconds")
             self.ctx.vault.write_manifest(name, record.version, manifest, {
                 "semver": semver, "source": record.source, "run_id": record.run_id,

@@ -17,7 +17,13 @@ from typing import Any
 
 from modelyard.backend.lean.base import PROMPT_TAG, WORKSPACE, T, _fallback, _first_line
 from modelyard.core.names import STATUS_PENDING, T_STATUS
-from modelyard.core.records import SEARCH_PAGE_MAX, ModelRecord, VersionRecord, model_id_from
+from modelyard.core.records import (
+    SEARCH_PAGE_MAX,
+    ModelRecord,
+    VersionRecord,
+    model_id_from,
+    stage_fields_of,
+)
 from modelyard.errors import BackendError, ModelNotFound, NotFound
 
 __all__ = ["KNOWN_SCHEMA_REVISIONS", "AbsentReader", "SqliteReader"]
@@ -29,7 +35,10 @@ KNOWN_SCHEMA_REVISIONS: frozenset[str] = frozenset({
 })
 
 _VERSION_COLUMNS = ("mv.name, mv.version, mv.run_id, mv.source, mv.status, mv.creation_time, "
-                    "mv.last_updated_time, mv.description, mv.user_id")
+                    "mv.last_updated_time, mv.description, mv.user_id, mv.current_stage")
+# The newest version of each held stage's MLflow field, per model (MLflow's latest_versions).
+_STAGE_FIELDS = ("SELECT mv.name, mv.current_stage, MAX(mv.version) FROM model_versions mv "
+                 "WHERE mv.workspace = ? AND mv.current_stage IN ('Staging', 'Production')")
 _NOT_DELETED = "mv.current_stage != 'Deleted_Internal'"  # NULL stages excluded, as MLflow
 _NOT_PENDING = (
     "NOT EXISTS (SELECT 1 FROM model_version_tags p WHERE p.workspace = mv.workspace "
@@ -164,7 +173,10 @@ class SqliteReader:
             raise ModelNotFound(name=name)
         tags = dict(self._q("SELECT key, value FROM registered_model_tags "
                             "WHERE workspace = ? AND name = ?", (WORKSPACE, name)))
-        return _model_row(rows[0], tags, self._aliases(name))
+        fields = [(stage, int(version)) for _, stage, version in self._q(
+            f"{_STAGE_FIELDS} AND mv.name = ? GROUP BY mv.name, mv.current_stage",
+            (WORKSPACE, name))]
+        return _model_row(rows[0], tags, self._aliases(name), fields)
 
     # -- registry calls -------------------------------------------------------------------
     def list_models(self) -> list[ModelRecord]:
@@ -185,7 +197,12 @@ class SqliteReader:
                     "SELECT name, alias, version FROM registered_model_aliases "
                     "WHERE workspace = ?", (WORKSPACE,)):
                 aliases.setdefault(name, {})[alias] = int(version)
-            return [_model_row(row, tags.get(row[0], {}), aliases.get(row[0], {}))
+            fields: dict[str, list[tuple[str, int]]] = {}
+            for name, stage, version in self._q(
+                    f"{_STAGE_FIELDS} GROUP BY mv.name, mv.current_stage", (WORKSPACE,)):
+                fields.setdefault(name, []).append((stage, int(version)))
+            return [_model_row(row, tags.get(row[0], {}), aliases.get(row[0], {}),
+                               fields.get(row[0], []))
                     for row in rows]
 
         return self._read(work)
@@ -354,7 +371,8 @@ def _versions_from(name: str, tag: tuple[str, str] | None) -> tuple[str, list[An
 
 def _version_row(row: tuple[Any, ...], tags: dict[str, str], aliases: list[str]
                  ) -> VersionRecord:
-    name, version, run_id, source, status, created, updated, description, user_id = row
+    (name, version, run_id, source, status, created, updated, description, user_id,
+     current_stage) = row
     source = source or ""
     return VersionRecord(
         name=name,
@@ -369,11 +387,12 @@ def _version_row(row: tuple[Any, ...], tags: dict[str, str], aliases: list[str]
         aliases=aliases,
         model_id=model_id_from(source),
         user_id=user_id or None,
+        current_stage=str(current_stage or "None"),
     )
 
 
-def _model_row(row: tuple[Any, ...], tags: dict[str, str], aliases: dict[str, int]
-               ) -> ModelRecord:
+def _model_row(row: tuple[Any, ...], tags: dict[str, str], aliases: dict[str, int],
+               fields: list[tuple[str, int]]) -> ModelRecord:
     name, description, created, updated = row
     return ModelRecord(
         name=name,
@@ -382,6 +401,8 @@ def _model_row(row: tuple[Any, ...], tags: dict[str, str], aliases: dict[str, in
         updated_ms=int(updated or 0),
         tags=tags,
         aliases=aliases,
+        stage_fields=stage_fields_of(
+            [{"current_stage": stage, "version": version} for stage, version in fields]),
     )
 
 
