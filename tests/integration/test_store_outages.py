@@ -73,3 +73,32 @@ def test_an_s3_outage_during_registration_names_the_vaults_endpoint(
                               f"endpoint {stack.s3_endpoint_url} unreachable"), message
     assert "the tracking server's copy failed too" in message
     assert "testing" not in message
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_backup_all_to_a_dead_endpoint_stops_at_its_first_failure(
+        make_yard: Any, name: str, trained: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vault is the local folder; the backup store's S3 endpoint refuses connections.
+    Every look-up queued behind the first failure used to run (and fail, after its retries)
+    before the error came out."""
+    from tests.support.devstack import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    for key, value in (("AWS_ACCESS_KEY_ID", "AKIASECRETKEY"), ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
+                       ("AWS_DEFAULT_REGION", "us-east-1"),
+                       ("MODELYARD_BACKUP", "s3://backups/modelyard"),
+                       ("MODELYARD_BACKUP_ENDPOINT_URL", dead)):
+        monkeypatch.setenv(key, value)
+    yard = make_yard()
+    for number in range(6):
+        yard.register(trained["model"], f"{name}-{number % 2}", params={"n": number})
+    started = time.monotonic()
+    done = run_cli("backup", "--all")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 7, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"Error: backup stopped: Object storage error: S3 endpoint {dead} unreachable "
+        "(EndpointConnectionError); 0 version(s) backed up, 6 not"]
+    assert "AKIASECRETKEY" not in done.stderr and "s3cr3t" not in done.stderr
+    assert elapsed < 20, elapsed

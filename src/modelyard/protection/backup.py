@@ -210,9 +210,25 @@ class Backups:
         sizes = {oid: size for plan in plans for oid, size in _by_oid(plan.manifest).items()}
         if not sizes:
             return
+        down: list[StorageError] = []
+
+        def size(oid: str) -> int | None:
+            # pool.map's first exception leaves every queued look-up to run (and fail, after
+            # its retries) before the pool closes: once the store is down, the rest is skipped.
+            if down:
+                return None
+            try:
+                return backup.store.size(object_key(oid))
+            except StorageError as exc:
+                if whole_store(exc):
+                    down.append(exc)
+                    return None
+                raise
+
         with ThreadPoolExecutor(max_workers=min(16, len(sizes))) as pool:
-            found = dict(zip(sizes, pool.map(lambda oid: backup.store.size(object_key(oid)),
-                                             sizes), strict=True))
+            found = dict(zip(sizes, pool.map(size, sizes), strict=True))
+        if down:
+            raise down[0]
         for plan in plans:
             plan.missing = {oid: size for oid, size in _by_oid(plan.manifest).items()
                             if found[oid] != size}
