@@ -126,6 +126,8 @@ class Backups:
 
     def _backup(self, backup: Vault, records: list[VersionRecord], report: BackupReport,
                 progress: BackupProgress | None) -> None:
+        if records:  # one look-up first: a store that is down stops here, before any plan
+            backup.store.exists(record_key(records[0].name, records[0].version))
         plans: list[_Plan] = []
         for record in records:
             try:
