@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from modelyard.errors import InvalidInput, YardError
+from modelyard.store.files import read_capped
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,10 @@ def save(
 
 
 # -- reading an MLmodel file ------------------------------------------------------------------
+MAX_MLMODEL_BYTES = 16 * 1024 * 1024
+"""An MLmodel file is YAML of a few kilobytes (a wide signature: a few megabytes)."""
+
+
 @dataclass
 class MLmodelInfo:
     """What registration needs from a saved model's MLmodel file."""
@@ -236,8 +241,12 @@ def read_mlmodel(folder: Path) -> MLmodelInfo:
         raise InvalidInput(f"{folder} is not a saved MLflow model (no MLmodel file in it)")
     from mlflow.models import Model
 
+    # Read within a limit here (Model.load reads whatever it is given): a user's folder.
+    raw = read_capped(path, MAX_MLMODEL_BYTES, "an MLmodel file")
     try:
-        mlmodel = Model.load(str(path))
+        import yaml
+
+        mlmodel = Model.from_dict(yaml.safe_load(raw))
     except Exception as exc:  # noqa: BLE001 - a user's (or another tool's) malformed file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInput(f"{path} is not readable: {first[:200]}") from None

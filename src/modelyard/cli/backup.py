@@ -90,6 +90,12 @@ def backup_cmd(state: State, targets: tuple[str, ...], every: bool) -> None:
                       f"{_size(data['bytes_sent'])} sent")
 
     emit(state, report, render)
+    if report.stopped is not None:
+        if state.json:
+            raise SystemExit(7)
+        # A store failed as a whole: one line naming it, and what was and was not backed up.
+        fail(_escape(f"backup stopped: {report.stopped}; {len(report.versions)} version(s) "
+                     f"backed up, {len(report.failed)} not"), 7)
     if not report.ok:
         first = report.failed[0]
         more = f" (and {len(report.failed) - 1} more)" if len(report.failed) > 1 else ""

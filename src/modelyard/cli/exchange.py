@@ -77,17 +77,10 @@ def import_cmd(state: State, file: Path, dry_run: bool, source_tracking_uri: str
       modelyard import registry.json
     """
     from modelyard.registry.export_format import MAX_DOCUMENT_BYTES
+    from modelyard.store.files import read_capped
 
-    try:
-        size = file.stat().st_size
-        if size > MAX_DOCUMENT_BYTES:
-            raise InvalidInput(f"{file} is too large ({size} bytes; the limit is "
-                               f"{MAX_DOCUMENT_BYTES})")
-        raw = file.read_bytes()
-    except FileNotFoundError:
-        raise InvalidInput(f"{file}: no such file") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {file}: {exc.strerror or exc}") from None
+    # The read keeps the limit, not stat(): /dev/zero and a pipe report a size of 0.
+    raw = read_capped(file, MAX_DOCUMENT_BYTES, "an export document")
     try:
         summary = state.yard.import_registry(raw, dry_run=dry_run,
                                              source_tracking_uri=source_tracking_uri)

@@ -3,6 +3,7 @@ chains and serving, also as node-exporter text."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import click
 
 from modelyard.cli.shell import (
     State,
+    YardError_,
     _console,
     _escape,
     command_options,
@@ -39,15 +41,21 @@ def health_cmd(state: State, prometheus: str | None, notify: bool) -> None:
       modelyard health --prometheus /var/lib/node_exporter/modelyard.prom
       modelyard health --notify --json
     """
+    target = _prometheus_file(prometheus) if prometheus and prometheus != "-" else None
     report = state.yard.incidents.health(notify=notify)
     if prometheus == "-":
         click.echo(report.to_prometheus(), nl=False)
     else:
-        if prometheus:
-            target = Path(prometheus)
+        if target is not None:
             partial = target.with_name(f".{target.name}.tmp")
-            partial.write_text(report.to_prometheus())
-            partial.replace(target)  # node-exporter never reads half a file
+            try:
+                partial.write_text(report.to_prometheus())
+                partial.replace(target)  # node-exporter never reads half a file
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    partial.unlink()
+                raise YardError_(f"--prometheus: cannot write {target}: "
+                                 f"{exc.strerror or exc}") from None
 
         def render(data: dict[str, Any]) -> None:
             from rich.table import Table
@@ -64,3 +72,13 @@ def health_cmd(state: State, prometheus: str | None, notify: bool) -> None:
 
         emit(state, report, render)
     sys.exit(report.exit_code)
+
+
+def _prometheus_file(value: str) -> Path:
+    """The file ``--prometheus`` writes, refused before any check runs when it cannot be one:
+    node-exporter's textfile collector reads ``*.prom`` files, so a folder is a mistake."""
+    target = Path(value)
+    if not target.name or target.is_dir():
+        raise YardError_(f"--prometheus {value}: a folder, not a file to write; give the "
+                         "file's path, e.g. /var/lib/node_exporter/modelyard.prom")
+    return target

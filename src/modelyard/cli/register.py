@@ -10,6 +10,7 @@ import click
 
 from modelyard.cli.shell import (
     State,
+    YardError_,
     _console,
     _escape,
     _number,
@@ -30,17 +31,21 @@ from modelyard.cli.shell import (
 @click.option("--description", default=None)
 @click.option("--bump", type=click.Choice(["major", "minor", "patch"]), default=None)
 @click.option("--version", "explicit", default=None, help="Explicit semver, e.g. 2.0.0.")
+@click.option("--follow-links", is_flag=True,
+              help="Copy the content a symlink pointing outside the model folder leads to "
+              "(refused by default).")
 @command_options
 def register_cmd(
     state: State, source: str, name: str, data: tuple[str, ...], metric: tuple[str, ...],
     param: tuple[str, ...], tag: tuple[str, ...], description: str | None, bump: str | None,
-    explicit: str | None,
+    explicit: str | None, follow_links: bool,
 ) -> None:
     """Register a saved MLflow model directory or an MLflow URI (models:/m-..., runs:/...).
 
     \b
     Examples:
       modelyard register ./model --name churn --data data/train.csv -m accuracy=0.91
+      modelyard register ./model --name churn --follow-links
       modelyard register models:/m-0123abcd --name churn
     """
     metrics = {k: _number(k, v) for k, v in _pairs(metric, "--metric").items()}
@@ -48,9 +53,11 @@ def register_cmd(
         mv = state.yard.register_directory(
             Path(source), name, metrics=metrics, params=_pairs(param, "--param"),
             data=list(data), description=description, tags=_pairs(tag, "--tag"), bump=bump,
-            version=explicit,
+            version=explicit, follow_links=follow_links,
         )
     else:
+        if follow_links:
+            raise YardError_("--follow-links applies to a model folder, not to an MLflow URI")
         mv = state.yard.register_uri(
             source, name, data=list(data), description=description, tags=_pairs(tag, "--tag"),
             bump=bump, version=explicit,

@@ -70,9 +70,24 @@ def render_integrity(state: State, data: dict[str, Any]) -> None:
         console.print(table)
     for skipped in data.get("skipped") or []:
         console.print(f"[yellow]skipped[/yellow] {_escape(skipped)}: no manifest (adopt it)")
-    verdict = "[green]all sound[/green]" if data["ok"] else (
-        f"[red]{len(bad)} version(s) damaged[/red]: `modelyard repair NAME@REF` or "
-        "`modelyard repair --all`")
+    unaudited = data.get("unaudited") or []
+    for holder in unaudited:
+        console.print(unaudited_mark(f"{_escape(holder['name'])}: {_escape(holder['detail'])}",
+                                     True))
+    # The verdict names every reason the exit code is not 0: a report with no damaged file
+    # but an unaudited stage holder is not "0 version(s) damaged" and nothing else.
+    wrong = []
+    if bad:
+        wrong.append(f"[red]{len(bad)} version(s) damaged[/red]: `modelyard repair NAME@REF` "
+                     "or `modelyard repair --all`")
+    if unaudited:
+        models = sorted({holder["name"] for holder in unaudited})
+        which = _escape(models[0]) if len(models) == 1 else "NAME"
+        wrong.append(f"[red]{len(unaudited)} stage holder(s) no audit event explains[/red]: "
+                     f"`modelyard recover {which}` puts the audited holder back")
+    if not data["ok"] and not wrong:  # pragma: no cover - every reason for not ok is above
+        wrong.append("[red]not sound[/red]")
+    verdict = "[green]all sound[/green]" if data["ok"] else "; ".join(wrong)
     console.print(f"{len(data['versions'])} version(s), {data['bytes_hashed']} bytes hashed in "
                   f"{data['seconds']} s: {verdict}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -236,9 +237,12 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
 
 def _number(key: str, value: str) -> float:
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise YardError_(f"--metric {key}: {value!r} is not a number") from None
+    if not math.isfinite(number):  # "nan", "inf", "1e999": floats, but no metric's value
+        raise YardError_(f"--metric {key}: {value!r} is not a finite number")
+    return number
 
 
 def YardError_(message: str) -> YardError:

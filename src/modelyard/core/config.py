@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
+from modelyard.core.reading import read_capped
 from modelyard.core.settings import (
     DEFAULT_BACKUP_STAGES,
     PATH_KEYS,
@@ -37,7 +38,7 @@ from modelyard.core.settings import (
     expand_path,
     shorten,
 )
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, InvalidInput
 
 CONFIG_FILE = "modelyard.toml"
 _ENV_PREFIX = "MODELYARD_"
@@ -212,6 +213,13 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # an unsearchable folder (or a NUL in a name)
+        return False
+
+
 def _find(start: Path) -> tuple[Path, dict[str, Any]] | None:
     """The nearest config file from start upwards, with its modelyard settings."""
     start = start.resolve()  # lexical parents of "." or "a/.." are not the folders above
@@ -256,16 +264,12 @@ def _pyproject_section(path: Path, *, required: bool) -> dict[str, Any] | None:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """A config file's bytes, at most 1 MiB however it is served (a FIFO, a device)."""
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(_MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(
-            source=_source(path), key="(file)", problem=f"unreadable: {exc.strerror or exc}"
-        ) from None
-    if len(raw) > _MAX_CONFIG_BYTES:
-        raise ConfigError(source=_source(path), key="(file)", problem="larger than 1 MiB")
-    return raw
+        return read_capped(path, _MAX_CONFIG_BYTES, "a config file")
+    except InvalidInput as exc:
+        problem = str(exc.fields.get("problem", exc.message)).removeprefix("is ")
+        raise ConfigError(source=_source(path), key="(file)", problem=problem) from None
 
 
 def _parse_toml(raw: bytes, path: Path) -> dict[str, Any]:
@@ -372,8 +376,10 @@ def _config_layer(
     named = environ.get("MODELYARD_CONFIG")
     if named:
         path = _local_path(named, cwd, user_home)
-        if not _is_file(path):
+        if not _exists(path):
             raise ConfigError(source=_source(path), key="(file)", problem="file not found")
+        # Not only a regular file: ``<(generate-config)`` is a FIFO. Whatever it is, the
+        # read stops one byte past the limit (``/dev/zero`` is refused, not read forever).
         path = path.resolve()  # no "..": its folder is the root
         if path.name == "pyproject.toml":
             data = _pyproject_section(path, required=True) or {}

@@ -271,11 +271,10 @@ class Detector:
         lock = self.root / "dvc.lock"
         if not lock.is_file():
             return []
-        import yaml
+        from modelyard.project.dvc import load_dvc_yaml
 
-        try:
-            document = yaml.safe_load(lock.read_text()) or {}
-        except (OSError, yaml.YAMLError):
+        document = load_dvc_yaml(lock)
+        if not isinstance(document, dict):
             return []
         findings = []
         for stage, body in (document.get("stages") or {}).items():

@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from modelyard.core.reading import read_capped
 from modelyard.errors import InvalidInput, MissingDependency, UserError
 
 # A DVC hash: md5 hex (".dir" for a directory listing), or a cloud etag / checksum.
 _HASH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_DVC_FILE_BYTES = 64 * 1024 * 1024
 _MAX_CANDIDATES = 200  # commits read at most when looking for the one that recorded a hash
 
 
@@ -33,10 +35,18 @@ def _parse_yaml(text: str) -> Any:
         return None
 
 
-def _load_yaml(path: Path) -> Any:
+def load_dvc_yaml(path: Path) -> Any:
+    """A DVC file of the user's project (``.dvc``, ``dvc.lock``) parsed; None when it is
+    unreadable or not YAML (DVC does not track what it names). Larger than
+    ``MAX_DVC_FILE_BYTES`` is ``InvalidInput``: a lock file that size is a mistake to name,
+    not one to read."""
     try:
-        return _parse_yaml(path.read_text())
-    except (OSError, UnicodeDecodeError):
+        return _parse_yaml(read_capped(path, MAX_DVC_FILE_BYTES, "a DVC file").decode())
+    except InvalidInput as exc:
+        if exc.fields.get("too_large"):
+            raise
+        return None
+    except UnicodeDecodeError:
         return None
 
 
@@ -129,7 +139,7 @@ def recorded_hash(path: Path) -> tuple[str, str] | None:
         return None
     for recording in _recordings(path, root):
         where = PurePosixPath(recording.relative_to(root).as_posix())
-        for out in _outs(_load_yaml(recording)):
+        for out in _outs(load_dvc_yaml(recording)):
             if _out_rel(where, out) != rel:
                 continue
             if not _bytes_match(path, out):
@@ -263,7 +273,7 @@ def _update_dvc_file(path: Path, md5: str) -> None:
     dvc_file = path.with_name(path.name + ".dvc")
     if not dvc_file.is_file():
         return
-    data = _load_yaml(dvc_file) or {}
+    data = load_dvc_yaml(dvc_file) or {}
     for out in data.get("outs", []) or []:
         if Path(str(out.get("path", ""))).name == path.name:
             out["md5"] = md5
@@ -281,7 +291,7 @@ def locked_outputs(root: Path) -> list[dict[str, str]]:
         if any(part.startswith(".") for part in rel_parts[:-1]) or recording.is_dir():
             continue  # .dvc/, .git/ and other hidden folders
         where = PurePosixPath(recording.relative_to(root).as_posix())
-        for out in _outs(_load_yaml(recording)):
+        for out in _outs(load_dvc_yaml(recording)):
             found[_out_rel(where, out)] = str(_out_hash(out))
     return [{"path": path, "md5": md5} for path, md5 in sorted(found.items())]
 

@@ -101,6 +101,33 @@ class Backups:
         backup = backup_store(self.ctx)
         records = self._select(targets or [], all)
         report = BackupReport(store=redact(backup.store.url))
+        try:
+            self._backup(backup, records, report, progress)
+        except StorageError as exc:
+            if not whole_store(exc):
+                raise
+            self._stopped(report, records, exc.message)
+        log.info("backup: %d version(s) complete, %d bytes sent, %d failed",
+                 len(report.versions), report.bytes_sent, len(report.failed))
+        return report
+
+    @staticmethod
+    def _stopped(report: BackupReport, records: list[VersionRecord], problem: str) -> None:
+        """A store failed as a whole: every version not complete yet is not backed up, for
+        the one reason (trying the rest would only meet it again, a timeout each)."""
+        report.stopped = problem
+        done = {(v.name, v.version) for v in report.versions}
+        failed = {(f["name"], f["version"]) for f in report.failed}
+        for record in records:
+            if (record.name, record.version) not in done | failed:
+                report.failed.append(failure(record.name, record.version,
+                                             record.tags.get(T_SEMVER),
+                                             f"not backed up: {problem}"))
+
+    def _backup(self, backup: Vault, records: list[VersionRecord], report: BackupReport,
+                progress: BackupProgress | None) -> None:
+        if records:  # one look-up first: a store that is down stops here, before any plan
+            backup.store.exists(record_key(records[0].name, records[0].version))
         plans: list[_Plan] = []
         for record in records:
             try:
@@ -120,7 +147,9 @@ class Backups:
             plan.result.files_skipped = len(set(_by_oid(plan.manifest))) - len(
                 plan.missing)
         meter.planned(sum(size for size, _ in todo.values()))
-        errors = self._send(backup, todo, meter)
+        errors, stopped = self._send(backup, todo, meter)
+        if stopped is not None:
+            raise stopped
         copied_audit: set[str] = set()
         for plan in plans:
             broken = [errors[oid] for oid in plan.missing if oid in errors]
@@ -131,13 +160,12 @@ class Backups:
             try:
                 self._finish(backup, plan, copied_audit)
             except YardError as exc:
+                if whole_store(exc):
+                    raise
                 report.failed.append(failure(plan.mv.name, plan.mv.version, plan.mv.semver,
                                               exc.message))
                 continue
             report.versions.append(plan.result)
-        log.info("backup: %d version(s) complete, %d bytes sent, %d failed",
-                 len(report.versions), report.bytes_sent, len(report.failed))
-        return report
 
     def _select(self, targets: list[tuple[str, str | int | None]], every: bool
                 ) -> list[VersionRecord]:
@@ -184,26 +212,51 @@ class Backups:
         sizes = {oid: size for plan in plans for oid, size in _by_oid(plan.manifest).items()}
         if not sizes:
             return
+        down: list[StorageError] = []
+
+        def size(oid: str) -> int | None:
+            # pool.map's first exception leaves every queued look-up to run (and fail, after
+            # its retries) before the pool closes: once the store is down, the rest is skipped.
+            if down:
+                return None
+            try:
+                return backup.store.size(object_key(oid))
+            except StorageError as exc:
+                if whole_store(exc):
+                    down.append(exc)
+                    return None
+                raise
+
         with ThreadPoolExecutor(max_workers=min(16, len(sizes))) as pool:
-            found = dict(zip(sizes, pool.map(lambda oid: backup.store.size(object_key(oid)),
-                                             sizes), strict=True))
+            found = dict(zip(sizes, pool.map(size, sizes), strict=True))
+        if down:
+            raise down[0]
         for plan in plans:
             plan.missing = {oid: size for oid, size in _by_oid(plan.manifest).items()
                             if found[oid] != size}
 
     def _send(self, backup: Vault, todo: dict[str, tuple[int, _Plan]], meter: Meter
-              ) -> dict[str, str]:
-        """Send every missing object in parallel; returns oid -> problem for the failures."""
+              ) -> tuple[dict[str, str], StorageError | None]:
+        """Send every missing object in parallel: oid -> problem for the failures that are
+        the version's, and the first failure of a store as a whole (after which nothing more
+        is tried: the sends still queued return at once)."""
         errors: dict[str, str] = {}
+        stopped: list[StorageError] = []
         if not todo:
-            return errors
+            return errors, None
         with tempfile.TemporaryDirectory(prefix="modelyard-backup-") as tmp:
             sources = _ArtifactSource(self, Path(tmp))
 
             def send(oid: str) -> None:
+                if stopped:
+                    return
                 size, plan = todo[oid]
                 try:
                     self._send_one(backup, oid, size, plan, sources, Path(tmp), meter)
+                except StorageError as exc:
+                    if whole_store(exc):
+                        stopped.append(exc)
+                    errors[oid] = exc.message
                 except YardError as exc:
                     errors[oid] = exc.message
                 except OSError as exc:
@@ -211,7 +264,7 @@ class Backups:
 
             with ThreadPoolExecutor(max_workers=min(WORKERS, len(todo))) as pool:
                 list(pool.map(send, todo))
-        return errors
+        return errors, (stopped[0] if stopped else None)
 
     def _send_one(self, backup: Vault, oid: str, size: int, plan: _Plan,
                   sources: _ArtifactSource, tmp: Path, meter: Meter) -> None:
@@ -220,10 +273,12 @@ class Backups:
         artifact store. Every copy's SHA-256 is checked before it is sent."""
         key = object_key(oid)
         vault = self.ctx.vault.store
+        vault_down: StorageError | None = None
         try:
             source, problem = self._vault_copy(vault, key, oid, size, tmp)
         except StorageError as exc:
             source, problem = None, exc.message
+            vault_down = exc if whole_store(exc) else None
         if source == "copy":
             backup.store.copy_from(vault, key, key, meter)
             return
@@ -231,7 +286,17 @@ class Backups:
             backup.store.put_file(key, source, meter)
             return
         log.info("%s: %s; sending the MLflow artifact store's copy", plan.mv.label, problem)
-        backup.store.put_file(key, sources.file(plan, oid), meter)
+        try:
+            fallback = sources.file(plan, oid)
+        except YardError as exc:
+            if vault_down is None or isinstance(exc, IntegrityError):
+                raise
+            # The vault's endpoint is down and the artifact store (often on the same S3)
+            # failed too: the vault's endpoint is the part to name, and a store's failure.
+            raise StorageError(f"{vault_down.message} (the vault, {redact(vault.url)}); the "
+                               f"MLflow artifact store failed too: {exc.message}",
+                               whole_store=True) from exc
+        backup.store.put_file(key, fallback, meter)
 
     def _vault_copy(self, vault: ObjectStore, key: str, oid: str, size: int, tmp: Path
                     ) -> tuple[Path | str | None, str]:
@@ -372,6 +437,12 @@ class _ArtifactSource:
         raise IntegrityError(name=mv.name, semver=mv.semver or "?",
                              detail=f"no good copy of object {oid[:12]}... in the vault or the "
                              "MLflow artifact store; not backed up")
+
+
+def whole_store(exc: BaseException) -> bool:
+    """Whether a failure is a store's as a whole (unreachable, no bucket, no credentials),
+    not one object's: ``store.s3`` marks it so."""
+    return isinstance(exc, StorageError) and bool(exc.fields.get("whole_store"))
 
 
 def _by_oid(manifest: Manifest) -> dict[str, int]:

@@ -63,6 +63,7 @@ class BackupReport(Result):
     store: str
     versions: list[BackedUpVersion] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str | None = None  # a store failed as a whole: why the rest was not tried
 
     @property
     def bytes_sent(self) -> int:
@@ -74,7 +75,8 @@ class BackupReport(Result):
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "store": self.store, "bytes_sent": self.bytes_sent,
-                "versions": [v.to_dict() for v in self.versions], "failed": self.failed}
+                "versions": [v.to_dict() for v in self.versions], "failed": self.failed,
+                "stopped": self.stopped}
 
 
 @dataclass

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard.context import Context
 from modelyard.core.entities import ModelVersion
@@ -54,6 +54,9 @@ from modelyard.registry.semver_plan import (
     fingerprint_tags,
 )
 from modelyard.store.vault import Manifest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from concurrent.futures import Future
 
 log = logging.getLogger("modelyard.registration")
 
@@ -133,8 +136,7 @@ class Pipeline:
                     copies = [pool.submit(self.tracking.upload_logged_model, model_id, run_id,
                                           local),
                               pool.submit(self.ctx.vault.store_objects, local, manifest)]
-                for copy in copies:
-                    copy.result()
+                _first_failure(copies[1], copies[0])
             mv = self._publish(draft, f"models:/{model_id}", run_id, model_id, manifest,
                                fingerprint, debris)
         mv.artifact_location = location
@@ -351,3 +353,19 @@ def write_profile(ctx: Context, mv: ModelVersion, frame: Any, lineage: Lineage) 
         ctx.vault.store.put_bytes(profile_key(mv.name, mv.version), body)
     except (YardError, OSError, ValueError, TypeError, ImportError) as exc:
         log.warning("training-data profile of %s not recorded: %s", mv.label, exc)
+
+
+def _first_failure(vault: Future[Any], tracking: Future[Any]) -> None:
+    """Raise the failure of the two copies, the vault's first: when S3 itself is gone the
+    vault's error names its endpoint, while the tracking server's proxy only answers HTTP
+    500. When both failed, the one error says both."""
+    failures = [exc for exc in (vault.exception(), tracking.exception()) if exc is not None]
+    if not failures:
+        return
+    first = failures[0]
+    second = failures[1] if len(failures) == 2 else None
+    if (isinstance(second, YardError) and isinstance(first, YardError)
+            and type(first).__init__ is YardError.__init__):
+        raise type(first)(f"{first.message}; the tracking server's copy failed too: "
+                          f"{second.message}") from first
+    raise first

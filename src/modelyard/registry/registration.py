@@ -8,6 +8,7 @@ into a version (``pipeline.py``: pending -> semver -> manifest -> ready, or noth
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,9 @@ def check_request(name: str, bump: str | None, version: str | None,
             out[str(key)] = float(value)
         except (TypeError, ValueError, OverflowError):
             raise InvalidInput(f"metric {key!r:.60} is not a number: {value!r:.60}") from None
+        if not math.isfinite(out[str(key)]):  # NaN sorts nowhere; gates would compare nothing
+            raise InvalidInput(f"metric {key!r:.60} must be a finite number, not "
+                               f"{value!r:.60}")
     return out
 
 

@@ -61,7 +61,7 @@ from modelyard.registry.loading import Loader
 from modelyard.registry.pipeline import Draft
 from modelyard.registry.registration import Registrar
 from modelyard.registry.semver_plan import SemverPlan
-from modelyard.store.files import copy_tree_safely
+from modelyard.store.files import copy_tree_safely, read_capped
 from modelyard.store.storage import redact
 from modelyard.store.vault import Manifest
 from modelyard.trail.audit import AuditEvent, Auditor, check_chain
@@ -455,10 +455,12 @@ def _check_exported_trail(model: ModelDoc) -> None:
 def _flavor_of(local: Path) -> str:
     import yaml
 
-    try:
-        data = yaml.safe_load((local / "MLmodel").read_text())
+    from modelyard.backend.mlmodel import MAX_MLMODEL_BYTES
+
+    try:  # fetched from the export's tracking server: its size is not ours to trust
+        data = yaml.safe_load(read_capped(local / "MLmodel", MAX_MLMODEL_BYTES, "an MLmodel file"))
         flavors = list((data or {}).get("flavors", {}))
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+    except (InvalidInput, ValueError, AttributeError, yaml.YAMLError):
         return "python_function"
     return next((f for f in flavors if f != "python_function"), "python_function")
 

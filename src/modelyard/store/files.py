@@ -6,6 +6,7 @@ A write never leaves half a file: bytes go to a temporary file beside the target
 refused (or, when asked, its target's content is copied). The object stores in ``storage``
 and the vault build on these. ``sha256_stream`` is the one loop that hashes file and object
 content; everything else that needs a digest of content calls it (or ``sha256_file``).
+``read_capped`` (from ``core.reading``) reads a whole file a user can point at, up to a limit.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
+
+from modelyard.core.reading import read_capped as read_capped  # whole reads, capped
 
 if TYPE_CHECKING:  # pragma: no cover
     from io import FileIO
@@ -166,6 +169,9 @@ def tree_plan(src: Path, *, follow_links: bool = False) -> list[tuple[Path, Path
                     for inner in sorted(p for p in target.rglob("*") if p.is_file()):
                         plan.append((inner, rel / inner.relative_to(target)))
                     continue
+                if not target.is_file():  # /dev/zero, a FIFO: a copy that never ends
+                    raise InvalidInput(f"{rel} is a symlink to {target}, which is not a "
+                                       "regular file; refused")
                 plan.append((target, rel))
             elif path.is_file():
                 plan.append((path, rel))

@@ -1,9 +1,11 @@
 """Object storage on S3: a bucket (and a key prefix in it) on AWS or an S3-compatible endpoint.
 
 This is the only module that talks to boto3. botocore's errors are translated into
-``StorageError`` here, with credentials never part of the message. Every S3 client it makes
-has capped retries and timeouts, so a dead endpoint fails in seconds and the error names the
-endpoint. ``storage.open_store`` opens an ``S3Store`` for an ``s3://`` URL.
+``StorageError`` here, with credentials never part of the message; ``whole_store=True`` in
+its fields marks a failure of the store itself (unreachable, no bucket, no credentials, a 5xx
+answer), which a caller going through many keys stops at, rather than one key's. Every S3
+client it makes has capped retries and timeouts, so a dead endpoint fails in seconds and the
+error names the endpoint. ``storage.open_store`` opens an ``S3Store`` for an ``s3://`` URL.
 """
 
 from __future__ import annotations
@@ -137,26 +139,31 @@ class S3Store(ObjectStore):
         try:
             yield
         except NoCredentialsError as exc:
-            raise StorageError(detail=f"no AWS credentials found for {self.url}") from exc
+            raise StorageError(detail=f"no AWS credentials found for {self.url}",
+                               whole_store=True) from exc
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "?")
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise StorageError(detail=f"{key}: not found in {self.url}") from exc
             if code == "NoSuchBucket":
                 raise StorageError(
-                    detail=f"bucket '{self.bucket}' does not exist at {self.endpoint}"
-                ) from exc
+                    detail=f"bucket '{self.bucket}' does not exist at {self.endpoint}",
+                    whole_store=True) from exc
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             raise StorageError(
-                detail=f"{key}: S3 refused ({code}) at {self.url} ({self.endpoint})"
+                detail=f"{key}: S3 refused ({code}) at {self.url} ({self.endpoint})",
+                whole_store=int(status or 0) >= 500,
             ) from exc
         except BotoCoreError as exc:
             raise StorageError(
-                detail=f"S3 endpoint {self.endpoint} unreachable ({type(exc).__name__})"
-            ) from exc
+                detail=f"S3 endpoint {self.endpoint} unreachable ({type(exc).__name__})",
+                whole_store=True) from exc
         except Boto3Error as exc:  # S3UploadFailedError wraps the cause in its text
             text = redact(str(exc)).splitlines()[0][:200]
-            raise StorageError(detail=f"{key}: S3 transfer to {self.endpoint} failed: {text}"
-                               ) from exc
+            cause = exc.__cause__ or exc.__context__
+            down = isinstance(cause, BotoCoreError) or "Could not connect" in text
+            raise StorageError(detail=f"{key}: S3 transfer to {self.endpoint} failed: {text}",
+                               whole_store=down) from exc
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with self._translate(key):

@@ -423,7 +423,8 @@ def test_version_format_renders_numbers(tmp_path: Path) -> None:
         (b"policy = 3\n", "policy: must be a table"),
         (b'"a\\nb" = 1\n', "'a\\nb': unknown key"),
         (b"a" + b".a" * 3000 + b" = 1\n", "a: unknown key"),
-        (b"# " + b"x" * (1 << 20) + b"\n", "(file): larger than 1 MiB"),
+        (b"# " + b"x" * (1 << 20) + b"\n",
+         "(file): larger than 1048576 bytes (the limit for a config file)"),
         (b"home = 2024-01-01\n", "home: Input should be a valid string"),
     ],
 )
