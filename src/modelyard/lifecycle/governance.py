@@ -48,7 +48,9 @@ class Governance:
     def seal_trail(self, name: str) -> AuditEvent:
         """Bring a trail written before ``audit_key`` was set under the key (one signed
         ``seal`` event, after the chain is checked; MANAGE)."""
-        return self.audit.seal(name)
+        from modelyard.trail.seal import seal
+
+        return seal(self.audit, name)
 
     def unaudited(self, name: str | None = None) -> list[UnauditedHolder]:
         """Stage holders no audit event explains (aliases or ``modelyard.stage`` tags moved

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from modelyard.core.names import T_AUDIT_HEAD, check_name
-from modelyard.errors import AuditTampered, InvalidInput, StorageError, YardError
+from modelyard.core.names import T_AUDIT_HEAD
+from modelyard.errors import AuditTampered, StorageError, YardError
 from modelyard.store.storage import ObjectStore
 from modelyard.store.vault import audit_head_key, audit_prefix, event_key
 
@@ -437,40 +437,6 @@ class Auditor:
                 head = trail.read(newest)
         except YardError as exc:
             log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
-
-    def seal(self, name: str) -> AuditEvent:
-        """Bring a trail written before ``audit_key`` was set under the key: its chain and
-        anchors are checked first (a damaged trail is never sealed), then one signed ``seal``
-        event vouches for every event before it, and both anchors are signed."""
-        key = self.key
-        if key is None:
-            raise InvalidInput("set audit_key (MODELYARD_AUDIT_KEY) before sealing a trail")
-        from modelyard.backend.identity import MANAGE
-
-        check_name(name)
-        self.ctx.permissions.require(name, MANAGE, "seal the audit trail")
-        signed = parse_signed_head(self.ctx.reads.get_model(name).tags.get(T_AUDIT_HEAD))
-        trail = self.log(name)
-        events = trail.verified_events(None if signed is None else (signed[0], signed[1]))
-        if not events:
-            raise InvalidInput(f"{name} has no audit trail to seal")
-        try:
-            check_chain(name, events, key=key)
-        except AuditTampered:
-            pass  # unsigned (or signed with another key) before the seal: what it is for
-        else:
-            raise InvalidInput(f"the audit trail of {name} is signed with the key already")
-        newest = events[-1]
-
-        def build(prev: AuditEvent | None) -> dict[str, Any]:
-            if prev is None or prev.seq != newest.seq:
-                raise StorageError(detail=f"the audit trail of {name} moved while it was "
-                                   "being sealed; run it again")
-            return {"action": SEAL, "reason": "existing events brought under the audit key",
-                    "detail": {"sealed": {"seq": newest.seq, "hash": newest.hash}},
-                    "stages": dict(prev.stages)}
-
-        return self.append(name, build)
 
     def record(self, name: str, action: str, **fields: Any) -> AuditEvent:
         """Append an event that moves no stage (its ``stages`` copy the previous event's)."""
