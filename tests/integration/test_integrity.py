@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.errors import InvalidInput
+from modelyard.errors import IntegrityError, InvalidInput
 from modelyard.store.storage import ObjectStore
 from modelyard.store.vault import manifest_key, object_key
 from tests.support.helpers import run_cli
@@ -179,3 +179,97 @@ def test_cli_verify_all_and_repair_exit_codes(produced: Any, name: str) -> None:
     assert "vault" in fixed.stdout
     assert run_cli("verify", "--all", name).returncode == 0
     assert run_cli("verify", f"{name}@production").returncode == 0
+
+
+# -- files the manifest does not list (#31.2) ---------------------------------------------
+STRANGER = "sitecustomize.py"
+PAYLOAD = b"import os\nos.environ['MODELYARD_TEST_OWNED'] = '1'\n"
+
+
+def _add_artifact(yard: Any, location: str, rel: str, data: bytes, tmp_path: Path) -> None:
+    """Write a file into a version's artifact folder: the local store on embedded, the
+    tracking server's artifact proxy (S3 behind it) on the server."""
+    local = tmp_path / f"add-{uuid.uuid4().hex[:6]}" / rel.rsplit("/", 1)[-1]
+    local.parent.mkdir(parents=True)
+    local.write_bytes(data)
+    yard.tracking.artifacts.put_artifact(location, rel, local)
+    assert rel in yard.tracking.artifacts.artifact_files(location)
+
+
+def _drop_cache(yard: Any, name: str) -> None:
+    """Make the next load read MLflow's copy, not the verified one cached before."""
+    import shutil
+
+    cache = yard._loader.cache_folder(yard.get(name, "production", full=False))
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_a_file_the_manifest_does_not_list_is_found_and_set_aside(
+    produced: Any, name: str, trained: dict[str, Any], tmp_path: Path
+) -> None:
+    yard = produced
+    healthy = f"{name}-ok"  # a sound model beside it: no false alarm
+    yard.register(trained["model"], healthy, input_example=trained["X"].head(3),
+                  pip_requirements=["scikit-learn"])
+    record, files, location = _files(yard, name)
+    _add_artifact(yard, location, STRANGER, PAYLOAD, tmp_path)
+    with pytest.raises(IntegrityError, match="unexpected"):
+        yard.verify(name, "production")
+
+    report = yard.protection.verify_all()
+    mine = next(v for v in report.versions if v.name == name)
+    assert not report.ok and not mine.ok
+    assert [(p.path, p.layer, p.problem) for p in mine.problems] == [
+        (STRANGER, "artifacts", "unexpected")]
+    assert all(v.ok for v in report.versions if v.name == healthy)
+    assert yard.protection.verify_all(healthy).ok
+    cli = run_cli("verify", "--all", name, "--json")
+    assert cli.returncode == 5
+    problem = json.loads(cli.stdout)["versions"][0]["problems"][0]
+    assert (problem["path"], problem["layer"], problem["problem"]) == (
+        STRANGER, "artifacts", "unexpected")
+    table = run_cli("verify", "--all", name)
+    assert table.returncode == 5 and "1 version(s) damaged" in table.stdout
+
+    repaired = yard.protection.repair(name, "production")
+    assert repaired.ok and repaired.verified and not repaired.unrepairable
+    [kept] = repaired.files
+    assert (kept.path, kept.layer, kept.action) == (STRANGER, "artifacts", "quarantined")
+    assert kept.kept_at.startswith(f"quarantine/{name}/{record.version}/")
+    assert kept.kept_at.endswith(f"/{STRANGER}")
+    assert yard.vault.store.get_bytes(kept.kept_at) == PAYLOAD  # kept, never deleted unkept
+    listing = yard.tracking.artifacts.artifact_files(location)
+    assert STRANGER not in listing and set(files) <= set(listing)  # the model's files stay
+    after = yard.protection.verify_all()  # every model: ours are among them, all sound
+    assert all(v.ok for v in after.versions if v.name in (name, healthy))
+    assert yard.protection.verify_all(name).ok
+    assert yard.verify(name, "production").ok
+    _drop_cache(yard, name)
+    assert yard.load(name, "production").verified
+
+    # The CLI says where the file went; verify --all is sound after.
+    _add_artifact(yard, location, STRANGER, PAYLOAD, tmp_path)
+    fixed = run_cli("repair", f"{name}@production")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "quarantined" in fixed.stdout and f"quarantine/{name}/" in fixed.stdout
+    assert run_cli("verify", "--all", name).returncode == 0
+    assert run_cli("verify", f"{name}@production").returncode == 0
+
+
+def test_recover_sets_aside_a_file_the_manifest_does_not_list(
+    produced: Any, name: str, tmp_path: Path
+) -> None:
+    yard = produced
+    record, files, location = _files(yard, name)
+    assert yard.load(name, "production").verified  # a verified cached copy exists
+    _add_artifact(yard, location, STRANGER, PAYLOAD, tmp_path)
+    report = yard.incidents.recover(name)
+    assert [f.kind for f in report.findings] == ["model-files"]
+    assert report.findings[0].detail["unexpected"] == [STRANGER]
+    assert report.recovered and report.verified and report.ok, report.to_dict()
+    assert report.fixes[0].layer == "L2"
+    assert STRANGER not in yard.tracking.artifacts.artifact_files(location)
+    kept = [k for k in yard.vault.store.list(f"quarantine/{name}/{record.version}/")
+            if k.endswith(STRANGER)]
+    assert len(kept) == 1 and yard.vault.store.get_bytes(kept[0]) == PAYLOAD
+    assert yard.protection.verify_all(name).ok
