@@ -3,8 +3,10 @@ store, the vault and the backup store, then found and put back from a layer with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 
 from modelyard.errors import IntegrityError, InvalidInput
 from modelyard.store.storage import ObjectStore
-from modelyard.store.vault import manifest_key, object_key
+from modelyard.store.vault import MLFLOW_RECORD, manifest_key, object_key
 from tests.support.helpers import run_cli
 
 
@@ -260,7 +262,7 @@ def test_recover_sets_aside_a_file_the_manifest_does_not_list(
     produced: Any, name: str, tmp_path: Path
 ) -> None:
     yard = produced
-    record, files, location = _files(yard, name)
+    record, _, location = _files(yard, name)
     assert yard.load(name, "production").verified  # a verified cached copy exists
     _add_artifact(yard, location, STRANGER, PAYLOAD, tmp_path)
     report = yard.incidents.recover(name)
@@ -272,4 +274,64 @@ def test_recover_sets_aside_a_file_the_manifest_does_not_list(
     kept = [k for k in yard.vault.store.list(f"quarantine/{name}/{record.version}/")
             if k.endswith(STRANGER)]
     assert len(kept) == 1 and yard.vault.store.get_bytes(kept[0]) == PAYLOAD
+    assert yard.protection.verify_all(name).ok
+
+
+# -- MLflow's own record, after a plain MLflow load (#24.3) --------------------------------
+@contextlib.contextmanager
+def _as_plain_mlflow(yard: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A plain MLflow user's process pointed at this registry, for the block only."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with monkeypatch.context() as patch:
+        patch.setattr(registry_utils, "_registry_uri", yard.tracking.registry_uri)
+        patch.setenv("MLFLOW_REGISTRY_URI", yard.tracking.registry_uri)
+        with _use_tracking_uri(yard.tracking.tracking_uri):
+            yield
+
+
+def test_mlflow_record_of_a_plain_load_is_one_rule_everywhere(
+    produced: Any, name: str, trained: dict[str, Any], backend: str,
+    make_yard: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mlflow.pyfunc
+
+    yard = produced
+    record, files, location = _files(yard, name)
+    with _as_plain_mlflow(yard, monkeypatch):
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{record.version}")
+    assert len(model.predict(trained["X"].head(2))) == 2
+    listing = yard.tracking.artifacts.artifact_files(location)
+    if backend == "embedded":  # the local store is the folder MLflow's download wrote into
+        assert MLFLOW_RECORD in listing and MLFLOW_RECORD not in files
+    assert yard.verify(name, "production").ok
+    assert yard.protection.verify_all(name).ok  # not a stranger: nothing to quarantine
+    assert not yard.protection.repair(name, "production").files
+    assert MLFLOW_RECORD in yard.tracking.artifacts.artifact_files(location) or (
+        backend == "server")
+
+    # export + import into another registry: the same files, the same manifest
+    doc = yard.export([name])
+    root = tmp_path / "other"
+    root.mkdir()
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    other = make_yard(home=str(root), tracking_uri=uri, registry_uri=uri,
+                      vault=str(root / "vault"))
+    summary = other.import_registry(doc)
+    assert summary["failed"] == [] and len(summary["created"]) == 1, summary
+    made = other.get(name, summary["created"][0]["version"], full=False)
+    assert made.manifest_sha256 == yard.get(name, "production", full=False).manifest_sha256
+    assert other.verify(name, made.version).ok
+    assert other.protection.verify_all(name).ok
+    assert MLFLOW_RECORD not in other.tracking.artifacts.artifact_files(
+        other.tracking.artifact_location(other.resolve(name, made.version)))
+
+    # backup + restore of the source version
+    assert yard.protection.backup([(name, None)]).ok
+    assert yard.protection.verify_all(name).ok
+    yard.tracking.delete_version(name, record.version)
+    restored = yard.protection.restore(name, "v1.0.0", aliases=True)
+    assert restored.ok
+    assert yard.verify(name, "production").ok
     assert yard.protection.verify_all(name).ok
