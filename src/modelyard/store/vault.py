@@ -67,8 +67,10 @@ def mlflow_bookkeeping(present: Iterable[str], listed: Container[str], name: str
     That is MLflow's record (``MLFLOW_RECORD``, at the top of the folder) when the version's
     manifest does not list that path (``listed``: a listed file is the version's own and is
     checked like any other) and its content is exactly MLflow's record for model ``name``
-    (``read(rel)`` gives the content, ``None`` if unreadable). verify, load, export, import,
-    backup, restore, drills and ``verify --all`` all ask this; nothing else is exempt."""
+    (``read(rel)`` gives the content, ``None`` if unreadable). verify and load
+    (``verify_directory``), ``verify --all`` and repair, import (and so drills), adopt and
+    ``register_uri`` all ask this; nothing else is exempt. Backup, restore and snapshots
+    work from the manifest's objects alone, so the record never reaches them."""
     if MLFLOW_RECORD not in present or MLFLOW_RECORD in listed:
         return set()
     return {MLFLOW_RECORD} if is_mlflow_record_bytes(read(MLFLOW_RECORD), name) else set()
