@@ -327,6 +327,13 @@ def test_mlflow_record_of_a_plain_load_is_one_rule_everywhere(
     assert MLFLOW_RECORD not in other.tracking.artifacts.artifact_files(
         other.tracking.artifact_location(other.resolve(name, made.version)))
 
+    # a drill on a copy of this model goes through export + import too
+    try:
+        drill = yard.incidents.drill("model-corruption", model=name)
+        assert drill.recovered and drill.verified, json.dumps(drill.to_dict(), default=str)
+    finally:
+        yard.incidents.close()
+
     # backup + restore of the source version
     assert yard.protection.backup([(name, None)]).ok
     assert yard.protection.verify_all(name).ok
@@ -334,4 +341,24 @@ def test_mlflow_record_of_a_plain_load_is_one_rule_everywhere(
     restored = yard.protection.restore(name, "v1.0.0", aliases=True)
     assert restored.ok
     assert yard.verify(name, "production").ok
+    assert yard.protection.verify_all(name).ok
+
+
+def test_repair_takes_out_exactly_the_unlisted_file(
+    produced: Any, name: str, tmp_path: Path
+) -> None:
+    """MLflow's repositories delete by prefix: a stranger named like the start of a model
+    file (``model.pk`` beside ``model.pkl``) goes, the model file stays."""
+    yard = produced
+    _, files, location = _files(yard, name)
+    rel = _model_file(files)
+    stranger = rel[:-1]
+    _add_artifact(yard, location, stranger, PAYLOAD, tmp_path)
+    problems = yard.protection.verify_all(name).problems
+    assert [(p.path, p.problem) for p in problems] == [(stranger, "unexpected")]
+    repaired = yard.protection.repair(name, "production")
+    assert repaired.ok and [f.path for f in repaired.files] == [stranger]
+    assert yard.vault.store.get_bytes(repaired.files[0].kept_at) == PAYLOAD
+    listing = yard.tracking.artifacts.artifact_files(location)
+    assert stranger not in listing and set(files) <= set(listing)
     assert yard.protection.verify_all(name).ok
