@@ -198,6 +198,8 @@ class Repairer:
     def _quarantine(self, target: Target, rel: str, stamp: str) -> str:
         """Take a file the manifest does not list out of the artifact store, keeping its
         content in the vault first (checked by hash): nothing is deleted that is not kept."""
+        if not rel or rel.startswith("/") or ".." in rel.split("/"):
+            raise InvalidInput(f"unsafe artifact path {rel[:80]!r}; left in place")
         key = quarantine_key(target.name, target.version, stamp, rel)
         store = self.ctx.vault.store
         with tempfile.TemporaryDirectory(prefix="modelyard-quarantine-") as tmp:
