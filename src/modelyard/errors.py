@@ -96,6 +96,11 @@ class IntegrityError(YardError):
     template = "Integrity check failed for {name} v{semver}: {detail}"
 
 
+class UnexpectedFiles(IntegrityError):
+    """A version's folder holds files its manifest does not list (``fields["files"]``):
+    putting files back does not remove them; ``repair`` sets them aside."""
+
+
 class AuditTampered(IntegrityError):
     template = "Audit trail for '{name}' is broken: {detail}"
 

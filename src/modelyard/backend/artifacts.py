@@ -244,3 +244,36 @@ class Artifacts:
             self.connection.call(lambda: self._repository(location).log_artifact(
                 str(named), posixpath.normpath(folder) if folder else None),
                 op=f"upload {rel_path}")
+
+    def delete_artifact(self, location: str, rel_path: str) -> None:
+        """Delete exactly one file of an artifact location (``repair`` takes out a file the
+        version's manifest does not list, after keeping a copy of it).
+
+        MLflow's repositories delete by prefix (on S3, ``a/x.py`` also takes ``a/x.pyc``):
+        any other file the prefix covers is kept aside first and written back after."""
+        import tempfile
+
+        if not rel_path or ".." in rel_path.split("/") or rel_path.startswith("/"):
+            raise InvalidInput(f"unsafe artifact path {rel_path!r}")
+        root = self.local_artifact_root(location)
+        if root is not None:
+            with self.connection.translate(op=f"delete {rel_path}"):
+                path = root / rel_path
+                path.unlink()
+                for parent in path.parents:  # folders the file alone made
+                    if parent == root or not parent.is_relative_to(root) or any(
+                            parent.iterdir()):
+                        break
+                    parent.rmdir()
+            return
+        covered = [rel for rel in self.artifact_files(location)
+                   if rel != rel_path and rel.startswith(rel_path)]
+        with tempfile.TemporaryDirectory(prefix="modelyard-delete-") as tmp:
+            kept = {rel: Path(tmp) / str(index) / rel.rsplit("/", 1)[-1]
+                    for index, rel in enumerate(covered)}
+            for rel, local in kept.items():
+                self.fetch_artifact(location, rel, local)
+            self.connection.call(lambda: self._repository(location).delete_artifacts(rel_path),
+                                 op=f"delete {rel_path}")
+            for rel, local in kept.items():
+                self.put_artifact(location, rel, local)

@@ -28,7 +28,8 @@ def repair_cmd(state: State, target: str | None, every: bool) -> None:
 
     Sources, in order: the local cache, the vault, the backup store; every copy's hash is
     checked before it is written, and everything is verified again at the end (exit code 5
-    if something could not be repaired).
+    if something could not be repaired). A file of the artifact store that the manifest does
+    not list is taken out and kept in the vault (quarantine/NAME/VERSION/STAMP/PATH).
 
     \b
     Examples:
@@ -52,6 +53,12 @@ def emit_repair(state: State, report: Any) -> None:
     def render(data: dict[str, Any]) -> None:
         console = _console()
         for item in data["files"]:
+            if item.get("action") == "quarantined":
+                console.print(f"[yellow]quarantined[/yellow] {_escape(item['name'])} "
+                              f"#{item['version']} {_escape(item['path'])}: not in the "
+                              f"manifest; taken out of the {item['layer']} store, kept in "
+                              f"the vault at {_escape(item['kept_at'])}")
+                continue
             console.print(f"[green]repaired[/green] {_escape(item['name'])} "
                           f"#{item['version']} {_escape(item['path'])} in {item['layer']} "
                           f"(from the {item['served_by']})")

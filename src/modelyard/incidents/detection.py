@@ -28,6 +28,7 @@ from modelyard.errors import (
     ModelNotFound,
     NotFound,
     StorageError,
+    UnexpectedFiles,
     YardError,
 )
 from modelyard.project.dvc import md5_file
@@ -41,7 +42,7 @@ log = logging.getLogger("modelyard.detection")
 SERVING_STAGES = ("production", "staging")
 # Kinds of finding, and what each means.
 KINDS = {
-    "model-files": "a version's files differ from its manifest or are missing",
+    "model-files": "a version's files differ from its manifest, are missing, or are not in it",
     "model-missing": "a version the audit trail says holds a stage is gone from the registry",
     "stage": "a stage alias differs from the audit trail's holder",
     "promotion": "the production holder fails the policy's gates or is worse than before",
@@ -163,6 +164,12 @@ class Detector:
         target = f"{name}@{stage}"
         try:
             self.loader.verify(name, record.version)
+        except UnexpectedFiles as exc:
+            # Files the manifest does not list: putting files back leaves them there; the
+            # repair layer sets them aside.
+            return [Finding("model-files", "manifest", target, exc.message, version=record.version,
+                            detail={"semver": semver,
+                                    "unexpected": list(exc.fields.get("files", []))})]
         except IntegrityError as exc:
             return [Finding("model-files", "manifest", target, exc.message, version=record.version,
                             detail={"semver": semver})]

@@ -32,6 +32,7 @@ from modelyard.errors import (
     IntegrityError,
     NotFound,
     StorageError,
+    UserError,
     YardError,
 )
 from modelyard.incidents.detection import Detector, Finding
@@ -244,11 +245,21 @@ class Builtin:
         name, _, _ = finding.target.partition("@")
         return self.loader.get(name, finding.version, full=True)
 
+    @staticmethod
+    def _puts_back(finding: Finding) -> None:
+        """These layers upload good copies over the store; a file the manifest does not list
+        stays there after, so they leave such a finding to the repair layer."""
+        extra = finding.detail.get("unexpected")
+        if extra:
+            raise UserError(f"{', '.join(extra[:3])} not in the manifest: putting files back "
+                            "does not take them out (repair sets them aside)")
+
     def _upload(self, mv: ModelVersion, folder: Path, manifest: Manifest) -> None:
         manifest.verify_directory(folder, label=mv.name, semver=mv.semver or "?")
         self.ctx.tracking.artifacts.put_artifacts(mv.artifact_location, folder)
 
     def from_cache(self, finding: Finding) -> str:
+        self._puts_back(finding)
         mv = self._version(finding)
         manifest = self.loader.manifest_of(mv)
         cache = self.loader.cache_folder(mv)
@@ -258,6 +269,7 @@ class Builtin:
         return f"{len(manifest.files)} file(s) uploaded from {cache}"
 
     def from_vault(self, finding: Finding) -> str:
+        self._puts_back(finding)
         mv = self._version(finding)
         manifest = self.loader.manifest_of(mv)
         store = self.ctx.vault.store

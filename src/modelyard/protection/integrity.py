@@ -1,6 +1,7 @@
 """verify_all: every version checked against its manifest in every layer that holds it; per
-version and per file, what is missing or differs (``repair.py`` puts it back from a layer
-that has a good copy).
+version and per file, what is missing or differs, and which files of the artifact store the
+manifest does not list (``repair.py`` puts back from a layer that has a good copy, and sets
+the unlisted files aside in the vault).
 
 Layers:
 
@@ -43,7 +44,7 @@ from modelyard.errors import StorageError, YardError
 from modelyard.registry.loading import Loader
 from modelyard.store.files import file_chunks, sha256_stream
 from modelyard.store.storage import ObjectStore
-from modelyard.store.vault import Manifest, manifest_key, object_key
+from modelyard.store.vault import RECORD_MAX_BYTES, Manifest, manifest_key, object_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.protection.repair import RepairReport
@@ -54,7 +55,7 @@ Progress = Callable[[int, int], None]
 """Called with (bytes checked so far, bytes to check in all)."""
 
 LAYERS = ("artifacts", "vault", "backup")
-PROBLEMS = ("missing", "differs", "manifest-missing", "manifest-differs")
+PROBLEMS = ("missing", "differs", "unexpected", "manifest-missing", "manifest-differs")
 MANIFEST_PATH = "(manifest)"
 
 
@@ -65,7 +66,7 @@ class FileProblem(Result):
 
     path: str
     layer: str  # "artifacts" | "vault" | "backup"
-    problem: str  # "missing" | "differs" | "manifest-missing" | "manifest-differs"
+    problem: str  # one of PROBLEMS ("unexpected": in the artifact store, not in the manifest)
     name: str = ""
     version: int = 0
     detail: str = ""
@@ -236,6 +237,16 @@ class Integrity:
         target.layers.insert(0, "artifacts")
         target.location = self.tracking.artifact_location(target.record)
         target.listing = self.artifacts.artifact_files(target.location)
+        if target.manifest is not None:
+            # A file the manifest does not list would be read by a load (a sitecustomize.py
+            # beside the model); MLflow's own record is not one (``mlflow_bookkeeping``).
+            for rel in target.manifest.unexpected(
+                    target.listing, target.name,
+                    lambda rel: self.read_small_artifact(target.location, rel,
+                                                         target.listing.get(rel))):
+                size = target.listing.get(rel)
+                target.problem(rel, "artifacts", "unexpected", "not in the manifest" + (
+                    f" ({size} bytes)" if size is not None else ""))
 
     def _check_files(self, pool: ThreadPoolExecutor, targets: list[Target],
                      stores: dict[str, ObjectStore], progress: Progress | None) -> int:
@@ -299,6 +310,25 @@ class Integrity:
                 for target, rel in entries:
                     target.problem(rel, layer, problem, f"object {oid[:12]}...")
         return work
+
+    def read_small_artifact(self, location: str, rel: str, size: int | None
+                            ) -> bytes | None:
+        """The content of a small file of an artifact location (MLflow's record is a few
+        bytes), or None when it is big or cannot be read."""
+        if size is not None and size > RECORD_MAX_BYTES:
+            return None
+        root = self.artifacts.local_artifact_root(location)
+        try:
+            if root is not None:
+                path = root / rel
+                return None if path.stat().st_size > RECORD_MAX_BYTES else path.read_bytes()
+            with tempfile.TemporaryDirectory(prefix="modelyard-verify-") as tmp:
+                local = Path(tmp) / "file"
+                self.artifacts.fetch_artifact(location, rel, local)
+                return None if local.stat().st_size > RECORD_MAX_BYTES else local.read_bytes()
+        except (OSError, YardError) as exc:
+            log.info("%s could not be read from %s: %s", rel, location, exc)
+            return None
 
     def hash_artifact(self, location: str, rel: str) -> tuple[str, int] | None:
         """(sha256, size) of one file of an artifact location, or None when it cannot be read."""

@@ -5,6 +5,9 @@ artifact store's files when they hash to the tagged value), then every file: the
 store first (the copy MLflow clients read), then the vault's and backup store's objects. The
 sources are tried in order (the local cache, the vault, the backup store; for the object
 stores, the artifact store too) and a copy is written only when its hash is the manifest's.
+A file in the artifact store that the manifest does not list (a ``sitecustomize.py`` a
+load would import) is taken out and kept in the vault under ``quarantine_key``, never
+deleted unkept; MLflow's own record is not such a file (``vault.mlflow_bookkeeping``).
 The end is verified again. Which layers there are and how they are checked is
 ``integrity.py``.
 """
@@ -17,13 +20,14 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from modelyard.core.entities import ModelVersion, Result
 from modelyard.core.names import T_MANIFEST, T_SEMVER
 from modelyard.core.records import VersionRecord
-from modelyard.errors import InvalidInput, YardError
+from modelyard.errors import IntegrityError, InvalidInput, YardError
 from modelyard.protection.integrity import (
     MANIFEST_PATH,
     FileProblem,
@@ -31,10 +35,17 @@ from modelyard.protection.integrity import (
     IntegrityReport,
     Progress,
     Target,
+    hash_object,
 )
 from modelyard.store.files import sha256_file
 from modelyard.store.storage import ObjectStore
-from modelyard.store.vault import MLFLOW_RECORD, Manifest, manifest_key, object_key
+from modelyard.store.vault import (
+    Manifest,
+    manifest_key,
+    mlflow_bookkeeping,
+    object_key,
+    quarantine_key,
+)
 
 log = logging.getLogger("modelyard.integrity")
 
@@ -46,6 +57,8 @@ class RepairedFile(Result):
     path: str
     served_by: str  # "cache" | "vault" | "backup" | "artifacts"
     layer: str = "artifacts"  # the layer that was repaired
+    action: str = "restored"  # "restored" | "quarantined" (taken out, kept at ``kept_at``)
+    kept_at: str = ""  # quarantined: the vault key its content is kept under
 
 
 @dataclass
@@ -88,12 +101,13 @@ class Repairer:
         unrepairable: list[FileProblem] = []
         broken = [v for v in before.versions if not v.ok]
         records = {(r.name, r.version): r for r in self.integrity.records(*scope)} if broken else {}
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         for version in broken:
             record = records.get((version.name, version.version))
             if record is None:
                 unrepairable += version.problems
                 continue
-            done, failed = self._repair_version(record, version.problems, stores)
+            done, failed = self._repair_version(record, version.problems, stores, stamp)
             repaired += done
             unrepairable += failed
         after = self.integrity.verify_all(*scope) if broken else before
@@ -101,7 +115,7 @@ class Repairer:
                             verified=after.ok, after=after)
 
     def _repair_version(self, record: VersionRecord, problems: list[FileProblem],
-                        stores: dict[str, ObjectStore]
+                        stores: dict[str, ObjectStore], stamp: str
                         ) -> tuple[list[RepairedFile], list[FileProblem]]:
         target = Target(record, record.tags[T_MANIFEST])
         repaired: list[RepairedFile] = []
@@ -145,7 +159,21 @@ class Repairer:
 
         # 2. objects of the vault / backup store, then 3. the artifact store's files
         cache = self._cache_folder(record)
-        file_problems = [p for p in problems if p.path != MANIFEST_PATH]
+        file_problems = [p for p in problems
+                         if p.path != MANIFEST_PATH and p.problem != "unexpected"]
+        for problem in problems:
+            if problem.problem != "unexpected" or problem.layer != "artifacts":
+                continue
+            try:
+                key = self._quarantine(target, problem.path, stamp)
+            except (YardError, OSError) as exc:
+                log.warning("%s: not set aside (%s)", problem.path,
+                            getattr(exc, "message", exc))
+                failed.append(problem)
+                continue
+            repaired.append(RepairedFile(
+                name=record.name, version=record.version, path=problem.path,
+                served_by="artifacts", layer="artifacts", action="quarantined", kept_at=key))
         # The artifact store first (the copy MLflow reads), then the object stores.
         ordered = sorted(file_problems, key=lambda p: p.layer != "artifacts")
         fixed_objects: set[tuple[str, str]] = set()
@@ -166,6 +194,27 @@ class Repairer:
                 fixed_objects.add((problem.layer, oid))
             done(problem.path, served, problem.layer)
         return repaired, failed
+
+    def _quarantine(self, target: Target, rel: str, stamp: str) -> str:
+        """Take a file the manifest does not list out of the artifact store, keeping its
+        content in the vault first (checked by hash): nothing is deleted that is not kept."""
+        if not rel or rel.startswith("/") or ".." in rel.split("/"):
+            raise InvalidInput(f"unsafe artifact path {rel[:80]!r}; left in place")
+        key = quarantine_key(target.name, target.version, stamp, rel)
+        store = self.ctx.vault.store
+        with tempfile.TemporaryDirectory(prefix="modelyard-quarantine-") as tmp:
+            local = Path(tmp) / rel.rsplit("/", 1)[-1]
+            self._fetch_artifact(target, rel, local)
+            found = (sha256_file(local), local.stat().st_size)
+            store.put_file(key, local)
+        if hash_object(store, key) != found:
+            raise IntegrityError(name=target.name, semver=str(target.version),
+                                 detail=f"the vault's copy of {rel} does not match; "
+                                 "left in place")
+        self.artifacts.delete_artifact(target.location, rel)
+        log.warning("%s #%s: %s is not in the manifest; moved to the vault at %s",
+                    target.name, target.version, rel, key)
+        return key
 
     def _cache_folder(self, record: VersionRecord) -> Path | None:
         with contextlib.suppress(Exception):
@@ -225,7 +274,8 @@ class Repairer:
         return None
 
     def _manifest_from_artifacts(self, target: Target) -> Manifest | None:
-        """The manifest rebuilt from the artifact store, if it hashes to the tagged value."""
+        """The manifest rebuilt from the artifact store, if it hashes to the tagged value
+        (MLflow's bookkeeping left out when the folder holds it: ``mlflow_bookkeeping``)."""
         listing = self.artifacts.artifact_files(target.location)
         files: dict[str, tuple[str, int]] = {}
         for rel in sorted(listing):
@@ -234,9 +284,12 @@ class Repairer:
                 return None
             files[rel] = found
         manifest = Manifest(files)
-        if manifest.sha256 != target.expected and MLFLOW_RECORD in files:
-            # MLflow's registry downloads may have added their record to a local store.
-            manifest = Manifest({k: v for k, v in files.items() if k != MLFLOW_RECORD})
+        if manifest.sha256 != target.expected:
+            bookkeeping = mlflow_bookkeeping(
+                listing, (), target.name,
+                lambda rel: self.integrity.read_small_artifact(target.location, rel,
+                                                               listing.get(rel)))
+            manifest = Manifest({k: v for k, v in files.items() if k not in bookkeeping})
         return manifest if manifest.sha256 == target.expected else None
 
 

@@ -53,7 +53,7 @@ from modelyard.registry.semver_plan import (
     fingerprint_of_dir,
     fingerprint_tags,
 )
-from modelyard.store.vault import Manifest
+from modelyard.store.vault import Manifest, drop_mlflow_bookkeeping
 
 if TYPE_CHECKING:  # pragma: no cover
     from concurrent.futures import Future
@@ -153,6 +153,8 @@ class Pipeline:
             local = self.tracking.artifacts.download(source, Path(tmp))
             if not (local / "MLmodel").is_file():
                 raise InvalidInput(f"{uri} is not an MLflow model (no MLmodel file)")
+            # Downloaded from MLflow's store: its record of an earlier load is not the model's.
+            drop_mlflow_bookkeeping(local, draft.name)
             manifest = Manifest.of_directory(local)
             draft.flavor = mlmodel.read_mlmodel(local).flavor
             draft.params = self.tracking.get_run(run_id)["params"] if run_id else {}
@@ -244,6 +246,7 @@ class Pipeline:
         written last: it is what makes the version managed."""
         name = record.name
         try:
+            drop_mlflow_bookkeeping(local, name)  # a plain load's record is not the model's
             manifest = Manifest.of_directory(local)
             if not manifest.files:
                 raise InvalidInput(f"{name} #{record.version}: no files at {record.source}")

@@ -63,7 +63,7 @@ from modelyard.registry.registration import Registrar
 from modelyard.registry.semver_plan import SemverPlan
 from modelyard.store.files import copy_tree_safely, read_capped
 from modelyard.store.storage import redact
-from modelyard.store.vault import Manifest
+from modelyard.store.vault import Manifest, drop_mlflow_bookkeeping
 from modelyard.trail.audit import AuditEvent, Auditor, check_chain
 
 log = logging.getLogger("modelyard.transfer")
@@ -373,8 +373,12 @@ class Transfer:
         with tempfile.TemporaryDirectory(prefix="modelyard-import-") as tmp:
             local = self._fetch_exported(version, source, Path(tmp))
             if version.manifest is not None:
-                version.manifest_object().verify_directory(local, label=version.name,
-                                                           semver=semver)
+                exported = version.manifest_object()
+                exported.verify_directory(local, label=version.name, semver=semver)
+                # MLflow's record names the source's version, not the one made here.
+                drop_mlflow_bookkeeping(local, version.name, exported.files)
+            elif Manifest.of_directory(local).sha256 != version.manifest_sha256:
+                drop_mlflow_bookkeeping(local, version.name)
             if Manifest.of_directory(local).sha256 != version.manifest_sha256:
                 raise IntegrityError(name=version.name, semver=semver,
                                      detail="the fetched files do not match the exported "

@@ -8,6 +8,7 @@ modelyard keeps in an object store (this module owns the layout).
     audit/NAME/0000000001.json    the hash-chained audit trail
     requests/NAME/ID.json         promotion requests (ID.decision.json once decided)
     records/NAME/VERSION.json     (backup store) everything to recreate a version
+    quarantine/NAME/VERSION/STAMP/PATH  a file repair took out of a version's artifact folder
 """
 
 from __future__ import annotations
@@ -16,34 +17,96 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable, Container, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelyard.errors import IntegrityError, StorageError
+from modelyard.errors import IntegrityError, StorageError, UnexpectedFiles
 from modelyard.store.files import sha256_file
 from modelyard.store.storage import ObjectStore
 
 # MLflow's registry downloads write this record (model name and version) into a model's
 # folder, and on a local artifact store that folder is the store itself. Loads never read it.
 MLFLOW_RECORD = "registered_model_meta"
+RECORD_MAX_BYTES = 4096  # a genuine record is two short lines
 
 
 def is_mlflow_record(path: Path, name: str) -> bool:
     """True if ``path`` is exactly the record MLflow writes for a version of model ``name``
     (the keys ``model_name`` and ``model_version``, nothing else): the one file a version's
     folder may hold beyond its manifest. Any other content under that name is a stranger."""
+    try:
+        if path.stat().st_size > RECORD_MAX_BYTES:
+            return False
+        return is_mlflow_record_bytes(path.read_bytes(), name)
+    except OSError:
+        return False
+
+
+def is_mlflow_record_bytes(data: bytes | None, name: str) -> bool:
+    """``is_mlflow_record`` on a file's content (``None``: it could not be read)."""
     import yaml
 
+    if data is None or len(data) > RECORD_MAX_BYTES:
+        return False
     try:
-        if path.stat().st_size > 4096:
-            return False
-        record = yaml.safe_load(path.read_bytes())
-    except (OSError, ValueError, yaml.YAMLError):
+        record = yaml.safe_load(data)
+    except (ValueError, yaml.YAMLError):
         return False
     return (isinstance(record, dict) and set(record) == {"model_name", "model_version"}
             and record["model_name"] == name and str(record["model_version"]).isdigit())
+
+
+def mlflow_bookkeeping(present: Iterable[str], listed: Container[str], name: str,
+                       read: Callable[[str], bytes | None]) -> set[str]:
+    """The one rule for a version's folder beside its manifest: which of the files
+    ``present`` (relative paths) are MLflow's own bookkeeping rather than the version's.
+
+    That is MLflow's record (``MLFLOW_RECORD``, at the top of the folder) when the version's
+    manifest does not list that path (``listed``: a listed file is the version's own and is
+    checked like any other) and its content is exactly MLflow's record for model ``name``
+    (``read(rel)`` gives the content, ``None`` if unreadable). verify and load
+    (``verify_directory``), ``verify --all`` and repair, import (and so drills), adopt and
+    ``register_uri`` all ask this; nothing else is exempt. Backup, restore and snapshots
+    work from the manifest's objects alone, so the record never reaches them."""
+    if MLFLOW_RECORD not in present or MLFLOW_RECORD in listed:
+        return set()
+    return {MLFLOW_RECORD} if is_mlflow_record_bytes(read(MLFLOW_RECORD), name) else set()
+
+
+def _reader(root: Path) -> Callable[[str], bytes | None]:
+    def read(rel: str) -> bytes | None:
+        path = root / rel
+        try:
+            if path.stat().st_size > RECORD_MAX_BYTES:
+                return None
+            return path.read_bytes()
+        except OSError:
+            return None
+    return read
+
+
+def files_under(root: Path) -> set[str]:
+    """Every file under a folder, as relative POSIX paths."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def drop_mlflow_bookkeeping(root: Path, name: str, listed: Container[str] = ()) -> list[str]:
+    """Delete MLflow's bookkeeping (``mlflow_bookkeeping``) from a local copy of a version's
+    folder before its files become another version's (import): MLflow's record names the
+    version it was written for, never the one being made. Returns what was removed."""
+    dropped = sorted(mlflow_bookkeeping(files_under(root), listed, name, _reader(root)))
+    for rel in dropped:
+        (root / rel).unlink()
+    return dropped
+
+
+def quarantine_key(name: str, version: int, stamp: str, rel: str) -> str:
+    """Where ``repair`` keeps a file it took out of a version's artifact folder because the
+    manifest does not list it: set aside in the vault, never deleted (``stamp``: UTC time)."""
+    return f"quarantine/{name}/{version}/{stamp}/{rel}"
 
 
 def object_key(oid: str) -> str:
@@ -115,13 +178,17 @@ class Manifest:
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         return cls({p: (str(v["sha256"]), int(v["size"])) for p, v in data["files"].items()})
 
+    def unexpected(self, present: Iterable[str], name: str,
+                   read: Callable[[str], bytes | None]) -> list[str]:
+        """The files ``present`` in a version's folder that this manifest does not list,
+        MLflow's bookkeeping aside (``mlflow_bookkeeping``): strangers, sorted."""
+        present = set(present)
+        extra = present - set(self.files)
+        return sorted(extra - mlflow_bookkeeping(present, self.files, name, read))
+
     def verify_directory(self, root: Path, *, label: str, semver: str) -> None:
         """Raise IntegrityError naming the first file that differs; nothing is loaded."""
-        present = {
-            p.relative_to(root).as_posix()
-            for p in root.rglob("*")
-            if p.is_file()
-        }
+        present = files_under(root)
         for rel, (oid, size) in sorted(self.files.items()):
             path = root / rel
             if not path.is_file():
@@ -131,12 +198,11 @@ class Manifest:
                     name=label, semver=semver,
                     detail=f"{rel} does not match its recorded SHA-256 (expected {oid[:12]}...)",
                 )
-        extra = sorted(present - set(self.files))
-        if extra == [MLFLOW_RECORD] and is_mlflow_record(root / MLFLOW_RECORD, label):
-            extra = []
+        extra = self.unexpected(present, label, _reader(root))
         if extra:
-            raise IntegrityError(
-                name=label, semver=semver, detail=f"unexpected file(s) {', '.join(extra[:3])}"
+            raise UnexpectedFiles(
+                name=label, semver=semver, files=extra,
+                detail=f"unexpected file(s) {', '.join(extra[:3])}",
             )
 
 
