@@ -31,7 +31,7 @@ from modelyard.errors import (
     UnexpectedFiles,
     YardError,
 )
-from modelyard.project.dvc import md5_file
+from modelyard.project.dvc import md5_file, recorded_md5
 from modelyard.registry.loading import Loader
 from modelyard.store.files import sha256_file
 from modelyard.store.vault import profile_key
@@ -45,14 +45,12 @@ KINDS = {
     "model-files": "a version's files differ from its manifest, are missing, or are not in it",
     "model-missing": "a version the audit trail says holds a stage is gone from the registry",
     "stage": "a stage alias differs from the audit trail's holder",
-    "promotion": "the production holder fails the policy's gates or is worse than before",
+    "promotion": "the production holder fails the policy's gates",
     "data": "training data differs from the hashes in lineage",
     "pipeline": "a DVC stage's outputs differ from dvc.lock (a run stopped midway)",
     "storage": "an object store does not answer",
     "audit": "the audit hash chain is broken",
 }
-_LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "logloss")
-WORSE_BY = 0.05  # relative: a production holder this much worse than the previous one
 
 
 
@@ -190,40 +188,10 @@ class Detector:
             findings.append(Finding("promotion", "policy gates", target,
                                     "; ".join(str(g.get("detail")) for g in failed),
                                     version=record.version))
-        worse = self._worse_than_previous(name, record)
-        if worse:
-            findings.append(Finding("promotion", "metrics vs previous holder", target, worse,
-                                    version=record.version))
+        # No comparison of metrics with the previous holder: whether a metric is better
+        # higher or lower is the policy's to say (its gates), never guessed from its name, and
+        # recover only ever repairs.
         return findings
-
-    def _worse_than_previous(self, name: str, record: VersionRecord) -> str:
-        previous = None
-        with contextlib.suppress(YardError, ValueError):
-            for event in reversed(self.audit.log(name).events()):
-                holder = event.stages.get("production")
-                if holder is not None and holder != record.version:
-                    previous = holder
-                    break
-        if previous is None or not record.run_id:
-            return ""
-        try:
-            before = self.ctx.tracking.get_version(name, previous)
-            if not before.run_id:
-                return ""
-            now_m = self.ctx.tracking.get_run(record.run_id)["metrics"]
-            old_m = self.ctx.tracking.get_run(before.run_id)["metrics"]
-        except YardError:
-            return ""
-        for key in sorted(set(now_m) & set(old_m)):
-            old, new = float(old_m[key]), float(now_m[key])
-            if old == 0:
-                continue
-            lower = any(word in key.lower() for word in _LOWER_IS_BETTER)
-            change = (new - old) / abs(old)
-            if (change < -WORSE_BY and not lower) or (change > WORSE_BY and lower):
-                return (f"{key} {new:.4g} is {abs(change):.0%} worse than the previous "
-                        f"production holder's {old:.4g}")
-        return ""
 
     def check_data(self, name: str, holders: dict[str, VersionRecord]) -> list[Finding]:
         from modelyard.core.lineage import Lineage
@@ -236,14 +204,14 @@ class Detector:
                 if ref.path in seen:
                     continue
                 seen.add(ref.path)
-                problem = self._data_problem(ref)
+                problem, expected = self._data_problem(ref)
                 if not problem:
                     continue
                 quality = self.data_quality(name, record.version, ref)
                 findings.append(Finding(
                     "data", "data hash vs lineage" + (" + data quality" if quality else ""),
                     f"{name}@{stage}", "; ".join([problem, *quality]), version=record.version,
-                    path=ref.path, detail={"hash": ref.hash, "source": ref.source,
+                    path=ref.path, detail={"hash": expected, "source": ref.source,
                                            "quality": quality}))
         return findings
 
@@ -251,16 +219,36 @@ class Detector:
         path = Path(ref.path)
         return path if path.is_absolute() else self.root / path
 
-    def _data_problem(self, ref: DataRef) -> str:
+    def _data_problem(self, ref: DataRef) -> tuple[str, str]:
+        """(what is wrong with the workspace's copy of ``ref``, the hash it should have).
+
+        A DVC-tracked file is expected to match what the project's own ``dvc.lock`` (or
+        ``.dvc`` file) records now, not the production version's lineage: a project whose
+        data moved on since that version was trained is healthy. Only a file DVC does not
+        track is compared with the lineage's hash."""
         path = self._full(ref)
         if not path.exists():
-            return f"{ref.path} is missing"
+            return f"{ref.path} is missing", ref.hash
         if path.is_dir():
-            return ""  # folders: the DVC pipeline check covers their stages
-        actual = md5_file(path) if ref.source == "dvc" else sha256_file(path)
+            return "", ref.hash  # folders: the DVC pipeline check covers their stages
+        if ref.source == "dvc":
+            rel = path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) \
+                else ref.path
+            recorded = recorded_md5(self.root, rel)
+            actual = md5_file(path)
+            if recorded is not None:
+                if actual != recorded:
+                    return (f"{ref.path} hash {actual[:12]} differs from what the project's "
+                            f"DVC files record ({recorded[:12]})", recorded)
+                return "", recorded
+            if actual != ref.hash:
+                return (f"{ref.path} hash {actual[:12]} differs from lineage "
+                        f"{ref.hash[:12]}", ref.hash)
+            return "", ref.hash
+        actual = sha256_file(path)
         if actual != ref.hash:
-            return f"{ref.path} hash {actual[:12]} differs from lineage {ref.hash[:12]}"
-        return ""
+            return f"{ref.path} hash {actual[:12]} differs from lineage {ref.hash[:12]}", ref.hash
+        return "", ref.hash
 
     def data_quality(self, name: str, version: int, ref: DataRef) -> list[str]:
         """What the data-quality checks see in ``ref`` against the recorded profile."""

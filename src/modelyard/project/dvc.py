@@ -50,6 +50,27 @@ def load_dvc_yaml(path: Path) -> Any:
         return None
 
 
+def recorded_md5(root: Path, rel: str) -> str | None:
+    """The md5 the project's own DVC files record for ``rel`` now (a ``dvc.lock`` stage's
+    out or dep, else ``rel.dvc``), or None when DVC does not track it: what the workspace's
+    copy is expected to match, whatever version a model was trained on."""
+    wanted = Path(rel).as_posix()
+    lock = load_dvc_yaml(root / "dvc.lock") if (root / "dvc.lock").is_file() else None
+    if isinstance(lock, dict):
+        for body in (lock.get("stages") or {}).values():
+            for entry in [*((body or {}).get("outs") or []), *((body or {}).get("deps") or [])]:
+                if isinstance(entry, dict) and Path(str(entry.get("path", ""))).as_posix() \
+                        == wanted and entry.get("md5"):
+                    return str(entry["md5"])
+    pointer = root / f"{rel}.dvc"
+    document = load_dvc_yaml(pointer) if pointer.is_file() else None
+    if isinstance(document, dict):
+        outs = document.get("outs") or []
+        if outs and isinstance(outs[0], dict) and outs[0].get("md5"):
+            return str(outs[0]["md5"])
+    return None
+
+
 def _absolute(path: Path) -> Path:
     if not path.is_absolute():
         raise ValueError(f"DVC look-ups need an absolute path, not {path}")
