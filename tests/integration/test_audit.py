@@ -166,7 +166,7 @@ def test_a_verdict_is_the_same_with_a_warm_or_a_cold_cache(
     for machine in (yard, cold):
         with pytest.raises(UnauditedMove):
             machine.history(name, verify=True)
-        report = machine.incidents.health()
+        report = machine.incidents.health(models=[name])
         assert any(c.level == "critical" and c.check == "audited holders" and c.target == name
                    for c in report.checks), [c.to_dict() for c in report.checks]
 

@@ -4,29 +4,17 @@ is a finding (and what recovery checks out is what DVC records)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from tests.support.helpers import git_dvc_project
 
 
 def test_data_that_moved_on_is_healthy_and_corrupt_data_is_found(
     yard: Any, name: str, trained: dict[str, Any], isolated: Path,
 ) -> None:
     project = isolated
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
-                                                  os.environ["PATH"]])}
-
-    def sh(*argv: str) -> None:
-        done = subprocess.run(list(argv), cwd=project, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, f"{argv}: {done.stdout}\n{done.stderr}"
-
-    git = ("git", "-c", "user.name=t", "-c", "user.email=t@example.com")
-    dvc = (sys.executable, "-m", "dvc")
-    sh(*git, "init", "-q", "-b", "main")
-    sh(*dvc, "init", "-q")
-    (project / ".gitignore").write_text(".modelyard/\n")
+    sh, git, dvc = git_dvc_project(project)
     data = project / "data" / "raw.csv"
     data.parent.mkdir()
     data.write_text("a,b\n1,2\n")

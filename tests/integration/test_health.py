@@ -122,3 +122,21 @@ def test_notify_on_change_and_on_recovery(make_yard: Any, name: str, trained: di
     assert yard.incidents.recover(name).ok
     assert yard.incidents.health(notify=True).status == "healthy"
     assert [p["status"] for p, _ in _health_posts()] == ["critical", "healthy"]
+
+
+def test_health_of_named_models_only(yard: Any, name: str, trained: dict[str, Any]) -> None:
+    """``health --model NAME`` checks that model alone, whatever else the registry holds
+    (on the shared team server, other tests' broken models)."""
+    _register(yard, name, trained, "production")
+    healthy = run_cli("health", "--model", name, "--json")
+    assert healthy.returncode == 0, healthy.stdout
+    report = json.loads(healthy.stdout)
+    assert report["status"] == "healthy"
+    per_model = {c["target"].split("@")[0] for c in report["checks"]
+                 if c["check"] in ("verified", "audit chain", "audited holders")}
+    assert per_model == {name}
+    corrupt_version(yard, name, "production")
+    critical = run_cli("health", "--model", name)
+    assert critical.returncode == 2 and "critical" in critical.stdout
+    refused = run_cli("health", "--model", "no/such model")
+    assert refused.returncode == 2 and "invalid model name" in refused.stderr

@@ -159,25 +159,12 @@ def test_snapshot_restore_data_checks_out_the_recorded_bytes(isolated: Any) -> N
     """A real git + DVC project with one tiny CSV: snapshot, change the data (``dvc add``,
     commit), then ``snapshot restore --data --yes`` puts the recorded bytes back from DVC's
     cache, the ``.dvc`` file names them again and ``dvc status`` finds nothing to do."""
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
+    from tests.support.helpers import git_dvc_project
+
     project = isolated
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
-                                                  os.environ["PATH"]])}
-
-    def sh(*argv: str) -> str:
-        done = subprocess.run(list(argv), cwd=project, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, f"{argv}: {done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    git = ("git", "-c", "user.name=t", "-c", "user.email=t@example.com")
-    dvc = (sys.executable, "-m", "dvc")
-    sh(*git, "init", "-q", "-b", "main")
-    sh(*dvc, "init", "-q")
-    (project / ".gitignore").write_text(".modelyard/\n")
+    sh, git, dvc = git_dvc_project(project)
     data = project / "data" / "raw.csv"
     data.parent.mkdir()
     first, second = "a,b\n1,2\n", "a,b\n1,2\n3,4\n"

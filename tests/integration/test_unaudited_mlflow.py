@@ -32,7 +32,7 @@ def _fields(yard: Any, name: str) -> dict[int, str]:
 
 
 def _holder_checks(yard: Any, name: str) -> list[Any]:
-    return [c for c in yard.incidents.health().checks
+    return [c for c in yard.incidents.health(models=[name]).checks
             if c.check == "audited holders" and c.target == name]
 
 

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -224,3 +224,24 @@ def corrupt_version(yard: Any, name: str, ref: str = "production") -> None:
     victim.write_bytes(bytes(data))
     yard.tracking.artifacts.put_artifacts(mv.artifact_location, local)
     shutil.rmtree(folder)
+
+
+def git_dvc_project(root: Path) -> tuple[Callable[..., str], tuple[str, ...], tuple[str, ...]]:
+    """A git + DVC project initialised at ``root``: ``(sh, git, dvc)``, where ``sh(*argv)``
+    runs a command there (asserting it succeeds, returning its stdout) and ``git`` / ``dvc``
+    are the argv prefixes to run them with (a test identity for git, this Python's DVC)."""
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                                  os.environ["PATH"]])}
+
+    def sh(*argv: str) -> str:
+        done = subprocess.run(list(argv), cwd=root, env=env, capture_output=True, text=True,
+                              check=False)
+        assert done.returncode == 0, f"{argv}: {done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    git = ("git", "-c", "user.name=t", "-c", "user.email=t@example.com")
+    dvc = (sys.executable, "-m", "dvc")
+    sh(*git, "init", "-q", "-b", "main")
+    sh(*dvc, "init", "-q")
+    (root / ".gitignore").write_text(".modelyard/\n")
+    return sh, git, dvc

@@ -29,8 +29,11 @@ _STYLE = {"ok": "green", "warn": "yellow", "degraded": "yellow", "critical": "re
               metavar="[PATH]", help="Write node-exporter textfile format (to PATH or stdout).")
 @click.option("--notify", is_flag=True,
               help="Post a signed webhook when the status changes (and on recovery).")
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="Check these models only (repeatable; default: every model).")
 @command_options
-def health_cmd(state: State, prometheus: str | None, notify: bool) -> None:
+def health_cmd(state: State, prometheus: str | None, notify: bool,
+               models: tuple[str, ...]) -> None:
     """Registry, stores, stage holders, backups, drills, audit chains, serving: one status.
 
     Exit code 0 healthy, 1 degraded, 2 critical.
@@ -40,9 +43,10 @@ def health_cmd(state: State, prometheus: str | None, notify: bool) -> None:
       modelyard health
       modelyard health --prometheus /var/lib/node_exporter/modelyard.prom
       modelyard health --notify --json
+      modelyard health --model churn
     """
     target = _prometheus_file(prometheus) if prometheus and prometheus != "-" else None
-    report = state.yard.incidents.health(notify=notify)
+    report = state.yard.incidents.health(notify=notify, models=list(models) or None)
     if prometheus == "-":
         click.echo(report.to_prometheus(), nl=False)
     else:

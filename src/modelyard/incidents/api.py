@@ -119,8 +119,9 @@ class Incidents:
         return self._drill_runner().run_all(model=model, live=live, progress=progress)
 
     # -- health and reproduce ---------------------------------------------------------------
-    def health(self, *, notify: bool = False) -> HealthReport:
-        """Registry, stores, holders, backups, drills, audit chains, serving: one status.
+    def health(self, *, notify: bool = False, models: list[str] | None = None) -> HealthReport:
+        """Registry, stores, holders, backups, drills, audit chains, serving: one status
+        (``models``: the per-model checks for these models only).
 
         >>> yard.incidents.health().status
         'healthy'
@@ -131,7 +132,7 @@ class Incidents:
                          if self.ctx.settings.backup is not None else None)
         return Health(self.ctx, self.loader, self.audit, monitor=self.monitor,
                       backup_record=backup_record,
-                      unaudited=self.governance.unaudited).run(notify=notify)
+                      unaudited=self.governance.unaudited).run(notify=notify, models=models)
 
     def reproduce(self, name: str, ref: str | int | None = "production", *,
                   tolerance: float = 1e-6) -> ReproduceReport:

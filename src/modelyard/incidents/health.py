@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from modelyard.context import Context
-from modelyard.core.names import T_SEMVER
+from modelyard.core.names import T_SEMVER, check_name
 from modelyard.errors import AuditTampered, IntegrityError, NotFound, YardError
 from modelyard.registry.loading import Loader
 from modelyard.store.vault import DRILLS, HEALTH_STATE, reproduce_key
@@ -123,12 +123,15 @@ class Health:
         self.backup_record = backup_record
         self.monitor = monitor
 
-    def run(self, *, notify: bool = False) -> HealthReport:
+    def run(self, *, notify: bool = False, models: list[str] | None = None) -> HealthReport:
+        """Every check; ``models`` narrows the per-model checks to those models (the
+        registry, stores and drills are checked all the same)."""
         checks: list[HealthCheck] = []
         registry_ok = self._registry(checks)
         vault_ok = self._stores(checks)
         if registry_ok:
-            for model in self._models(checks):
+            names = self._models(checks) if models is None else [check_name(m) for m in models]
+            for model in names:
                 self._model(model, checks, vault_ok)
         if vault_ok:
             self._drills(checks)

@@ -337,7 +337,7 @@ def access_key(name: str, stamp_id: str) -> str:
     return f"access/{name}/{stamp_id}.json"
 
 
-# -- drills, recovery and health (drills.py, health.py, reproduce.py) ----------------------
+# -- drills, recovery and health (incidents/) ---------------------------------------------------
 def profile_key(name: str, version: int) -> str:
     """The training-data profile written at registration (quantile bins, frequencies)."""
     return f"profiles/{name}/{version}.json"
