@@ -40,6 +40,11 @@ from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepositor
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 from mlflow.store.model_registry.rest_store import RestStore as RegistryRestStore
 from mlflow.store.tracking.rest_store import RestStore as TrackingRestStore
+
+# MlflowClient builds its service clients from these two private modules and has no public
+# hook for the transport they use; subclassing them is the only way to put one deadline and
+# capped retries on every call without process-wide settings (tests/integration/
+# test_tracking.py fails if MLflow moves them).
 from mlflow.tracking._model_registry.client import ModelRegistryClient
 from mlflow.tracking._tracking_service.client import TrackingServiceClient
 from mlflow.utils.credentials import get_default_host_creds

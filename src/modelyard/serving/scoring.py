@@ -185,6 +185,9 @@ class _ForestProba:
     @classmethod
     def for_model(cls, model: Any, columns: list[Column] | None) -> _ForestProba | None:
         try:
+            # scikit-learn exports the forests, not their common base class; the base is what
+            # says "a forest whose predict_proba averages its trees" (issue #25 replaces this
+            # path with ONNX Runtime).
             from sklearn.ensemble._forest import ForestClassifier
             from sklearn.tree import DecisionTreeClassifier
         except ImportError:  # pragma: no cover
@@ -312,6 +315,7 @@ def _has_proba(model: Any) -> bool:
 def _predict_is_argmax(model: Any) -> bool:
     """True for scikit-learn estimators whose ``predict`` is exactly argmax of probabilities."""
     try:
+        # The forests' common base class is not exported (see _ForestProba.for_model).
         from sklearn.ensemble._forest import ForestClassifier
         from sklearn.tree import DecisionTreeClassifier
     except ImportError:  # pragma: no cover - sklearn absent: not an sklearn model
