@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from modelyard.backend import schema_cache
 from modelyard.core.settings import Settings
 from modelyard.errors import (
     BackendError,
@@ -136,15 +137,19 @@ class Connection:
 
         if self.settings.is_embedded:
             self.settings.home_path.mkdir(parents=True, exist_ok=True)
-        with self._first_use_lock():
+        with self._first_use_lock() as databases:
+            cache = self.settings.resolved_cache_dir
+            created = [db for db in databases if schema_cache.seed(db, cache) or not db.exists()]
             client = BoundedClient(self.tracking_uri, self.registry_uri, self.limits)
             if self.registry_uri.startswith("sqlite:"):
                 # Open the registry tables now, under the lock: the first opening migrates.
                 client._get_registry_client()
+            for database in created:
+                schema_cache.remember(database, cache)
         return client
 
     @contextlib.contextmanager
-    def _first_use_lock(self) -> Iterator[None]:
+    def _first_use_lock(self) -> Iterator[list[Path]]:
         """Serialise the first opening of a SQLite database between processes.
 
         MLflow creates and migrates the schema when it first opens a database; two processes
@@ -154,7 +159,7 @@ class Connection:
         databases = {self._sqlite_path(u) for u in (self.tracking_uri, self.registry_uri)}
         databases.discard(None)
         if not databases:
-            yield
+            yield []
             return
         from filelock import FileLock, Timeout
 
@@ -168,7 +173,7 @@ class Connection:
                     raise BackendError(detail=f"{database} is being created by another process "
                                        f"(waited {_FIRST_USE_LOCK_TIMEOUT:g} s for its lock)"
                                        ) from exc
-            yield
+            yield sorted(p for p in databases if p is not None)
 
     @staticmethod
     def _sqlite_path(uri: str) -> Path | None:
