@@ -148,6 +148,9 @@ class Settings(BaseModel):
     trusted_keys: list[str] = Field(default_factory=list)
     retired_keys: list[str] = Field(default_factory=list)
     require_signature: list[Stage] = Field(default_factory=list)
+    # Globals (``module.Name``) a pickle in an adopted, imported or registered folder may name
+    # beyond the built-in allowlist (registry/pickles.py).
+    trusted_pickle_types: list[str] = Field(default_factory=list)
 
     # Set by load_settings; not keys anyone can write.
     _project_root: str | None = PrivateAttr(default=None)

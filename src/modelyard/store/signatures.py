@@ -266,6 +266,33 @@ class Signatures:
             return SignatureState(UNSIGNED)
         return verify_bundle(data, manifest, self.keyring)
 
+    def state_of(self, name: str, version: int, manifest_sha: str | None, tagged: str | None,
+                 semver: str) -> SignatureState:
+        """``state`` of a version given by its tags (the vault's manifest is read and checked
+        against ``manifest_sha``); a version with no manifest is unsigned."""
+        if not manifest_sha:
+            return SignatureState(BAD, tagged, detail="no manifest") if tagged else \
+                SignatureState(UNSIGNED)
+        if not tagged and not self.keyring.keys:
+            return SignatureState(UNSIGNED)
+        return self.state(self.vault.read_manifest(name, version, manifest_sha, semver), tagged)
+
+    def carried(self, data: bytes | str | None, manifest: Manifest, tagged: str | None, *,
+                name: str, semver: str) -> bytes | None:
+        """A signature a version brings from elsewhere (an export, the backup store), checked
+        before any of its files is fetched: the bundle to keep (None: unsigned), or
+        ``IntegrityError`` when it is bad, or missing while the version is tagged signed."""
+        if data is None:
+            if tagged:
+                raise IntegrityError(name=name, semver=semver, detail=f"the signature by "
+                                     f"{short_id(tagged)} is missing")
+            return None
+        data = data.encode() if isinstance(data, str) else data
+        state = verify_bundle(data, manifest, self.keyring)
+        if state.state == BAD:
+            raise IntegrityError(name=name, semver=semver, detail=state.detail)
+        return data
+
     def check(self, manifest: Manifest, tagged: str | None, *, name: str, semver: str,
               stage: str | None = None) -> SignatureState:
         """``state``, refused like a tampered file when bad (``IntegrityError``), or when
