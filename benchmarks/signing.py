@@ -1,0 +1,142 @@
+"""Signing's cost: on P1 (registration of one scikit-learn model) and on verify throughput.
+
+1. P1 on the embedded default: ``Yard.register`` of the RandomForest ``benchmarks/register.py``
+   uses, N times, by a yard with ``signing_key`` and one without (each in its own home),
+   round-robin so the machine's noise falls on both alike; medians, and the added share
+   (signed / unsigned - 1; the issue's bound: at most 10%). The warm-up pays the imports
+   (model-signing's own import is shown apart: a fresh process pays it once).
+2. Verify throughput on FILES files of SIZE MB: a signed version's check, every file hashed
+   against the manifest (``Manifest.verify_directory``) and the signature checked against
+   the trusted key (``Signatures.check``), beside hashlib's SHA-256 over the same files in
+   1 MiB chunks; medians of 3 and the ratio (the issue's bound: at least 0.9x).
+
+    python benchmarks/signing.py [--n 7] [--files 4] [--size-mb 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MODELYARD_USER", "bench")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _keys(folder: Path) -> tuple[str, str]:
+    from tests.unit.store.test_signatures import make_key
+
+    return make_key(folder, "release")
+
+
+def bench_register(work: Path, n: int, private: str, public: str) -> dict[str, float]:
+    from register import _model
+
+    from modelyard import Yard
+
+    model, frame = _model()
+    example = frame.head(3)
+    yards = {"unsigned": Yard(home=str(work / "plain")),
+             "signed": Yard(home=str(work / "signed"), signing_key=private,
+                            trusted_keys=[public])}
+    calls: dict[str, Callable[[], Any]] = {
+        label: (lambda y=yard: y.register(model, "bench-signing", input_example=example))
+        for label, yard in yards.items()}
+    for call in calls.values():
+        call()  # warm-up: imports, experiment, requirements
+    samples: dict[str, list[float]] = {label: [] for label in calls}
+    for _ in range(n):
+        for label, call in calls.items():
+            start = time.perf_counter()
+            call()
+            samples[label].append(time.perf_counter() - start)
+    signed = yards["signed"].verify("bench-signing", "latest")
+    assert signed.signature == "signed", signed
+    return {label: statistics.median(values) for label, values in samples.items()}
+
+
+def _median(fn: Callable[[], Any], runs: int = 3) -> float:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def bench_verify(work: Path, files: int, size_mb: int, private: str, public: str
+                 ) -> tuple[float, float]:
+    from modelyard.core.settings import Settings
+    from modelyard.store.signatures import Signatures
+    from modelyard.store.storage import LocalStore
+    from modelyard.store.vault import Manifest, Vault
+
+    folder = work / "model"
+    folder.mkdir()
+    block = os.urandom(1024 * 1024)
+    for index in range(files):
+        with (folder / f"weights-{index}.bin").open("wb") as out:
+            for _ in range(size_mb):
+                out.write(block)
+    manifest = Manifest.of_directory(folder)
+    signatures = Signatures(Vault(LocalStore(work / "vault")),
+                            Settings(signing_key=private, trusted_keys=[public]))
+    key_id = signatures.sign("bench", manifest)
+
+    def hashlib_only() -> None:
+        for path in sorted(folder.iterdir()):
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                while chunk := handle.read(1024 * 1024):
+                    digest.update(chunk)
+
+    def signed_verify() -> None:
+        signatures.check(manifest, key_id, name="bench", semver="1.0.0", stage="production")
+        manifest.verify_directory(folder, label="bench", semver="1.0.0")
+
+    hashlib_only()  # the page cache holds the files for both
+    total_mb = files * size_mb
+    return total_mb / _median(hashlib_only), total_mb / _median(signed_verify)
+
+
+def import_cost() -> float:
+    """Seconds a fresh process spends importing model-signing (paid once per process, by
+    the first signature made or checked in it)."""
+    code = ("import time; t = time.perf_counter(); import model_signing._signing.sign_ec_key; "
+            "print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True)
+    return float(out.stdout.strip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=7)
+    parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--size-mb", type=int, default=64)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-signing-") as tmp:
+        work = Path(tmp)
+        private, public = _keys(work)
+        times = bench_register(work, args.n, private, public)
+        added = times["signed"] / times["unsigned"] - 1
+        print(f"P1 register (embedded, median of {args.n}): unsigned "
+              f"{times['unsigned'] * 1000:.0f} ms, signed {times['signed'] * 1000:.0f} ms, "
+              f"signing adds {added * 100:+.1f}% (bound: <= 10%)")
+        peer, ours = bench_verify(work, args.files, args.size_mb, private, public)
+        print(f"verify {args.files} x {args.size_mb} MB: hashlib {peer:.0f} MB/s, signed "
+              f"version check {ours:.0f} MB/s, ratio {ours / peer:.2f}x (bound: >= 0.9x)")
+    print(f"model-signing import in a fresh process: {import_cost():.2f} s (once per process)")
+
+
+if __name__ == "__main__":
+    main()
