@@ -9,7 +9,7 @@ from typing import Any
 import mlflow.pyfunc
 
 
-class MarkerModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class MarkerModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc, name-defined]
     def __init__(self, marker: str) -> None:
         self.marker = marker
 
