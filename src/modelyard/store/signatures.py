@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -143,7 +142,7 @@ def sign_manifest(private_key: str, name: str, manifest: Manifest) -> tuple[byte
     ``private_key``, and the key id. The key's content never reaches a message."""
     # model-signing's key signer and payload are what its public ``signing.Config`` uses
     # after hashing the folder itself; called directly they sign the digests already taken.
-    from model_signing._signing import sign_ec_key, signing
+    from model_signing._signing import sign_ec_key, sign_sigstore_pb, signing
 
     _read_key_file(private_key, "signing_key")  # one line if the file is missing
     try:
@@ -151,12 +150,11 @@ def sign_manifest(private_key: str, name: str, manifest: Manifest) -> tuple[byte
     except (ValueError, TypeError):
         raise InvalidInput(f"signing_key {private_key} is not an unencrypted PEM "
                            "elliptic-curve private key (P-256, P-384 or P-521)") from None
-    bundle = signer.sign(signing.Payload(_statement_manifest(name, manifest)))
-    with tempfile.TemporaryDirectory(prefix="modelyard-sig-") as tmp:
-        out = Path(tmp) / "model.sig"
-        bundle.write(out)
-        data = out.read_bytes()
-    return data, signer_of(private_key)
+    signature = signer.sign(signing.Payload(_statement_manifest(name, manifest)))
+    if not isinstance(signature, sign_sigstore_pb.Signature):  # pragma: no cover
+        raise TypeError("model-signing's key signer made another kind of signature")
+    # What ``signature.write(path)`` writes, without a file in between.
+    return signature.bundle.to_json().encode(), signer_of(private_key)
 
 
 def signer_of(private_key: str) -> str:
@@ -182,6 +180,20 @@ def bundle_key_id(data: bytes) -> str | None:
     return hint if isinstance(hint, str) and len(hint) == 64 else None
 
 
+def _bundle(data: bytes) -> Any:
+    """The bundle in ``data``, parsed as model-signing's ``Signature.read`` parses a file."""
+    from sigstore_models.bundle import v1 as bundle_pb
+
+    parsed = json.loads(data)
+    material = parsed["verificationMaterial"]
+    material.setdefault("tlogEntries", [])
+    if "publicKey" in material:
+        material["publicKey"].setdefault("hint", None)
+        for key in ("rawBytes", "keyDetails"):
+            material["publicKey"].pop(key, None)
+    return bundle_pb.Bundle.from_dict(parsed)
+
+
 def verify_bundle(data: bytes, manifest: Manifest, keyring: Keyring) -> SignatureState:
     """Check a bundle against the keyring and the manifest; never raises for a bad one."""
     key_id = bundle_key_id(data)
@@ -194,15 +206,12 @@ def verify_bundle(data: bytes, manifest: Manifest, keyring: Keyring) -> Signatur
     path, retired = found
     from model_signing._signing import sign_ec_key, sign_sigstore_pb
 
-    with tempfile.TemporaryDirectory(prefix="modelyard-sig-") as tmp:
-        file = Path(tmp) / "model.sig"
-        file.write_bytes(data)
-        try:
-            signature = sign_sigstore_pb.Signature.read(file)
-            signed = sign_ec_key.Verifier(Path(path)).verify(signature)
-        except Exception:  # noqa: BLE001 - any failure of a foreign bundle is a bad one
-            return SignatureState(BAD, key_id, retired, "the signature does not verify under "
-                                  f"key {short_id(key_id)}")
+    try:
+        signature = sign_sigstore_pb.Signature(_bundle(data))
+        signed = sign_ec_key.Verifier(Path(path)).verify(signature)
+    except Exception:  # noqa: BLE001 - any failure of a foreign bundle is a bad one
+        return SignatureState(BAD, key_id, retired, "the signature does not verify under "
+                              f"key {short_id(key_id)}")
     listed = {d.identifier: (d.digest.algorithm, d.digest.digest_hex)
               for d in signed.resource_descriptors()}
     ours = {rel: ("sha256", oid) for rel, (oid, _) in manifest.files.items()}
