@@ -70,7 +70,12 @@ def is_pickle(path: Path) -> bool:
 
 def refusal(path: Path, allowed: tuple[str, ...]) -> str | None:
     """Why the pickle at ``path`` is refused (None: everything it names is allowed)."""
+    import importlib.util
     import pickle
+
+    if importlib.util.find_spec("fickling") is None:
+        raise InvalidInput("checking pickles of unknown origin needs fickling: pip install "
+                           "'modelyard[signing]'")
 
     from fickling.exception import UnsafeFileError
     from fickling.ml import FicklingMLUnpickler
@@ -97,11 +102,11 @@ def refusal(path: Path, allowed: tuple[str, ...]) -> str | None:
 def check_pickles(root: Path, what: str, *, extra: Iterable[str] = ()) -> None:
     """Refuse, naming every refused file, a model folder holding a pickle that imports
     anything outside the allowlist; nothing of a refused folder is registered."""
-    allowed = _allowlist(tuple(sorted(extra)))
     refused: list[str] = []
     for path in sorted(root.rglob("*")):
         if not path.is_file() or not is_pickle(path):
             continue
+        allowed = _allowlist(tuple(sorted(extra)))
         why = refusal(path, allowed)
         if why is not None:
             refused.append(f"{path.relative_to(root).as_posix()} ({why})")

@@ -122,6 +122,15 @@ class Keyring:
         return {key_id for key_id, (_, retired) in self.keys.items() if retired}
 
 
+def _require_model_signing() -> None:
+    """One line, not a traceback, when the signing extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("model_signing") is None:
+        raise InvalidInput("signed versions need model-signing: pip install "
+                           "'modelyard[signing]'")
+
+
 def _statement_manifest(name: str, manifest: Manifest) -> Any:
     """model-signing's manifest of the files ``manifest`` lists, with its digests."""
     from model_signing import manifest as ms_manifest
@@ -142,6 +151,7 @@ def sign_manifest(private_key: str, name: str, manifest: Manifest) -> tuple[byte
     ``private_key``, and the key id. The key's content never reaches a message."""
     # model-signing's key signer and payload are what its public ``signing.Config`` uses
     # after hashing the folder itself; called directly they sign the digests already taken.
+    _require_model_signing()
     from model_signing._signing import sign_ec_key, sign_sigstore_pb, signing
 
     _read_key_file(private_key, "signing_key")  # one line if the file is missing
@@ -204,6 +214,7 @@ def verify_bundle(data: bytes, manifest: Manifest, keyring: Keyring) -> Signatur
         return SignatureState(BAD, key_id, detail=f"signed by {short_id(key_id)}, a key not in "
                               "trusted_keys")
     path, retired = found
+    _require_model_signing()
     from model_signing._signing import sign_ec_key, sign_sigstore_pb
 
     try:
