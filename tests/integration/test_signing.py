@@ -173,8 +173,12 @@ def test_import_and_restore_refuse_each_bad_signature_before_any_file(
 def test_production_requires_a_trusted_signature_and_sign_adds_one(
         make_yard: Callable[..., Any], name: str, trained: dict[str, Any],
         keys: dict[str, tuple[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELYARD_SIGNING_KEY", keys["alice"][1])  # a public key: unusable
+    with pytest.raises(InvalidInput, match="is not an unencrypted PEM private key"):
+        make_yard().register(trained["model"], name)
     monkeypatch.delenv("MODELYARD_SIGNING_KEY")
     yard = make_yard(require_signature=["production"])
+    assert name not in {m["name"] for m in yard.list_models()}  # refused before anything
     unsigned = yard.register(trained["model"], name, input_example=trained["X"].head(3))
     assert T_SIGNER not in unsigned.tags and yard.verify(name, 1).signature == "unsigned"
     with pytest.raises(GateFailed, match=r"signed by a trusted key.*unsigned"):

@@ -105,6 +105,10 @@ class Pipeline:
 
     def create(self, draft: Draft) -> ModelVersion:
         """Register one version from a draft; nothing half-made stays behind on failure."""
+        if draft.action == "register" and self.ctx.signatures.signing:
+            from modelyard.store.signatures import signer_of
+
+            signer_of(self.ctx.settings.signing_key or "")  # an unusable key: before anything
         debris = _Debris(self.ctx)
         try:
             mv = self._create(draft, debris)
