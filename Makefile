@@ -61,6 +61,7 @@ unit: install
 bench: install
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/register.py
+	$(BIN)/python benchmarks/signing.py
 	$(BIN)/python benchmarks/lifecycle.py 500
 	$(BIN)/python benchmarks/reads.py
 	$(BIN)/python benchmarks/serve.py

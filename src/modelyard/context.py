@@ -22,6 +22,7 @@ from modelyard.backend.tracking import Tracking
 from modelyard.core.config import load_settings
 from modelyard.core.settings import Settings
 from modelyard.store.s3 import S3Store
+from modelyard.store.signatures import Signatures
 from modelyard.store.storage import ObjectStore, open_store
 from modelyard.store.vault import Vault
 
@@ -46,6 +47,7 @@ class Context:
     _identity: Identity | None = field(default=None, repr=False)
     _permissions: Permissions | None = field(default=None, repr=False)
     _writes: Writes | None = field(default=None, repr=False)
+    _signatures: Signatures | None = field(default=None, repr=False)
 
     @property
     def reads(self) -> Reads:
@@ -96,6 +98,13 @@ class Context:
         if self._vault is None:
             self._vault = Vault(self.open_store(self.settings.resolved_vault))
         return self._vault
+
+    @property
+    def signatures(self) -> Signatures:
+        """Signing versions and checking their signatures (``store/signatures.py``)."""
+        if self._signatures is None:
+            self._signatures = Signatures(self.vault, self.settings)
+        return self._signatures
 
     @property
     def backup(self) -> Vault | None:

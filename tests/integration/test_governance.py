@@ -137,6 +137,28 @@ def test_read_only_approver_gets_permission_denied_and_nothing_changes(
     assert [r["id"] for r in alice.requests(name)] == [request_id]  # still open
 
 
+def test_signing_a_version_needs_manage_and_is_audited(
+        team: dict[str, Any], trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    from modelyard.core.names import T_SIGNER
+    from modelyard.errors import PermissionDenied
+    from tests.unit.store.test_signatures import make_key
+
+    private, _ = make_key(tmp_path, "release")
+    alice = yard_as(team, "alice", monkeypatch)
+    name = team["name"]
+    alice.register(trained["model"], name, metrics={"accuracy": 0.9})
+    refused = run_cli("sign", f"{name}@1", env=env_of(team, "alice",
+                                                      MODELYARD_SIGNING_KEY=private))
+    assert refused.returncode == PermissionDenied.exit_code and "MANAGE" in refused.stderr
+    assert T_SIGNER not in alice.get(name, 1).tags
+    done = run_cli("sign", f"{name}@1", env=env_of(team, "carol", MODELYARD_SIGNING_KEY=private))
+    assert done.returncode == 0, done.stderr
+    assert T_SIGNER in alice.get(name, 1).tags
+    event = alice.history(name, verify=True)[-1]
+    assert (event.action, event.who) == ("sign", "carol")
+
+
 def test_a_move_made_with_plain_mlflow_is_caught_and_undone(
         team: dict[str, Any], trained: dict[str, Any],
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

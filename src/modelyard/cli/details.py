@@ -83,7 +83,8 @@ def details_cmd(state: State, target: str) -> None:
             ("aliases", unaudited_mark(", ".join(mv.aliases) or "-", bool(moved))),
             ("bump", f"{mv.bump or '-'}: {mv.bump_reason or ''}"), ("run", mv.run_id or "-"),
             ("source", mv.source), ("artifacts", mv.artifact_location),
-            ("manifest", mv.manifest_sha256 or "-"), ("created", mv.created_at),
+            ("manifest", mv.manifest_sha256 or "-"), ("signature", _signature_line(mv.signature)),
+            ("created", mv.created_at),
             ("description", mv.description or "-"),
         ]
         for key, text in rows:
@@ -101,6 +102,15 @@ def details_cmd(state: State, target: str) -> None:
         console.print(table)
 
     emit(state, {**mv.to_dict(), "reproduce": reproduced}, render)
+
+
+def _signature_line(signature: dict[str, Any] | None) -> str:
+    if not signature or signature["state"] == "unsigned":
+        return "unsigned"
+    signer = (signature.get("signer") or "?")[:16]
+    if signature["state"] == "signed":
+        return f"signed by {signer}" + (" (retired key)" if signature.get("retired") else "")
+    return f"{signature['state']}: {signature.get('detail') or ''}"
 
 
 @main.command("lineage")

@@ -70,4 +70,8 @@ def verify_cmd(state: State, target: str | None, every: bool) -> None:
     result = state.yard.verify(name, ref)
     emit(state, result, lambda r: _console().print(
         f"[green]ok[/green] {r['name']} v{r['semver']}: {r['files']} files, {r['bytes']} bytes "
-        "match the manifest"))
+        f"match the manifest; {_signed(r['signature'], r['signer'])}"))
+
+
+def _signed(state: str, signer: str | None) -> str:
+    return f"signed by {signer[:16]}" if state == "signed" and signer else "unsigned"

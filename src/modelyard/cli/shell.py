@@ -38,7 +38,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "register": "register", "promote": "promote", "approve": "promote",
         "reject": "promote", "requests": "promote", "rollback": "promote", "alias": "alias",
         "tag": "tag", "cleanup": "cleanup", "export": "exchange", "import": "exchange",
-        "adopt": "register", "init": "init",
+        "adopt": "register", "init": "init", "sign": "sign",
     },
     "Operate": {
         "load": "load", "verify": "load", "demo": "demo", "backup": "backup",

@@ -34,6 +34,7 @@ from modelyard.core.reading import read_capped
 from modelyard.core.settings import (
     DEFAULT_BACKUP_STAGES,
     PATH_KEYS,
+    PATH_LIST_KEYS,
     Settings,
     expand_path,
     shorten,
@@ -319,6 +320,11 @@ def _anchor_paths(values: dict[str, Any], base: Path, user_home: str | None) -> 
         if not isinstance(value, str) or not value or "://" in value or value.startswith("file:"):
             continue
         values[key] = str(_local_path(value, base, user_home))
+    for key in PATH_LIST_KEYS:
+        items = values.get(key)
+        if isinstance(items, list):
+            values[key] = [str(_local_path(item, base, user_home))
+                           if isinstance(item, str) and item else item for item in items]
 
 
 def _local_path(value: str, base: Path, user_home: str | None) -> Path:

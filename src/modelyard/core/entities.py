@@ -59,6 +59,8 @@ class ModelVersion(Result):
     managed: bool = True
     # Unaudited stage moves touching this version (governance; filled by ``details``).
     unaudited: list[dict[str, Any]] = field(default_factory=list)
+    # The signature's state, signer and detail (``store/signatures.py``; filled by ``details``).
+    signature: dict[str, Any] | None = None
 
     @classmethod
     def from_record(
@@ -149,6 +151,8 @@ class VerifyResult(Result):
     ok: bool
     files: int
     bytes: int
+    signature: str = "unsigned"  # "signed" (by a trusted or retired-trusted key) or "unsigned"
+    signer: str | None = None  # the signing key's id (SHA-256 of its PEM public key)
 
 
 @dataclass

@@ -38,6 +38,9 @@ T_LINEAGE = "modelyard.lineage."  # prefix of the lineage tags
 # Set when `reproduce` stores its result in the vault (its time and verdict), so `details`
 # reads the vault only for versions that have one.
 T_REPRODUCED = "modelyard.reproduced"
+# The key id (SHA-256 of the PEM public key) of the key whose signature the vault holds for
+# the version's manifest (``store/signatures.py``): a removed signature is then refused.
+T_SIGNER = "modelyard.signer"
 
 # -- tags on a registered model and on runs ----------------------------------------------
 T_AUDIT_HEAD = "modelyard.audit_head"

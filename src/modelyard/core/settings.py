@@ -93,7 +93,9 @@ def _lower_stage(value: Any) -> Any:
 
 
 # Settings that name a local path (anchored at the project root; no NUL).
-PATH_KEYS = ("home", "vault", "backup", "cache_dir", "artifact_location")
+PATH_KEYS = ("home", "vault", "backup", "cache_dir", "artifact_location", "signing_key")
+# Settings that list local paths (each anchored the same way).
+PATH_LIST_KEYS = ("trusted_keys", "retired_keys")
 
 
 class Settings(BaseModel):
@@ -138,6 +140,17 @@ class Settings(BaseModel):
     webhooks: list[str] = Field(default_factory=list)
     webhook_secret: str | None = Field(default=None, repr=False)
     audit_key: SecretStr | None = None
+    # Signed versions (store/signatures.py): the EC private key (PEM file) registrations are
+    # signed with, the public keys whose signatures are trusted (PEM files; several at once
+    # while keys rotate), keys retired but still trusted, and the stages a version may only
+    # enter (and be loaded from) signed by one of them.
+    signing_key: str | None = None
+    trusted_keys: list[str] = Field(default_factory=list)
+    retired_keys: list[str] = Field(default_factory=list)
+    require_signature: list[Stage] = Field(default_factory=list)
+    # Globals (``module.Name``) a pickle in an adopted, imported or registered folder may name
+    # beyond the built-in allowlist (registry/pickles.py).
+    trusted_pickle_types: list[str] = Field(default_factory=list)
 
     # Set by load_settings; not keys anyone can write.
     _project_root: str | None = PrivateAttr(default=None)
@@ -149,7 +162,7 @@ class Settings(BaseModel):
     def _stage_alias(cls, value: Any) -> Any:
         return _lower_stage(value)
 
-    @field_validator("backup_stages", mode="before")
+    @field_validator("backup_stages", "require_signature", mode="before")
     @classmethod
     def _stage_aliases(cls, value: Any) -> Any:
         return [_lower_stage(item) for item in value] if isinstance(value, list) else value
@@ -172,6 +185,13 @@ class Settings(BaseModel):
     @classmethod
     def _check_path(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
+            raise ValueError("a path cannot hold a NUL character")
+        return value
+
+    @field_validator(*PATH_LIST_KEYS)
+    @classmethod
+    def _check_paths(cls, value: list[str]) -> list[str]:
+        if any("\x00" in item for item in value):
             raise ValueError("a path cannot hold a NUL character")
         return value
 

@@ -6,7 +6,8 @@ changes the status), ``degraded`` or ``critical``.
 
 Checks: the registry and the stores answer (with latency); every model's production and
 staging holders are present, match their manifests and are backed up; the newest backup and
-drill are recent enough; the audit chains hold; the serving records (capture/) show the error
+drill are recent enough; a production holder signed by a retired key is shown; the audit
+chains hold; the serving records (capture/) show the error
 rate and drift; the last ``reproduce`` result of each holder is shown.
 
 >>> report = yard.incidents.health()
@@ -203,10 +204,16 @@ class Health:
             semver = record.tags.get(T_SEMVER, f"#{number}")
             clock = time.perf_counter()
             try:
-                self.loader.verify(name, number)
+                verified = self.loader.verify(name, number)
                 checks.append(HealthCheck("verified", target, "ok",
                                           f"v{semver} matches its manifest",
                                           time.perf_counter() - clock))
+                if stage == "production" and verified.signer is not None and \
+                        verified.signer in self.ctx.signatures.keyring.retired_ids:
+                    checks.append(HealthCheck(
+                        "signature", target, "warn", f"v{semver} is signed by retired key "
+                        f"{verified.signer[:16]}; sign it with a current key (`modelyard sign "
+                        f"{name}@production`)"))
             except YardError as exc:
                 level = bad if isinstance(exc, IntegrityError) else "critical"
                 checks.append(HealthCheck("verified", target, level, exc.message,

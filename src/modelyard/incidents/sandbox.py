@@ -65,7 +65,11 @@ class Sandbox:
             self._init_project()
             from modelyard.core.config import load_settings
 
-            settings = load_settings({"cache_dir": str(self.cache)}, cwd=self.project,
+            # The real registry's trusted keys: a signed version it copies in still verifies.
+            keys = ({"trusted_keys": self.source.settings.trusted_keys,
+                     "retired_keys": self.source.settings.retired_keys}
+                    if self.source is not None else {})
+            settings = load_settings({"cache_dir": str(self.cache), **keys}, cwd=self.project,
                                      environ={k: v for k, v in self.env.items()
                                               if not k.startswith("MODELYARD_")})
             self._yard = self.factory(settings)

@@ -46,7 +46,8 @@ class Lifecycle:
     def gates(self) -> Gates:
         from modelyard.lifecycle.gates import Gates
 
-        return Gates(self.ctx.settings, self.ctx.tracking, self.load_model)
+        return Gates(self.ctx.settings, self.ctx.tracking, self.load_model,
+                     self.ctx.signatures)
 
     @functools.cached_property
     def promotion(self) -> Promotion:

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelyard.backend.tracking import Tracking
+from modelyard.core.names import T_MANIFEST, T_SEMVER, T_SIGNER
 from modelyard.core.records import VersionRecord
 from modelyard.core.settings import Settings, parse_condition
 from modelyard.errors import InvalidInput
+from modelyard.store.signatures import Signatures
 
 _BEAT = re.compile(
     r"^\s*beats?\s+(?:production\s+)?(?:on\s+)?([\w.\-]+)(?:\s+by\s+(-?[0-9.eE+-]+))?\s*$"
@@ -34,7 +36,7 @@ LoadFn = Callable[[str, int], Any]  # (model name, version number) -> the model 
 class GateSpec:
     """One gate: a metric threshold, a required tag, or 'beat production on M by X'."""
 
-    kind: str  # "metric" | "tag" | "beat"
+    kind: str  # "metric" | "tag" | "beat" | "signature"
     text: str
     metric: str = ""
     op: str = ""
@@ -87,10 +89,12 @@ def as_holdout(holdout: Holdout | tuple[Any, Any] | None,
 class Gates:
     """Evaluates gates against the registry; ``load`` gives a version's model (holdout)."""
 
-    def __init__(self, settings: Settings, tracking: Tracking, load: LoadFn) -> None:
+    def __init__(self, settings: Settings, tracking: Tracking, load: LoadFn,
+                 signatures: Signatures | None = None) -> None:
         self.settings = settings
         self.tracking = tracking
         self.load = load
+        self.signatures = signatures
 
     def specs(self, stage: str, gates: Iterable[str] | None) -> list[GateSpec]:
         specs = [GateSpec.parse(g) for g in (gates or [])]
@@ -105,6 +109,9 @@ class Gates:
                 margin = self.settings.beat_production_margin
                 specs.append(GateSpec("beat", f"beat {metric} by {margin:g}", metric=metric,
                                       number=margin))
+        if stage in self.settings.require_signature:
+            # require_signature: only a version signed by a trusted key enters the stage.
+            specs.append(GateSpec("signature", "signed by a trusted key"))
         return specs
 
     def policy_verdicts(self, name: str, record: VersionRecord, stage: str
@@ -149,6 +156,8 @@ class Gates:
                                            "actual": actual},
                                 "detail": f"tag {spec.key} is {actual!r} (needs "
                                           f"{spec.value!r})"})
+            elif spec.kind == "signature":
+                results.append(self._signature_gate(name, record, spec))
             else:
                 if incumbent == "unread":
                     incumbent = self.tracking.alias_holder(name, "production")
@@ -158,6 +167,20 @@ class Gates:
                 incumbent = self.tracking.alias_holder(name, "production")
             results.append(self._holdout_gate(name, record, holdout, incumbent))
         return results
+
+    def _signature_gate(self, name: str, record: VersionRecord, spec: GateSpec
+                        ) -> dict[str, Any]:
+        if self.signatures is None:  # pragma: no cover - the lifecycle always hands it in
+            raise InvalidInput("require_signature needs the vault's signatures")
+        state = self.signatures.state_of(name, record.version, record.tags.get(T_MANIFEST),
+                                         record.tags.get(T_SIGNER),
+                                         record.tags.get(T_SEMVER) or "?")
+        detail = ("it is unsigned (sign it with `modelyard sign`)" if state.state == "unsigned"
+                  else state.describe())
+        return {"gate": spec.text, "kind": "signature", "passed": state.trusted,
+                "inputs": {"state": state.state, "signer": state.signer,
+                           "retired": state.retired},
+                "detail": detail}
 
     def _beat_gate(self, name: str, record: VersionRecord, spec: GateSpec,
                    holder: int | str | None, metrics: dict[str, float] | None

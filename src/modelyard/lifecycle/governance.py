@@ -1,5 +1,5 @@
-"""``yard.governance``: who modelyard acts as, who loaded what, and stage holders that no
-audit event explains (moves made around modelyard), found and undone."""
+"""``yard.governance``: who modelyard acts as, who loaded what, who signed a version, and
+stage holders that no audit event explains (moves made around modelyard), found and undone."""
 
 from __future__ import annotations
 
@@ -51,6 +51,34 @@ class Governance:
         from modelyard.trail.seal import seal
 
         return seal(self.audit, name)
+
+    def sign(self, name: str, ref: str | int) -> AuditEvent:
+        """Sign an existing version with ``signing_key`` (MANAGE; audited): its manifest, read
+        from the vault and checked against the version's tag, gets a signature there and the
+        version the ``modelyard.signer`` tag. The audit event names the key id."""
+        from modelyard.backend.identity import MANAGE
+        from modelyard.core.names import T_MANIFEST, T_SEMVER, T_SIGNER, T_STAGE
+        from modelyard.core.refs import lookup
+        from modelyard.errors import InvalidInput
+
+        signatures = self.ctx.signatures
+        if not signatures.signing:
+            raise InvalidInput("set signing_key (or MODELYARD_SIGNING_KEY) to the PEM file of "
+                               "an EC private key to sign with")
+        record = lookup(self.ctx.reads, name, ref)
+        semver = record.tags.get(T_SEMVER)
+        if not semver or not record.tags.get(T_MANIFEST):
+            raise InvalidInput(f"{name} #{record.version} is not managed by modelyard; "
+                               "`adopt` it first")
+        self.ctx.permissions.require(name, MANAGE, "sign a version")
+        manifest = self.ctx.vault.read_manifest(name, record.version,
+                                                record.tags[T_MANIFEST], semver)
+        key_id = signatures.sign(name, manifest)
+        self.ctx.tracking.set_version_tags(name, record.version, {T_SIGNER: key_id})
+        return self.audit.record(name, "sign", version=record.version, semver=semver,
+                                 from_=record.tags.get(T_STAGE), to=record.tags.get(T_STAGE),
+                                 reason=f"signed by key {key_id[:16]}",
+                                 detail={"signer": key_id})
 
     def unaudited(self, name: str | None = None) -> list[UnauditedHolder]:
         """Stage holders no audit event explains (aliases or ``modelyard.stage`` tags moved

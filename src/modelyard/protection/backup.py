@@ -57,6 +57,7 @@ from modelyard.store.vault import (
     manifest_key,
     object_key,
     record_key,
+    signature_key,
 )
 from modelyard.trail.audit import AuditLog, Auditor
 
@@ -321,6 +322,9 @@ class Backups:
     def _finish(self, backup: Vault, plan: _Plan, copied_audit: set[str]) -> None:
         mv = plan.mv
         backup.store.put_bytes(manifest_key(mv.name, mv.version), plan.manifest_raw)
+        signature = self.ctx.signatures.bundle(plan.manifest.sha256)
+        if signature is not None:  # restore checks it against the trusted keys
+            backup.store.put_bytes(signature_key(plan.manifest.sha256), signature)
         head = None
         if mv.name not in copied_audit:
             self._copy_audit(self.ctx.vault, backup, mv.name)

@@ -30,6 +30,7 @@ from modelyard.core.names import (
     T_REASON,
     T_RESTORED_FROM,
     T_SEMVER,
+    T_SIGNER,
     T_STAGE,
     T_STATUS,
     check_name,
@@ -70,12 +71,15 @@ from modelyard.store.vault import (
     manifest_key,
     object_key,
     records_prefix,
+    signature_key,
 )
 from modelyard.trail.audit import AuditLog, Auditor, head_tag
 
 log = logging.getLogger("modelyard.restore")
 
-_OWN_TAGS = (T_SEMVER, T_BUMP, T_REASON, T_STAGE, T_STATUS, T_MANIFEST, T_RESTORED_FROM)
+# T_SIGNER too: a restored version is tagged signed only from the signature it brings.
+_OWN_TAGS = (T_SEMVER, T_BUMP, T_REASON, T_STAGE, T_STATUS, T_MANIFEST, T_RESTORED_FROM,
+             T_SIGNER)
 
 
 class Restorer:
@@ -89,6 +93,7 @@ class Restorer:
         self.stages = stages
         self.audit = audit
         self.backups = backups
+        self._signatures: dict[str, bytes | None] = {}  # checked bundles by manifest hash
 
     def restore(self, name: str, ref: str | int | None = None, *, aliases: bool = False,
                 progress: BackupProgress | None = None) -> RestoreReport:
@@ -128,7 +133,9 @@ class Restorer:
                             self._ensure_model(name, records[-1].get("model", {}))
                             self._restore_audit(backup, name)
                             ready = True
-                        made[doc["semver"]] = self.registrar.create(self._draft(doc, local))
+                        draft = self._draft(doc, local)
+                        draft.signature = self._signatures.get(doc["manifest_sha256"])
+                        made[doc["semver"]] = self.registrar.create(draft)
                 except YardError as exc:
                     if ref is not None:
                         raise
@@ -257,6 +264,11 @@ class Restorer:
         if manifest.sha256 != doc.get("manifest_sha256"):
             raise IntegrityError(name=name, semver=semver, detail="the backed-up manifest does "
                                  "not match its version record")
+        # The signature is checked before any file is fetched: a bad one restores nothing.
+        tagged = doc.get("mlflow", {}).get("tags", {}).get(T_SIGNER)
+        self._signatures[manifest.sha256] = self.ctx.signatures.carried(
+            _backed_up_signature(backup, manifest.sha256), manifest, tagged, name=name,
+            semver=semver)
         meter = Meter(progress)
         meter.planned(manifest.total_size)
 
@@ -333,6 +345,15 @@ class Restorer:
                 continue
             report.aliases.append({"name": name, "alias": alias, "version": mv.version,
                                    "semver": mv.semver})
+
+
+def _backed_up_signature(backup: Vault, manifest_sha: str) -> bytes | None:
+    try:
+        return backup.store.get_bytes(signature_key(manifest_sha))
+    except StorageError as exc:
+        if "not found" in exc.message:
+            return None
+        raise
 
 
 def _newest_per_semver(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

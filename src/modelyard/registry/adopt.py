@@ -27,6 +27,7 @@ from modelyard.core.names import (
 )
 from modelyard.core.records import VersionRecord
 from modelyard.errors import Conflict, YardError
+from modelyard.registry.pickles import check_pickles
 from modelyard.registry.registration import Registrar
 
 log = logging.getLogger("modelyard.adopt")
@@ -93,6 +94,9 @@ class Adopter:
                 params = self.tracking.get_run(record.run_id)["params"]
         with tempfile.TemporaryDirectory(prefix="modelyard-adopt-") as tmp:
             local = self.tracking.artifacts.download(record.source, Path(tmp))
+            # Registered around modelyard: its pickles are of unknown origin until checked.
+            check_pickles(local, f"{record.name} #{record.version}",
+                          extra=self.ctx.settings.trusted_pickle_types)
             return self.registrar.manage(record, local, params, earlier, stage)
 
 

@@ -22,7 +22,7 @@ from modelyard.core.names import T_SEMVER, T_SEMVER_HIGH, check_name
 from modelyard.core.records import VersionRecord
 from modelyard.core.refs import is_visible
 from modelyard.core.versioning import highest_semver
-from modelyard.errors import NotFound, UserError
+from modelyard.errors import NotFound, UserError, YardError
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.context import Context
@@ -67,7 +67,26 @@ class Catalog:
             unaudited.notify(name, found)
         mv.unaudited = [d.to_dict() for d in found
                     if mv.version in (d.holder_version, d.audited_version)]
+        mv.signature = self.signature(mv)
         return mv
+
+    def signature(self, mv: ModelVersion) -> dict[str, Any]:
+        """The version's signature state for ``details`` (no object-store read for a version
+        that is not tagged signed while no keys are configured)."""
+        from modelyard.core.names import T_SIGNER
+        from modelyard.store.signatures import UNSIGNED, SignatureState
+
+        settings = self.ctx.settings
+        tagged = mv.tags.get(T_SIGNER)
+        if not mv.manifest_sha256 or not (tagged or settings.trusted_keys
+                                          or settings.retired_keys):
+            return SignatureState(UNSIGNED).to_dict()
+        try:
+            manifest = self.loader().manifest_of(mv)
+            return self.ctx.signatures.state(manifest, tagged).to_dict()
+        except YardError as exc:
+            return {"state": "unknown", "signer": tagged, "retired": False,
+                    "detail": exc.message}
 
     def list_models(self) -> list[ModelRow]:
         """Every model's row, one round after the model list; a holder the tag searches

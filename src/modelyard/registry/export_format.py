@@ -44,6 +44,7 @@ _MODEL_TAG_VALUE_LEN = 5_000  # MLflow's registered_model_tags.value column
 _VERSION_TAG_VALUE_LEN = 100_000  # MLflow: MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH
 _PARAM_VALUE_LEN = 6_000  # MLflow: MAX_PARAM_VAL_LENGTH
 _URI_LEN = 4_000
+_SIGNATURE_LEN = 64 * 1024 * 1024  # one digest per file: within the document's own limit
 _SHA256 = r"^[0-9a-f]{64}$"
 
 Key = Annotated[str, StringConstraints(min_length=1, max_length=_KEY_LEN)]
@@ -114,6 +115,9 @@ class VersionDoc(_Strict):
         default_factory=dict, max_length=MAX_PARAMS
     )
     artifact_location: UriText = ""
+    # The version's OpenSSF signature bundle (JSON text), checked against the importing
+    # registry's trusted keys before any file is fetched.
+    signature: Annotated[str, StringConstraints(max_length=_SIGNATURE_LEN)] | None = None
 
     @field_validator("name")
     @classmethod
@@ -157,6 +161,8 @@ class VersionDoc(_Strict):
                 raise ValueError("a manifest is given without its manifest_sha256")
             if self.manifest_object().sha256 != self.manifest_sha256:
                 raise ValueError("the manifest's files do not hash to its manifest_sha256")
+        elif self.signature is not None:
+            raise ValueError("a signature is given without the manifest it signs")
         return self
 
     def manifest_object(self) -> Manifest:

@@ -24,7 +24,7 @@ from typing import Any
 from modelyard.context import Context, Reads
 from modelyard.core.entities import LoadedModel, ModelVersion, VerifyResult
 from modelyard.core.lineage import Lineage
-from modelyard.core.names import T_FLAVOR, T_SEMVER, check_name
+from modelyard.core.names import T_FLAVOR, T_SEMVER, T_SIGNER, check_name
 from modelyard.core.records import VersionRecord
 from modelyard.core.refs import lookup
 from modelyard.errors import (
@@ -36,6 +36,7 @@ from modelyard.errors import (
     YardError,
 )
 from modelyard.store.files import atomic_write
+from modelyard.store.signatures import SignatureState
 from modelyard.store.vault import Manifest
 from modelyard.trail.access import AccessLog
 
@@ -221,15 +222,25 @@ class Loader:
             return None
         return manifest if manifest.sha256 == sha else None
 
+    def check_signature(self, mv: ModelVersion, manifest: Manifest) -> SignatureState:
+        """The version's signature, checked against the trusted keys before any of its files
+        is read: a bad one (or none, in a stage ``require_signature`` lists) is refused like
+        a tampered file."""
+        return self.ctx.signatures.check(manifest, mv.tags.get(T_SIGNER), name=mv.name,
+                                         semver=mv.semver or "?", stage=mv.stage)
+
     def verify(self, name: str, ref: str | int | None = "latest") -> VerifyResult:
-        """Check a version's stored files against its manifest without loading them."""
+        """Check a version's stored files against its manifest, and its signature against
+        the trusted keys, without loading them."""
         mv = self.get(name, ref, full=False)
         manifest = self.manifest_of(mv, kept=False)  # the vault's copy is checked too
+        signature = self.check_signature(mv, manifest)
         with tempfile.TemporaryDirectory(prefix="modelyard-verify-") as tmp:
             local = self.tracking.artifacts.download(mv.source, Path(tmp))
             manifest.verify_directory(local, label=name, semver=mv.semver or "?")
         return VerifyResult(name=name, version=mv.version, semver=mv.semver, ok=True,
-                            files=len(manifest.files), bytes=manifest.total_size)
+                            files=len(manifest.files), bytes=manifest.total_size,
+                            signature=signature.state, signer=signature.signer)
 
     # -- the local cache ------------------------------------------------------------------
     def cache_folder(self, mv: ModelVersion, *, verified: bool = True) -> Path:
@@ -241,6 +252,8 @@ class Loader:
     def materialize(self, mv: ModelVersion, verify: bool) -> tuple[Path, str, bool]:
         """A verified local copy of the version's files: (path, where from, verified)."""
         manifest = self.manifest_of(mv) if verify else None
+        if manifest is not None:
+            self.check_signature(mv, manifest)
         cache = self.cache_folder(mv, verified=manifest is not None)
         if cache.is_dir():
             try:
@@ -294,6 +307,7 @@ class Loader:
                 manifest = self.ctx.vault.read_manifest(mv.name, mv.version, mv.manifest_sha256,
                                                         mv.semver or "?")
                 manifest.verify_directory(cache, label=mv.name, semver=mv.semver or "?")
+                self.check_signature(mv, manifest)
             except StorageError:
                 log.warning("vault unreachable: using the cached copy of %s as last verified",
                             mv.label)

@@ -39,6 +39,7 @@ from modelyard.core.names import (
     T_RUN_MODEL,
     T_SEMVER,
     T_SEMVER_HIGH,
+    T_SIGNER,
     T_STAGE,
     T_STATUS,
 )
@@ -87,6 +88,9 @@ class Draft:
     manifest: Manifest | None = None  # when ``save`` hashed the files while writing them
     action: str = "register"  # what the audit trail calls it
     training_data: Any = None  # a frame profiled for drift and data-quality checks
+    # The signature a version brings along (import, restore: already checked against the
+    # trusted keys); a registration signs with ``signing_key`` instead.
+    signature: bytes | None = None
 
 
 class Pipeline:
@@ -101,6 +105,10 @@ class Pipeline:
 
     def create(self, draft: Draft) -> ModelVersion:
         """Register one version from a draft; nothing half-made stays behind on failure."""
+        if draft.action == "register" and self.ctx.signatures.signing:
+            from modelyard.store.signatures import signer_of
+
+            signer_of(self.ctx.settings.signing_key or "")  # an unusable key: before anything
         debris = _Debris(self.ctx)
         try:
             mv = self._create(draft, debris)
@@ -210,10 +218,13 @@ class Pipeline:
         else:
             standing = self.semvers.standing(name, None, hint)
         planned = self.semvers.plan(name, standing, fingerprint, draft.semver)
+        signed = self._signature(draft, manifest)
         tags = {**draft.tags, **draft.lineage.to_tags(), **fingerprint_tags(fingerprint),
                 **draft.fixed_tags, T_MANIFEST: manifest.sha256, T_SEMVER: planned[0],
                 T_BUMP: planned[1], T_REASON: planned[2], T_STAGE: draft.stage,
                 T_STATUS: STATUS_PENDING}
+        if signed is not None:
+            tags[T_SIGNER] = signed[1]
         record = self.tracking.create_version(name, source, run_id, tags, draft.description,
                                               model_id)
         debris.version = (name, record.version)
@@ -223,6 +234,8 @@ class Pipeline:
             "semver": semver, "source": source, "run_id": run_id,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **draft.manifest_extra})
+        if signed is not None:
+            self.ctx.signatures.put(manifest.sha256, signed[0])
         final = {T_SEMVER: semver, T_BUMP: bump_kind, T_REASON: reason}
         changed = {k: v for k, v in final.items() if v != record.tags.get(k)}
         # Status last: it is what makes the version visible.
@@ -237,6 +250,18 @@ class Pipeline:
         mv.metrics = dict(draft.metrics)
         mv.params = dict(draft.params)
         return mv
+
+    def _signature(self, draft: Draft, manifest: Manifest) -> tuple[bytes, str] | None:
+        """The bundle and key id the new version is stored with: the one it brings, else for
+        a registration one made with ``signing_key`` (an adopted or imported version of
+        unknown origin is never signed on the way in: ``sign`` does that, audited)."""
+        from modelyard.store.signatures import bundle_key_id
+
+        if draft.signature is not None:
+            return draft.signature, bundle_key_id(draft.signature) or ""
+        if draft.action == "register":
+            return self.ctx.signatures.make(draft.name, manifest)
+        return None
 
     def manage(self, record: VersionRecord, local: Path, params: dict[str, str],
                earlier: list[VersionRecord], stage: str | None = None) -> ModelVersion:

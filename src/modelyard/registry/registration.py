@@ -114,11 +114,14 @@ class Registrar(Pipeline):
         content is copied instead (never the link).
         """
         from modelyard.backend import mlmodel
+        from modelyard.registry.pickles import check_pickles
         from modelyard.store.files import copy_tree_safely
 
         floats = check_request(name, bump, version, metrics)
-        info = mlmodel.read_mlmodel(path)
         copy_tree_safely(path, None, follow_links=follow_links)  # refuse before creating
+        # A folder from elsewhere: its pickles are checked before anything reads them.
+        check_pickles(path, str(path), extra=self.ctx.settings.trusted_pickle_types)
+        info = mlmodel.read_mlmodel(path)
 
         def save(local: Path, run_id: str, model_id: str, location: str) -> None:
             # The vault's copy taken while hashing (one read); ``local`` only lays it out.

@@ -3,9 +3,9 @@
 >>> doc = yard.export(["churn"])                      # one JSON-ready document
 >>> other.import_registry(doc)                        # recreate it on another tracking server
 
-Imported versions go through the one registration pipeline (``pipeline.py``) with the
-semver they carry; their files are fetched, checked against the exported manifest and
-uploaded before the version becomes visible.
+Imported versions go through the one registration pipeline (``pipeline.py``) with their
+semver; their signature is checked against the trusted keys, then their files fetched and
+checked (manifest; unsigned: pickles, by allowlist) before the version becomes visible.
 
 An export is a document anyone can edit, so the stage a version held in the source is not
 taken on its word: a staging or production holder arrives in stage ``none`` and is promoted
@@ -40,6 +40,7 @@ from modelyard.core.names import (
     T_MANIFEST,
     T_REASON,
     T_SEMVER,
+    T_SIGNER,
     T_STAGE,
     T_STATUS,
     check_name,
@@ -58,6 +59,7 @@ from modelyard.errors import (
     YardError,
 )
 from modelyard.registry.loading import Loader
+from modelyard.registry.pickles import check_pickles
 from modelyard.registry.pipeline import Draft
 from modelyard.registry.registration import Registrar
 from modelyard.registry.semver_plan import SemverPlan
@@ -121,11 +123,13 @@ class Transfer:
     def _export_version(self, record: VersionRecord) -> dict[str, Any]:
         mv = self.loader.version(record, full=True)
         manifest: dict[str, Any] | None = None
+        signature: bytes | None = None
         if mv.manifest_sha256:
             try:
                 found = self.ctx.vault.read_manifest(mv.name, mv.version, mv.manifest_sha256,
                                                  mv.semver or "?")
                 manifest = json.loads(found.canonical())
+                signature = self.ctx.signatures.bundle(found.sha256)
             except YardError as exc:
                 log.warning("%s: manifest not exported: %s", mv.label, exc.message)
         return {
@@ -146,6 +150,7 @@ class Transfer:
             "stage": mv.stage if mv.stage in STAGES else "none",
             "manifest_sha256": mv.manifest_sha256,
             "manifest": manifest,
+            "signature": signature.decode() if signature is not None else None,
             "lineage": mv.lineage.to_dict(),
             "metrics": mv.metrics,
             "params": mv.params,
@@ -370,6 +375,9 @@ class Transfer:
                         source: Tracking | None, stage: str) -> ModelVersion:
         semver = version.semver or "?"
         origin = f"{source_uri} version {version.version}"[:5000]
+        signature = self.ctx.signatures.carried(version.signature, version.manifest_object(),
+                                                version.tags.get(T_SIGNER), name=version.name,
+                                                semver=semver)
         with tempfile.TemporaryDirectory(prefix="modelyard-import-") as tmp:
             local = self._fetch_exported(version, source, Path(tmp))
             if version.manifest is not None:
@@ -383,11 +391,13 @@ class Transfer:
                 raise IntegrityError(name=version.name, semver=semver,
                                      detail="the fetched files do not match the exported "
                                      "manifest hash")
+            if signature is None:  # a signed version's files are vouched for by its signer
+                check_pickles(local, version.label, extra=self.ctx.settings.trusted_pickle_types)
 
             def save(folder: Path, run_id: str, model_id: str, location: str) -> None:
                 copy_tree_safely(local, folder)
 
-            own = (T_SEMVER, T_BUMP, T_REASON, T_STAGE, T_STATUS, T_MANIFEST)
+            own = (T_SEMVER, T_BUMP, T_REASON, T_STAGE, T_STATUS, T_MANIFEST, T_SIGNER)
             kept = {k: v for k, v in version.tags.items() if k not in own}
             draft = Draft(
                 name=version.name, flavor=version.tags.get(T_FLAVOR) or _flavor_of(local),
@@ -400,6 +410,7 @@ class Transfer:
                                   fixed_reason=version.bump_reason or ""),
                 run_name=f"{version.name}-import", run_tags={T_IMPORTED_FROM: origin},
                 manifest_extra={"imported_from": origin}, action="import",
+                signature=signature,
             )
             return self.registrar.create(draft)
 

@@ -9,6 +9,7 @@ modelyard keeps in an object store (this module owns the layout).
     requests/NAME/ID.json         promotion requests (ID.decision.json once decided)
     records/NAME/VERSION.json     (backup store) everything to recreate a version
     quarantine/NAME/VERSION/STAMP/PATH  a file repair took out of a version's artifact folder
+    signatures/MANIFEST_SHA256.json  the OpenSSF signature bundle of a manifest (signatures.py)
 """
 
 from __future__ import annotations
@@ -115,6 +116,13 @@ def object_key(oid: str) -> str:
 
 def manifest_key(name: str, version: int) -> str:
     return f"manifests/{name}/{version}.json"
+
+
+def signature_key(manifest_sha: str) -> str:
+    """A version's signature (an OpenSSF model-signing bundle over its manifest's digests),
+    keyed by the manifest hash the version's tag records: versions with the same files share
+    it, and it travels with the manifest (backup, export, restore, import)."""
+    return f"signatures/{manifest_sha}.json"
 
 
 def audit_prefix(name: str) -> str:
