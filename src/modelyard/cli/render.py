@@ -95,3 +95,52 @@ def render_integrity(state: State, data: dict[str, Any]) -> None:
 def unaudited_mark(text: str, moved: bool, *, prefix: str = "") -> str:
     """A stage holder that no audit event explains, marked for the eye (rich markup)."""
     return f"[yellow]\u26a0 {prefix}{text}[/yellow]" if moved else text
+
+
+# -- lineage (details, lineage) ------------------------------------------------------------------
+def training_summary(lin: dict[str, Any]) -> str:
+    """Training time and resources on one line: ``12.3 s wall (dvc_stage), 20.1 s CPU, peak
+    512.0 MiB RSS; host 8 cores, 31.2 GiB`` ("-" for what was not recorded)."""
+    parts = []
+    if lin.get("duration_s"):
+        source = f" ({lin['duration_from']})" if lin.get("duration_from") else ""
+        parts.append(f"{float(lin['duration_s']):.1f} s wall{source}")
+    if lin.get("cpu_s"):
+        parts.append(f"{float(lin['cpu_s']):.1f} s CPU")
+    if lin.get("peak_rss_mb"):
+        parts.append(f"peak {float(lin['peak_rss_mb']):.1f} MiB RSS")
+    text = ", ".join(parts) or "-"
+    host = []
+    if lin.get("host_cpus"):
+        host.append(f"{lin['host_cpus']} cores")
+    if lin.get("host_memory_mb"):
+        host.append(f"{int(lin['host_memory_mb']) / 1024:.1f} GiB")
+    return f"{text}; host {', '.join(host)}" if host else text
+
+
+def dirty_summary(lin: dict[str, Any]) -> str:
+    """``no``, ``yes: PATH, PATH`` or ``-`` (not recorded)."""
+    if lin.get("git_dirty") == "true":
+        paths = lin.get("dirty_paths") or []
+        return "yes: " + ", ".join(paths) if paths else "yes"
+    return "no" if lin.get("git_dirty") == "false" else "-"
+
+
+def lineage_rows(lin: dict[str, Any]) -> list[tuple[str, str]]:
+    """A version's lineage as (key, text) rows, plain text (escape before printing): code,
+    data, parameters' seed, environment, who trained it where, and what training took."""
+    rows = [("git commit", lin.get("git_commit") or "-"),
+            ("git branch", lin.get("git_branch") or "-"),
+            ("git dirty", dirty_summary(lin))]
+    for ref in lin.get("data") or []:
+        extra = f" (git {ref['git_commit'][:8]})" if ref.get("git_commit") else ""
+        rows.append((f"data {ref['path']}", f"{ref['source']}:{ref['hash']}{extra}"))
+    rows += [("seed", lin.get("seed") or "-"), ("python", lin.get("python") or "-")]
+    packages = lin.get("packages") or {}
+    rows.append(("packages", ", ".join(f"{k} {v}" for k, v in sorted(packages.items())) or "-"))
+    rows += [("trained by", f"{lin.get('trained_by') or '-'} on {lin.get('host') or '-'}"),
+             ("started", lin.get("started_at") or "-"),
+             ("training", training_summary(lin))]
+    if lin.get("parent_run"):
+        rows.append(("parent run", lin["parent_run"]))
+    return rows
