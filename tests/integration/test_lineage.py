@@ -1,8 +1,8 @@
 """Lineage a reviewer can trust, on both backends: a version the scaffold's `train` stage
 registers records how long training took and what it used; its dirty flag is false on a clean
-tree whose pipeline outputs were committed and true, naming the file, after an edit to
-`src/train.py`; `details` shows the lineage; `reproduce` of a dirty-tree version names the dirty
-tree as the likely cause before the metrics."""
+tree, ignores the pipeline's own outputs once they are committed, and is true, naming the file,
+after an edit to `src/train.py`; `details` shows the lineage; `reproduce` of a dirty-tree
+version names the dirty tree as the likely cause before the metrics."""
 
 from __future__ import annotations
 
@@ -51,19 +51,11 @@ def test_scaffold_versions_record_training_and_an_honest_dirty_flag(
                                 ("train", "cv_folds", "2")):
         set_param(params, section, key, value)
     _commit(project, "small")
-    _train(project)
-    _commit(project, "v1 and its outputs")
-
-    # Outputs committed, a parameter changed and committed: the stage rewrites
-    # metrics/train.json (tracked now) before it registers, and that is not a dirty tree.
-    set_param(params, "train", "n_estimators", "6")
-    _commit(project, "more trees")
     head = _sh(["git", "rev-parse", "HEAD"], project).strip()
     _train(project)
     monkeypatch.chdir(project)
     yard = make_yard()
     clean = yard.get(name, "latest")
-    assert clean.semver == "1.0.1"
     lin = clean.lineage
     assert (lin.git_commit, lin.git_dirty, lin.dirty_paths) == (head, "false", [])
     # The stage's own process is the training: its age, CPU time and peak memory.
@@ -71,14 +63,21 @@ def test_scaffold_versions_record_training_and_an_honest_dirty_flag(
     assert float(lin.duration_s) > 0 and float(lin.cpu_s) > 0 and float(lin.peak_rss_mb) > 0
     assert int(lin.host_cpus) >= 1 and int(lin.host_memory_mb) > 0
     assert float(lin.cpu_s) <= float(lin.duration_s) * int(lin.host_cpus) + 1
-    _commit(project, "v2")
-    head = _sh(["git", "rev-parse", "HEAD"], project).strip()
+    _commit(project, "v1 and its outputs")
 
+    # Outputs committed, a parameter changed and committed, src/train.py edited: the stage
+    # rewrites metrics/train.json (tracked now) before it registers, and only the edit counts.
+    set_param(params, "train", "n_estimators", "6")
+    _commit(project, "more trees")
+    head = _sh(["git", "rev-parse", "HEAD"], project).strip()
     train = project / "src" / "train.py"
     train.write_text(train.read_text() + "\n# an edit nobody committed\n")
     _train(project)
+    assert " M metrics/train.json" in _sh(["git", "status", "--porcelain"], project)
     dirty = yard.get(name, "latest")
-    assert (dirty.lineage.git_dirty, dirty.lineage.dirty_paths) == ("true", ["src/train.py"])
+    assert dirty.semver == "1.0.1"
+    assert (dirty.lineage.git_commit, dirty.lineage.git_dirty, dirty.lineage.dirty_paths) \
+        == (head, "true", ["src/train.py"])
     assert dirty.lineage.duration_s and dirty.lineage.cpu_s and dirty.lineage.peak_rss_mb
 
     shown = run_cli("details", f"{name}@{dirty.version}", env={"COLUMNS": "200"}, check=True)

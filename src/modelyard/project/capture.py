@@ -59,8 +59,9 @@ def _code_changes(changed: list[str], top: Path | None, cwd: Path) -> list[str]:
         inside = root.resolve().relative_to(top.resolve()).as_posix()
     except ValueError:
         return list(changed)
-    files = dvc_support.pipeline_files(root)
     prefix = "" if inside == "." else inside + "/"
+    local = [path[len(prefix):] for path in changed if path.startswith(prefix)]
+    files = dvc_support.pipeline_files(root, near=local)
     return [path for path in changed
             if not (path.startswith(prefix) and files.writes(path[len(prefix):]))]
 

@@ -369,16 +369,33 @@ def _entry_paths(entries: Any) -> list[str]:
     return found
 
 
-def pipeline_files(root: Path) -> PipelineFiles:
-    """:class:`PipelineFiles` of every ``dvc.yaml`` under the DVC root ``root`` (hidden
-    folders skipped). An unreadable ``dvc.yaml`` names nothing."""
+def _pipeline_specs(root: Path, near: Sequence[str] | None) -> list[Path]:
+    """The ``dvc.yaml`` files to read: with ``near`` (paths relative to the root), only those
+    in the root and in the folders above each path (a stage's outputs lie below its
+    ``dvc.yaml`` in practice), a few ``stat`` calls instead of a walk through data, caches
+    and registries; without it, every one under the root (hidden folders skipped)."""
+    if near is None:
+        found = []
+        for folder, subfolders, names in os.walk(root):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            if "dvc.yaml" in names:
+                found.append(Path(folder) / "dvc.yaml")
+        return sorted(found)
+    folders = {PurePosixPath(".")}
+    for rel in near:
+        folders.update(PurePosixPath(posixpath.normpath(rel)).parents)
+    return sorted(root / folder / "dvc.yaml" for folder in folders
+                  if ".." not in folder.parts and (root / folder / "dvc.yaml").is_file())
+
+
+def pipeline_files(root: Path, near: Sequence[str] | None = None) -> PipelineFiles:
+    """:class:`PipelineFiles` of the ``dvc.yaml`` files under the DVC root ``root`` (only
+    those above the paths ``near`` names, when given). An unreadable ``dvc.yaml`` names
+    nothing."""
     root = _absolute(root)
     written: set[str] = set()
     params: set[str] = set()
-    for spec in sorted(root.rglob("dvc.yaml")):
-        rel_parts = spec.relative_to(root).parts
-        if any(part.startswith(".") for part in rel_parts[:-1]) or not spec.is_file():
-            continue
+    for spec in _pipeline_specs(root, near):
         folder = PurePosixPath(spec.parent.relative_to(root).as_posix())
         written.add(posixpath.normpath((folder / "dvc.lock").as_posix()))
         try:

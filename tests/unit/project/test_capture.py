@@ -337,3 +337,17 @@ def test_a_dvc_stage_is_timed_by_its_process_and_a_saved_model_by_nobody(repo: P
                                 environ={"DVC_STAGE": "train"}, trained_here=False)
     assert (elsewhere.duration_s, elsewhere.cpu_s, elsewhere.peak_rss_mb) == ("", "", "")
     assert elsewhere.host_cpus and elsewhere.host_memory_mb
+
+
+def test_a_nested_pipeline_is_read_from_the_folders_above_the_changed_path(repo: Path) -> None:
+    nested = repo / "stages" / "train"
+    nested.mkdir(parents=True)
+    (nested / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"fit": {
+        "cmd": "python fit.py", "outs": ["model.pkl"]}}}))
+    (nested / "model.pkl").write_text("1\n")
+    (nested / "fit.py").write_text("1\n")
+    _commit(repo, "nested")
+    _touch(repo, "stages/train/model.pkl", "stages/train/fit.py")
+    assert _capture(repo, []).dirty_paths == ["stages/train/fit.py"]
+    whole = dvc_support.pipeline_files(repo)  # reproduce reads every dvc.yaml
+    assert whole.writes("stages/train/model.pkl") and not whole.writes("stages/train/fit.py")
