@@ -138,7 +138,8 @@ def training_time(
         start = started_at or run_start or now - timedelta(seconds=seconds)
         return start, seconds, "caller"
     if started_at is not None:
-        return started_at, _since(started_at, now), "caller"
+        since = _since(started_at, now)
+        return started_at, since, "caller" if since is not None else ""
     if run_start is not None:
         return run_start, _since(run_start, now), "mlflow_run"
     if in_dvc_stage and process_age_s is not None and math.isfinite(process_age_s) \

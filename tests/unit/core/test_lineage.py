@@ -110,6 +110,8 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
         pytest.param({"process_age_s": 5.0, "in_dvc_stage": True},
                      NOW - timedelta(seconds=5), 5.0, "dvc_stage", id="dvc-stage"),
         pytest.param({"process_age_s": 5.0}, NOW, None, "", id="a-process-is-not-a-training"),
+        pytest.param({"started_at": datetime(2026, 1, 2)}, datetime(2026, 1, 2), None, "",
+                     id="a-start-without-time-zone-gives-no-duration"),
         pytest.param({"run_start": NOW + timedelta(seconds=3)}, NOW + timedelta(seconds=3),
                      0.0, "mlflow_run", id="clock-skew-is-not-negative"),
     ],
