@@ -175,3 +175,32 @@ def test_reproduce_of_a_dirty_tree_version_names_the_cause(
                                 check=True).stdout)["reproduce"]
     assert report["reproducible"] is False
     assert any("dirty tree" in c and "train.py" in c for c in report["causes"])
+
+
+@pytest.mark.slow
+def test_reproduce_names_missing_dvc_data_when_the_pipeline_cannot_run(
+    name: str, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    project = _project(isolated, name)
+    # The data under DVC, not git: `dvc add` writes data.csv.dvc and ignores data.csv.
+    _sh(["git", "rm", "-q", "--cached", "data.csv"], project)
+    _sh([sys.executable, "-m", "dvc", "add", "-q", "data.csv"], project)
+    _commit(project, "the data under DVC")
+    monkeypatch.chdir(project)
+    runpy.run_path("train.py", run_name="__main__")
+    (ref,) = json.loads(run_cli("lineage", f"{name}@latest", "--json",
+                                check=True).stdout)["lineage"]["data"]
+    assert ref["source"] == "dvc"
+    # Neither the DVC cache nor the workspace holds the bytes any more (no remote either).
+    shutil.rmtree(project / ".dvc" / "cache")
+    (project / "data.csv").unlink()
+
+    done = run_cli("reproduce", f"{name}@latest", "--json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["causes"] == [
+        f"missing DVC data: data.csv (md5 {ref['hash'][:12]}) is in neither the checkout nor "
+        "the DVC cache (`dvc pull` may fetch it)"]
+    assert any(d.startswith("the pipeline failed: dvc repro") for d in report["differences"])
