@@ -100,22 +100,25 @@ def unaudited_mark(text: str, moved: bool, *, prefix: str = "") -> str:
 # -- lineage (details, lineage) ------------------------------------------------------------------
 def training_summary(lin: dict[str, Any]) -> str:
     """Training time and resources on one line: ``12.3 s wall (dvc_stage), 20.1 s CPU, peak
-    512.0 MiB RSS; host 8 cores, 31.2 GiB`` ("-" for what was not recorded)."""
-    parts = []
-    if lin.get("duration_s"):
-        source = f" ({lin['duration_from']})" if lin.get("duration_from") else ""
-        parts.append(f"{float(lin['duration_s']):.1f} s wall{source}")
-    if lin.get("cpu_s"):
-        parts.append(f"{float(lin['cpu_s']):.1f} s CPU")
-    if lin.get("peak_rss_mb"):
-        parts.append(f"peak {float(lin['peak_rss_mb']):.1f} MiB RSS")
-    text = ", ".join(parts) or "-"
-    host = []
-    if lin.get("host_cpus"):
-        host.append(f"{lin['host_cpus']} cores")
-    if lin.get("host_memory_mb"):
-        host.append(f"{int(lin['host_memory_mb']) / 1024:.1f} GiB")
-    return f"{text}; host {', '.join(host)}" if host else text
+    512.0 MiB RSS; host 8 cores, 31.2 GiB`` ("-" for what was not recorded; a value that is
+    not a number, as a tag written around modelyard may hold, is shown as it is)."""
+    def figure(key: str, template: str, scale: float = 1.0) -> str | None:
+        text = str(lin.get(key) or "")
+        if not text:
+            return None
+        try:
+            return template.format(float(text) / scale)
+        except ValueError:
+            return f"{key} {text}"
+
+    wall = figure("duration_s", "{:.1f} s wall")
+    if wall and lin.get("duration_from"):
+        wall += f" ({lin['duration_from']})"
+    parts = [wall, figure("cpu_s", "{:.1f} s CPU"), figure("peak_rss_mb", "peak {:.1f} MiB RSS")]
+    host = [figure("host_cpus", "{:.0f} cores"), figure("host_memory_mb", "{:.1f} GiB", 1024)]
+    text = ", ".join(p for p in parts if p) or "-"
+    known = [h for h in host if h]
+    return f"{text}; host {', '.join(known)}" if known else text
 
 
 def dirty_summary(lin: dict[str, Any]) -> str:
