@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from modelyard.core.names import LINEAGE_JSON, T_LINEAGE
+from modelyard.core.names import DURATION_FROM, LINEAGE_JSON, T_LINEAGE
 from modelyard.errors import InvalidInput
 
 KEY_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "dvc", "modelyard", "xgboost",
@@ -22,6 +22,7 @@ KEY_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "dvc", "modelyard",
 # `mlflow run` hands the Projects run to the entry point's process in this variable.
 _RUN_ID_ENV = "MLFLOW_RUN_ID"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][\w-]{0,255}$")  # MLflow's own run-id rule
+_CALLER, _MLFLOW_RUN, _DVC_STAGE = DURATION_FROM
 
 
 @dataclass
@@ -136,15 +137,15 @@ def training_time(
             raise InvalidInput(
                 f"duration_s must be a number of seconds from 0 to 1e9, not {duration_s!r:.60}")
         start = started_at or run_start or now - timedelta(seconds=seconds)
-        return start, seconds, "caller"
+        return start, seconds, _CALLER
     if started_at is not None:
         since = _since(started_at, now)
-        return started_at, since, "caller" if since is not None else ""
+        return started_at, since, _CALLER if since is not None else ""
     if run_start is not None:
-        return run_start, _since(run_start, now), "mlflow_run"
+        return run_start, _since(run_start, now), _MLFLOW_RUN
     if in_dvc_stage and process_age_s is not None and math.isfinite(process_age_s) \
             and process_age_s >= 0:
-        return now - timedelta(seconds=process_age_s), process_age_s, "dvc_stage"
+        return now - timedelta(seconds=process_age_s), process_age_s, _DVC_STAGE
     return now, None, ""
 
 
