@@ -4,6 +4,7 @@ one registration pipeline, and the layout's edges."""
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,16 @@ def test_register_inside_the_users_run_on_the_same_uri(
                            input_example=trained["X"].head(3))
     assert mv.run_id == run.info.run_id
     assert yard.get(name, mv.version).metrics["accuracy"] == 0.9
+    # The run it is logged into timed the training: from the run's start to the registration.
+    lin = yard.get(name, mv.version).lineage
+    assert lin.duration_from == "mlflow_run" and float(lin.duration_s) >= 0
+    assert lin.started_at == datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc
+                                                    ).isoformat(timespec="seconds")
+    assert float(lin.cpu_s) > 0 and float(lin.peak_rss_mb) > 0
+    # A caller's duration that is no number of seconds is refused before anything is created.
+    with pytest.raises(InvalidInput, match="duration_s"):
+        yard.register(trained["model"], name, duration_s=float("nan"))
+    assert [v.version for v in yard.versions(name)] == [mv.version]
 
 
 def test_register_inside_a_run_on_another_uri_uses_its_own_run(

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from modelyard.cli.render import unaudited_mark
+from modelyard.cli.render import lineage_rows, unaudited_mark
 from modelyard.cli.shell import (
     State,
     _console,
@@ -95,9 +95,13 @@ def details_cmd(state: State, target: str) -> None:
             table.add_row(f"metric {key}", f"{value:.6g}")
         for key, param in sorted(mv.params.items()):
             table.add_row(f"param {key}", _escape(str(param)))
+        for key, text in lineage_rows(mv.lineage.to_dict()):
+            table.add_row(_escape(key), _escape(text))
         if reproduced:
             verdict = ("reproduced" if reproduced.get("reproducible") else "did NOT reproduce: "
-                       + "; ".join(reproduced.get("differences", [])[:3]))
+                       + "; ".join([*(f"likely cause: {c}" for c in
+                                      reproduced.get("causes") or []),
+                                    *reproduced.get("differences", [])][:3]))
             table.add_row("reproduce", _escape(f"{reproduced.get('at', '?')}: {verdict}"))
         console.print(table)
 
@@ -137,14 +141,10 @@ def lineage_cmd(state: State, target: str, checkout: bool) -> None:
         lin = info["lineage"]
         console.print(f"[bold]{info['name']}[/bold] v{info['semver']} (run {info['run_id']})")
         table = Table(show_header=False, box=None)
-        for key in ("git_commit", "git_branch", "git_dirty", "python", "seed", "trained_by",
-                    "host", "started_at", "duration_s", "parent_run"):
-            table.add_row(key, str(lin.get(key) or "-"))
-        for ref_ in lin.get("data", []):
-            extra = f" (git {ref_['git_commit'][:8]})" if ref_.get("git_commit") else ""
-            table.add_row(f"data {ref_['path']}", f"{ref_['source']}:{ref_['hash']}{extra}")
-        for pkg, version in sorted(lin.get("packages", {}).items()):
-            table.add_row(f"package {pkg}", version)
+        for key, param in sorted((info.get("params") or {}).items()):
+            table.add_row(f"param {_escape(key)}", _escape(str(param)))
+        for key, text in lineage_rows(lin):
+            table.add_row(_escape(key), _escape(text))
         console.print(table)
         for item in info.get("restored", []):
             console.print(f"restored {item['path']} (md5 {item['md5']})")
@@ -193,9 +193,12 @@ def compare_cmd(state: State, name: str, refs: tuple[str, ...], plot: Path | Non
                            "input_schema"]
         for group in ("metrics", "params", "data"):
             keys.extend(f"{group}.{k}" for k in sorted({k for r in rows for k in r[group]}))
+        # What training took: shown, never highlighted (two trainings never take the same).
+        keys.extend(f"training.{k}" for k in (rows[0].get("training") or {}))
         for key in keys:
             group, _, sub = key.partition(".")
-            values = [_cell(r[group].get(sub) if sub else r.get(group)) for r in rows]
+            values = [_cell((r.get(group) or {}).get(sub) if sub else r.get(group))
+                      for r in rows]
             style = "bold yellow" if key in differ else None
             table.add_row(_escape(key), *[_escape(v) for v in values], style=style)
         console = _console()

@@ -140,6 +140,8 @@ def rollback_cmd(state: State, name: str, stage: str, to: str | None, reason: st
 
 
 def _render_change(state: State, data: dict[str, Any]) -> None:
+    from modelyard.lifecycle.gates import describe
+
     console = _console()
     label = f"[bold]{_escape(data['name'])}[/bold] {_fmt(state, data['semver'], data['version'])}"
     if data["status"] == "pending":
@@ -155,8 +157,8 @@ def _render_change(state: State, data: dict[str, Any]) -> None:
             line += f"; replaced #{data['replaced']}"
         console.print(line)
     for gate in data["gates"]:
-        mark = "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]"
-        console.print(f"  gate {mark} {_escape(gate['gate'])}: {_escape(gate['detail'])}")
+        colour = "green" if gate["passed"] else "red"
+        console.print(f"  [{colour}]{_escape(describe(gate))}[/{colour}]")
     for hook in data.get("webhooks") or []:
         status = "[green]sent[/green]" if hook["ok"] else f"[red]failed[/red] ({hook['error']})"
         console.print(f"  webhook {_escape(hook['url'])}: {status}")

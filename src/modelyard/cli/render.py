@@ -95,3 +95,55 @@ def render_integrity(state: State, data: dict[str, Any]) -> None:
 def unaudited_mark(text: str, moved: bool, *, prefix: str = "") -> str:
     """A stage holder that no audit event explains, marked for the eye (rich markup)."""
     return f"[yellow]\u26a0 {prefix}{text}[/yellow]" if moved else text
+
+
+# -- lineage (details, lineage) ------------------------------------------------------------------
+def training_summary(lin: dict[str, Any]) -> str:
+    """Training time and resources on one line: ``12.3 s wall (dvc_stage), 20.1 s CPU, peak
+    512.0 MiB RSS; host 8 cores, 31.2 GiB`` ("-" for what was not recorded; a value that is
+    not a number, as a tag written around modelyard may hold, is shown as it is)."""
+    def figure(key: str, template: str, scale: float = 1.0) -> str | None:
+        text = str(lin.get(key) or "")
+        if not text:
+            return None
+        try:
+            return template.format(float(text) / scale)
+        except ValueError:
+            return f"{key} {text}"
+
+    wall = figure("duration_s", "{:.1f} s wall")
+    if wall and lin.get("duration_from"):
+        wall += f" ({lin['duration_from']})"
+    parts = [wall, figure("cpu_s", "{:.1f} s CPU"), figure("peak_rss_mb", "peak {:.1f} MiB RSS")]
+    host = [figure("host_cpus", "{:.0f} cores"), figure("host_memory_mb", "{:.1f} GiB", 1024)]
+    text = ", ".join(p for p in parts if p) or "-"
+    known = [h for h in host if h]
+    return f"{text}; host {', '.join(known)}" if known else text
+
+
+def dirty_summary(lin: dict[str, Any]) -> str:
+    """``no``, ``yes: PATH, PATH`` or ``-`` (not recorded)."""
+    if lin.get("git_dirty") == "true":
+        paths = lin.get("dirty_paths") or []
+        return "yes: " + ", ".join(paths) if paths else "yes"
+    return "no" if lin.get("git_dirty") == "false" else "-"
+
+
+def lineage_rows(lin: dict[str, Any]) -> list[tuple[str, str]]:
+    """A version's lineage as (key, text) rows, plain text (escape before printing): code,
+    data, parameters' seed, environment, who trained it where, and what training took."""
+    rows = [("git commit", lin.get("git_commit") or "-"),
+            ("git branch", lin.get("git_branch") or "-"),
+            ("git dirty", dirty_summary(lin))]
+    for ref in lin.get("data") or []:
+        extra = f" (git {ref['git_commit'][:8]})" if ref.get("git_commit") else ""
+        rows.append((f"data {ref['path']}", f"{ref['source']}:{ref['hash']}{extra}"))
+    rows += [("seed", lin.get("seed") or "-"), ("python", lin.get("python") or "-")]
+    packages = lin.get("packages") or {}
+    rows.append(("packages", ", ".join(f"{k} {v}" for k, v in sorted(packages.items())) or "-"))
+    rows += [("trained by", f"{lin.get('trained_by') or '-'} on {lin.get('host') or '-'}"),
+             ("started", lin.get("started_at") or "-"),
+             ("training", training_summary(lin))]
+    if lin.get("parent_run"):
+        rows.append(("parent run", lin["parent_run"]))
+    return rows

@@ -42,6 +42,11 @@ def reproduce_cmd(state: State, target: str, tolerance: float) -> None:
             "[red]does NOT reproduce[/red]"
         console.print(f"{_escape(name)} v{data['semver']} at {data['commit'][:12]}: {verdict} "
                       f"({data['seconds']:.1f} s)")
+        # The likely causes come first: a metric that moved says little once the code that
+        # trained the version is known not to be the commit's.
+        label = "likely cause" if not data["reproducible"] else "note"
+        for line in data.get("causes") or []:
+            console.print(f"  [yellow]{label}:[/yellow] {_escape(line)}")
         for key, m in data["metrics"].items():
             mark = "ok" if m["ok"] else "DIFFERS"
             console.print(f"  metric {key}: {m['reproduced']} (recorded {m['recorded']}) {mark}")

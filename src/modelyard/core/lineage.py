@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from modelyard.core.names import T_LINEAGE
+from modelyard.core.names import DURATION_FROM, LINEAGE_JSON, T_LINEAGE
+from modelyard.errors import InvalidInput
 
 KEY_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "dvc", "modelyard", "xgboost",
                 "lightgbm", "torch")
 # `mlflow run` hands the Projects run to the entry point's process in this variable.
 _RUN_ID_ENV = "MLFLOW_RUN_ID"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][\w-]{0,255}$")  # MLflow's own run-id rule
+_CALLER, _MLFLOW_RUN, _DVC_STAGE = DURATION_FROM
 
 
 @dataclass
@@ -34,7 +38,10 @@ class DataRef:
 class Lineage:
     git_commit: str = ""
     git_branch: str = ""
+    # "true" when code or parameters that trained the version were not all committed (what
+    # the DVC pipeline itself writes does not count); the paths are in ``dirty_paths``.
     git_dirty: str = ""
+    dirty_paths: list[str] = field(default_factory=list)
     data: list[DataRef] = field(default_factory=list)
     python: str = ""
     packages: dict[str, str] = field(default_factory=dict)
@@ -42,13 +49,23 @@ class Lineage:
     trained_by: str = ""
     host: str = ""
     started_at: str = ""
+    # Training's wall time, and where it came from (names.DURATION_FROM).
     duration_s: str = ""
+    duration_from: str = ""
+    # What the training process used up to the registration, and the host it ran on.
+    cpu_s: str = ""
+    peak_rss_mb: str = ""
+    host_cpus: str = ""
+    host_memory_mb: str = ""
     parent_run: str = ""
 
     def to_tags(self) -> dict[str, str]:
         tags: dict[str, str] = {}
         for key, value in asdict(self).items():
-            if key == "data" or key == "packages":
+            if key == "dirty_paths":
+                if value:  # a clean tree writes no tag for it
+                    tags[T_LINEAGE + key] = json.dumps(value)
+            elif key in LINEAGE_JSON:
                 tags[T_LINEAGE + key] = json.dumps(value, sort_keys=True)
             elif value not in ("", None):
                 tags[T_LINEAGE + key] = str(value)
@@ -66,6 +83,11 @@ class Lineage:
                     values["data"] = [DataRef(**item) for item in json.loads(value)]
                 except (ValueError, TypeError):
                     values["data"] = []
+            elif short == "dirty_paths":
+                try:
+                    values["dirty_paths"] = [str(p) for p in json.loads(value)]
+                except (ValueError, TypeError):
+                    values["dirty_paths"] = []
             elif short == "packages":
                 try:
                     values["packages"] = dict(json.loads(value))
@@ -85,6 +107,54 @@ class Lineage:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def training_time(
+    now: datetime, *, duration_s: Any = None, started_at: datetime | None = None,
+    run_start: datetime | None = None, process_age_s: float | None = None,
+    in_dvc_stage: bool = False,
+) -> tuple[datetime, float | None, str]:
+    """``(started_at, wall seconds or None, where it came from)`` of the training a
+    registration ends.
+
+    The caller's word wins (``duration_s``, or ``started_at`` alone: training ran from then
+    until now); then the active MLflow run the version is logged into (its start); then, in a
+    DVC stage, the stage's own process (its age: the stage's command is the training). Without
+    any of them the start is now and the duration unknown: a process that is neither (a
+    notebook, a service) may have lived long before it trained anything.
+
+    A duration that is not a finite number of seconds at or above zero is ``InvalidInput``.
+    """
+    if duration_s is not None:
+        if isinstance(duration_s, bool):
+            raise InvalidInput(f"duration_s must be a number of seconds, not {duration_s!r}")
+        try:
+            seconds = float(duration_s)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidInput(
+                f"duration_s must be a number of seconds, not {duration_s!r:.60}") from None
+        if not math.isfinite(seconds) or seconds < 0 or seconds > 10**9:
+            raise InvalidInput(
+                f"duration_s must be a number of seconds from 0 to 1e9, not {duration_s!r:.60}")
+        start = started_at or run_start or now - timedelta(seconds=seconds)
+        return start, seconds, _CALLER
+    if started_at is not None:
+        since = _since(started_at, now)
+        return started_at, since, _CALLER if since is not None else ""
+    if run_start is not None:
+        return run_start, _since(run_start, now), _MLFLOW_RUN
+    if in_dvc_stage and process_age_s is not None and math.isfinite(process_age_s) \
+            and process_age_s >= 0:
+        return now - timedelta(seconds=process_age_s), process_age_s, _DVC_STAGE
+    return now, None, ""
+
+
+def _since(start: datetime, now: datetime) -> float | None:
+    try:
+        seconds = (now - start).total_seconds()
+    except TypeError:  # one of them has no time zone: no honest difference
+        return None
+    return max(seconds, 0.0)
 
 
 def parent_run_of(

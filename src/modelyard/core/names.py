@@ -35,6 +35,17 @@ T_IMPORTED_FROM = "modelyard.imported_from"
 T_ADOPTED = "modelyard.adopted"
 T_RESTORED_FROM = "modelyard.restored_from"
 T_LINEAGE = "modelyard.lineage."  # prefix of the lineage tags
+# What follows T_LINEAGE: one tag per field of ``core.lineage.Lineage``, in its order. The
+# JSON-valued ones are LINEAGE_JSON; the rest are plain strings (docs/design.md, "Tag contract").
+LINEAGE_KEYS = (
+    "git_commit", "git_branch", "git_dirty", "dirty_paths", "data", "python", "packages",
+    "seed", "trained_by", "host", "started_at", "duration_s", "duration_from", "cpu_s",
+    "peak_rss_mb", "host_cpus", "host_memory_mb", "parent_run",
+)
+LINEAGE_JSON = ("dirty_paths", "data", "packages")
+# Where ``duration_s`` came from: the caller's arguments, the active MLflow run the version is
+# logged into, or the DVC stage whose process registered it.
+DURATION_FROM = ("caller", "mlflow_run", "dvc_stage")
 # Set when `reproduce` stores its result in the vault (its time and verdict), so `details`
 # reads the vault only for versions that have one.
 T_REPRODUCED = "modelyard.reproduced"

@@ -31,6 +31,7 @@ from modelyard.errors import (
     UnexpectedFiles,
     YardError,
 )
+from modelyard.lifecycle.gates import describe
 from modelyard.project.dvc import md5_file, recorded_md5
 from modelyard.registry.loading import Loader
 from modelyard.store.files import sha256_file
@@ -186,7 +187,7 @@ class Detector:
         findings = []
         if failed:
             findings.append(Finding("promotion", "policy gates", target,
-                                    "; ".join(str(g.get("detail")) for g in failed),
+                                    "; ".join(describe(g) for g in failed),
                                     version=record.version))
         # No comparison of metrics with the previous holder: whether a metric is better
         # higher or lower is the policy's to say (its gates), never guessed from its name, and

@@ -33,9 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.context import Context
+from modelyard.core.lineage import DataRef, Lineage
 from modelyard.core.names import T_FLAVOR, T_REPRODUCED
 from modelyard.errors import UserError, YardError
-from modelyard.project.dvc import clean_env, md5_file, run_dvc
+from modelyard.project.dvc import (
+    PipelineFiles,
+    clean_env,
+    dvc_cache_path,
+    md5_file,
+    pipeline_files,
+    run_dvc,
+)
 from modelyard.registry.loading import Loader
 from modelyard.store.files import sha256_file
 from modelyard.store.vault import reproduce_key
@@ -54,6 +62,9 @@ class ReproduceReport:
     predictions: dict[str, Any] = field(default_factory=dict)
     data: list[dict[str, Any]] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
+    # What the lineage says makes a re-run unlike the training, named before any metric is
+    # compared: a dirty tree, uncommitted parameters, DVC data that cannot be had.
+    causes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     tolerance: float = 1e-6
     seconds: float = 0.0
@@ -97,6 +108,39 @@ def _close(a: float, b: float, tolerance: float) -> bool:
     return math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
 
 
+def likely_causes(lineage: Lineage, files: PipelineFiles, missing: list[DataRef],
+                  inside: str = "") -> list[str]:
+    """Why a re-run of ``lineage``'s commit may not give the version back, from what was
+    recorded at training: files not committed (parameter files among them named apart, by the
+    pipeline's ``params`` or a ``params.yaml`` name) and DVC data the checkout cannot have.
+    ``inside`` is the DVC project's folder in the repository (dirty paths are the
+    repository's, ``files`` the project's)."""
+    causes: list[str] = []
+    commit = lineage.git_commit[:12]
+    prefix = f"{inside.strip('/')}/" if inside.strip("/.") else ""
+
+    def is_params(path: str) -> bool:
+        local = path[len(prefix):] if path.startswith(prefix) else None
+        return path.rsplit("/", 1)[-1] == "params.yaml" or (
+            local is not None and files.is_params(local))
+
+    if lineage.git_dirty == "true":
+        paths = lineage.dirty_paths
+        params = [p for p in paths if is_params(p)]
+        code = [p for p in paths if p not in params]
+        if params:
+            causes.append(f"uncommitted parameters: {', '.join(params)} differed from commit "
+                          f"{commit} when the version was trained")
+        if code or not paths:
+            listed = f": {', '.join(code)} differed from commit {commit}" if code else ""
+            causes.append(f"trained on a dirty tree{listed}, so the commit is not the code "
+                          "that trained it")
+    for ref in missing:
+        causes.append(f"missing DVC data: {ref.path} (md5 {ref.hash[:12]}) is in neither the "
+                      "checkout nor the DVC cache (`dvc pull` may fetch it)")
+    return causes
+
+
 class Reproducer:
     def __init__(self, ctx: Context, loader: Loader, root: Path) -> None:
         self.ctx = ctx
@@ -133,9 +177,17 @@ class Reproducer:
                                 "re-runs the project's DVC pipeline")
             env = self._env(tmp / "home")
             self._prepare(project, tree, env, mv.lineage.data, report)
-            run_dvc(["repro", "-f", "-q"], project, env)
-            self._data(project, mv.lineage.data, report)
-            self._compare(name, mv, tmp / "home", project, report, tolerance)
+            report.causes = likely_causes(mv.lineage, pipeline_files(project),
+                                          self._missing_data(project, mv.lineage.data),
+                                          sub.as_posix())
+            try:
+                run_dvc(["repro", "-f", "-q"], project, env)
+            except UserError as exc:
+                # The causes above are the likelier story than DVC's last lines: keep both.
+                report.differences.append(f"the pipeline failed: {exc.message}")
+            else:
+                self._data(project, mv.lineage.data, report)
+                self._compare(name, mv, tmp / "home", project, report, tolerance)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=top,
                            capture_output=True, check=False, timeout=120)
@@ -190,6 +242,23 @@ class Reproducer:
                 shutil.copyfile(origin, target)
                 report.notes.append(f"{ref.path} is not in git or DVC at {report.commit[:12]}:"
                                     " copied from the checkout")
+
+    def _missing_data(self, project: Path, data: list[Any]) -> list[Any]:
+        """The DVC-recorded training data the checkout cannot have: its bytes neither in the
+        checkout (``dvc checkout`` puts what the commit records there) nor in the project's
+        DVC cache (a pipeline output the re-run writes again is cached when it was written)."""
+        missing = []
+        for ref in data:
+            if ref.source != "dvc" or ref.hash.endswith(".dir") or Path(ref.path).is_absolute():
+                continue
+            cached = dvc_cache_path(self.root, ref.hash)
+            if cached is not None and cached.is_file():
+                continue
+            path = project / ref.path
+            if path.is_file() and md5_file(path) == ref.hash:
+                continue
+            missing.append(ref)
+        return missing
 
     def _data(self, project: Path, data: list[Any], report: ReproduceReport) -> None:
         for ref in data:

@@ -32,6 +32,15 @@ GateResult = dict[str, Any]
 LoadFn = Callable[[str, int], Any]  # (model name, version number) -> the model object
 
 
+def describe(result: GateResult) -> str:
+    """The one rendering of a gate's verdict: ``gate 'accuracy >= 0.9' failed: accuracy =
+    0.85``. The gate's text states the condition; ``detail`` only says what was found, so
+    the condition is never told twice (promotion's refusal and audit reason, detection's
+    finding and ``promote``'s lines all print this)."""
+    verdict = "passed" if result.get("passed") else "failed"
+    return f"gate '{result.get('gate')}' {verdict}: {result.get('detail')}"
+
+
 @dataclass
 class GateSpec:
     """One gate: a metric threshold, a required tag, or 'beat production on M by X'."""
@@ -142,8 +151,8 @@ class Gates:
                 metrics = self._run_metrics(record) if metrics is None else metrics
                 value = metrics.get(spec.metric)
                 passed = value is not None and _OPS[spec.op](value, spec.number)
-                detail = (f"{spec.metric} = {value:g} (needs {spec.op} {spec.number:g})"
-                          if value is not None else f"{spec.metric} was not logged")
+                detail = (f"{spec.metric} = {value:g}" if value is not None
+                          else f"{spec.metric} was not logged")
                 results.append({"gate": spec.text, "kind": "metric", "passed": passed,
                                 "inputs": {"metric": spec.metric, "value": value,
                                            "op": spec.op, "threshold": spec.number},
@@ -154,8 +163,7 @@ class Gates:
                 results.append({"gate": spec.text, "kind": "tag", "passed": passed,
                                 "inputs": {"tag": spec.key, "expected": spec.value,
                                            "actual": actual},
-                                "detail": f"tag {spec.key} is {actual!r} (needs "
-                                          f"{spec.value!r})"})
+                                "detail": f"tag {spec.key} is {actual!r}"})
             elif spec.kind == "signature":
                 results.append(self._signature_gate(name, record, spec))
             else:
@@ -199,8 +207,7 @@ class Gates:
                     "detail": f"{spec.metric} was not logged for {missing}"}
         passed = mine - theirs >= spec.number
         return {"gate": spec.text, "kind": "beat", "passed": passed, "inputs": inputs,
-                "detail": f"{spec.metric} {mine:g} vs production #{holder} {theirs:g} "
-                          f"(needs +{spec.number:g})"}
+                "detail": f"{spec.metric} {mine:g} vs production #{holder} {theirs:g}"}
 
     def _holdout_gate(self, name: str, record: VersionRecord, holdout: Holdout,
                       holder: int | str | None) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from modelyard.errors import (
     VersionNotFound,
     YardError,
 )
-from modelyard.lifecycle.gates import Gates, Holdout, as_holdout
+from modelyard.lifecycle.gates import Gates, Holdout, as_holdout, describe
 from modelyard.lifecycle.stages import StageChange, Stages, StaleMove, record_label
 from modelyard.store.vault import REQUESTS, decision_key, request_key, requests_prefix
 from modelyard.trail.audit import AuditEvent, Auditor, now_iso
@@ -175,7 +175,7 @@ class Promotion:
         failed = [r for r in results if not r["passed"]]
         if not failed:
             return
-        reason = "; ".join(f"gate '{r['gate']}' failed: {r['detail']}" for r in failed)
+        reason = "; ".join(describe(r) for r in failed)
         with contextlib.suppress(YardError):
             self.audit.record(name, "gate_failed", version=record.version,
                          semver=record.tags.get(T_SEMVER), from_=record.tags.get(T_STAGE),

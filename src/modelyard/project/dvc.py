@@ -7,6 +7,7 @@ working directory, and subprocesses run with ``cwd=`` the DVC root.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import posixpath
@@ -14,6 +15,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -315,6 +317,116 @@ def locked_outputs(root: Path) -> list[dict[str, str]]:
         for out in _outs(load_dvc_yaml(recording)):
             found[_out_rel(where, out)] = str(_out_hash(out))
     return [{"path": path, "md5": md5} for path, md5 in sorted(found.items())]
+
+
+@dataclass(frozen=True)
+class PipelineFiles:
+    """What a DVC project's ``dvc.yaml`` files name, as patterns relative to the DVC root
+    (posix; a templated ``${...}`` part of a ``foreach`` / ``matrix`` stage becomes ``*``):
+    ``written`` are what the pipeline itself writes (every stage's ``outs``, ``metrics`` and
+    ``plots``, the top-level ``metrics`` and ``plots``, and each ``dvc.lock``), ``params`` the
+    parameter files its stages read."""
+
+    written: frozenset[str] = frozenset()
+    params: frozenset[str] = frozenset()
+
+    def writes(self, rel: str) -> bool:
+        """Whether ``rel`` (relative to the DVC root) is, or lies inside, something the
+        pipeline writes."""
+        return _matches(rel, self.written)
+
+    def is_params(self, rel: str) -> bool:
+        return _matches(rel, self.params)
+
+
+def _matches(rel: str, patterns: frozenset[str]) -> bool:
+    rel = posixpath.normpath(rel)
+    for pattern in patterns:
+        if rel == pattern or rel.startswith(pattern.rstrip("/") + "/"):
+            return True
+        if "*" in pattern and (fnmatch.fnmatchcase(rel, pattern)
+                               or fnmatch.fnmatchcase(rel, pattern.rstrip("/") + "/*")):
+            return True
+    return False
+
+
+_TEMPLATE = re.compile(r"\$\{[^}]*\}")
+
+
+def _entry_paths(entries: Any) -> list[str]:
+    """Paths of a ``outs:`` / ``metrics:`` / ``plots:`` list: strings, or one-key mappings
+    whose key is the path (a top-level plot's ``y:`` mapping names files too)."""
+    found: list[str] = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, str):
+            found.append(entry)
+        elif isinstance(entry, dict):
+            for key, body in entry.items():
+                found.append(str(key))
+                y = body.get("y") if isinstance(body, dict) else None
+                if isinstance(y, dict):
+                    found.extend(str(k) for k in y)
+    return found
+
+
+def _pipeline_specs(root: Path, near: Sequence[str] | None) -> list[Path]:
+    """The ``dvc.yaml`` files to read: with ``near`` (paths relative to the root), only those
+    in the root and in the folders above each path (a stage's outputs lie below its
+    ``dvc.yaml`` in practice), a few ``stat`` calls instead of a walk through data, caches
+    and registries; without it, every one under the root (hidden folders skipped)."""
+    if near is None:
+        found = []
+        for folder, subfolders, names in os.walk(root):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            if "dvc.yaml" in names:
+                found.append(Path(folder) / "dvc.yaml")
+        return sorted(found)
+    folders = {PurePosixPath(".")}
+    for rel in near:
+        folders.update(PurePosixPath(posixpath.normpath(rel)).parents)
+    return sorted(root / folder / "dvc.yaml" for folder in folders
+                  if ".." not in folder.parts and (root / folder / "dvc.yaml").is_file())
+
+
+def pipeline_files(root: Path, near: Sequence[str] | None = None) -> PipelineFiles:
+    """:class:`PipelineFiles` of the ``dvc.yaml`` files under the DVC root ``root`` (only
+    those above the paths ``near`` names, when given). An unreadable ``dvc.yaml`` names
+    nothing."""
+    root = _absolute(root)
+    written: set[str] = set()
+    params: set[str] = set()
+    for spec in _pipeline_specs(root, near):
+        folder = PurePosixPath(spec.parent.relative_to(root).as_posix())
+        written.add(posixpath.normpath((folder / "dvc.lock").as_posix()))
+        try:
+            document = load_dvc_yaml(spec)
+        except InvalidInput:
+            continue
+        if not isinstance(document, dict):
+            continue
+        paths = [*_entry_paths(document.get("metrics")), *_entry_paths(document.get("plots"))]
+        stages = document.get("stages")
+        for stage in (stages.values() if isinstance(stages, dict) else []):
+            if not isinstance(stage, dict):
+                continue
+            do = stage.get("do")
+            body: dict[str, Any] = do if isinstance(do, dict) else stage
+            # A stage's paths are relative to its working folder (``wdir``).
+            wdir = PurePosixPath(posixpath.normpath((folder / str(body.get("wdir") or "."))
+                                                    .as_posix()))
+            staged = [*_entry_paths(body.get("outs")), *_entry_paths(body.get("metrics")),
+                      *_entry_paths(body.get("plots"))]
+            written.update(_pattern(wdir, path) for path in staged)
+            read = body.get("params")
+            for entry in read if isinstance(read, list) else []:
+                names = [str(k) for k in entry] if isinstance(entry, dict) else ["params.yaml"]
+                params.update(_pattern(wdir, name) for name in names)
+        written.update(_pattern(folder, path) for path in paths)
+    return PipelineFiles(frozenset(written), frozenset(params))
+
+
+def _pattern(folder: PurePosixPath, path: str) -> str:
+    return posixpath.normpath((folder / _TEMPLATE.sub("*", path)).as_posix())
 
 
 def set_param(params: Path, section: str, key: str, value: str) -> None:

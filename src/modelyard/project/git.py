@@ -11,12 +11,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelyard.errors import UserError
 
 __all__ = [
     "DEFAULT_BRANCH",
+    "WorkTree",
     "commit_paths",
     "identity_options",
     "init_repository",
@@ -24,6 +26,7 @@ __all__ = [
     "show_file",
     "state",
     "toplevel",
+    "work_tree",
 ]
 
 DEFAULT_BRANCH = "main"
@@ -80,6 +83,51 @@ def state(cwd: Path) -> tuple[str, str, str]:
     status = output(["status", "--porcelain", "--untracked-files=no"], cwd)
     dirty = "" if status is None else ("true" if status else "false")
     return commit, branch, dirty
+
+
+@dataclass(frozen=True)
+class WorkTree:
+    """The work tree around a folder: HEAD, its branch, the tree's top folder and the tracked
+    files that differ from HEAD (paths relative to ``top``, posix; None when Git could not
+    say)."""
+
+    commit: str = ""
+    branch: str = ""
+    top: Path | None = None
+    changed: list[str] | None = field(default_factory=list)
+
+
+def work_tree(cwd: Path) -> WorkTree:
+    """:class:`WorkTree` of ``cwd`` in two Git calls; empty outside a work tree or before its
+    first commit. Untracked files are not changes: a file Git was never told about is not part
+    of any commit, and scratch files would otherwise mark every tree."""
+    out = output(["rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD"], cwd)
+    lines = (out or "").splitlines()
+    if len(lines) < 3:
+        return WorkTree()
+    # Not ``output``: stripping would eat the leading blank of the first " M path" entry.
+    done = _run(["status", "--porcelain=v1", "-z", "--untracked-files=no"], cwd, _TIMEOUT)
+    changed = porcelain_paths(done.stdout) if done and done.returncode == 0 else None
+    return WorkTree(lines[1], lines[2], Path(lines[0]), changed)
+
+
+def porcelain_paths(status: str) -> list[str]:
+    """The paths of ``git status --porcelain=v1 -z``: ``XY PATH`` entries separated by NUL; a
+    rename or copy is followed by its source path, which counts as changed too."""
+    paths: list[str] = []
+    entries = status.split("\0")
+    index = 0
+    while index < len(entries):
+        entry = entries[index]
+        index += 1
+        if len(entry) < 4:
+            continue
+        paths.append(entry[3:])
+        if entry[0] in "RC" and index < len(entries):
+            if entries[index]:
+                paths.append(entries[index])
+            index += 1
+    return sorted(set(paths))
 
 
 def toplevel(cwd: Path) -> Path | None:

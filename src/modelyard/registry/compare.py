@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.core.entities import Comparison
+from modelyard.core.lineage import Lineage
 from modelyard.core.names import T_PARAMS, T_SCHEMA, check_name
 from modelyard.core.records import VersionRecord
 from modelyard.core.refs import VersionRef, is_visible, resolve
@@ -23,7 +24,8 @@ from modelyard.registry.loading import Loader
 
 def compare(loader: Loader, name: str, refs: list[str] | None = None) -> Comparison:
     """Versions side by side: semver, stage, metrics, params, data hashes, input schema,
-    bump and reason; ``differences`` lists the keys whose values are not all the same.
+    bump and reason, and what training took (``training``); ``differences`` lists the keys
+    whose values are not all the same (training figures aside).
 
         """
     visible = [v for v in loader.tracking.versions(check_name(name)) if is_visible(v)]
@@ -58,8 +60,24 @@ def compare(loader: Loader, name: str, refs: list[str] | None = None) -> Compari
             "input_schema": _schema_columns(record),
             "bump": mv.bump,
             "bump_reason": mv.bump_reason,
+            "training": training_figures(mv.lineage),
         })
     return Comparison(name=name, versions=rows, differences=_differences(rows))
+
+
+def training_figures(lineage: Lineage) -> dict[str, float | None]:
+    """What training took, as numbers (None where not recorded): wall and CPU seconds, peak
+    resident MiB, the host's cores and MiB. Shown beside the versions, never counted among the
+    ``differences``: two trainings never take the same time."""
+    def number(text: str) -> float | None:
+        try:
+            return float(text) if text else None
+        except ValueError:
+            return None
+
+    return {"duration_s": number(lineage.duration_s), "cpu_s": number(lineage.cpu_s),
+            "peak_rss_mb": number(lineage.peak_rss_mb), "host_cpus": number(lineage.host_cpus),
+            "host_memory_mb": number(lineage.host_memory_mb)}
 
 
 def _schema_columns(record: VersionRecord) -> list[dict[str, Any]] | None:

@@ -7,7 +7,6 @@ into a version (``pipeline.py``: pending -> semver -> manifest -> ready, or noth
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from datetime import datetime, timezone
@@ -87,7 +86,7 @@ class Registrar(Pipeline):
             name, chosen.name, f"{type(model).__module__}.{type(model).__qualname__}",
             metrics=floats, params=params, data=data, description=description, tags=tags,
             seed=seed, bump=bump, version=version, started_at=started_at,
-            duration_s=duration_s,
+            duration_s=duration_s, trained_here=True,
         )
         draft.save = save
         draft.training_data = training_data
@@ -164,13 +163,19 @@ class Registrar(Pipeline):
                params: dict[str, Any] | None, data: list[str | Path] | None,
                description: str | None, tags: dict[str, str] | None,
                seed: int | str | None, bump: str | None, version: str | None,
-               started_at: datetime | None, duration_s: float | None) -> Draft:
+               started_at: datetime | None, duration_s: float | None,
+               trained_here: bool = False) -> Draft:
+        """``trained_here``: the model object was trained in this process (``register``), so
+        the process's CPU time, peak memory and, in a DVC stage, its age are the training's.
+        A saved folder or an MLflow URI was trained elsewhere: only the caller or the active
+        run can say how long."""
         user_tags = check_user_tags(tags)
+        run_id, run_start, run_parent = self._active_run()
         lineage = capture.capture(
             cwd=Path.cwd(), data=data, seed=seed, user=self.ctx.user,
-            started_at=started_at or self._active_start(), duration_s=duration_s,
-            parent_run=parent_run_of(os.environ, self._active_same_uri(),
-                                                 self._active_parent()),
+            started_at=started_at, duration_s=duration_s, run_start=run_start,
+            parent_run=parent_run_of(os.environ, run_id, run_parent), environ=os.environ,
+            trained_here=trained_here,
         )
         return Draft(name=name, flavor=flavor, model_class=model_class, metrics=metrics,
                      params={str(k): str(v) for k, v in (params or {}).items()},
@@ -185,20 +190,16 @@ class Registrar(Pipeline):
             return active[0]
         return None
 
-    def _active_start(self) -> datetime | None:
+    def _active_run(self) -> tuple[str | None, datetime | None, str | None]:
+        """``(id, start, parent run)`` of the caller's active run on this tracking URI (the
+        run the version is logged into), read once; Nones without one."""
         run_id = self._active_same_uri()
         if not run_id:
-            return None
-        with contextlib.suppress(YardError):
-            start = self.tracking.get_run(run_id)["start_time"]
-            if start:
-                return datetime.fromtimestamp(start / 1000, tz=timezone.utc)
-        return None
-
-    def _active_parent(self) -> str | None:
-        run_id = self._active_same_uri()
-        if not run_id:
-            return None
-        with contextlib.suppress(YardError):
-            return self.tracking.get_run(run_id)["tags"].get("mlflow.parentRunId")
-        return None
+            return None, None, None
+        try:
+            run = self.tracking.get_run(run_id)
+        except YardError:
+            return run_id, None, None
+        start = run.get("start_time")
+        when = datetime.fromtimestamp(start / 1000, tz=timezone.utc) if start else None
+        return run_id, when, (run.get("tags") or {}).get("mlflow.parentRunId")

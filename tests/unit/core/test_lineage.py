@@ -3,11 +3,16 @@ columns a bump is decided on (the capture that fills it: tests/unit/project/test
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelyard.core import lineage
+from modelyard.errors import InvalidInput
 
 # -- the parent run -----------------------------------------------------------------------------
 RUN = "0123456789abcdef0123456789abcdef"
@@ -66,3 +71,66 @@ def test_a_dropped_training_column_is_major_when_no_schema_was_recorded(tmp_path
     same = decide_bump(Fingerprint(inputs=schema, data_columns={"t.csv": ["a"]}),
                        Fingerprint(inputs=schema, data_columns={"t.csv": ["a", "b"]}))
     assert same.bump == "patch"
+
+
+# -- the lineage keys and the training's time ---------------------------------------------------
+def test_every_lineage_field_is_a_named_key() -> None:
+    from dataclasses import fields
+
+    from modelyard.core.names import LINEAGE_KEYS
+
+    assert tuple(f.name for f in fields(lineage.Lineage)) == LINEAGE_KEYS
+
+
+def test_training_figures_and_dirty_paths_round_trip_through_the_tags() -> None:
+    found = lineage.Lineage(git_dirty="true", dirty_paths=["src/train.py", "params.yaml"],
+                            duration_s="12.500", duration_from="dvc_stage", cpu_s="20.125",
+                            peak_rss_mb="512.0", host_cpus="8", host_memory_mb="32000")
+    tags = found.to_tags()
+    assert tags["modelyard.lineage.cpu_s"] == "20.125"
+    assert lineage.Lineage.from_tags(tags) == found
+    # A clean tree writes no dirty_paths tag; a damaged one reads as no paths.
+    assert "modelyard.lineage.dirty_paths" not in lineage.Lineage(git_dirty="false").to_tags()
+    assert lineage.Lineage.from_tags({"modelyard.lineage.dirty_paths": "{"}).dirty_paths == []
+
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "started", "seconds", "source"),
+    [
+        pytest.param({"duration_s": 30}, NOW - timedelta(seconds=30), 30.0, "caller",
+                     id="caller-duration"),
+        pytest.param({"started_at": NOW - timedelta(seconds=9)}, NOW - timedelta(seconds=9),
+                     9.0, "caller", id="caller-start"),
+        pytest.param({"run_start": NOW - timedelta(seconds=60), "process_age_s": 5.0,
+                      "in_dvc_stage": True}, NOW - timedelta(seconds=60), 60.0, "mlflow_run",
+                     id="active-run-wins-over-the-stage"),
+        pytest.param({"process_age_s": 5.0, "in_dvc_stage": True},
+                     NOW - timedelta(seconds=5), 5.0, "dvc_stage", id="dvc-stage"),
+        pytest.param({"process_age_s": 5.0}, NOW, None, "", id="a-process-is-not-a-training"),
+        pytest.param({"started_at": datetime(2026, 1, 2)}, datetime(2026, 1, 2), None, "",
+                     id="a-start-without-time-zone-gives-no-duration"),
+        pytest.param({"run_start": NOW + timedelta(seconds=3)}, NOW + timedelta(seconds=3),
+                     0.0, "mlflow_run", id="clock-skew-is-not-negative"),
+    ],
+)
+def test_training_time_takes_the_best_source(kwargs: dict[str, Any], started: datetime,
+                                             seconds: float | None, source: str) -> None:
+    assert lineage.training_time(NOW, **kwargs) == (started, seconds, source)
+
+
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(),
+                 st.text(max_size=20), st.booleans(), st.none()))
+def test_a_callers_duration_is_a_number_of_seconds_or_refused(value: Any) -> None:
+    try:
+        started, seconds, source = lineage.training_time(NOW, duration_s=value)
+    except InvalidInput as exc:
+        assert "duration_s" in exc.message
+        return
+    if value is None:
+        assert (seconds, source) == (None, "")
+        return
+    assert source == "caller" and seconds is not None and 0 <= seconds <= 1e9
+    assert seconds == float(value) and started <= NOW

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelyard.core import lineage
 from modelyard.project import capture, git
@@ -221,3 +223,131 @@ def test_table_columns_only_reads_table_headers(tmp_path: Path) -> None:
     assert table_columns(tmp_path / "b.bin") == []
     assert table_columns(tmp_path / "c.csv") == []
     assert table_columns(tmp_path / "d.csv") == []
+
+
+# -- the dirty flag: code and parameters, not what the pipeline writes -------------------------
+PIPELINE = {
+    "stages": {
+        "train": {"cmd": "python src/train.py", "deps": ["src/train.py"],
+                  "params": ["train", {"extra.yaml": ["x"]}],
+                  "outs": ["models/model.joblib", {"model.json": {"cache": False}}],
+                  "metrics": [{"metrics/train.json": {"cache": False}}],
+                  "plots": [{"plots/confusion.csv": {"cache": False, "x": "a"}}]},
+        "split": {"foreach": ["a", "b"],
+                  "do": {"cmd": "python split.py ${item}", "outs": ["splits/${item}.csv"]}},
+    },
+    "metrics": ["reports/summary.json"],
+}
+
+
+def _pipeline(root: Path) -> None:
+    (root / "dvc.yaml").write_text(yaml.safe_dump(PIPELINE, sort_keys=False))
+    for rel in ("src/train.py", "params.yaml", "metrics/train.json", "model.json", "dvc.lock",
+                "plots/confusion.csv", "splits/a.csv", "reports/summary.json", "extra.yaml"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("v1\n")
+
+
+def _touch(root: Path, *rels: str) -> None:
+    for rel in rels:
+        (root / rel).write_text((root / rel).read_text() + "v2\n")
+
+
+def test_what_the_pipeline_writes_does_not_make_the_tree_dirty(repo: Path) -> None:
+    _pipeline(repo)
+    _commit(repo, "pipeline and its outputs")
+    _touch(repo, "metrics/train.json", "model.json", "dvc.lock", "plots/confusion.csv",
+           "splits/a.csv", "reports/summary.json")
+    found = _capture(repo, [])
+    assert (found.git_dirty, found.dirty_paths) == ("false", [])
+    _touch(repo, "src/train.py", "params.yaml")
+    found = _capture(repo, [])
+    assert (found.git_dirty, found.dirty_paths) == ("true", ["params.yaml", "src/train.py"])
+    # Staged, renamed: still not committed.
+    _git(repo, "mv", "extra.yaml", "renamed.yaml")
+    assert _capture(repo, []).dirty_paths == ["extra.yaml", "params.yaml", "renamed.yaml",
+                                              "src/train.py"]
+
+
+def test_a_dvc_project_in_a_subfolder_lists_paths_from_the_repository_top(
+        tmp_path: Path) -> None:
+    top = tmp_path / "mono"
+    project = top / "churn"
+    project.mkdir(parents=True)
+    git.init_repository(top)
+    (project / ".dvc").mkdir()
+    (project / ".dvc" / "config").write_text("")
+    _pipeline(project)
+    (top / "metrics").mkdir()
+    (top / "metrics" / "train.json").write_text("outside the DVC project\n")
+    _commit(top, "start")
+    _touch(project, "metrics/train.json", "src/train.py")
+    _touch(top, "metrics/train.json")
+    found = _capture(project / "src", [])
+    assert found.dirty_paths == ["churn/src/train.py", "metrics/train.json"]
+
+
+def test_many_dirty_paths_are_listed_up_to_a_limit(repo: Path) -> None:
+    for index in range(capture.MAX_DIRTY_LISTED + 3):
+        (repo / f"f{index:03d}.py").write_text("1\n")
+    _commit(repo, "many")
+    for index in range(capture.MAX_DIRTY_LISTED + 3):
+        (repo / f"f{index:03d}.py").write_text("2\n")
+    found = _capture(repo, [])
+    assert found.git_dirty == "true"
+    assert len(found.dirty_paths) == capture.MAX_DIRTY_LISTED + 1
+    assert found.dirty_paths[-1] == "... and 3 more"
+
+
+_PATH = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+                min_size=1, max_size=30)
+
+
+@given(st.lists(st.tuples(st.sampled_from([" M", "M ", "MM", " D", "A ", "T "]), _PATH),
+                max_size=8),
+       st.lists(st.tuples(st.sampled_from(["R ", "C ", "RM"]), _PATH, _PATH), max_size=4))
+def test_porcelain_entries_give_every_path(plain: list[tuple[str, str]],
+                                           moved: list[tuple[str, str, str]]) -> None:
+    text = "".join(f"{xy} {path}\0" for xy, path in plain)
+    text += "".join(f"{xy} {new}\0{old}\0" for xy, new, old in moved)
+    expected = {path for _, path in plain} | {p for _, new, old in moved for p in (new, old)}
+    assert git.porcelain_paths(text) == sorted(expected)
+
+
+# -- what training took ----------------------------------------------------------------------
+def test_the_process_reports_what_it_used() -> None:
+    usage = capture.process_usage()
+    assert usage.cpu_s is not None and usage.cpu_s > 0
+    assert usage.peak_rss_mb is not None and usage.peak_rss_mb > 1
+    assert usage.age_s is not None and usage.age_s > 0
+    assert usage.host_cpus and usage.host_memory_mb and usage.host_memory_mb > 0
+
+
+def test_a_dvc_stage_is_timed_by_its_process_and_a_saved_model_by_nobody(repo: Path) -> None:
+    staged = capture.capture(cwd=repo, data=[], seed=None, user="a", started_at=None,
+                             duration_s=None, parent_run=None, environ={"DVC_STAGE": "train"})
+    assert staged.duration_from == "dvc_stage" and float(staged.duration_s) > 0
+    assert float(staged.cpu_s) > 0 and float(staged.peak_rss_mb) > 0
+    plain = capture.capture(cwd=repo, data=[], seed=None, user="a", started_at=None,
+                            duration_s=None, parent_run=None, environ={})
+    assert (plain.duration_s, plain.duration_from) == ("", "")
+    assert plain.cpu_s  # this process trained it: its CPU time still counts
+    elsewhere = capture.capture(cwd=repo, data=[], seed=None, user="a", started_at=None,
+                                duration_s=None, parent_run=None,
+                                environ={"DVC_STAGE": "train"}, trained_here=False)
+    assert (elsewhere.duration_s, elsewhere.cpu_s, elsewhere.peak_rss_mb) == ("", "", "")
+    assert elsewhere.host_cpus and elsewhere.host_memory_mb
+
+
+def test_a_nested_pipeline_is_read_from_the_folders_above_the_changed_path(repo: Path) -> None:
+    nested = repo / "stages" / "train"
+    nested.mkdir(parents=True)
+    (nested / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"fit": {
+        "cmd": "python fit.py", "outs": ["model.pkl"]}}}))
+    (nested / "model.pkl").write_text("1\n")
+    (nested / "fit.py").write_text("1\n")
+    _commit(repo, "nested")
+    _touch(repo, "stages/train/model.pkl", "stages/train/fit.py")
+    assert _capture(repo, []).dirty_paths == ["stages/train/fit.py"]
+    whole = dvc_support.pipeline_files(repo)  # reproduce reads every dvc.yaml
+    assert whole.writes("stages/train/model.pkl") and not whole.writes("stages/train/fit.py")
