@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,7 +44,7 @@ from modelyard.errors import ConfigError, InvalidInput
 CONFIG_FILE = "modelyard.toml"
 _ENV_PREFIX = "MODELYARD_"
 # Variables of the MODELYARD_ namespace that are not settings (read where they are used).
-_NOT_SETTINGS = {"MODELYARD_CONFIG", "MODELYARD_SERVE_TOKEN"}
+_NOT_SETTINGS = {"MODELYARD_CONFIG", "MODELYARD_SERVE_TOKEN", "MODELYARD_PROFILE"}
 _MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -147,7 +148,36 @@ def _read_environment(environ: Mapping[str, str], notes: list[str]) -> dict[str,
         )
     values.update(others)
     values.update(own)
+    if "artifact_location" not in values:
+        artifact_location = _seed_artifact_location(environ)
+        if artifact_location:
+            values["artifact_location"] = artifact_location
     return values
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+def _seed_artifact_location(environ: Mapping[str, str]) -> str | None:
+    """The seeds' spellings of the artifact location, below ``MODELYARD_ARTIFACT_LOCATION``:
+    ``MLFLOW_ARTIFACT_ROOT`` (a location, as MLflow's server flag takes it), then
+    ``MLFLOW_S3_BUCKET`` (a bucket name: ``s3://BUCKET``)."""
+    found = {var.upper(): value for var, value in environ.items()
+             if var.upper() in ("MLFLOW_ARTIFACT_ROOT", "MLFLOW_S3_BUCKET") and value != ""}
+    root = found.get("MLFLOW_ARTIFACT_ROOT")
+    if root:
+        return root
+    bucket = found.get("MLFLOW_S3_BUCKET")
+    if bucket is None:
+        return None
+    name = bucket.strip().removeprefix("s3://").rstrip("/")
+    if not _BUCKET.match(name) or ".." in name:
+        raise ConfigError(
+            source="environment", key="MLFLOW_S3_BUCKET",
+            problem=f"{shorten(repr(bucket))} is not an S3 bucket name (3-63 of a-z, 0-9, "
+            "'.', '-'); for a prefix set MLFLOW_ARTIFACT_ROOT=s3://BUCKET/PREFIX",
+        )
+    return f"s3://{name}"
 
 
 # Other tools' spellings of our keys ------------------------------------------------------------
@@ -184,6 +214,27 @@ def _translate_foreign_keys(values: dict[str, Any], source: str,
                 raise ConfigError(source=source, key=old, problem=f"set only {new} (both are set)")
             out[new] = out.pop(old)
             notes.append(f"{source}: {old} is deprecated; it is read as {new}")
+    if "auto_increment" in out:
+        try:
+            increments = _bool().validate_python(out.pop("auto_increment"))
+        except ValidationError:
+            raise ConfigError(source=source, key="auto_increment",
+                              problem="must be true or false") from None
+        if not increments:
+            raise ConfigError(
+                source=source, key="auto_increment",
+                problem="not a modelyard key; versions are always numbered automatically: "
+                "choose one with bump/version at registration",
+            )
+        notes.append(f"{source}: auto_increment is always on (semvers are worked out at "
+                     "registration); the key is ignored")
+    for key in ("default_stage", "auto_promote_to", "backup_stages"):
+        stages = out.get(key)
+        listed = stages if isinstance(stages, list) else [stages]
+        if any(isinstance(item, str) and item.lower() == "development"
+               for item in listed):
+            notes.append(f"{source}: {key}: MLflow's Development is read as none (a version "
+                         "outside staging, production and archived)")
     if "s3_backup_enabled" in out:
         if "backup_stages" in out:
             raise ConfigError(
@@ -309,6 +360,60 @@ def _flatten_policy(data: dict[str, Any], source: str) -> dict[str, Any]:
     return data
 
 
+# Profiles -----------------------------------------------------------------------------------
+# ``[profile.NAME]`` tables of the config file override its other keys when NAME is chosen by
+# MODELYARD_PROFILE or, the seeds' spelling, ENVIRONMENT (ours wins).
+_PROFILE_VARIABLES = ("MODELYARD_PROFILE", "ENVIRONMENT")
+
+
+def _profile_name(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """(the variable that chose it, the profile's name), or None when neither is set."""
+    upper = {var.upper(): value for var, value in environ.items() if value.strip() != ""}
+    for var in _PROFILE_VARIABLES:
+        if var in upper:
+            return var, upper[var].strip()
+    return None
+
+
+def _split_profiles(data: dict[str, Any], source: str
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    data = dict(data)
+    profiles = data.pop("profile", {})
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise ConfigError(source=source, key="profile",
+                          problem="must hold tables: [profile.NAME]")
+    return data, profiles
+
+
+def _profile_values(profiles: dict[str, Any], source: str,
+                    notes: list[str]) -> dict[str, dict[str, Any]]:
+    """Every profile's keys, each checked now (a typo in [profile.production] is caught on
+    the machine that does not use it too), by lower-cased name."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in profiles.items():
+        where = f"{source} [profile.{_show_key(name)}]"
+        if name.lower() in out:
+            raise ConfigError(source=where, key="(table)",
+                              problem="another profile has the same name in other letter case")
+        values = _translate_foreign_keys(_flatten_policy(table, where), where, notes)
+        _validate_layer(values, where)
+        out[name.lower()] = values
+    return out
+
+
+def _refuse_profile(profile: tuple[str, str], source: str | None, known: list[str]) -> None:
+    var, name = profile
+    if source is None:
+        problem = f"no config file here has [profile.{shorten(name)}]"
+    else:
+        listed = ", ".join(known) if known else "none"
+        problem = f"{source} has no [profile.{shorten(name)}] (profiles: {listed})"
+    raise ConfigError(
+        source="environment", key=var,
+        problem=f"{problem}; add that table to modelyard.toml or unset {var}",
+    )
+
+
 # Layers -------------------------------------------------------------------------------------
 
 
@@ -410,12 +515,21 @@ def load_settings(
     merged: dict[str, Any] = {}
 
     path, root, data = _config_layer(environ, cwd, user_home)
+    profile = _profile_name(environ)
     if path is not None and root is not None:
         source = _source(path)
+        data, profiles = _split_profiles(data, source)
         file_values = _translate_foreign_keys(_flatten_policy(data, source), source, notes)
         _validate_layer(file_values, source)
+        chosen = _profile_values(profiles, source, notes)
+        if profile is not None:
+            if profile[1].lower() not in chosen:
+                _refuse_profile(profile, source, sorted(chosen))
+            file_values.update(chosen[profile[1].lower()])
         _anchor_paths(file_values, root, user_home)
         merged.update(file_values)
+    elif profile is not None:
+        _refuse_profile(profile, None, [])
 
     env_values = _read_environment(environ, notes)
     _validate_layer(env_values, "environment")
