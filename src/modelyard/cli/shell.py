@@ -70,7 +70,7 @@ class SectionedGroup(click.Group):
     def resolve_command(self, ctx: click.Context, args: list[str]
                         ) -> tuple[str | None, click.Command | None, list[str]]:
         name, command, rest = super().resolve_command(ctx, args)
-        if name and command is not None:
+        if name and command is not None and not isinstance(command, click.Group):
             hint = seed_spelling_hint(name, command, rest)
             if hint:
                 fail(_escape(hint), 2)
