@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.devstack import Stack
 
-_CLEARED_PREFIXES = ("MODELYARD_", "MLFLOW_", "AWS_")
+_CLEARED_PREFIXES = ("MODELYARD_", "MLFLOW_", "AWS_", "ENVIRONMENT")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
