@@ -40,6 +40,23 @@ def stack() -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
+def clouds() -> Iterator[Any]:
+    """The GCS and Azure Blob emulators, started once per session (tests/support/clouds.py)."""
+    from tests.support.clouds import Emulators
+
+    with Emulators() as running:
+        yield running
+
+
+@pytest.fixture
+def cloud_env(clouds: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """This test reaches the emulators through each cloud's own variables."""
+    for key, value in clouds.env().items():
+        monkeypatch.setenv(key, value)
+    return clouds
+
+
+@pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache for the session: the inferred pip requirements are worked out once."""
     return tmp_path_factory.mktemp("cache")

@@ -22,23 +22,22 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from modelyard.core.reading import read_capped
 from modelyard.core.settings import (
-    DEFAULT_BACKUP_STAGES,
     PATH_KEYS,
     Settings,
     expand_path,
     shorten,
 )
+from modelyard.core.spellings import seed_artifact_location, translate_foreign_keys
 from modelyard.errors import ConfigError, InvalidInput
 
 CONFIG_FILE = "modelyard.toml"
@@ -127,7 +126,7 @@ def _read_environment(environ: Mapping[str, str], notes: list[str]) -> dict[str,
         ours = upper.startswith(_ENV_PREFIX) and upper not in _NOT_SETTINGS
         if ours and upper not in known and raw != "":
             others[upper[len(_ENV_PREFIX):].lower()] = raw
-    others = _translate_foreign_keys(others, source, notes)
+    others = translate_foreign_keys(others, source, notes)
     unknown = sorted(set(others) - set(Settings.model_fields))
     if unknown:
         raise ConfigError(source=source, key=_show_key(unknown[0]), problem="unknown key")
@@ -149,111 +148,10 @@ def _read_environment(environ: Mapping[str, str], notes: list[str]) -> dict[str,
     values.update(others)
     values.update(own)
     if "artifact_location" not in values:
-        artifact_location = _seed_artifact_location(environ)
+        artifact_location = seed_artifact_location(environ)
         if artifact_location:
             values["artifact_location"] = artifact_location
     return values
-
-
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-
-
-def _seed_artifact_location(environ: Mapping[str, str]) -> str | None:
-    """The seeds' spellings of the artifact location, below ``MODELYARD_ARTIFACT_LOCATION``:
-    ``MLFLOW_ARTIFACT_ROOT`` (a location, as MLflow's server flag takes it), then
-    ``MLFLOW_S3_BUCKET`` (a bucket name: ``s3://BUCKET``)."""
-    found = {var.upper(): value for var, value in environ.items()
-             if var.upper() in ("MLFLOW_ARTIFACT_ROOT", "MLFLOW_S3_BUCKET") and value != ""}
-    root = found.get("MLFLOW_ARTIFACT_ROOT")
-    if root:
-        return root
-    bucket = found.get("MLFLOW_S3_BUCKET")
-    if bucket is None:
-        return None
-    name = bucket.strip().removeprefix("s3://").rstrip("/")
-    if not _BUCKET.match(name) or ".." in name:
-        raise ConfigError(
-            source="environment", key="MLFLOW_S3_BUCKET",
-            problem=f"{shorten(repr(bucket))} is not an S3 bucket name (3-63 of a-z, 0-9, "
-            "'.', '-'); for a prefix set MLFLOW_ARTIFACT_ROOT=s3://BUCKET/PREFIX",
-        )
-    return f"s3://{name}"
-
-
-# Other tools' spellings of our keys ------------------------------------------------------------
-_FOREIGN_RENAMED = {"max_model_versions": "max_versions", "default_model_stage": "default_stage"}
-_FOREIGN_REFUSED = {
-    "auto_promote_threshold": "use auto_promote = 'accuracy >= 0.85' (a metric and a threshold)",
-    "s3_model_prefix": "use vault = 's3://bucket/prefix'",
-    "versioning_strategy": (
-        "semvers are worked out automatically; use bump/version at registration"
-    ),
-    "auto_register_model": "registration is explicit (Yard.register / modelyard register)",
-}
-
-
-@functools.cache
-def _bool() -> TypeAdapter[bool]:
-    """pydantic's lax bool (built on first use: only the foreign key s3_backup_enabled needs it)."""
-    return TypeAdapter(bool)
-
-
-def _translate_foreign_keys(values: dict[str, Any], source: str,
-                            notes: list[str]) -> dict[str, Any]:
-    """Accept other tools' spellings that map one-to-one onto our keys (with a note); refuse
-    the rest, naming ours."""
-    out = dict(values)
-    for key in values:
-        if key in _FOREIGN_REFUSED:
-            raise ConfigError(
-                source=source, key=key, problem=f"not a modelyard key; {_FOREIGN_REFUSED[key]}"
-            )
-    for old, new in _FOREIGN_RENAMED.items():
-        if old in out:
-            if new in out:
-                raise ConfigError(source=source, key=old, problem=f"set only {new} (both are set)")
-            out[new] = out.pop(old)
-            notes.append(f"{source}: {old} is deprecated; it is read as {new}")
-    if "auto_increment" in out:
-        try:
-            increments = _bool().validate_python(out.pop("auto_increment"))
-        except ValidationError:
-            raise ConfigError(source=source, key="auto_increment",
-                              problem="must be true or false") from None
-        if not increments:
-            raise ConfigError(
-                source=source, key="auto_increment",
-                problem="not a modelyard key; versions are always numbered automatically: "
-                "choose one with bump/version at registration",
-            )
-        notes.append(f"{source}: auto_increment is always on (semvers are worked out at "
-                     "registration); the key is ignored")
-    for key in ("default_stage", "auto_promote_to", "backup_stages"):
-        stages = out.get(key)
-        listed = stages if isinstance(stages, list) else [stages]
-        if any(isinstance(item, str) and item.lower() == "development"
-               for item in listed):
-            notes.append(f"{source}: {key}: MLflow's Development is read as none (a version "
-                         "outside staging, production and archived)")
-    if "s3_backup_enabled" in out:
-        if "backup_stages" in out:
-            raise ConfigError(
-                source=source,
-                key="s3_backup_enabled",
-                problem="set only backup_stages (both are set)",
-            )
-        try:
-            enabled = _bool().validate_python(out.pop("s3_backup_enabled"))
-        except ValidationError:
-            raise ConfigError(
-                source=source, key="s3_backup_enabled", problem="must be true or false"
-            ) from None
-        out["backup_stages"] = list(DEFAULT_BACKUP_STAGES) if enabled else []
-        notes.append(
-            f"{source}: s3_backup_enabled is deprecated; it is read as backup_stages = "
-            f"{json.dumps(out['backup_stages'])}"
-        )
-    return out
 
 
 # Config files -------------------------------------------------------------------------------
@@ -395,7 +293,7 @@ def _profile_values(profiles: dict[str, Any], source: str,
         if name.lower() in out:
             raise ConfigError(source=where, key="(table)",
                               problem="another profile has the same name in other letter case")
-        values = _translate_foreign_keys(_flatten_policy(table, where), where, notes)
+        values = translate_foreign_keys(_flatten_policy(table, where), where, notes)
         _validate_layer(values, where)
         out[name.lower()] = values
     return out
@@ -519,7 +417,7 @@ def load_settings(
     if path is not None and root is not None:
         source = _source(path)
         data, profiles = _split_profiles(data, source)
-        file_values = _translate_foreign_keys(_flatten_policy(data, source), source, notes)
+        file_values = translate_foreign_keys(_flatten_policy(data, source), source, notes)
         _validate_layer(file_values, source)
         chosen = _profile_values(profiles, source, notes)
         if profile is not None:
@@ -538,7 +436,7 @@ def load_settings(
 
     explicit = {k: v for k, v in (overrides or {}).items() if v is not None}
     if explicit:
-        explicit = _translate_foreign_keys(explicit, "arguments", notes)
+        explicit = translate_foreign_keys(explicit, "arguments", notes)
         _validate_layer(explicit, "arguments")
         _anchor_paths(explicit, cwd, user_home)
     merged.update(explicit)
