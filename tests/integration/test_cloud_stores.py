@@ -1,6 +1,6 @@
-"""The registry with its vault and backup store on Google Cloud Storage and Azure Blob (the
-session's gcp-storage-emulator and Azurite): register, load, verify, backup, restore, in any
-combination of stores. S3 (moto) has the same round trip on the team stack
+"""The registry with its artifact store, vault and backup store on Google Cloud Storage and
+Azure Blob (the session's gcp-storage-emulator and Azurite): register, load, verify, backup,
+restore, in mixed combinations of stores. S3 (moto) has the same round trip on the team stack
 (test_backup_restore.py, vault and backup in its buckets)."""
 
 from __future__ import annotations
@@ -16,20 +16,27 @@ from modelyard.store.storage import open_store
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
-@pytest.mark.parametrize(("vault", "backup"), [
-    ("gs://modelyard/vault-{}", "az://modelyard/backup-{}"),
-    ("wasbs://modelyard@devstoreaccount1.blob.core.windows.net/vault-{}",
+@pytest.mark.parametrize(("artifacts", "vault", "backup"), [
+    ("wasbs://modelyard@devstoreaccount1.blob.core.windows.net/artifacts-{}",
+     "gs://modelyard/vault-{}", "az://modelyard/backup-{}"),
+    ("gs://modelyard/artifacts-{}",
+     "wasbs://modelyard@devstoreaccount1.blob.core.windows.net/vault-{}",
      "gs://modelyard/backup-{}"),
 ])
-def test_round_trip_with_the_vault_and_backup_on_cloud_stores(
-    backend: str, cloud_env: Any, name: str, trained: dict[str, Any], vault: str, backup: str,
+def test_round_trip_with_every_store_on_the_clouds(
+    backend: str, cloud_env: Any, name: str, trained: dict[str, Any], artifacts: str,
+    vault: str, backup: str,
 ) -> None:
     run = uuid.uuid4().hex[:8]
     vault_url, backup_url = vault.format(run), backup.format(run)
-    yard = Yard(vault=vault_url, backup=backup_url)
+    # The artifact location as the seeds set it (MLFLOW_ARTIFACT_ROOT), MLflow's own
+    # artifact repositories writing there; a new experiment, so it takes the location.
+    yard = Yard(artifact_location=artifacts.format(run), experiment=f"clouds-{run}",
+                vault=vault_url, backup=backup_url)
     rows = trained["X"].head(10)
     mv = yard.register(trained["model"], name, metrics={"accuracy": 0.9},
                        input_example=trained["X"].head(3))
+    assert open_store(artifacts.format(run)).list(""), "MLflow wrote the model there"
     manifest_objects = open_store(vault_url).list("objects/")
     assert manifest_objects, "the vault holds the version's files"
     assert yard.verify(name, mv.version).ok
