@@ -188,7 +188,7 @@ def run(work: Path, endpoint: str, files: int, size: int, stores: list[str]) -> 
 
         def modelyard_backup(prefix: str, version: int = mv.version, peer: Peer = peer) -> Any:
             backup = Yard(backup=peer.url.format(prefix), **peer.overrides)
-            report = backup.backup([("big", version)])
+            report = backup.protection.backup([("big", version)])
             assert report.ok, report.failed
             return report
 

@@ -5,6 +5,7 @@ restore, in mixed combinations of stores. S3 (moto) has the same round trip on t
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -56,3 +57,19 @@ def test_round_trip_with_every_store_on_the_clouds(
     np.testing.assert_array_equal(yard.load(name, back.version).model.predict(rows), before)
     # the backup store has the vault's layout
     assert set(manifest_objects) <= set(open_store(backup_url).list("objects/"))
+
+
+def test_doctor_checks_cloud_stores_without_showing_credentials(cloud_env: Any) -> None:
+    from tests.support.helpers import run_cli
+
+    env = {"MODELYARD_VAULT": "gs://modelyard/doctor", "MODELYARD_BACKUP": "az://modelyard/d"}
+    result = run_cli("doctor", "--json", env=env)
+    report = json.loads(result.stdout)
+    checks = {c["component"]: c for c in report["checks"]}
+    assert checks["vault"]["ok"] and checks["backup"]["ok"], report
+    assert report["credentials"]["AZURE_STORAGE_CONNECTION_STRING"] == "set"
+    assert "Eby8vdM02" not in result.stdout + result.stderr  # Azurite's account key
+    missing = run_cli("doctor", "--json", env={"MODELYARD_VAULT": "gs://no-such-bucket/v"})
+    assert missing.returncode == 1
+    assert "not found" in {c["component"]: c for c in json.loads(missing.stdout)["checks"]}[
+        "vault"]["detail"]

@@ -24,6 +24,12 @@ CREDENTIAL_VARS = (
     "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_TOKEN",
     "MODELYARD_WEBHOOK_SECRET",
+    # The other clouds' chains (gs://, az:// stores): only whether each is set is shown.
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_CLIENT_SECRET",
 )
 
 
