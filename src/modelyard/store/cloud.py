@@ -22,7 +22,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -47,9 +47,13 @@ def _clean(text: str) -> str:
 class FsspecStore(ObjectStore):
     """A bucket or container (and a prefix inside it) through an fsspec filesystem."""
 
-    def __init__(self, url: str, fs: Any, bucket: str, prefix: str) -> None:
+    def __init__(self, url: str, fs: Any, bucket: str, prefix: str,
+                 head: Callable[[str], dict[str, Any]] | None = None) -> None:
         self.url = url
         self.fs = fs
+        # One object's metadata in one request (fsspec's ``info`` lists the "folder" too when
+        # there is no object: the backup's look-ups for absent objects paid for that).
+        self._head = head or fs.info
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.root = f"{bucket}/{self.prefix}" if self.prefix else bucket
@@ -107,10 +111,10 @@ class FsspecStore(ObjectStore):
         path = self._path(key)
         with self._translate(key):
             try:
-                info = self.fs.info(path)
+                info = self._head(path)
             except FileNotFoundError:
                 return None
-            if info.get("type") != "file":
+            if info.get("type", "file") != "file":
                 return None
             return int(info.get("size") or 0)
 
@@ -193,7 +197,8 @@ def open_cloud_store(url: str, *, timeout: float = 10.0) -> FsspecStore:
         bucket = parsed.netloc
         if not bucket:
             raise StorageError(detail=f"no bucket in {redact(url)!r}")
-        return FsspecStore(url, _gcs(timeout), bucket, prefix)
+        fs = _gcs(timeout)
+        return FsspecStore(url, fs, bucket, prefix, head=_gcs_head(fs))
     container, _, host = parsed.netloc.partition("@")
     if not container:
         raise StorageError(detail=f"no container in {redact(url)!r}")
@@ -214,6 +219,18 @@ def _gcs(timeout: float) -> Any:
     token = "anon" if os.environ.get("STORAGE_EMULATOR_HOST") else None
     return GCSFileSystem(token=token, requests_timeout=timeout, skip_instance_cache=True,
                          use_listings_cache=False)
+
+
+def _gcs_head(fs: Any) -> Callable[[str], dict[str, Any]]:
+    """GCS's object GET alone (gcsfs's async ``_get_object``, run on its loop): not found is
+    FileNotFoundError after one request."""
+    from fsspec.asyn import sync
+
+    def head(path: str) -> dict[str, Any]:
+        info: dict[str, Any] = sync(fs.loop, fs._get_object, path)
+        return info
+
+    return head
 
 
 def _azure(account: str | None, timeout: float) -> Any:
