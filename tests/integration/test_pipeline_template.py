@@ -459,7 +459,8 @@ def _actionlint(files: list[Path]) -> subprocess.CompletedProcess[str]:
 
 
 def test_workflows_pass_actionlint(tmp_path: Path) -> None:
-    assert [p.name for p in WORKFLOWS] == ["drill.yml", "promote.yml", "train.yml"]
+    assert [p.name for p in WORKFLOWS] == ["artifact-sync.yml", "drill.yml", "promote.yml",
+                                           "train.yml"]
     result = _actionlint(WORKFLOWS)
     assert result.returncode == 0, result.stdout + result.stderr
     # The linter is really checking: an inline untrusted expression is reported.
@@ -647,6 +648,58 @@ def test_train_workflow_pushes_the_dvc_data() -> None:
     assert "dvc push" in _step(workflow, "train", "Push DVC data")["run"]
 
 
+def _sync_step(tmp_path: Path, missing: str, broken: str, backup: str) -> tuple[
+        subprocess.CompletedProcess[str], list[str]]:
+    """The artifact-sync backup step against a stand-in `modelyard` whose `details` exits 3
+    (no holder) for the stage ``missing`` and 1 (a failure) for ``broken``."""
+    step = _step(_workflow("artifact-sync.yml"), "sync", "Back up the promoted versions")
+    (tmp_path / "params.yaml").write_text("model_name: churn\n")
+    (tmp_path / "modelyard.toml").write_text("[policy]\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "modelyard").write_text(
+        '#!/bin/sh\nprintf \'%s \' "$@" >> "$CALLS"; echo >> "$CALLS"\n'
+        'if [ "$1" = details ] && [ "$2" = "churn@$MISSING" ]; then exit 3; fi\n'
+        'if [ "$1" = details ] && [ "$2" = "churn@$BROKEN" ]; then exit 1; fi\n')
+    (bin_dir / "modelyard").chmod(0o755)
+    calls = tmp_path / "calls"
+    path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]])
+    env = {"PATH": path, "CALLS": str(calls), "MODELYARD_BACKUP": backup, "MISSING": missing,
+           "BROKEN": broken}
+    result = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, check=False)
+    return result, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_artifact_sync_backs_up_each_promoted_version(tmp_path: Path) -> None:
+    result, calls = _sync_step(tmp_path, "staging", "", "s3://bucket/backup")
+    assert result.returncode == 0, result.stderr
+    assert [c.strip() for c in calls] == [
+        "details churn@staging --json", "details churn@production --json",
+        "backup churn@production"]
+    assert "::notice::no churn@staging to back up" in result.stdout
+
+
+def test_artifact_sync_stops_on_a_failure_and_warns_without_a_store(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    result, calls = _sync_step(tmp_path / "a", "", "staging", "s3://bucket/backup")
+    assert result.returncode == 1 and not any("backup" in c for c in calls)
+    (tmp_path / "b").mkdir()
+    result, calls = _sync_step(tmp_path / "b", "", "", "")
+    assert result.returncode == 0 and calls == []
+    assert "::warning::no backup store configured" in result.stdout
+
+
+def test_artifact_sync_runs_nightly_and_pushes_dvc_data() -> None:
+    workflow = _workflow("artifact-sync.yml")
+    (schedule,) = workflow[True]["schedule"]
+    minute, hour, day_of_month, month, day_of_week = schedule["cron"].split()
+    assert (day_of_month, month, day_of_week) == ("*", "*", "*")  # every day
+    assert minute.isdigit() and hour.isdigit()
+    assert workflow["permissions"] == {"contents": "read"}
+    assert "dvc push" in _step(workflow, "sync", "Push DVC data")["run"]
+
+
 def test_drill_workflow_runs_every_drill_weekly() -> None:
     workflow = _workflow("drill.yml")
     (schedule,) = workflow[True]["schedule"]
@@ -707,7 +760,8 @@ def test_init_project_creates_a_git_and_dvc_project(tmp_path: Path) -> None:
     created = init_project(root, name="attrition")
     relative = {p.relative_to(root).as_posix() for p in created}
     assert {str(p) for p in template_files()} <= relative
-    assert {".git", ".dvc", ".github/workflows/train.yml", "src/prepare.py"} <= relative
+    assert {".git", ".dvc", ".github/workflows/train.yml", ".github/workflows/artifact-sync.yml",
+            "src/prepare.py"} <= relative
     assert (root / ".git").is_dir() and (root / ".dvc").is_dir()
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert params["model_name"] == "attrition"

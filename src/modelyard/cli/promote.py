@@ -155,6 +155,8 @@ def _render_change(state: State, data: dict[str, Any]) -> None:
         line = f"{label}: {data['from']} -> [green]{data['to']}[/green] ({verb})"
         if data["replaced"] is not None:
             line += f"; replaced #{data['replaced']}"
+        if data.get("release_tag"):
+            line += f"; git tag {_escape(data['release_tag'])}"
         console.print(line)
     for gate in data["gates"]:
         colour = "green" if gate["passed"] else "red"

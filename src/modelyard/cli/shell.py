@@ -33,6 +33,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "Read the registry": {
         "list": "details", "details": "details", "compare": "details", "history": "history",
         "lineage": "details", "doctor": "doctor",
+        "mlflow-ui": "doctor",
     },
     "Change the registry": {
         "register": "register", "promote": "promote", "approve": "promote",
@@ -67,6 +68,15 @@ class SectionedGroup(click.Group):
             _load(_MODULE_OF[cmd_name])
         return self.commands.get(cmd_name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if name and command is not None and not isinstance(command, click.Group):
+            hint = seed_spelling_hint(name, command, rest)
+            if hint:
+                fail(_escape(hint), 2)
+        return name, command, rest
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         self.list_commands(ctx)
         placed: set[str] = set()
@@ -86,6 +96,57 @@ class SectionedGroup(click.Group):
         if rest:
             with formatter.section("Other"):
                 formatter.write_dl(rest)
+
+
+# The seeds' scripts spell a version as --model NAME --version N, a stage move as --stage, an
+# output file as --output. A command without such an option answers with its own spelling
+# (one line, exit 2) instead of click's bare "No such option".
+_SEED_OPTIONS = ("--model", "--version", "--stage", "--output")
+
+
+def seed_spelling_hint(name: str, command: click.Command, args: list[str]) -> str | None:
+    """``use `modelyard load churn@3 --to DIR` instead of --model churn --version 3``, or None
+    when ``args`` hold none of the seeds' options that ``command`` lacks."""
+    import shlex
+
+    own = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    seed: dict[str, str] = {}
+    kept: list[str] = []
+    shown: list[str] = []
+    items = iter(args)
+    for arg in items:
+        option, sep, value = arg.partition("=")
+        if option in _SEED_OPTIONS and option not in own:
+            value = value if sep else next(items, "")
+            seed[option] = value
+            shown += [option, value]
+        else:
+            kept.append(arg)
+    if not seed:
+        return None
+    model = seed.get("--model")
+    if model is None and kept and not kept[0].startswith("-"):
+        model = kept.pop(0)
+    rebuilt: list[str] = []
+    if model is not None:
+        version = seed.get("--version")
+        rebuilt.append(f"{model}@{version}" if version else model)
+    elif "--version" in seed:
+        rebuilt.append(f"NAME@{seed['--version']}")
+    rebuilt += kept
+    if "--stage" in seed:
+        stage = seed["--stage"].strip().lower()
+        rebuilt += ["--to", "none" if stage == "development" else stage]
+        if model is not None and "--version" not in seed and "@" not in model:
+            rebuilt[0] = f"{model}@REF"
+    if "--output" in seed:
+        rebuilt += ["--out", seed["--output"]]
+    if name == "load" and "--to" not in kept:
+        rebuilt += ["--to", "DIR"]
+    def join(words: list[str]) -> str:  # a newline or control character is shown escaped
+        return " ".join(shlex.quote(w) if w.isprintable() else repr(w) for w in words)
+
+    return f"use `modelyard {name} {join(rebuilt)}` instead of {join(shown)}"
 
 
 def _load(module: str) -> None:

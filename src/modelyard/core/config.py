@@ -27,24 +27,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from modelyard.core.reading import read_capped
 from modelyard.core.settings import (
-    DEFAULT_BACKUP_STAGES,
     PATH_KEYS,
     PATH_LIST_KEYS,
     Settings,
     expand_path,
     shorten,
 )
+from modelyard.core.spellings import seed_artifact_location, translate_foreign_keys
 from modelyard.errors import ConfigError, InvalidInput
 
 CONFIG_FILE = "modelyard.toml"
 _ENV_PREFIX = "MODELYARD_"
 # Variables of the MODELYARD_ namespace that are not settings (read where they are used).
-_NOT_SETTINGS = {"MODELYARD_CONFIG", "MODELYARD_SERVE_TOKEN"}
+_NOT_SETTINGS = {"MODELYARD_CONFIG", "MODELYARD_SERVE_TOKEN", "MODELYARD_PROFILE"}
 _MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -127,7 +127,7 @@ def _read_environment(environ: Mapping[str, str], notes: list[str]) -> dict[str,
         ours = upper.startswith(_ENV_PREFIX) and upper not in _NOT_SETTINGS
         if ours and upper not in known and raw != "":
             others[upper[len(_ENV_PREFIX):].lower()] = raw
-    others = _translate_foreign_keys(others, source, notes)
+    others = translate_foreign_keys(others, source, notes)
     unknown = sorted(set(others) - set(Settings.model_fields))
     if unknown:
         raise ConfigError(source=source, key=_show_key(unknown[0]), problem="unknown key")
@@ -148,62 +148,11 @@ def _read_environment(environ: Mapping[str, str], notes: list[str]) -> dict[str,
         )
     values.update(others)
     values.update(own)
+    if "artifact_location" not in values:
+        artifact_location = seed_artifact_location(environ)
+        if artifact_location:
+            values["artifact_location"] = artifact_location
     return values
-
-
-# Other tools' spellings of our keys ------------------------------------------------------------
-_FOREIGN_RENAMED = {"max_model_versions": "max_versions", "default_model_stage": "default_stage"}
-_FOREIGN_REFUSED = {
-    "auto_promote_threshold": "use auto_promote = 'accuracy >= 0.85' (a metric and a threshold)",
-    "s3_model_prefix": "use vault = 's3://bucket/prefix'",
-    "versioning_strategy": (
-        "semvers are worked out automatically; use bump/version at registration"
-    ),
-    "auto_register_model": "registration is explicit (Yard.register / modelyard register)",
-}
-
-
-@functools.cache
-def _bool() -> TypeAdapter[bool]:
-    """pydantic's lax bool (built on first use: only the foreign key s3_backup_enabled needs it)."""
-    return TypeAdapter(bool)
-
-
-def _translate_foreign_keys(values: dict[str, Any], source: str,
-                            notes: list[str]) -> dict[str, Any]:
-    """Accept other tools' spellings that map one-to-one onto our keys (with a note); refuse
-    the rest, naming ours."""
-    out = dict(values)
-    for key in values:
-        if key in _FOREIGN_REFUSED:
-            raise ConfigError(
-                source=source, key=key, problem=f"not a modelyard key; {_FOREIGN_REFUSED[key]}"
-            )
-    for old, new in _FOREIGN_RENAMED.items():
-        if old in out:
-            if new in out:
-                raise ConfigError(source=source, key=old, problem=f"set only {new} (both are set)")
-            out[new] = out.pop(old)
-            notes.append(f"{source}: {old} is deprecated; it is read as {new}")
-    if "s3_backup_enabled" in out:
-        if "backup_stages" in out:
-            raise ConfigError(
-                source=source,
-                key="s3_backup_enabled",
-                problem="set only backup_stages (both are set)",
-            )
-        try:
-            enabled = _bool().validate_python(out.pop("s3_backup_enabled"))
-        except ValidationError:
-            raise ConfigError(
-                source=source, key="s3_backup_enabled", problem="must be true or false"
-            ) from None
-        out["backup_stages"] = list(DEFAULT_BACKUP_STAGES) if enabled else []
-        notes.append(
-            f"{source}: s3_backup_enabled is deprecated; it is read as backup_stages = "
-            f"{json.dumps(out['backup_stages'])}"
-        )
-    return out
 
 
 # Config files -------------------------------------------------------------------------------
@@ -308,6 +257,60 @@ def _flatten_policy(data: dict[str, Any], source: str) -> dict[str, Any]:
     elif policy is not None:
         raise ConfigError(source=source, key="policy", problem="must be a table")
     return data
+
+
+# Profiles -----------------------------------------------------------------------------------
+# ``[profile.NAME]`` tables of the config file override its other keys when NAME is chosen by
+# MODELYARD_PROFILE or, the seeds' spelling, ENVIRONMENT (ours wins).
+_PROFILE_VARIABLES = ("MODELYARD_PROFILE", "ENVIRONMENT")
+
+
+def _profile_name(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """(the variable that chose it, the profile's name), or None when neither is set."""
+    upper = {var.upper(): value for var, value in environ.items() if value.strip() != ""}
+    for var in _PROFILE_VARIABLES:
+        if var in upper:
+            return var, upper[var].strip()
+    return None
+
+
+def _split_profiles(data: dict[str, Any], source: str
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    data = dict(data)
+    profiles = data.pop("profile", {})
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise ConfigError(source=source, key="profile",
+                          problem="must hold tables: [profile.NAME]")
+    return data, profiles
+
+
+def _profile_values(profiles: dict[str, Any], source: str,
+                    notes: list[str]) -> dict[str, dict[str, Any]]:
+    """Every profile's keys, each checked now (a typo in [profile.production] is caught on
+    the machine that does not use it too), by lower-cased name."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in profiles.items():
+        where = f"{source} [profile.{_show_key(name)}]"
+        if name.lower() in out:
+            raise ConfigError(source=where, key="(table)",
+                              problem="another profile has the same name in other letter case")
+        values = translate_foreign_keys(_flatten_policy(table, where), where, notes)
+        _validate_layer(values, where)
+        out[name.lower()] = values
+    return out
+
+
+def _refuse_profile(profile: tuple[str, str], source: str | None, known: list[str]) -> None:
+    var, name = profile
+    if source is None:
+        problem = f"no config file here has [profile.{shorten(name)}]"
+    else:
+        listed = ", ".join(known) if known else "none"
+        problem = f"{source} has no [profile.{shorten(name)}] (profiles: {listed})"
+    raise ConfigError(
+        source="environment", key=var,
+        problem=f"{problem}; add that table to modelyard.toml or unset {var}",
+    )
 
 
 # Layers -------------------------------------------------------------------------------------
@@ -416,12 +419,21 @@ def load_settings(
     merged: dict[str, Any] = {}
 
     path, root, data = _config_layer(environ, cwd, user_home)
+    profile = _profile_name(environ)
     if path is not None and root is not None:
         source = _source(path)
-        file_values = _translate_foreign_keys(_flatten_policy(data, source), source, notes)
+        data, profiles = _split_profiles(data, source)
+        file_values = translate_foreign_keys(_flatten_policy(data, source), source, notes)
         _validate_layer(file_values, source)
+        chosen = _profile_values(profiles, source, notes)
+        if profile is not None:
+            if profile[1].lower() not in chosen:
+                _refuse_profile(profile, source, sorted(chosen))
+            file_values.update(chosen[profile[1].lower()])
         _anchor_paths(file_values, root, user_home)
         merged.update(file_values)
+    elif profile is not None:
+        _refuse_profile(profile, None, [])
 
     env_values = _read_environment(environ, notes)
     _validate_layer(env_values, "environment")
@@ -430,7 +442,7 @@ def load_settings(
 
     explicit = {k: v for k, v in (overrides or {}).items() if v is not None}
     if explicit:
-        explicit = _translate_foreign_keys(explicit, "arguments", notes)
+        explicit = translate_foreign_keys(explicit, "arguments", notes)
         _validate_layer(explicit, "arguments")
         _anchor_paths(explicit, cwd, user_home)
     merged.update(explicit)

@@ -255,3 +255,4 @@ class DoctorReport(Result):
     user: str
     credentials: dict[str, str]
     checks: list[Check]
+    ui: str = ""  # how to open MLflow's UI on this registry (a command, or the server's URL)

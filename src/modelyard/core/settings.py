@@ -136,6 +136,8 @@ class Settings(BaseModel):
     production_approval_required: bool = False
     allow_self_approval: bool = False
     version_format: str = "v{major}.{minor}.{patch}"
+    # An annotated git tag NAME@vX.Y.Z (GTO's convention) on each promotion to production.
+    release_tags: bool = False
     backup_stages: list[Stage] = Field(default_factory=lambda: list(DEFAULT_BACKUP_STAGES))
     webhooks: list[str] = Field(default_factory=list)
     webhook_secret: str | None = Field(default=None, repr=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from typing import TYPE_CHECKING, Any
 
 from modelyard.core.entities import Check, DoctorReport
@@ -11,6 +13,7 @@ from modelyard.store.storage import open_store, redact
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.context import Context
+    from modelyard.core.settings import Settings
 
 CREDENTIAL_VARS = (
     "AWS_ACCESS_KEY_ID",
@@ -21,6 +24,12 @@ CREDENTIAL_VARS = (
     "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_TOKEN",
     "MODELYARD_WEBHOOK_SECRET",
+    # The other clouds' chains (gs://, az:// stores): only whether each is set is shown.
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_CLIENT_SECRET",
 )
 
 
@@ -93,7 +102,34 @@ def run(ctx: Context) -> DoctorReport:
         credentials={var: ("set" if os.environ.get(var) else "not set")
                      for var in CREDENTIAL_VARS},
         checks=checks,
+        ui=ui_hint(settings),
     )
+
+
+def mlflow_ui_command(settings: Settings, *, host: str = "127.0.0.1", port: int = 5000
+                      ) -> list[str] | None:
+    """The command that opens MLflow's UI on the embedded registry (its SQLite database and
+    artifact folder), run with this Python; None on a tracking server, whose UI it serves."""
+    if not settings.is_embedded:
+        return None
+    tracking = settings.resolved_tracking_uri
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking]
+    registry = settings.registry_uri
+    if registry and registry != tracking:
+        command += ["--registry-store-uri", registry]
+    artifacts = settings.resolved_artifact_location
+    if artifacts:
+        command += ["--default-artifact-root", artifacts]
+    return [*command, "--host", host, "--port", str(port), "--workers", "1"]
+
+
+def ui_hint(settings: Settings) -> str:
+    """``doctor``'s line on MLflow's UI: the one-liner for the embedded registry, else the
+    tracking server's address (credentials taken out)."""
+    command = mlflow_ui_command(settings)
+    if command is None:
+        return f"open {redact(settings.resolved_tracking_uri)} (the tracking server serves it)"
+    return "modelyard mlflow-ui  (or: " + shlex.join(["mlflow", *command[3:]]) + ")"
 
 
 _HOW = {

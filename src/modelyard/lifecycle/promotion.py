@@ -12,12 +12,14 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from modelyard.backend.identity import EDIT, MANAGE
 from modelyard.backend.lean.base import at_once
 from modelyard.context import Context
 from modelyard.core.entities import Decision, ModelVersion
+from modelyard.core.lineage import Lineage
 from modelyard.core.names import (
     STAGE_ALIASES,
     T_ROLLED_BACK,
@@ -30,6 +32,7 @@ from modelyard.core.records import VersionRecord
 from modelyard.core.refs import lookup
 from modelyard.errors import (
     ApprovalError,
+    Conflict,
     GateFailed,
     InvalidInput,
     NotFound,
@@ -40,6 +43,7 @@ from modelyard.errors import (
 )
 from modelyard.lifecycle.gates import Gates, Holdout, as_holdout, describe
 from modelyard.lifecycle.stages import StageChange, Stages, StaleMove, record_label
+from modelyard.project import git
 from modelyard.store.vault import REQUESTS, decision_key, request_key, requests_prefix
 from modelyard.trail.audit import AuditEvent, Auditor, now_iso
 
@@ -146,9 +150,49 @@ class Promotion:
             return self._file_request(name, record, stage, reason, force, spec_texts, results)
         if checked is not None:  # scoring took a while: the move reads the holders afresh
             holders = None
+        release = self._release_tag_plan(name, record, stage)
         change = self.stages.move(name, record, stage, "promote", reason=reason, gates=results,
                             detail={"forced": True} if force and current != "staging" else {},
                             holders=holders)
+        return self._tag_release(change, release, reason)
+
+    # Release tags (the release_tags setting) --------------------------------------------------
+    def _release_tag_plan(self, name: str, record: VersionRecord, stage: str
+                          ) -> tuple[Path, str, str] | None:
+        """(repository, tag, commit) of the tag a promotion to production will make, checked
+        before the move so a tag that cannot be made refuses the promotion instead of
+        following it half-way. The commit is the one the version was trained at when the
+        repository has it, else HEAD."""
+        if stage != "production" or not self.ctx.settings.release_tags:
+            return None
+        base = Path(self.ctx.settings.project_root or Path.cwd())
+        root = git.toplevel(base)
+        if root is None:
+            raise InvalidInput(f"release_tags is on, but {base} is not in a git work tree "
+                               "(git init, or set release_tags = false)")
+        semver = record.tags.get(T_SEMVER) or f"0.0.{record.version}"
+        tag = f"{name}@v{semver}"
+        if not git.valid_tag_name(root, tag):
+            raise InvalidInput(f"release_tags: {tag!r} is not a valid git tag name")
+        trained_at = Lineage.from_tags(record.tags).git_commit
+        commit = git.commit_of(root, trained_at) or git.commit_of(root, "HEAD")
+        if commit is None:
+            raise InvalidInput(f"release_tags is on, but {root} has no commit to tag")
+        existing = git.tag_commit(root, tag)
+        if existing is not None and existing != commit:
+            raise Conflict(f"git tag {tag} already exists at {existing[:12]}, not at "
+                            f"{commit[:12]}: delete or move it (git tag -d {tag})")
+        return root, tag, commit
+
+    def _tag_release(self, change: StageChange, release: tuple[Path, str, str] | None,
+                     reason: str | None) -> StageChange:
+        if release is None or change.status != "promoted":
+            return change
+        root, tag, commit = release
+        if git.tag_commit(root, tag) is None:
+            message = f"{change.name} v{change.semver} in production (version {change.version})"
+            git.create_tag(root, tag, commit, message + (f": {reason}" if reason else ""))
+        change.release_tag = tag
         return change
 
     def _find(self, name: str, ref: str | int) -> tuple[VersionRecord, dict[str, int | None]]:
@@ -255,9 +299,11 @@ class Promotion:
         detail = {"request_id": request_id, "requested_by": request["requested_by"],
                   "approved_by": who}
         try:
-            return self.stages.move(name, record, stage, "approve",
-                              reason=reason or request.get("reason"), gates=results,
-                              detail=detail, holders=holders)
+            release = self._release_tag_plan(name, record, stage)
+            change = self.stages.move(name, record, stage, "approve",
+                                      reason=reason or request.get("reason"), gates=results,
+                                      detail=detail, holders=holders)
+            return self._tag_release(change, release, reason or request.get("reason"))
         except BaseException:
             # The promotion did not happen: reopen the request.
             with contextlib.suppress(YardError):

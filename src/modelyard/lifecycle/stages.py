@@ -65,6 +65,7 @@ class StageChange(Result):
     request_id: str | None = None
     reason: str | None = None
     webhooks: list[dict[str, Any]] = field(default_factory=list)
+    release_tag: str | None = None  # the git tag made for this promotion (release_tags)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +73,7 @@ class StageChange(Result):
             "semver": self.semver, "from": self.from_stage, "to": self.to,
             "replaced": self.replaced, "gates": self.gates, "event": self.event,
             "request_id": self.request_id, "reason": self.reason, "webhooks": self.webhooks,
+            "release_tag": self.release_tag,
         }
 
 

@@ -19,13 +19,17 @@ from modelyard.errors import UserError
 __all__ = [
     "DEFAULT_BRANCH",
     "WorkTree",
+    "commit_of",
     "commit_paths",
+    "create_tag",
     "identity_options",
     "init_repository",
     "output",
     "show_file",
     "state",
+    "tag_commit",
     "toplevel",
+    "valid_tag_name",
     "work_tree",
 ]
 
@@ -166,3 +170,26 @@ def commit_paths(folder: Path, paths: Sequence[Path], message: str) -> str:
     _checked(["add", "--", *relative], folder, "git add")
     _checked([*identity_options(folder), "commit", "-q", "-m", message], folder, "git commit")
     return output(["rev-parse", "HEAD"], folder) or ""
+
+
+def tag_commit(folder: Path, tag: str) -> str | None:
+    """The commit a tag points at, or None when there is no such tag."""
+    return output(["rev-parse", "-q", "--verify", f"refs/tags/{tag}^{{commit}}"], folder)
+
+
+def commit_of(folder: Path, revision: str) -> str | None:
+    """The full commit a revision names in ``folder``'s repository, or None."""
+    if not revision or revision.startswith("-"):
+        return None
+    return output(["rev-parse", "-q", "--verify", f"{revision}^{{commit}}"], folder)
+
+
+def valid_tag_name(folder: Path, tag: str) -> bool:
+    return output(["check-ref-format", f"refs/tags/{tag}"], folder) is not None
+
+
+def create_tag(folder: Path, tag: str, commit: str, message: str) -> None:
+    """An annotated tag ``tag`` on ``commit`` (``git tag -a``), with the user's identity or
+    modelyard's fallback one."""
+    _checked([*identity_options(folder), "tag", "-a", tag, commit, "-m", message], folder,
+             "git tag")

@@ -1,4 +1,5 @@
-"""Object storage: a local folder or an S3 bucket, behind one small interface.
+"""Object storage: a local folder, an S3 bucket, a GCS bucket or an Azure Blob container, behind
+one small interface.
 
 ``ObjectStore`` is the interface, ``LocalStore`` the folder and ``open_store`` opens either
 from a URL; the S3 bucket is ``s3.S3Store``. Filesystem errors are translated into
@@ -277,7 +278,8 @@ def open_store(
     max_retries: int = 2,
     profile: str | None = None,
 ) -> ObjectStore:
-    """Open a store from a URL: a path or file:// URL, or s3://bucket/prefix."""
+    """Open a store from a URL: a path or file:// URL, s3://bucket/prefix (boto3), or a GCS or
+    Azure Blob location (``cloud.open_cloud_store``: gs://, az://, abfs://, wasbs://)."""
     if url.startswith("s3://"):
         bucket, prefix = split_s3_url(url)
         if not bucket:
@@ -288,6 +290,12 @@ def open_store(
                        profile=profile)
     if url.startswith("file://"):
         return LocalStore(Path(urlparse(url).path))
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("gs", "az", "abfs", "abfss", "wasbs"):
+        from modelyard.store.cloud import open_cloud_store  # gcsfs / adlfs, on first use
+
+        return open_cloud_store(url, timeout=timeout)
     if "://" in url:
-        raise StorageError(detail=f"unsupported storage URL scheme in {url!r} (use a path or s3://)")
+        raise StorageError(detail=f"unsupported storage URL scheme in {redact(url)!r} (use a "
+                           "path, s3://, gs://, az://, abfs:// or wasbs://)")
     return LocalStore(Path(url).expanduser().absolute())

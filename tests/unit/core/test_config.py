@@ -449,3 +449,124 @@ def test_settings_stay_frozen_and_strict() -> None:
         settings.experiment = "changed"  # type: ignore[misc]
     with pytest.raises(ValueError):
         Settings(colour="blue")  # type: ignore[call-arg]
+
+
+# The seeds' variables, profiles and remaining keys ------------------------------------------
+def test_seed_artifact_variables_map_to_the_artifact_location(tmp_path: Path) -> None:
+    root = {"MLFLOW_ARTIFACT_ROOT": "s3://team/mlflow-artifacts"}
+    bucket = {"MLFLOW_S3_BUCKET": "your-bucket"}
+    assert load_settings(environ=root, cwd=tmp_path).artifact_location == (
+        "s3://team/mlflow-artifacts")
+    assert load_settings(environ=bucket, cwd=tmp_path).artifact_location == "s3://your-bucket"
+    assert load_settings(environ={**bucket, **root}, cwd=tmp_path).artifact_location == (
+        "s3://team/mlflow-artifacts")  # the full location wins over the bare bucket
+    ours = {**root, **bucket, "MODELYARD_ARTIFACT_LOCATION": "gs://ours/artifacts"}
+    assert load_settings(environ=ours, cwd=tmp_path).artifact_location == "gs://ours/artifacts"
+    relative = load_settings(environ={"MLFLOW_ARTIFACT_ROOT": "mlruns"}, cwd=tmp_path)
+    assert relative.artifact_location == str(tmp_path / "mlruns")
+    assert load_settings(environ=bucket, cwd=tmp_path).resolved_artifact_location == (
+        "s3://your-bucket")
+
+
+@pytest.mark.parametrize("bucket", ["a/b", "UPPER", "x", "bad..dots", "with space", "-x-"])
+def test_a_bucket_variable_that_is_no_bucket_is_refused(tmp_path: Path, bucket: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"MLFLOW_S3_BUCKET": bucket}, cwd=tmp_path)
+    assert info.value.message.startswith("environment: MLFLOW_S3_BUCKET: ")
+    assert "MLFLOW_ARTIFACT_ROOT=s3://BUCKET/PREFIX" in info.value.message
+
+
+PROFILED = """max_versions = 3
+vault = "vault"
+[profile.production]
+max_versions = 9
+vault = "s3://team/vault"
+[profile.production.policy]
+gates = ["accuracy >= 0.9"]
+[profile.dev]
+default_stage = "Development"
+"""
+
+
+def test_environment_selects_a_profile(tmp_path: Path) -> None:
+    (tmp_path / "modelyard.toml").write_text(PROFILED)
+    plain = load_settings(environ={}, cwd=tmp_path)
+    assert (plain.max_versions, plain.vault, plain.gates) == (3, str(tmp_path / "vault"), [])
+    production = load_settings(environ={"ENVIRONMENT": "Production"}, cwd=tmp_path)
+    assert production.max_versions == 9 and production.vault == "s3://team/vault"
+    assert production.gates == ["accuracy >= 0.9"]
+    ours = {"ENVIRONMENT": "production", "MODELYARD_PROFILE": "dev"}
+    dev = load_settings(environ=ours, cwd=tmp_path)  # ours wins over the seeds' variable
+    assert dev.max_versions == 3 and dev.default_stage == "none"
+    assert any("Development is read as none" in note for note in dev.notes)
+    # the environment still wins over the profile, as over the rest of the file
+    env = {"ENVIRONMENT": "production", "MODELYARD_MAX_VERSIONS": "4"}
+    assert load_settings(environ=env, cwd=tmp_path).max_versions == 4
+
+
+def test_an_unknown_profile_is_refused_with_a_hint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"ENVIRONMENT": "production"}, cwd=tmp_path)
+    assert info.value.message == (
+        "environment: ENVIRONMENT: no config file here has [profile.production]; add that "
+        "table to modelyard.toml or unset ENVIRONMENT")
+    (tmp_path / "modelyard.toml").write_text(PROFILED)
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"MODELYARD_PROFILE": "staging"}, cwd=tmp_path)
+    assert info.value.message == (
+        f"environment: MODELYARD_PROFILE: {tmp_path / 'modelyard.toml'} has no "
+        "[profile.staging] (profiles: dev, production); add that table to modelyard.toml or "
+        "unset MODELYARD_PROFILE")
+
+
+@pytest.mark.parametrize(
+    ("content", "wanted"),
+    [
+        ("[profile.production]\ncolour = 1\n", "[profile.production]: colour: unknown key"),
+        ("[profile.production]\nmax_versions = -1\n", "[profile.production]: max_versions: "),
+        ("profile = 3\n", "modelyard.toml: profile: must hold tables: [profile.NAME]"),
+        ("[profile]\nmax_versions = 3\n", "profile: must hold tables"),
+        ("[profile.production]\nauto_register_model = true\n",
+         "[profile.production]: auto_register_model: not a modelyard key"),
+    ],
+)
+def test_bad_profiles_are_refused_even_when_not_chosen(tmp_path: Path, content: str,
+                                                       wanted: str) -> None:
+    assert wanted in _error(tmp_path, content)
+
+
+def test_auto_increment_is_accepted_when_true_and_refused_when_false(tmp_path: Path) -> None:
+    (tmp_path / "modelyard.toml").write_text("auto_increment = true\n")
+    notes = load_settings(environ={}, cwd=tmp_path).notes
+    assert len(notes) == 1 and "auto_increment is always on" in notes[0]
+    message = _error(tmp_path, "auto_increment = false\n")
+    assert message.endswith("auto_increment: not a modelyard key; versions are always numbered "
+                            "automatically: choose one with bump/version at registration")
+    assert _error(tmp_path, 'auto_increment = "often"\n').endswith(
+        "auto_increment: must be true or false")
+    env = {"MODELYARD_AUTO_INCREMENT": "true"}
+    assert load_settings(environ=env, cwd=tmp_path / "..").notes[0].startswith("environment: ")
+
+
+def test_every_key_of_the_seed_config_is_accepted_or_answered(tmp_path: Path) -> None:
+    """The seed's MLFLOW_CONFIG, key by key: read (maybe with a note) or refused naming ours."""
+    seed = {
+        "auto_register_model": ("true", "registration is explicit"),
+        "default_model_stage": ('"Staging"', None),
+        "auto_promote_threshold": ("0.85", "use auto_promote"),
+        "max_model_versions": ("10", None),
+        "archive_old_versions": ("true", None),
+        "production_approval_required": ("false", None),
+        "versioning_strategy": ('"semantic"', "use bump/version at registration"),
+        "version_format": ('"v{major}.{minor}.{patch}"', None),
+        "auto_increment": ("true", None),
+        "s3_model_prefix": ('"models/openstack_rca"', "use vault = 's3://bucket/prefix'"),
+        "s3_backup_enabled": ("true", None),
+    }
+    for key, (value, refusal) in seed.items():
+        (tmp_path / "modelyard.toml").write_text(f"{key} = {value}\n")
+        if refusal is None:
+            load_settings(environ={}, cwd=tmp_path)
+        else:
+            message = _error(tmp_path, f"{key} = {value}\n")
+            assert f"{key}: not a modelyard key; " in message and refusal in message

@@ -33,7 +33,7 @@ else:  # pragma: no cover
 REAL_KEYS = sorted(Settings.model_fields)
 SEED_KEYS = ["max_model_versions", "default_model_stage", "s3_backup_enabled",
              "archive_old_versions", "auto_promote_threshold", "s3_model_prefix",
-             "versioning_strategy", "auto_register_model"]
+             "versioning_strategy", "auto_register_model", "auto_increment"]
 KEYS = st.one_of(st.sampled_from([*REAL_KEYS, *SEED_KEYS, "policy"]),
                  st.text(max_size=12))
 PLAUSIBLE = st.sampled_from([
@@ -271,3 +271,32 @@ def test_a_nul_in_a_path_is_refused_in_one_line(tmp_path: Path, environ: dict[st
     with pytest.raises(ConfigError) as refused:
         load_settings(environ=environ, cwd=tmp_path)
     assert "\n" not in refused.value.message
+
+
+def test_random_profiles_and_seed_variables_load_or_give_one_line(tmp_path: Path) -> None:
+    """[profile.NAME] tables chosen by ENVIRONMENT / MODELYARD_PROFILE, and the seeds'
+    artifact variables, with any values."""
+    outcomes: list[str] = []
+    names = st.sampled_from(["production", "Production", "dev", "", "a b", "\u00e9"])
+
+    @HYPOTHESIS
+    @given(base=st.dictionaries(st.sampled_from([*REAL_KEYS, *SEED_KEYS]), NEAR_VALID,
+                                max_size=3),
+           profiles=st.dictionaries(names, st.one_of(
+               st.dictionaries(st.sampled_from([*REAL_KEYS, *SEED_KEYS, "policy"]), NEAR_VALID,
+                               max_size=3), SCALARS), max_size=3),
+           environ=st.dictionaries(
+               st.sampled_from(["ENVIRONMENT", "MODELYARD_PROFILE", "MLFLOW_S3_BUCKET",
+                                "MLFLOW_ARTIFACT_ROOT", "MODELYARD_ARTIFACT_LOCATION"]),
+               st.one_of(names, st.text(max_size=20),
+                         st.sampled_from(["my-bucket", "s3://b/p", "gs://b/p", "a/b"])),
+               max_size=3))
+    def check(base: dict[str, Any], profiles: dict[str, Any], environ: dict[str, str]) -> None:
+        text = toml_document({**base, "profile": profiles} if profiles else base)
+        (folder / "modelyard.toml").write_text(text, encoding="utf-8")
+        environ = {k: v for k, v in environ.items() if "\x00" not in v}
+        _loads_or_refuses(lambda: load_settings(environ=environ, cwd=folder), outcomes)
+
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    check()
+    assert {"loaded", "refused"} <= set(outcomes)

@@ -1,0 +1,245 @@
+"""Google Cloud Storage and Azure Blob stores, through fsspec (gcsfs, adlfs).
+
+``gs://bucket/prefix`` is a GCS bucket; ``az://container/prefix`` and ``abfs://container/prefix``
+a container of the account the environment names (``AZURE_STORAGE_CONNECTION_STRING`` or
+``AZURE_STORAGE_ACCOUNT_NAME``), ``wasbs://container@ACCOUNT.blob.core.windows.net/prefix`` and
+``abfs[s]://container@ACCOUNT.dfs.core.windows.net/prefix`` one of ACCOUNT. Credentials come
+from each cloud's own chain, read by its SDK and never by modelyard: Google's application
+default credentials (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's, workload identity) and
+Azure's connection string, account key, SAS token or ``DefaultAzureCredential`` (environment,
+managed identity, the Azure CLI). ``STORAGE_EMULATOR_HOST`` points gcsfs at an emulator, which
+needs no credentials. S3 stays on boto3 (``s3.S3Store``).
+
+Every failure is a ``StorageError`` naming the store's URL, with credentials taken out.
+
+>>> store = open_cloud_store("gs://team-models/vault")  # doctest: +SKIP
+>>> store.put_bytes("objects/ab/cd", b"hello")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from modelyard.errors import StorageError, YardError
+from modelyard.store.files import Progress
+from modelyard.store.storage import ObjectStore, redact
+
+__all__ = ["CLOUD_SCHEMES", "FsspecStore", "open_cloud_store"]
+
+CLOUD_SCHEMES = ("gs", "az", "abfs", "abfss", "wasbs")
+_CHUNK = 1 << 20
+# SAS signatures and account keys that an SDK's message may quote.
+_SECRETS = re.compile(r"(?i)((?:sig|AccountKey|SharedAccessSignature)=)[^&;\s]+")
+
+
+def _clean(text: str) -> str:
+    first = (text.strip().splitlines() or [""])[0]
+    return redact(_SECRETS.sub(r"\1***", first))[:300]
+
+
+class FsspecStore(ObjectStore):
+    """A bucket or container (and a prefix inside it) through an fsspec filesystem."""
+
+    def __init__(self, url: str, fs: Any, bucket: str, prefix: str,
+                 head: Callable[[str], dict[str, Any]] | None = None) -> None:
+        self.url = url
+        self.fs = fs
+        # One object's metadata in one request (fsspec's ``info`` lists the "folder" too when
+        # there is no object: the backup's look-ups for absent objects paid for that).
+        self._head = head or fs.info
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.root = f"{bucket}/{self.prefix}" if self.prefix else bucket
+
+    # -- paths and errors -----------------------------------------------------------------
+    def _path(self, key: str) -> str:
+        parts = key.split("/")
+        if key.startswith("/") or ".." in parts:
+            raise StorageError(detail=f"key escapes the store: {key!r}")
+        return f"{self.root}/{key}" if key else self.root
+
+    @contextlib.contextmanager
+    def _translate(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except YardError:
+            raise
+        except FileNotFoundError as exc:
+            raise StorageError(detail=f"{key}: not found in {self.url}") from exc
+        except Exception as exc:  # noqa: BLE001 - SDKs raise their own trees; one line here
+            raise StorageError(
+                detail=f"{self.url}: {key}: {type(exc).__name__}: {_clean(str(exc))}"
+            ) from None
+
+    # -- the interface --------------------------------------------------------------------
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        with self._translate(key):
+            self.fs.pipe_file(path, data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        # A conditional create on the service (GCS ifGenerationMatch=0, Azure If-None-Match):
+        # of racing writers exactly one wins. The look first spares an upload when the
+        # object is there already.
+        if self.exists(key):
+            return False
+        path = self._path(key)
+        with self._translate(key):
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                return False
+        return True
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        with self._translate(key):
+            data: bytes = self.fs.cat_file(path)
+            return data
+
+    def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def size(self, key: str) -> int | None:
+        path = self._path(key)
+        with self._translate(key):
+            try:
+                info = self._head(path)
+            except FileNotFoundError:
+                return None
+            if info.get("type", "file") != "file":
+                return None
+            return int(info.get("size") or 0)
+
+    def list(self, prefix: str) -> list[str]:
+        folder = prefix.rpartition("/")[0]
+        base = self._path(folder) if folder else self.root
+        lead = f"{self.root}/"
+        with self._translate(prefix):
+            try:
+                found = self.fs.find(base, detail=True)
+            except FileNotFoundError:
+                return []
+        keys = [
+            name[len(lead):] for name, info in found.items()
+            if name.startswith(lead) and info.get("type") == "file"
+        ]
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        with self._translate(key), contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(path)
+
+    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+        remote = self._path(key)
+        with self._translate(key):
+            self.fs.put_file(str(path), remote)
+        if progress is not None:
+            progress(path.stat().st_size)
+
+    def get_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+        remote = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        os.close(fd)
+        try:
+            with self._translate(key):
+                self.fs.get_file(remote, tmp)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if progress is not None:
+            progress(path.stat().st_size)
+
+    def check(self) -> None:
+        with self._translate(""):
+            if not self.fs.exists(self.bucket):
+                raise StorageError(detail=f"{self.url}: bucket or container not found")
+
+    def chunks(self, key: str) -> Iterator[bytes | memoryview]:
+        path = self._path(key)
+        with self._translate(key), self.fs.open(path, "rb", block_size=_CHUNK) as handle:
+            while True:
+                chunk = handle.read(_CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+
+    def exists_folder(self) -> bool:
+        with self._translate(""):
+            return bool(self.fs.exists(self.bucket))
+
+    def newest(self, prefix: str) -> tuple[str, float] | None:
+        best: tuple[str, float] | None = None
+        for key in self.list(prefix):
+            with self._translate(key):
+                stamp = self.fs.modified(self._path(key)).timestamp()
+            if best is None or stamp > best[1]:
+                best = (key, stamp)
+        return best
+
+
+def open_cloud_store(url: str, *, timeout: float = 10.0) -> FsspecStore:
+    """A GCS or Azure Blob store for ``url`` (see the module's docstring for the forms)."""
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    prefix = parsed.path.lstrip("/")
+    if scheme == "gs":
+        bucket = parsed.netloc
+        if not bucket:
+            raise StorageError(detail=f"no bucket in {redact(url)!r}")
+        fs = _gcs(timeout)
+        return FsspecStore(url, fs, bucket, prefix, head=_gcs_head(fs))
+    container, _, host = parsed.netloc.partition("@")
+    if not container:
+        raise StorageError(detail=f"no container in {redact(url)!r}")
+    account = host.split(".")[0] if host else None
+    return FsspecStore(url, _azure(account, timeout), container, prefix)
+
+
+def _missing(package: str) -> StorageError:
+    return StorageError(detail=f"{package} is not installed: pip install 'modelyard[clouds]'")
+
+
+def _gcs(timeout: float) -> Any:
+    try:  # the plain client: gcsfs's default one asks every bucket its type over gRPC first
+        from gcsfs.core import GCSFileSystem
+    except ImportError:
+        raise _missing("gcsfs") from None
+    # An emulator takes no credentials (and none should be looked for on this machine).
+    token = "anon" if os.environ.get("STORAGE_EMULATOR_HOST") else None
+    return GCSFileSystem(token=token, requests_timeout=timeout, skip_instance_cache=True,
+                         use_listings_cache=False)
+
+
+def _gcs_head(fs: Any) -> Callable[[str], dict[str, Any]]:
+    """GCS's object GET alone (gcsfs's async ``_get_object``, run on its loop): not found is
+    FileNotFoundError after one request."""
+    from fsspec.asyn import sync
+
+    def head(path: str) -> dict[str, Any]:
+        info: dict[str, Any] = sync(fs.loop, fs._get_object, path)
+        return info
+
+    return head
+
+
+def _azure(account: str | None, timeout: float) -> Any:
+    try:
+        from adlfs import AzureBlobFileSystem
+    except ImportError:
+        raise _missing("adlfs") from None
+    options: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False,
+                               "timeout": int(max(1, timeout))}
+    if account and not os.environ.get("AZURE_STORAGE_CONNECTION_STRING"):
+        options["account_name"] = account
+    return AzureBlobFileSystem(**options)
