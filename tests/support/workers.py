@@ -76,3 +76,60 @@ def rollback_once(args: tuple[str, dict[str, str], str, Any, int]) -> tuple[int,
     except UserError as exc:
         return index, "refused", exc.message
     return index, "ok", str(change.version)
+
+
+def register_until(name: str, model_dir: str, point: str, action: str, signal_name: str,
+                   flag: str) -> None:
+    """Test hook (a process of its own, started by tests/integration/test_debris.py): begin
+    registering the saved folder ``model_dir`` as ``name`` and, at ``point``, write ``flag``
+    and send this process ``signal_name`` (``SIGKILL``: it dies there, as under ``kill -9``;
+    ``SIGSTOP``: it waits, alive, until the test continues or kills it).
+
+    Points, each the moment before one step of the pipeline, so no timing is involved:
+    ``uploaded`` (run, logged model, artifact files and vault objects exist; no version yet),
+    ``manifest`` (the pending version and its manifest exist; not yet ready), ``ready`` (the
+    version is ready; its audit event not yet written). ``action`` ``import`` imports the
+    export document at ``model_dir`` instead (``ready``: before its import event)."""
+    import os
+    import signal
+
+    from modelyard import Yard
+    from modelyard.backend.tracking import Tracking
+    from modelyard.core.names import STATUS_READY, T_STATUS
+    from modelyard.trail.audit import Auditor
+
+    def stop() -> None:
+        Path(flag).write_text(str(os.getpid()))
+        os.kill(os.getpid(), getattr(signal, signal_name))
+
+    if point == "uploaded":
+        create_version = Tracking.create_version
+
+        def before_version(self: Tracking, *args: Any, **kwargs: Any) -> Any:
+            stop()
+            return create_version(self, *args, **kwargs)
+
+        Tracking.create_version = before_version  # type: ignore[method-assign]
+    elif point == "manifest":
+        set_tags = Tracking.set_version_tags
+
+        def before_ready(self: Tracking, n: str, v: int, tags: dict[str, str]) -> None:
+            if tags.get(T_STATUS) == STATUS_READY:
+                stop()
+            set_tags(self, n, v, tags)
+
+        Tracking.set_version_tags = before_ready  # type: ignore[method-assign]
+    elif point == "ready":
+        record = Auditor.record
+
+        def before_event(self: Auditor, n: str, act: str, **fields: Any) -> Any:
+            if act in ("register", "import"):
+                stop()
+            return record(self, n, act, **fields)
+
+        Auditor.record = before_event  # type: ignore[method-assign]
+    yard = Yard()
+    if action == "import":
+        yard.import_registry(Path(model_dir).read_bytes())
+    else:
+        yard.register_directory(Path(model_dir), name, params={"point": point})
