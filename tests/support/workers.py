@@ -118,7 +118,7 @@ def register_until(name: str, model_dir: str, point: str, action: str, signal_na
                 stop()
             set_tags(self, n, v, tags)
 
-        Tracking.set_version_tags = before_ready  # type: ignore[method-assign]
+        Tracking.set_version_tags = before_ready  # type: ignore[method-assign, assignment]
     elif point == "ready":
         record = Auditor.record
 
@@ -127,7 +127,7 @@ def register_until(name: str, model_dir: str, point: str, action: str, signal_na
                 stop()
             return record(self, n, act, **fields)
 
-        Auditor.record = before_event  # type: ignore[method-assign]
+        Auditor.record = before_event  # type: ignore[method-assign, assignment]
     yard = Yard()
     if action == "import":
         yard.import_registry(Path(model_dir).read_bytes())
