@@ -153,8 +153,8 @@ def test_live_registration_is_never_debris(yard: Any, name: str, trained: dict[s
     assert run_cli("verify", "--all").returncode == 0
 
 
-def test_sound_states_are_no_debris(yard: Any, name: str, trained: dict[str, Any],
-                                    isolated: Path, backend: str) -> None:
+def test_sound_states_are_no_debris(yard: Any, make_yard: Any, name: str,
+                                    trained: dict[str, Any], isolated: Path) -> None:
     """A plain-MLflow version, an imported registry and a restored version are no debris,
     even with no grace period at all."""
     import mlflow
@@ -169,12 +169,22 @@ def test_sound_states_are_no_debris(yard: Any, name: str, trained: dict[str, Any
                                         serialization_format="cloudpickle")
     client = mlflow.MlflowClient(yard.tracking.tracking_uri)
     client.create_registered_model(f"{name}-plain")
-    client.create_model_version(f"{name}-plain", info.model_uri, run_id=info.run_id)
-    doc = yard.export([name])
-    yard.import_registry(json.dumps(doc).replace(name, f"{name}-imported"))
-    for label in ("after a plain-MLflow version and an import",):
-        report = yard.protection.cleanup_debris(grace=0, dry_run=True)
-        assert report.items == [], (label, [i.line for i in report.items])
-        assert _debris_lines(_health(name)) == [], label
+    client.create_model_version(f"{name}-plain", info.model_uri, run_id=info.run_id,
+                                model_id=info.model_id)
+    # An import, into a registry of its own (the export keeps the model's name).
+    other = make_yard(tracking_uri=f"sqlite:///{isolated / 'other.db'}",
+                      vault=str(isolated / "other-vault"))
+    other.import_registry(json.dumps(yard.export([name])))
+    assert other.protection.cleanup_debris(grace=0, dry_run=True).items == []
+    assert [c for c in other.incidents.health().checks if c.check == "debris"] == []
+    # A restore from the backup store, of a version deleted from the registry.
+    backed = make_yard(backup=str(isolated / "backup"))
+    backed.register_directory(isolated / "good", name, params={"again": 1})
+    assert backed.protection.backup([(name, None)]).ok
+    backed.tracking.delete_version(name, 2)
+    backed.protection.restore(name)
+    report = yard.protection.cleanup_debris(grace=0, dry_run=True)
+    assert report.items == [], [i.line for i in report.items]
+    assert _debris_lines(_health(name)) == []
     checked = run_cli("verify", "--all", "--json")
     assert json.loads(checked.stdout)["debris"] == []

@@ -133,3 +133,86 @@ def register_until(name: str, model_dir: str, point: str, action: str, signal_na
         yard.import_registry(Path(model_dir).read_bytes())
     else:
         yard.register_directory(Path(model_dir), name, params={"point": point})
+
+
+def move_until(what: str, name: str, arg: str, point: str, nth: int, flag: str) -> None:
+    """Test hook (a process of its own, started by tests/integration/test_interrupted.py):
+    ``promote`` version ``arg`` of ``name`` to production (with --force), or ``snapshot``
+    restore tag ``arg``, and die by SIGKILL at the ``nth`` stage move, at ``point``:
+    ``event`` (its audit event is written, nothing of it applied to MLflow yet) or ``alias``
+    (right after its stage alias was moved, the rest of its writes not yet sent), having
+    written ``flag`` first. No timing is involved: the process dies at that step."""
+    import os
+    import signal
+
+    from modelyard import Yard
+    from modelyard.lifecycle import stages
+
+    seen = [0]
+
+    def die() -> None:
+        Path(flag).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if point == "event":
+        settle = stages.Stages._settle
+
+        def before_apply(self: Any, *args: Any, **kwargs: Any) -> Any:
+            seen[0] += 1
+            if seen[0] == nth:
+                die()
+            return settle(self, *args, **kwargs)
+
+        stages.Stages._settle = before_apply  # type: ignore[method-assign]
+    else:
+        set_alias = stages._set_alias
+
+        def after_alias(*args: Any) -> None:
+            set_alias(*args)
+            seen[0] += 1
+            if seen[0] == nth:
+                die()
+
+        stages._set_alias = after_alias  # type: ignore[assignment]
+    yard = Yard()
+    if what == "promote":
+        yard.promote(name, int(arg), to="production", force=True, reason="interrupted")
+    else:
+        yard.protection.snapshots.restore(arg)
+
+
+def interleave(args: tuple[str, str, list[tuple[str, int]]]) -> list[tuple[str, str, int]]:
+    """In a pool process: as user ``user``, run ``ops`` on model "m" of the embedded registry
+    at ``home`` (promote to staging, request production, approve or reject the oldest open
+    request, roll back production); ``(op, "ok" | "refused", event seq or 0)`` each."""
+    home, user, ops = args
+    from modelyard import Yard
+    from modelyard.errors import UserError
+
+    yard = Yard(home=home, user=user, production_approval_required=True)
+    done: list[tuple[str, str, int]] = []
+    for op, version in ops:
+        try:
+            if op == "staging":
+                change = yard.promote("m", version, to="staging")
+            elif op == "production":
+                change = yard.promote("m", version, to="production")
+            elif op in ("approve", "reject"):
+                open_ = yard.requests("m")
+                if not open_:
+                    done.append((op, "refused", 0))
+                    continue
+                rid = str(open_[0]["id"])
+                if op == "reject":
+                    yard.reject(rid, reason="property test")
+                    done.append((op, "ok", 0))
+                    continue
+                change = yard.approve(rid, reason="property test")
+            else:
+                change = yard.rollback("m", reason="property test")
+        except UserError:
+            done.append((op, "refused", 0))
+            continue
+        moved = change.status in ("promoted", "rolled back")
+        done.append((op, "ok" if moved else change.status, int(change.event or 0)))
+    return done

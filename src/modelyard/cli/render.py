@@ -86,8 +86,13 @@ def render_integrity(state: State, data: dict[str, Any]) -> None:
     if unaudited:
         models = sorted({holder["name"] for holder in unaudited})
         which = _escape(models[0]) if len(models) == 1 else "NAME"
-        wrong.append(f"[red]{len(unaudited)} stage holder(s) no audit event explains[/red]: "
-                     f"`modelyard recover {which}` puts the audited holder back")
+        if all("the move was interrupted" in h["detail"] for h in unaudited):
+            wrong.append(f"[red]{len(unaudited)} stage holder(s) behind an interrupted "
+                         f"move[/red]: `modelyard recover {which}` finishes it")
+        else:
+            wrong.append(f"[red]{len(unaudited)} stage holder(s) no audit event "
+                         f"explains[/red]: `modelyard recover {which}` puts the audited "
+                         "holder back")
     if debris:
         wrong.append(f"[red]{len(debris)} piece(s) of debris[/red] left by processes that "
                      "died: `modelyard cleanup --debris`")

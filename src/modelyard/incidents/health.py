@@ -31,6 +31,7 @@ from typing import Any
 from modelyard.context import Context
 from modelyard.core.names import T_SEMVER, check_name
 from modelyard.errors import AuditTampered, IntegrityError, NotFound, YardError
+from modelyard.lifecycle.unaudited import INTERRUPTED
 from modelyard.registry.loading import Loader
 from modelyard.store.vault import DRILLS, HEALTH_STATE, reproduce_key
 from modelyard.trail.audit import Auditor
@@ -237,7 +238,8 @@ class Health:
                 checks.append(HealthCheck("audited holders", name, "degraded", exc.message))
             else:
                 checks += [HealthCheck("audited holders", name, "critical",
-                                       f"unaudited move: {d.detail}") for d in moved]
+                                       d.detail if INTERRUPTED in d.detail
+                                       else f"unaudited move: {d.detail}") for d in moved]
                 if not moved:
                     checks.append(HealthCheck("audited holders", name, "ok",
                                               "every stage holder is explained by the trail"))

@@ -249,7 +249,8 @@ class Debris:
             raise InvalidInput(f"--grace must be a finite number of seconds >= 0, not {grace}")
         report = self.find(names, grace=grace, objects=False)
         if dry_run:
-            self._objects(report, grace, journal.entries(self.ctx.vault.store))
+            if names is None:
+                self._objects(report, grace, journal.entries(self.ctx.vault.store))
             return report
         for item in report.items:
             try:
