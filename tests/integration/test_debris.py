@@ -34,13 +34,13 @@ def _saved(trained: dict[str, Any], folder: Path, trees: int) -> Path:
 
 
 def _start(name: str, source: Path, point: str, how: str, flag: Path,
-           action: str = "register") -> subprocess.Popen[bytes]:
+           action: str = "register", cwd: Path | None = None) -> subprocess.Popen[bytes]:
     """A process that registers (or imports) and stops itself at ``point`` with ``how``."""
     code = ("from tests.support.workers import register_until; "
             f"register_until({name!r}, {str(source)!r}, {point!r}, {action!r}, {how!r}, "
             f"{str(flag)!r})")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
-    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path.cwd(),
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=cwd or Path.cwd(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -126,6 +126,31 @@ def test_killed_registration_is_reported_and_cleaned(
     assert run_cli("verify", "--all").returncode == 0
     later = yard.register_directory(isolated / "killed", name)
     assert str(later.semver) > str(good.semver) and yard.verify(name, later.version)
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_killed_import_is_reported_and_cleaned(yard: Any, name: str, trained: dict[str, Any],
+                                               isolated: Path) -> None:
+    """An import killed after its version is ready, before its ``import`` event: reported,
+    and cleanup records the event as an import (into a registry of its own folder)."""
+    yard.register_directory(_saved(trained, isolated / "good", 3), name)
+    doc = isolated / "export.json"
+    doc.write_text(json.dumps(yard.export([name])))
+    other = isolated / "other"
+    other.mkdir()
+    flag = isolated / "reached"
+    proc = _start(name, doc, "ready", "SIGKILL", flag, action="import", cwd=other)
+    _wait_for(proc, flag)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    health = json.loads(run_cli("health", "--json", cwd=other).stdout)
+    lines = _debris_lines(health)
+    assert len(lines) == 1 and "import" in lines[0] and "#1" in lines[0], lines
+    assert run_cli("cleanup", "--debris", cwd=other).returncode == 0
+    from modelyard import Yard
+
+    there = Yard(home=str(other / ".modelyard"))
+    assert [e.action for e in there.history(name, verify=True)][-1] == "import"
+    assert _debris_lines(json.loads(run_cli("health", "--json", cwd=other).stdout)) == []
 
 
 def test_live_registration_is_never_debris(yard: Any, name: str, trained: dict[str, Any],

@@ -182,7 +182,7 @@ class Debris:
             what = _left(entry.body, record)
             report.items.append(DebrisItem(
                 "registration", name, number,
-                f"{_label(name, number, record)}: a {entry.body.get('action', 'registration')}"
+                f"{_label(name, number, record)}: its {entry.body.get('action', 'registration')}"
                 f" by {entry.who()} did not finish ({why}); left {what}",
                 entry.age_s, key=entry.key))
         named = ({int(e.version) for e in events if isinstance(e.version, int)}
@@ -286,7 +286,7 @@ class Debris:
                      else "pending" if record.tags.get(T_STATUS) == STATUS_PENDING
                      else "ready")
             if state == "ready" and record is not None:
-                self._audit_missing(record)
+                self._audit_missing(record, str(body.get("action") or "") or None)
             clean_journal_entry(self.ctx, item.name, body if isinstance(body, dict) else {},
                                 state)
             self.ctx.vault.store.delete(item.key)
@@ -306,12 +306,15 @@ class Debris:
             self._audit_missing(record)
             item.done = "recorded its audit event"
 
-    def _audit_missing(self, record: VersionRecord) -> None:
-        """The creation event a process that died did not write: recorded now, saying so."""
-        names = {e.version for e in self.audit.history(record.name)}
+    def _audit_missing(self, record: VersionRecord, action: str | None = None) -> None:
+        """The creation event a process that died did not write: recorded now, saying so.
+        ``action``: the one its journal names (an imported trail may name the version
+        already, as the source numbered it: only that action's own event counts)."""
+        names = {e.version for e in self.audit.history(record.name)
+                 if action is None or e.action == action}
         if record.version in names:
             return
-        action = creation_action(record)
+        action = action or creation_action(record)
         self.audit.record(
             record.name, action, version=record.version, semver=record.tags.get(T_SEMVER),
             from_=None, to=record.tags.get(T_STAGE, "none"), reason=record.tags.get(T_REASON),
