@@ -6,7 +6,8 @@ changes the status), ``degraded`` or ``critical``.
 
 Checks: the registry and the stores answer (with latency); every model's production and
 staging holders are present, match their manifests and are backed up; the newest backup and
-drill are recent enough; the audit chains hold; the serving records (capture/) show the error
+drill are recent enough; the audit chains hold; nothing a process that died left behind
+(debris: ``protection/debris.py``) is there; the serving records (capture/) show the error
 rate and drift; the last ``reproduce`` result of each holder is shown.
 
 >>> report = yard.incidents.health()
