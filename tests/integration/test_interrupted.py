@@ -75,9 +75,14 @@ def test_interrupted_promotion_is_reported_and_finished(
 
     events = yard.history(name)
     assert [(e.action, e.version) for e in events][-1] == ("promote", 2)
+    found = _audited(name)
+    if point == "alias" and not found:
+        # A server sends a move's writes at once: the rest may have landed before the kill.
+        # Then the move happened, with its one event.
+        _consistent(yard, name, 2, [1])
+        return
     verdict = run_cli("history", name, "--verify")
     assert verdict.returncode != 0 and "interrupted" in verdict.stderr, verdict.stderr
-    found = _audited(name)
     assert found and all("interrupted" in d and "recover" in d for d in found), found
     assert not any("unaudited" in d for d in found)
 
@@ -103,19 +108,25 @@ def test_interrupted_snapshot_restore_is_reported_and_finished(
     yard.protection.snapshots.create("before", models=[name, other], include_data=False)
     for model in (name, other):
         yard.promote(model, 2, to="production", force=True, reason="second")
-    # The restore dies at its second model's move: the first is applied, the second is an
-    # event MLflow has not followed.
+    # The restore dies at its second model's move: the first is applied (on a server, where
+    # models move in parallel, it may be applied in part), the second is an event MLflow has
+    # not followed.
     _kill_at("snapshot", name, "before", "event", 2, isolated / "flag")
     states = {m: yard.tracking.alias_holder(m, "production") for m in (name, other)}
-    assert sorted(states.values()) == [1, 2], states
+    assert 2 in states.values(), states
     stuck = next(m for m, v in states.items() if v == 2)
-    found = _audited(stuck)
-    assert found and all("interrupted" in d for d in found), found
+    for model in (name, other):
+        found = _audited(model)
+        assert all("interrupted" in d for d in found), found
+    assert _audited(stuck)
 
     again = run_cli("snapshot", "restore", "before", "--yes", "--json")
     assert again.returncode == 0, again.stdout + again.stderr
     moves = json.loads(again.stdout)["moves"]
-    assert [(m["name"], m["to_version"], m["applied"]) for m in moves] == [(stuck, 1, True)]
+    assert (stuck, 1, True) in [(m["name"], m["to_version"], m["applied"]) for m in moves]
+    assert all(m["applied"] for m in moves)
     for model in (name, other):
+        if _audited(model):  # its alias had moved, its stage tags not: recover finishes it
+            assert run_cli("recover", model).returncode == 0
         _consistent(yard, model, 1, [2])
         assert _audited(model) == []
