@@ -14,6 +14,10 @@ Kinds, each one line naming the version and ``modelyard cleanup --debris``:
   what it was: register, import, restore or adopt, by ``cleanup --debris``).
 - ``objects``: vault objects no manifest names, older than the grace period, while no
   registration is in flight (``verify --all`` and ``cleanup`` only: it reads every manifest).
+  The journal is read again just before they are deleted; a registration that starts in
+  the moment between and finds one of them already stored (objects are shared by content)
+  would name a deleted object (the window is one listing long): ``verify --all`` reports
+  the vault's object missing, and ``repair`` puts it back from a layer that holds it.
 
 What a concurrent registration looks like (a pending version, objects not yet in a manifest,
 a journal entry) is never debris while its process runs: on its own machine the journal's
