@@ -3,7 +3,8 @@ the embedded default (issue 31, "Done when"): afterwards the audit chain verifie
 version or none holds production (alias, stage tag and MLflow's stage field agree), every
 move that succeeded is one event of the trail, and ``health`` raises no false alarm.
 
-A few examples only (the processes are started once and reused): seconds, not minutes."""
+Two examples only, the processes started once and reused (about 40 s here on a loaded
+2-core machine, most of it the three processes importing modelyard and MLflow)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tests.support.workers import interleave
 
 OPS = st.lists(st.tuples(st.sampled_from(["staging", "production", "approve", "reject",
                                           "rollback"]), st.integers(1, 3)),
-               min_size=2, max_size=4)
+               min_size=2, max_size=3)
 WORKERS = 3
 
 
@@ -50,7 +51,7 @@ def pool() -> Iterator[Any]:
         yield workers
 
 
-@settings(max_examples=3, deadline=None, derandomize=True,
+@settings(max_examples=2, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plans=st.lists(OPS, min_size=WORKERS, max_size=WORKERS))
 def test_random_interleavings_keep_one_audited_holder(
