@@ -43,7 +43,7 @@ def load_cmd(state: State, target: str, dest: Path, no_verify: bool) -> None:
 @click.argument("target", required=False)
 @click.option("--all", "every", is_flag=True,
               help="Every version (of TARGET's model, if given) in every layer: artifact "
-              "store, vault, backup store.")
+              "store, vault, backup store; and what processes that died left behind.")
 @command_options
 def verify_cmd(state: State, target: str | None, every: bool) -> None:
     """Check stored files against their manifests (exit code 5 if anything is wrong).

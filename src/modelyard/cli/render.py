@@ -74,6 +74,9 @@ def render_integrity(state: State, data: dict[str, Any]) -> None:
     for holder in unaudited:
         console.print(unaudited_mark(f"{_escape(holder['name'])}: {_escape(holder['detail'])}",
                                      True))
+    debris = data.get("debris") or []
+    for item in debris:
+        console.print(f"[yellow]debris[/yellow] {_escape(item['line'])}")
     # The verdict names every reason the exit code is not 0: a report with no damaged file
     # but an unaudited stage holder is not "0 version(s) damaged" and nothing else.
     wrong = []
@@ -83,8 +86,16 @@ def render_integrity(state: State, data: dict[str, Any]) -> None:
     if unaudited:
         models = sorted({holder["name"] for holder in unaudited})
         which = _escape(models[0]) if len(models) == 1 else "NAME"
-        wrong.append(f"[red]{len(unaudited)} stage holder(s) no audit event explains[/red]: "
-                     f"`modelyard recover {which}` puts the audited holder back")
+        if all("the move was interrupted" in h["detail"] for h in unaudited):
+            wrong.append(f"[red]{len(unaudited)} stage holder(s) behind an interrupted "
+                         f"move[/red]: `modelyard recover {which}` finishes it")
+        else:
+            wrong.append(f"[red]{len(unaudited)} stage holder(s) no audit event "
+                         f"explains[/red]: `modelyard recover {which}` puts the audited "
+                         "holder back")
+    if debris:
+        wrong.append(f"[red]{len(debris)} piece(s) of debris[/red] left by processes that "
+                     "died: `modelyard cleanup --debris`")
     if not data["ok"] and not wrong:  # pragma: no cover - every reason for not ok is above
         wrong.append("[red]not sound[/red]")
     verdict = "[green]all sound[/green]" if data["ok"] else "; ".join(wrong)

@@ -19,8 +19,9 @@ from typing import Any
 
 from modelyard.context import Context
 from modelyard.core.lineage import DataRef
-from modelyard.core.names import T_SEMVER
+from modelyard.core.names import MLFLOW_STAGE, T_SEMVER, T_STAGE
 from modelyard.core.records import VersionRecord
+from modelyard.core.refs import is_visible
 from modelyard.errors import (
     AuditTampered,
     BackendError,
@@ -156,6 +157,19 @@ class Detector:
                     "stage", "audit trail vs aliases", f"{name}@{stage}",
                     f"{stage} alias is on #{have}, the audit trail says #{want}", version=have,
                     detail={"audited": want}))
+            else:
+                # The alias agrees; the stage tags and MLflow's stage field must too (a move
+                # interrupted after its alias, before its tags, leaves them behind).
+                wrong = sorted(r.version for r in records if is_visible(r) and (
+                    (r.version != want and (r.tags.get(T_STAGE) == stage
+                                            or r.current_stage == MLFLOW_STAGE[stage]))
+                    or (r.version == want and r.tags.get(T_STAGE) not in (None, stage))))
+                if wrong:
+                    findings.append(Finding(
+                        "stage", "audit trail vs stage tags", f"{name}@{stage}",
+                        f"the stage tag or MLflow's stage field of #{wrong[0]} disagrees with "
+                        f"the audit trail's {stage} holder {_number(want)}", version=wrong[0],
+                        detail={"audited": want}))
         return findings
 
     def check_files(self, name: str, stage: str, record: VersionRecord) -> list[Finding]:
@@ -317,3 +331,7 @@ def quality_problems(profile: dict[str, Any], path: Path) -> list[str]:
     if shifted:
         problems.append("distribution shift (PSI): " + ", ".join(shifted[:4]))
     return problems
+
+
+def _number(version: int | None) -> str:
+    return "nobody" if version is None else f"#{version}"

@@ -7,7 +7,8 @@ changes the status), ``degraded`` or ``critical``.
 Checks: the registry and the stores answer (with latency); every model's production and
 staging holders are present, match their manifests and are backed up; the newest backup and
 drill are recent enough; a production holder signed by a retired key is shown; the audit
-chains hold; the serving records (capture/) show the error
+chains hold; nothing a process that died left behind
+(debris: ``protection/debris.py``) is there; the serving records (capture/) show the error
 rate and drift; the last ``reproduce`` result of each holder is shown.
 
 >>> report = yard.incidents.health()
@@ -32,6 +33,7 @@ from typing import Any
 from modelyard.context import Context
 from modelyard.core.names import T_SEMVER, check_name
 from modelyard.errors import AuditTampered, IntegrityError, NotFound, YardError
+from modelyard.lifecycle.unaudited import INTERRUPTED
 from modelyard.registry.loading import Loader
 from modelyard.store.vault import DRILLS, HEALTH_STATE, reproduce_key
 from modelyard.trail.audit import Auditor
@@ -123,6 +125,7 @@ class Health:
         self.audit = audit
         self.backup_record = backup_record
         self.monitor = monitor
+        self._journal: list[Any] | None = None
 
     def run(self, *, notify: bool = False, models: list[str] | None = None) -> HealthReport:
         """Every check; ``models`` narrows the per-model checks to those models (the
@@ -130,10 +133,14 @@ class Health:
         checks: list[HealthCheck] = []
         registry_ok = self._registry(checks)
         vault_ok = self._stores(checks)
+        self._journal = self._entries(checks) if vault_ok and registry_ok else None
         if registry_ok:
             names = self._models(checks) if models is None else [check_name(m) for m in models]
             for model in names:
                 self._model(model, checks, vault_ok)
+            if models is None and self._journal:  # a model its registration never created
+                for gone in sorted({e.name for e in self._journal} - set(names)):
+                    self._debris(gone, [], None, checks)
         if vault_ok:
             self._drills(checks)
         worst = max((LEVELS.index(c.level) for c in checks), default=0)
@@ -221,15 +228,17 @@ class Health:
             self._backed_up(name, number, semver, target, checks)
             if vault_ok:
                 self._reproduced(name, number, semver, target, checks)
+        events = None
         if vault_ok:
             try:
-                self.audit.history(name, verify=True)
+                events = self.audit.history(name, verify=True)
                 checks.append(HealthCheck("audit chain", name, "ok", "hash chain holds"))
             except AuditTampered as exc:
                 checks.append(HealthCheck("audit chain", name, "critical", exc.message))
             except (YardError, ValueError) as exc:
                 checks.append(HealthCheck("audit chain", name, "degraded",
                                           getattr(exc, "message", str(exc))))
+            self._debris(name, records, events, checks)
         if self.unaudited is not None:
             try:
                 moved = self.unaudited(name)
@@ -237,12 +246,38 @@ class Health:
                 checks.append(HealthCheck("audited holders", name, "degraded", exc.message))
             else:
                 checks += [HealthCheck("audited holders", name, "critical",
-                                       f"unaudited move: {d.detail}") for d in moved]
+                                       d.detail if INTERRUPTED in d.detail
+                                       else f"unaudited move: {d.detail}") for d in moved]
                 if not moved:
                     checks.append(HealthCheck("audited holders", name, "ok",
                                               "every stage holder is explained by the trail"))
         if self.monitor is not None:
             self._serving(name, checks)
+
+    def _entries(self, checks: list[HealthCheck]) -> list[Any] | None:
+        """The registration journal, read once for every model (``registry/journal.py``)."""
+        from modelyard.registry.journal import entries
+
+        try:
+            return entries(self.ctx.vault.store)
+        except YardError as exc:
+            checks.append(HealthCheck("debris", "-", "degraded", exc.message))
+            return None
+
+    def _debris(self, name: str, records: list[Any], events: list[Any] | None,
+                checks: list[HealthCheck]) -> None:
+        """What a process that died left behind (``protection/debris.py``), from the
+        versions and trail already read; one line each, naming the version and the cure."""
+        if self._journal is None:
+            return
+        from modelyard.protection.debris import Debris
+
+        clock = time.perf_counter()
+        found = Debris(self.ctx, self.audit).for_model(
+            name, records, events, entries=[e for e in self._journal if e.name == name])
+        seconds = time.perf_counter() - clock
+        checks += [HealthCheck("debris", name, "degraded", item.line, seconds,
+                               value=item.age_s) for item in found.items]
 
     def _backed_up(self, name: str, number: int, semver: str, target: str,
                    checks: list[HealthCheck]) -> None:

@@ -154,6 +154,11 @@ class Stages:
                 if s == stage:
                     displaced += [{"version": h, "stage": s} for h in sorted(
                         h for h in holders if isinstance(h, int))]
+                elif isinstance(live.get(s), int) and live.get(s) not in (stages.get(s),
+                                                                          version):
+                    # MLflow's holder of another stage is not the trail's (a move that was
+                    # interrupted, or made outside modelyard): its stage tag goes with it.
+                    displaced.append({"version": live[s], "stage": s})
                 if stages.get(s) == version and s != stage:
                     stages[s] = None  # a version is in one stage at a time
             replaced["holder"] = None
@@ -162,8 +167,9 @@ class Stages:
                 if before is not None and before != version:
                     stages[f"{stage}.previous"] = before
                     replaced["holder"] = before
-                elif displaced:
-                    replaced["holder"] = int(displaced[0]["version"])
+                elif [d for d in displaced if d["stage"] == stage]:
+                    replaced["holder"] = int(next(d["version"] for d in displaced
+                                                  if d["stage"] == stage))
                 stages[stage] = version
             extra = dict(detail or {})
             if displaced:
@@ -204,6 +210,19 @@ class Stages:
             except Exception:  # pragma: no cover - hooks report their own failures
                 log.exception("after-move hook failed for %s #%s", name, version)
         return change
+
+    def finish(self, name: str) -> AuditEvent | None:
+        """Apply the newest move of the trail to MLflow (aliases, stage tags, stage field)
+        without a new event: a move whose process died after writing its event (the
+        decision) and before applying it all is finished, as the event says. None when the
+        trail has no move."""
+        trail = self.audit.log(name)
+        for seq in reversed(trail.sequence_numbers()):
+            event = trail.read(seq)
+            if event.action in MOVES:
+                self._settle(name, event)
+                return event
+        return None
 
     def _undo(self, name: str, failed: AuditEvent, before: dict[str, Any]) -> None:
         def build(prev: AuditEvent | None) -> dict[str, Any]:

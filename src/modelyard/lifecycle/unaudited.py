@@ -30,6 +30,7 @@ from modelyard.core.names import (
 )
 from modelyard.core.records import SEARCH_PAGE_MAX, ModelRecord
 from modelyard.errors import NotFound, StorageError, UnauditedMove, YardError
+from modelyard.lifecycle.stages import MOVES
 from modelyard.trail.audit import parse_head
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,6 +47,8 @@ UNDO_REASON = "undo unaudited move"
 # How each kind of finding ends its detail (``undo`` tells them apart by it).
 MOVE, TAG, FIELD, GONE = ("unaudited move", "unaudited tag", "unaudited stage field",
                           "deleted outside modelyard")
+INTERRUPTED = "the move was interrupted"
+
 
 
 def unaudited_key(name: str) -> str:
@@ -194,6 +197,35 @@ class UnauditedMoves:
                     detail=f"#{number} has MLflow stage {field_name} (models:/{name}/"
                     f"{field_name} loads it) but the audit trail says "
                     f"{_label(audited[stage])} holds {stage} ({FIELD})"))
+        if moved and fresh:
+            return self._interrupted(name, moved)
+        return moved
+
+    def _interrupted(self, name: str, moved: list[UnauditedHolder]) -> list[UnauditedHolder]:
+        """Findings that are all the holders from before the newest move (an event written,
+        then the process died before MLflow followed it) say so, and how it is finished."""
+        try:
+            events = self.audit.history(name)
+        except (YardError, ValueError):
+            return moved
+        if not events or events[-1].action not in MOVES:
+            return moved
+        newest = events[-1]
+        before = dict(events[-2].stages) if len(events) > 1 else {}
+        if not all(d.holder_version == before.get(d.stage)
+                   or (d.holder_version is None and before.get(d.stage) is None)
+                   for d in moved if GONE not in d.detail):
+            return moved
+        for item in moved:
+            if GONE in item.detail:
+                continue
+            what = ("MLflow's stage field" if FIELD in item.detail else "the stage tag"
+                    if TAG in item.detail else "the alias")
+            item.detail = (
+                f"{item.stage}: {what} still shows {_label(item.holder_version)} as before "
+                f"event {newest.seq} ({newest.action} of #{newest.version} to {newest.to}), "
+                f"which says {_label(item.audited_version)}: {INTERRUPTED} (or put back "
+                f"outside modelyard); `modelyard recover {name}` finishes it")
         return moved
 
     def stage_searches(self, name: str) -> list[Callable[[], list[VersionRecord]]]:
@@ -249,7 +281,19 @@ class UnauditedMoves:
         from modelyard.lifecycle.stages import StageChange
 
         changes: list[StageChange] = []
-        found = [d for d in self.of_model(check_name(name)) if GONE not in d.detail]
+        found = [d for d in self.of_model(check_name(name), fresh=True)
+                 if GONE not in d.detail]
+        if found and all(INTERRUPTED in d.detail for d in found):
+            # The trail already records the move: finish it, no new event.
+            for stage in sorted({d.stage for d in found}):
+                self.ctx.permissions.require(name, _needed(stage), f"put {stage} back")
+            event = self.stages.finish(name)
+            if event is not None and event.version is not None:
+                changes.append(StageChange(
+                    status="finished", name=name, version=event.version,
+                    semver=event.semver, from_stage=event.from_ or "none",
+                    to=event.to or "none", event=event.seq, reason=event.reason))
+            return changes
         audited = self.audited_holders(name) or {}
         for stage in sorted({d.stage for d in found}):
             self.ctx.permissions.require(name, _needed(stage), f"put {stage} back")

@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelyard.lifecycle.stages import StageChange, Stages
     from modelyard.protection.backup import Backups
     from modelyard.protection.backup_store import BackupProgress, BackupReport, RestoreReport
+    from modelyard.protection.debris import Debris, DebrisReport
     from modelyard.protection.integrity import Integrity, IntegrityReport, RepairReport
     from modelyard.protection.integrity import Progress as IntegrityProgress
     from modelyard.protection.restore import Restorer
@@ -124,8 +125,33 @@ class Protection:
         report = self.integrity.verify_all(name, progress=progress)
         # A stage holder the audit trail does not explain is a problem of the same kind.
         report.unaudited = [d.to_dict() for d in self.unaudited(name)]
-        report.ok = report.ok and not report.unaudited
+        # So is what a process that died left behind (the vault's unnamed objects only when
+        # every model is checked: a manifest of another model may name them).
+        found = self.debris.find([name] if name else None, objects=name is None)
+        report.debris = [item.to_dict() for item in found.items]
+        report.ok = report.ok and not report.unaudited and not report.debris
         return report
+
+    @functools.cached_property
+    def debris(self) -> Debris:
+        """What processes that died left behind (``protection/debris.py``)."""
+        from modelyard.protection.debris import Debris
+
+        return Debris(self.ctx, self.audit)
+
+    def cleanup_debris(self, names: list[str] | None = None, *, grace: float | None = None,
+                       dry_run: bool = False) -> DebrisReport:
+        """Remove what processes that died left (pending versions, runs, logged models and
+        their files, journal entries, unnamed vault objects) older than ``grace`` seconds
+        (default ``DEBRIS_GRACE_S``; a registration whose process still runs is never
+        touched), and record a ready version's missing audit event; audited.
+
+        >>> yard.protection.cleanup_debris(dry_run=True).items
+        """
+        from modelyard.protection.debris import DEBRIS_GRACE_S
+
+        return self.debris.cleanup(names, grace=DEBRIS_GRACE_S if grace is None else grace,
+                                   dry_run=dry_run)
 
     def repair(self, name: str | None = None, ref: str | int | None = None, *,
                all: bool = False, progress: IntegrityProgress | None = None) -> RepairReport:

@@ -96,6 +96,7 @@ class IntegrityReport(Result):
     bytes_hashed: int = 0
     seconds: float = 0.0
     unaudited: list[dict[str, Any]] = field(default_factory=list)  # unaudited stage holders
+    debris: list[dict[str, Any]] = field(default_factory=list)  # left by processes that died
 
     @property
     def problems(self) -> list[FileProblem]:
@@ -104,7 +105,8 @@ class IntegrityReport(Result):
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "versions": [v.to_dict() for v in self.versions],
                 "skipped": self.skipped, "bytes_hashed": self.bytes_hashed,
-                "seconds": round(self.seconds, 3), "unaudited": self.unaudited}
+                "seconds": round(self.seconds, 3), "unaudited": self.unaudited,
+                "debris": self.debris}
 
 
 # -- hashing ------------------------------------------------------------------------------------

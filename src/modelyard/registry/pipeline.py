@@ -47,6 +47,7 @@ from modelyard.core.records import VersionRecord
 from modelyard.core.refs import is_visible
 from modelyard.core.versioning import Fingerprint, highest_semver
 from modelyard.errors import InvalidInput, ModelNotFound, RegistrationFailed, UserError, YardError
+from modelyard.registry.journal import Journal
 from modelyard.registry.semver_plan import (
     SemverPlan,
     SemverPlanner,
@@ -104,23 +105,31 @@ class Pipeline:
         self.semvers = SemverPlanner(ctx)
 
     def create(self, draft: Draft) -> ModelVersion:
-        """Register one version from a draft; nothing half-made stays behind on failure."""
+        """Register one version from a draft; nothing half-made stays behind on failure.
+        The journal (``journal.py``) keeps what the attempt created in the vault until it
+        is over, so what a process that dies leaves behind is known."""
+        journal = Journal(self.ctx.vault.store, draft.name, draft.action)
+        debris = _Debris(self.ctx, journal)
         if draft.action == "register" and self.ctx.signatures.signing:
             from modelyard.store.signatures import signer_of
 
             signer_of(self.ctx.settings.signing_key or "")  # an unusable key: before anything
-        debris = _Debris(self.ctx)
         try:
+            journal.open()
             mv = self._create(draft, debris)
         except BaseException as exc:
             debris.clean()
+            journal.close()
             if isinstance(exc, (UserError, RegistrationFailed)) or not isinstance(
                     exc, YardError):
                 raise
             raise RegistrationFailed(name=draft.name, detail=exc.message) from exc
-        write_profile(self.ctx, mv, draft.training_data, draft.lineage)
-        if self.after is not None:
-            self.after(mv, draft.action)
+        try:
+            write_profile(self.ctx, mv, draft.training_data, draft.lineage)
+            if self.after is not None:
+                self.after(mv, draft.action)  # the audit event: the journal stays till then
+        finally:
+            journal.close()
         return mv
 
     def _create(self, draft: Draft, debris: _Debris) -> ModelVersion:
@@ -132,6 +141,7 @@ class Pipeline:
             model_id, location = self.tracking.create_logged_model(
                 self.ctx.settings.experiment, run_id, draft.flavor, draft.params)
             debris.logged_model = (model_id, location)
+            debris.note()
             with tempfile.TemporaryDirectory(prefix="modelyard-") as tmp:
                 local = Path(tmp) / "model"
                 draft.save(local, run_id, model_id, location)
@@ -194,6 +204,7 @@ class Pipeline:
                 self.ctx.settings.experiment, run_name=draft.run_name or f"{draft.name}-register",
                 tags={"mlflow.user": self.ctx.user, T_RUN_MODEL: draft.name, **draft.run_tags})
             debris.run_id = run_id
+            debris.note()
         metrics = list(draft.metrics.items())
         params = list(draft.params.items())
         for start in range(0, max(len(metrics), len(params), 1), 100):
@@ -214,6 +225,7 @@ class Pipeline:
             hint: str | None = self.ctx.listing.get_model(name).tags.get(T_SEMVER_HIGH)
         except ModelNotFound:
             debris.model_created = self.tracking.ensure_registered_model(name)
+            debris.note()
             standing = Standing()
         else:
             standing = self.semvers.standing(name, None, hint)
@@ -228,6 +240,7 @@ class Pipeline:
         record = self.tracking.create_version(name, source, run_id, tags, draft.description,
                                               model_id)
         debris.version = (name, record.version)
+        debris.note()
         (semver, bump_kind, reason), standing = self.semvers.confirm(
             name, record.version, planned, fingerprint, draft.semver)
         self.ctx.vault.write_manifest(name, record.version, manifest, {
@@ -319,14 +332,25 @@ class Pipeline:
 
 
 class _Debris:
-    """What a registration attempt created so far; removed again if the attempt fails."""
+    """What a registration attempt created so far; removed again if the attempt fails. The
+    journal entry mirrors it (``note``), so ``cleanup --debris`` can finish the job when the
+    process died before it could (``clean_journal_entry``)."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, journal: Journal | None = None) -> None:
         self.ctx = ctx
+        self.journal = journal
         self.run_id: str | None = None
         self.logged_model: tuple[str, str] | None = None
         self.version: tuple[str, int] | None = None
         self.model_created = False
+
+    def note(self) -> None:
+        if self.journal is None:
+            return
+        model_id, location = self.logged_model or (None, None)
+        self.journal.note(run_id=self.run_id, model_id=model_id, location=location,
+                          version=self.version[1] if self.version else None,
+                          model_created=self.model_created)
 
     def clean(self) -> None:
         tracking = self.ctx.tracking
@@ -349,6 +373,33 @@ class _Debris:
                 tracking.end_run(self.run_id, "FAILED")
             with contextlib.suppress(Exception):
                 tracking.delete_run(self.run_id)
+
+
+def clean_journal_entry(ctx: Context, name: str, body: dict[str, Any],
+                        version_state: str | None) -> None:
+    """Remove what a registration that died had created, as its journal entry names it: the
+    steps a failing registration takes itself. ``version_state``: what became of the version
+    the entry names (``pending``, ``ready``, ``gone``; None: it names none). A ready
+    version is complete: it, its run and its logged model stay (the run is only ended)."""
+    number = body.get("version")
+    run_id = body.get("run_id") if isinstance(body.get("run_id"), str) else None
+    if isinstance(number, int) and version_state == "ready":
+        if run_id is not None:
+            with contextlib.suppress(YardError):  # left RUNNING by the death
+                if ctx.tracking.get_run(run_id)["status"] == "RUNNING":
+                    ctx.tracking.end_run(run_id)
+        return
+    debris = _Debris(ctx)
+    if isinstance(number, int) and version_state == "pending":
+        debris.version = (name, number)
+        debris.model_created = bool(body.get("model_created"))
+    elif body.get("model_created"):
+        with contextlib.suppress(YardError):  # an empty model this registration created
+            ctx.tracking.delete_model_if_empty(name)
+    if isinstance(body.get("model_id"), str) and isinstance(body.get("location"), str):
+        debris.logged_model = (body["model_id"], body["location"])
+    debris.run_id = run_id
+    debris.clean()
 
 
 def _fingerprint_of_dir(local: Path, draft: Draft) -> Fingerprint:

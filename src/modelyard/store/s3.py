@@ -286,12 +286,17 @@ class S3Store(ObjectStore):
 
     def newest(self, prefix: str) -> tuple[str, float] | None:
         best: tuple[str, float] | None = None
+        for key, stamp in self.modified(prefix).items():
+            if best is None or stamp > best[1]:
+                best = (key, stamp)
+        return best
+
+    def modified(self, prefix: str) -> dict[str, float]:
+        found: dict[str, float] = {}
         strip = len(self.prefix) + 1 if self.prefix else 0
         with self._translate(prefix):
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
                 for item in page.get("Contents", []):
-                    stamp = item["LastModified"].timestamp()
-                    if best is None or stamp > best[1]:
-                        best = (item["Key"][strip:], stamp)
-        return best
+                    found[item["Key"][strip:]] = item["LastModified"].timestamp()
+        return found

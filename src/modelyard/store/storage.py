@@ -119,6 +119,11 @@ class ObjectStore:
         """(key, modification time as a UNIX timestamp) of the newest object under prefix."""
         raise NotImplementedError
 
+    def modified(self, prefix: str) -> dict[str, float]:
+        """Every key under prefix with its modification time (UNIX timestamp): one listing
+        (the debris check asks how old an object no manifest names is)."""
+        raise NotImplementedError
+
 
 class LocalStore(ObjectStore):
     def __init__(self, root: Path) -> None:
@@ -242,12 +247,17 @@ class LocalStore(ObjectStore):
 
     def newest(self, prefix: str) -> tuple[str, float] | None:
         best: tuple[str, float] | None = None
-        for key in self.list(prefix):
-            with contextlib.suppress(OSError):
-                mtime = self._path(key).stat().st_mtime
-                if best is None or mtime > best[1]:
-                    best = (key, mtime)
+        for key, mtime in self.modified(prefix).items():
+            if best is None or mtime > best[1]:
+                best = (key, mtime)
         return best
+
+    def modified(self, prefix: str) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for key in self.list(prefix):
+            with contextlib.suppress(OSError):  # removed while we looked
+                found[key] = self._path(key).stat().st_mtime
+        return found
 
 
 def _walk(folder: Path, lead: str, start: str, keys: list[str]) -> None:

@@ -110,8 +110,20 @@ def quarantine_key(name: str, version: int, stamp: str, rel: str) -> str:
     return f"quarantine/{name}/{version}/{stamp}/{rel}"
 
 
+OBJECTS = "objects/"
+MANIFESTS = "manifests/"
+
+
 def object_key(oid: str) -> str:
     return f"objects/{oid[:2]}/{oid[2:]}"
+
+
+def oid_of_key(key: str) -> str | None:
+    """The SHA-256 an ``objects/`` key holds (None for any other key)."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != "objects" or len(parts[1]) != 2:
+        return None
+    return parts[1] + parts[2]
 
 
 def manifest_key(name: str, version: int) -> str:
@@ -123,6 +135,23 @@ def signature_key(manifest_sha: str) -> str:
     keyed by the manifest hash the version's tag records: versions with the same files share
     it, and it travels with the manifest (backup, export, restore, import)."""
     return f"signatures/{manifest_sha}.json"
+
+
+# -- registrations in flight (registry/journal.py) ----------------------------------------
+JOURNAL = "journal/"
+
+
+def journal_key(name: str, token: str) -> str:
+    """What one registration in flight has created so far (run, logged model, version, who
+    and where): written when it starts, deleted when it ends either way. One that stays
+    names what a process that died left behind (``cleanup --debris``)."""
+    return f"journal/{name}/{token}.json"
+
+
+def cleanup_report_key(stamp: str) -> str:
+    """The record of a ``cleanup --debris`` run that removed vault objects no manifest names
+    (they belong to no model, so no model's audit trail can hold it)."""
+    return f"cleanups/{stamp}.json"
 
 
 def audit_prefix(name: str) -> str:
