@@ -286,7 +286,7 @@ class Detector:
                         f"{rel} {state}: stage {stage} did not finish", path=rel,
                         detail={"stage": stage}))
                     break
-        return findings[:1]  # the first broken stage; repro resumes from there
+        return findings  # each broken stage: recover puts each one's outputs back
 
 
 def quality_problems(profile: dict[str, Any], path: Path) -> list[str]:

@@ -118,3 +118,17 @@ def commit_paths(folder: Path, paths: Sequence[Path], message: str) -> str:
     _checked(["add", "--", *relative], folder, "git add")
     _checked([*identity_options(folder), "commit", "-q", "-m", message], folder, "git commit")
     return output(["rev-parse", "HEAD"], folder) or ""
+
+
+def file_bytes(cwd: Path, commit: str, path: str, *, timeout: float = _TIMEOUT) -> bytes | None:
+    """The bytes of ``path`` (relative to ``cwd``) as committed in ``commit``, or None (not a
+    work tree, not committed there, Git missing)."""
+    git = _executable()
+    if git is None:
+        return None
+    try:
+        done = subprocess.run([git, "show", f"{commit}:./{path}"], cwd=cwd, capture_output=True,
+                              timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
