@@ -86,6 +86,7 @@ class Detector:
 
     def detect(self, name: str, *, pipeline: bool = True) -> list[Finding]:
         findings: list[Finding] = []
+        self.audit.binding.check_model(name)  # a registry and a vault apart: one line, no checks
         try:
             records = self.ctx.tracking.versions(name)
         except NotFound:

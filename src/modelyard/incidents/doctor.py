@@ -81,6 +81,8 @@ def run(ctx: Context) -> DoctorReport:
     ):
         s3 = _check_s3_endpoint(endpoint)
         checks.append(Check("s3", redact(endpoint or "AWS S3"), **s3))
+    if ok and vault["ok"]:
+        checks.append(_check_binding(ctx))
     user, identity = _check_identity(ctx)
     checks.append(identity)
     return DoctorReport(
@@ -102,6 +104,22 @@ _HOW = {
     "os-user": "the OS user (not authenticated)",
     "asserted": "asserted by MODELYARD_USER / the user setting (not authenticated)",
 }
+
+
+def _check_binding(ctx: Context) -> Check:
+    """Whether the registry's models were written with this vault (``trail/binding.py``)."""
+    from modelyard.trail.binding import Binding
+
+    binding = Binding(ctx)
+    try:
+        problems = binding.problems((m.name, m.tags) for m in ctx.tracking.list_models())
+    except YardError as exc:
+        return Check("registry+vault", binding.location, False, exc.message)
+    if not problems:
+        return Check("registry+vault", binding.location, True, "the registry's models were "
+                     "written with this vault (or record none)")
+    more = f" (and {len(problems) - 1} more model(s))" if len(problems) > 1 else ""
+    return Check("registry+vault", binding.location, False, problems[0] + more)
 
 
 def _check_identity(ctx: Context) -> tuple[str, Check]:

@@ -42,6 +42,7 @@ from modelyard.core.names import (
     T_SEMVER,
     T_STAGE,
     T_STATUS,
+    T_VAULT,
     check_name,
 )
 from modelyard.core.records import VersionRecord
@@ -326,7 +327,8 @@ class Transfer:
             pass
         self.tracking.ensure_registered_model(model.name, model.description or None)
         for key, value in model.tags.items():
-            self.tracking.set_model_tag(model.name, key, value)
+            if key != T_VAULT:  # the source's vault: this registry's is set with the trail
+                self.tracking.set_model_tag(model.name, key, value)
         return True
 
     def _proven_holder(self, name: str, trail: list[AuditEvent], stage: str,
