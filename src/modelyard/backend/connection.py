@@ -96,6 +96,26 @@ def _reason(text: str, timeout: float) -> tuple[str, bool]:
     return text[:150], False
 
 
+# MLflow announces creating and migrating a database ("Creating initial MLflow database
+# tables...", alembic's steps) at INFO on its own stderr handler: a library's user did not ask
+# for that. While a database is first opened these loggers are held at WARNING, unless
+# someone set their level (``modelyard -v`` does).
+SCHEMA_LOGGERS = ("mlflow.store.db.utils", "alembic")
+
+
+@contextlib.contextmanager
+def quiet_schema_logs() -> Iterator[None]:
+    quieted = [logger for logger in map(logging.getLogger, SCHEMA_LOGGERS)
+               if logger.level == logging.NOTSET]
+    for logger in quieted:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger in quieted:
+            logger.setLevel(logging.NOTSET)
+
+
 class Connection:
     """One yard's bound MLflow client, and the retries and error translation of every call.
 
@@ -136,7 +156,7 @@ class Connection:
 
         if self.settings.is_embedded:
             self.settings.home_path.mkdir(parents=True, exist_ok=True)
-        with self._first_use_lock():
+        with self._first_use_lock(), quiet_schema_logs():
             client = BoundedClient(self.tracking_uri, self.registry_uri, self.limits)
             if self.registry_uri.startswith("sqlite:"):
                 # Open the registry tables now, under the lock: the first opening migrates.

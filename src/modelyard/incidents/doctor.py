@@ -69,7 +69,12 @@ def _age(seconds: float) -> str:
 def run(ctx: Context) -> DoctorReport:
     settings = ctx.settings
     endpoint = settings.s3_endpoint_url
-    ok, detail = ctx.tracking.health()
+    database = settings.resolved_tracking_uri.removeprefix("sqlite:///")
+    if settings.is_embedded and not os.path.exists(database):
+        # Nothing registered here yet: doctor looks, it does not create the database.
+        ok, detail = True, "no database yet (created by the first registration)"
+    else:
+        ok, detail = ctx.tracking.health()
     checks = [Check("tracking", redact(settings.resolved_tracking_uri), ok, detail)]
     vault = _check_store(settings.resolved_vault, endpoint)
     checks.append(Check("vault", redact(settings.resolved_vault), **vault))
@@ -81,7 +86,7 @@ def run(ctx: Context) -> DoctorReport:
     ):
         s3 = _check_s3_endpoint(endpoint)
         checks.append(Check("s3", redact(endpoint or "AWS S3"), **s3))
-    if ok and vault["ok"]:
+    if ok and vault["ok"] and (not settings.is_embedded or os.path.exists(database)):
         checks.append(_check_binding(ctx))
     user, identity = _check_identity(ctx)
     checks.append(identity)
