@@ -114,9 +114,12 @@ class Incidents:
         return self._drill_runner().run(scenario, model=model, live=live, stage=stage)
 
     def drill_all(self, *, model: str | None = None, live: bool = False,
-                  progress: Callable[[DrillReport], None] | None = None) -> list[DrillReport]:
-        """Every scenario, one sandbox shared."""
-        return self._drill_runner().run_all(model=model, live=live, progress=progress)
+                  progress: Callable[[DrillReport], None] | None = None,
+                  scenarios: list[str] | None = None) -> list[DrillReport]:
+        """Every scenario (or ``scenarios``), each from the same sandbox state, one result
+        each."""
+        return self._drill_runner().run_all(model=model, live=live, progress=progress,
+                                            scenarios=scenarios)
 
     # -- health and reproduce ---------------------------------------------------------------
     def health(self, *, notify: bool = False, models: list[str] | None = None) -> HealthReport:
