@@ -56,7 +56,8 @@ class Incidents:
         from modelyard.incidents.detection import Detector
         from modelyard.incidents.recovery import Recovery, layers_from
 
-        detector = Detector(self.ctx, self.loader, self.audit, self.root, self.gate_check)
+        detector = Detector(self.ctx, self.loader, self.audit, self.root, self.gate_check,
+                            self.governance.unaudited)
         layers = layers_from(self.ctx, self.loader, self.root, rollback=self.rollback,
                              protection=self.protection, governance=self.governance)
         return Recovery(detector, layers, self.loader, self.audit)

@@ -77,12 +77,16 @@ class Detector:
     """Every check ``recover`` and the drills run. Reads; changes nothing."""
 
     def __init__(self, ctx: Context, loader: Loader, audit: Auditor, root: Path,
-                 gate_check: GateCheck) -> None:
+                 gate_check: GateCheck,
+                 unaudited: Callable[[str], list[Any]] | None = None) -> None:
         self.ctx = ctx
         self.loader = loader
         self.audit = audit
         self.root = root
         self.gate_check = gate_check
+        # ``yard.governance.unaudited``: holders moved around modelyard by any MLflow API
+        # (aliases, the stage field), the same check health and history --verify run.
+        self.unaudited = unaudited
 
     def detect(self, name: str, *, pipeline: bool = True) -> list[Finding]:
         findings: list[Finding] = []
@@ -106,6 +110,7 @@ class Detector:
         if vault_up:  # the audit trail lives in the vault
             findings += self.check_audit(name)
             findings += self.check_stages(name, records, holders)
+            findings += self.check_unaudited(name, {f.target for f in findings})
         for stage, record in holders.items():
             findings += self.check_files(name, stage, record)
         if "production" in holders:
@@ -157,6 +162,19 @@ class Detector:
                     f"{stage} alias is on #{have}, the audit trail says #{want}", version=have,
                     detail={"audited": want}))
         return findings
+
+    def check_unaudited(self, name: str, seen: set[str]) -> list[Finding]:
+        """Stage holders no audit event explains that the alias check did not already name
+        (MLflow's stage field moved, a stage tag edited)."""
+        if self.unaudited is None:
+            return []
+        try:
+            moved = self.unaudited(name)
+        except YardError:
+            return []
+        return [Finding("stage", "unaudited move", f"{name}@{d.stage}", d.detail,
+                        version=d.holder_version, detail={"audited": d.audited_version})
+                for d in moved if f"{name}@{d.stage}" not in seen]
 
     def check_files(self, name: str, stage: str, record: VersionRecord) -> list[Finding]:
         semver = record.tags.get(T_SEMVER, "?")
