@@ -124,14 +124,16 @@ class Connection:
     all attempts, so an unreachable server fails in about ``timeout`` seconds.
     """
 
-    def __init__(self, settings: Settings, *, timeout: float = 10.0, max_retries: int = 2
-                 ) -> None:
+    def __init__(self, settings: Settings, *, timeout: float | None = None,
+                 max_retries: int | None = None) -> None:
         self.settings = settings
         self.tracking_uri = settings.resolved_tracking_uri
         self.registry_uri = settings.registry_uri or self.tracking_uri
-        self.timeout = timeout
-        self.max_retries = max_retries
+        # The settings' http_timeout / http_retries unless a caller bounds it otherwise.
+        self.timeout = settings.http_timeout if timeout is None else timeout
+        self.max_retries = settings.http_retries if max_retries is None else max_retries
         self._client: MlflowClient | None = None
+        self._silent: tuple[float, str] | None = None  # (until, why): see ``call``
 
     @property
     def display_uri(self) -> str:
@@ -202,7 +204,13 @@ class Connection:
         return Path(database).absolute()
 
     def call(self, fn: Callable[[], T], *, name: str | None = None, op: str = "") -> T:
-        """Run one MLflow operation: retry SQLite's "database is locked", translate errors."""
+        """Run one MLflow operation: retry SQLite's "database is locked", translate errors.
+
+        A server that took a request and went silent is not asked again for ``timeout``
+        seconds: the verb's next calls (a registration's clean-up, say) fail at once with
+        the same line, so the whole verb ends within about one ``timeout``."""
+        if self._silent is not None and time.monotonic() < self._silent[0]:
+            raise BackendError(detail=self._silent[1])
         attempt = 0
         while True:
             try:
@@ -215,7 +223,11 @@ class Connection:
                     time.sleep(min(1.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
                     attempt += 1
                     continue
-                raise self._translated(exc, name, op) from exc
+                error = self._translated(exc, name, op)
+                if "no answer within" in error.message:
+                    self._silent = (time.monotonic() + self.timeout,
+                                    error.fields.get("detail", error.message))
+                raise error from exc
 
     @contextlib.contextmanager
     def translate(self, *, name: str | None = None, op: str = "") -> Iterator[None]:
@@ -268,6 +280,9 @@ class Connection:
         if "mlflow-artifacts" in raw:
             part = "artifact store of the tracking server"
         reason, retried = _reason(raw, self.timeout)
+        if "read timed out" in raw.lower():  # one attempt: a silent server is not asked again
+            return f"{part} {redact(uri)} took the request and gave no answer within " \
+                   f"{self.timeout:g} s"
         if not reason.startswith("HTTP"):
             return f"{part} {redact(uri)} unreachable: {reason} ({self.max_retries + 1} attempts)"
         attempts = f" ({self.max_retries + 1} attempts)" if retried else ""
