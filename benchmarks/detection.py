@@ -11,6 +11,7 @@ handles cleared. The states and faults are ``tests/support/matrix.py`` (the test
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +33,7 @@ def main() -> None:
     project = folder / "project"
     project.mkdir()
     build_project(project, folder / "backup")
+    os.chdir(project)  # the model's training data is named relative to the project, as in one
     cache = folder / "cache"
 
     def make_yard(**overrides: Any) -> Yard:
