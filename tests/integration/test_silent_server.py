@@ -67,3 +67,30 @@ def test_writes_against_a_silent_server_end_within_one_timeout(
                       pip_requirements=["scikit-learn"])
     assert time.perf_counter() - clock < 12, caught.value.message
     assert silent_server in caught.value.message and "\n" not in caught.value.message
+
+
+def test_a_silent_s3_endpoint_ends_a_call_within_one_timeout(
+    silent_server: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An S3 endpoint that takes the request and never answers: botocore would retry the
+    read timeout (every attempt its full timeout); one attempt, and the store's next calls
+    fail at once, naming the endpoint."""
+    from modelyard.errors import StorageError
+    from modelyard.store.s3 import S3Store
+
+    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+    store = S3Store("bucket", "vault", silent_server, timeout=2)
+    with pytest.raises(StorageError):  # once untimed: botocore loads its models on first use
+        store.put_bytes("k", b"x")
+    time.sleep(2.1)
+    clock = time.perf_counter()
+    with pytest.raises(StorageError) as caught:
+        store.put_bytes("k", b"x")
+    assert time.perf_counter() - clock < 4.5  # one read timeout of 2 s, not 3 attempts
+    assert silent_server in caught.value.message and "no answer within 2 s" in caught.value.message
+    clock = time.perf_counter()
+    with pytest.raises(StorageError):
+        store.get_bytes("k")
+    assert time.perf_counter() - clock < 0.5
