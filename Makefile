@@ -77,6 +77,7 @@ bench: install
 	$(BIN)/python benchmarks/backup.py
 	$(BIN)/python benchmarks/snapshot_restore.py --rounds 3
 	$(BIN)/python benchmarks/drills.py
+	$(BIN)/python benchmarks/detection.py
 
 stack: install
 	$(BIN)/python -m tests.support.devstack

@@ -44,6 +44,12 @@ class UserError(YardError):
     http_status = 400
 
 
+class VaultMismatch(UserError):
+    """The registry's models were written with another vault than the one configured."""
+
+    template = "{detail}"
+
+
 class ConfigError(UserError):
     """A configuration file or value is malformed."""
 

@@ -96,6 +96,10 @@ def test_backup_delete_restore_brings_the_version_back(
     assert back.metrics == {"accuracy": 0.91} and back.params == {"depth": "5"}
     assert f"version {mv.version}" in back.tags[T_RESTORED_FROM]
     np.testing.assert_array_equal(_predict(yard, name, "production", rows), before)
+    # The restored holder's record is the one it was backed up as (issue #24.6).
+    [backed] = [c for c in yard.incidents.health(models=[name]).checks
+                if c.check == "backed up"]
+    assert backed.level == "ok" and "is backed up" in backed.detail, backed
     with pytest.raises(Conflict):
         yard.protection.restore(name, "1.0.0")  # still there: nothing to restore
     done = run_cli("restore", f"{name}@1.0.0", env={"MODELYARD_BACKUP": url})

@@ -252,3 +252,21 @@ def test_health_of_an_empty_registry_is_healthy() -> None:
     done = run_cli("health", "--json")
     assert done.returncode == 0, done.stdout
     assert json.loads(done.stdout)["status"] == "healthy"
+
+
+def test_drill_all_runs_each_scenario_from_the_same_state(real: Any, before: str) -> None:
+    """The scenarios that broke the next one in a shared sandbox (issue #24.5): a pipeline
+    stage killed midway, the production version deleted, the registry emptied; each starts
+    from the state the sandbox was built in, and each has its own result."""
+    from modelyard.incidents.scenarios import SCENARIOS
+
+    names = ["pipeline-failure", "model-deletion", "registry-loss"]
+    seen: list[str] = []
+    reports = real.incidents.drill_all(scenarios=names,
+                                       progress=lambda r: seen.append(r.scenario))
+    assert _snapshot(real) == before
+    order = [s.name for s in SCENARIOS]
+    assert [r.scenario for r in reports] == sorted(names, key=order.index)
+    assert sorted(seen) == sorted(names)
+    for report in reports:
+        assert report.ok, json.dumps(report.to_dict(), default=str)

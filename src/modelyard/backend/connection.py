@@ -97,6 +97,26 @@ def _reason(text: str, timeout: float) -> tuple[str, bool]:
     return text[:150], False
 
 
+# MLflow announces creating and migrating a database ("Creating initial MLflow database
+# tables...", alembic's steps) at INFO on its own stderr handler: a library's user did not ask
+# for that. While a database is first opened these loggers are held at WARNING, unless
+# someone set their level (``modelyard -v`` does).
+SCHEMA_LOGGERS = ("mlflow.store.db.utils", "alembic")
+
+
+@contextlib.contextmanager
+def quiet_schema_logs() -> Iterator[None]:
+    quieted = [logger for logger in map(logging.getLogger, SCHEMA_LOGGERS)
+               if logger.level == logging.NOTSET]
+    for logger in quieted:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger in quieted:
+            logger.setLevel(logging.NOTSET)
+
+
 class Connection:
     """One yard's bound MLflow client, and the retries and error translation of every call.
 
@@ -105,14 +125,16 @@ class Connection:
     all attempts, so an unreachable server fails in about ``timeout`` seconds.
     """
 
-    def __init__(self, settings: Settings, *, timeout: float = 10.0, max_retries: int = 2
-                 ) -> None:
+    def __init__(self, settings: Settings, *, timeout: float | None = None,
+                 max_retries: int | None = None) -> None:
         self.settings = settings
         self.tracking_uri = settings.resolved_tracking_uri
         self.registry_uri = settings.registry_uri or self.tracking_uri
-        self.timeout = timeout
-        self.max_retries = max_retries
+        # The settings' http_timeout / http_retries unless a caller bounds it otherwise.
+        self.timeout = settings.http_timeout if timeout is None else timeout
+        self.max_retries = settings.http_retries if max_retries is None else max_retries
         self._client: MlflowClient | None = None
+        self._silent: tuple[float, str] | None = None  # (until, why): see ``call``
 
     @property
     def display_uri(self) -> str:
@@ -137,7 +159,7 @@ class Connection:
 
         if self.settings.is_embedded:
             self.settings.home_path.mkdir(parents=True, exist_ok=True)
-        with self._first_use_lock() as databases:
+        with self._first_use_lock() as databases, quiet_schema_logs():
             cache = self.settings.resolved_cache_dir
             created = [db for db in databases if schema_cache.seed(db, cache) or not db.exists()]
             client = BoundedClient(self.tracking_uri, self.registry_uri, self.limits)
@@ -187,7 +209,13 @@ class Connection:
         return Path(database).absolute()
 
     def call(self, fn: Callable[[], T], *, name: str | None = None, op: str = "") -> T:
-        """Run one MLflow operation: retry SQLite's "database is locked", translate errors."""
+        """Run one MLflow operation: retry SQLite's "database is locked", translate errors.
+
+        A server that took a request and went silent is not asked again for ``timeout``
+        seconds: the verb's next calls (a registration's clean-up, say) fail at once with
+        the same line, so the whole verb ends within about one ``timeout``."""
+        if self._silent is not None and time.monotonic() < self._silent[0]:
+            raise BackendError(detail=self._silent[1])
         attempt = 0
         while True:
             try:
@@ -200,7 +228,11 @@ class Connection:
                     time.sleep(min(1.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
                     attempt += 1
                     continue
-                raise self._translated(exc, name, op) from exc
+                error = self._translated(exc, name, op)
+                if "no answer within" in error.message:
+                    self._silent = (time.monotonic() + self.timeout,
+                                    error.fields.get("detail", error.message))
+                raise error from exc
 
     @contextlib.contextmanager
     def translate(self, *, name: str | None = None, op: str = "") -> Iterator[None]:
@@ -253,6 +285,9 @@ class Connection:
         if "mlflow-artifacts" in raw:
             part = "artifact store of the tracking server"
         reason, retried = _reason(raw, self.timeout)
+        if "read timed out" in raw.lower():  # one attempt: a silent server is not asked again
+            return f"{part} {redact(uri)} took the request and gave no answer within " \
+                   f"{self.timeout:g} s"
         if not reason.startswith("HTTP"):
             return f"{part} {redact(uri)} unreachable: {reason} ({self.max_retries + 1} attempts)"
         attempts = f" ({self.max_retries + 1} attempts)" if retried else ""

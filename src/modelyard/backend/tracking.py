@@ -41,8 +41,8 @@ class Tracking(Connection):
     """Thin, typed access to MLflow's tracking and registry APIs (``timeout`` and
     ``max_retries`` bound every call: see ``Connection``)."""
 
-    def __init__(self, settings: Settings, *, timeout: float = 10.0, max_retries: int = 2
-                 ) -> None:
+    def __init__(self, settings: Settings, *, timeout: float | None = None,
+                 max_retries: int | None = None) -> None:
         super().__init__(settings, timeout=timeout, max_retries=max_retries)
         self._experiment_ids: dict[str, str] = {}
         self._model_locations: dict[str, str] = {}

@@ -93,9 +93,36 @@ def is_http(uri: str) -> bool:
 _ARTIFACT_RETRY_CODES = frozenset({408, 429, 502, 503, 504})
 
 
+# What a failed attempt's text says when another attempt may help: the connection was refused
+# or dropped, or the server answered a retryable status (urllib3's "too many N error
+# responses"). A read timeout is not among them: the server took the request and went silent,
+# so it stays silent, and a write it may have carried out must not be sent twice.
+_RETRYABLE = ("connection refused", "too many", "connection aborted", "remotedisconnected",
+              "connection reset", "newconnectionerror", "connecttimeout")
+
+
 def _request(limits: Limits, host_creds: MlflowHostCreds, endpoint: str, method: str,
              **kwargs: Any) -> Any:
-    return http_request(host_creds, endpoint, method, **limits.http(), **kwargs)
+    """``http_request`` with this yard's retries done here, one attempt at a time, so that a
+    read timeout ends the call (a silent server fails in ``timeout`` seconds, once), while a
+    refused connection or a retryable status is tried again with backoff."""
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    policy = {**limits.http(), "max_retries": 0}
+    attempt = 0
+    while True:
+        try:
+            return http_request(host_creds, endpoint, method, **policy, **kwargs)
+        except MlflowException as exc:
+            text = str(exc).lower()
+            if (attempt >= limits.max_retries or "read timed out" in text
+                    or not any(marker in text for marker in _RETRYABLE)):
+                raise
+        attempt += 1
+        if attempt > 1:  # urllib3's schedule: the first retry at once, then backoff
+            time.sleep(limits.backoff_factor * 2 ** (attempt - 1))
 
 
 def _artifact_request(limits: Limits, host_creds: MlflowHostCreds, endpoint: str, method: str,

@@ -51,7 +51,8 @@ def drill_list(state: State) -> None:
 
 @drill_group.command("run")
 @click.argument("scenario", required=False)
-@click.option("--all", "run_all", is_flag=True, help="Run every scenario (one sandbox).")
+@click.option("--all", "run_all", is_flag=True,
+              help="Run every scenario, each from the same sandbox state.")
 @click.option("--model", default=None, help="Copy this real model into the sandbox.")
 @click.option("--stage", type=click.Choice(["prepare", "train", "evaluate"]), default=None,
               help="The DVC stage pipeline-failure breaks (default: train).")

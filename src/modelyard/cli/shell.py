@@ -257,8 +257,11 @@ def emit(state: State, data: Any, render: Callable[[Any], None]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output for every command.")
 @click.option("--traceback", is_flag=True, hidden=True, help="Show the stack on errors.")
 @click.option("--tracking-uri", envvar=None, default=None, help="MLflow tracking URI.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also show MLflow's own log lines (database creation, migrations).")
 @click.pass_context
-def main(ctx: click.Context, as_json: bool, traceback: bool, tracking_uri: str | None) -> None:
+def main(ctx: click.Context, as_json: bool, traceback: bool, tracking_uri: str | None,
+         verbose: bool) -> None:
     """modelyard: semantic versions, lineage, governed promotion and verified models on MLflow.
 
     With nothing configured it runs on the embedded default (SQLite and a folder under
@@ -271,6 +274,13 @@ def main(ctx: click.Context, as_json: bool, traceback: bool, tracking_uri: str |
       modelyard details churn@production
       modelyard promote churn@v1.2.0 --to production --reason "beats v1.1.0"
     """
+    if verbose:
+        import logging
+
+        from modelyard.backend.connection import SCHEMA_LOGGERS
+
+        for name in SCHEMA_LOGGERS:  # a level set: the backend leaves them as asked
+            logging.getLogger(name).setLevel(logging.INFO)
     state = State()
     state.json = as_json
     state.traceback = traceback

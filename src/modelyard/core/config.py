@@ -401,6 +401,25 @@ def _config_layer(
     return found[0], found[0].parent, found[1]
 
 
+def _without_launcher_default(environ: Mapping[str, str], root: Path,
+                              notes: list[str]) -> Mapping[str, str]:
+    """``mlflow run`` hands its entry point MLFLOW_TRACKING_URI whatever the launcher had: with
+    nothing configured, MLflow's own default at the project folder (``./mlflow.db``,
+    ``./mlruns``). Inside a modelyard project that is no choice of the user's, and the
+    project's own registry is the one to register into (the run's ``MLFLOW_RUN_ID`` says the
+    variable came from the launcher)."""
+    uri = environ.get("MLFLOW_TRACKING_URI", "")
+    if not environ.get("MLFLOW_RUN_ID") or not uri:
+        return environ
+    defaults = {f"sqlite:///{root / 'mlflow.db'}", (root / "mlruns").as_uri(), "./mlruns",
+                "sqlite:///mlflow.db"}
+    if uri not in defaults:
+        return environ
+    notes.append(f"MLFLOW_TRACKING_URI {uri} is MLflow's default that `mlflow run` passed on: "
+                 "the project's registry is used")
+    return {k: v for k, v in environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
@@ -435,6 +454,8 @@ def load_settings(
     elif profile is not None:
         _refuse_profile(profile, None, [])
 
+    if path is not None and root is not None:
+        environ = _without_launcher_default(environ, root, notes)
     env_values = _read_environment(environ, notes)
     _validate_layer(env_values, "environment")
     _anchor_paths(env_values, cwd, user_home)

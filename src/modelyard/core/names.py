@@ -55,6 +55,9 @@ T_SIGNER = "modelyard.signer"
 
 # -- tags on a registered model and on runs ----------------------------------------------
 T_AUDIT_HEAD = "modelyard.audit_head"
+# The vault this model's trail and manifests are written to: "VAULT_ID LOCATION"
+# (trail/binding.py); a registry read with another vault says so instead of a false alarm.
+T_VAULT = "modelyard.vault"
 T_RUN_MODEL = "modelyard.model"
 # The highest semver a registration confirmed (a hint: checked against the versions).
 T_SEMVER_HIGH = "modelyard.semver_high"

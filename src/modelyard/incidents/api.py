@@ -56,7 +56,8 @@ class Incidents:
         from modelyard.incidents.detection import Detector
         from modelyard.incidents.recovery import Recovery, layers_from
 
-        detector = Detector(self.ctx, self.loader, self.audit, self.root, self.gate_check)
+        detector = Detector(self.ctx, self.loader, self.audit, self.root, self.gate_check,
+                            self.governance.unaudited)
         layers = layers_from(self.ctx, self.loader, self.root, rollback=self.rollback,
                              protection=self.protection, governance=self.governance)
         return Recovery(detector, layers, self.loader, self.audit)
@@ -114,9 +115,12 @@ class Incidents:
         return self._drill_runner().run(scenario, model=model, live=live, stage=stage)
 
     def drill_all(self, *, model: str | None = None, live: bool = False,
-                  progress: Callable[[DrillReport], None] | None = None) -> list[DrillReport]:
-        """Every scenario, one sandbox shared."""
-        return self._drill_runner().run_all(model=model, live=live, progress=progress)
+                  progress: Callable[[DrillReport], None] | None = None,
+                  scenarios: list[str] | None = None) -> list[DrillReport]:
+        """Every scenario (or ``scenarios``), each from the same sandbox state, one result
+        each."""
+        return self._drill_runner().run_all(model=model, live=live, progress=progress,
+                                            scenarios=scenarios)
 
     # -- health and reproduce ---------------------------------------------------------------
     def health(self, *, notify: bool = False, models: list[str] | None = None) -> HealthReport:

@@ -79,15 +79,20 @@ class Detector:
     """Every check ``recover`` and the drills run. Reads; changes nothing."""
 
     def __init__(self, ctx: Context, loader: Loader, audit: Auditor, root: Path,
-                 gate_check: GateCheck) -> None:
+                 gate_check: GateCheck,
+                 unaudited: Callable[[str], list[Any]] | None = None) -> None:
         self.ctx = ctx
         self.loader = loader
         self.audit = audit
         self.root = root
         self.gate_check = gate_check
+        # ``yard.governance.unaudited``: holders moved around modelyard by any MLflow API
+        # (aliases, the stage field), the same check health and history --verify run.
+        self.unaudited = unaudited
 
     def detect(self, name: str, *, pipeline: bool = True) -> list[Finding]:
         findings: list[Finding] = []
+        self.audit.binding.check_model(name)  # a registry and a vault apart: one line, no checks
         try:
             records = self.ctx.tracking.versions(name)
         except NotFound:
@@ -107,6 +112,7 @@ class Detector:
         if vault_up:  # the audit trail lives in the vault
             findings += self.check_audit(name)
             findings += self.check_stages(name, records, holders)
+            findings += self.check_unaudited(name, {f.target for f in findings})
         for stage, record in holders.items():
             findings += self.check_files(name, stage, record)
         if "production" in holders:
@@ -171,6 +177,19 @@ class Detector:
                         f"the audit trail's {stage} holder {_number(want)}", version=wrong[0],
                         detail={"audited": want}))
         return findings
+
+    def check_unaudited(self, name: str, seen: set[str]) -> list[Finding]:
+        """Stage holders no audit event explains that the alias check did not already name
+        (MLflow's stage field moved, a stage tag edited)."""
+        if self.unaudited is None:
+            return []
+        try:
+            moved = self.unaudited(name)
+        except YardError:
+            return []
+        return [Finding("stage", "unaudited move", f"{name}@{d.stage}", d.detail,
+                        version=d.holder_version, detail={"audited": d.audited_version})
+                for d in moved if f"{name}@{d.stage}" not in seen]
 
     def check_files(self, name: str, stage: str, record: VersionRecord) -> list[Finding]:
         semver = record.tags.get(T_SEMVER, "?")
@@ -301,7 +320,7 @@ class Detector:
                         f"{rel} {state}: stage {stage} did not finish", path=rel,
                         detail={"stage": stage}))
                     break
-        return findings[:1]  # the first broken stage; repro resumes from there
+        return findings  # each broken stage: recover puts each one's outputs back
 
 
 def quality_problems(profile: dict[str, Any], path: Path) -> list[str]:

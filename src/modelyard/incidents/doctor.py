@@ -78,7 +78,12 @@ def _age(seconds: float) -> str:
 def run(ctx: Context) -> DoctorReport:
     settings = ctx.settings
     endpoint = settings.s3_endpoint_url
-    ok, detail = ctx.tracking.health()
+    database = settings.resolved_tracking_uri.removeprefix("sqlite:///")
+    if settings.is_embedded and not os.path.exists(database):
+        # Nothing registered here yet: doctor looks, it does not create the database.
+        ok, detail = True, "no database yet (created by the first registration)"
+    else:
+        ok, detail = ctx.tracking.health()
     checks = [Check("tracking", redact(settings.resolved_tracking_uri), ok, detail)]
     vault = _check_store(settings.resolved_vault, endpoint)
     checks.append(Check("vault", redact(settings.resolved_vault), **vault))
@@ -90,6 +95,8 @@ def run(ctx: Context) -> DoctorReport:
     ):
         s3 = _check_s3_endpoint(endpoint)
         checks.append(Check("s3", redact(endpoint or "AWS S3"), **s3))
+    if ok and vault["ok"] and (not settings.is_embedded or os.path.exists(database)):
+        checks.append(_check_binding(ctx))
     user, identity = _check_identity(ctx)
     checks.append(identity)
     return DoctorReport(
@@ -138,6 +145,22 @@ _HOW = {
     "os-user": "the OS user (not authenticated)",
     "asserted": "asserted by MODELYARD_USER / the user setting (not authenticated)",
 }
+
+
+def _check_binding(ctx: Context) -> Check:
+    """Whether the registry's models were written with this vault (``trail/binding.py``)."""
+    from modelyard.trail.binding import Binding
+
+    binding = Binding(ctx)
+    try:
+        problems = binding.problems((m.name, m.tags) for m in ctx.tracking.list_models())
+    except YardError as exc:
+        return Check("registry+vault", binding.location, False, exc.message)
+    if not problems:
+        return Check("registry+vault", binding.location, True, "the registry's models were "
+                     "written with this vault (or record none)")
+    more = f" (and {len(problems) - 1} more model(s))" if len(problems) > 1 else ""
+    return Check("registry+vault", binding.location, False, problems[0] + more)
 
 
 def _check_identity(ctx: Context) -> tuple[str, Check]:

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from modelyard.context import Context
-from modelyard.core.names import T_SEMVER, check_name
+from modelyard.core.names import T_RESTORED_FROM, T_SEMVER, check_name
 from modelyard.errors import AuditTampered, IntegrityError, NotFound, YardError
 from modelyard.lifecycle.unaudited import INTERRUPTED
 from modelyard.registry.loading import Loader
@@ -192,9 +192,14 @@ class Health:
     def _model(self, name: str, checks: list[HealthCheck], vault_ok: bool) -> None:
         try:
             records = self.ctx.reads.versions(name)
-            aliases = self.ctx.reads.get_model(name).aliases
+            model = self.ctx.reads.get_model(name)
+            aliases = model.aliases
         except YardError as exc:
             checks.append(HealthCheck("holders", name, "critical", exc.message))
+            return
+        apart = self.audit.binding.problem(name, model.tags)
+        if apart:  # every check below would read the wrong vault: one line instead
+            checks.append(HealthCheck("registry+vault", name, "critical", apart))
             return
         numbers = {r.version: r for r in records}
         for stage in ("production", "staging"):
@@ -225,7 +230,7 @@ class Health:
                 level = bad if isinstance(exc, IntegrityError) else "critical"
                 checks.append(HealthCheck("verified", target, level, exc.message,
                                           time.perf_counter() - clock))
-            self._backed_up(name, number, semver, target, checks)
+            self._backed_up(name, backed_up_as(number, record.tags), semver, target, checks)
             if vault_ok:
                 self._reproduced(name, number, semver, target, checks)
         events = None
@@ -374,6 +379,16 @@ class Health:
             store.put_bytes(HEALTH_STATE, json.dumps(
                 {"status": report.status, "at": report.at}).encode())
         return results
+
+
+def backed_up_as(number: int, tags: dict[str, str]) -> int:
+    """The number a version's backup record is under: a version ``restore`` recreated gets a
+    new number in the registry, and its record stays under the one it was backed up as
+    (``modelyard.restored_from`` ends with it)."""
+    origin = tags.get(T_RESTORED_FROM, "")
+    head, _, last = origin.rpartition(" version ")
+    return int(last) if head and last.isascii() and last.isdigit() and len(last) < 13 \
+        else number
 
 
 def _age_s(stamp: str) -> float | None:

@@ -36,7 +36,7 @@ from modelyard.errors import (
     YardError,
 )
 from modelyard.incidents.detection import Detector, Finding
-from modelyard.project.dvc import clean_env, dvc_cache_path, run_dvc
+from modelyard.project.dvc import clean_env, dvc_cache_path
 from modelyard.registry.loading import Loader
 from modelyard.store.vault import Manifest, object_key
 from modelyard.trail.audit import Auditor
@@ -237,7 +237,8 @@ class Builtin:
             Layer(2, "DVC remote", frozenset({"data"}), self.data_from_remote,
                   lambda f: f"dvc fetch + checkout {f.path}"),
             Layer(4, "DVC pipeline (resume)", frozenset({"pipeline"}), self.resume_pipeline,
-                  lambda f: f"dvc repro from stage {f.detail.get('stage')}"),
+                  lambda f: f"put back stage {f.detail.get('stage')}'s outputs from the DVC "
+                            "cache or the commit; re-run it alone only if it registers nothing"),
         ]
 
     # -- model files ----------------------------------------------------------------------
@@ -334,10 +335,11 @@ class Builtin:
 
     # -- pipeline -------------------------------------------------------------------------
     def resume_pipeline(self, finding: Finding) -> str:
-        done = run_dvc(["repro"], self.root, self.env)
-        ran = [line.split("'")[1] for line in done.splitlines()
-               if line.startswith("Running stage '") and line.count("'") >= 2]
-        return f"dvc repro ran {', '.join(ran) or 'nothing'}"
+        """The broken stage's outputs back as ``dvc.lock`` records them; never a re-run of a
+        stage that registers (recover never registers a version)."""
+        from modelyard.incidents.pipeline_repair import repair_stage
+
+        return repair_stage(self.root, str(finding.detail.get("stage", "")), self.env)
 
 
 def _replace_file(source: Path, path: Path) -> None:

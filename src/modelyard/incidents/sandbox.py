@@ -57,6 +57,50 @@ class Sandbox:
 
     def close(self) -> None:
         self._finalizer()
+        shutil.rmtree(self._pristine, ignore_errors=True)
+
+    # -- one starting state for every drill of a run ----------------------------------------
+    # ``drill run --all`` runs each scenario from the same state: the sandbox, once built, is
+    # copied aside, and put back before each next scenario. It is put back in place, file by
+    # file (same paths, same files rewritten), because MLflow keeps the SQLite database open
+    # and its artifact locations are absolute paths.
+    @property
+    def _pristine(self) -> Path:
+        return self.root.with_name(self.root.name + ".pristine")
+
+    def freeze(self, models: list[str]) -> None:
+        """Build what ``models``' scenarios need, then keep a copy of the whole sandbox."""
+        for model in models:
+            self.generated() if model == self.pipeline_model else self.imported()
+        if self._pristine.exists():
+            shutil.rmtree(self._pristine)
+        shutil.copytree(self.root, self._pristine, symlinks=True)
+        weakref.finalize(self, shutil.rmtree, str(self._pristine), True)
+
+    def reset(self) -> None:
+        """Put the sandbox back as ``freeze`` left it (whatever the last drill broke)."""
+        if not self._pristine.is_dir():
+            return
+        for path in sorted(self.root.rglob("*"), reverse=True):  # what the drill added
+            twin = self._pristine / path.relative_to(self.root)
+            if path.is_symlink() or path.is_file():
+                if not (twin.is_file() and not twin.is_symlink()):
+                    path.unlink()
+            elif path.is_dir() and not twin.is_dir():
+                shutil.rmtree(path)
+        for twin in sorted(self._pristine.rglob("*")):
+            path = self.root / twin.relative_to(self._pristine)
+            if twin.is_dir() and not twin.is_symlink():
+                path.mkdir(parents=True, exist_ok=True)
+            elif path.is_file() and not path.is_symlink() and path.stat().st_size == \
+                    twin.stat().st_size and path.read_bytes() == twin.read_bytes():
+                continue
+            elif twin.is_symlink():
+                path.symlink_to(os.readlink(twin))
+            else:
+                with twin.open("rb") as source, path.open("wb") as target:  # same file
+                    shutil.copyfileobj(source, target)
+        self.broken = False
 
     # -- building -------------------------------------------------------------------------
     @property

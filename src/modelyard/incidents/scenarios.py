@@ -47,8 +47,8 @@ SCENARIOS = [
     Scenario("bad-promotion", "promotion", "a clearly worse version forced into production"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
-# --all runs the scenarios that leave nothing to rebuild first (a drill that cannot recover
-# leaves the sandbox broken, and the next one would pay for a new sandbox).
+# The order --all reports progress in; each scenario starts from the same sandbox state
+# (``Sandbox.freeze`` / ``reset``), so the order changes no result.
 ALL_ORDER = ["model-corruption", "artifact-loss", "storage-outage", "bad-promotion",
               "data-noise", "data-missing", "data-duplicates", "pipeline-failure",
               "model-deletion", "registry-loss"]

@@ -193,3 +193,17 @@ def create_tag(folder: Path, tag: str, commit: str, message: str) -> None:
     modelyard's fallback one."""
     _checked([*identity_options(folder), "tag", "-a", tag, commit, "-m", message], folder,
              "git tag")
+
+
+def file_bytes(cwd: Path, commit: str, path: str, *, timeout: float = _TIMEOUT) -> bytes | None:
+    """The bytes of ``path`` (relative to ``cwd``) as committed in ``commit``, or None (not a
+    work tree, not committed there, Git missing)."""
+    git = _executable()
+    if git is None:
+        return None
+    try:
+        done = subprocess.run([git, "show", f"{commit}:./{path}"], cwd=cwd, capture_output=True,
+                              timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None

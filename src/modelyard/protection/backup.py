@@ -23,7 +23,7 @@ from typing import Any
 
 from modelyard.context import Context
 from modelyard.core.entities import ModelVersion
-from modelyard.core.names import T_AUDIT_HEAD, T_SEMVER, check_name
+from modelyard.core.names import T_AUDIT_HEAD, T_SEMVER, T_VAULT, check_name
 from modelyard.core.records import VersionRecord
 from modelyard.core.refs import is_visible, lookup
 from modelyard.errors import (
@@ -351,7 +351,7 @@ class Backups:
             model = self.ctx.reads.get_model(mv.name)
             model_doc: dict[str, Any] = {
                 "description": model.description,
-                "tags": {k: v for k, v in model.tags.items() if k != T_AUDIT_HEAD},
+                "tags": {k: v for k, v in model.tags.items() if k not in (T_AUDIT_HEAD, T_VAULT)},
                 "aliases": dict(model.aliases)}
             held = sorted(a for a, v in model.aliases.items() if v == mv.version)
         except ModelNotFound:  # pragma: no cover - deleted while we copied

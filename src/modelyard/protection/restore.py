@@ -33,6 +33,7 @@ from modelyard.core.names import (
     T_SIGNER,
     T_STAGE,
     T_STATUS,
+    T_VAULT,
     check_name,
     is_semver,
     parse_semver,
@@ -216,7 +217,7 @@ class Restorer:
     def _ensure_model(self, name: str, model: dict[str, Any]) -> None:
         if self.tracking.ensure_registered_model(name, model.get("description") or None):
             for key, value in (model.get("tags") or {}).items():
-                if key != T_AUDIT_HEAD:
+                if key not in (T_AUDIT_HEAD, T_VAULT):
                     self.tracking.set_model_tag(name, str(key), str(value))
 
     def _restore_audit(self, backup: Vault, name: str) -> None:
@@ -248,6 +249,7 @@ class Restorer:
                                            backup.store.get_bytes(event_key(name, seq)))
         newest = source.read(theirs[-1])
         self.tracking.set_model_tag(name, T_AUDIT_HEAD, head_tag(name, newest, self.audit.key))
+        self.audit.binding.bind(name)
 
     def _fetch(self, backup: Vault, doc: dict[str, Any], local: Path,
                progress: BackupProgress | None) -> Path:

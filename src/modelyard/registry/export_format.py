@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from modelyard.core.names import ALIAS, RESERVED_ALIAS, check_name, parse_semver
-from modelyard.errors import InvalidInput
+from modelyard.errors import AuditTampered, InvalidInput
 from modelyard.store.vault import Manifest
 
 FORMAT = "modelyard-export"
@@ -306,3 +306,16 @@ def parse_export(doc: Any) -> ExportDoc:
         return ExportDoc.model_validate(doc)
     except ValidationError as exc:
         raise InvalidInput(f"invalid export document: {_first_error(exc)}") from None
+
+
+def check_exported_trail(model: ModelDoc) -> None:
+    """The exported audit trail must be an intact chain, or the import is refused."""
+    from modelyard.trail.audit import AuditEvent, check_chain
+
+    try:
+        check_chain(model.name, [AuditEvent.from_dict(e) for e in model.audit])
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"invalid export document: the audit trail of {model.name!r} is "
+                           f"unreadable ({str(exc)[:120]})") from None
+    except AuditTampered as exc:
+        raise InvalidInput(f"invalid export document: {exc.message}") from None

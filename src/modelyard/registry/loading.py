@@ -197,8 +197,14 @@ class Loader:
         copy = self._kept_manifest(mv.manifest_sha256) if kept else None
         if copy is not None:
             return copy
-        manifest = self.ctx.vault.read_manifest(mv.name, mv.version, mv.manifest_sha256,
-                                                mv.semver or "?")
+        try:
+            manifest = self.ctx.vault.read_manifest(mv.name, mv.version, mv.manifest_sha256,
+                                                    mv.semver or "?")
+        except IntegrityError:
+            from modelyard.trail.binding import Binding
+
+            Binding(self.ctx).check_model(mv.name)  # another vault: say that instead
+            raise
         with contextlib.suppress(OSError):  # a failure only costs a vault read next time
             atomic_write(self._manifest_file(manifest.sha256), manifest.canonical())
         return manifest

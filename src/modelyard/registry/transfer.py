@@ -43,6 +43,7 @@ from modelyard.core.names import (
     T_SIGNER,
     T_STAGE,
     T_STATUS,
+    T_VAULT,
     check_name,
 )
 from modelyard.core.records import VersionRecord
@@ -240,6 +241,8 @@ class Transfer:
     ) -> list[tuple[ModelDoc, list[VersionDoc], list[tuple[VersionDoc, str]]]]:
         """What to create and what to skip per model; Conflict if a semver is already taken
         here by a version with other contents. Reads the target only."""
+        from modelyard.registry.export_format import check_exported_trail
+
         plan = []
         conflicts: list[str] = []
         for model in parsed.models:
@@ -267,7 +270,7 @@ class Transfer:
                     conflicts.append(f"{model.name} v{version.semver} exists here (version "
                                      f"{here.version}) with different contents")
             plan.append((model, todo, skipped))
-            _check_exported_trail(model)
+            check_exported_trail(model)
         if conflicts:
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
             raise Conflict(f"import refused, nothing changed: {conflicts[0]}{more}")
@@ -331,7 +334,8 @@ class Transfer:
             pass
         self.tracking.ensure_registered_model(model.name, model.description or None)
         for key, value in model.tags.items():
-            self.tracking.set_model_tag(model.name, key, value)
+            if key != T_VAULT:  # the source's vault: this registry's is set with the trail
+                self.tracking.set_model_tag(model.name, key, value)
         return True
 
     def _proven_holder(self, name: str, trail: list[AuditEvent], stage: str,
@@ -454,17 +458,6 @@ class Transfer:
             self.tracking.set_alias(model.name, alias, made[source_number])
             summary.aliases.append({"name": model.name, "alias": alias,
                                        "version": made[source_number]})
-
-
-def _check_exported_trail(model: ModelDoc) -> None:
-    """The exported audit trail must be an intact chain, or the import is refused."""
-    try:
-        check_chain(model.name, [AuditEvent.from_dict(e) for e in model.audit])
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"invalid export document: the audit trail of {model.name!r} is "
-                           f"unreadable ({str(exc)[:120]})") from None
-    except AuditTampered as exc:
-        raise InvalidInput(f"invalid export document: {exc.message}") from None
 
 
 def _flavor_of(local: Path) -> str:

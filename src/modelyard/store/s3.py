@@ -14,9 +14,10 @@ import contextlib
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import StorageError
 from modelyard.store.files import HASH_CHUNK, Progress
@@ -57,8 +58,22 @@ def s3_client(
     )
     if profile:
         session = boto3.session.Session(profile_name=profile)
-        return session.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
-    return boto3.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
+        client = session.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
+    else:
+        client = boto3.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
+    client.meta.events.register_first("needs-retry.s3", _no_retry_after_silence)
+    return client
+
+
+def _no_retry_after_silence(caught_exception: BaseException | None = None,
+                            **_: Any) -> None:
+    """botocore retries a read timeout like any transient error: an endpoint that took the
+    request and went silent would cost every attempt's full timeout. Raised at once instead
+    (the other retries stay botocore's)."""
+    from botocore.exceptions import ReadTimeoutError
+
+    if isinstance(caught_exception, ReadTimeoutError):
+        raise caught_exception
 
 
 def _transfer_config() -> TransferConfig:
@@ -89,6 +104,7 @@ class S3Store(ObjectStore):
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.timeout = timeout
+        self._silent_until = 0.0  # after a read timeout: the next calls fail at once a while
         self.max_retries = max_retries
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._client: S3Client | None = None
@@ -136,6 +152,9 @@ class S3Store(ObjectStore):
         from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+        if time.monotonic() < self._silent_until:
+            raise StorageError(detail=f"S3 endpoint {self.endpoint} gave no answer within "
+                               f"{self.timeout:g} s", whole_store=True)
         try:
             yield
         except NoCredentialsError as exc:
@@ -155,6 +174,11 @@ class S3Store(ObjectStore):
                 whole_store=int(status or 0) >= 500,
             ) from exc
         except BotoCoreError as exc:
+            if type(exc).__name__ == "ReadTimeoutError":  # the verb's next calls fail at once
+                self._silent_until = time.monotonic() + self.timeout
+                raise StorageError(detail=f"S3 endpoint {self.endpoint} took the request and "
+                                   f"gave no answer within {self.timeout:g} s",
+                                   whole_store=True) from exc
             raise StorageError(
                 detail=f"S3 endpoint {self.endpoint} unreachable ({type(exc).__name__})",
                 whole_store=True) from exc

@@ -360,6 +360,11 @@ def probe_key(token: str) -> str:
 
 
 # -- governance (G): the audit trail's vault anchor and the access log -------------------
+def identity_key() -> str:
+    """The vault's identity (``{"id"}``), written once: what a registry's models record."""
+    return "identity.json"
+
+
 def audit_head_key(name: str) -> str:
     """The newest audit event's (seq, hash), the trail's second anchor beside the MLflow tag."""
     return f"audit/{name}/HEAD.json"

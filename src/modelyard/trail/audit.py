@@ -391,11 +391,13 @@ class Auditor:
 
     def __init__(self, ctx: Context) -> None:
         # history.py builds on this module's chain: imported here, not at the top.
+        from modelyard.trail.binding import Binding
         from modelyard.trail.history import History
 
         self.ctx = ctx
         self.tracking = ctx.tracking
         self.kept = History(self)
+        self.binding = Binding(ctx)
 
     def log(self, name: str) -> AuditLog:
         """The model's trail; every event appended through it is remembered on this machine."""
@@ -414,11 +416,15 @@ class Auditor:
         ``write_registry_head`` itself, beside its other registry writes) record it as the
         registry's head."""
         trail = self.log(name)
+        if not trail.last_seq():  # a first event: never into a vault the model is not from
+            self.binding.check_model(name)
         identity = self.ctx.identity
         event = trail.append(build, who=identity.user, identity=identity.audit_mark,
                              key=self.key)
         if registry_head:
             self.write_registry_head(name, event)
+        if event.seq == 1:
+            self.binding.bind(name)
         return event
 
     def write_registry_head(self, name: str, event: AuditEvent) -> None:
@@ -464,6 +470,7 @@ class Auditor:
             self.tracking.set_model_tag(name, T_AUDIT_HEAD, head_tag(name, head, self.key))
         except YardError as exc:
             log.warning("audit head of %s not recorded in the registry: %s", name, exc.message)
+        self.binding.bind(name)
         return len(events)
 
     # -- reading back (history.py) ---------------------------------------------------------

@@ -162,6 +162,7 @@ class History:
         if verify or not self._events_path(name).is_file():
             self.ctx.prepare_vault()  # the vault will be read: its client builds meanwhile
         model = self.ctx.reads.get_model(name)  # the lean reader when it can answer
+        self.auditor.binding.check(name, model.tags)  # before the trail: no false alarm
         signed = parse_signed_head(model.tags.get(T_AUDIT_HEAD))
         head = None if signed is None else (signed[0], signed[1])
         if verify:  # every event read from the vault and checked; then kept here

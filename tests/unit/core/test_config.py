@@ -570,3 +570,23 @@ def test_every_key_of_the_seed_config_is_accepted_or_answered(tmp_path: Path) ->
         else:
             message = _error(tmp_path, f"{key} = {value}\n")
             assert f"{key}: not a modelyard key; " in message and refusal in message
+
+
+def test_mlflow_run_default_tracking_uri_does_not_replace_the_projects_registry(
+        tmp_path: Path) -> None:
+    """`mlflow run` passes MLflow's default (./mlflow.db at the project) to its entry points
+    (issue #24.10): inside a modelyard project the project's registry is used; a tracking URI
+    the user chose, or one outside `mlflow run`, is kept."""
+    (tmp_path / "modelyard.toml").write_text("[policy]\n")
+    launcher = {"MLFLOW_RUN_ID": "abc", "MLFLOW_EXPERIMENT_ID": "0",
+                "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    settings = load_settings(environ=launcher, cwd=tmp_path)
+    assert settings.resolved_tracking_uri == f"sqlite:///{tmp_path / '.modelyard' / 'mlflow.db'}"
+    files = {**launcher, "MLFLOW_TRACKING_URI": (tmp_path / "mlruns").as_uri()}
+    assert ".modelyard" in load_settings(environ=files, cwd=tmp_path).resolved_tracking_uri
+    chosen = {**launcher, "MLFLOW_TRACKING_URI": "http://mlflow.example.com:5000"}
+    assert load_settings(environ=chosen, cwd=tmp_path).resolved_tracking_uri == \
+        "http://mlflow.example.com:5000"
+    plain = {"MLFLOW_TRACKING_URI": launcher["MLFLOW_TRACKING_URI"]}
+    assert load_settings(environ=plain, cwd=tmp_path).resolved_tracking_uri == \
+        launcher["MLFLOW_TRACKING_URI"]

@@ -16,8 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelyard.errors import InvalidInput
-from modelyard.registry.export_format import parse_export
-from modelyard.registry.transfer import _check_exported_trail
+from modelyard.registry.export_format import check_exported_trail, parse_export
 from modelyard.trail.audit import AuditEvent
 
 SHA = "a" * 64
@@ -92,7 +91,7 @@ def _check(doc: Any) -> None:
             for path in version.manifest or {}:
                 assert not path.startswith("/") and ".." not in path.split("/")
         try:  # the import's planning step, before anything is written
-            _check_exported_trail(model)
+            check_exported_trail(model)
         except InvalidInput as exc:
             assert "\n" not in exc.message and exc.message
 

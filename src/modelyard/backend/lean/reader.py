@@ -134,7 +134,8 @@ def open_reader(settings: Settings, *, environ: Mapping[str, str] | None = None,
         if env.get("MLFLOW_TRACKING_AUTH") or _truthy(env.get("MLFLOW_TRACKING_AWS_SIGV4")):
             return _fallback("MLFLOW_TRACKING_AUTH / MLFLOW_TRACKING_AWS_SIGV4 need MLflow's "
                              "auth plugins")
-        return RestReader(uri, environ=env, count_hints=count_hints_path(settings))
+        return RestReader(uri, environ=env, count_hints=count_hints_path(settings),
+                          timeout=settings.http_timeout, retries=settings.http_retries)
     if scheme == "sqlite":
         path = sqlite_path(uri)
         if path is None:

@@ -109,6 +109,7 @@ class RestTransport:
         self.tracking_uri = tracking_uri
         self.timeout = float(timeout)
         self.retries = max(0, int(retries))
+        self._silent_until = 0.0  # a server that went silent is not asked again before
         self._scheme = parts.scheme
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -312,6 +313,9 @@ class RestTransport:
 
         query = f"?{urlencode(params, quote_via=quote)}" if params else ""
         path = f"{self._base}{api_path}{query}"
+        if time.monotonic() < self._silent_until:  # it went silent moments ago: not asked again yet
+            raise BackendError(detail=f"tracking server {self.label} did not answer "
+                               f"within {self.timeout:g} s")
         deadline = time.monotonic() + self.timeout
         failures = 0
         while True:
@@ -325,12 +329,20 @@ class RestTransport:
                     self.requests += 1
                 status, answer, keep = self._exchange(conn, path, method, body)
             except (OSError, http.client.HTTPException) as exc:
+                connected = conn.sock is not None  # the timeout came after the connect
                 conn.close()
                 self._refuse_untrusted(exc)
                 if reused and isinstance(exc, (http.client.RemoteDisconnected,
                                                ConnectionResetError, BrokenPipeError)):
                     continue  # the server closed an idle keep-alive connection
                 failures += 1
+                if isinstance(exc, TimeoutError) and connected:
+                    # It took the request and went silent: asking again only waits again,
+                    # and a write must not be sent twice. Later calls fail at once for a while.
+                    self._silent_until = time.monotonic() + self.timeout
+                    raise BackendError(detail=f"tracking server {self.label} took the request "
+                                       f"and gave no answer within {self.timeout:g} s"
+                                       ) from None
                 if failures > self.retries or deadline - time.monotonic() <= 0:
                     reason = _first_line(str(exc), 120) or type(exc).__name__
                     raise BackendError(
