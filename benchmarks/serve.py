@@ -1,25 +1,25 @@
-"""Serving speed: `mlflow models serve` beside `modelyard serve`, one run, same model and workers.
+"""Serving speed: `mlflow models serve` beside `modelyard serve`, one run, same workers.
 
-The model is the seeds' kind: a RandomForest of 100 trees on scikit-learn's breast-cancer set
-(30 numeric features). Every server starts on 127.0.0.1 with the same number of workers and
-they are measured interleaved, round after round, each a closed loop of 32 concurrent clients
-posting JSON to /invocations for a fixed time after a warm-up; each figure is the median of its
-rounds, so other load on the machine falls on every set-up alike:
-
-- mlflow / modelyard, single-row requests (the headline ratios);
-- modelyard with an A/B split 50/50 between two versions (cost against one version);
-- modelyard capturing every request (sample rate 1.0) to the vault (cost against none);
-- mlflow / modelyard with 100-row requests;
-- then modelyard while the production alias moves to another version (failed requests counted).
+Five model families, each trained on scikit-learn's breast-cancer set (30 numeric features):
+a RandomForest of 100 trees; a pipeline of a scaler and HistGradientBoosting (100
+iterations); a pipeline one-hot encoding two text columns before a logistic regression;
+XGBoost and LightGBM (100 trees each, through their own MLflow flavors). Per family, both
+servers start on 127.0.0.1 with the same number of workers and are measured interleaved,
+round after round, each a closed loop of 32 concurrent clients posting JSON to /invocations
+for a fixed time after a warm-up: single rows and 100-row batches, on the machine as it is
+and beside one CPU-bound neighbour process (a shared host). Each figure is the median of its
+rounds. Per family it also reports which runtime answers (ONNX Runtime or pyfunc, and why),
+the promotion to staging that converts the model, parity on the held-out rows, the serving
+processes' resident memory and the mean rows per model call.
 
 The default load generator is a lean keep-alive HTTP/1.1 client (little CPU per request, as
 wrk); ``--client aiohttp`` uses aiohttp, whose own CPU caps what a 2-core machine can show.
 Both servers run under the same uvicorn; with ``modelyard[serve]`` (uvicorn[standard]) it uses
 uvloop and httptools, and the header line says whether they are present.
 
-    python benchmarks/serve.py                     # 3 rounds of 5 s per set-up, 1 worker
-    python benchmarks/serve.py --duration 10 --workers 2 --rounds 5
-    python benchmarks/serve.py --predict           # the model call alone, per batch size
+    python benchmarks/serve.py                     # 3 rounds of 5 s per set-up, 2 workers
+    python benchmarks/serve.py --family forest --family xgboost --rounds 5
+    python benchmarks/serve.py --predict           # conversion and one call, per family
 """
 
 from __future__ import annotations
@@ -66,21 +66,61 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _train() -> tuple[Any, Any, Any]:
+FAMILIES = ("forest", "hgb", "onehot", "xgboost", "lightgbm")
+
+
+def _family(family: str) -> tuple[Any, Any, Any, Any, Any]:
+    """(model, train frame, train labels, held-out frame, held-out labels) of one family, on
+    scikit-learn's breast-cancer set (30 numeric features; ``onehot`` adds two text columns)."""
+    import numpy as np
     import pandas as pd
     from sklearn.datasets import load_breast_cancer
-    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import train_test_split
 
     data = load_breast_cancer()
-    frame = pd.DataFrame(data.data, columns=list(data.feature_names))
-    first = RandomForestClassifier(n_estimators=100, random_state=0).fit(frame, data.target)
-    second = RandomForestClassifier(n_estimators=100, random_state=1).fit(frame, data.target)
-    return frame, first, second
+    frame = pd.DataFrame(data.data, columns=[c.replace(" ", "_") for c in data.feature_names])
+    if family == "onehot":
+        rng = np.random.default_rng(0)
+        frame["segment"] = rng.choice(["retail", "sme", "corporate", "public"], len(frame))
+        frame["region"] = rng.choice(["north", "south", "east", "west", "centre"], len(frame))
+    train, held, y_train, y_held = train_test_split(frame, data.target, test_size=0.3,
+                                                    random_state=0)
+    if family == "forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        model = RandomForestClassifier(n_estimators=100, random_state=0)
+    elif family == "hgb":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        model = make_pipeline(StandardScaler(), HistGradientBoostingClassifier(max_iter=100))
+    elif family == "onehot":
+        from sklearn.compose import ColumnTransformer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        numeric = [c for c in frame.columns if c not in ("segment", "region")]
+        model = Pipeline([
+            ("columns", ColumnTransformer([
+                ("num", StandardScaler(), numeric),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), ["segment", "region"])])),
+            ("model", LogisticRegression(max_iter=1000))])
+    elif family == "xgboost":
+        import xgboost
+
+        model = xgboost.XGBClassifier(n_estimators=100, max_depth=6)
+    else:
+        import lightgbm
+
+        model = lightgbm.LGBMClassifier(n_estimators=100, verbose=-1)
+    return model.fit(train, y_train), train, y_train, held, y_held
 
 
 def _bodies(frame: Any, rows: int, count: int = 64) -> list[bytes]:
     columns = list(frame.columns)
-    values = frame.values.tolist()
+    values = frame.astype(object).values.tolist()
     bodies = []
     for i in range(count):
         chunk = [values[(i * rows + j) % len(values)] for j in range(rows)]
@@ -301,22 +341,63 @@ def measure(label: str, server: Server, bodies: list[bytes], args: argparse.Name
 
 
 # -- main ---------------------------------------------------------------------------------
+def _rss_mb(root: int) -> float:
+    """Resident memory of a process and all its descendants (Linux /proc), in MiB."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry)] = int(fields[1])
+    tree, frontier = {root}, [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items()
+                    if parent in frontier and pid not in tree]
+        tree.update(frontier)
+    total = 0
+    for pid in tree:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+class Neighbour:
+    """One CPU-bound process beside both servers: a shared host."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                        start_new_session=True)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of every set-up (the median is reported)")
     parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
                         help="load generator: lean keep-alive HTTP/1.1 (default) or aiohttp")
+    parser.add_argument("--family", action="append", choices=FAMILIES,
+                        help="only these families (repeatable; default: all five)")
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--predict", action="store_true",
-                        help="only time one predict call per batch size (no servers)")
+                        help="only time conversion and one predict call per family (no servers)")
     args = parser.parse_args()
+    families = args.family or list(FAMILIES)
     if args.predict:
-        predict_calls(args.rounds)
+        predict_calls(families, args.rounds)
         return
 
     python = sys.executable
@@ -327,138 +408,137 @@ def main() -> None:
         os.environ.setdefault("MODELYARD_USER", "bench")
         from modelyard import Yard
 
-        frame, first, second = _train()
         yard = Yard()
-        one = yard.register(first, NAME, input_example=frame.head(3),
-                            pip_requirements=["scikit-learn", "mlflow"])
-        two = yard.register(second, NAME, input_example=frame.head(3),
-                            pip_requirements=["scikit-learn", "mlflow"])
-        yard.promote(NAME, one.version, to="production", force=True, reason="benchmark")
-        yard.promote(NAME, two.version, to="staging")
         env = {**os.environ, "MLFLOW_TRACKING_URI": yard.tracking.tracking_uri}
         # `mlflow models serve` runs `uvicorn` from PATH: as in an activated environment.
         env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", "")])
         src = str(Path(__file__).resolve().parents[1] / "src")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-        single, hundred = _bodies(frame, 1), _bodies(frame, 100)
         w = args.workers
         print(f"{args.clients} {args.client} clients, {args.duration:g} s per scenario (after "
-              f"{args.warmup:g} s warm-up), {w} worker(s), model: RandomForest(100) on "
-              "breast-cancer (30 features); uvicorn with "
-              f"{_accelerators()}; load average at start "
+              f"{args.warmup:g} s warm-up), {w} worker(s) each, {args.rounds} round(s), "
+              f"uvicorn with {_accelerators()}; {os.cpu_count()} CPUs, load average at start "
               f"{os.getloadavg()[0]:.1f}", flush=True)
-
-        def mlflow_server() -> Server:
-            mlflow = str(Path(python).with_name("mlflow"))
-            return Server([mlflow, "models", "serve", "-m", f"models:/{NAME}/{one.version}",
-                           "--env-manager", "local", "-w", str(w), "-h", HOST, "-p", "{port}"],
-                          env, work, "/ping", work / "mlflow-serve.log")
-
-        def modelyard_server(*extra: str) -> Server:
-            return Server([python, "-m", "modelyard", "serve", NAME, "--host", HOST,
-                           "--port", "{port}", "--workers", str(w), "--log-level", "warning",
-                           "--poll-interval", "1", *extra],
-                          env, work, "/ready", work / "modelyard-serve.log")
-
-        # Every set-up runs side by side (an idle server costs next to nothing) and they are
-        # measured interleaved, round after round, the order rotating by one each round (so
-        # no set-up always follows the same one); each figure is the median of its rounds, so
-        # whatever else loads the machine falls on all of them alike.
-        servers: dict[str, Server] = {}
-        results: dict[str, Result] = {}
-        try:
-            if not args.skip_mlflow:
-                servers["mlflow"] = mlflow_server()
-            servers["modelyard"] = modelyard_server()
-            servers["ab"] = modelyard_server("--ab", "production=50", "--ab", "staging=50")
-            servers["capture"] = modelyard_server("--capture-rate", "1.0")
-            servers["modelyard100"] = modelyard_server()  # its own: batch sizes stay apart
-            plan = [("mlflow", "mlflow", single, f"mlflow models serve -w {w}, 1 row"),
-                    ("modelyard", "modelyard", single, f"modelyard serve --workers {w}, 1 row"),
-                    ("ab", "ab", single, "modelyard A/B 50/50, 1 row"),
-                    ("capture", "capture", single, "modelyard capture 1.0, 1 row"),
-                    ("mlflow100", "mlflow", hundred, f"mlflow models serve -w {w}, 100 rows"),
-                    ("modelyard100", "modelyard100", hundred,
-                     f"modelyard serve --workers {w}, 100 rows")]
-            plan = [step for step in plan if step[1] in servers]
-            # The cost figures (A/B and capture against one version) compare set-ups measured
-            # back to back: one version, A/B and capture run as one block, in a rotating order,
-            # and each round gives a ratio; the figure is the median of those ratios.
-            trio = [step for step in plan if step[0] in ("modelyard", "ab", "capture")]
-            blocks: list[list[Any]] = [trio] + [[step] for step in plan if step not in trio]
-            rounds: dict[str, list[Result]] = {key: [] for key, *_ in plan}
-            for number in range(1, args.rounds + 1):
-                print(f"round {number}/{args.rounds} (load average "
-                      f"{os.getloadavg()[0]:.1f})", flush=True)
-                shift = (number - 1) % len(blocks)  # each block takes every place in turn
-                turn = (number - 1) % len(trio)
-                for block in blocks[shift:] + blocks[:shift]:
-                    if block is trio:
-                        block = trio[turn:] + trio[:turn]
-                    for key, server_key, bodies, label in block:
-                        rounds[key].append(measure(label, servers[server_key], bodies, args))
-            paired = _paired(rounds)
-            for key, runs in rounds.items():
-                results[key] = _median(runs)
-                results[key].cpu_ms = statistics.median(r.cpu_ms for r in runs)
-            for key in ("modelyard", "ab", "capture"):
-                if key in servers:
-                    print(f"  {key}: {_mean_batch(servers[key].url)} rows per predict call "
-                          "(mean over the run, every worker and arm)", flush=True)
-            # Long enough for the promotion (seconds on a busy machine) and the next poll.
-            longer = argparse.Namespace(**{**vars(args), "duration": max(args.duration, 10.0)})
-            results["promotion"] = measure(
-                "modelyard, production moves mid-run", servers["modelyard"], single, longer,
-                during=lambda: yard.promote(NAME, two.version, to="production",
-                                            reason="benchmark"))
-        finally:
-            for server in servers.values():
-                server.stop()
-        captured = len(yard.vault.store.list(f"capture/{NAME}/"))
-        _report(results, w, captured, paired)
+        table: list[dict[str, Any]] = []
+        for family in families:
+            table.append(_bench_family(yard, family, args, env, work))
+        _report(table, w)
 
 
-def predict_calls(rounds: int, sizes: tuple[int, ...] = (1, 16, 32, 64, 100)) -> None:
-    """CPU per predict call of the benchmark's forest: scikit-learn's own ``predict_proba``
-    (what MLflow's pyfunc calls), the server's tree-by-tree path and its level walk.
-
-    Each figure is the median over rounds of the mean CPU time (this process only, so other
-    load on the machine shows less) of a loop of calls; the ways are interleaved per round.
-    """
+def _bench_family(yard: Any, family: str, args: argparse.Namespace, env: dict[str, str],
+                  work: Path) -> dict[str, Any]:
+    """Both servers on one family: quiet and beside a CPU-bound neighbour, 1 and 100 rows."""
     import numpy as np
 
-    from modelyard.serving.scoring import _ForestProba
+    from modelyard.serving.compiled import summary
+
+    python, w = sys.executable, args.workers
+    name = f"{NAME}-{family}"
+    model, train, y_train, held, _ = _family(family)
+    one = yard.register(model, name, input_example=train.head(3),
+                        training_data=train.assign(label=y_train))
+    started = time.perf_counter()
+    yard.promote(name, one.version, to="staging", reason="benchmark")  # compiles it
+    staging_s = time.perf_counter() - started
+    yard.promote(name, one.version, to="production", force=True, reason="benchmark")
+    compiled = summary(yard.vault.store, name, one.manifest_sha256)
+    # Parity on the held-out rows, through the server's own loading and scoring.
+    with yard.predictor(name, poll_interval=0) as predictor:
+        answer = predictor.predict(held)
+        runtime = predictor.runtime
+        reason = predictor._current.scorer.reason
+    labels_equal = float(np.mean(np.asarray(answer.predictions) == model.predict(held)))
+    diff = float(np.max(np.abs(np.asarray(answer.confidence)
+                               - model.predict_proba(held).max(axis=1))))
+    print(f"{family}: runtime {runtime}{f' ({reason})' if reason else ''}; promotion to "
+          f"staging {staging_s:.2f} s; compiled copy {compiled}; "
+          f"held-out parity: labels {labels_equal:.1%} equal, largest confidence difference "
+          f"{diff:.2g}", flush=True)
+    servers: dict[str, Server] = {}
+    rounds: dict[str, list[Result]] = {}
+    memory: dict[str, float] = {}
+    single, hundred = _bodies(held, 1), _bodies(held, 100)
+    try:
+        if not args.skip_mlflow:
+            servers["mlflow"] = Server(
+                [str(Path(python).with_name("mlflow")), "models", "serve", "-m",
+                 f"models:/{name}/{one.version}", "--env-manager", "local", "-w", str(w),
+                 "-h", HOST, "-p", "{port}"], env, work, "/ping", work / "mlflow-serve.log")
+        servers["modelyard"] = Server(
+            [python, "-m", "modelyard", "serve", name, "--host", HOST, "--port", "{port}",
+             "--workers", str(w), "--log-level", "warning", "--poll-interval", "1"],
+            env, work, "/ready", work / "modelyard-serve.log")
+        plan = [(f"{key}/{rows}/{host}", key, bodies)
+                for host in ("quiet", "neighbour")
+                for rows, bodies in (("1", single), ("100", hundred))
+                for key in servers]
+        for number in range(1, args.rounds + 1):
+            print(f"  round {number}/{args.rounds} (load average {os.getloadavg()[0]:.1f})",
+                  flush=True)
+            for host in ("quiet", "neighbour"):
+                neighbour = Neighbour() if host == "neighbour" else None
+                try:
+                    steps = [step for step in plan if step[0].endswith(host)]
+                    if number % 2 == 0:
+                        steps.reverse()  # neither server always goes first
+                    for label, key, bodies in steps:
+                        rounds.setdefault(label, []).append(
+                            measure(f"{family} {label}", servers[key], bodies, args))
+                finally:
+                    if neighbour is not None:
+                        neighbour.stop()
+        for key, server in servers.items():
+            memory[key] = _rss_mb(server.process.pid)
+        batch = _mean_batch(servers["modelyard"].url)
+    finally:
+        for server in servers.values():
+            server.stop()
+    medians = {label: _median(runs) for label, runs in rounds.items()}
+    return {"family": family, "runtime": runtime, "reason": reason, "compiled": compiled,
+            "staging_s": staging_s, "labels_equal": labels_equal, "max_diff": diff,
+            "results": medians, "memory": memory, "batch": batch}
+
+
+def predict_calls(families: list[str], rounds: int, sizes: tuple[int, ...] = (1, 100)) -> None:
+    """Per family: conversion time and CPU per predict call, the model's own
+    ``predict_proba`` (what MLflow's pyfunc calls) against the compiled copy in ONNX Runtime.
+    Each figure is the median over rounds of the mean CPU time of a loop of calls."""
+    from modelyard.serving.compiled import OnnxModel, Refused, convert
     from modelyard.serving.source import Column
 
-    frame, model, _ = _train()
-    fast = _ForestProba.for_model(model, [Column(str(c), "double") for c in frame.columns])
-    assert fast is not None
-    rng = np.random.default_rng(0)
-    print(f"RandomForest(100) on breast-cancer, max depth "
-          f"{max(t.tree_.max_depth for t in model.estimators_)}; CPU per call, median of "
-          f"{rounds} rounds; load average {os.getloadavg()[0]:.1f}")
-    print("| rows | sklearn predict_proba | tree by tree | level walk | walk / tree by tree |")
-    print("|---|---|---|---|---|")
-    for rows in sizes:
-        picked = frame.iloc[rng.integers(0, len(frame), rows)]
-        matrix = np.asarray(picked.values, dtype=np.float32)
-        expected = model.predict_proba(picked)
-        ways = {"sklearn": lambda p=picked: model.predict_proba(p),
-                "trees": lambda m=matrix: fast(m, levels=False),
-                "levels": lambda m=matrix: fast(m, levels=True)}
-        for key in ("trees", "levels"):
-            assert np.array_equal(ways[key](), expected)  # the same numbers, bit for bit
-        times: dict[str, list[float]] = {key: [] for key in ways}
-        for _ in range(max(rounds, 3)):
-            for key, call in ways.items():
-                calls = 30 if key == "sklearn" else 300
-                start = time.process_time()
-                for _ in range(calls):
-                    call()
-                times[key].append((time.process_time() - start) / calls * 1e6)
-        us = {key: statistics.median(values) for key, values in times.items()}
-        print(f"| {rows} | {us['sklearn']:.0f} us | {us['trees']:.0f} us | "
-              f"{us['levels']:.0f} us | {us['levels'] / us['trees']:.2f} |", flush=True)
+    print(f"CPU per call, median of {max(rounds, 3)} rounds; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print("| family | conversion | rows | model's own predict_proba | ONNX Runtime | ratio |")
+    print("|---|---|---|---|---|---|")
+    for family in families:
+        model, train, _, held, _ = _family(family)
+        columns = [Column(str(c), "string" if train[c].dtype.kind not in "fiub" else "double")
+                   for c in train.columns]
+        started = time.perf_counter()
+        try:
+            data, layout, _ = convert(model, columns)
+        except Refused as exc:
+            print(f"| {family} | refused: {exc} | | | | |")
+            continue
+        seconds = time.perf_counter() - started
+        compiled = OnnxModel(data, columns, layout)
+        for rows in sizes:
+            picked = held.iloc[:rows]
+            values = picked.astype(object).values.tolist()
+            ways = {"own": lambda p=picked, m=model: m.predict_proba(p),
+                    "onnx": lambda v=values, c=compiled: c.run(v)}
+            times: dict[str, list[float]] = {key: [] for key in ways}
+            for _ in range(max(rounds, 3)):
+                for key, call in ways.items():
+                    calls = 20 if key == "own" else 200
+                    start = time.process_time()
+                    for _ in range(calls):
+                        call()
+                    times[key].append((time.process_time() - start) / calls * 1e6)
+            us = {key: statistics.median(v) for key, v in times.items()}
+            print(f"| {family} | {seconds:.2f} s | {rows} | {us['own']:.0f} us | "
+                  f"{us['onnx']:.0f} us | {us['own'] / us['onnx']:.1f}x |", flush=True)
+    frame = _family("forest")[1]
     _capture_costs(frame, rounds)
 
 
@@ -529,37 +609,44 @@ def _paired(rounds: dict[str, list[Result]]) -> dict[str, tuple[float, float]]:
     return out
 
 
-def _report(results: dict[str, Result], workers: int, captured_files: int,
-            paired: dict[str, tuple[float, float]] | None = None) -> None:
+def _report(table: list[dict[str, Any]], workers: int) -> None:
     print()
-    print(f"| server ({workers} worker(s)) | throughput | p50 | p99 | server CPU/request "
-          "| failed |")
-    print("|---|---|---|---|---|---|")
-    for result in results.values():
-        print(f"| {result.label} | {result.throughput:.0f} req/s | {result.p50_ms:.1f} ms | "
-              f"{result.p99_ms:.1f} ms | {result.cpu_ms:.2f} ms | {result.errors} |")
+    print(f"| family | runtime | machine | rows | `mlflow models serve -w {workers}` | "
+          f"`modelyard serve --workers {workers}` | throughput | p99 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in table:
+        results = row["results"]
+        for host in ("quiet", "neighbour"):
+            for rows in ("1", "100"):
+                ours = results.get(f"modelyard/{rows}/{host}")
+                theirs = results.get(f"mlflow/{rows}/{host}")
+                if ours is None:
+                    continue
+                mine = f"{ours.throughput:.0f} req/s, p99 {ours.p99_ms:.0f} ms"
+                if theirs is None or not theirs.throughput:
+                    print(f"| {row['family']} | {row['runtime']} | {host} | {rows} | - | "
+                          f"{mine} | - | - |")
+                    continue
+                print(f"| {row['family']} | {row['runtime']} | {host} | {rows} | "
+                      f"{theirs.throughput:.0f} req/s, p99 {theirs.p99_ms:.0f} ms | {mine} | "
+                      f"{ours.throughput / theirs.throughput:.1f}x | "
+                      f"{ours.p99_ms / theirs.p99_ms:.2f}x |")
     print()
-    base = results.get("modelyard")
-    mlflow = results.get("mlflow")
-    if base and mlflow and mlflow.throughput:
-        print(f"throughput vs mlflow: {base.throughput / mlflow.throughput:.1f}x (goal >= 10x); "
-              f"p99 {base.p99_ms / mlflow.p99_ms:.2f} of mlflow's (goal <= 0.5)")
-    big, big_mlflow = results.get("modelyard100"), results.get("mlflow100")
-    if big and big_mlflow and big_mlflow.throughput:
-        print(f"100-row requests: {big.throughput / big_mlflow.throughput:.1f}x mlflow's "
-              "throughput")
-    for key, goal in (("ab", "A/B 50/50"), ("capture", "capture at 1.0")):
-        if paired and key in paired:
-            speed, cpu = paired[key]
-            print(f"{goal}: {1 - speed:+.1%} throughput cost vs one version (goal <= 5%); "
-                  f"server CPU per request {cpu - 1:+.1%} (medians of per-round ratios, "
-                  "measured back to back)")
-    if "promotion" in results:
-        moved = results["promotion"]
-        print(f"promotion under load: {moved.errors} failed requests; answered by versions "
-              f"{dict(sorted(moved.versions.items()))}")
-    print(f"capture files written: {captured_files}; load average at end "
-          f"{os.getloadavg()[0]:.1f} (other work on the machine skews every figure)")
+    print("| family | runtime (reason) | conversion | parity at conversion | held-out parity "
+          "| memory mlflow / modelyard | rows per call |")
+    print("|---|---|---|---|---|---|---|")
+    for row in table:
+        parity = row["compiled"].get("parity") or {}
+        runtime = row["runtime"] + (f" ({row['reason']})" if row["reason"] else "")
+        record = (f"{parity.get('rows')} rows, max diff {parity.get('max_abs_diff'):.1g}"
+                  if parity else "-")
+        memory = row["memory"]
+        print(f"| {row['family']} | {runtime} | promotion to staging {row['staging_s']:.1f} s | "
+              f"{record} | labels {row['labels_equal']:.1%} equal, confidence max diff "
+              f"{row['max_diff']:.1g} | {memory.get('mlflow', float('nan')):.0f} / "
+              f"{memory.get('modelyard', float('nan')):.0f} MiB | {row['batch']} |")
+    print(f"load average at end {os.getloadavg()[0]:.1f} (other work on the machine skews "
+          "every figure)")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,8 @@
 
 Everyday verbs are flat; capabilities with several verbs hang off it, as DVC's ``Repo`` has
 ``repo.metrics``: ``yard.protection`` (backups, restore, verify_all, repair, snapshots),
-``yard.incidents`` (detect, recover, drills, health, reproduce) and ``yard.governance``
-(identity, access log, unaudited moves). Each verb object is built on first use with exactly
-what it needs; the hooks between capabilities are wired here and nowhere else.
+``yard.incidents`` (detect, recover, drills, health, reproduce), ``yard.governance`` (identity,
+access log, unaudited moves). Verb objects are built on first use; their hooks are wired here.
 
 >>> yard = Yard()                                   # embedded default, or MLFLOW_TRACKING_URI
 >>> mv = yard.register(model, "churn", metrics={"accuracy": 0.91}, data=["data/train.csv"])
@@ -41,6 +40,7 @@ from modelyard.core.names import check_name
 from modelyard.core.records import VersionRecord
 from modelyard.core.refs import VersionRef, is_visible, lookup, resolve
 from modelyard.core.settings import Settings
+from modelyard.serving.compiled import compile_on_move
 from modelyard.store.vault import Vault
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,8 +112,8 @@ class Yard:
             self.ctx, self._audit,
             load_model=lambda name, version: self._loader.load(name, version,
                                                                purpose="gate").model,
-            # backup_stages: a version is backed up after it moves into one of them
-            after_move=lambda change: self.protection.after_move(change),
+            # a version entering staging is compiled for serving, then backup_stages apply
+            after_move=lambda change: self.protection.after_move(compile_on_move(self, change)),
             # retention deletes only what the backup store holds, never what a snapshot names
             backed_up=lambda name, numbers: self.protection.backed_up_before_delete(
                 name, numbers),

@@ -193,42 +193,6 @@ def test_payload_forms_and_schema_errors() -> None:
         parse_body(b'{"instances": [{"a": "x", "b": 1}]}', None).block(columns)
 
 
-def test_forest_fast_path_is_the_models_own_arithmetic(trained: dict[str, Any]) -> None:
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-
-    from modelyard.serving.payload import Block
-    from modelyard.serving.scoring import Scorer, _ForestProba
-    from modelyard.serving.source import ServedModel
-
-    frame, labels = trained["X"], trained["y"]
-    columns = [Column(str(c), "double") for c in frame.columns]
-    rng = np.random.default_rng(3)
-    normal = pd.DataFrame(rng.normal(size=(257, len(columns))) * 2, columns=frame.columns)
-    extra = ExtraTreesClassifier(n_estimators=7, random_state=0).fit(frame, labels)
-    # On a half-step grid the thresholds are quarter points, and a quarter-step probe sits
-    # exactly on them: "<=" against "<" shows.
-    grid = RandomForestClassifier(n_estimators=9, random_state=0).fit((frame * 2).round() / 2,
-                                                                      labels)
-    on_edges = (normal * 4).round() / 4
-    for model, probe in ((trained["model"], normal), (extra, normal), (grid, on_edges)):
-        fast = _ForestProba.for_model(model, columns)
-        assert fast is not None
-        matrix = np.asarray(probe.values.tolist(), dtype=np.float32)
-        expected = model.predict_proba(probe)
-        assert np.array_equal(fast(matrix), expected)  # bit for bit
-        for rows in (1, 2, 16, 257):  # both leaf finders: the level walk and tree by tree
-            for levels in (True, False):
-                assert np.array_equal(fast(matrix[:rows], levels=levels), expected[:rows])
-        served = ServedModel("m", 1, "1.0.0", "production", "", [], model, columns, "", True)
-        rows = probe.values.tolist()
-        blocks = [Block([c.name for c in columns], rows[:100], all_float=True),
-                  Block([c.name for c in columns], rows[100:], all_float=True)]
-        answers = Scorer(served).score(blocks)
-        assert answers[0][0] + answers[1][0] == model.predict(probe).tolist()
-    assert _ForestProba.for_model(trained["model"], columns[::-1]) is None  # other order
-    assert _ForestProba.for_model(trained["model"], None) is None
-
-
 def test_capture_keeps_tuples_and_writes_gzip_lines_per_day_off_the_request_path(
         tmp_path: Path) -> None:
     from modelyard.serving.capture import CaptureLog, read_records
@@ -312,6 +276,8 @@ def test_serving_answers_like_mlflow_and_tracks_per_version(
         assert client.get("/ready").json()["ready"] is True
         about = client.get("/version").json()
         assert (about["version"], about["semver"], about["verified"]) == (version, "1.0.0", True)
+        assert (about["runtime"], about["runtime_reason"]) == ("onnx", None)  # compiled copy
+        assert about["parity"]["labels_equal"] == 1.0
 
         # /predict, one row and many: predictions equal MLflow's pyfunc on the same version.
         answers, request_ids = [], []
@@ -379,7 +345,8 @@ def test_serving_answers_like_mlflow_and_tracks_per_version(
 
         # /metrics: series per version and arm.
         text = client.get("/metrics").text
-        labels_ = f'arm="production",model="{name}",semver="1.0.0",version="{version}"'
+        labels_ = (f'arm="production",model="{name}",runtime="onnx",semver="1.0.0",'
+                   f'version="{version}"')
         assert f"modelyard_requests_total{{{labels_}}}" in text
         assert f'modelyard_errors_total{{{labels_[:-1]},error="SchemaMismatch"' not in text
         assert f'error="SchemaMismatch",model="{name}"' in text
@@ -543,7 +510,8 @@ def test_ab_is_sticky_and_weighted_shadow_never_answers_and_reports_read_capture
             assert reply.json() == {"predictions": weak.predict(frame.iloc[[i]]).tolist()}
         time.sleep(0.3)  # the mirrored calls run after the answers
         metrics = client.get(f"{shadow_url}/metrics").text
-        assert f'arm="shadow",model="{name}",semver="1.0.1",version="{challenger}"' in metrics
+        assert (f'arm="shadow",model="{name}",runtime="onnx",semver="1.0.1",'
+                f'version="{challenger}"') in metrics
         assert client.get(f"{shadow_url}/ready").json()["shadow"]["version"] == challenger
 
     captured = _captured(yard, name)
@@ -677,8 +645,8 @@ def test_serve_workers_2_share_metrics_and_all_follow_a_promotion(
         assert server.pid not in per_pid  # workers answer, not the supervising CLI process
 
         # /metrics, from whichever worker, counts every worker's requests.
-        series = (f'modelyard_requests_total{{arm="production",model="{name}",semver="1.0.0",'
-                  f'version="{first}"}}')
+        series = (f'modelyard_requests_total{{arm="production",model="{name}",runtime="onnx",'
+                  f'semver="1.0.0",version="{first}"}}')
         for _ in range(4):
             text = httpx.get(f"{url}/metrics", timeout=10).text
             [line] = [x for x in text.splitlines() if x.startswith(series)]

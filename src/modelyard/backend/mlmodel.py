@@ -62,13 +62,15 @@ def detect(model: Any, flavor: str | ModuleType | None) -> Flavor:
     if isinstance(model, mlflow.pyfunc.PythonModel):
         return Flavor("python_function", mlflow.pyfunc)
     module = type(model).__module__.split(".")[0]
+    # Before the scikit-learn check: XGBoost's and LightGBM's estimators subclass
+    # BaseEstimator, and their own flavors keep their native formats.
+    if module in ("xgboost", "lightgbm", "catboost", "statsmodels", "torch", "keras"):
+        name = "pytorch" if module == "torch" else module
+        return Flavor(name, importlib.import_module(f"mlflow.{name}"))
     if module == "sklearn" or _is_sklearn(model):
         import mlflow.sklearn
 
         return Flavor("sklearn", mlflow.sklearn)
-    if module in ("xgboost", "lightgbm", "catboost", "statsmodels", "torch", "keras"):
-        name = "pytorch" if module == "torch" else module
-        return Flavor(name, importlib.import_module(f"mlflow.{name}"))
     raise InvalidInput(
         f"cannot tell the MLflow flavor of a {type(model).__name__}; pass flavor='mlflow.<name>'"
     )
@@ -126,6 +128,10 @@ def _environment_key(flavor: str) -> str:
 # MLflow to infer it (which loads the model in a subprocess, seconds on every call).
 _KNOWN_REQUIREMENTS = {
     "sklearn": ("mlflow", "scikit-learn", "skops", "cloudpickle", "numpy", "scipy", "pandas"),
+    # xgboost-cpu installs the module xgboost; whichever distribution is present is pinned
+    "xgboost": ("mlflow", "xgboost", "xgboost-cpu", "scikit-learn", "numpy", "scipy",
+                "pandas"),
+    "lightgbm": ("mlflow", "lightgbm", "scikit-learn", "numpy", "scipy", "pandas"),
 }
 
 

@@ -3,6 +3,7 @@ produced it) and ``compare`` (versions side by side)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from modelyard.cli.shell import (
     emit,
     main,
 )
-from modelyard.core.names import T_REPRODUCED
+from modelyard.core.names import T_COMPILED, T_REPRODUCED
 from modelyard.errors import InvalidInput
 
 
@@ -68,6 +69,7 @@ def details_cmd(state: State, target: str) -> None:
     # The vault holds a result only for versions `reproduce` tagged: no object-store read else.
     reproduced = (state.yard.incidents.last_reproduce(mv.name, mv.version)
                   if T_REPRODUCED in mv.tags else None)
+    compiled = _compiled(mv.tags.get(T_COMPILED))
 
     def render(_: Any) -> None:
         from rich.table import Table
@@ -103,9 +105,33 @@ def details_cmd(state: State, target: str) -> None:
                                       reproduced.get("causes") or []),
                                     *reproduced.get("differences", [])][:3]))
             table.add_row("reproduce", _escape(f"{reproduced.get('at', '?')}: {verdict}"))
+        table.add_row("compiled", _escape(_compiled_text(compiled)))
         console.print(table)
 
-    emit(state, {**mv.to_dict(), "reproduce": reproduced}, render)
+    emit(state, {**mv.to_dict(), "reproduce": reproduced, "compiled": compiled}, render)
+
+
+def _compiled(tag: str | None) -> dict[str, Any]:
+    """Whether a compiled (ONNX) copy exists and its parity, from the tag serving sets (no
+    vault read); ``runtime`` None: not converted yet."""
+    try:
+        body = json.loads(tag) if tag else {}
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    return {"exists": body.get("runtime") == "onnx", "runtime": body.get("runtime"),
+            "parity": body.get("parity"), "reason": body.get("reason")}
+
+
+def _compiled_text(compiled: dict[str, Any]) -> str:
+    if compiled["runtime"] is None:
+        return "not yet (converted when first served or promoted to staging)"
+    if not compiled["exists"]:
+        return f"no: served through pyfunc ({compiled['reason']})"
+    parity = compiled["parity"] or {}
+    return (f"onnx; parity on {parity.get('rows')} rows: labels "
+            f"{100 * (parity.get('labels_equal') or 0):.0f}% equal, largest probability "
+            f"difference {parity.get('max_abs_diff'):.2g}")
 
 
 def _signature_line(signature: dict[str, Any] | None) -> str:

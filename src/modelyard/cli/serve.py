@@ -63,6 +63,8 @@ class ServeConfig:
     route_field: str | None = None
     predict_inline: bool | None = None
     follow_unaudited: bool = False
+    compiled: bool = True
+    threads: int | None = None
     yard_overrides: dict[str, Any] = field(default_factory=dict)
     log_level: str = "info"
 
@@ -76,6 +78,7 @@ class ServeConfig:
             "mask": self.mask, "route_field": self.route_field,
             "predict_inline": self.predict_inline,
             "follow_unaudited": self.follow_unaudited,
+            "compiled": self.compiled, "threads": self.threads,
         }
 
 
@@ -139,6 +142,10 @@ def _logging(level: str) -> None:
               default="info", show_default=True)
 @click.option("--follow-unaudited", is_flag=True,
               help="Follow a stage alias even when it moved without an audit event.")
+@click.option("--runtime", type=click.Choice(["auto", "pyfunc"]), default="auto",
+              show_default=True,
+              help="auto: a version's compiled (ONNX) copy when it converts and passes parity, "
+              "else its own flavor; pyfunc: always its own flavor.")
 @command_options
 def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
               ab: tuple[str, ...], shadow: str | None, canary: str | None,
@@ -146,12 +153,13 @@ def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
               poll_interval: float, no_batching: bool, max_batch: int,
               predict_inline: bool | None, max_wait_ms: float,
               max_body_bytes: int, token_env: str, log_level: str,
-              follow_unaudited: bool) -> None:
+              follow_unaudited: bool, runtime: str) -> None:
     """Serve a model over HTTP, following its alias (hot reload on promotion).
 
     \b
     Endpoints: POST /predict, POST /invocations (MLflow's protocol), GET /health,
-    /ready, /version, /metrics, POST /feedback.
+    /ready, /version, /metrics, POST /feedback, and the Open Inference Protocol (v2):
+    /v2/health/live|ready, /v2/models/NAME[/versions/V][/ready|/infer].
 
     \b
     Examples:
@@ -190,7 +198,9 @@ def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
         follow_unaudited=follow_unaudited,
         max_wait_ms=max_wait_ms, poll_interval=poll_interval, capture_rate=capture_rate,
         mask=list(mask), route_field=route_field, predict_inline=predict_inline,
-        yard_overrides=overrides, log_level=log_level,
+        yard_overrides=overrides, log_level=log_level, compiled=runtime == "auto",
+        # A pyfunc model's native thread pools keep to this worker's share of the cores.
+        threads=max(1, (os.cpu_count() or 1) // workers),
     )
     _logging(log_level)
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(token_env):

@@ -52,6 +52,10 @@ T_REPRODUCED = "modelyard.reproduced"
 # The key id (SHA-256 of the PEM public key) of the key whose signature the vault holds for
 # the version's manifest (``store/signatures.py``): a removed signature is then refused.
 T_SIGNER = "modelyard.signer"
+# Set when serving compiles a version (serving/compiled.py): the runtime it answers with and
+# the parity figures, or why it is served through pyfunc; `details` shows it without a read
+# of the vault.
+T_COMPILED = "modelyard.compiled"
 
 # -- tags on a registered model and on runs ----------------------------------------------
 T_AUDIT_HEAD = "modelyard.audit_head"

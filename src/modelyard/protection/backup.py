@@ -48,12 +48,13 @@ from modelyard.protection.backup_store import (
     parse_manifest,
 )
 from modelyard.registry.loading import Loader
-from modelyard.store.files import sha256_file
+from modelyard.store.files import sha256_file, sha256_stream
 from modelyard.store.storage import ObjectStore, redact
 from modelyard.store.vault import (
     Manifest,
     Vault,
     audit_prefix,
+    compiled_key,
     manifest_key,
     object_key,
     record_key,
@@ -325,6 +326,7 @@ class Backups:
         signature = self.ctx.signatures.bundle(plan.manifest.sha256)
         if signature is not None:  # restore checks it against the trusted keys
             backup.store.put_bytes(signature_key(plan.manifest.sha256), signature)
+        copy_compiled(self.ctx.vault, backup, mv.name, mv.manifest_sha256)
         head = None
         if mv.name not in copied_audit:
             self._copy_audit(self.ctx.vault, backup, mv.name)
@@ -441,6 +443,32 @@ class _ArtifactSource:
         raise IntegrityError(name=mv.name, semver=mv.semver or "?",
                              detail=f"no good copy of object {oid[:12]}... in the vault or the "
                              "MLflow artifact store; not backed up")
+
+
+def copy_compiled(source: Vault, target: Vault, name: str, manifest_sha256: str | None) -> bool:
+    """Copy a version's compiled (ONNX) copy, when one was made (serving/compiled.py): its
+    object, checked by its SHA-256, then its record, keyed by the manifest hash (a restored
+    version has the same files, so the same key). True when copied. Never fails the caller:
+    a copy can always be made again from the version's files."""
+    if not manifest_sha256:
+        return False
+    key = compiled_key(name, manifest_sha256)
+    try:
+        if not source.store.exists(key):
+            return False
+        raw = source.store.get_bytes(key)
+        oid = str(json.loads(raw).get("object") or "")
+        if oid and not target.store.exists(object_key(oid)):
+            data = source.store.get_bytes(object_key(oid))
+            if sha256_stream([data])[0] != oid:
+                log.warning("%s: the compiled copy is damaged; not copied", name)
+                return False
+            target.store.put_bytes(object_key(oid), data)
+        target.store.put_bytes(key, raw)
+    except (YardError, ValueError, AttributeError) as exc:
+        log.warning("%s: compiled copy not copied: %s", name, getattr(exc, "message", exc))
+        return False
+    return True
 
 
 def whole_store(exc: BaseException) -> bool:

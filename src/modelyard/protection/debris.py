@@ -56,7 +56,8 @@ from modelyard.core.records import VersionRecord
 from modelyard.errors import NotFound, YardError
 from modelyard.registry import journal
 from modelyard.registry.pipeline import clean_journal_entry
-from modelyard.store.vault import MANIFESTS, OBJECTS, cleanup_report_key, oid_of_key
+from modelyard.store.storage import ObjectStore
+from modelyard.store.vault import COMPILED, MANIFESTS, OBJECTS, cleanup_report_key, oid_of_key
 from modelyard.trail.audit import AuditEvent, Auditor
 
 log = logging.getLogger("modelyard.debris")
@@ -217,17 +218,7 @@ class Debris:
         if any(e.alive() or (e.alive() is None and e.age_s < grace) for e in entries):
             return  # a registration in flight stages objects before its manifest exists
         listed = store.modified(OBJECTS)
-        keys = store.list(MANIFESTS)
-
-        def oids(key: str) -> set[str]:
-            try:
-                body = json.loads(store.get_bytes(key))
-                return {str(f["sha256"]) for f in body.get("files", {}).values()}
-            except (YardError, ValueError, TypeError, AttributeError, KeyError):
-                return set()
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            named = set().union(*pool.map(oids, keys)) if keys else set()
+        named, _ = named_objects(store)
         now = time.time()
         orphans = [key for key, stamp in listed.items()
                    if oid_of_key(key) not in named and now - stamp >= grace]
@@ -355,15 +346,9 @@ class Debris:
         self._report({"removed_objects": len(found), "bytes": size})
 
     def _unnamed(self, keys: list[str]) -> list[str]:
-        store = self.ctx.vault.store
-        named: set[str] = set()
-        for key in store.list(MANIFESTS):
-            try:
-                body = json.loads(store.get_bytes(key))
-                named |= {str(f["sha256"]) for f in body.get("files", {}).values()}
-            except (YardError, ValueError, TypeError, AttributeError, KeyError):
-                return []  # an unreadable manifest: remove nothing it might name
-        return [k for k in keys if oid_of_key(k) not in named]
+        named, complete = named_objects(self.ctx.vault.store)
+        # An unreadable manifest or record: remove nothing it might name.
+        return [k for k in keys if oid_of_key(k) not in named] if complete else []
 
     def _report(self, body: dict[str, Any]) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -383,3 +368,21 @@ def _left(body: dict[str, Any], record: VersionRecord | None) -> str:
     if body.get("model_id"):
         parts.append(f"logged model {body['model_id']} and its files")
     return ", ".join(parts) or "staged vault objects only"
+
+
+def named_objects(store: ObjectStore) -> tuple[set[str], bool]:
+    """The object ids the vault's manifests and compiled copies (``serving/compiled.py``
+    records an ONNX copy's object) name, and whether every one of them could be read."""
+    def read(key: str) -> tuple[set[str], bool]:
+        try:
+            body = json.loads(store.get_bytes(key))
+            if key.startswith(COMPILED):
+                return ({str(body["object"])} if body.get("object") else set()), True
+            return {str(f["sha256"]) for f in body.get("files", {}).values()}, True
+        except (YardError, ValueError, TypeError, AttributeError, KeyError):
+            return set(), False
+
+    keys = [*store.list(MANIFESTS), *store.list(COMPILED)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = list(pool.map(read, keys))
+    return set().union(*(names for names, _ in found)), all(ok for _, ok in found)

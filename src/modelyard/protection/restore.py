@@ -49,7 +49,7 @@ from modelyard.errors import (
     YardError,
 )
 from modelyard.lifecycle.stages import Stages
-from modelyard.protection.backup import Backups
+from modelyard.protection.backup import Backups, copy_compiled
 from modelyard.protection.backup_store import (
     RECORD_FORMAT,
     WORKERS,
@@ -137,6 +137,7 @@ class Restorer:
                         draft = self._draft(doc, local)
                         draft.signature = self._signatures.get(doc["manifest_sha256"])
                         made[doc["semver"]] = self.registrar.create(draft)
+                        copy_compiled(backup, self.ctx.vault, name, doc.get("manifest_sha256"))
                 except YardError as exc:
                     if ref is not None:
                         raise

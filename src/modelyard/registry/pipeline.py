@@ -417,11 +417,15 @@ def _same_uri(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
+SAMPLE_ROWS = 256
+
+
 def write_profile(ctx: Context, mv: ModelVersion, frame: Any, lineage: Lineage) -> None:
-    """Record the training-data profile at ``profiles/NAME/VERSION.json``: of ``frame`` when
-    given, else of the first table among the lineage data. Never fails a registration."""
+    """Record the training-data profile at ``profiles/NAME/VERSION.json`` and a sample of its
+    rows at ``samples/NAME/VERSION.json``: of ``frame`` when given, else of the first table
+    among the lineage data. Never fails a registration."""
     from modelyard.core import profile
-    from modelyard.store.vault import profile_key
+    from modelyard.store.vault import profile_key, sample_key
 
     try:
         if frame is None:
@@ -430,6 +434,13 @@ def write_profile(ctx: Context, mv: ModelVersion, frame: Any, lineage: Lineage) 
             return
         body = json.dumps(profile.profile_of(frame), default=str).encode()
         ctx.vault.store.put_bytes(profile_key(mv.name, mv.version), body)
+        # A few rows the serving side checks a compiled copy's parity on (serving/compiled.py):
+        # recorded now, while the data is at hand, and never converted here.
+        sample = frame.sample(n=min(SAMPLE_ROWS, len(frame)), random_state=0)
+        rows = json.dumps({"columns": [str(c) for c in sample.columns],
+                           "rows": sample.astype(object).where(sample.notna(), None)
+                           .values.tolist()}, default=str).encode()
+        ctx.vault.store.put_bytes(sample_key(mv.name, mv.version), rows)
     except (YardError, OSError, ValueError, TypeError, ImportError) as exc:
         log.warning("training-data profile of %s not recorded: %s", mv.label, exc)
 

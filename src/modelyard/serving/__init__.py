@@ -2,9 +2,11 @@
 May import ``registry`` and the packages below it (not ``protection`` or the facade); it
 reaches the registry through ``source.py``: docs/design.md, "Serving contract".
 
-Hot reload on promotion, verified loading, adaptive micro-batching, A/B with sticky routing,
-a canary ramp, shadow traffic, Prometheus metrics per version, sampled capture to the object
-store, and the monitoring verbs that read it back.
+Hot reload on promotion, verified loading, a compiled (ONNX Runtime) copy of every model the
+converters take (``compiled.py``; pyfunc with the reason otherwise), adaptive micro-batching,
+A/B with sticky routing, a canary ramp, shadow traffic, Prometheus metrics per version and
+runtime, sampled capture to the object store, the monitoring verbs that read it back, and the
+Open Inference Protocol (v2) beside MLflow's scoring protocol.
 
 >>> from modelyard.serving import create_app
 >>> app = create_app(yard, "churn")            # churn@production, reloaded when it moves
@@ -19,7 +21,7 @@ container and scale containers::
 A container recipe (the registry and the vault are reached through the usual variables)::
 
     FROM python:3.11-slim
-    RUN pip install --no-cache-dir 'modelyard[serve,sklearn]'
+    RUN pip install --no-cache-dir 'modelyard[serve,sklearn,boosting]'
     ENV MLFLOW_TRACKING_URI=http://mlflow.internal:5000 MODELYARD_VAULT=s3://models/vault
     EXPOSE 8080
     CMD ["modelyard", "serve", "churn", "--host", "0.0.0.0", "--port", "8080", "--workers", "2"]

@@ -13,8 +13,10 @@ Endpoints:
     GET  /health        liveness (never needs the token)
     GET  /ready         200 when every arm serves a verified model; says if a reload failed
     GET  /version       name, version, semver, stage, manifest hash, arms, worker pid
-    GET  /metrics       Prometheus, labelled by model, version, semver and arm
+    GET  /metrics       Prometheus, labelled by model, version, semver, arm and runtime
     POST /feedback      {"request_id": ..., "label": ...} (or "value" for regressors)
+    The Open Inference Protocol (v2, ``v2.py``): GET /v2/health/live, /v2/health/ready,
+    /v2/models/NAME[/versions/V], .../ready; POST /v2/models/NAME[/versions/V]/infer
 
 >>> app = create_app(yard, "churn", ab={"production": 90, "staging": 10}, capture_rate=0.1)
 >>> uvicorn.run(app, host="127.0.0.1", port=8080)
@@ -38,9 +40,12 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelyard.errors import InvalidInput, YardError
+from modelyard.serving import v2
 from modelyard.serving.capture import CaptureLog
 from modelyard.serving.errors import (
     BadRequest,
+    ModelNotServed,
+    NotReady,
     PayloadTooLarge,
     Unauthorized,
     error_body,
@@ -85,7 +90,7 @@ def parse_arms(spec: ArmsSpec) -> list[Arm]:
 OPTION_RANGES: dict[str, tuple[float, float]] = {
     "max_body_bytes": (1, 1024**3),
     "max_batch": (1, 10_000),
-    "max_wait_ms": (0, 10_000),
+    "max_wait_ms": (0, 1_000),  # the cap on holding a batch open (batching.py)
     "poll_interval": (0, 86_400),  # 0: the holder is never polled (no hot reload)
     "capture_rate": (0, 1),
     "capture_flush_s": (0.1, 3_600),
@@ -127,6 +132,8 @@ def create_app(
     confidence: bool = True,
     predict_inline: bool | None = None,
     follow_unaudited: bool = False,
+    compiled: bool = True,
+    threads: int | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``name@ref`` (or the ``ab`` arms), loaded and verified at start.
 
@@ -136,7 +143,10 @@ def create_app(
     ``capture/NAME/...`` in the vault, with ``mask`` fields hidden. The bearer token, when the
     ``token_env`` variable is set, guards every endpoint but ``/health``. ``predict_inline``:
     run model calls on the event loop (default: for models whose calls are short, such as
-    forests on the fast path) or in a worker thread (``False``; for slow or GIL-free models).
+    compiled copies) or in a worker thread (``False``; for slow or GIL-free models).
+    ``compiled``: serve a version's compiled (ONNX) copy when it converts and passes parity,
+    else its own flavor (``False``: always the flavor, pyfunc). ``threads``: native threads a
+    pyfunc model may use per worker (``serve --workers N`` passes the worker's share).
 
     >>> app = create_app(yard, "churn", shadow="staging", capture_rate=1.0, mask=["email"])
     """
@@ -146,14 +156,15 @@ def create_app(
     arms = parse_arms(ab) if ab else [Arm(str(ref), 100.0)]
     ramp = CanaryRamp.parse(canary) if isinstance(canary, str) else canary
     router = Router(arms, canary=ramp, started_at=canary_started_at)
-    source = ModelSource(yard, name, follow_unaudited=follow_unaudited)
+    source = ModelSource(yard, name, follow_unaudited=follow_unaudited,
+                         runtime="auto" if compiled else "pyfunc")
     metrics = Metrics(name)
     capture = CaptureLog(store_of(yard), name, rate=capture_rate, mask=mask,
                          flush_every=capture_flush_s)
     runtime = Runtime(source, router, shadow=shadow, metrics=metrics, capture=capture,
                       batching=batching, max_batch=max_batch, max_wait=max_wait_ms / 1000.0,
                       poll_interval=poll_interval, confidence=confidence,
-                      predict_inline=predict_inline)
+                      predict_inline=predict_inline, threads=threads)
     token = os.environ.get(token_env, "") if token_env else ""  # read, never written
     main_ref = arms[0].ref if ramp else max(arms, key=lambda a: a.weight).ref
     pre_route = no_labels(name)
@@ -294,7 +305,8 @@ def create_app(
             "name": name, "model": name, "ref": main["ref"], "version": main["version"],
             "semver": main["semver"], "stage": main["stage"],
             "manifest_sha256": main["manifest_sha256"], "verified": main["verified"],
-            "reload_error": main["reload_error"], **status,
+            "runtime": main["runtime"], "runtime_reason": main["runtime_reason"],
+            "parity": main["parity"], "reload_error": main["reload_error"], **status,
             "pid": os.getpid(),  # which worker process answered (`serve --workers N`)
         }
         return respond(200, body)
@@ -329,6 +341,95 @@ def create_app(
         except YardError as exc:
             return failure(exc, None)
         return respond(202, {"recorded": len(items), "matched": known})
+
+    # -- the Open Inference Protocol (v2) ------------------------------------------------------
+    def v2_error(exc: BaseException) -> Response:
+        status, body = error_body(exc)
+        # The protocol's error body is {"error": message}; the code rides along.
+        return respond(status, {"error": body.get("message", ""),
+                                "error_code": body.get("error_code")})
+
+    def v2_slot(model: str, version: str | None) -> Any:
+        if model != name:
+            raise ModelNotServed(message=f"model {model!r:.80} is not served here (this "
+                                 f"server serves {name!r})")
+        if version is None:
+            return runtime.slots[main_ref]
+        slot = runtime.slot_of(version)
+        if slot is None:
+            serving = ", ".join(str(a["version"]) for a in runtime.status()["arms"])
+            raise ModelNotServed(message=f"{name} version {version!r:.40} is not served here "
+                                 f"(serving {serving or 'nothing yet'})")
+        return slot
+
+    @app.get("/v2/health/live")
+    async def v2_live() -> Response:
+        return respond(200, {"live": True})
+
+    @app.get("/v2/health/ready")
+    async def v2_ready(request: Request) -> Response:
+        try:
+            check_token(request)
+        except YardError as exc:
+            return v2_error(exc)
+        return respond(200 if runtime.ready else 503, {"ready": runtime.ready})
+
+    @app.get("/v2/models/{model}")
+    @app.get("/v2/models/{model}/versions/{version}")
+    async def v2_metadata(request: Request, model: str, version: str | None = None) -> Response:
+        try:
+            check_token(request)
+            slot = v2_slot(model, version)
+        except YardError as exc:
+            return v2_error(exc)
+        live = slot.live
+        if live is None:
+            return v2_error(NotReady(name=name, ref=slot.ref))
+        versions = sorted({a["version"] for a in runtime.status()["arms"] if a["version"]})
+        return respond(200, v2.metadata(name, [live.version] if version else versions,
+                                        live.scorer.runtime, live.served.columns,
+                                        callable(getattr(live.served.model, "predict_proba",
+                                                         None))))
+
+    @app.get("/v2/models/{model}/ready")
+    @app.get("/v2/models/{model}/versions/{version}/ready")
+    async def v2_model_ready(request: Request, model: str, version: str | None = None
+                             ) -> Response:
+        try:
+            check_token(request)
+            slot = v2_slot(model, version)
+        except YardError as exc:
+            return v2_error(exc)
+        ok = slot.live is not None
+        return respond(200 if ok else 503, {"name": name, "ready": ok})
+
+    @app.post("/v2/models/{model}/infer")
+    @app.post("/v2/models/{model}/versions/{version}/infer")
+    async def v2_infer(request: Request, model: str, version: str | None = None) -> Response:
+        started = time.perf_counter()
+        request_id = request_id_of(request)
+        try:
+            check_token(request)
+            slot = v2_slot(model, version) if version is not None or model != name else None
+            body = await read_body(request)
+            payload, asked = v2.parse_infer(
+                body, request.headers.get("inference-header-content-length"))
+        except YardError as exc:
+            metrics.error(pre_route, type(exc).__name__)
+            return v2_error(exc)
+        outcome = await runtime.serve(payload, key=request.headers.get("x-routing-key"),
+                                      request_id=asked.id or request_id, started=started,
+                                      slot=slot)
+        headers = version_headers(outcome, request_id)
+        if outcome.error is not None:
+            status, error = error_body(outcome.error)
+            return respond(status, {"error": error.get("message", ""),
+                                    "error_code": error.get("error_code")}, headers)
+        live = outcome.live
+        assert live is not None and outcome.predictions is not None
+        return respond(200, v2.infer_response(name, live.version, live.served.semver,
+                                              live.scorer.runtime, asked, outcome.predictions,
+                                              outcome.confidence), headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:

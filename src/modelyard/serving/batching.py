@@ -1,9 +1,14 @@
 """Adaptive micro-batching: concurrent requests merged into one predict call.
 
 As MLServer's adaptive batcher does: requests go into an asyncio queue with a future each; one
-task drains up to ``max_batch`` rows or waits at most ``max_wait`` seconds, runs one predict on
-the merged batch in a worker thread, and splits the result back into the futures. While a
-batch is being predicted, the next one fills up, so batches grow with the load by themselves.
+task drains up to ``max_batch`` rows, runs one predict on the merged batch, and splits the
+result back into the futures. While a batch is being predicted, the next one fills up, so
+batches grow with the load by themselves.
+
+Waiting for more requests never costs more than a call saves: the batcher measures what one
+call costs (a moving average) and holds a batch open at most that long, capped by
+``max_wait``. A model whose single call already takes longer than ``max_wait`` is never held
+back: it takes what is queued and goes.
 
 A batch that fails is retried request by request, so one bad request fails alone and the
 others of its batch still get their answers. One batcher serves one model version: arms of an
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
@@ -43,6 +49,7 @@ class Batcher(Generic[Item, Answer]):
         on_batch: Callable[[int], None] | None = None,
         enabled: bool = True,
         inline: bool = False,
+        initializer: Callable[[], None] | None = None,
     ) -> None:
         self._run = run
         self.max_batch = max(1, int(max_batch))
@@ -56,7 +63,9 @@ class Batcher(Generic[Item, Answer]):
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._held: tuple[Item, asyncio.Future[Answer]] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1 if enabled else 4,
-                                        thread_name_prefix="modelyard-predict")
+                                        thread_name_prefix="modelyard-predict",
+                                        initializer=initializer)
+        self.call_cost: float | None = None  # seconds per call, a moving average
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._pool_open = True
@@ -100,7 +109,7 @@ class Batcher(Generic[Item, Answer]):
                 first = got
             batch = [first]
             rows = self._size(first[0])
-            deadline = loop.time() + self.max_wait
+            deadline = loop.time() + self.wait()
             while rows < self.max_batch:
                 try:
                     got = self._queue.get_nowait()
@@ -130,6 +139,14 @@ class Batcher(Generic[Item, Answer]):
             if got is not _STOP:
                 await self._answer([got], self._size(got[0]))
 
+    def wait(self) -> float:
+        """How long a batch is held open for more requests: at most one call's measured
+        cost, capped by ``max_wait``; nothing when a call costs more than ``max_wait``."""
+        cost = self.call_cost
+        if cost is None:
+            return self.max_wait
+        return 0.0 if cost > self.max_wait else cost
+
     async def _answer(self, batch: list[tuple[Item, asyncio.Future[Answer]]], rows: int) -> None:
         items = [item for item, _ in batch]
         try:
@@ -153,12 +170,15 @@ class Batcher(Generic[Item, Answer]):
 
     async def _call(self, items: list[Item]) -> list[Answer]:
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         # A straggler that reaches a closed batcher still gets answered, on the loop's pool.
         if self.inline:
             answers = self._run(items)
         else:
             pool = self._pool if self._pool_open else None
             answers = await loop.run_in_executor(pool, self._run, items)
+        took = time.perf_counter() - started
+        self.call_cost = took if self.call_cost is None else 0.8 * self.call_cost + 0.2 * took
         if len(answers) != len(items):
             raise RuntimeError(f"predict returned {len(answers)} answers for {len(items)}")
         if not self.enabled and self._on_batch is not None:

@@ -44,6 +44,14 @@ class UnsupportedMediaType(ServingError):
     template = "{message}"
 
 
+class ModelNotServed(ServingError):
+    """A v2 request names a model or version this server does not serve."""
+
+    http_status = 404
+    error_code = "RESOURCE_DOES_NOT_EXIST"
+    template = "{message}"
+
+
 class SchemaMismatch(ServingError):
     """The payload does not fit the model's input signature; names the column."""
 

@@ -1,4 +1,5 @@
-"""Prometheus series of one serving app, labelled by model, version, semver and arm.
+"""Prometheus series of one serving app, labelled by model, version, semver, arm and runtime
+(``onnx`` for a compiled copy, ``pyfunc`` for the model's own flavor).
 
 Each app owns its ``CollectorRegistry`` (two apps in one process never mix their series).
 Label sets are bound once per served version and arm, so a request pays no label look-up.
@@ -9,7 +10,7 @@ prometheus-client's multiprocess mode: when ``PROMETHEUS_MULTIPROC_DIR`` names a
 values there and ``/metrics``, whichever worker answers it, sums them all.
 
 >>> metrics = Metrics("churn")
->>> bound = metrics.bind("3", "1.2.0", "production")
+>>> bound = metrics.bind("3", "1.2.0", "production", "onnx")
 >>> bound.observe(latency=0.004, rows=1, confidence=[0.93])
 """
 
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
-LABELS = ("model", "version", "semver", "arm")
+LABELS = ("model", "version", "semver", "arm", "runtime")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -72,10 +73,10 @@ class Metrics:
         self._multiprocess = multiprocess_dir()
         self._merged: CollectorRegistry | None = None
 
-    def bind(self, version: str, semver: str, arm: str) -> Bound:
-        return Bound(self, (self.model, version, semver, arm))
+    def bind(self, version: str, semver: str, arm: str, runtime: str = "pyfunc") -> Bound:
+        return Bound(self, (self.model, version, semver, arm, runtime))
 
-    def error(self, labels: tuple[str, str, str, str], error: str) -> None:
+    def error(self, labels: tuple[str, ...], error: str) -> None:
         self.requests.labels(*labels).inc()
         self.errors.labels(*labels, error).inc()
 
@@ -105,7 +106,7 @@ class Metrics:
 class Bound:
     """The series of one (version, arm): bound children, no per-request label work."""
 
-    def __init__(self, metrics: Metrics, labels: tuple[str, str, str, str]) -> None:
+    def __init__(self, metrics: Metrics, labels: tuple[str, ...]) -> None:
         self.metrics = metrics
         self.labels = labels
         self._requests = metrics.requests.labels(*labels)
@@ -136,8 +137,8 @@ class Bound:
         self.metrics.info.labels(*self.labels, stage).set(1 if on else 0)
 
 
-def no_labels(model: str) -> tuple[str, str, str, str]:
-    return (model, "", "", "")
+def no_labels(model: str) -> tuple[str, ...]:
+    return (model, "", "", "", "")
 
 
 __all__ = ["Bound", "Metrics", "no_labels"]

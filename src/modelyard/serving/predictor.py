@@ -68,6 +68,7 @@ class Predictor:
         confidence: bool = True,
         arm: str | None = None,
         follow_unaudited: bool = False,
+        runtime: str = "auto",
     ) -> None:
         self.name = name
         self.ref = str(ref)
@@ -75,7 +76,7 @@ class Predictor:
         self.poll_interval = poll_interval
         self._confidence = confidence
         self._source = ModelSource(yard, name, follow_unaudited=follow_unaudited,
-                                   purpose="predictor")
+                                   purpose="predictor", runtime=runtime)
         self.metrics = Metrics(name)
         self.capture = CaptureLog(store_of(yard), name, rate=capture_rate, mask=mask)
         self._capture_lock = threading.Lock()
@@ -99,6 +100,11 @@ class Predictor:
     @property
     def semver(self) -> str:
         return self._current.served.semver
+
+    @property
+    def runtime(self) -> str:
+        """``onnx`` (the version's compiled copy) or ``pyfunc``."""
+        return self._current.scorer.runtime
 
     def predict(self, data: Any) -> Prediction:
         """Predict rows: a pandas DataFrame, a list of records, or one record (a dict)."""
@@ -165,9 +171,10 @@ class Predictor:
                 last_flush = time.monotonic()
 
     def _make(self, served: ServedModel) -> _Current:
-        bound = self.metrics.bind(str(served.version), served.semver, self.arm)
+        scorer = Scorer(served, confidence=self._confidence)
+        bound = self.metrics.bind(str(served.version), served.semver, self.arm, scorer.runtime)
         bound.serving(served.stage, True)
-        return _Current(served, Scorer(served, confidence=self._confidence), bound)
+        return _Current(served, scorer, bound)
 
     # -- shutting down ------------------------------------------------------------------------
     def flush(self) -> None:

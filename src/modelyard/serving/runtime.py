@@ -32,7 +32,7 @@ from modelyard.serving.errors import NotReady, PredictionFailed
 from modelyard.serving.metrics import Bound, Metrics
 from modelyard.serving.payload import Block, Payload
 from modelyard.serving.routing import Router
-from modelyard.serving.scoring import Answer, Scorer
+from modelyard.serving.scoring import Answer, Scorer, limit_threads
 from modelyard.serving.source import ModelSource, ServedModel
 
 log = logging.getLogger("modelyard.serving")
@@ -81,6 +81,10 @@ class Slot:
             "stage": live.served.stage if live else None,
             "manifest_sha256": live.served.manifest_sha256 if live else None,
             "verified": live.served.verified if live else False,
+            "runtime": live.scorer.runtime if live else None,
+            "runtime_reason": live.scorer.reason if live else None,
+            "parity": (live.served.compiled.parity
+                       if live and live.served.compiled is not None else None),
             "loaded_at": live.loaded_at if live else None,
             "reload_error": self.reload_error,
         }
@@ -112,8 +116,10 @@ class Runtime:
         poll_interval: float = 5.0,
         confidence: bool = True,
         predict_inline: bool | None = None,
+        threads: int | None = None,
     ) -> None:
         self.source = source
+        self.threads = threads  # native threads a pyfunc model may use in this worker
         self.name = source.name
         self.router = router
         self.metrics = metrics or Metrics(source.name)
@@ -240,11 +246,13 @@ class Runtime:
         if served is None:
             served = await asyncio.to_thread(self.source.load, version)
         scorer = Scorer(served, confidence=self.confidence)
-        bound = self.metrics.bind(str(served.version), served.semver, slot.arm)
+        bound = self.metrics.bind(str(served.version), served.semver, slot.arm, scorer.runtime)
+        threads = self.threads
         batcher: Batcher[Block, Answer] = Batcher(
             scorer.score, max_batch=self.max_batch, max_wait=self.max_wait,
             size=lambda block: block.n, on_batch=bound.batch, enabled=self.batching,
             inline=scorer.fast if self.predict_inline is None else self.predict_inline,
+            initializer=None if scorer.fast else (lambda: limit_threads(threads)),
         )
         batcher.start()
         return Live(served, scorer, batcher, bound)
@@ -275,10 +283,20 @@ class Runtime:
     def route(self, key: str | None) -> Slot:
         return self.slots[self.router.pick(key)]
 
+    def slot_of(self, version: str) -> Slot | None:
+        """The arm serving ``version`` (a version number or a semver) now, if any."""
+        text = version.strip().lstrip("v")
+        for slot in self.slots.values():
+            live = slot.live
+            if live is not None and text in (str(live.version), live.served.semver):
+                return slot
+        return None
+
     async def serve(self, payload: Payload, *, key: str | None, request_id: str,
-                    started: float) -> Outcome:
-        """Answer one parsed request; records metrics, capture and the shadow call."""
-        slot = self.route(key)
+                    started: float, slot: Slot | None = None) -> Outcome:
+        """Answer one parsed request; records metrics, capture and the shadow call.
+        ``slot``: that arm answers (a request naming its version), not the router's pick."""
+        slot = slot or self.route(key)
         live = slot.live
         if live is None:
             error = NotReady(name=self.name, ref=slot.ref)
@@ -386,6 +404,7 @@ class Runtime:
             },
             "batching": {"enabled": self.batching, "max_batch": self.max_batch,
                          "max_wait_ms": self.max_wait * 1000},
+            "threads": self.threads,
             "capture_rate": self.capture.rate,
             "poll_interval_s": self.poll_interval,
         }

@@ -17,12 +17,16 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from modelyard.core.names import STAGE_ALIASES, T_SCHEMA
+from modelyard.core.names import STAGE_ALIASES, T_COMPILED, T_SCHEMA
 
 if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.context import Context
     from modelyard.core.entities import LoadedModel, ModelVersion
     from modelyard.store.storage import ObjectStore
     from modelyard.store.vault import Vault
+
+
+RUNTIMES = ("auto", "pyfunc")
 
 
 class Holders(Protocol):
@@ -35,6 +39,9 @@ class Registry(Protocol):
 
     @property
     def vault(self) -> Vault: ...
+
+    @property
+    def ctx(self) -> Context: ...
 
     @property
     def governance(self) -> Holders: ...
@@ -70,11 +77,17 @@ class ServedModel:
     path: str
     verified: bool
     extra: dict[str, Any] = field(default_factory=dict)
+    compiled: Any = None  # compiled.Compiled: the runtime that answers, and why
+
+    @property
+    def runtime(self) -> str:
+        return "pyfunc" if self.compiled is None else str(self.compiled.runtime)
 
     def describe(self) -> dict[str, Any]:
         return {
             "version": self.version, "semver": self.semver, "stage": self.stage,
             "manifest_sha256": self.manifest_sha256, "verified": self.verified,
+            "runtime": self.runtime,
         }
 
 
@@ -127,9 +140,16 @@ class ModelSource:
     """Registry and vault access for one served model name."""
 
     def __init__(self, yard: Registry, name: str, *, follow_unaudited: bool = False,
-                 purpose: str = "serve") -> None:
+                 purpose: str = "serve", runtime: str = "auto") -> None:
+        if runtime not in RUNTIMES:
+            from modelyard.errors import InvalidInput
+
+            raise InvalidInput(f"runtime must be one of {', '.join(RUNTIMES)}, not "
+                               f"{runtime!r:.40}")
         self.yard = yard
         self.name = name
+        # auto: the compiled copy when the version has one that passes parity, else pyfunc
+        self.runtime = runtime
         # A stage alias moved without an audit event (around modelyard) is not followed
         # unless asked: the audited holder keeps serving (lifecycle/unaudited.py).
         self.follow_unaudited = follow_unaudited
@@ -161,12 +181,41 @@ class ModelSource:
         columns = columns_from_schema(mv.tags.get(T_SCHEMA)) or columns_from_mlmodel(
             loaded.path
         )
-        return ServedModel(
+        served = ServedModel(
             name=self.name, version=int(mv.version), semver=mv.semver or "",
             stage=mv.stage, manifest_sha256=mv.manifest_sha256 or "",
             aliases=list(mv.aliases), model=loaded.model, columns=columns,
             path=str(loaded.path), verified=bool(loaded.verified),
         )
+        from modelyard.serving.compiled import prepare, pyfunc
+        from modelyard.serving.scoring import Scorer
+
+        if self.runtime == "pyfunc":
+            served.compiled = pyfunc("pyfunc asked for (--runtime pyfunc)")
+        else:  # converted at most once per version and library set; read back afterwards
+            served.compiled = prepare(self.store, served, Scorer(served).native)
+            self._note(mv.tags.get(T_COMPILED), served)
+        return served
+
+    def _note(self, tagged: str | None, served: ServedModel) -> None:
+        """Tag the version with its runtime and parity, when that changed, so ``details``
+        shows it without reading the vault. A registry that refuses the write (a read-only
+        serving identity) changes nothing here."""
+        compiled = served.compiled
+        body = {"runtime": compiled.runtime, "parity": compiled.parity,
+                "reason": compiled.reason}
+        text = json.dumps(body, separators=(",", ":"), default=str)[:4000]
+        if text == tagged:
+            return
+        from modelyard.errors import YardError
+
+        try:
+            self.yard.ctx.writes.set_version_tags(self.name, served.version, {T_COMPILED: text})
+        except YardError as exc:
+            import logging
+
+            logging.getLogger("modelyard.serving").info(
+                "%s v%s: runtime not tagged (%s)", self.name, served.semver, exc.message)
 
     def check(self, ref: str) -> int:
         """The version a reference names now; raises the registry's one-line error if none."""

@@ -10,6 +10,8 @@ modelyard keeps in an object store (this module owns the layout).
     records/NAME/VERSION.json     (backup store) everything to recreate a version
     quarantine/NAME/VERSION/STAMP/PATH  a file repair took out of a version's artifact folder
     signatures/MANIFEST_SHA256.json  the OpenSSF signature bundle of a manifest (signatures.py)
+    compiled/NAME/MANIFEST_SHA256.json  a version's compiled (ONNX) copy: its object, parity
+    samples/NAME/VERSION.json     rows recorded at registration to check a compiled copy on
 """
 
 from __future__ import annotations
@@ -396,6 +398,22 @@ def drill_key(run_id: str) -> str:
 def reproduce_key(name: str, version: int) -> str:
     """The last ``reproduce`` result of a version."""
     return f"reproduce/{name}/{version}.json"
+
+
+# -- serving: compiled copies and their parity samples (serving/compiled.py) -----------------
+COMPILED = "compiled/"
+
+
+def compiled_key(name: str, manifest_sha256: str) -> str:
+    """The record of a version's compiled copy, keyed by its manifest hash (the same files
+    always compile to the same copy): the ONNX file's object id and size, the converter's
+    versions and the parity figures; or why the conversion was refused."""
+    return f"compiled/{name}/{manifest_sha256}.json"
+
+
+def sample_key(name: str, version: int) -> str:
+    """Up to a few hundred input rows recorded at registration, to check parity on."""
+    return f"samples/{name}/{version}.json"
 
 
 HEALTH_STATE = "health/state.json"  # the last state `health --notify` reported
