@@ -117,10 +117,10 @@ class Registrar(Pipeline):
         from modelyard.store.files import copy_tree_safely
 
         floats = check_request(name, bump, version, metrics)
+        info = mlmodel.read_mlmodel(path)  # the MLmodel file only (YAML, read capped)
         copy_tree_safely(path, None, follow_links=follow_links)  # refuse before creating
         # A folder from elsewhere: its pickles are checked before anything reads them.
         check_pickles(path, str(path), extra=self.ctx.settings.trusted_pickle_types)
-        info = mlmodel.read_mlmodel(path)
 
         def save(local: Path, run_id: str, model_id: str, location: str) -> None:
             # The vault's copy taken while hashing (one read); ``local`` only lays it out.
