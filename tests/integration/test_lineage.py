@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from modelyard.project.dvc import set_param
-from tests.support.helpers import run_cli
+from tests.support.helpers import LOGREG_TRAIN, TRAIN_STAGE, run_cli
 
 
 def _sh(args: list[str], cwd: Path) -> str:
@@ -98,33 +98,6 @@ def test_scaffold_versions_record_training_and_an_honest_dirty_flag(
     assert not any(key.startswith("training.") for key in compared["differences"])
 
 
-TRAIN = '''\
-import json
-import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from modelyard import Yard
-
-frame = pd.read_csv("data.csv")
-X, y = frame[["a", "b"]], frame["label"]
-model = LogisticRegression().fit(X, y)
-accuracy = float(model.score(X, y))
-with open("metrics.json", "w") as handle:
-    json.dump({"accuracy": accuracy}, handle)
-Yard().register(model, "NAME", metrics={"accuracy": accuracy}, input_example=X.head(20),
-                data=["data.csv"], pip_requirements=["scikit-learn"])
-'''
-
-DVC_YAML = '''\
-stages:
-  train:
-    cmd: python train.py
-    deps: [train.py, data.csv]
-    metrics:
-      - metrics.json:
-          cache: false
-'''
-
-
 def _project(root: Path, name: str) -> Path:
     import numpy as np
     import pandas as pd
@@ -133,8 +106,8 @@ def _project(root: Path, name: str) -> Path:
 
     project = root / "project"
     project.mkdir()
-    (project / "train.py").write_text(TRAIN.replace("NAME", name))
-    (project / "dvc.yaml").write_text(DVC_YAML)
+    (project / "train.py").write_text(LOGREG_TRAIN.replace("NAME", name))
+    (project / "dvc.yaml").write_text(TRAIN_STAGE)
     (project / ".gitignore").write_text("/.modelyard/\n")
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=200), rng.normal(size=200)

@@ -12,33 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import run_cli
-
-TRAIN = '''\
-import json
-import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from modelyard import Yard
-
-frame = pd.read_csv("data.csv")
-X, y = frame[["a", "b"]], frame["label"]
-model = LogisticRegression().fit(X, y)
-accuracy = float(model.score(X, y))
-with open("metrics.json", "w") as handle:
-    json.dump({"accuracy": accuracy}, handle)
-Yard().register(model, "repro", metrics={"accuracy": accuracy}, input_example=X.head(20),
-                data=["data.csv"], pip_requirements=["scikit-learn"])
-'''
-
-DVC_YAML = '''\
-stages:
-  train:
-    cmd: python train.py
-    deps: [train.py, data.csv]
-    metrics:
-      - metrics.json:
-          cache: false
-'''
+from tests.support.helpers import LOGREG_TRAIN, TRAIN_STAGE, run_cli
 
 
 def _env() -> dict[str, str]:
@@ -64,8 +38,8 @@ def _project(root: Path) -> Path:
 
     project = root / "project"
     project.mkdir()
-    (project / "train.py").write_text(TRAIN)
-    (project / "dvc.yaml").write_text(DVC_YAML)
+    (project / "train.py").write_text(LOGREG_TRAIN.replace("NAME", "repro"))
+    (project / "dvc.yaml").write_text(TRAIN_STAGE)
     (project / "modelyard.toml").write_text("# modelyard project\n")
     (project / ".gitignore").write_text("/.modelyard/\n/data.csv\n")
     _data(project / "data.csv")
@@ -145,7 +119,7 @@ def test_the_cache_reproduce_shares_is_the_one_dvc_reads(tmp_path: Path) -> None
     assert not (odd / ".dvc" / "config.local").exists()
 
     assert not _dvc_tracks_outputs(project)  # .dvc/ holds DVC's own files only
-    (project / "dvc.yaml").write_text(DVC_YAML)
+    (project / "dvc.yaml").write_text(TRAIN_STAGE)
     assert not _dvc_tracks_outputs(project)
     (project / "sub").mkdir()
     (project / "sub" / "data.csv.dvc").write_text("outs:\n- path: data.csv\n")

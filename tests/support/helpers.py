@@ -226,10 +226,10 @@ def corrupt_version(yard: Any, name: str, ref: str = "production") -> None:
     shutil.rmtree(folder)
 
 
-def git_dvc_project(root: Path) -> tuple[Callable[..., str], tuple[str, ...], tuple[str, ...]]:
-    """A git + DVC project initialised at ``root``: ``(sh, git, dvc)``, where ``sh(*argv)``
-    runs a command there (asserting it succeeds, returning its stdout) and ``git`` / ``dvc``
-    are the argv prefixes to run them with (a test identity for git, this Python's DVC)."""
+def project_shell(root: Path) -> tuple[Callable[..., str], tuple[str, ...], tuple[str, ...]]:
+    """``(sh, git, dvc)`` for a project at ``root``: ``sh(*argv)`` runs a command there
+    (asserting it succeeds, returning its stdout); ``git`` / ``dvc`` are the argv prefixes to
+    run them with (a test identity for git, this Python's DVC)."""
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
                                                   os.environ["PATH"]])}
 
@@ -239,9 +239,42 @@ def git_dvc_project(root: Path) -> tuple[Callable[..., str], tuple[str, ...], tu
         assert done.returncode == 0, f"{argv}: {done.stdout}\n{done.stderr}"
         return done.stdout
 
-    git = ("git", "-c", "user.name=t", "-c", "user.email=t@example.com")
-    dvc = (sys.executable, "-m", "dvc")
+    return sh, ("git", "-c", "user.name=t", "-c", "user.email=t@example.com"), (
+        sys.executable, "-m", "dvc")
+
+
+def git_dvc_project(root: Path) -> tuple[Callable[..., str], tuple[str, ...], tuple[str, ...]]:
+    """A git + DVC project initialised at ``root``: ``project_shell(root)`` once both are."""
+    sh, git, dvc = project_shell(root)
     sh(*git, "init", "-q", "-b", "main")
     sh(*dvc, "init", "-q")
     (root / ".gitignore").write_text(".modelyard/\n")
     return sh, git, dvc
+
+
+# A one-stage DVC pipeline whose train.py fits a small model and registers it as NAME.
+LOGREG_TRAIN = '''\
+import json
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from modelyard import Yard
+
+frame = pd.read_csv("data.csv")
+X, y = frame[["a", "b"]], frame["label"]
+model = LogisticRegression().fit(X, y)
+accuracy = float(model.score(X, y))
+with open("metrics.json", "w") as handle:
+    json.dump({"accuracy": accuracy}, handle)
+Yard().register(model, "NAME", metrics={"accuracy": accuracy}, input_example=X.head(20),
+                data=["data.csv"], pip_requirements=["scikit-learn"])
+'''
+
+TRAIN_STAGE = '''\
+stages:
+  train:
+    cmd: python train.py
+    deps: [train.py, data.csv]
+    metrics:
+      - metrics.json:
+          cache: false
+'''

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.helpers import corrupt_version, git_dvc_project
+from tests.support.helpers import corrupt_version, git_dvc_project, project_shell
 
 LEVELS = ("ok", "warn", "degraded", "critical")
 _MAKE = """import pathlib, sys
@@ -180,7 +180,7 @@ class Matrix:
 
         def moved_on() -> None:
             (root / "params.yaml").write_text("rows: 320\n")
-            sh, git, dvc = _sh(root)
+            sh, git, dvc = project_shell(root)
             sh(*dvc, "repro", "-q")
             sh(*git, "commit", "-qam", "more rows")
 
@@ -271,24 +271,6 @@ class Matrix:
 
         self.fault("registry-loss (every version deleted)", registry_loss)
         return self.cells
-
-
-def _sh(root: Path) -> tuple[Callable[..., str], tuple[str, ...], tuple[str, ...]]:
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
-                                                  os.environ["PATH"]])}
-
-    def sh(*argv: str) -> str:
-        done = subprocess.run(list(argv), cwd=root, env=env, capture_output=True, text=True,
-                              check=False)
-        assert done.returncode == 0, f"{argv}: {done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    return sh, ("git", "-c", "user.name=t", "-c", "user.email=t@example.com"), (
-        sys.executable, "-m", "dvc")
 
 
 def table(cells: list[Cell]) -> str:
