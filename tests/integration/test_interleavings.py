@@ -29,20 +29,29 @@ WORKERS = 3
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, trained: dict[str, Any]) -> Path:
-    """An embedded registry with three versions of "m", copied for every example."""
+def template_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("interleave")
+
+
+@pytest.fixture
+def template(template_root: Path, trained: dict[str, Any], isolated: Path) -> Path:
+    """An embedded registry with three versions of "m", copied for every example. Built on
+    first use inside a test, once ``isolated`` has cleared the environment and MLflow's
+    process globals that earlier tests on this worker may have left."""
+    home = template_root / "home"
+    if (home / "mlflow.db").exists():
+        return home
     import mlflow.sklearn
 
     from modelyard import Yard
 
-    root = tmp_path_factory.mktemp("interleave")
-    saved = root / "saved"
+    saved = template_root / "saved"
     mlflow.sklearn.save_model(trained["model"], str(saved), serialization_format="cloudpickle",
                               pip_requirements=["scikit-learn"])
-    yard = Yard(home=str(root / "home"), user="alice")
+    yard = Yard(home=str(home), user="alice")
     for i in range(3):
         yard.register_directory(saved, "m", params={"i": i})
-    return root / "home"
+    return home
 
 
 @pytest.fixture(scope="module")
