@@ -133,6 +133,8 @@ def _require_model_signing() -> None:
 
 def _statement_manifest(name: str, manifest: Manifest) -> Any:
     """model-signing's manifest of the files ``manifest`` lists, with its digests."""
+    # The digest type lives only in model-signing's private hashing module; the public API
+    # builds it by hashing a folder, which would read every file a second time.
     from model_signing import manifest as ms_manifest
     from model_signing._hashing import hashing as ms_hashing
 
@@ -215,6 +217,8 @@ def verify_bundle(data: bytes, manifest: Manifest, keyring: Keyring) -> Signatur
                               "trusted_keys")
     path, retired = found
     _require_model_signing()
+    # The verifier over a payload of digests already checked against the vault has no public
+    # entry point (``verifying.Config`` hashes a folder again): the private key verifier.
     from model_signing._signing import sign_ec_key, sign_sigstore_pb
 
     try:
