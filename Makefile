@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test unit lint bench stack clean
+.PHONY: install demo test unit lint bench stack clean image image-base deploy-test
 
 # Python keeps the bytecode of what it imports in the venv and the source tree. Where the machine
 # sets PYTHONDONTWRITEBYTECODE (CI machines do), every process would compile mlflow and the
@@ -81,6 +81,48 @@ bench: install
 
 stack: install
 	$(BIN)/python -m tests.support.devstack
+
+# -- the container image (deploy/Containerfile) ---------------------------------------------
+# No base image can be pulled on these machines: `image-base` builds a Debian bookworm root
+# with Python from Debian's packages (mmdebstrap) and imports it, once; elsewhere pass
+# IMAGE_BASE=docker.io/library/python:3.11-slim. `podman build --isolation chroot` runs the
+# RUN steps where containers cannot be started; --format docker keeps the HEALTHCHECK.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= localhost/modelyard:$(VERSION)
+IMAGE_BASE ?= localhost/modelyard-base:bookworm
+IMAGE_EXTRAS ?= serve,server
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+# The machine's CA bundle, mounted for the install step only (TLS-inspecting proxies).
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+, := ,
+
+image-base:
+	@if podman image exists $(IMAGE_BASE); then echo "base $(IMAGE_BASE) present"; \
+	elif [ "$(IMAGE_BASE)" != "localhost/modelyard-base:bookworm" ]; then \
+		echo "base $(IMAGE_BASE) is pulled by podman build"; \
+	else \
+		set -e; tar=$$(mktemp --suffix=.tar); start=$$(date +%s); \
+		mmdebstrap --quiet --variant=minbase \
+			--include=python3,python3-venv,python3-pip,ca-certificates \
+			bookworm $$tar $(DEBIAN_MIRROR); \
+		podman import --quiet --change 'CMD ["/bin/bash"]' $$tar $(IMAGE_BASE) >/dev/null; \
+		rm -f $$tar; echo "base $(IMAGE_BASE) built in $$(( $$(date +%s) - start )) s"; \
+	fi
+
+image: image-base
+	@start=$$(date +%s); \
+	podman build --quiet --isolation chroot --format docker -f deploy/Containerfile \
+		--build-arg BASE=$(IMAGE_BASE) --build-arg EXTRAS=$(IMAGE_EXTRAS) \
+		$(if $(wildcard $(CA_BUNDLE)),--secret id=ca-bundle$(,)src=$(CA_BUNDLE)) \
+		-t $(IMAGE) . >/dev/null \
+	&& echo "image $(IMAGE) built in $$(( $$(date +%s) - start )) s"
+
+# Not part of `make test` (root, podman, minutes): the image's own filesystem (podman image
+# mount) runs `modelyard serve` under chroot as two replicas against a team stack
+# (tests/support/devstack.py), answers predictions and follows a promotion, then is cleaned up.
+deploy-test: install
+	@start=$$(date +%s); $(MAKE) --no-print-directory image \
+	&& $(BIN)/python -m tests.deploy.image_replicas --image $(IMAGE) --started $$start
 
 clean:
 	rm -rf $(VENV) .tools .modelyard .import_linter_cache .lint.log build src/*.egg-info
