@@ -111,6 +111,7 @@ RUNS = _runs()
 def check_command(argv: tuple[str, ...]) -> None:
     """Parse ARGV with the real click app, as the CLI would, without running the command: an
     unknown command or option, a bad choice or a missing argument raises click's error."""
+    group: click.Group
     if argv[0] == "mlflow":
         from mlflow.cli import cli as group  # the tracking server's own CLI
     else:
