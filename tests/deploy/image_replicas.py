@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +293,8 @@ def main() -> None:
     options = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("deploy-test runs as root (podman image mount, chroot, unshare)")
+    # MLflow's hint about the integer labels of the example models: noise in this log.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
     run(options.image, options.started or time.time())
 
 

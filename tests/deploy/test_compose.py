@@ -88,8 +88,14 @@ def test_the_image_runs_modelyard_as_a_user_with_a_ready_check() -> None:
     assert healthcheck and "/ready" in healthcheck[1] and "MODELYARD_SERVE_TOKEN" in healthcheck[1]
     assert re.search(r"^EXPOSE 8080$", text, re.M)
     assert "constraints.txt" in text and "[${EXTRAS}]" in text
-    ignored = (files.ROOT / ".containerignore").read_text().splitlines()
-    assert ignored[ignored.index("*") + 1:][:1] == ["!src"]  # all else stays out, .env included
+    # The build context lets in the install's files only: no .env, key, venv or .modelyard/.
+    rules = [line for line in (files.ROOT / ".containerignore").read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert rules[0] == "*"
+    assert {r[1:] for r in rules if r.startswith("!")} == {
+        "src", "pyproject.toml", "constraints.txt", "README.md"}
+    copied = set(re.findall(r"^COPY (.+) \S+$", text, re.M))
+    assert copied == {"pyproject.toml constraints.txt README.md", "src"}
 
 
 def _compose_env() -> dict[str, Any]:
