@@ -55,7 +55,9 @@ def podman(*args: str) -> str:
 
 def image_config(image: str) -> dict[str, Any]:
     [info] = json.loads(podman("image", "inspect", image))
-    return dict(info["Config"]) | {"Id": info["Id"], "Size": info["Size"]}
+    # podman puts the HEALTHCHECK beside Config, not in it.
+    return dict(info["Config"]) | {"Id": info["Id"], "Size": info["Size"],
+                                   "Healthcheck": info.get("Healthcheck")}
 
 
 class Replica:
@@ -108,6 +110,21 @@ class Replica:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
         self.out.close()
+
+
+def healthcheck(root: str, config: dict[str, Any], replica: Replica,
+                env: dict[str, str]) -> int:
+    """The image's own HEALTHCHECK command, run under chroot against one replica: its exit
+    code. The check asks port 8080, the image's default; the replicas here listen on free
+    ports, so that one number is put in its place."""
+    test = list(config["Healthcheck"]["Test"])
+    assert test[0] == "CMD", test
+    command = [part.replace("127.0.0.1:8080", f"127.0.0.1:{replica.port}") for part in test[1:]]
+    assert command != test[1:], "the health check no longer asks 127.0.0.1:8080"
+    user = config.get("User") or "0:0"
+    done = subprocess.run(["chroot", f"--userspec={user}", root, "env", "-C", "/",
+                           *command], env=env, capture_output=True, timeout=60, check=False)
+    return done.returncode
 
 
 def wait_ready(replicas: list[Replica]) -> None:
@@ -240,6 +257,16 @@ def run(image: str, started: float) -> None:
                     f"{', '.join(str(v['pid']) for v in versions.values())}) serving {name} "
                     f"version {first} (semver {versions[1]['semver']}, runtime "
                     f"{versions[1]['runtime']}) in {time.monotonic() - t0:.1f} s")
+                # The image's HEALTHCHECK passes with the replica's token and fails without.
+                with_token = healthcheck(root, config, replicas[0], env)
+                without = healthcheck(root, config, replicas[0],
+                                      {k: v for k, v in env.items()
+                                       if k != "MODELYARD_SERVE_TOKEN"})
+                if with_token != 0 or without == 0:
+                    raise SystemExit(f"the image's health check: exit {with_token} with the "
+                                     f"token, {without} without it")
+                log(f"image HEALTHCHECK on replica 1: exit 0 with the serving token, "
+                    f"{without} without it")
 
                 with Load(replicas, records, expected) as load:
                     while min(sum(c.values()) for c in load.answered.values()) < 20:

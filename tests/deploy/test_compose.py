@@ -84,8 +84,14 @@ def test_the_image_runs_modelyard_as_a_user_with_a_ready_check() -> None:
     assert re.search(r'^ENTRYPOINT \["modelyard"\]$', text, re.M)
     user = re.search(r"^USER (\S+)$", text, re.M)
     assert user and not user[1].startswith(("0", "root"))
-    healthcheck = re.search(r"^HEALTHCHECK .*?CMD (.*)$", text, re.M | re.S)
+    joined = text.replace("\\\n", " ")  # continuation lines made one
+    healthcheck = re.search(r"^HEALTHCHECK .*? CMD (\[.*\])$", joined, re.M)
     assert healthcheck and "/ready" in healthcheck[1] and "MODELYARD_SERVE_TOKEN" in healthcheck[1]
+    argv = json.loads(healthcheck[1])
+    assert argv[:2] == ["python", "-c"]
+    compile(argv[2], "HEALTHCHECK", "exec")
+    serve_check = COMPOSE["services"]["serve"]["healthcheck"]["test"]
+    assert serve_check[1:] == argv  # compose asks as the image does
     assert re.search(r"^EXPOSE 8080$", text, re.M)
     assert "constraints.txt" in text and "[${EXTRAS}]" in text
     # The build context lets in the install's files only: no .env, key, venv or .modelyard/.
@@ -93,9 +99,9 @@ def test_the_image_runs_modelyard_as_a_user_with_a_ready_check() -> None:
              if line and not line.startswith("#")]
     assert rules[0] == "*"
     assert {r[1:] for r in rules if r.startswith("!")} == {
-        "src", "pyproject.toml", "constraints.txt", "README.md"}
+        "src", "pyproject.toml", "constraints.txt"}
     copied = set(re.findall(r"^COPY (.+) \S+$", text, re.M))
-    assert copied == {"pyproject.toml constraints.txt README.md", "src"}
+    assert copied == {"pyproject.toml constraints.txt", "src"}
 
 
 def _compose_env() -> dict[str, Any]:

@@ -188,6 +188,7 @@ def test_probes_ports_and_selectors_meet() -> None:
     assert "/ready" in container["readinessProbe"]["exec"]["command"][-1]
     assert f"127.0.0.1:{port}/ready" in container["readinessProbe"]["exec"]["command"][-1]
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    compile(container["readinessProbe"]["exec"]["command"][-1], "readiness probe", "exec")
     assert container["resources"]["requests"]
     hpa = base[("HorizontalPodAutoscaler", "modelyard-serve")]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "modelyard-serve"
