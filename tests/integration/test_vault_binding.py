@@ -51,6 +51,19 @@ def test_a_registry_read_with_another_vault_says_so_in_one_line(
     doctor = run_cli("doctor", "--json", env={"MODELYARD_VAULT": other})
     assert doctor.returncode != 0 and home in doctor.stdout and "registry+vault" in doctor.stdout
 
+    # A whole-registry scan checks this vault's models and names each of another vault's in
+    # one line: never "every file missing" or "every holder unaudited" for them.
+    scanned = stray.protection.verify_all()
+    assert name not in {v.name for v in scanned.versions} and not scanned.ok
+    assert [line for line in scanned.apart if f"{name!r}" in line] and not [
+        u for u in scanned.unaudited if u["name"] == name]
+    assert name not in {h.name for h in stray.governance.unaudited(None)}
+    cli = run_cli("verify", "--all", env={"MODELYARD_VAULT": other})
+    assert cli.returncode != 0 and "written with another vault" in cli.stdout, cli.stdout
+    if backend == "embedded":  # the registry's own vault: nothing apart, all sound
+        home_scan = yard.protection.verify_all()
+        assert home_scan.ok and not home_scan.apart and name in {v.name for v in home_scan.versions}
+
     # A model that recorded nothing (plain MLflow) is no alarm with any vault.
     plain = f"{name}-plain"
     yard.tracking.client.create_registered_model(plain)

@@ -70,6 +70,9 @@ def render_integrity(state: State, data: dict[str, Any]) -> None:
         console.print(table)
     for skipped in data.get("skipped") or []:
         console.print(f"[yellow]skipped[/yellow] {_escape(skipped)}: no manifest (adopt it)")
+    apart = data.get("apart") or []
+    for line in apart:
+        console.print(f"[red]not checked[/red] {_escape(line)}")
     unaudited = data.get("unaudited") or []
     for holder in unaudited:
         console.print(unaudited_mark(f"{_escape(holder['name'])}: {_escape(holder['detail'])}",
@@ -93,6 +96,9 @@ def render_integrity(state: State, data: dict[str, Any]) -> None:
             wrong.append(f"[red]{len(unaudited)} stage holder(s) no audit event "
                          f"explains[/red]: `modelyard recover {which}` puts the audited "
                          "holder back")
+    if apart:
+        wrong.append(f"[red]{len(apart)} model(s) written with another vault[/red] not "
+                     "checked: `modelyard doctor` names it")
     if debris:
         wrong.append(f"[red]{len(debris)} piece(s) of debris[/red] left by processes that "
                      "died: `modelyard cleanup --debris`")

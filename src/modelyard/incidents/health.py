@@ -191,15 +191,15 @@ class Health:
 
     def _model(self, name: str, checks: list[HealthCheck], vault_ok: bool) -> None:
         try:
-            records = self.ctx.reads.versions(name)
             model = self.ctx.reads.get_model(name)
+            apart = self.audit.binding.problem(name, model.tags)
+            if apart:  # every check below would read the wrong vault: one line instead
+                checks.append(HealthCheck("registry+vault", name, "critical", apart))
+                return
+            records = self.ctx.reads.versions(name)
             aliases = model.aliases
         except YardError as exc:
             checks.append(HealthCheck("holders", name, "critical", exc.message))
-            return
-        apart = self.audit.binding.problem(name, model.tags)
-        if apart:  # every check below would read the wrong vault: one line instead
-            checks.append(HealthCheck("registry+vault", name, "critical", apart))
             return
         numbers = {r.version: r for r in records}
         for stage in ("production", "staging"):

@@ -104,8 +104,9 @@ class UnauditedMoves:
     def find(self, name: str | None = None, *, notify: bool = True) -> list[UnauditedHolder]:
         """Unaudited moves of one model (or of every model)."""
         models: list[tuple[str, ModelRecord | None]]
-        if name is None:  # each model as listed: no second read of it
-            models = [(m.name, m) for m in self.ctx.reads.list_models()]
+        if name is None:  # each model as listed (this vault's): no second read of it
+            mine, _ = self.audit.binding.split(self.ctx.reads.list_models())
+            models = [(m.name, m) for m in mine]
         else:
             models = [(check_name(name), None)]
         found: list[UnauditedHolder] = []

@@ -175,8 +175,9 @@ class Backups:
             raise InvalidInput("name what to back up (NAME or NAME@REF), or pass --all")
         reads = self.ctx.reads  # the lean reader: no MLflow import on this path
         wanted: list[tuple[str, str | int | None]] = list(targets)
-        if every:
-            wanted += [(m.name, None) for m in reads.list_models()]
+        if every:  # this vault's models: another vault's manifests are not here to send
+            mine, _ = self.audit.binding.split(reads.list_models())
+            wanted += [(m.name, None) for m in mine]
         chosen: dict[tuple[str, int], VersionRecord] = {}
         for name, ref in wanted:
             check_name(name)

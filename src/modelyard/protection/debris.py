@@ -142,7 +142,7 @@ class Debris:
         ``objects`` (reads every manifest)."""
         reads = self.ctx.reads
         models = ([check_name(n) for n in names] if names is not None
-                  else sorted(m.name for m in reads.list_models()))
+                  else sorted(m.name for m in self.audit.binding.split(reads.list_models())[0]))
         entries = journal.entries(self.ctx.vault.store)
         report = DebrisReport()
         for name in sorted(set(models) | ({e.name for e in entries} if names is None

@@ -45,6 +45,7 @@ from modelyard.registry.loading import Loader
 from modelyard.store.files import file_chunks, sha256_stream
 from modelyard.store.storage import ObjectStore
 from modelyard.store.vault import RECORD_MAX_BYTES, Manifest, manifest_key, object_key
+from modelyard.trail.binding import Binding
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.protection.repair import RepairReport
@@ -93,6 +94,7 @@ class IntegrityReport(Result):
     ok: bool
     versions: list[VersionIntegrity]
     skipped: list[str] = field(default_factory=list)  # versions without a manifest (adopt them)
+    apart: list[str] = field(default_factory=list)  # models written with another vault
     bytes_hashed: int = 0
     seconds: float = 0.0
     unaudited: list[dict[str, Any]] = field(default_factory=list)  # unaudited stage holders
@@ -104,7 +106,7 @@ class IntegrityReport(Result):
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "versions": [v.to_dict() for v in self.versions],
-                "skipped": self.skipped, "bytes_hashed": self.bytes_hashed,
+                "skipped": self.skipped, "apart": self.apart, "bytes_hashed": self.bytes_hashed,
                 "seconds": round(self.seconds, 3), "unaudited": self.unaudited,
                 "debris": self.debris}
 
@@ -162,12 +164,20 @@ class Integrity:
         self.loader = loader
 
     # -- which versions ---------------------------------------------------------------------
-    def records(self, name: str | None, ref: str | int | None = None) -> list[VersionRecord]:
-        """The visible versions in scope: one version, one model's, or every model's."""
+    def records(self, name: str | None, ref: str | int | None = None, *,
+                apart: list[str] | None = None) -> list[VersionRecord]:
+        """The visible versions in scope: one version, one model's, or every model's written
+        with this vault (``apart`` collects a line for each model written with another)."""
         reads = self.ctx.reads
         if name is not None and ref is not None:
             return [lookup(reads, name, ref)]
-        names = [check_name(name)] if name else [m.name for m in reads.list_models()]
+        if name:
+            names = [check_name(name)]
+        else:
+            mine, others = Binding(self.ctx).split(reads.list_models())
+            names = [m.name for m in mine]
+            if apart is not None:
+                apart += others
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(names)))) as pool:
             found = list(pool.map(reads.versions, names))
         return [v for versions in found for v in versions if is_visible(v)]
@@ -188,7 +198,8 @@ class Integrity:
         import time
 
         started = time.perf_counter()
-        records = self.records(name, ref)
+        apart: list[str] = []
+        records = self.records(name, ref, apart=apart)
         skipped = [f"{r.name} #{r.version}" for r in records if not r.tags.get(T_MANIFEST)]
         targets = [Target(r, r.tags[T_MANIFEST]) for r in records if r.tags.get(T_MANIFEST)]
         stores = self.stores()
@@ -204,8 +215,8 @@ class Integrity:
                 problems=sorted(target.problems, key=lambda p: (LAYERS.index(p.layer), p.path)),
                 files=len(manifest.files) if manifest else 0,
                 bytes=manifest.total_size if manifest else 0, layers=target.layers))
-        return IntegrityReport(ok=all(v.ok for v in versions), versions=versions,
-                               skipped=skipped, bytes_hashed=hashed,
+        return IntegrityReport(ok=all(v.ok for v in versions) and not apart, versions=versions,
+                               skipped=skipped, apart=apart, bytes_hashed=hashed,
                                seconds=time.perf_counter() - started)
 
     def read_manifest(self, store: ObjectStore, target: Target

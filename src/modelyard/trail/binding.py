@@ -8,6 +8,11 @@ check: the same location is taken as it is (no vault read); another location is 
 vault only when the identity there is the recorded one (a project folder moved, an S3 URL
 spelled otherwise). A model without the tag (plain MLflow, a registry older than the tag)
 is never an alarm: nothing was recorded yet.
+
+A whole-registry scan (``verify --all``, ``backup --all``, the unaudited-move and debris
+checks) takes only the models written with this vault (``split``): another vault's models have
+their manifests and trail there, so checking them here would call every file missing and
+every holder unaudited. Each of them is one line instead.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from modelyard.core.names import T_VAULT
+from modelyard.core.records import ModelRecord
 from modelyard.errors import VaultMismatch, YardError
 from modelyard.store.storage import redact
 from modelyard.store.vault import identity_key
@@ -103,3 +109,16 @@ class Binding:
     def problems(self, models: Iterable[tuple[str, Mapping[str, str]]]) -> list[str]:
         """Each model (name, tags) whose recorded vault is not this one."""
         return [p for name, tags in models if (p := self.problem(name, tags))]
+
+    def split(self, models: Iterable[ModelRecord]) -> tuple[list[ModelRecord], list[str]]:
+        """A whole-registry scan's models: (those written with this vault or with none
+        recorded, one line for each written with another)."""
+        mine: list[ModelRecord] = []
+        apart: list[str] = []
+        for model in models:
+            problem = self.problem(model.name, model.tags)
+            if problem:
+                apart.append(problem)
+            else:
+                mine.append(model)
+        return mine, apart
