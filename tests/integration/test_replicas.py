@@ -13,6 +13,7 @@ which `monitor` and `ab report` read back whole.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -32,6 +33,7 @@ from modelyard.serving.routing import CanaryRamp, key_point
 from tests.support.replicas import Replica
 
 POLL = 0.3  # the replicas' reload interval (--poll-interval)
+DRAIN = 5  # seconds a request in flight may take after SIGTERM (--drain-timeout)
 RAMP = "staging:20->60 over 10m"
 # uvicorn ends on SIGTERM by raising it again once it has shut down (so the default handler
 # runs): a replica that drained and stopped exits 0 or by SIGTERM, never anything else.
@@ -145,6 +147,17 @@ def _drained_request(replica: Replica, row: dict[str, Any]) -> httpx.Response:
                       headers={"content-type": "application/json", "x-request-id": "drained-1"})
 
 
+@contextlib.contextmanager
+def _hung_request(replica: Replica) -> Iterator[None]:
+    """A request whose body never arrives in full, open on ``replica`` while the block runs."""
+    with socket.create_connection(("127.0.0.1", replica.port), timeout=30) as hung:
+        hung.sendall(b"POST /predict HTTP/1.1\r\nHost: replica\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: 100000\r\n\r\n{\"instances\": [")
+        # Answered after the replica read the bytes above: the hung request is in flight.
+        assert httpx.get(f"{replica.url}/health", timeout=30).status_code == 200
+        yield
+
+
 @pytest.mark.slow
 def test_three_replicas_follow_one_registry_agree_on_arms_and_lose_no_capture(
         make_yard: Callable[..., Any], name: str, tmp_path: Path) -> None:
@@ -166,7 +179,8 @@ def test_three_replicas_follow_one_registry_agree_on_arms_and_lose_no_capture(
 
     first = register(LogisticRegression(C=1.0).fit(frame, labels), "production")
     canary = register(LogisticRegression(C=0.001).fit(frame, labels), "staging")
-    args = [*ROUTING, "--capture-rate", "1", "--poll-interval", str(POLL)]
+    args = [*ROUTING, "--capture-rate", "1", "--poll-interval", str(POLL),
+            "--drain-timeout", str(DRAIN)]
     replicas = [Replica(name, args, tmp_path / f"replica-{i}.log") for i in range(2)]
     load = Load(frame)
     try:
@@ -251,9 +265,15 @@ def test_three_replicas_follow_one_registry_agree_on_arms_and_lose_no_capture(
         assert drained.status_code == 200, drained.text
         assert drained.json()["request_id"] == "drained-1"
         assert replicas[0].wait() in STOPPED, replicas[0].output()
-        for replica in replicas[1:]:
-            replica.terminate()
-        assert {r.wait() for r in replicas[1:]} <= STOPPED
+        # A request that never finishes keeps a replica no longer than --drain-timeout: then
+        # it is cancelled and the replica still writes its last capture files.
+        with _hung_request(replicas[1]):
+            stopping = time.monotonic()
+            for replica in replicas[1:]:
+                replica.terminate()
+            assert {r.wait() for r in replicas[1:]} <= STOPPED
+            assert time.monotonic() - stopping < DRAIN + 30
+        assert "timeout graceful shutdown exceeded" in replicas[1].output()
     finally:
         load.finish()
         for replica in replicas:

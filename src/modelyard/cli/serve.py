@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -145,6 +146,9 @@ def _logging(level: str) -> None:
               show_default=True)
 @click.option("--token-env", default="MODELYARD_SERVE_TOKEN", show_default=True,
               help="Environment variable holding the bearer token (unset: no token needed).")
+@click.option("--drain-timeout", type=float, default=None, metavar="SECONDS",
+              help="On SIGTERM, how long requests in flight may take to finish before they "
+              "are cancelled and the last capture files written (default: no limit).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 @click.option("--follow-unaudited", is_flag=True,
@@ -160,7 +164,8 @@ def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
               route_field: str | None, capture_rate: float, mask: tuple[str, ...],
               poll_interval: float, no_batching: bool, max_batch: int,
               predict_inline: bool | None, max_wait_ms: float,
-              max_body_bytes: int, token_env: str, log_level: str,
+              max_body_bytes: int, token_env: str, drain_timeout: float | None,
+              log_level: str,
               follow_unaudited: bool, runtime: str) -> None:
     """Serve a model over HTTP, following its alias (hot reload on promotion).
 
@@ -184,7 +189,10 @@ def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
 
     name, ref = _target(target, "production")
     check_options(max_body_bytes=max_body_bytes, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                  poll_interval=poll_interval, capture_rate=capture_rate)
+                  poll_interval=poll_interval, capture_rate=capture_rate,
+                  drain_timeout=drain_timeout)
+    # uvicorn takes whole seconds: a fraction rounds up, never cutting a drain short
+    drain = None if drain_timeout is None else math.ceil(drain_timeout)
     if ab and canary:
         raise InvalidInput("use --ab or --canary, not both")
     arms = parse_arms(list(ab)) if ab else None
@@ -226,7 +234,8 @@ def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
         from modelyard.serving.app import create_app
 
         app = create_app(yard, name, ref, **config.app_options())
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                    timeout_graceful_shutdown=drain)
         return
     with tempfile.TemporaryDirectory(prefix="modelyard-serve-") as folder:
         path = Path(folder) / "serve.json"
@@ -244,7 +253,8 @@ def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
         os.environ.update(extra)
         try:
             uvicorn.run("modelyard.cli.serve:app_factory", factory=True, host=host,
-                        port=port, workers=workers, log_level=log_level, access_log=False)
+                        port=port, workers=workers, log_level=log_level, access_log=False,
+                        timeout_graceful_shutdown=drain)
         finally:
             for key, value in saved.items():
                 if value is None:

@@ -94,6 +94,7 @@ OPTION_RANGES: dict[str, tuple[float, float]] = {
     "poll_interval": (0, 86_400),  # 0: the holder is never polled (no hot reload)
     "capture_rate": (0, 1),
     "capture_flush_s": (0.1, 3_600),
+    "drain_timeout": (0, 86_400),  # `serve --drain-timeout`: seconds SIGTERM waits for requests
 }
 
 

@@ -130,6 +130,7 @@ def test_a_route_header_is_an_http_field_name_or_refused(name: str) -> None:
     ["--canary", "staging:5->50 over 10m", "--canary-start", "10m"],  # a duration ago
     ["--canary", "staging:5->50 over 10m", "--canary-start", "yesterday"],
     ["--route-header", "X Routing Key"], ["--route-header", ""],
+    ["--drain-timeout", "-1"], ["--drain-timeout", "inf"], ["--drain-timeout", "1e9"],
 ])
 def test_serve_refuses_a_routing_option_in_one_line(options: list[str]) -> None:
     from click.testing import CliRunner
