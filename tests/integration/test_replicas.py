@@ -4,11 +4,13 @@ On the embedded default (three processes over one SQLite registry and one vault 
 on the team stack (each replica reading the MLflow server and S3 on its own). Under light load
 a promotion and then a rollback reach every replica within the reload interval with no failed
 request; a key gets the same arm on every replica, whether it comes as a header or as a field,
-and the canary ramp is measured from one start although the replicas started apart; a replica
-started after the promotion is not ready until it has loaded and verified the new holder;
-SIGTERM during a request still answers it; and the capture files of all three land side by
-side, named by replica and numbered without gaps, with every answered request captured once,
-which `monitor` and `ab report` read back whole.
+and the canary ramp is measured from one start that the vault records once; a replica is not
+ready until it has loaded and verified every arm's holder; SIGTERM during a request still
+answers it, and `--drain-timeout` bounds a request that never ends; and the capture files of
+all three land side by side, named by replica and numbered without gaps, with every answered
+request captured once, which `monitor` and `ab report` read back whole. The three start
+together (one start-up, for the test's time); replicas started apart, and one started after a
+promotion, are the in-process test at the end.
 """
 
 from __future__ import annotations
@@ -132,6 +134,9 @@ def _drained_request(replica: Replica, row: dict[str, Any]) -> httpx.Response:
 
     def chunks() -> Iterator[bytes]:
         yield body[: len(body) // 2]
+        # Answered after the replica read the half above: the request is in flight when the
+        # signal comes (a connection whose request it has not read yet is simply closed).
+        assert httpx.get(f"{replica.url}/health", timeout=30).status_code == 200
         replica.terminate()
         deadline = time.monotonic() + 30
         while True:  # until the listening socket is closed: the replica is draining
@@ -181,35 +186,27 @@ def test_three_replicas_follow_one_registry_agree_on_arms_and_lose_no_capture(
     canary = register(LogisticRegression(C=0.001).fit(frame, labels), "staging")
     args = [*ROUTING, "--capture-rate", "1", "--poll-interval", str(POLL),
             "--drain-timeout", str(DRAIN)]
-    replicas = [Replica(name, args, tmp_path / f"replica-{i}.log") for i in range(2)]
+    replicas = [Replica(name, args, tmp_path / f"replica-{i}.log") for i in range(3)]
     load = Load(frame)
     try:
         # Registered while the replicas start: it holds no stage yet, so nothing follows it.
         third = register(LogisticRegression(C=0.05, fit_intercept=False).fit(frame, labels),
                          None)
         for i, replica in enumerate(replicas):
+            # Ready only once it has loaded and verified every arm's holder (until then the
+            # port refuses): the first ready answer names them, verified.
             ready, _ = replica.wait_ready()
             assert [(a["arm"], a["version"], a["verified"]) for a in ready["arms"]] == [
                 ("staging", canary, True), ("production", first, True)]
             load.start(i, replica.url)
-        while len({a["replica"] for a in load.answers}) < 2:
+        while len({a["replica"] for a in load.answers}) < 3:
             assert not load.failures, load.failures
             time.sleep(0.05)
 
-        # A promotion reaches both replicas within the reload interval, no request failing.
+        # A promotion reaches every replica within the reload interval, no request failing.
         promoted = time.monotonic()
         yard.promote(name, third, to="production", force=True, reason="better")
-        promotion = _wait_reached(load, promoted, third, {0, 1})
-
-        # A third replica started now is ready only once it has loaded and verified the new
-        # holder (until then /ready refuses or says 503), and it ramps the canary as the two
-        # others do although it started later.
-        replicas.append(Replica(name, args, tmp_path / "replica-2.log"))
-        ready, not_ready = replicas[2].wait_ready()
-        assert not_ready > 0
-        assert [(a["arm"], a["version"], a["verified"]) for a in ready["arms"]] == [
-            ("staging", canary, True), ("production", third, True)]
-        load.start(2, replicas[2].url)
+        promotion = _wait_reached(load, promoted, third, {0, 1, 2})
 
         rolled = time.monotonic()
         yard.rollback(name, reason="back to the first")
@@ -225,7 +222,8 @@ def test_three_replicas_follow_one_registry_agree_on_arms_and_lose_no_capture(
               f"{sorted(round(s, 2) for s in rollback.values())} s")  # the README's figure
         assert max([*promotion.values(), *rollback.values()]) < POLL + 15
 
-        # One ramp start for all three, from the vault, although they started apart.
+        # One ramp start for all three, from the vault: of the three starting together, one
+        # created the record and the others read it back.
         abouts = [r.about() for r in replicas]
         starts = {a["canary"]["started_at"] for a in abouts}
         assert len(starts) == 1 and {a["canary"]["anchor"] for a in abouts} == {"vault"}
@@ -316,8 +314,9 @@ def test_three_replicas_follow_one_registry_agree_on_arms_and_lose_no_capture(
 def test_replicas_started_apart_measure_the_canary_ramp_from_one_recorded_start(
         make_yard: Callable[..., Any], name: str) -> None:
     """In-process replicas (the app under uvicorn in a thread): the second starts after the
-    first serves, yet both measure the ramp from the start the first recorded in the vault; a
-    new canary version is a new ramp, anchored alike on both; a start given is used as is."""
+    first serves and after a promotion, is ready with the new holder, and yet measures the ramp
+    from the start the first recorded in the vault; a new canary version is a new ramp,
+    anchored alike on both; a start given is used as is."""
     from sklearn.linear_model import LogisticRegression
 
     from modelyard.serving.app import create_app
@@ -338,7 +337,15 @@ def test_replicas_started_apart_measure_the_canary_ramp_from_one_recorded_start(
     assert given.state.runtime.status()["canary"]["anchor"] == "given"
     with serving(create_app(make_yard(), name, canary=RAMP, poll_interval=0.2)) as one:
         before = canary(one)
+        promoted = yard.register(LogisticRegression(C=0.3).fit(frame, labels), name,
+                                 input_example=frame.head(3))
+        yard.promote(name, promoted.version, to="production", force=True, reason="newer")
         with serving(create_app(make_yard(), name, canary=RAMP, poll_interval=0.2)) as two:
+            ready = httpx.get(f"{two}/ready", timeout=10)
+            assert ready.status_code == 200 and [
+                (a["arm"], a["version"], a["verified"]) for a in ready.json()["arms"]] == [
+                ("staging", before["version"], True),
+                ("production", int(promoted.version), True)]
             assert canary(two) == before and before["anchor"] == "vault"
             mv = yard.register(LogisticRegression(C=0.1).fit(frame, labels), name,
                                input_example=frame.head(3))
