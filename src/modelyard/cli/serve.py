@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ class ServeConfig:
     capture_rate: float = 0.0
     mask: list[str] = field(default_factory=list)
     route_field: str | None = None
+    route_header: str = "X-Routing-Key"
     predict_inline: bool | None = None
     follow_unaudited: bool = False
     compiled: bool = True
@@ -76,6 +77,7 @@ class ServeConfig:
             "max_batch": self.max_batch, "max_wait_ms": self.max_wait_ms,
             "poll_interval": self.poll_interval, "capture_rate": self.capture_rate,
             "mask": self.mask, "route_field": self.route_field,
+            "route_header": self.route_header,
             "predict_inline": self.predict_inline,
             "follow_unaudited": self.follow_unaudited,
             "compiled": self.compiled, "threads": self.threads,
@@ -118,11 +120,17 @@ def _logging(level: str) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes (each loads the model; the server keeps no state).")
 @click.option("--ab", "ab", multiple=True, metavar="REF=W",
-              help="A weighted arm; repeat for each (sticky by X-Routing-Key).")
+              help="A weighted arm; repeat for each (sticky by --route-header or --route-field).")
 @click.option("--shadow", metavar="REF", help="Mirror requests to REF; recorded, never returned.")
 @click.option("--canary", metavar="REF:START->END over DURATION",
               help='A canary ramp against NAME@REF, e.g. "staging:5->50 over 10m".')
-@click.option("--route-field", metavar="FIELD", help="Route by this request field's value.")
+@click.option("--canary-start", metavar="WHEN",
+              help="When the canary ramp began: an ISO date-time or epoch seconds, the same "
+              "for every replica (default: the start the first replica records in the vault).")
+@click.option("--route-header", default="X-Routing-Key", show_default=True, metavar="HEADER",
+              help="Route by this request header's value (sticky A/B and canary arms).")
+@click.option("--route-field", metavar="FIELD",
+              help="Route by this field of the request's first row when the header is absent.")
 @click.option("--capture-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of requests written to capture/NAME/ in the vault.")
 @click.option("--mask", multiple=True, metavar="FIELD", help="Hide this input field in captures.")
@@ -138,6 +146,9 @@ def _logging(level: str) -> None:
               show_default=True)
 @click.option("--token-env", default="MODELYARD_SERVE_TOKEN", show_default=True,
               help="Environment variable holding the bearer token (unset: no token needed).")
+@click.option("--drain-timeout", type=float, default=None, metavar="SECONDS",
+              help="On SIGTERM, how long requests in flight may take to finish before they "
+              "are cancelled and the last capture files written (default: no limit).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 @click.option("--follow-unaudited", is_flag=True,
@@ -149,10 +160,12 @@ def _logging(level: str) -> None:
 @command_options
 def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
               ab: tuple[str, ...], shadow: str | None, canary: str | None,
+              canary_start: str | None, route_header: str,
               route_field: str | None, capture_rate: float, mask: tuple[str, ...],
               poll_interval: float, no_batching: bool, max_batch: int,
               predict_inline: bool | None, max_wait_ms: float,
-              max_body_bytes: int, token_env: str, log_level: str,
+              max_body_bytes: int, token_env: str, drain_timeout: float | None,
+              log_level: str,
               follow_unaudited: bool, runtime: str) -> None:
     """Serve a model over HTTP, following its alias (hot reload on promotion).
 
@@ -167,19 +180,27 @@ def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
       modelyard serve churn@staging --port 9000 --workers 2
       modelyard serve churn --ab production=90 --ab staging=10 --shadow @candidate
       modelyard serve churn --canary "staging:5->50 over 30m" --capture-rate 0.1
+      modelyard serve churn --ab production=90 --ab staging=10 --route-header X-User-Id
     """
     import uvicorn
 
-    from modelyard.serving.app import check_options, parse_arms
-    from modelyard.serving.routing import CanaryRamp, Router
+    from modelyard.serving.app import check_header, check_options, parse_arms
+    from modelyard.serving.routing import CanaryRamp, Router, parse_moment
 
     name, ref = _target(target, "production")
     check_options(max_body_bytes=max_body_bytes, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                  poll_interval=poll_interval, capture_rate=capture_rate)
+                  poll_interval=poll_interval, capture_rate=capture_rate,
+                  drain_timeout=drain_timeout)
+    # uvicorn takes whole seconds: a fraction rounds up, never cutting a drain short
+    drain = None if drain_timeout is None else math.ceil(drain_timeout)
     if ab and canary:
         raise InvalidInput("use --ab or --canary, not both")
     arms = parse_arms(list(ab)) if ab else None
     ramp = CanaryRamp.parse(canary) if canary else None
+    if canary_start is not None and ramp is None:
+        raise InvalidInput("--canary-start needs --canary")
+    started_at = parse_moment(canary_start) if canary_start is not None else None
+    check_header(route_header)
     Router(arms or parse_arms([f"{ref}=100"]), canary=ramp)  # check the routing before loading
     from modelyard.serving.source import ModelSource
 
@@ -193,11 +214,14 @@ def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
     overrides = dict(state.overrides)
     config = ServeConfig(
         name=name, ref=ref, ab=list(ab), shadow=shadow, canary=canary,
-        canary_started_at=time.time() if canary else None, token_env=token_env,
+        # The ramp's start is one moment for every replica: the one given, else the one the
+        # vault records (never this process's start: replicas start at different times).
+        canary_started_at=started_at, token_env=token_env,
         max_body_bytes=max_body_bytes, batching=not no_batching, max_batch=max_batch,
         follow_unaudited=follow_unaudited,
         max_wait_ms=max_wait_ms, poll_interval=poll_interval, capture_rate=capture_rate,
-        mask=list(mask), route_field=route_field, predict_inline=predict_inline,
+        mask=list(mask), route_field=route_field, route_header=route_header,
+        predict_inline=predict_inline,
         yard_overrides=overrides, log_level=log_level, compiled=runtime == "auto",
         # A pyfunc model's native thread pools keep to this worker's share of the cores.
         threads=max(1, (os.cpu_count() or 1) // workers),
@@ -210,7 +234,8 @@ def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
         from modelyard.serving.app import create_app
 
         app = create_app(yard, name, ref, **config.app_options())
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                    timeout_graceful_shutdown=drain)
         return
     with tempfile.TemporaryDirectory(prefix="modelyard-serve-") as folder:
         path = Path(folder) / "serve.json"
@@ -228,7 +253,8 @@ def serve_cmd(state: State, target: str, host: str, port: int, workers: int,
         os.environ.update(extra)
         try:
             uvicorn.run("modelyard.cli.serve:app_factory", factory=True, host=host,
-                        port=port, workers=workers, log_level=log_level, access_log=False)
+                        port=port, workers=workers, log_level=log_level, access_log=False,
+                        timeout_graceful_shutdown=drain)
         finally:
             for key, value in saved.items():
                 if value is None:
@@ -267,8 +293,11 @@ def _render_monitor(name: str, report: Any) -> None:
     from rich.table import Table
 
     console = _console()
+    replicas = len(report.replicas)
     console.print(f"[bold]{_escape(name)}[/bold]  {report.since} -> {report.until}  "
-                  f"({report.records} captured predictions)")
+                  f"({report.records} captured predictions"
+                  + (f" from {replicas} replica{'s' if replicas != 1 else ''})" if replicas
+                     else ")"))
     if not report.versions:
         console.print("Nothing captured in that window (serve with --capture-rate > 0).")
         return

@@ -94,6 +94,7 @@ OPTION_RANGES: dict[str, tuple[float, float]] = {
     "poll_interval": (0, 86_400),  # 0: the holder is never polled (no hot reload)
     "capture_rate": (0, 1),
     "capture_flush_s": (0.1, 3_600),
+    "drain_timeout": (0, 86_400),  # `serve --drain-timeout`: seconds SIGTERM waits for requests
 }
 
 
@@ -108,6 +109,17 @@ def check_options(**options: Any) -> None:
         if not (math.isfinite(number) and low <= number <= high):
             raise InvalidInput(f"{key.replace('_', '-')} must be a number from {low:g} to "
                                f"{high:g}, not {value!r}")
+
+
+_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")  # an HTTP field name (RFC 9110)
+
+
+def check_header(name: str) -> str:
+    """A routing header's name, lower-cased as Starlette looks it up; refused if not a token."""
+    if not isinstance(name, str) or not _HEADER.match(name):
+        raise InvalidInput(f"invalid route header {name!r:.80}: use an HTTP header name, e.g. "
+                           "X-Routing-Key")
+    return name.lower()
 
 
 def create_app(
@@ -128,6 +140,7 @@ def create_app(
     capture_rate: float = 0.0,
     mask: Iterable[str] = (),
     route_field: str | None = None,
+    route_header: str = "X-Routing-Key",
     capture_flush_s: float = 5.0,
     confidence: bool = True,
     predict_inline: bool | None = None,
@@ -137,8 +150,11 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app serving ``name@ref`` (or the ``ab`` arms), loaded and verified at start.
 
-    ``ab``: weighted arms (sticky by ``X-Routing-Key`` or ``route_field``); ``canary``:
-    ``"staging:5->50 over 10m"`` against ``ref``; ``shadow``: a reference whose predictions are
+    ``ab``: weighted arms (sticky by the ``route_header`` header, else the ``route_field``
+    field of the request's first row); ``canary``: ``"staging:5->50 over 10m"`` against
+    ``ref``, measured from ``canary_started_at`` (epoch seconds) or, when that is None, from
+    the start the vault records for the ramp (the first replica's clock), so every replica
+    gives a key the same arm; ``shadow``: a reference whose predictions are
     recorded and never returned; ``capture_rate``: share of requests written to
     ``capture/NAME/...`` in the vault, with ``mask`` fields hidden. The bearer token, when the
     ``token_env`` variable is set, guards every endpoint but ``/health``. ``predict_inline``:
@@ -155,6 +171,7 @@ def create_app(
                   capture_flush_s=capture_flush_s)
     arms = parse_arms(ab) if ab else [Arm(str(ref), 100.0)]
     ramp = CanaryRamp.parse(canary) if isinstance(canary, str) else canary
+    header = check_header(route_header)
     router = Router(arms, canary=ramp, started_at=canary_started_at)
     source = ModelSource(yard, name, follow_unaudited=follow_unaudited,
                          runtime="auto" if compiled else "pyfunc")
@@ -164,7 +181,8 @@ def create_app(
     runtime = Runtime(source, router, shadow=shadow, metrics=metrics, capture=capture,
                       batching=batching, max_batch=max_batch, max_wait=max_wait_ms / 1000.0,
                       poll_interval=poll_interval, confidence=confidence,
-                      predict_inline=predict_inline, threads=threads)
+                      predict_inline=predict_inline, threads=threads,
+                      anchor_ramp=canary_started_at is None)
     token = os.environ.get(token_env, "") if token_env else ""  # read, never written
     main_ref = arms[0].ref if ramp else max(arms, key=lambda a: a.weight).ref
     pre_route = no_labels(name)
@@ -246,7 +264,7 @@ def create_app(
         except YardError as exc:
             metrics.error(pre_route, type(exc).__name__)
             return failure(exc, request_id, {"x-request-id": request_id})
-        key = request.headers.get("x-routing-key")
+        key = request.headers.get(header)
         if key is None and route_field is not None:
             value = payload.field(route_field)
             key = None if value is None else str(value)
@@ -308,6 +326,8 @@ def create_app(
             "runtime": main["runtime"], "runtime_reason": main["runtime_reason"],
             "parity": main["parity"], "reload_error": main["reload_error"], **status,
             "pid": os.getpid(),  # which worker process answered (`serve --workers N`)
+            "replica": capture.replica,  # the name its capture files carry
+            "routing_key": {"header": route_header, "field": route_field},
         }
         return respond(200, body)
 
@@ -417,7 +437,11 @@ def create_app(
         except YardError as exc:
             metrics.error(pre_route, type(exc).__name__)
             return v2_error(exc)
-        outcome = await runtime.serve(payload, key=request.headers.get("x-routing-key"),
+        key = request.headers.get(header)
+        if key is None and route_field is not None:
+            value = payload.field(route_field)
+            key = None if value is None else str(value)
+        outcome = await runtime.serve(payload, key=key,
                                       request_id=asked.id or request_id, started=started,
                                       slot=slot)
         headers = version_headers(outcome, request_id)

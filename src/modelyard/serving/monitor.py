@@ -1,7 +1,8 @@
 """Monitoring verbs over the capture log: per-version health and drift, and the A/B report.
 
 Both read the sampled records servers wrote to ``capture/NAME/date=.../*.jsonl.gz`` in the
-vault, so they see every replica's traffic, and neither needs a running server.
+vault, so they see every replica's traffic, and neither needs a running server; each report
+counts the records per replica (``replicas``), so a replica whose files are missing shows.
 
 >>> report = monitor(yard, "churn", since="1h")
 >>> [(v.semver, v.count, v.p99_ms, v.drifted) for v in report.versions]
@@ -103,6 +104,7 @@ class MonitorReport:
     records: int
     threshold: float
     versions: list[VersionHealth]
+    replicas: dict[str, int] = field(default_factory=dict)  # prediction records per replica
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,17 +130,20 @@ def monitor(
     end = time.time() + 1 if until is None else parse_since(until)
     store = store_of(yard)
     groups: dict[tuple[int, bool], list[dict[str, Any]]] = defaultdict(list)
+    replicas: dict[str, int] = defaultdict(int)
     total = 0
     for record in read_records(store, name, since=start, until=end):
         if record.get("kind") != "prediction" or record.get("version") is None:
             continue
         total += 1
+        replicas[str(record.get("replica") or "-")] += 1
         groups[(int(record["version"]), bool(record.get("shadow")))].append(record)
     versions = [
         _version_health(store, name, version, shadow, records, threshold)
         for (version, shadow), records in sorted(groups.items())
     ]
-    return MonitorReport(name, _iso(start), _iso(end), total, threshold, versions)
+    return MonitorReport(name, _iso(start), _iso(end), total, threshold, versions,
+                         dict(sorted(replicas.items())))
 
 
 def _version_health(store: ObjectStore, name: str, version: int, shadow: bool,
@@ -252,6 +257,7 @@ class ABReport:
     recommendation: str  # promote | keep | inconclusive
     promote: str | None  # the arm to promote, when the recommendation is promote
     reason: str
+    replicas: dict[str, int] = field(default_factory=dict)  # prediction records per replica
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -283,9 +289,11 @@ def ab_report(
     predictions: dict[tuple[str, bool], dict[str, Any]] = {}
     feedback: list[dict[str, Any]] = []
     per_arm: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    replicas: dict[str, int] = defaultdict(int)
     for record in read_records(store_of(yard), name, since=start, until=end):
         kind = record.get("kind")
         if kind == "prediction":
+            replicas[str(record.get("replica") or "-")] += 1
             arm = SHADOW if record.get("shadow") else str(record.get("arm", ""))
             per_arm[arm].append(record)
             if not record.get("error"):
@@ -309,7 +317,7 @@ def ab_report(
     recommendation, promote, reason = _recommend(results, comparisons, control, metric,
                                                  min_labelled)
     return ABReport(name, _iso(start), _iso(end), control, metric, results, comparisons,
-                    recommendation, promote, reason)
+                    recommendation, promote, reason, dict(sorted(replicas.items())))
 
 
 def _join(feedback: list[dict[str, Any]], predictions: dict[tuple[str, bool], dict[str, Any]]

@@ -6,6 +6,11 @@ so the same key always lands on the same arm while the weights stay put. A canar
 its arm's weight linearly from a start to an end percentage over a duration; its slice comes
 first, so as it grows it only takes keys over, it never hands them back.
 
+Replicas agree on both without talking to each other: the key's point is an unkeyed BLAKE2b
+hash of its UTF-8 bytes (never Python's ``hash()``, which is salted per process), and a ramp's
+start is one moment every replica reads from the same place (``--canary-start``, or the record
+the first replica leaves in the vault: ``ramp_id`` names it), not each process's start.
+
 >>> router = Router([Arm("production", 90), Arm("staging", 10)])
 >>> router.pick("customer-42")
 'production'
@@ -39,6 +44,28 @@ def parse_duration(text: str) -> float:
     if not match:
         raise InvalidInput(f"invalid duration {text!r}: use e.g. 30s, 10m, 1h or 2d")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_moment(text: str) -> float:
+    """Epoch seconds from an ISO 8601 date-time (UTC unless it names its zone) or a number of
+    epoch seconds. Not a duration ago: replicas started apart would read different moments."""
+    value = str(text).strip()
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is not None:
+        if not (math.isfinite(number) and 0 <= number < 253402300800):  # before year 10000
+            raise InvalidInput(f"invalid moment {text!r:.60}: epoch seconds out of range")
+        return number
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"invalid moment {text!r:.60}: use an ISO date-time, e.g. "
+                           "2026-05-01T09:00:00Z, or epoch seconds") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 MAX_WEIGHT = 1_000_000.0  # an arm's weight: any finite number from 0 to this; normalised
@@ -100,6 +127,17 @@ class CanaryRamp:
         return self.start + (self.end - self.start) * progress
 
 
+def ramp_id(name: str, main: str, ramp: CanaryRamp, version: int) -> str:
+    """The name of one ramp: the model, the main arm, the canary version and the ramp's shape.
+
+    Replicas serving the same ramp of the same canary version compute the same id, so they
+    read one recorded start; a new canary version (or a new shape) is a new ramp from its
+    start percentage."""
+    text = "\n".join([name, main, ramp.ref, str(int(version)), repr(float(ramp.start)),
+                      repr(float(ramp.end)), repr(float(ramp.duration))])
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
 def key_point(key: str) -> float:
     """A stable point in [0, 1) for a routing key (the same on every replica)."""
     digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
@@ -142,6 +180,10 @@ class Router:
         """Arm references, canary first."""
         main = [a.ref for a in self._arms]
         return [self.canary.ref, *main] if self.canary else main
+
+    def anchor(self, started_at: float) -> None:
+        """Measure the canary ramp from ``started_at`` (epoch seconds) from now on."""
+        self.started_at = float(started_at)
 
     def weights(self) -> dict[str, float]:
         """Current share of each arm, in percent."""

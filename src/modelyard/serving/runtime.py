@@ -9,6 +9,11 @@ Requests already queued on the old version's batcher are still answered by it; n
 go to the new one, so a promotion or a rollback fails no request. A reload that fails keeps
 the old version serving, and the slot says so (``status()``, the log, a metric).
 
+A canary ramp with no start of its own (``anchor_ramp``) is measured from the start the vault
+records for it (``ModelSource.ramp_start``), read when the canary version is loaded, so
+replicas started hours apart give a key the same arm; until the vault answers, the ramp runs
+from this process's start and the next poll asks again.
+
 >>> runtime = Runtime(ModelSource(yard, "churn"), Router([Arm("production", 100)]))
 >>> await runtime.start()
 >>> outcome = await runtime.serve(payload, key=None, request_id="r1", started=time.perf_counter())
@@ -31,7 +36,7 @@ from modelyard.serving.capture import SHADOW, CaptureLog
 from modelyard.serving.errors import NotReady, PredictionFailed
 from modelyard.serving.metrics import Bound, Metrics
 from modelyard.serving.payload import Block, Payload
-from modelyard.serving.routing import Router
+from modelyard.serving.routing import Router, ramp_id
 from modelyard.serving.scoring import Answer, Scorer, limit_threads
 from modelyard.serving.source import ModelSource, ServedModel
 
@@ -117,6 +122,7 @@ class Runtime:
         confidence: bool = True,
         predict_inline: bool | None = None,
         threads: int | None = None,
+        anchor_ramp: bool = False,
     ) -> None:
         self.source = source
         self.threads = threads  # native threads a pyfunc model may use in this worker
@@ -138,6 +144,9 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._reload_lock = asyncio.Lock()
+        # The ramp id the router is anchored on ("" until the vault answered); None: the
+        # ramp's start was given (or there is no ramp).
+        self._anchored: str | None = "" if anchor_ramp and router.canary is not None else None
 
     # -- life cycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -147,6 +156,7 @@ class Runtime:
             if version is None:
                 raise NotReady(name=self.name, ref=slot.ref)
             await self._swap(slot, await self._load(slot, version))
+        await self._anchor()
         if self.shadow is not None:
             await self._follow(self.shadow)  # a shadow that fails to load never stops serving
         self.capture.start()
@@ -187,6 +197,32 @@ class Runtime:
         async with self._reload_lock:
             for slot in self.all_slots():
                 await self._follow(slot)
+            await self._anchor()
+
+    async def _anchor(self) -> None:
+        """Anchor the canary ramp on the start the vault records for its current version."""
+        canary = self.router.canary
+        if self._anchored is None or canary is None:
+            return
+        live = self.slots[canary.ref].live
+        if live is None:
+            return
+        main = self.router.refs[1]
+        ramp = ramp_id(self.name, main, canary, live.version)
+        if ramp == self._anchored:
+            return
+        about = {"model": self.name, "main": main, "canary": canary.ref,
+                 "version": live.version, "start": canary.start, "end": canary.end,
+                 "duration_s": canary.duration}
+        try:
+            started = await asyncio.to_thread(self.source.ramp_start, ramp, time.time(), about)
+        except YardError as exc:
+            log.warning("%s: the canary ramp's start is not readable from the vault (%s); "
+                        "measuring it from this replica's start until it is", self.name,
+                        exc.message)
+            return
+        self.router.anchor(started)
+        self._anchored = ramp
 
     async def _follow(self, slot: Slot) -> None:
         if slot.fixed and slot.live is not None:
@@ -401,6 +437,11 @@ class Runtime:
             "canary": None if self.router.canary is None else {
                 "ref": self.router.canary.ref, "start": self.router.canary.start,
                 "end": self.router.canary.end, "duration_s": self.router.canary.duration,
+                "started_at": datetime.fromtimestamp(self.router.started_at, timezone.utc)
+                .isoformat(timespec="milliseconds"),
+                # where the start comes from: the vault's record, the replica's own clock
+                # while the vault has not answered, or the operator (--canary-start)
+                "anchor": {None: "given", "": "this replica"}.get(self._anchored, "vault"),
             },
             "batching": {"enabled": self.batching, "max_batch": self.max_batch,
                          "max_wait_ms": self.max_wait * 1000},

@@ -226,6 +226,24 @@ class ModelSource:
     def store(self) -> ObjectStore:
         return self.yard.vault.store
 
+    def ramp_start(self, ramp: str, now: float, about: dict[str, Any]) -> float:
+        """When the canary ramp ``ramp`` (``routing.ramp_id``) began, as every replica reads it.
+
+        The first replica to serve the ramp records ``now``; the store's create-if-absent
+        lets exactly one of replicas starting together win, and every one reads the winner
+        back, so all of them measure the ramp from the same moment."""
+        from modelyard.store.vault import canary_key
+
+        key = canary_key(self.name, ramp)
+        record = {**about, "started_at": now}
+        self.store.put_if_absent(key, json.dumps(record, sort_keys=True).encode())
+        try:
+            return float(json.loads(self.store.get_bytes(key))["started_at"])
+        except (ValueError, KeyError, TypeError) as exc:
+            from modelyard.errors import StorageError
+
+            raise StorageError(f"the canary ramp record {key} is unreadable") from exc
+
 
 # -- vault keys the serving package reads and writes ------------------------------------------
 def capture_prefix(name: str) -> str:

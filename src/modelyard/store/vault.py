@@ -12,6 +12,7 @@ modelyard keeps in an object store (this module owns the layout).
     signatures/MANIFEST_SHA256.json  the OpenSSF signature bundle of a manifest (signatures.py)
     compiled/NAME/MANIFEST_SHA256.json  a version's compiled (ONNX) copy: its object, parity
     samples/NAME/VERSION.json     rows recorded at registration to check a compiled copy on
+    serving/NAME/canary/RAMP.json when a canary ramp began, read by every serving replica
 """
 
 from __future__ import annotations
@@ -414,6 +415,12 @@ def compiled_key(name: str, manifest_sha256: str) -> str:
 def sample_key(name: str, version: int) -> str:
     """Up to a few hundred input rows recorded at registration, to check parity on."""
     return f"samples/{name}/{version}.json"
+
+
+def canary_key(name: str, ramp: str) -> str:
+    """When a canary ramp began (``serving.routing.ramp_id`` names it): the first serving
+    replica's clock, created once, read by every replica so their ramps agree."""
+    return f"serving/{name}/canary/{ramp}.json"
 
 
 HEALTH_STATE = "health/state.json"  # the last state `health --notify` reported
