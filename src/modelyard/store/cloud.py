@@ -140,8 +140,20 @@ class FsspecStore(ObjectStore):
 
     def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
         remote = self._path(key)
-        with self._translate(key):
-            self.fs.put_file(str(path), remote)
+        want = path.stat().st_size
+        # A resumable upload whose chunk was retried can end one chunk boundary short and
+        # still report success (seen on GCS's emulator under load): the stored size is read
+        # back, a short object is sent again once, and a second short one is an error, never
+        # a silently truncated object.
+        for attempt in range(2):
+            with self._translate(key):
+                self.fs.put_file(str(path), remote)
+            stored = self.size(key)
+            if stored == want:
+                break
+            if attempt:
+                raise StorageError(detail=f"{self.url}: {key}: stored {stored} of {want} bytes "
+                                          "after two uploads")
         if progress is not None:
             progress(path.stat().st_size)
 
