@@ -153,8 +153,14 @@ def snapshot_restore(state: State, tag: str, dry_run: bool, data: bool, yes: boo
             what = "restored" if not d["dry_run"] else "would restore"
             console.print(f"{what} {_escape(item['name'])} v{item['semver']}")
         for move in d["moves"]:
-            console.print(f"{verb} {_escape(move['name'])} {move['kind']} {move['alias']}: "
-                          f"{_hash(move['from_version'])} -> {_hash(move['to_version'])}")
+            said = _MOVE_VERBS.get(move["status"], verb)
+            if move["status"] == "planned" and move["event"] is not None:
+                said = "would finish"  # recorded by an earlier run, MLflow not following it
+            recorded = (f" (recorded by event {move['event']} of an earlier run)"
+                        if move["status"] == "finished" or said == "would finish" else "")
+            console.print(f"{said} {_escape(move['name'])} {move['kind']} {move['alias']}: "
+                          f"{_hash(move['from_version'])} -> {_hash(move['to_version'])}"
+                          f"{recorded}")
         for item in d["data"]:
             console.print(f"{'restored' if not d['dry_run'] else 'would restore'} data "
                           f"{_escape(item['path'])} -> md5 {item['md5'][:12]}")
@@ -164,6 +170,9 @@ def snapshot_restore(state: State, tag: str, dry_run: bool, data: bool, yes: boo
             console.print("[yellow]plan only[/yellow]: pass --yes to apply")
 
     emit(state, result, render)
+
+
+_MOVE_VERBS = {"applied": "moved", "finished": "finished"}
 
 
 def _hash(version: int | None) -> str:

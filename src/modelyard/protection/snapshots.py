@@ -11,6 +11,11 @@ each move is an audit event whose reason names the snapshot; gates are not asked
 restore), restoring deleted versions first through the ``restore`` hook. It reads the
 current state in one call and moves only what differs, models in parallel.
 
+A restore that ended early (killed, or a part lost) is finished by running it again: a model
+whose newest audit event is a move of this same restore has that move applied as recorded
+(``Stages.finish``, no second event) when MLflow does not follow it yet (its alias, its stage
+tags or MLflow's stage field behind), and the rest is planned from the trail's holders.
+
 >>> yard.protection.snapshots.create("before-q3", message="before the Q3 retrain")
 >>> yard.protection.snapshots.restore("before-q3", dry_run=True).moves
 """
@@ -41,9 +46,10 @@ from modelyard.errors import (
     StorageError,
     UserError,
 )
-from modelyard.lifecycle.stages import Stages
+from modelyard.lifecycle.stages import MOVES, Stages
+from modelyard.lifecycle.unaudited import GONE, UnauditedMoves
 from modelyard.store.vault import SNAPSHOTS, snapshot_key
-from modelyard.trail.audit import now_iso
+from modelyard.trail.audit import AuditEvent, now_iso
 
 log = logging.getLogger("modelyard.snapshots")
 
@@ -102,6 +108,9 @@ class SnapshotMove(Result):
     semver: str | None
     applied: bool = False
     event: int | None = None
+    # "planned" (a dry run), "applied", or "finished": recorded by an earlier run of the same
+    # restore that ended before MLflow followed its event, applied now with no second event
+    status: str = "planned"
 
 
 @dataclass
@@ -298,6 +307,14 @@ class Snapshots:
         current = ({m.name: m.aliases for m in self.ctx.reads.list_models()}
                    if snapshot.models else {})
         wanted = {name: entry.get("aliases", {}) for name, entry in snapshot.models.items()}
+        # 0. moves an earlier run of this restore recorded and MLflow has not followed (yet)
+        finished: list[SnapshotMove] = []
+        for name, event in self._recorded(sorted(wanted), reason).items():
+            finished += self._finish(name, event, current.get(name, {}), dry_run)
+            held = {s: h for s, h in event.stages.items()
+                    if s in STAGE_ALIASES and isinstance(h, int)}
+            current[name] = {**{a: v for a, v in current.get(name, {}).items()
+                                if a not in STAGE_ALIASES}, **held}
         differing = [name for name in sorted(wanted)
                      if {a: h["version"] for a, h in wanted[name].items()}
                      != current.get(name, {})]
@@ -344,11 +361,49 @@ class Snapshots:
                                        reason, dry_run)
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            moves = [m for batch in pool.map(plan_and_apply, differing) for m in batch]
+            moves = finished + [m for batch in pool.map(plan_and_apply, differing)
+                                for m in batch]
         if data_plan and not dry_run:
             self._apply_data(data_plan)
         return SnapshotRestore(tag=tag, dry_run=dry_run, moves=moves,
                                restored_versions=restored, data=data_plan, unchanged=unchanged)
+
+    def _recorded(self, names: builtins.list[str], reason: str) -> dict[str, AuditEvent]:
+        """The models whose newest audit event is a stage move of this restore (``reason``
+        names the tag): read from the vault, never from a cache, since a rerun must see the
+        event a killed run wrote and never applied."""
+        audit = self.stages.audit
+
+        def newest(name: str) -> tuple[str, AuditEvent | None]:
+            try:
+                event = audit.log(name).last()
+            except NotFound:
+                return name, None
+            if event is None or event.action not in MOVES or event.reason != reason:
+                return name, None
+            return name, event
+
+        with ThreadPoolExecutor(max_workers=self._workers(len(names))) as pool:
+            return {n: e for n, e in pool.map(newest, names) if e is not None}
+
+    def _finish(self, name: str, event: AuditEvent, current: dict[str, int], dry_run: bool
+                ) -> builtins.list[SnapshotMove]:
+        """The recorded move ``event`` applied to MLflow if anything of it is behind (the
+        alias, a stage tag, MLflow's stage field): one move, with the event that recorded
+        it; none when MLflow follows the trail already."""
+        checker = UnauditedMoves(self.ctx, self.stages.audit, self.stages)
+        behind = [d for d in checker.of_model(name, fresh=True) if GONE not in d.detail]
+        if not behind:
+            return []
+        stage = event.to if event.to in STAGE_ALIASES else str(event.from_)
+        item = SnapshotMove(name=name, alias=stage, kind="stage",
+                            from_version=current.get(stage),
+                            to_version=event.version if event.to in STAGE_ALIASES else None,
+                            semver=event.semver, event=event.seq)
+        if not dry_run:
+            self.stages.finish(name)
+            item.applied, item.status = True, "finished"
+        return [item]
 
     def _find(self, name: str, holder: dict[str, Any]) -> VersionRecord | None:
         """The version a snapshot names: its number if it still carries the recorded semver,
@@ -387,7 +442,7 @@ class Snapshots:
                 change = self.stages.move(name, record, stage, "snapshot_restore",
                                           reason=reason, detail={"snapshot": reason},
                                           holders=dict(holders))
-                item.applied, item.event = True, change.event
+                item.applied, item.event, item.status = True, change.event, "applied"
             moves.append(item)
 
         # stages: production first (a version taking it leaves staging), then staging
@@ -415,7 +470,7 @@ class Snapshots:
                                 semver=record.tags.get(T_SEMVER))
             if not dry_run:
                 change = self.stages.set_alias(name, record.version, alias, reason=reason)
-                item.applied, item.event = True, change.event
+                item.applied, item.event, item.status = True, change.event, "applied"
             moves.append(item)
         for alias, number in sorted(current.items()):
             if alias in STAGE_ALIASES or alias in wanted:
@@ -424,7 +479,7 @@ class Snapshots:
                                 to_version=None, semver=None)
             if not dry_run:
                 change = self.stages.remove_alias(name, alias, reason=reason)
-                item.applied, item.event = True, change.event
+                item.applied, item.event, item.status = True, change.event, "applied"
             moves.append(item)
         return moves
 
