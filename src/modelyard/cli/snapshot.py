@@ -15,6 +15,7 @@ from modelyard.cli.shell import (
     _escape,
     command_options,
     emit,
+    fail,
     main,
 )
 
@@ -158,6 +159,8 @@ def snapshot_restore(state: State, tag: str, dry_run: bool, data: bool, yes: boo
                 said = "would finish"  # recorded by an earlier run, MLflow not following it
             recorded = (f" (recorded by event {move['event']} of an earlier run)"
                         if move["status"] == "finished" or said == "would finish" else "")
+            if move["status"] in ("undone", "not undone"):
+                recorded = f" (event {move['event']})"
             console.print(f"{said} {_escape(move['name'])} {move['kind']} {move['alias']}: "
                           f"{_hash(move['from_version'])} -> {_hash(move['to_version'])}"
                           f"{recorded}")
@@ -170,9 +173,20 @@ def snapshot_restore(state: State, tag: str, dry_run: bool, data: bool, yes: boo
             console.print("[yellow]plan only[/yellow]: pass --yes to apply")
 
     emit(state, result, render)
+    if result.stopped is not None:
+        if state.json:
+            raise SystemExit(result.stopped_code)
+        # A part failed: one line saying what became of every move, and what finishes it.
+        fail(_escape(f"snapshot restore stopped: {result.stopped}; "
+                     f"{result.count('applied') + result.count('finished')} move(s) applied, "
+                     f"{result.count('undone')} undone, {result.count('not undone')} could "
+                     f"not be undone, {result.count('not applied')} not applied; "
+                     f"{result.todo}"), result.stopped_code)
 
 
-_MOVE_VERBS = {"applied": "moved", "finished": "finished"}
+_MOVE_VERBS = {"applied": "moved", "finished": "finished", "undone": "undone",
+               "not undone": "NOT undone", "not applied": "not moved",
+               "not audited": "moved, not audited:"}
 
 
 def _hash(version: int | None) -> str:

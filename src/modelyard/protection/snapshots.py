@@ -23,6 +23,7 @@ tags or MLflow's stage field behind), and the rest is planned from the trail's h
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import logging
 import re
@@ -45,6 +46,7 @@ from modelyard.errors import (
     NotFound,
     StorageError,
     UserError,
+    YardError,
 )
 from modelyard.lifecycle.stages import MOVES, Stages
 from modelyard.lifecycle.unaudited import GONE, UnauditedMoves
@@ -109,8 +111,13 @@ class SnapshotMove(Result):
     applied: bool = False
     event: int | None = None
     # "planned" (a dry run), "applied", or "finished": recorded by an earlier run of the same
-    # restore that ended before MLflow followed its event, applied now with no second event
+    # restore that ended before MLflow followed its event, applied now with no second event.
+    # When a part fails (the restore stops): "not applied" (no event written, or not tried),
+    # "undone" (its event written, then the holders put back with a move_failed event), "not
+    # undone" (its event stands and MLflow may be behind it: a rerun or `recover` finishes
+    # it), "not audited" (a user alias set in MLflow whose event could not be written)
     status: str = "planned"
+    error: str | None = None
 
 
 @dataclass
@@ -121,6 +128,16 @@ class SnapshotRestore(Result):
     restored_versions: list[dict[str, Any]] = field(default_factory=list)
     data: list[dict[str, str]] = field(default_factory=list)
     unchanged: int = 0  # aliases already where the snapshot had them
+    stopped: str | None = None  # the failure that stopped the restore (None: it ran through)
+    stopped_code: int = 0  # its exit code
+    todo: str | None = None  # what to run to finish a stopped restore
+
+    @property
+    def ok(self) -> bool:
+        return self.stopped is None
+
+    def count(self, status: str) -> int:
+        return sum(1 for m in self.moves if m.status == status)
 
 
 @dataclass
@@ -307,16 +324,19 @@ class Snapshots:
         current = ({m.name: m.aliases for m in self.ctx.reads.list_models()}
                    if snapshot.models else {})
         wanted = {name: entry.get("aliases", {}) for name, entry in snapshot.models.items()}
-        # 0. moves an earlier run of this restore recorded and MLflow has not followed (yet)
-        finished: list[SnapshotMove] = []
+        # 0. moves an earlier run of this restore recorded and MLflow has not followed (yet):
+        # finished first, as recorded; the rest is planned from the trail's holders
+        finishing: dict[str, SnapshotMove] = {}
         for name, event in self._recorded(sorted(wanted), reason).items():
-            finished += self._finish(name, event, current.get(name, {}), dry_run)
+            item = self._behind(name, event, current.get(name, {}))
+            if item is not None:
+                finishing[name] = item
             held = {s: h for s, h in event.stages.items()
                     if s in STAGE_ALIASES and isinstance(h, int)}
             current[name] = {**{a: v for a, v in current.get(name, {}).items()
                                 if a not in STAGE_ALIASES}, **held}
         differing = [name for name in sorted(wanted)
-                     if {a: h["version"] for a, h in wanted[name].items()}
+                     if name in finishing or {a: h["version"] for a, h in wanted[name].items()}
                      != current.get(name, {})]
         unchanged = sum(1 for name in wanted for a, h in wanted[name].items()
                         if current.get(name, {}).get(a) == h["version"])
@@ -355,18 +375,26 @@ class Snapshots:
         elif missing:
             restored = [{"name": n, "version": None, "semver": s} for n, s in missing]
 
-        # 2. the moves, model by model (models in parallel)
-        def plan_and_apply(name: str) -> list[SnapshotMove]:
+        # 2. the moves, model by model (models in parallel); a model stops at its first
+        # failure, and every move says what became of it
+        def plan_and_apply(name: str) -> tuple[list[SnapshotMove], YardError | None]:
             return self._restore_model(name, wanted[name], current.get(name, {}), found[name],
-                                       reason, dry_run)
+                                       reason, dry_run, finishing.get(name))
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            moves = finished + [m for batch in pool.map(plan_and_apply, differing)
-                                for m in batch]
+            done = list(pool.map(plan_and_apply, differing))
+        moves = [m for batch, _ in done for m in batch]
+        stopped = next((exc for _, exc in done if exc is not None), None)
+        result = SnapshotRestore(tag=tag, dry_run=dry_run, moves=moves,
+                                 restored_versions=restored, data=data_plan,
+                                 unchanged=unchanged)
+        if stopped is not None:
+            result.stopped, result.stopped_code = stopped.message, stopped.exit_code
+            result.todo = _todo(tag, moves)
+            return result  # the data stays as it is: the registry's moves come first
         if data_plan and not dry_run:
             self._apply_data(data_plan)
-        return SnapshotRestore(tag=tag, dry_run=dry_run, moves=moves,
-                               restored_versions=restored, data=data_plan, unchanged=unchanged)
+        return result
 
     def _recorded(self, names: builtins.list[str], reason: str) -> dict[str, AuditEvent]:
         """The models whose newest audit event is a stage move of this restore (``reason``
@@ -386,24 +414,27 @@ class Snapshots:
         with ThreadPoolExecutor(max_workers=self._workers(len(names))) as pool:
             return {n: e for n, e in pool.map(newest, names) if e is not None}
 
-    def _finish(self, name: str, event: AuditEvent, current: dict[str, int], dry_run: bool
-                ) -> builtins.list[SnapshotMove]:
-        """The recorded move ``event`` applied to MLflow if anything of it is behind (the
-        alias, a stage tag, MLflow's stage field): one move, with the event that recorded
-        it; none when MLflow follows the trail already."""
+    def _behind(self, name: str, event: AuditEvent, current: dict[str, int]
+                ) -> SnapshotMove | None:
+        """The recorded move ``event``, if MLflow does not follow it in full (the alias, a
+        stage tag, MLflow's stage field); None when it does."""
         checker = UnauditedMoves(self.ctx, self.stages.audit, self.stages)
-        behind = [d for d in checker.of_model(name, fresh=True) if GONE not in d.detail]
-        if not behind:
-            return []
+        if not [d for d in checker.of_model(name, fresh=True) if GONE not in d.detail]:
+            return None
         stage = event.to if event.to in STAGE_ALIASES else str(event.from_)
-        item = SnapshotMove(name=name, alias=stage, kind="stage",
+        return SnapshotMove(name=name, alias=stage, kind="stage",
                             from_version=current.get(stage),
                             to_version=event.version if event.to in STAGE_ALIASES else None,
                             semver=event.semver, event=event.seq)
-        if not dry_run:
+
+    def _finish(self, name: str, item: SnapshotMove) -> int | None:
+        try:
             self.stages.finish(name)
-            item.applied, item.status = True, "finished"
-        return [item]
+        except YardError:
+            item.status = "not undone"  # its event stands, MLflow still behind it
+            raise
+        item.status = "finished"
+        return item.event
 
     def _find(self, name: str, holder: dict[str, Any]) -> VersionRecord | None:
         """The version a snapshot names: its number if it still carries the recorded semver,
@@ -429,8 +460,14 @@ class Snapshots:
 
     def _restore_model(self, name: str, wanted: dict[str, dict[str, Any]],
                        current: dict[str, int], found: dict[str, VersionRecord | None],
-                       reason: str, dry_run: bool) -> builtins.list[SnapshotMove]:
-        moves: list[SnapshotMove] = []
+                       reason: str, dry_run: bool, finishing: SnapshotMove | None = None
+                       ) -> tuple[builtins.list[SnapshotMove], YardError | None]:
+        """The model's moves, planned, then applied in order until one fails: that one says
+        whether it was undone, and the ones after it were not tried (``not applied``).
+        ``finishing``: a move an earlier run recorded, finished first."""
+        planned: list[tuple[SnapshotMove, Callable[[SnapshotMove], int | None]]] = []
+        if finishing is not None:
+            planned.append((finishing, functools.partial(self._finish, name)))
         holders = {s: current.get(s) for s in STAGE_ALIASES}  # simulated as moves apply
         tracking = self.ctx.tracking
 
@@ -438,12 +475,17 @@ class Snapshots:
             item = SnapshotMove(name=name, alias=alias, kind="stage", from_version=previous,
                                 to_version=record.version if stage != "none" else None,
                                 semver=record.tags.get(T_SEMVER))
-            if not dry_run:
-                change = self.stages.move(name, record, stage, "snapshot_restore",
-                                          reason=reason, detail={"snapshot": reason},
-                                          holders=dict(holders))
-                item.applied, item.event, item.status = True, change.event, "applied"
-            moves.append(item)
+            seen = dict(holders)
+
+            def apply(item: SnapshotMove) -> int | None:
+                def failed(event: AuditEvent, undone: bool) -> None:
+                    item.event, item.status = event.seq, "undone" if undone else "not undone"
+
+                return self.stages.move(name, record, stage, "snapshot_restore",
+                                        reason=reason, detail={"snapshot": reason},
+                                        holders=seen, failed=failed).event
+
+            planned.append((item, apply))
 
         # stages: production first (a version taking it leaves staging), then staging
         for stage in ("production", "staging"):
@@ -460,7 +502,7 @@ class Snapshots:
             if stage not in wanted and holder is not None:
                 move(tracking.get_version(name, holder), "none", stage, holder)
                 holders[stage] = None
-        # user aliases
+        # user aliases (set in MLflow, then recorded)
         for alias in sorted(wanted):
             record = found.get(alias)
             if alias in STAGE_ALIASES or record is None:
@@ -468,20 +510,53 @@ class Snapshots:
             item = SnapshotMove(name=name, alias=alias, kind="alias",
                                 from_version=current.get(alias), to_version=record.version,
                                 semver=record.tags.get(T_SEMVER))
-            if not dry_run:
-                change = self.stages.set_alias(name, record.version, alias, reason=reason)
-                item.applied, item.event, item.status = True, change.event, "applied"
-            moves.append(item)
+            planned.append((item, functools.partial(self._set_alias, name, alias,
+                                                    record.version, reason)))
         for alias, number in sorted(current.items()):
             if alias in STAGE_ALIASES or alias in wanted:
                 continue
             item = SnapshotMove(name=name, alias=alias, kind="alias", from_version=number,
                                 to_version=None, semver=None)
-            if not dry_run:
-                change = self.stages.remove_alias(name, alias, reason=reason)
-                item.applied, item.event, item.status = True, change.event, "applied"
-            moves.append(item)
-        return moves
+            planned.append((item, functools.partial(self._set_alias, name, alias, None,
+                                                    reason)))
+        moves = [item for item, _ in planned]
+        if dry_run:
+            return moves, None
+        stopped: YardError | None = None
+        for item, apply in planned:
+            if stopped is not None:
+                item.status = "not applied"  # not tried: a part failed before it
+                continue
+            try:
+                item.event = apply(item)
+                item.applied = True
+                if item.status == "planned":
+                    item.status = "applied"
+            except YardError as exc:
+                stopped = exc
+                item.error = exc.message
+                if item.status == "planned":  # no event written: nothing of it happened
+                    item.status = "not applied"
+                if item.status == "not audited":
+                    item.applied = True
+        return moves, stopped
+
+    def _set_alias(self, name: str, alias: str, version: int | None, reason: str,
+                   item: SnapshotMove) -> int | None:
+        """A user alias set (or removed: ``version`` None), then its event recorded; when the
+        record fails, MLflow is read back so the report says whether the alias moved."""
+        try:
+            if version is None:
+                return self.stages.remove_alias(name, alias, reason=reason).event
+            return self.stages.set_alias(name, version, alias, reason=reason).event
+        except YardError:
+            try:
+                moved = self.ctx.reads.alias_holder(name, alias) == version
+            except YardError:
+                moved = False
+            if moved:
+                item.status = "not audited"  # the alias is as wanted, its event not written
+            raise
 
     # -- data ---------------------------------------------------------------------------------
     def _data_plan(self, snapshot: Snapshot) -> builtins.list[dict[str, str]]:
@@ -511,6 +586,19 @@ class Snapshots:
 
         for item in plan:
             dvc_support.checkout(Path(item["path"]), item["md5"])
+
+
+def _todo(tag: str, moves: builtins.list[SnapshotMove]) -> str:
+    """What finishes a stopped restore, once the part that failed is back."""
+    again = f"run `modelyard snapshot restore {tag} --yes` again once it is back"
+    behind = sorted({m.name for m in moves if m.status == "not undone"})
+    if behind:
+        return (f"{again} (it finishes the recorded moves without a second event), or "
+                + ", ".join(f"`modelyard recover {n}`" for n in behind))
+    unaudited = sorted({f"{m.name}@{m.alias}" for m in moves if m.status == "not audited"})
+    if unaudited:
+        return f"{again}; alias(es) set without their audit event: {', '.join(unaudited)}"
+    return again
 
 
 def _key(entry: dict[str, Any] | None) -> str | None:
