@@ -45,13 +45,15 @@ class Cell:
     health: str = "ok"
     findings: list[str] = field(default_factory=list)
     error: str = ""  # a verb that refused (one line) instead of reporting
+    verified: bool | None = None  # verify --all NAME: every layer sound, no unaudited move
     recovered: bool | None = None  # faults: every detector quiet after recover
     after: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def alarm(self) -> bool:
-        return LEVELS.index(self.health) >= 2 or bool(self.findings) or bool(self.error)
+        return (LEVELS.index(self.health) >= 2 or bool(self.findings) or bool(self.error)
+                or self.verified is False)
 
 
 def build_project(root: Path, backup: Path) -> None:
@@ -94,11 +96,19 @@ class Matrix:
         except YardError as exc:
             cell.error = exc.message
         cell.seconds["detect"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        try:
+            cell.verified = yard.protection.verify_all(self.name).ok
+        except YardError as exc:
+            cell.verified = False
+            cell.error = cell.error or exc.message
+        cell.seconds["verify"] = time.perf_counter() - clock
         return cell
 
     def quiet(self, yard: Any | None = None) -> tuple[bool, str]:
         cell = self.observe(Cell("after", False), yard)
-        return not cell.alarm, (cell.error or ",".join(cell.findings) or cell.health)
+        return not cell.alarm, (cell.error or ",".join(cell.findings)
+                                or ("verify --all" if cell.verified is False else cell.health))
 
     # -- the run --------------------------------------------------------------------------
     def setup(self) -> None:
@@ -244,6 +254,23 @@ class Matrix:
             vault_dir.with_name("vault.outage").rename(vault_dir)
 
         self.fault("storage-outage (the vault stops answering)", outage, outage_ends)
+        backup_objects = Path(yard.settings.backup or "") / "objects"
+        kept: list[tuple[Path, bytes]] = []
+
+        def corrupt_backup() -> None:
+            # the production version's biggest object in the backup store, a byte flipped
+            victim = max((p for p in backup_objects.rglob("*") if p.is_file()),
+                         key=lambda p: p.stat().st_size)
+            data = victim.read_bytes()
+            kept.append((victim, data))
+            flipped = bytearray(data)
+            flipped[len(flipped) // 2] ^= 0xFF
+            victim.write_bytes(bytes(flipped))
+
+        # No recover layer claims it (health does not hash the backup store: verify --all
+        # does); the cure verify --all names is repair, which copies the vault's good object.
+        self.fault("corrupted backup object", corrupt_backup,
+                   lambda: yard.protection.repair(name, all=True), recover=False)
         stray = self.make_yard(vault=str(other_home / "stray-vault"))
         self.fault("a vault that is not the registry's", lambda: None, recover=False,
                    yard=stray)
@@ -270,12 +297,21 @@ class Matrix:
                 yard.tracking.delete_version(name, record.version)
 
         self.fault("registry-loss (every version deleted)", registry_loss)
+
+        def retention() -> None:
+            options = {"metrics": {"accuracy": 0.9}, "input_example": self.frame.head(3),
+                       "data": ["data.csv"], "pip_requirements": ["scikit-learn"]}
+            for trees, archive in ((4, True), (5, False)):  # archived, then deleted
+                self.make_yard(max_versions=2, archive_old_versions=archive).register(
+                    self.model, name, params={"trees": trees}, **options)
+
+        self.healthy("after retention archived and deleted old versions", retention)
         return self.cells
 
 
 def table(cells: list[Cell]) -> str:
-    rows = ["| state | kind | health | detect | recover -> every detector quiet | seconds |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| state | kind | health | detect | verify --all | recover -> every detector quiet "
+            "| seconds |", "|---|---|---|---|---|---|---|"]
     for c in cells:
         kind = "fault" if c.fault else "legitimate"
         seen = "refused: one line" if c.error else (", ".join(c.findings) or "-")
@@ -283,7 +319,9 @@ def table(cells: list[Cell]) -> str:
             ("yes" if c.recovered else f"no ({c.after})") if c.recovered is not None
             else f"n/a ({c.after or 'undone by hand'})")
         secs = " ".join(f"{k} {v:.2f}" for k, v in c.seconds.items())
-        rows.append(f"| {c.state} | {kind} | {c.health} | {seen} | {after} | {secs} |")
+        verified = {True: "ok", False: "problems", None: "-"}[c.verified]
+        rows.append(f"| {c.state} | {kind} | {c.health} | {seen} | {verified} | {after} | "
+                    f"{secs} |")
     faults = [c for c in cells if c.fault]
     legit = [c for c in cells if not c.fault]
     rows.append("")
