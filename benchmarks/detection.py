@@ -1,6 +1,6 @@
 """The detection matrix on the embedded default (issue #24): each legitimate state and each
-injected fault, what ``health`` and ``detect`` say, whether ``recover`` leaves every detector
-quiet, and the seconds each check took.
+injected fault, what ``health``, ``detect`` and ``verify --all`` say, whether ``recover``
+leaves every detector quiet, and the seconds each check took.
 
     python benchmarks/detection.py
 
@@ -46,7 +46,7 @@ def main() -> None:
     cells = Matrix(make_yard(), make_yard, "bench-model", project, model, frame).run(
         folder / "other")
     print(table(cells))
-    for check in ("health", "detect", "recover"):
+    for check in ("health", "detect", "verify", "recover"):
         values = [c.seconds[check] for c in cells if check in c.seconds]
         if values:
             print(f"{check}: median {statistics.median(values):.3f} s, max {max(values):.3f} s "

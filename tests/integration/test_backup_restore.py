@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,6 +117,36 @@ def test_backup_delete_restore_brings_the_version_back(
 
 # The team stack's half is test_restore_all_rebuilds_a_fresh_postgresql_registry (a new
 # server on an empty database, not SQLite): the suite pays for one of them only.
+def test_list_latest_after_a_restore_is_the_highest_number_and_shows_the_highest_semver(
+    backend: str, stack_or_none: Stack | None, tmp_path: Path, name: str,
+    trained: dict[str, Any],
+) -> None:
+    """docs/design.md: ``latest`` is the highest visible version number, in every reader. A
+    restored version gets a new number, so after restoring an older semver it is ``latest``
+    (what ``NAME@latest`` loads); ``list`` then also names the highest semver, so the newer
+    registration is not hidden behind it."""
+    yard = Yard(backup=_backup_url(stack_or_none, tmp_path))
+    first = yard.register(trained["model"], name, params={"depth": 5})
+    yard.protection.backup([(name, first.version)])
+    newer = yard.register(trained["model"], name, params={"depth": 6}, version="1.1.0")
+    yard.tracking.delete_version(name, first.version)
+    restored = yard.protection.restore(name, "v1.0.0").restored[0]
+    assert restored.version > newer.version and restored.semver == "1.0.0"
+
+    rows = {r["name"]: r for r in json.loads(run_cli("list", "--json").stdout)}
+    row = rows[name]
+    assert row["latest_version"] == restored.version == yard.details(name, "latest").version
+    assert row["latest"] == "1.0.0" and row["highest_semver"] == "1.1.0"
+    shown = run_cli("list")
+    line = next(ln for ln in shown.stdout.splitlines() if name[:12] in ln)
+    assert "1.0.0" in line and re.search(r"highest v?1\.1\.0", line), shown.stdout
+    # Without a restore, the two agree and nothing more is shown.
+    yard.register(trained["model"], name, params={"depth": 7}, version="1.2.0")
+    shown = run_cli("list")
+    line = next(ln for ln in shown.stdout.splitlines() if name[:12] in ln)
+    assert "1.2.0" in line and "highest" not in line, shown.stdout
+
+
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_restore_all_rebuilds_an_empty_registry(
     backend: str, stack_or_none: Stack | None, tmp_path: Path, name: str,

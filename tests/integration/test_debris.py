@@ -157,6 +157,50 @@ def test_killed_import_is_reported_and_cleaned(yard: Any, name: str, trained: di
     assert _debris_lines(json.loads(run_cli("health", "--json", cwd=other).stdout)) == []
 
 
+def test_registration_from_before_the_journal_left_running_is_found_and_cleaned(
+        yard: Any, name: str, trained: dict[str, Any], isolated: Path) -> None:
+    """A registration killed after its upload by a release that kept no journal leaves a
+    RUNNING run, its logged model and files, and no version. Past the grace period it is
+    found (health, verify --all) and removed (cleanup --debris) by the path journaled debris
+    takes; within it, and for a run modelyard did not make, nothing is said or done."""
+    yard.register_directory(_saved(trained, isolated / "good", 3), name)
+    own = yard.tracking.create_run(yard.settings.experiment, "mine", tags={})  # a user's own
+    flag = isolated / "reached"
+    proc = _start(name, _saved(trained, isolated / "killed", 4), "uploaded", "SIGKILL", flag)
+    _wait_for(proc, flag)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    # The journal came later: a registration of an earlier release left no entry.
+    store = yard.ctx.vault.store
+    [entry] = store.list(f"journal/{name}/")
+    body = json.loads(store.get_bytes(entry))
+    run_id, location = body["run_id"], body["location"]
+    store.delete(entry)
+    assert yard.tracking.get_run(run_id)["status"] == "RUNNING"
+    assert yard.tracking.artifacts.artifact_files(location)
+
+    # Within the grace period it may be a registration running elsewhere: no alarm.
+    assert _debris_lines(_health(name)) == []
+    assert run_cli("verify", "--all", name).returncode == 0
+    # Past it (no grace here), found by the same path as journaled debris, and only it.
+    found = yard.protection.debris.find([name], grace=0)
+    assert [(i.kind, i.key) for i in found.items] == [("run", run_id)], found.items
+    assert "cleanup --debris" in found.items[0].line and name in found.items[0].line
+    dry = run_cli("cleanup", "--debris", name, "--dry-run", "--grace", "0")
+    assert dry.returncode == 0 and f"would clean: {name}: run {run_id}" in dry.stdout, dry.stdout
+    assert yard.tracking.get_run(run_id)["status"] == "RUNNING"
+    done = run_cli("cleanup", "--debris", name, "--grace", "0")
+    assert done.returncode == 0 and f"removed: {name}: run {run_id}" in done.stdout, done.stdout
+    assert yard.tracking.get_run(run_id)["status"] == "FAILED"
+    assert not yard.tracking.artifacts.artifact_files(location), "its files are removed"
+    assert yard.tracking.get_run(own)["status"] == "RUNNING", "a run not modelyard's is kept"
+    yard.tracking.end_run(own)
+    events = yard.history(name, verify=True)
+    assert [e.action for e in events] == ["register", "debris"]
+    assert events[-1].detail["run_id"] == run_id
+    assert yard.protection.debris.find([name], grace=0).items == []
+    assert run_cli("verify", "--all", name).returncode == 0
+
+
 def test_live_registration_is_never_debris(yard: Any, name: str, trained: dict[str, Any],
                                            isolated: Path) -> None:
     """A registration stopped (SIGSTOP) with its version pending looks like one that died,

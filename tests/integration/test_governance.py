@@ -164,10 +164,19 @@ def test_a_move_made_with_plain_mlflow_is_caught_and_undone(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
+    from modelyard import Yard
+    from tests.support.matrix import Cell, Matrix
+
     hook = tmp_path / "hook.jsonl"
     alice, request_id = requested(team, trained, monkeypatch)
     name = team["name"]
-    yard_as(team, "carol", monkeypatch).approve(request_id)
+    approver = yard_as(team, "carol", monkeypatch)
+    approver.approve(request_id)
+    # The detection matrix's row for the auth server (issue #24): an authorised promotion
+    # (requested by alice, approved by carol) raises no alarm in health, detect or verify --all.
+    matrix = Matrix(approver, Yard, name, tmp_path, trained["model"], trained["X"])
+    authorised = matrix.observe(Cell("after an authorised promotion on the auth server", False))
+    assert not authorised.alarm, authorised
     alice = yard_as(team, "alice", monkeypatch)
     alice.register(trained["model"], name, metrics={"accuracy": 0.95})
     MlflowClient(team["stack"].tracking_uri).set_registered_model_alias(name, "production", 2)
@@ -187,6 +196,10 @@ def test_a_move_made_with_plain_mlflow_is_caught_and_undone(
     assert details["version"] == 2 and details["unaudited"]
 
     carol = yard_as(team, "carol", monkeypatch)
+    # ... and the fault next to it: every detector sees it.
+    caught = Matrix(carol, Yard, name, tmp_path, None, None).observe(
+        Cell("alias moved with plain MLflow on the auth server", True))
+    assert caught.health == "critical" and caught.findings and caught.verified is False, caught
     changes = carol.governance.undo_unaudited(name)
     assert [c.version for c in changes] == [1]
     assert carol.resolve(name, "production").version == 1

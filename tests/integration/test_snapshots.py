@@ -194,3 +194,49 @@ def test_snapshot_restore_data_checks_out_the_recorded_bytes(isolated: Any) -> N
     sh(*git, "commit", "-qam", "data back")
     again = run_cli("snapshot", "restore", "data-v1", "--data", "--yes", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["data"] == []
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_a_move_failing_midway_is_reported_undone_and_the_rest_not_applied(
+        yard: Any, name: str, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry refuses the first alias write of a restore (as a dropped connection is
+    translated at the edge): that move is undone, the model's next move is not tried, the
+    report says both and what to run; running it again then finishes the restore."""
+    from modelyard.errors import BackendError
+
+    for n in range(2):
+        yard.register(trained["model"], name, params={"n": n})
+    yard.promote(name, 1, to="production", force=True, reason="first")
+    yard.promote(name, 2, to="staging")
+    yard.protection.snapshots.create("before", models=[name], include_data=False)
+    yard.promote(name, 2, to="production", force=True, reason="second")
+    edge = type(yard.ctx.writes)
+    original = edge.set_alias
+    calls = {"n": 0}
+
+    def failing(self: Any, model: str, alias: str, version: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise BackendError(detail="connection dropped")
+        original(self, model, alias, version)
+
+    monkeypatch.setattr(edge, "set_alias", failing)
+    done = run_cli("snapshot", "restore", "before", "--yes")
+    monkeypatch.setattr(edge, "set_alias", original)
+    assert done.returncode == BackendError.exit_code, done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("Error: snapshot restore stopped: Tracking backend error: "
+                           "connection dropped; 0 move(s) applied, 1 undone, 0 could not be "
+                           "undone, 1 not applied; run `modelyard snapshot restore before "
+                           "--yes` again once it is back"), line
+    assert f"undone {name} stage production: #2 -> #1 (event " in done.stdout, done.stdout
+    assert f"not moved {name} stage staging: (none) -> #2" in done.stdout, done.stdout
+    assert _aliases(yard, name) == {"production": 2}  # as before the restore
+    assert [e.action for e in yard.history(name, verify=True)][-2:] == [
+        "snapshot_restore", "move_failed"]
+
+    again = run_cli("snapshot", "restore", "before", "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _aliases(yard, name) == {"production": 1, "staging": 2}
+    assert _stages(yard, name) == {1: "production", 2: "staging"}
+    assert yard.governance.unaudited(name) == []

@@ -8,6 +8,7 @@ test starts it again (empty, bucket recreated) before it returns.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -106,3 +107,69 @@ def test_backup_all_to_a_dead_endpoint_stops_at_its_first_failure(
         "(EndpointConnectionError); 0 version(s) backed up, 6 not"]
     assert "AKIASECRETKEY" not in done.stderr and "s3cr3t" not in done.stderr
     assert elapsed < 20, elapsed
+
+
+@pytest.mark.parametrize("backend", ["server"], indirect=True)
+def test_an_s3_outage_during_a_snapshot_restore_reports_what_became_of_each_move(
+        make_yard: Any, name: str, trained: dict[str, Any], stack_or_none: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 is stopped mid-restore, after the second move's audit event is written and before
+    MLflow follows it: that move is applied as its event says (MLflow is up), the moves after
+    it cannot write their events, and the report says exactly that, move by move."""
+    import threading
+
+    from modelyard.lifecycle.stages import Stages
+
+    stack = stack_or_none
+    yard = make_yard()
+    models = [f"{name}-{i}" for i in range(3)]
+    for model in models:
+        for number in range(2):
+            yard.register(trained["model"], model, params={"n": number})
+        yard.promote(model, 1, to="production", force=True, reason="first")
+        yard.promote(model, 2, to="staging")
+    yard.protection.snapshots.create("before-cut", models=models, include_data=False)
+    for model in models:  # production to #2, so staging is left empty: two moves back each
+        yard.promote(model, 2, to="production", force=True, reason="second")
+
+    settle = Stages._settle
+    lock, seen = threading.Lock(), [0]
+
+    def cut_at_the_second(self: Stages, *args: Any, **kwargs: Any) -> Any:
+        with lock:  # one move at a time, so where S3 stops is the same on every run
+            seen[0] += 1
+            if seen[0] == 2:
+                stack.stop_s3()
+            return settle(self, *args, **kwargs)
+
+    monkeypatch.setattr(Stages, "_settle", cut_at_the_second)
+    try:
+        done = run_cli("snapshot", "restore", "before-cut", "--yes")
+    finally:
+        monkeypatch.setattr(Stages, "_settle", settle)
+        stack.start_s3()
+    assert done.returncode == 7, done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("Error: snapshot restore stopped: "), line
+    assert f"S3 endpoint {stack.s3_endpoint_url} unreachable" in line, line
+    counts = re.search(r"; (\d+) move\(s\) applied, 0 undone, 0 could not be undone, "
+                       r"(\d+) not applied; ", line)
+    assert counts, line
+    applied, not_applied = int(counts[1]), int(counts[2])
+    # The cut comes at the second move; models move in parallel, so another model's event may
+    # be written just before it (and that move is then applied too).
+    assert applied >= 2 and not_applied >= 1 and applied + not_applied == 6, line
+    assert "run `modelyard snapshot restore before-cut --yes` again once it is back" in line
+    assert "testing" not in done.stdout + done.stderr  # the stack's access key and secret
+    # Each move's reported status is what MLflow shows.
+    shown = re.findall(r"^(moved|not moved) (\S+) stage (\w+): (\S+) -> (\S+)$",
+                       done.stdout, re.M)
+    assert len(shown) == 6, done.stdout
+    assert sum(1 for s in shown if s[0] == "moved") == applied, done.stdout
+
+    def number(text: str) -> int | None:
+        return None if text == "(none)" else int(text.lstrip("#"))
+
+    for status, model, stage, before, after in shown:
+        holder = yard.tracking.alias_holder(model, stage)
+        assert holder == number(after if status == "moved" else before), (status, model, stage)

@@ -120,6 +120,44 @@ class Tracking(Connection):
             "tags": dict(run.data.tags),
         }
 
+    def open_runs(self, experiment: str, tag: str, started_before_ms: int,
+                  limit: int = 1000) -> list[dict[str, Any]]:
+        """Runs of ``experiment`` still RUNNING, started before ``started_before_ms``, that
+        carry tag ``tag`` (at most ``limit``, oldest first): ``run_id``, ``start_time``,
+        ``tags``, and ``versions``, how many model versions name the run. An experiment
+        that does not exist has none (it is not created)."""
+        def search() -> list[dict[str, Any]]:
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                return []
+            runs = self.client.search_runs(
+                [found.experiment_id],
+                filter_string=("attributes.status = 'RUNNING' and attributes.start_time < "
+                               f"{int(started_before_ms)}"),
+                max_results=limit, order_by=["attributes.start_time ASC"])
+            out = []
+            for run in runs:
+                if tag not in run.data.tags:
+                    continue
+                run_id = run.info.run_id
+                named = self.client.search_model_versions(f"run_id = '{run_id}'",
+                                                          max_results=10)
+                out.append({"run_id": run_id, "start_time": run.info.start_time,
+                            "experiment_id": found.experiment_id,
+                            "tags": dict(run.data.tags), "versions": len(named)})
+            return out
+
+        return self.call(search, op="search open runs")
+
+    def logged_models_of_run(self, experiment_id: str, run_id: str) -> list[tuple[str, str]]:
+        """(model_id, artifact_location) of every logged model run ``run_id`` made."""
+        def search() -> list[tuple[str, str]]:
+            found = self.client.search_logged_models(
+                [experiment_id], filter_string=f"source_run_id = '{run_id}'", max_results=100)
+            return [(str(m.model_id), str(m.artifact_location)) for m in found]
+
+        return self.call(search, op="search a run's logged models")
+
     # -- logged models (MLflow 3) ---------------------------------------------------------
     def create_logged_model(
         self, experiment: str, run_id: str, flavor: str, params: dict[str, str]

@@ -39,6 +39,11 @@ def list_cmd(state: State) -> None:
         table = Table("model", "versions", "latest", "staging", "production")
         for row in data:
             latest = fmt(row["latest"]) if row["latest"] else "-"
+            highest = row.get("highest_semver")
+            if row["latest"] and highest and highest != row["latest"]:
+                # latest is the highest number (what NAME@latest loads): a restored older
+                # version takes a new one, so the newest semver is named beside it
+                latest += f" (highest {fmt(highest)})"
             moved = {d["stage"] for d in row.get("unaudited") or []}
             table.add_row(row["name"], str(row["versions"]), latest,
                           unaudited_mark(row["staging"] or "-", "staging" in moved),

@@ -15,6 +15,7 @@ from modelyard.cli.shell import (
     _escape,
     command_options,
     emit,
+    fail,
     main,
 )
 
@@ -153,8 +154,16 @@ def snapshot_restore(state: State, tag: str, dry_run: bool, data: bool, yes: boo
             what = "restored" if not d["dry_run"] else "would restore"
             console.print(f"{what} {_escape(item['name'])} v{item['semver']}")
         for move in d["moves"]:
-            console.print(f"{verb} {_escape(move['name'])} {move['kind']} {move['alias']}: "
-                          f"{_hash(move['from_version'])} -> {_hash(move['to_version'])}")
+            said = _MOVE_VERBS.get(move["status"], verb)
+            if move["status"] == "planned" and move["event"] is not None:
+                said = "would finish"  # recorded by an earlier run, MLflow not following it
+            recorded = (f" (recorded by event {move['event']} of an earlier run)"
+                        if move["status"] == "finished" or said == "would finish" else "")
+            if move["status"] in ("undone", "not undone"):
+                recorded = f" (event {move['event']})"
+            console.print(f"{said} {_escape(move['name'])} {move['kind']} {move['alias']}: "
+                          f"{_hash(move['from_version'])} -> {_hash(move['to_version'])}"
+                          f"{recorded}")
         for item in d["data"]:
             console.print(f"{'restored' if not d['dry_run'] else 'would restore'} data "
                           f"{_escape(item['path'])} -> md5 {item['md5'][:12]}")
@@ -164,6 +173,20 @@ def snapshot_restore(state: State, tag: str, dry_run: bool, data: bool, yes: boo
             console.print("[yellow]plan only[/yellow]: pass --yes to apply")
 
     emit(state, result, render)
+    if result.stopped is not None:
+        if state.json:
+            raise SystemExit(result.stopped_code)
+        # A part failed: one line saying what became of every move, and what finishes it.
+        fail(_escape(f"snapshot restore stopped: {result.stopped}; "
+                     f"{result.count('applied') + result.count('finished')} move(s) applied, "
+                     f"{result.count('undone')} undone, {result.count('not undone')} could "
+                     f"not be undone, {result.count('not applied')} not applied; "
+                     f"{result.todo}"), result.stopped_code)
+
+
+_MOVE_VERBS = {"applied": "moved", "finished": "finished", "undone": "undone",
+               "not undone": "NOT undone", "not applied": "not moved",
+               "not audited": "moved, not audited:"}
 
 
 def _hash(version: int | None) -> str:

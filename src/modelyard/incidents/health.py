@@ -141,6 +141,7 @@ class Health:
             if models is None and self._journal:  # a model its registration never created
                 for gone in sorted({e.name for e in self._journal} - set(names)):
                     self._debris(gone, [], None, checks)
+            self._open_runs(None if models is None else names, checks)
         if vault_ok:
             self._drills(checks)
         worst = max((LEVELS.index(c.level) for c in checks), default=0)
@@ -283,6 +284,22 @@ class Health:
         seconds = time.perf_counter() - clock
         checks += [HealthCheck("debris", name, "degraded", item.line, seconds,
                                value=item.age_s) for item in found.items]
+
+    def _open_runs(self, names: list[str] | None, checks: list[HealthCheck]) -> None:
+        """Runs registrations from before the journal left RUNNING: one search for all."""
+        if self._journal is None:
+            return
+        from modelyard.protection.debris import Debris
+
+        clock = time.perf_counter()
+        try:
+            found = Debris(self.ctx, self.audit).open_runs(names, self._journal)
+        except YardError as exc:
+            checks.append(HealthCheck("debris", "-", "degraded", exc.message))
+            return
+        seconds = time.perf_counter() - clock
+        checks += [HealthCheck("debris", item.name, "degraded", item.line, seconds,
+                               value=item.age_s) for item in found]
 
     def _backed_up(self, name: str, number: int, semver: str, target: str,
                    checks: list[HealthCheck]) -> None:

@@ -192,7 +192,9 @@ def snapshot_layer(snapshots: Callable[[], list[Any]],
 
     def apply(finding: Finding) -> str:
         tag = newest()
-        snapshot_restore(tag)
+        done = snapshot_restore(tag)
+        if getattr(done, "stopped", None) is not None:  # a part failed: the layer did not fix it
+            raise YardError(f"snapshot {tag} restore stopped: {done.stopped}; {done.todo}")
         return f"snapshot {tag} restored"
 
     return Layer(3, "snapshot restore", frozenset({"model-missing", "stage", "promotion"}),

@@ -124,6 +124,7 @@ class Stages:
         rolled_back: int | None = None,
         holders: dict[str, int | None] | None = None,
         after: int | None = None,
+        failed: Callable[[AuditEvent, bool], None] | None = None,
     ) -> StageChange:
         """Take the next audit slot for a stage move, then apply it (see ``_settle``).
 
@@ -131,7 +132,10 @@ class Stages:
         restore reads every model's at once), saving two look-ups. ``after``: the sequence
         number of the newest event when the caller decided the move (0: no trail); if another
         event took the slot after it, ``StaleMove`` is raised and nothing is written, so a
-        move decided from the trail's state (a rollback) is never applied to a newer one."""
+        move decided from the trail's state (a rollback) is never applied to a newer one.
+        ``failed``: called, before the error is raised, when the move's event was written and
+        MLflow could not be made to follow it, with whether the move was undone (a caller
+        reporting several moves says which were undone and which were not)."""
         version = record.version
         current = record.tags.get(T_STAGE, "none")
         # Holders MLflow has now: anything moved outside modelyard is demoted as well.
@@ -192,7 +196,9 @@ class Stages:
         except YardError:
             # The move could not be applied: record that, with the holders as they were, and
             # put them back, so no later move applies this one (a move is one unit).
-            self._undo(name, event, holders_before)
+            undone = self._undo(name, event, holders_before)
+            if failed is not None:
+                failed(event, undone)
             raise
         holder = replaced.get("holder")
         if rolled_back is not None:
@@ -224,7 +230,9 @@ class Stages:
                 return event
         return None
 
-    def _undo(self, name: str, failed: AuditEvent, before: dict[str, Any]) -> None:
+    def _undo(self, name: str, failed: AuditEvent, before: dict[str, Any]) -> bool:
+        """Whether the failed move was undone (its ``move_failed`` event written and applied);
+        when not, its event stands and the next move, or ``recover``, finishes it."""
         def build(prev: AuditEvent | None) -> dict[str, Any]:
             # Only while nothing newer superseded it: later moves already settled past it.
             stages = dict(before) if prev is not None and prev.seq == failed.seq else (
@@ -240,6 +248,8 @@ class Stages:
         except YardError as exc:
             log.error("%s: move %s failed and could not be undone yet (%s); the next move "
                       "applies the recorded holders", name, failed.seq, exc.message)
+            return False
+        return True
 
     def _settle(self, name: str, mine: AuditEvent, known: _Known | None = None,
                 also: Sequence[Callable[[], object]] = ()) -> None:
@@ -250,6 +260,11 @@ class Stages:
         last has checked after writing that no newer event exists, so the end state is the
         newest event's, however the processes interleave. ``also``: registry writes sent
         with the first application's writes (they must not raise a YardError).
+
+        Once MLflow follows ``mine``, the move is applied as its event says: if the trail
+        cannot be read again then (its store lost), that is logged and the move stands.
+        Undoing it would need the same store, and another process that appended meanwhile
+        checks after its own writes; the next move, or ``recover``, settles the newest event.
         """
         audit = self.audit.log(name)
         window = [mine]
@@ -258,7 +273,12 @@ class Stages:
             self._apply(name, window, known, also)
             known, also = None, ()  # another process moved meanwhile: write everything again
             while True:
-                newer = [audit.read(s) for s in audit.sequence_numbers() if s > seen]
+                try:
+                    newer = [audit.read(s) for s in audit.sequence_numbers() if s > seen]
+                except YardError as exc:
+                    log.warning("%s: move %s applied; whether a newer move came meanwhile "
+                                "could not be checked (%s)", name, mine.seq, exc.message)
+                    return
                 if not newer:
                     return
                 seen = newer[-1].seq

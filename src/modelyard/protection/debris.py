@@ -9,6 +9,11 @@ Kinds, each one line naming the version and ``modelyard cleanup --debris``:
   them itself; a version it made ready stays, and gets its missing audit event.
 - ``pending``: a version still ``pending`` after the grace period with no journal entry (a
   registration from before the journal): the version and its manifest are removed.
+- ``run``: a run modelyard created for a registration (tag ``modelyard.model``) still
+  RUNNING after the grace period, that no version names and no journal entry claims (a
+  registration from before the journal, killed before its version existed): its logged
+  models are marked failed and their files removed, and the run is ended and deleted. A
+  ``pending`` version removed takes its run the same way.
 - ``unaudited-version``: a ready modelyard version no audit event names (the process died
   between ``status = ready`` and its ``register`` event): the event is recorded (audited as
   what it was: register, import, restore or adopt, by ``cleanup --debris``).
@@ -47,6 +52,7 @@ from modelyard.core.names import (
     T_IMPORTED_FROM,
     T_REASON,
     T_RESTORED_FROM,
+    T_RUN_MODEL,
     T_SEMVER,
     T_STAGE,
     T_STATUS,
@@ -70,12 +76,12 @@ CLEANUP = "modelyard cleanup --debris"
 class DebrisItem(Result):
     """One piece of debris: what it is, whose, how old, and the one line that says so."""
 
-    kind: str  # registration | pending | unaudited-version | objects
+    kind: str  # registration | pending | run | unaudited-version | objects
     name: str
     version: int | None
     detail: str
     age_s: float
-    key: str = ""  # the journal entry (registration)
+    key: str = ""  # the journal entry (registration), the run id (run)
     count: int = 0  # objects: how many
     bytes: int = 0  # objects: their size
     done: str = ""  # after cleanup: what was done
@@ -157,6 +163,7 @@ class Debris:
                 events = None  # an unreadable trail is the audit check's finding
             self.for_model(name, records, events, grace=grace, report=report,
                            entries=[e for e in entries if e.name == name])
+        report.items += self.open_runs(names, entries, grace)
         if objects:
             self._objects(report, grace, entries)
         return report
@@ -211,6 +218,30 @@ class Debris:
                     f"names it (its {creation_action(record)} ended before it was audited)",
                     age, hint=f"`{CLEANUP}` records it"))
         return report
+
+    def open_runs(self, names: list[str] | None, entries: list[journal.Entry],
+                  grace: float = DEBRIS_GRACE_S) -> list[DebrisItem]:
+        """Runs a registration from before the journal created and left RUNNING: tagged
+        with their model by modelyard, older than ``grace``, naming no version, claimed by
+        no journal entry (a registration of today notes its run in its entry first). One
+        search of the tracking store, whatever the number of models (``names``: theirs)."""
+        claimed = {e.body.get("run_id") for e in entries}
+        before = int((time.time() - grace) * 1000)
+        items = []
+        for run in self.ctx.tracking.open_runs(self.ctx.settings.experiment, T_RUN_MODEL,
+                                                before):
+            model = str(run["tags"].get(T_RUN_MODEL) or "")
+            if run["versions"] or run["run_id"] in claimed or (
+                    names is not None and model not in names):
+                continue
+            age = _age(int(run["start_time"] or 0))
+            items.append(DebrisItem(
+                "run", model, None,
+                f"{model}: run {run['run_id']} still RUNNING after {age / 60:.0f} min and "
+                "holding no version: a registration that never finished (from before the "
+                "registration journal) left it, with its logged model's files",
+                age, key=str(run["run_id"])))
+        return items
 
     def _objects(self, report: DebrisReport, grace: float,
                  entries: list[journal.Entry]) -> None:
@@ -295,11 +326,36 @@ class Debris:
                 return
             self.ctx.vault.delete_manifest(item.name, record.version)
             tracking.delete_version(item.name, record.version)
+            if record.run_id:  # its run, left RUNNING, goes with it
+                self._remove_run(item.name, record.run_id)
             item.done = "removed"
             self._audit_removal(item, {"run_id": record.run_id, "model_id": record.model_id})
+        elif item.kind == "run":
+            removed = self._remove_run(item.name, item.key)
+            item.done = "removed" if removed is not None else "ended or used meanwhile: kept"
+            if removed is not None:
+                self._audit_removal(item, {"run_id": item.key, "model_id": ",".join(removed)})
         elif item.kind == "unaudited-version" and record is not None:
             self._audit_missing(record)
             item.done = "recorded its audit event"
+
+    def _remove_run(self, name: str, run_id: str) -> list[str] | None:
+        """A registration's run left RUNNING, with its logged models and their files, removed
+        as a failing registration removes its own (``clean_journal_entry``); the logged
+        models' ids, or None when the run is no longer modelyard's, open and unused."""
+        tracking = self.ctx.tracking
+        try:
+            run = tracking.get_run(run_id)
+        except NotFound:
+            return None
+        if run["status"] != "RUNNING" or not run["tags"].get(T_RUN_MODEL):
+            return None
+        models = tracking.logged_models_of_run(str(run["experiment_id"]), run_id)
+        for model_id, location in models:
+            clean_journal_entry(self.ctx, name, {"model_id": model_id, "location": location},
+                                None)
+        clean_journal_entry(self.ctx, name, {"run_id": run_id}, None)
+        return [model_id for model_id, _ in models]
 
     def _audit_missing(self, record: VersionRecord, action: str | None = None) -> None:
         """The creation event a process that died did not write: recorded now, saying so.

@@ -11,13 +11,17 @@ each move is an audit event whose reason names the snapshot; gates are not asked
 restore), restoring deleted versions first through the ``restore`` hook. It reads the
 current state in one call and moves only what differs, models in parallel.
 
+A restore that ended early (killed, or a part lost) is finished by running it again: a model
+whose newest audit event is a move of this same restore has that move applied as recorded
+(``Stages.finish``, no second event) when MLflow does not follow it yet (its alias, its stage
+tags or MLflow's stage field behind), and the rest is planned from the trail's holders.
+
 >>> yard.protection.snapshots.create("before-q3", message="before the Q3 retrain")
 >>> yard.protection.snapshots.restore("before-q3", dry_run=True).moves
 """
 
 from __future__ import annotations
 
-import builtins
 import json
 import logging
 import re
@@ -25,13 +29,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from modelyard.backend.tracking import Tracking
 from modelyard.context import Context
 from modelyard.core.entities import ModelVersion, Result
-from modelyard.core.names import STAGE_ALIASES, T_MANIFEST, T_SEMVER, check_name
-from modelyard.core.records import VersionRecord
+from modelyard.core.names import T_MANIFEST, T_SEMVER, check_name
 from modelyard.core.refs import is_visible
 from modelyard.errors import (
     Conflict,
@@ -39,11 +41,13 @@ from modelyard.errors import (
     ModelNotFound,
     NotFound,
     StorageError,
-    UserError,
 )
 from modelyard.lifecycle.stages import Stages
 from modelyard.store.vault import SNAPSHOTS, snapshot_key
 from modelyard.trail.audit import now_iso
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.protection.snapshot_restore import SnapshotRestore
 
 log = logging.getLogger("modelyard.snapshots")
 
@@ -93,28 +97,6 @@ class Snapshot(Result):
 
 
 @dataclass
-class SnapshotMove(Result):
-    name: str
-    alias: str
-    kind: str  # "stage" | "alias"
-    from_version: int | None
-    to_version: int | None
-    semver: str | None
-    applied: bool = False
-    event: int | None = None
-
-
-@dataclass
-class SnapshotRestore(Result):
-    tag: str
-    dry_run: bool
-    moves: list[SnapshotMove]
-    restored_versions: list[dict[str, Any]] = field(default_factory=list)
-    data: list[dict[str, str]] = field(default_factory=list)
-    unchanged: int = 0  # aliases already where the snapshot had them
-
-
-@dataclass
 class SnapshotDiff(Result):
     tag: str
     other: str  # another tag, or "now"
@@ -141,7 +123,7 @@ class Snapshots:
         self.backup = backup
         self.restore_hook = restore
 
-    def _workers(self, items: int) -> int:
+    def workers(self, items: int) -> int:
         # SQLite takes one writer at a time: parallel moves would only queue for its lock.
         cap = 1 if self.ctx.settings.is_embedded else 12
         return max(1, min(cap, items))
@@ -291,171 +273,10 @@ class Snapshots:
                 ) -> SnapshotRestore:
         """Every alias and stage back where snapshot ``tag`` had it (deleted versions restored
         first through the restore hook); with ``data``, DVC-tracked data back to the recorded
-        hashes. ``dry_run`` changes nothing and returns the plan."""
-        snapshot = self.show(tag)
-        reason = f"snapshot restore {tag}"
-        data_plan = self._data_plan(snapshot) if data else []
-        current = ({m.name: m.aliases for m in self.ctx.reads.list_models()}
-                   if snapshot.models else {})
-        wanted = {name: entry.get("aliases", {}) for name, entry in snapshot.models.items()}
-        differing = [name for name in sorted(wanted)
-                     if {a: h["version"] for a, h in wanted[name].items()}
-                     != current.get(name, {})]
-        unchanged = sum(1 for name in wanted for a, h in wanted[name].items()
-                        if current.get(name, {}).get(a) == h["version"])
-        workers = self._workers(len(differing))
+        hashes. ``dry_run`` changes nothing and returns the plan (``snapshot_restore.py``)."""
+        from modelyard.protection.snapshot_restore import SnapshotRestorer
 
-        # 1. every version the snapshot needs, found (or found missing) before anything moves
-        def find(name: str) -> dict[str, VersionRecord | None]:
-            return {alias: self._find(name, holder) for alias, holder in wanted[name].items()
-                    if current.get(name, {}).get(alias) != holder["version"]}
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            found = dict(zip(differing, pool.map(find, differing), strict=True))
-        missing = sorted({(name, str(wanted[name][alias]["semver"] or
-                                     f"#{wanted[name][alias]['version']}"))
-                          for name, aliases in found.items()
-                          for alias, record in aliases.items() if record is None})
-        if missing and self.restore_hook is None:
-            shown = ", ".join(f"{n} v{s}" for n, s in missing[:5])
-            raise NotFound(f"snapshot {tag} needs version(s) no longer in the registry: {shown}"
-                           " (configure a backup store and restore them, then try again); "
-                           "nothing changed")
-        restored: list[dict[str, Any]] = []
-        if missing and not dry_run:
-            assert self.restore_hook is not None
-            brought: dict[tuple[str, str], VersionRecord] = {}
-            for name, semver in missing:
-                mv = self.restore_hook(name, semver)
-                restored.append({"name": name, "version": mv.version, "semver": mv.semver})
-                brought[(name, semver)] = self.ctx.tracking.get_version(name, mv.version)
-            for name, aliases in found.items():
-                for alias, record in aliases.items():
-                    if record is None:
-                        holder = wanted[name][alias]
-                        key = str(holder["semver"] or f"#{holder['version']}")
-                        aliases[alias] = brought[(name, key)]
-        elif missing:
-            restored = [{"name": n, "version": None, "semver": s} for n, s in missing]
-
-        # 2. the moves, model by model (models in parallel)
-        def plan_and_apply(name: str) -> list[SnapshotMove]:
-            return self._restore_model(name, wanted[name], current.get(name, {}), found[name],
-                                       reason, dry_run)
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            moves = [m for batch in pool.map(plan_and_apply, differing) for m in batch]
-        if data_plan and not dry_run:
-            self._apply_data(data_plan)
-        return SnapshotRestore(tag=tag, dry_run=dry_run, moves=moves,
-                               restored_versions=restored, data=data_plan, unchanged=unchanged)
-
-    def _find(self, name: str, holder: dict[str, Any]) -> VersionRecord | None:
-        """The version a snapshot names: its number if it still carries the recorded semver,
-        else the version with that semver now (a restored version has a new number). Read
-        through the lean reader: one request, and no MLflow import for a no-op restore."""
-        reads = self.ctx.reads
-        semver = holder.get("semver")
-        try:
-            record = reads.get_version(name, int(holder["version"]))
-            if is_visible(record) and (semver is None or record.tags.get(T_SEMVER) == semver):
-                return record
-        except NotFound:
-            pass
-        if semver is None:
-            return None
-        try:
-            if not isinstance(reads, Tracking):
-                return reads.version_by_tag(name, T_SEMVER, str(semver))
-            return next((v for v in reads.versions(name)
-                         if is_visible(v) and v.tags.get(T_SEMVER) == semver), None)
-        except NotFound:
-            return None
-
-    def _restore_model(self, name: str, wanted: dict[str, dict[str, Any]],
-                       current: dict[str, int], found: dict[str, VersionRecord | None],
-                       reason: str, dry_run: bool) -> builtins.list[SnapshotMove]:
-        moves: list[SnapshotMove] = []
-        holders = {s: current.get(s) for s in STAGE_ALIASES}  # simulated as moves apply
-        tracking = self.ctx.tracking
-
-        def move(record: VersionRecord, stage: str, alias: str, previous: int | None) -> None:
-            item = SnapshotMove(name=name, alias=alias, kind="stage", from_version=previous,
-                                to_version=record.version if stage != "none" else None,
-                                semver=record.tags.get(T_SEMVER))
-            if not dry_run:
-                change = self.stages.move(name, record, stage, "snapshot_restore",
-                                          reason=reason, detail={"snapshot": reason},
-                                          holders=dict(holders))
-                item.applied, item.event = True, change.event
-            moves.append(item)
-
-        # stages: production first (a version taking it leaves staging), then staging
-        for stage in ("production", "staging"):
-            record = found.get(stage)
-            if stage in wanted and record is not None and holders[stage] != record.version:
-                previous = holders[stage]
-                move(record, stage, stage, previous)
-                for s in STAGE_ALIASES:
-                    if holders[s] == record.version:
-                        holders[s] = None
-                holders[stage] = record.version
-        for stage in STAGE_ALIASES:
-            holder = holders[stage]
-            if stage not in wanted and holder is not None:
-                move(tracking.get_version(name, holder), "none", stage, holder)
-                holders[stage] = None
-        # user aliases
-        for alias in sorted(wanted):
-            record = found.get(alias)
-            if alias in STAGE_ALIASES or record is None:
-                continue
-            item = SnapshotMove(name=name, alias=alias, kind="alias",
-                                from_version=current.get(alias), to_version=record.version,
-                                semver=record.tags.get(T_SEMVER))
-            if not dry_run:
-                change = self.stages.set_alias(name, record.version, alias, reason=reason)
-                item.applied, item.event = True, change.event
-            moves.append(item)
-        for alias, number in sorted(current.items()):
-            if alias in STAGE_ALIASES or alias in wanted:
-                continue
-            item = SnapshotMove(name=name, alias=alias, kind="alias", from_version=number,
-                                to_version=None, semver=None)
-            if not dry_run:
-                change = self.stages.remove_alias(name, alias, reason=reason)
-                item.applied, item.event = True, change.event
-            moves.append(item)
-        return moves
-
-    # -- data ---------------------------------------------------------------------------------
-    def _data_plan(self, snapshot: Snapshot) -> builtins.list[dict[str, str]]:
-        """The DVC outputs whose recorded hash differs from the one ``dvc.lock`` has now;
-        refuses a dirty workspace (before anything moves)."""
-        from modelyard.project import dvc as dvc_support
-        from modelyard.project import git
-
-        if not snapshot.data:
-            raise UserError(f"snapshot {snapshot.tag} recorded no DVC data")
-        root = Path(snapshot.git.get("dvc_root") or self.ctx.settings.project_root
-                    or Path.cwd()).absolute()
-        dvc_root = dvc_support.find_root(root)
-        if dvc_root is None:
-            raise UserError(f"{root} is not inside a DVC project; cannot restore data")
-        _, _, dirty = git.state(dvc_root)
-        if dirty == "true":
-            raise UserError(f"{dvc_root} has uncommitted changes: commit or stash them before "
-                            "restoring data; nothing changed")
-        now = {o["path"]: o["md5"] for o in dvc_support.locked_outputs(dvc_root)}
-        return [{"path": str(dvc_root / o["path"]), "md5": o["md5"],
-                 "current": now.get(o["path"], "")}
-                for o in snapshot.data if now.get(o["path"]) != o["md5"]]
-
-    def _apply_data(self, plan: builtins.list[dict[str, str]]) -> None:
-        from modelyard.project import dvc as dvc_support
-
-        for item in plan:
-            dvc_support.checkout(Path(item["path"]), item["md5"])
+        return SnapshotRestorer(self).restore(tag, dry_run=dry_run, data=data)
 
 
 def _key(entry: dict[str, Any] | None) -> str | None:
