@@ -1,0 +1,438 @@
+"""What each dashboard page shows, gathered from the verbs the CLI uses (read-only).
+
+Every read goes through the lean reader (``Context.reads``: MLflow's REST API or the embedded
+SQLite file read-only), the vault, the backup store and the audit trail: nothing here imports
+mlflow (``tests/integration/test_ui.py`` checks ``sys.modules`` after every page). Checks
+that need MLflow's client (hashing a version's files against its manifest, the registry's
+own health call on the embedded store) stay with ``modelyard health`` / ``verify``; the
+pages name those commands.
+
+Long lists are paged: versions by number (``below``: the versions older than a number, one
+bounded indexed search whatever the registry's size), trails and drills by page number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from modelyard.core.names import STAGE_ALIASES, T_SEMVER, check_name
+from modelyard.core.refs import VersionRef, is_visible
+from modelyard.errors import AuditTampered, NotFound, YardError
+from modelyard.ui.charts import line_chart
+from modelyard.ui.paging import (
+    PER_PAGE,
+    MlflowLinks,
+    age_s,
+    at_once,
+    mlflow_base,
+    page_number,
+    paged,
+    quiet,
+    version_number,
+    worst,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelyard.core.records import VersionRecord
+    from modelyard.yard import Yard
+
+DRILL_MAX_AGE_S = 8 * 24 * 3600  # as `modelyard health` (a weekly drill, with a day's grace)
+BACKUP_MAX_AGE_S = 2 * 24 * 3600
+MOVES = frozenset({"promote", "rollback", "approve", "reject", "request", "gate_failed",
+                   "alias", "stage", "demote", "archive", "recover", "restore",
+                   "snapshot_restore"})
+
+
+class Views:
+    """The data of each page, read for one viewer (``yard`` carries their credentials)."""
+
+    def __init__(self, yard: Yard, links: MlflowLinks) -> None:
+        self.yard = yard
+        self.links = links
+        self.reads = yard.ctx.reads
+        self.concurrent = bool(getattr(self.reads, "concurrent", False))
+
+    # -- shared parts ------------------------------------------------------------------------
+    def model_record(self, name: str) -> Any:
+        check_name(name)
+        return self.reads.get_model(name)  # ModelNotFound (404) when absent or not readable
+
+    def drills(self) -> list[dict[str, Any]]:
+        """Every recorded drill (``drills/RUN.json`` in the vault), oldest first."""
+        from modelyard.store.vault import DRILLS
+
+        store = self.yard.vault.store
+        keys = sorted(k for k in store.list(DRILLS) if k.endswith(".json"))
+
+        def read(key: str) -> dict[str, Any] | None:
+            with contextlib.suppress(YardError, ValueError):
+                body = json.loads(store.get_bytes(key))
+                return body if isinstance(body, dict) else None
+            return None
+
+        found = at_once([partial(read, k) for k in keys], True)
+        return sorted((d for d in found if d), key=lambda d: str(d.get("at", "")))
+
+    def trail(self, name: str) -> tuple[list[Any], str, str]:
+        """The model's audit events, its chain status (``verified`` / ``broken``) and why."""
+        try:
+            events = self.yard.history(name, verify=True)
+            return events, "verified", "hash chain, head anchors and holders verified"
+        except AuditTampered as exc:
+            events = quiet(lambda: self.yard.history(name), [])
+            return events, "broken", exc.message
+        except YardError as exc:
+            if exc.__class__.__name__ == "UnauditedMove":  # the chain holds; a holder does not
+                events = quiet(lambda: self.yard.history(name), [])
+                return events, "verified", f"hash chain holds; {exc.message}"
+            raise
+
+    def unaudited(self, name: str) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in quiet(lambda: self.yard.governance.unaudited(name), [])]
+
+    def backup_record(self, name: str, version: int) -> dict[str, Any] | None:
+        if self.yard.settings.backup is None:
+            return None
+        return quiet(lambda: self.yard.protection.backup_record(name, version))
+
+    def lean_checks(self, name: str, model: Any, events: list[Any] | None, chain: str,
+                    chain_detail: str, unaudited: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per model, the checks of ``modelyard health`` the UI can make without MLflow's
+        client: holders present, backed up, reproduced, audit chain, audited holders."""
+        checks: list[dict[str, Any]] = []
+        for stage in STAGE_ALIASES:
+            number = model.aliases.get(stage)
+            if number is None:
+                continue
+            target = f"{name}@{stage}"
+            bad = "critical" if stage == "production" else "degraded"
+            try:
+                record = self.reads.get_version(name, number)
+            except NotFound:
+                checks.append({"check": "present", "target": target, "level": bad,
+                               "detail": f"#{number} is not in the registry"})
+                continue
+            semver = record.tags.get(T_SEMVER, f"#{number}")
+            if self.yard.settings.backup is not None:
+                saved = self.backup_record(name, number)
+                age = age_s(str((saved or {}).get("backed_up_at")
+                                 or (saved or {}).get("created_at") or ""))
+                if saved is None:
+                    checks.append({"check": "backed up", "target": target, "level": "degraded",
+                                   "detail": f"v{semver} has no record in the backup store"})
+                else:
+                    level = "degraded" if age is not None and age > BACKUP_MAX_AGE_S else "ok"
+                    checks.append({"check": "backed up", "target": target, "level": level,
+                                   "detail": f"v{semver} is backed up", "age": age})
+            last = quiet(partial(self.yard.incidents.last_reproduce, name, number))
+            if last:
+                ok = bool(last.get("reproducible"))
+                checks.append({"check": "reproducible", "target": target,
+                               "level": "ok" if ok else "warn",
+                               "detail": f"v{semver}: last reproduce {last.get('at', '?')} "
+                               + ("reproduced" if ok else "did NOT reproduce")})
+        checks.append({"check": "audit chain", "target": name,
+                       "level": "ok" if chain == "verified" else "critical",
+                       "detail": chain_detail})
+        checks += [{"check": "audited holders", "target": name, "level": "critical",
+                    "detail": f"unaudited move: {d['detail']}"} for d in unaudited]
+        if not unaudited:
+            checks.append({"check": "audited holders", "target": name, "level": "ok",
+                           "detail": "every stage holder is explained by the trail"})
+        return checks
+
+    def stores(self) -> list[dict[str, Any]]:
+        checks = []
+        for label, vault in (("vault", lambda: self.yard.vault),
+                             ("backup store", lambda: self.yard.ctx.backup)):
+            try:
+                opened = vault()
+                if opened is None:
+                    checks.append({"check": label, "target": "-", "level": "warn",
+                                   "detail": "no backup store configured"})
+                    continue
+                opened.store.check()
+                checks.append({"check": label, "target": getattr(opened.store, "url", label),
+                               "level": "ok", "detail": "answers"})
+            except YardError as exc:
+                checks.append({"check": label, "target": "-",
+                               "level": "critical" if label == "vault" else "degraded",
+                               "detail": exc.message})
+        return checks
+
+    def served(self, name: str, since_s: float) -> dict[int, dict[str, Any]]:
+        """Per version: requests, errors and latencies captured since ``since_s``."""
+        from modelyard.serving.capture import read_records
+
+        found: dict[int, dict[str, Any]] = {}
+        for record in quiet(lambda: list(read_records(self.yard.vault.store, name,
+                                                       since=since_s)), []):
+            if record.get("kind") != "prediction" or record.get("version") is None:
+                continue
+            row = found.setdefault(int(record["version"]), {
+                "semver": str(record.get("semver") or ""), "requests": 0, "errors": 0,
+                "arms": set()})
+            row["requests"] += 1
+            row["errors"] += 1 if record.get("error") else 0
+            row["arms"].add(("shadow " if record.get("shadow") else "") + str(record.get("arm")))
+        return found
+
+    # -- 1. overview -----------------------------------------------------------------------
+    def overview(self) -> dict[str, Any]:
+        rows = self.yard.list_models()
+        drills = quiet(self.drills, [])
+        newest_drill: dict[str, dict[str, Any]] = {}
+        for drill in drills:
+            newest_drill[str(drill.get("model") or "")] = drill
+        hour_ago = time.time() - 3600
+
+        def one(row: Any) -> dict[str, Any]:
+            model = self.reads.get_model(row.name)
+            events, chain, detail = self.trail(row.name)
+            unaudited = self.unaudited(row.name)
+            checks = self.lean_checks(row.name, model, events, chain, detail, unaudited)
+            holder = model.aliases.get("production")
+            saved = self.backup_record(row.name, holder) if holder is not None else None
+            drill = newest_drill.get(row.name) or (drills[-1] if drills else None)
+            served = self.served(row.name, hour_ago)
+            return {"name": row.name, "versions": row.versions, "latest": row.latest,
+                    "production": row.production, "staging": row.staging,
+                    "production_version": holder,
+                    "staging_version": model.aliases.get("staging"),
+                    "level": worst(c["level"] for c in checks), "chain": chain,
+                    "unaudited": unaudited,
+                    "backup_age": age_s(str((saved or {}).get("backed_up_at")
+                                             or (saved or {}).get("created_at") or "")),
+                    "backed_up": saved is not None,
+                    "drill": drill, "drill_age": age_s(str((drill or {}).get("at", ""))),
+                    "served": [{"version": v, **info, "arms": sorted(info["arms"])}
+                               for v, info in sorted(served.items())],
+                    "requests_hour": sum(i["requests"] for i in served.values()),
+                    "mlflow": self.links.model(row.name)}
+
+        models = at_once([partial(one, r) for r in rows], self.concurrent)
+        return {"models": models, "drills": len(drills)}
+
+    # -- 2. model ----------------------------------------------------------------------------
+    def model(self, name: str, below: int | None, compare: tuple[str, str] | None,
+              page: int) -> dict[str, Any]:
+        model = self.model_record(name)
+        total = self.reads.count_visible(name)
+        records = [r for r in self.reads.search_versions(name, below=below, limit=PER_PAGE + 1)
+                   if is_visible(r)]
+        more = len(records) > PER_PAGE
+        records = records[:PER_PAGE]
+        holders = {number: stage for stage, number in model.aliases.items()}
+
+        def one(record: VersionRecord) -> dict[str, Any]:
+            mv = self.yard.get(name, record.version, full=True)
+            saved = self.backup_record(name, record.version)
+            return {"version": mv.version, "semver": mv.semver, "bump": mv.bump,
+                    "bump_reason": mv.bump_reason, "stage": mv.stage,
+                    "aliases": sorted(a for a, v in model.aliases.items()
+                                      if v == record.version),
+                    "metrics": mv.metrics, "trained_by": mv.lineage.trained_by,
+                    "created_at": mv.created_at, "manifest": bool(mv.manifest_sha256),
+                    "backed_up": saved is not None, "run_id": mv.run_id,
+                    "mlflow": self.links.version(name, mv.version),
+                    "mlflow_run": self.links.run(mv.run_id)}
+
+        versions = at_once([partial(one, r) for r in records], self.concurrent)
+        metric_names = sorted({k for v in versions for k in v["metrics"]})
+        oldest_first = list(reversed(versions))
+        label = {v["version"]: (f"v{v['semver']}" if v["semver"] else f"#{v['version']}")
+                 for v in versions}
+        chart = line_chart(
+            {m: [(label[v["version"]], v["metrics"].get(m)) for v in oldest_first]
+             for m in metric_names[:6]},
+            marked=[label[n] for n in holders if n in label and holders[n] == "production"],
+            title=f"metrics of {name} across versions")
+        events, chain, detail = self.trail(name)
+        moves = [e for e in reversed(events) if e.action in MOVES]
+        timeline = paged(moves, page, {"name": name, "below": str(below or "")})
+        compared = self.compare(name, compare) if compare else None
+        return {"name": name, "model": model, "total": total, "versions": versions,
+                "metric_names": metric_names, "chart": chart, "more": more,
+                "older": versions[-1]["version"] if more and versions else None,
+                "below": below, "timeline": timeline, "chain": chain, "chain_detail": detail,
+                "unaudited": self.unaudited(name), "compared": compared,
+                "compare_refs": compare or ("", ""), "mlflow": self.links.model(name)}
+
+    def compare(self, name: str, refs: tuple[str, str]) -> dict[str, Any]:
+        """Two versions side by side: metrics, params, input schema, lineage; which differ."""
+        for ref in refs:
+            VersionRef.parse(ref)  # InvalidInput (400) before anything is read
+        one, two = (self.yard.get(name, ref, full=True) for ref in refs)
+        rows: list[dict[str, Any]] = []
+
+        def add(section: str, left: Mapping[str, Any], right: Mapping[str, Any]) -> None:
+            for key in sorted(set(left) | set(right)):
+                a, b = left.get(key), right.get(key)
+                rows.append({"section": section, "key": key, "a": a, "b": b, "differs": a != b})
+
+        add("metrics", one.metrics, two.metrics)
+        add("params", one.params, two.params)
+        add("data", one.lineage.data_hashes(), two.lineage.data_hashes())
+        add("schema", {"inputs": _schema(one.tags)}, {"inputs": _schema(two.tags)})
+        keep = ("git_commit", "git_branch", "python", "seed", "trained_by")
+        add("lineage", {k: getattr(one.lineage, k) for k in keep},
+            {k: getattr(two.lineage, k) for k in keep})
+        add("release", {"semver": one.semver, "bump": one.bump, "stage": one.stage},
+            {"semver": two.semver, "bump": two.bump, "stage": two.stage})
+        return {"a": one, "b": two, "rows": rows,
+                "differences": [f"{r['section']}.{r['key']}" for r in rows if r["differs"]]}
+
+    # -- 3. version --------------------------------------------------------------------------
+    def version(self, name: str, ref: str) -> dict[str, Any]:
+        VersionRef.parse(ref)  # a malformed ref: 400 before anything is read
+        self.model_record(name)
+        mv = self.yard.details(name, ref, full=True)
+        manifest = None
+        if mv.manifest_sha256:
+            manifest = quiet(lambda: self.yard.vault.read_manifest(
+                name, mv.version, mv.manifest_sha256 or "", mv.semver or "?"))
+        saved = self.backup_record(name, mv.version)
+        snapshots = [
+            {"tag": s.tag, "created_at": s.created_at, "by": s.created_by,
+             "aliases": sorted(a for a, h in s.holders(name).items()
+                               if int(h.get("version", -1)) == mv.version)}
+            for s in quiet(self.yard.protection.snapshots.list, [])
+            if mv.version in s.versions_of(name)
+            or any(int(v.get("version", -1)) == mv.version
+                   for v in s.models.get(name, {}).get("versions", []))]
+        access = [a for a in quiet(lambda: self.yard.governance.access_log(name), [])
+                  if a.version == mv.version]
+        events = quiet(lambda: self.yard.history(name, mv.version), [])
+        gates = [e for e in events if e.gates]
+        reproduce = quiet(lambda: self.yard.incidents.last_reproduce(name, mv.version))
+        run = quiet(partial(self.reads.get_run, mv.run_id)) if mv.run_id else None
+        experiment = (run or {}).get("experiment_id")
+        files = []
+        if manifest is not None:
+            files = [{"path": path, "sha256": digest, "size": size}
+                     for path, (digest, size) in sorted(manifest.files.items())]
+        return {"name": name, "mv": mv, "lineage": mv.lineage, "manifest": manifest,
+                "files": files[:200], "more_files": max(0, len(files) - 200),
+                "backup": saved, "snapshots": snapshots, "access": access[-50:][::-1],
+                "events": events[::-1], "gates": gates, "reproduce": reproduce,
+                "last_verified": next((a for a in reversed(access)), None),
+                "mlflow": self.links.version(name, mv.version),
+                "mlflow_model": self.links.model(name),
+                "mlflow_run": self.links.run(mv.run_id, experiment)}
+
+    # -- 4. audit ----------------------------------------------------------------------------
+    def audit(self, model: str, actor: str, action: str, page: int) -> dict[str, Any]:
+        names = sorted(m.name for m in self.reads.list_models())
+        if model:
+            check_name(model)
+            if model not in names:
+                raise NotFound(f"no model named {model!r} that you may read")
+            names = [model]
+        chains = []
+        rows: list[Any] = []
+        unaudited: list[dict[str, Any]] = []
+
+        def one(name: str) -> tuple[str, list[Any], str, str, list[dict[str, Any]]]:
+            events, chain, detail = self.trail(name)
+            return name, events, chain, detail, self.unaudited(name)
+
+        for name, events, chain, detail, moved in at_once([partial(one, n) for n in names],
+                                                      self.concurrent):
+            chains.append({"name": name, "chain": chain, "detail": detail,
+                           "events": len(events)})
+            unaudited += moved
+            rows += events
+        actors = sorted({e.who for e in rows})
+        actions = sorted({e.action for e in rows})
+        shown = [e for e in rows if (not actor or e.who == actor)
+                 and (not action or e.action == action)]
+        shown.sort(key=lambda e: (e.when, e.seq), reverse=True)
+        params = {"model": model, "actor": actor, "action": action}
+        return {"chains": chains, "page": paged(shown, page, params), "actors": actors,
+                "actions": actions, "names": names, "unaudited": unaudited,
+                "filters": params}
+
+    # -- 5. incidents ------------------------------------------------------------------------
+    def incidents(self, page: int) -> dict[str, Any]:
+        checks: list[dict[str, Any]] = [{
+            "check": "registry", "target": self.yard.tracking.display_uri, "level": "ok",
+            "detail": "answers"}]
+        try:
+            names = sorted(m.name for m in self.reads.list_models())
+        except YardError as exc:
+            checks[0].update(level="critical", detail=exc.message)
+            names = []
+        checks += self.stores()
+        recovers: list[Any] = []
+        for name in names:
+            try:
+                model = self.reads.get_model(name)
+                events, chain, detail = self.trail(name)
+            except YardError as exc:
+                checks.append({"check": "holders", "target": name, "level": "critical",
+                               "detail": exc.message})
+                continue
+            checks += self.lean_checks(name, model, events, chain, detail,
+                                       self.unaudited(name))
+            recovers += [e for e in events if e.action in ("recover", "restore",
+                                                           "snapshot_restore")]
+        drills = quiet(self.drills, [])
+        if drills:
+            newest = drills[-1]
+            age = age_s(str(newest.get("at", "")))
+            level = "ok" if newest.get("ok") and age is not None and age <= DRILL_MAX_AGE_S \
+                else "degraded"
+            checks.append({"check": "drills", "target": str(newest.get("scenario", "?")),
+                           "level": level, "detail": f"newest drill {newest.get('scenario')} "
+                           f"{'passed' if newest.get('ok') else 'FAILED'}", "age": age})
+        else:
+            checks.append({"check": "drills", "target": "-", "level": "warn",
+                           "detail": "no drill has run yet (`modelyard drill run --all`)"})
+        status = {"ok": "healthy", "warn": "healthy", "degraded": "degraded",
+                  "critical": "critical"}[worst(c["level"] for c in checks)]
+        by_scenario: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
+        for drill in drills:
+            mttr = drill.get("mttr")
+            by_scenario[str(drill.get("scenario", "?"))].append(
+                (str(drill.get("at", ""))[:16].replace("T", " "),
+                 float(mttr) if isinstance(mttr, (int, float)) else None))
+        chart = line_chart(dict(by_scenario), title="MTTR per scenario (s)", y_label="MTTR s")
+        per_scenario: list[dict[str, Any]] = []
+        for scenario, points in sorted(by_scenario.items()):
+            values = sorted(v for _, v in points if v is not None)
+            layers = sorted({str(d.get("layer") or "none") for d in drills
+                             if d.get("scenario") == scenario})
+            per_scenario.append({"scenario": scenario, "runs": len(points),
+                         "median": values[len(values) // 2] if values else None,
+                         "last": values and points[-1][1], "layers": layers})
+        recovers.sort(key=lambda e: e.when, reverse=True)
+        return {"status": status, "checks": checks, "chart": chart, "mttr": per_scenario,
+                "drills": paged(drills[::-1], page), "recovers": recovers[:50]}
+
+    # -- 6. serving --------------------------------------------------------------------------
+    def serving(self, name: str, since: str) -> dict[str, Any]:
+        from modelyard.ui.traffic import serving
+
+        self.model_record(name)
+        return serving(self.yard, self.links, name, since)
+
+
+def _schema(tags: Mapping[str, str]) -> str:
+    from modelyard.core.names import T_SCHEMA
+    from modelyard.core.versioning import Fingerprint
+
+    inputs, _ = Fingerprint.parse_schema(tags.get(T_SCHEMA))
+    if inputs is None:
+        return "-"
+    return ", ".join(f"{c.get('name', '?')}:{c.get('type', '?')}" if isinstance(c, dict)
+                     else str(c) for c in inputs)
+
+
+__all__ = ["MlflowLinks", "Views", "mlflow_base", "page_number", "paged",
+           "version_number"]
