@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelyard.core.names import STAGE_ALIASES, T_SEMVER, check_name
 from modelyard.core.refs import VersionRef, is_visible
-from modelyard.errors import AuditTampered, NotFound, YardError
+from modelyard.errors import AuditTampered, InvalidInput, NotFound, YardError
 from modelyard.ui.charts import line_chart
 from modelyard.ui.paging import (
     PER_PAGE,
@@ -185,38 +185,61 @@ class Views:
 
     # -- 1. overview -----------------------------------------------------------------------
     def overview(self) -> dict[str, Any]:
-        rows = self.yard.list_models()
+        # Per model: its count, its holders' semvers and the checks, each a bounded read
+        # (flat in the number of versions); a name modelyard refuses (registered with
+        # MLflow's own client) is one row, never read further.
+        records = sorted(self.reads.list_models(), key=lambda m: m.name)
         drills = quiet(self.drills, [])
         newest_drill: dict[str, dict[str, Any]] = {}
         for drill in drills:
             newest_drill[str(drill.get("model") or "")] = drill
         hour_ago = time.time() - 3600
 
-        def one(row: Any) -> dict[str, Any]:
-            model = self.reads.get_model(row.name)
-            events, chain, detail = self.trail(row.name)
-            unaudited = self.unaudited(row.name)
-            checks = self.lean_checks(row.name, model, events, chain, detail, unaudited)
+        def one(model: Any) -> dict[str, Any]:
+            row: dict[str, Any] = {
+                "name": model.name, "versions": None, "production": None, "staging": None,
+                "level": "warn", "chain": "unknown", "unaudited": [], "backup_age": None,
+                "backed_up": False, "drill": None, "drill_age": None, "served": [],
+                "requests_hour": 0, "mlflow": self.links.model(model.name), "managed": False,
+                "problem": "a name modelyard does not manage (registered around it)"}
+            if not managed(model.name):
+                return row
+            row.update(managed=True, problem=None)
+            try:
+                row.update(checked(model))
+            except YardError as exc:  # one model that cannot be read is one row, not the page
+                row.update(level="critical", problem=exc.message)
+            return row
+
+        def checked(model: Any) -> dict[str, Any]:
+            name = model.name
+            holders = {}
+            for stage in STAGE_ALIASES:
+                number = model.aliases.get(stage)
+                if number is not None:
+                    record = quiet(partial(self.reads.get_version, name, number))
+                    holders[stage] = (record.tags.get(T_SEMVER) if record else None) \
+                        or f"#{number}"
+            events, chain, detail = self.trail(name)
+            unaudited = self.unaudited(name)
+            checks = self.lean_checks(name, model, events, chain, detail, unaudited)
             holder = model.aliases.get("production")
-            saved = self.backup_record(row.name, holder) if holder is not None else None
-            drill = newest_drill.get(row.name) or (drills[-1] if drills else None)
-            served = self.served(row.name, hour_ago)
-            return {"name": row.name, "versions": row.versions, "latest": row.latest,
-                    "production": row.production, "staging": row.staging,
-                    "production_version": holder,
-                    "staging_version": model.aliases.get("staging"),
+            saved = self.backup_record(name, holder) if holder is not None else None
+            drill = newest_drill.get(name)
+            served = self.served(name, hour_ago)
+            return {"versions": self.reads.count_visible(name),
+                    "production": holders.get("production"), "staging": holders.get("staging"),
                     "level": worst(c["level"] for c in checks), "chain": chain,
                     "unaudited": unaudited,
                     "backup_age": age_s(str((saved or {}).get("backed_up_at")
-                                             or (saved or {}).get("created_at") or "")),
+                                            or (saved or {}).get("created_at") or "")),
                     "backed_up": saved is not None,
                     "drill": drill, "drill_age": age_s(str((drill or {}).get("at", ""))),
                     "served": [{"version": v, **info, "arms": sorted(info["arms"])}
                                for v, info in sorted(served.items())],
-                    "requests_hour": sum(i["requests"] for i in served.values()),
-                    "mlflow": self.links.model(row.name)}
+                    "requests_hour": sum(i["requests"] for i in served.values())}
 
-        models = at_once([partial(one, r) for r in rows], self.concurrent)
+        models = at_once([partial(one, r) for r in records], self.concurrent)
         return {"models": models, "drills": len(drills)}
 
     # -- 2. model ----------------------------------------------------------------------------
@@ -328,7 +351,7 @@ class Views:
 
     # -- 4. audit ----------------------------------------------------------------------------
     def audit(self, model: str, actor: str, action: str, page: int) -> dict[str, Any]:
-        names = sorted(m.name for m in self.reads.list_models())
+        names = sorted(m.name for m in self.reads.list_models() if managed(m.name))
         if model:
             check_name(model)
             if model not in names:
@@ -364,7 +387,7 @@ class Views:
             "check": "registry", "target": self.yard.tracking.display_uri, "level": "ok",
             "detail": "answers"}]
         try:
-            names = sorted(m.name for m in self.reads.list_models())
+            names = sorted(m.name for m in self.reads.list_models() if managed(m.name))
         except YardError as exc:
             checks[0].update(level="critical", detail=exc.message)
             names = []
@@ -421,6 +444,16 @@ class Views:
 
         self.model_record(name)
         return serving(self.yard, self.links, name, since)
+
+
+def managed(name: str) -> bool:
+    """Whether modelyard could have registered this name (MLflow's own client takes names
+    modelyard refuses, ``<script>`` among them: those are listed, never read further)."""
+    try:
+        check_name(name)
+        return True
+    except InvalidInput:
+        return False
 
 
 def _schema(tags: Mapping[str, str]) -> str:
