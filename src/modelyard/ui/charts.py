@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from html import escape
+from html import escape as _escape
 
 __all__ = ["SvgChart", "line_chart"]
 
@@ -27,6 +27,11 @@ LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 48
 MAX_LABELS = 12  # x labels written under the axis at most (every point keeps its title)
 
 
+def escape(text: str) -> str:
+    """Text for the SVG: escaped, control characters (not allowed in XML) shown as '?'."""
+    return _escape("".join(c if c >= " " or c in "\t" else "?" for c in text))
+
+
 @dataclass(frozen=True)
 class SvgChart:
     svg: str
@@ -35,16 +40,26 @@ class SvgChart:
 
 
 def _fmt(value: float) -> str:
-    if value == 0 or 0.001 <= abs(value) < 100_000:
+    if abs(value) < 1e-12:
+        return "0"
+    if 0.001 <= abs(value) < 100_000:
         return f"{value:.4g}"
     return f"{value:.2e}"
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    if high <= low:
-        return [low]
-    step = (high - low) / (count - 1)
-    return [low + i * step for i in range(count)]
+def _nice_range(low: float, high: float, count: int = 5) -> tuple[float, float, float]:
+    """Axis bounds and a step of 1, 2 or 5 times a power of ten around ``low..high`` (a
+    reader reads 0.80, 0.85, 0.90, not 0.8028, 0.8289)."""
+    plain = (low, high, (high - low) / max(1, count - 1))
+    try:
+        raw = (high - low) / max(1, count - 1)
+        power = 10.0 ** math.floor(math.log10(raw))
+        step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+        nice = (float(math.floor(low / step) * step), float(math.ceil(high / step) * step),
+                step)
+    except (OverflowError, ValueError, StopIteration):  # spans near the float limits
+        return plain
+    return nice if all(math.isfinite(v) for v in nice) and nice[2] > 0 else plain
 
 
 def line_chart(series: Mapping[str, Sequence[tuple[str, float | None]]], *,
@@ -74,26 +89,34 @@ def line_chart(series: Mapping[str, Sequence[tuple[str, float | None]]], *,
     if high == low:
         pad = abs(high) * 0.05 or 1.0
         low, high = low - pad, high + pad
-    else:
-        pad = (high - low) * 0.08
-        low, high = low - pad, high + pad
+    if min(values) >= 0:  # counts and latencies never go below zero on the axis
+        low = max(0.0, low)
+    low, high, step = _nice_range(low, high)
 
     def x_of(index: int) -> float:
         return LEFT + (plot_w * (index + 0.5) / len(labels))
 
     def y_of(value: float) -> float:
-        return TOP + plot_h * (1 - (value - low) / (high - low))
+        # halves first: a span from -1.7e308 to 1.7e308 is no float, its half is
+        share = (value / 2 - low / 2) / (high / 2 - low / 2)
+        return TOP + plot_h * (1 - share)
 
     index_of = {label: i for i, label in enumerate(labels)}
-    for tick in _ticks(low, high):
+    try:
+        ticks = [low + i * step for i in range(min(20, round((high - low) / step)) + 1)]
+    except (OverflowError, ValueError, ZeroDivisionError):  # a span past the float range
+        ticks = [low, high]
+    for tick in ticks:
         y = y_of(tick)
         parts.append(f'<line x1="{LEFT}" x2="{width - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
                      'class="grid"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" '
                      f'class="tick">{escape(_fmt(tick))}</text>')
-    every = max(1, math.ceil(len(labels) / MAX_LABELS))
+    # At most one label per 90 px of axis; the others are in each point's title.
+    room = max(2, min(MAX_LABELS, plot_w // 90))
+    every = max(1, math.ceil(len(labels) / room))
     for i, label in enumerate(labels):
-        if i % every == 0 or i == len(labels) - 1:
+        if i % every == 0:
             short = label if len(label) <= 14 else label[:13] + "…"
             parts.append(f'<text x="{x_of(i):.1f}" y="{height - BOTTOM + 16}" '
                          f'text-anchor="middle" class="tick">{escape(short)}</text>')

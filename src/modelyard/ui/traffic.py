@@ -37,8 +37,9 @@ def serving(yard: Yard, links: MlflowLinks, name: str, since: str) -> dict[str, 
     for record in read_records(yard.vault.store, name, since=start, until=end):
         if record.get("kind") == "prediction" and record.get("version") is not None:
             per[(int(record["version"]), bool(record.get("shadow")))].append(record)
+    shape = "%H:%M" if span <= 86400 else "%m-%d %H:%M" if span <= 3 * 86400 else "%m-%d"
     labels = [datetime.fromtimestamp(start + width * (i + 1), tz=timezone.utc)
-              .strftime("%m-%d %H:%M") for i in range(buckets)]
+              .strftime(shape) for i in range(buckets)]
     requests: dict[str, list[tuple[str, float | None]]] = {}
     errors: dict[str, list[tuple[str, float | None]]] = {}
     p50: dict[str, list[tuple[str, float | None]]] = {}

@@ -280,7 +280,15 @@ class Views:
         moves = [e for e in reversed(events) if e.action in MOVES]
         timeline = paged(moves, page, {"name": name, "below": str(below or "")})
         compared = self.compare(name, compare) if compare else None
-        return {"name": name, "model": model, "total": total, "versions": versions,
+        shown: dict[str, str] = {}
+        for stage in STAGE_ALIASES:
+            number = model.aliases.get(stage)
+            if number is not None:
+                record = quiet(partial(self.reads.get_version, name, number))
+                semver = record.tags.get(T_SEMVER) if record else None
+                shown[stage] = f"v{semver} (#{number})" if semver else f"#{number}"
+        return {"name": name, "model": model, "holders": shown, "total": total,
+                "versions": versions,
                 "metric_names": metric_names, "chart": chart, "more": more,
                 "older": versions[-1]["version"] if more and versions else None,
                 "below": below, "timeline": timeline, "chain": chain, "chain_detail": detail,
