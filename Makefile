@@ -84,6 +84,7 @@ bench: install
 	$(BIN)/python benchmarks/snapshot_restore.py --rounds 3
 	$(BIN)/python benchmarks/drills.py
 	$(BIN)/python benchmarks/detection.py
+	$(BIN)/python benchmarks/bench_ui.py
 
 stack: install
 	$(BIN)/python -m tests.support.devstack
