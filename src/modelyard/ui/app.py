@@ -49,6 +49,9 @@ NAV = (("overview", "Overview", "/"), ("audit", "Audit", "/audit"),
 _OWN_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                     "MLFLOW_TRACKING_TOKEN")
 MAX_VIEWERS = 32  # viewers' registries kept open at once (least recently used dropped)
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" '
+           'height="16" rx="3" fill="#16202c"/><path d="M3 12V4l5 5 5-5v8" stroke="#cfe3ff" '
+           'stroke-width="2" fill="none"/></svg>')
 MAX_QUERY = 300  # characters of one query value (a model name is at most 256)
 
 
@@ -272,6 +275,11 @@ def create_app(settings: "Settings", *, mlflow_ui: str | None = None, auth: bool
         since = _arg(request, "since") or "24h"
         return view(request, "serving.html", "serving",
                     lambda v: {"title": f"serving {name}", **v.serving(name, since)})
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:  # a browser asks for it on every first visit
+        return Response(FAVICON, media_type="image/svg+xml",
+                        headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/healthz")
     def healthz() -> Response:

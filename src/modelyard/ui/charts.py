@@ -76,8 +76,10 @@ def line_chart(series: Mapping[str, Sequence[tuple[str, float | None]]], *,
                 labels.append(label)
     values = [float(y) for points in series.values() for _, y in points
               if y is not None and math.isfinite(float(y))]
-    width, height = WIDTH, HEIGHT
-    plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
+    # The legend takes rows of four under the axis labels: the picture grows, the plot not.
+    legend_rows = max(1, math.ceil(len(series) / 4))
+    width, height = WIDTH, HEIGHT + 14 * (legend_rows - 1)
+    plot_w, plot_h = width - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
              f'viewBox="0 0 {width} {height}" width="100%" '
              f'aria-label="{escape(title or y_label or "chart")}">']
@@ -118,7 +120,7 @@ def line_chart(series: Mapping[str, Sequence[tuple[str, float | None]]], *,
     for i, label in enumerate(labels):
         if i % every == 0:
             short = label if len(label) <= 14 else label[:13] + "…"
-            parts.append(f'<text x="{x_of(i):.1f}" y="{height - BOTTOM + 16}" '
+            parts.append(f'<text x="{x_of(i):.1f}" y="{HEIGHT - BOTTOM + 16}" '
                          f'text-anchor="middle" class="tick">{escape(short)}</text>')
     for label in marked:
         if label in index_of:
@@ -153,7 +155,7 @@ def line_chart(series: Mapping[str, Sequence[tuple[str, float | None]]], *,
                          '</title></circle>')
     for n, name in enumerate(series):
         x = LEFT + 8 + (n % 4) * 170
-        y = height - 12 - 14 * (n // 4)
+        y = HEIGHT - 12 + 14 * (n // 4)
         parts.append(f'<rect x="{x}" y="{y - 8}" width="10" height="10" '
                      f'fill="{COLOURS[n % len(COLOURS)]}"/>')
         parts.append(f'<text x="{x + 14}" y="{y + 1}" class="legend">'

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelyard.core.names import STAGE_ALIASES, T_SEMVER, check_name
 from modelyard.core.refs import VersionRef, is_visible
-from modelyard.errors import AuditTampered, InvalidInput, NotFound, YardError
+from modelyard.errors import AuditTampered, InvalidInput, NotFound, UnauditedMove, YardError
 from modelyard.ui.charts import line_chart
 from modelyard.ui.paging import (
     PER_PAGE,
@@ -57,6 +57,8 @@ class Views:
         self.links = links
         self.reads = yard.ctx.reads
         self.concurrent = bool(getattr(self.reads, "concurrent", False))
+        self._trails: dict[str, tuple[list[Any], str, str]] = {}
+        self._unaudited: dict[str, list[dict[str, Any]]] = {}
 
     # -- shared parts ------------------------------------------------------------------------
     def model_record(self, name: str) -> Any:
@@ -80,21 +82,31 @@ class Views:
         return sorted((d for d in found if d), key=lambda d: str(d.get("at", "")))
 
     def trail(self, name: str) -> tuple[list[Any], str, str]:
-        """The model's audit events, its chain status (``verified`` / ``broken``) and why."""
+        """The model's audit events, its chain status (``verified`` / ``broken``) and why
+        (read once per page)."""
+        if name not in self._trails:
+            self._trails[name] = self._read_trail(name)
+        return self._trails[name]
+
+    def _read_trail(self, name: str) -> tuple[list[Any], str, str]:
         try:
             events = self.yard.history(name, verify=True)
+            # history --verify also proved every stage holder explained: no unaudited move
+            self._unaudited.setdefault(name, [])
             return events, "verified", "hash chain, head anchors and holders verified"
         except AuditTampered as exc:
             events = quiet(lambda: self.yard.history(name), [])
             return events, "broken", exc.message
-        except YardError as exc:
-            if exc.__class__.__name__ == "UnauditedMove":  # the chain holds; a holder does not
-                events = quiet(lambda: self.yard.history(name), [])
-                return events, "verified", f"hash chain holds; {exc.message}"
-            raise
+        except UnauditedMove as exc:  # the chain holds; a holder does not
+            events = quiet(lambda: self.yard.history(name), [])
+            return events, "verified", f"hash chain holds; {exc.message}"
 
     def unaudited(self, name: str) -> list[dict[str, Any]]:
-        return [d.to_dict() for d in quiet(lambda: self.yard.governance.unaudited(name), [])]
+        """Stage holders no audit event explains (read once per page)."""
+        if name not in self._unaudited:
+            self._unaudited[name] = [d.to_dict() for d in quiet(
+                lambda: self.yard.governance.unaudited(name), [])]
+        return self._unaudited[name]
 
     def backup_record(self, name: str, version: int) -> dict[str, Any] | None:
         if self.yard.settings.backup is None:
@@ -267,13 +279,13 @@ class Views:
                     "mlflow_run": self.links.run(mv.run_id)}
 
         versions = at_once([partial(one, r) for r in records], self.concurrent)
-        metric_names = sorted({k for v in versions for k in v["metrics"]})
+        metric_names = headline({k for v in versions for k in v["metrics"]})
         oldest_first = list(reversed(versions))
         label = {v["version"]: (f"v{v['semver']}" if v["semver"] else f"#{v['version']}")
                  for v in versions}
         chart = line_chart(
             {m: [(label[v["version"]], v["metrics"].get(m)) for v in oldest_first]
-             for m in metric_names[:6]},
+             for m in metric_names},
             marked=[label[n] for n in holders if n in label and holders[n] == "production"],
             title=f"metrics of {name} across versions")
         events, chain, detail = self.trail(name)
@@ -454,6 +466,17 @@ class Views:
         return serving(self.yard, self.links, name, since)
 
 
+HEADLINE = 5  # metrics in the versions table and the chart (every one is on the version page)
+
+
+def headline(names: set[str]) -> list[str]:
+    """The metrics a version is judged by: not the cross-validation spread (``cv_*``,
+    ``*_std``, ``*_mean``) when others exist; at most ``HEADLINE``, by name."""
+    main = sorted(n for n in names
+                  if not n.startswith("cv_") and not n.endswith(("_std", "_mean")))
+    return (main or sorted(names))[:HEADLINE]
+
+
 def managed(name: str) -> bool:
     """Whether modelyard could have registered this name (MLflow's own client takes names
     modelyard refuses, ``<script>`` among them: those are listed, never read further)."""
@@ -471,8 +494,14 @@ def _schema(tags: Mapping[str, str]) -> str:
     inputs, _ = Fingerprint.parse_schema(tags.get(T_SCHEMA))
     if inputs is None:
         return "-"
-    return ", ".join(f"{c.get('name', '?')}:{c.get('type', '?')}" if isinstance(c, dict)
-                     else str(c) for c in inputs)
+    def one(column: Any) -> str:
+        if isinstance(column, dict):
+            return f"{column.get('name', '?')} {column.get('type', '?')}"
+        if isinstance(column, (list, tuple)) and len(column) >= 2:
+            return f"{column[0]} {column[1]}"
+        return str(column)
+
+    return ", ".join(one(c) for c in inputs)
 
 
 __all__ = ["MlflowLinks", "Views", "mlflow_base", "page_number", "paged",
