@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from modelyard.errors import InvalidInput, NotFound, PermissionDenied, YardError
-from modelyard.ui.views import MlflowLinks, Views, mlflow_base, page_number, version_number
+from modelyard.ui.paging import MlflowLinks, mlflow_base, page_number, version_number
+from modelyard.ui.views import Views
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastapi import FastAPI, Request

@@ -1,4 +1,5 @@
-"""Paging, links to MLflow's UI and the small helpers every dashboard page shares."""
+"""Paging, links to MLflow's UI and the small helpers every dashboard page shares (which
+names modelyard manages, the headline metrics, a schema as text)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from modelyard.core.names import check_name
 from modelyard.errors import InvalidInput, NotFound, YardError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -131,3 +133,45 @@ def quiet(call: Callable[[], Any], default: Any = None) -> Any:
         return call()
     except (YardError, OSError, ValueError):
         return default
+
+
+HEADLINE = 5  # metrics in the versions table and the chart (every one is on the version page)
+
+
+def headline(names: set[str]) -> list[str]:
+    """The metrics a version is judged by: not the cross-validation spread (``cv_*``,
+    ``*_std``, ``*_mean``) when others exist; at most ``HEADLINE``, by name."""
+    main = sorted(n for n in names
+                  if not n.startswith("cv_") and not n.endswith(("_std", "_mean")))
+    return (main or sorted(names))[:HEADLINE]
+
+
+def managed(name: str) -> bool:
+    """Whether modelyard could have registered this name (MLflow's own client takes names
+    modelyard refuses, ``<script>`` among them: those are listed, never read further)."""
+    try:
+        check_name(name)
+        return True
+    except InvalidInput:
+        return False
+
+
+def schema_text(tags: Mapping[str, str]) -> str:
+    from modelyard.core.names import T_SCHEMA
+    from modelyard.core.versioning import Fingerprint
+
+    inputs, _ = Fingerprint.parse_schema(tags.get(T_SCHEMA))
+    if inputs is None:
+        return "-"
+    def one(column: Any) -> str:
+        if isinstance(column, dict):
+            return f"{column.get('name', '?')} {column.get('type', '?')}"
+        if isinstance(column, (list, tuple)) and len(column) >= 2:
+            return f"{column[0]} {column[1]}"
+        return str(column)
+
+    return ", ".join(one(c) for c in inputs)
+
+
+__all__ = ["MlflowLinks", "Page", "headline", "managed", "mlflow_base", "page_number",
+           "paged", "schema_text", "version_number"]

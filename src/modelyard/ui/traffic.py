@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import InvalidInput, YardError
 from modelyard.ui.charts import line_chart
+from modelyard.ui.paging import quiet
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelyard.ui.paging import MlflowLinks
@@ -88,6 +89,24 @@ def serving(yard: Yard, links: MlflowLinks, name: str, since: str) -> dict[str, 
             "ab": report, "ab_error": report_error, "drift": drift,
             "shadow": _disagreements(per),
             "mlflow": links.model(name)}
+
+
+def served(yard: Yard, name: str, since_s: float) -> dict[int, dict[str, Any]]:
+    """Per version: requests, errors and latencies captured since ``since_s``."""
+    from modelyard.serving.capture import read_records
+
+    found: dict[int, dict[str, Any]] = {}
+    for record in quiet(lambda: list(read_records(yard.vault.store, name,
+                                                   since=since_s)), []):
+        if record.get("kind") != "prediction" or record.get("version") is None:
+            continue
+        row = found.setdefault(int(record["version"]), {
+            "semver": str(record.get("semver") or ""), "requests": 0, "errors": 0,
+            "arms": set()})
+        row["requests"] += 1
+        row["errors"] += 1 if record.get("error") else 0
+        row["arms"].add(("shadow " if record.get("shadow") else "") + str(record.get("arm")))
+    return found
 
 
 def _pct(records: list[dict[str, Any]], q: float) -> float | None:

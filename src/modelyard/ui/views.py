@@ -23,18 +23,19 @@ from typing import TYPE_CHECKING, Any
 
 from modelyard.core.names import STAGE_ALIASES, T_SEMVER, check_name
 from modelyard.core.refs import VersionRef, is_visible
-from modelyard.errors import AuditTampered, InvalidInput, NotFound, UnauditedMove, YardError
+from modelyard.errors import AuditTampered, NotFound, UnauditedMove, YardError
+from modelyard.ui import traffic
 from modelyard.ui.charts import line_chart
 from modelyard.ui.paging import (
     PER_PAGE,
     MlflowLinks,
     age_s,
     at_once,
-    mlflow_base,
-    page_number,
+    headline,
+    managed,
     paged,
     quiet,
-    version_number,
+    schema_text,
     worst,
 )
 
@@ -178,23 +179,6 @@ class Views:
                                "detail": exc.message})
         return checks
 
-    def served(self, name: str, since_s: float) -> dict[int, dict[str, Any]]:
-        """Per version: requests, errors and latencies captured since ``since_s``."""
-        from modelyard.serving.capture import read_records
-
-        found: dict[int, dict[str, Any]] = {}
-        for record in quiet(lambda: list(read_records(self.yard.vault.store, name,
-                                                       since=since_s)), []):
-            if record.get("kind") != "prediction" or record.get("version") is None:
-                continue
-            row = found.setdefault(int(record["version"]), {
-                "semver": str(record.get("semver") or ""), "requests": 0, "errors": 0,
-                "arms": set()})
-            row["requests"] += 1
-            row["errors"] += 1 if record.get("error") else 0
-            row["arms"].add(("shadow " if record.get("shadow") else "") + str(record.get("arm")))
-        return found
-
     # -- 1. overview -----------------------------------------------------------------------
     def overview(self) -> dict[str, Any]:
         # Per model: its count, its holders' semvers and the checks, each a bounded read
@@ -238,7 +222,7 @@ class Views:
             holder = model.aliases.get("production")
             saved = self.backup_record(name, holder) if holder is not None else None
             drill = newest_drill.get(name)
-            served = self.served(name, hour_ago)
+            served = traffic.served(self.yard, name, hour_ago)
             return {"versions": self.reads.count_visible(name),
                     "production": holders.get("production"), "staging": holders.get("staging"),
                     "level": worst(c["level"] for c in checks), "chain": chain,
@@ -322,7 +306,7 @@ class Views:
         add("metrics", one.metrics, two.metrics)
         add("params", one.params, two.params)
         add("data", one.lineage.data_hashes(), two.lineage.data_hashes())
-        add("schema", {"inputs": _schema(one.tags)}, {"inputs": _schema(two.tags)})
+        add("schema", {"inputs": schema_text(one.tags)}, {"inputs": schema_text(two.tags)})
         keep = ("git_commit", "git_branch", "python", "seed", "trained_by")
         add("lineage", {k: getattr(one.lineage, k) for k in keep},
             {k: getattr(two.lineage, k) for k in keep})
@@ -466,43 +450,4 @@ class Views:
         return serving(self.yard, self.links, name, since)
 
 
-HEADLINE = 5  # metrics in the versions table and the chart (every one is on the version page)
-
-
-def headline(names: set[str]) -> list[str]:
-    """The metrics a version is judged by: not the cross-validation spread (``cv_*``,
-    ``*_std``, ``*_mean``) when others exist; at most ``HEADLINE``, by name."""
-    main = sorted(n for n in names
-                  if not n.startswith("cv_") and not n.endswith(("_std", "_mean")))
-    return (main or sorted(names))[:HEADLINE]
-
-
-def managed(name: str) -> bool:
-    """Whether modelyard could have registered this name (MLflow's own client takes names
-    modelyard refuses, ``<script>`` among them: those are listed, never read further)."""
-    try:
-        check_name(name)
-        return True
-    except InvalidInput:
-        return False
-
-
-def _schema(tags: Mapping[str, str]) -> str:
-    from modelyard.core.names import T_SCHEMA
-    from modelyard.core.versioning import Fingerprint
-
-    inputs, _ = Fingerprint.parse_schema(tags.get(T_SCHEMA))
-    if inputs is None:
-        return "-"
-    def one(column: Any) -> str:
-        if isinstance(column, dict):
-            return f"{column.get('name', '?')} {column.get('type', '?')}"
-        if isinstance(column, (list, tuple)) and len(column) >= 2:
-            return f"{column[0]} {column[1]}"
-        return str(column)
-
-    return ", ".join(one(c) for c in inputs)
-
-
-__all__ = ["MlflowLinks", "Views", "mlflow_base", "page_number", "paged",
-           "version_number"]
+__all__ = ["Views"]
