@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import statistics
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -427,7 +428,7 @@ class Views:
         for drill in drills:
             mttr = drill.get("mttr")
             by_scenario[str(drill.get("scenario", "?"))].append(
-                (str(drill.get("at", ""))[:16].replace("T", " "),
+                (str(drill.get("at", ""))[5:16].replace("T", " "),
                  float(mttr) if isinstance(mttr, (int, float)) else None))
         chart = line_chart(dict(by_scenario), title="MTTR per scenario (s)", y_label="MTTR s")
         per_scenario: list[dict[str, Any]] = []
@@ -436,7 +437,7 @@ class Views:
             layers = sorted({str(d.get("layer") or "none") for d in drills
                              if d.get("scenario") == scenario})
             per_scenario.append({"scenario": scenario, "runs": len(points),
-                         "median": values[len(values) // 2] if values else None,
+                         "median": statistics.median(values) if values else None,
                          "last": values and points[-1][1], "layers": layers})
         recovers.sort(key=lambda e: e.when, reverse=True)
         return {"status": status, "checks": checks, "chart": chart, "mttr": per_scenario,
