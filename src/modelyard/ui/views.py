@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from modelyard.core.entities import ModelVersion
 from modelyard.core.names import STAGE_ALIASES, T_SEMVER, check_name
 from modelyard.core.refs import VersionRef, is_visible
 from modelyard.errors import AuditTampered, NotFound, UnauditedMove, YardError
@@ -119,24 +120,23 @@ class Views:
                     chain_detail: str, unaudited: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Per model, the checks of ``modelyard health`` the UI can make without MLflow's
         client: holders present, backed up, reproduced, audit chain, audited holders."""
-        checks: list[dict[str, Any]] = []
-        for stage in STAGE_ALIASES:
-            number = model.aliases.get(stage)
-            if number is None:
-                continue
+        def of_stage(stage: str, number: int) -> list[dict[str, Any]]:
+            checks: list[dict[str, Any]] = []
             target = f"{name}@{stage}"
             bad = "critical" if stage == "production" else "degraded"
-            try:
-                record = self.reads.get_version(name, number)
-            except NotFound:
-                checks.append({"check": "present", "target": target, "level": bad,
-                               "detail": f"#{number} is not in the registry"})
-                continue
+            # the version, its backup record and its last reproduce: at once on a server
+            record, saved, last = at_once([
+                partial(quiet, partial(self.reads.get_version, name, number)),
+                partial(self.backup_record, name, number),
+                partial(quiet, partial(self.yard.incidents.last_reproduce, name, number))],
+                self.concurrent)
+            if record is None:
+                return [{"check": "present", "target": target, "level": bad,
+                         "detail": f"#{number} is not in the registry"}]
             semver = record.tags.get(T_SEMVER, f"#{number}")
             if self.yard.settings.backup is not None:
-                saved = self.backup_record(name, number)
                 age = age_s(str((saved or {}).get("backed_up_at")
-                                 or (saved or {}).get("created_at") or ""))
+                                or (saved or {}).get("created_at") or ""))
                 if saved is None:
                     checks.append({"check": "backed up", "target": target, "level": "degraded",
                                    "detail": f"v{semver} has no record in the backup store"})
@@ -144,13 +144,17 @@ class Views:
                     level = "degraded" if age is not None and age > BACKUP_MAX_AGE_S else "ok"
                     checks.append({"check": "backed up", "target": target, "level": level,
                                    "detail": f"v{semver} is backed up", "age": age})
-            last = quiet(partial(self.yard.incidents.last_reproduce, name, number))
             if last:
                 ok = bool(last.get("reproducible"))
                 checks.append({"check": "reproducible", "target": target,
                                "level": "ok" if ok else "warn",
                                "detail": f"v{semver}: last reproduce {last.get('at', '?')} "
                                + ("reproduced" if ok else "did NOT reproduce")})
+            return checks
+
+        held = [(s, model.aliases[s]) for s in STAGE_ALIASES if model.aliases.get(s) is not None]
+        checks = [c for found in at_once([partial(of_stage, s, n) for s, n in held],
+                                         self.concurrent) for c in found]
         checks.append({"check": "audit chain", "target": name,
                        "level": "ok" if chain == "verified" else "critical",
                        "detail": chain_detail})
@@ -210,21 +214,21 @@ class Views:
 
         def checked(model: Any) -> dict[str, Any]:
             name = model.name
-            holders = {}
-            for stage in STAGE_ALIASES:
-                number = model.aliases.get(stage)
-                if number is not None:
-                    record = quiet(partial(self.reads.get_version, name, number))
-                    holders[stage] = (record.tags.get(T_SEMVER) if record else None) \
-                        or f"#{number}"
-            events, chain, detail = self.trail(name)
-            unaudited = self.unaudited(name)
+            stages = [s for s in STAGE_ALIASES if model.aliases.get(s) is not None]
+            # Independent reads: on a server they go out at once.
+            (events, chain, detail), count, *records = at_once(
+                [partial(self.trail, name), partial(self.reads.count_visible, name),
+                 *[partial(quiet, partial(self.reads.get_version, name, model.aliases[s]))
+                   for s in stages]], self.concurrent)
+            holders = {s: (r.tags.get(T_SEMVER) if r else None) or f"#{model.aliases[s]}"
+                       for s, r in zip(stages, records, strict=True)}
+            unaudited = self.unaudited(name)  # known already when the trail verified
             checks = self.lean_checks(name, model, events, chain, detail, unaudited)
             holder = model.aliases.get("production")
             saved = self.backup_record(name, holder) if holder is not None else None
             drill = newest_drill.get(name)
             served = traffic.served(self.yard, name, hour_ago)
-            return {"versions": self.reads.count_visible(name),
+            return {"versions": count,
                     "production": holders.get("production"), "staging": holders.get("staging"),
                     "level": worst(c["level"] for c in checks), "chain": chain,
                     "unaudited": unaudited,
@@ -243,15 +247,21 @@ class Views:
     def model(self, name: str, below: int | None, compare: tuple[str, str] | None,
               page: int) -> dict[str, Any]:
         model = self.model_record(name)
-        total = self.reads.count_visible(name)
-        records = [r for r in self.reads.search_versions(name, below=below, limit=PER_PAGE + 1)
-                   if is_visible(r)]
+        # Independent reads: on a server they go out at once (one round, not five).
+        total, found, _ = at_once([
+            partial(self.reads.count_visible, name),
+            partial(self.reads.search_versions, name, below=below, limit=PER_PAGE + 1),
+            partial(self.trail, name)], self.concurrent)
+        records = [r for r in found if is_visible(r)]
         more = len(records) > PER_PAGE
         records = records[:PER_PAGE]
         holders = {number: stage for stage, number in model.aliases.items()}
 
         def one(record: VersionRecord) -> dict[str, Any]:
-            mv = self.yard.get(name, record.version, full=True)
+            # The search row has the tags (semver, bump, lineage); the run has the metrics:
+            # one read per version.
+            run = quiet(partial(self.reads.get_run, record.run_id)) if record.run_id else None
+            mv = ModelVersion.from_record(record, metrics=(run or {}).get("metrics") or {})
             saved = self.backup_record(name, record.version)
             return {"version": mv.version, "semver": mv.semver, "bump": mv.bump,
                     "bump_reason": mv.bump_reason, "stage": mv.stage,
