@@ -331,25 +331,31 @@ class Views:
         VersionRef.parse(ref)  # a malformed ref: 400 before anything is read
         self.model_record(name)
         mv = self.yard.details(name, ref, full=True)
-        manifest = None
-        if mv.manifest_sha256:
-            manifest = quiet(lambda: self.yard.vault.read_manifest(
+
+        def manifest_of() -> Any:
+            if not mv.manifest_sha256:
+                return None
+            return quiet(lambda: self.yard.vault.read_manifest(
                 name, mv.version, mv.manifest_sha256 or "", mv.semver or "?"))
-        saved = self.backup_record(name, mv.version)
+
+        # Everything else about the version is independent: at once on a server.
+        manifest, saved, shots, logged, events, reproduce, run = at_once([
+            manifest_of, partial(self.backup_record, name, mv.version),
+            partial(quiet, self.yard.protection.snapshots.list, []),
+            partial(quiet, partial(self.yard.governance.access_log, name), []),
+            partial(quiet, partial(self.yard.history, name, mv.version), []),
+            partial(quiet, partial(self.yard.incidents.last_reproduce, name, mv.version)),
+            partial(quiet, partial(self.reads.get_run, mv.run_id or ""))], self.concurrent)
         snapshots = [
             {"tag": s.tag, "created_at": s.created_at, "by": s.created_by,
              "aliases": sorted(a for a, h in s.holders(name).items()
                                if int(h.get("version", -1)) == mv.version)}
-            for s in quiet(self.yard.protection.snapshots.list, [])
+            for s in shots
             if mv.version in s.versions_of(name)
             or any(int(v.get("version", -1)) == mv.version
                    for v in s.models.get(name, {}).get("versions", []))]
-        access = [a for a in quiet(lambda: self.yard.governance.access_log(name), [])
-                  if a.version == mv.version]
-        events = quiet(lambda: self.yard.history(name, mv.version), [])
+        access = [a for a in logged if a.version == mv.version]
         gates = [e for e in events if e.gates]
-        reproduce = quiet(lambda: self.yard.incidents.last_reproduce(name, mv.version))
-        run = quiet(partial(self.reads.get_run, mv.run_id)) if mv.run_id else None
         experiment = (run or {}).get("experiment_id")
         files = []
         if manifest is not None:
@@ -408,18 +414,21 @@ class Views:
             names = []
         checks += self.stores()
         recovers: list[Any] = []
-        for name in names:
+
+        def one(name: str) -> tuple[list[dict[str, Any]], list[Any]]:
             try:
                 model = self.reads.get_model(name)
                 events, chain, detail = self.trail(name)
             except YardError as exc:
-                checks.append({"check": "holders", "target": name, "level": "critical",
-                               "detail": exc.message})
-                continue
-            checks += self.lean_checks(name, model, events, chain, detail,
-                                       self.unaudited(name))
-            recovers += [e for e in events if e.action in ("recover", "restore",
-                                                           "snapshot_restore")]
+                return [{"check": "holders", "target": name, "level": "critical",
+                         "detail": exc.message}], []
+            return (self.lean_checks(name, model, events, chain, detail, self.unaudited(name)),
+                    [e for e in events if e.action in ("recover", "restore",
+                                                       "snapshot_restore")])
+
+        for found, recovered in at_once([partial(one, n) for n in names], self.concurrent):
+            checks += found
+            recovers += recovered
         drills = quiet(self.drills, [])
         if drills:
             newest = drills[-1]
