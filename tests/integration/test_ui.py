@@ -180,7 +180,7 @@ def test_bad_input_gets_a_clean_page(small: tuple[Any, UiProject]) -> None:
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
-@hsettings(max_examples=60, deadline=None, database=None,
+@hsettings(max_examples=30, deadline=None, database=None,
            suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ref=st.text(min_size=1, max_size=40), page=st.text(max_size=12),
        name=st.text(min_size=1, max_size=30))

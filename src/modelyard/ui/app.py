@@ -194,13 +194,13 @@ def create_app(settings: "Settings", *, mlflow_ui: str | None = None, auth: bool
                     status)
 
     def view(request: Request, template: str, name: str,
-             build: Callable[[Views], dict[str, Any]]) -> Response:
+             build: Callable[[Views], dict[str, Any]], *, verify: bool = False) -> Response:
         credentials = _credentials(request)
         yard = viewers.yard_for(credentials)
         if viewers.auth and credentials is not None:
             request.state.viewer = credentials[0]
         with lock:
-            context = build(Views(yard, links))
+            context = build(Views(yard, links, verify=verify))
         return page(template, name, request, context)
 
     @app.exception_handler(YardError)
@@ -262,7 +262,8 @@ def create_app(settings: "Settings", *, mlflow_ui: str | None = None, auth: bool
         model, actor, action = _arg(request, "model"), _arg(request, "actor"), \
             _arg(request, "action")
         return view(request, "audit.html", "audit",
-                    lambda v: {"title": "audit", **v.audit(model, actor, action, number)})
+                    lambda v: {"title": "audit", **v.audit(model, actor, action, number)},
+                    verify=True)
 
     @app.get("/incidents", response_class=HTMLResponse)
     def incidents(request: Request) -> Response:
