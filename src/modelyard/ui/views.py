@@ -258,10 +258,13 @@ class Views:
               page: int) -> dict[str, Any]:
         model = self.model_record(name)
         # Independent reads: on a server they go out at once (one round, not five).
-        total, found, _ = at_once([
+        stages = [s for s in STAGE_ALIASES if model.aliases.get(s) is not None]
+        total, found, _, _, *held = at_once([
             partial(self.reads.count_visible, name),
             partial(self.reads.search_versions, name, below=below, limit=PER_PAGE + 1),
-            partial(self.trail, name)], self.concurrent)
+            partial(self.trail, name), partial(self.unaudited, name),
+            *[partial(quiet, partial(self.reads.get_version, name, model.aliases[s]))
+              for s in stages]], self.concurrent)
         records = [r for r in found if is_visible(r)]
         more = len(records) > PER_PAGE
         records = records[:PER_PAGE]
@@ -298,12 +301,10 @@ class Views:
         timeline = paged(moves, page, {"name": name, "below": str(below or "")})
         compared = self.compare(name, compare) if compare else None
         shown: dict[str, str] = {}
-        for stage in STAGE_ALIASES:
-            number = model.aliases.get(stage)
-            if number is not None:
-                record = quiet(partial(self.reads.get_version, name, number))
-                semver = record.tags.get(T_SEMVER) if record else None
-                shown[stage] = f"v{semver} (#{number})" if semver else f"#{number}"
+        for stage, record in zip(stages, held, strict=True):
+            number = model.aliases[stage]
+            semver = record.tags.get(T_SEMVER) if record else None
+            shown[stage] = f"v{semver} (#{number})" if semver else f"#{number}"
         return {"name": name, "model": model, "holders": shown, "total": total,
                 "versions": versions,
                 "metric_names": metric_names, "chart": chart, "more": more,
