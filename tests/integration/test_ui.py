@@ -206,3 +206,23 @@ def test_ui_command_prints_its_address_and_refuses_a_bad_link(backend: str) -> N
     bad = run_cli("ui", "--mlflow-ui", "javascript:alert(1)")
     assert bad.returncode == 2 and "--mlflow-ui must be an http(s):// address" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_a_move_made_around_modelyard_is_red_with_its_undo(
+        small: tuple[Any, UiProject]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    yard, project = small
+    first = min(project.versions.values())
+    MlflowClient(yard.settings.resolved_tracking_uri).set_registered_model_alias(
+        project.name, "production", str(first))  # what the MLflow UI lets anyone do
+    client = _client(yard)
+    overview = client.get("/")
+    row = overview.text.split(f'data-model="{project.name}"')[1].split("</tr>")[0]
+    assert 'class="unaudited"' in overview.text.split(f'data-model="{project.name}"')[0][-40:]
+    assert "unaudited move" in row and "critical" in row
+    audit = client.get(f"/audit?model={project.name}")
+    moved = audit.text.split('id="unaudited"')[1].split("</table>")[0]
+    assert 'class="unaudited"' in moved and f"modelyard recover {project.name}" in moved
+    assert "production" in moved
