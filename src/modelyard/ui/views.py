@@ -226,13 +226,13 @@ class Views:
             name = model.name
             stages = [s for s in STAGE_ALIASES if model.aliases.get(s) is not None]
             # Independent reads: on a server they go out at once.
-            (events, chain, detail), count, *records = at_once(
-                [partial(self.trail, name), partial(self.reads.count_visible, name),
+            (events, chain, detail), unaudited, count, *records = at_once(
+                [partial(self.trail, name), partial(self.unaudited, name),
+                 partial(self.reads.count_visible, name),
                  *[partial(quiet, partial(self.reads.get_version, name, model.aliases[s]))
                    for s in stages]], self.concurrent)
             holders = {s: (r.tags.get(T_SEMVER) if r else None) or f"#{model.aliases[s]}"
                        for s, r in zip(stages, records, strict=True)}
-            unaudited = self.unaudited(name)  # known already when the trail verified
             checks = self.lean_checks(name, model, events, chain, detail, unaudited)
             holder = model.aliases.get("production")
             saved = self.backup_record(name, holder) if holder is not None else None
@@ -429,12 +429,13 @@ class Views:
 
         def one(name: str) -> tuple[list[dict[str, Any]], list[Any]]:
             try:
-                model = self.reads.get_model(name)
-                events, chain, detail = self.trail(name)
+                model, (events, chain, detail), moved = at_once(
+                    [partial(self.reads.get_model, name), partial(self.trail, name),
+                     partial(self.unaudited, name)], self.concurrent)
             except YardError as exc:
                 return [{"check": "holders", "target": name, "level": "critical",
                          "detail": exc.message}], []
-            return (self.lean_checks(name, model, events, chain, detail, self.unaudited(name)),
+            return (self.lean_checks(name, model, events, chain, detail, moved),
                     [e for e in events if e.action in ("recover", "restore",
                                                        "snapshot_restore")])
 
