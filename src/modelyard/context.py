@@ -12,6 +12,7 @@ defaults), with the project root found by walking up from the working folder.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +49,9 @@ class Context:
     _permissions: Permissions | None = field(default=None, repr=False)
     _writes: Writes | None = field(default=None, repr=False)
     _signatures: Signatures | None = field(default=None, repr=False)
+    # The environment the lean reader takes MLflow's client settings from (credentials, TLS):
+    # None is this process's. The dashboard sets each viewer's own credentials here.
+    environ: Mapping[str, str] | None = field(default=None, repr=False)
 
     @property
     def reads(self) -> Reads:
@@ -57,8 +61,8 @@ class Context:
         if self._reads is None:
             from modelyard.backend.lean.reader import open_reader
 
-            self._reads = (open_reader(self.settings, fallback=lambda: self.tracking)
-                           or self.tracking)
+            self._reads = (open_reader(self.settings, environ=self.environ,
+                                       fallback=lambda: self.tracking) or self.tracking)
         return self._reads
 
     @property

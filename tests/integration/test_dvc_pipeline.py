@@ -142,6 +142,10 @@ def test_demo_runs_end_to_end(isolated: Path) -> None:
     drill = by_title["drill"]["data"]
     assert drill["ok"] and drill["layer"] == "L1" and drill["sandbox"]
     assert by_title["health"]["data"]["status"] == "healthy"
+    # It ends with the dashboard's command, and the dashboard shows what the demo did.
+    project = Path(by_title["init"]["data"]["dir"])
+    assert steps[-1]["data"]["ui"] == f"cd {project} && modelyard ui"
+    _dashboard_shows_the_demo(project)
 
     # The demo's project, as a user finds it afterwards (the embedded half of the lineage
     # round trip; tests above run it on the team stack): v1.0.0's lineage names init's
@@ -174,6 +178,22 @@ def test_demo_runs_end_to_end(isolated: Path) -> None:
     assert hashlib.md5(train.read_bytes()).hexdigest() == data["hash"]
     # The dvc.lock commit that recorded v1.0.0's data, found once it was committed.
     assert report["lineage"]["data"][0]["git_commit"] == recorded_v1
+
+
+def _dashboard_shows_the_demo(project: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from modelyard.cli.demo import project_settings
+    from modelyard.ui.app import create_app
+
+    client = TestClient(create_app(project_settings(project)))
+    overview = client.get("/")
+    row = overview.text.split('data-model="churn"')[1].split("</tr>")[0]
+    assert "v1.0.0" in row and "chain verified" in " ".join(row.split())
+    model = client.get("/model?name=churn")
+    assert all(f"v{s}" in model.text for s in ("1.0.0", "1.1.0", "1.1.1", "2.0.0"))
+    assert model.text.count('class="point"') >= 4 and "gate_failed" in model.text
+    assert "model-corruption" in client.get("/incidents").text
 
 
 def test_demo_stays_in_the_callers_folder(isolated: Path) -> None:

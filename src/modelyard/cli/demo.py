@@ -77,6 +77,8 @@ def demo_cmd(state: State, directory: Path | None, rows: int, trees: int) -> Non
                 table.add_row(fmt(row["semver"]), str(row["version"]), row["bump"],
                               f"{row['accuracy']:.3f}", f"{row['roc_auc']:.3f}", row["stage"])
             console.print(table)
+            console.print(f"Browse it: [bold]{_escape(step.data['ui'])}[/bold] "
+                          "(then http://127.0.0.1:8050)")
     if state.json:
         click.echo(json.dumps(steps, indent=1, default=str))
 
@@ -302,8 +304,17 @@ def run_demo(directory: Path, *, rows: int = 2000, trees: int = 60,
         record = final.get(row["version"])
         row["stage"] = record.tags.get(T_STAGE, "none") if record else "deleted"
     yield Step("summary", [], {"rows": summary, "model": model,
-                               "seconds": round(time.perf_counter() - started, 1)},
+                               "seconds": round(time.perf_counter() - started, 1),
+                               "ui": ui_command(directory)},
                time.perf_counter() - started)
+
+
+def ui_command(directory: Path) -> str:
+    """The command that opens the dashboard on the demo's registry (its own project; a
+    tracking server's address comes from the environment, as for the demo)."""
+    import shlex
+
+    return f"cd {shlex.quote(str(directory))} && modelyard ui"
 
 
 def _v(yard: Any, semver: str | None) -> str:

@@ -33,7 +33,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "Read the registry": {
         "list": "details", "details": "details", "compare": "details", "history": "history",
         "lineage": "details", "doctor": "doctor",
-        "mlflow-ui": "doctor",
+        "mlflow-ui": "doctor", "ui": "ui",
     },
     "Change the registry": {
         "register": "register", "promote": "promote", "approve": "promote",
