@@ -97,7 +97,7 @@ stack: install
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= localhost/modelyard:$(VERSION)
 IMAGE_BASE ?= localhost/modelyard-base:bookworm
-IMAGE_EXTRAS ?= serve,server
+IMAGE_EXTRAS ?= serve,ui,server
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
 # The machine's CA bundle, mounted for the install step only (TLS-inspecting proxies).
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt

@@ -140,10 +140,6 @@ def test_the_manifests_run_the_commands_the_issue_names() -> None:
 
 @pytest.mark.parametrize("run", RUNS, ids=lambda run: run.id)
 def test_every_container_command_is_one_the_cli_accepts(run: files.Run) -> None:
-    from modelyard.cli import main
-
-    if run.argv[:2] == ("modelyard", "ui") and "ui" not in main.commands:
-        pytest.skip("`modelyard ui` (issue #26) is not in this tree yet")
     check_command(run.argv)
 
 
