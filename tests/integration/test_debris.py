@@ -8,17 +8,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support import processes
 from tests.support.helpers import run_cli
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import Forked
+from tests.support.workers import register_until
 
 
 def _saved(trained: dict[str, Any], folder: Path, trees: int) -> Path:
@@ -34,17 +33,13 @@ def _saved(trained: dict[str, Any], folder: Path, trees: int) -> Path:
 
 
 def _start(name: str, source: Path, point: str, how: str, flag: Path,
-           action: str = "register", cwd: Path | None = None) -> subprocess.Popen[bytes]:
+           action: str = "register", cwd: Path | None = None) -> Forked:
     """A process that registers (or imports) and stops itself at ``point`` with ``how``."""
-    code = ("from tests.support.workers import register_until; "
-            f"register_until({name!r}, {str(source)!r}, {point!r}, {action!r}, {how!r}, "
-            f"{str(flag)!r})")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
-    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=cwd or Path.cwd(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return processes.start(register_until, name, str(source), point, action, how, str(flag),
+                           cwd=cwd)
 
 
-def _wait_for(proc: subprocess.Popen[bytes], flag: Path) -> None:
+def _wait_for(proc: Forked, flag: Path) -> None:
     deadline = time.monotonic() + 240
     while not flag.exists():
         if proc.poll() is not None:

@@ -3,13 +3,13 @@ the embedded default (issue 31, "Done when"): afterwards the audit chain verifie
 version or none holds production (alias, stage tag and MLflow's stage field agree), every
 move that succeeded is one event of the trail, and ``health`` raises no false alarm.
 
-Two examples only, the processes started once and reused (about 40 s here on a loaded
-2-core machine, most of it the three processes importing modelyard and MLflow)."""
+Two examples only, the processes started once and reused (forked from a server that imported
+modelyard and MLflow once: tests/support/processes.py)."""
 
 from __future__ import annotations
 
 import json
-import multiprocessing
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support import processes
 from tests.support.helpers import run_cli
 from tests.support.workers import interleave
 
@@ -56,7 +57,7 @@ def template(template_root: Path, trained: dict[str, Any], isolated: Path) -> Pa
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[Any]:
-    with multiprocessing.get_context("spawn").Pool(WORKERS) as workers:
+    with processes.context().Pool(WORKERS) as workers:
         yield workers
 
 
@@ -70,8 +71,9 @@ def test_random_interleavings_keep_one_audited_holder(
 
     home = tmp_path_factory.mktemp("example") / "home"
     shutil.copytree(template, home)
-    results = pool.map(interleave, [(str(home), f"user{i}", plan)
-                                    for i, plan in enumerate(plans)])
+    env, cwd = dict(os.environ), os.getcwd()
+    results = pool.map(processes.call, [(env, cwd, interleave, (str(home), f"user{i}", plan))
+                                        for i, plan in enumerate(plans)])
     yard = Yard(home=str(home), user="alice", production_approval_required=True)
     events = yard.history("m", verify=True)  # the chain verifies, no unaudited holder
     moved = [seq for done in results for _, outcome, seq in done if outcome == "ok" and seq]

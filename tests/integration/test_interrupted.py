@@ -6,27 +6,20 @@ alias, the stage tags and MLflow's stage field agree with the trail, each move a
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support import processes
 from tests.support.helpers import run_cli
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.workers import move_until
 
 
 def _kill_at(what: str, name: str, arg: str, point: str, nth: int, flag: Path) -> None:
-    code = ("from tests.support.workers import move_until; "
-            f"move_until({what!r}, {name!r}, {arg!r}, {point!r}, {nth}, {str(flag)!r})")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path.cwd(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = processes.start(move_until, what, name, arg, point, nth, str(flag))
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,6 +18,7 @@ from modelyard.errors import (
     NotFound,
     YardError,
 )
+from tests.support import processes
 from tests.support.helpers import run_cli
 
 
@@ -352,11 +353,13 @@ def test_concurrent_promotions_leave_one_consistent_holder(
     for _ in range(3):
         _register(yard, name, trained)
     yard.promote(name, 1, to="production", force=True, reason="start")
-    ctx = multiprocessing.get_context("spawn")
+    ctx = processes.context()
+    env, cwd = dict(os.environ), os.getcwd()
     for pair in ((2, 3),):
         barrier = ctx.Barrier(3)
         results = ctx.Queue()
-        workers = [ctx.Process(target=_race_worker, args=(name, v, barrier, results))
+        workers = [ctx.Process(target=processes.in_env,
+                               args=(env, cwd, None, _race_worker, name, v, barrier, results))
                    for v in pair]
         for worker in workers:
             worker.start()

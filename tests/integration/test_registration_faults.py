@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import pytest
 
 from modelyard.errors import ModelNotFound, RegistrationFailed, StorageError
 from modelyard.store.vault import Vault
+from tests.support import processes
 from tests.support.workers import register_once
 
 
@@ -28,13 +28,13 @@ def test_concurrent_registrations_get_distinct_increasing_semvers(
     saved = isolated / "saved-model"
     mlflow.sklearn.save_model(trained["model"], str(saved), serialization_format="cloudpickle",
                               pip_requirements=["scikit-learn"])
-    env = {k: v for k, v in os.environ.items()
-           if k.startswith(("MODELYARD_", "MLFLOW_", "AWS_", "HOME"))}
+    env = dict(os.environ)
     workers = 4
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers) as pool:
-        results = pool.map(register_once,
-                           [(name, env, str(isolated), str(saved), i) for i in range(workers)])
+    with processes.context().Pool(workers) as pool:
+        results = pool.map(processes.call,
+                           [(env, str(isolated), register_once,
+                             (name, env, str(isolated), str(saved), i))
+                            for i in range(workers)])
     semvers = [semver for _, semver in sorted(results)]
     assert len(set(semvers)) == workers, results
     parsed = [tuple(int(p) for p in s.split(".")) for s in semvers]

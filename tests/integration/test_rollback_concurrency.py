@@ -4,12 +4,12 @@ version just rolled back."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from pathlib import Path
 from typing import Any
 
 from modelyard.core.names import T_ROLLED_BACK, T_STAGE
+from tests.support import processes
 from tests.support.workers import rollback_once
 
 
@@ -21,15 +21,16 @@ def test_concurrent_rollbacks_move_production_once(
                            input_example=trained["X"].head(3))
         yard.promote(name, mv.version, to="production", force=True, reason="ship")
     assert yard.resolve(name, "production").version == 3
-    env = {k: v for k, v in os.environ.items()
-           if k.startswith(("MODELYARD_", "MLFLOW_", "AWS_", "HOME"))}
+    env = dict(os.environ)
     workers = 4
-    context = multiprocessing.get_context("spawn")
+    context = processes.context()
     with context.Manager() as manager:
         barrier = manager.Barrier(workers)
         with context.Pool(workers) as pool:
-            results = pool.map(rollback_once,
-                               [(name, env, str(isolated), barrier, i) for i in range(workers)])
+            results = pool.map(processes.call,
+                               [(env, str(isolated), rollback_once,
+                                 (name, env, str(isolated), barrier, i))
+                                for i in range(workers)])
     done = [r for r in results if r[1] == "ok"]
     refused = [r for r in results if r[1] == "refused"]
     assert len(done) == 1 and done[0][2] == "2", results

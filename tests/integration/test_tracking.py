@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import multiprocessing
 import os
 import threading
 import time
@@ -25,6 +24,7 @@ from modelyard.backend.tracking import Tracking
 from modelyard.core.settings import Settings
 from modelyard.errors import BackendError, PermissionDenied, StorageError, YardError
 from modelyard.store.s3 import S3Store
+from tests.support import processes
 from tests.support.devstack import free_port
 from tests.support.workers import register_rounds
 
@@ -347,11 +347,14 @@ def test_eight_processes_on_a_fresh_embedded_folder(tmp_path: Path) -> None:
     mlflow.sklearn.save_model(LogisticRegression().fit(features, features[:, 0] > 0),
                               str(model_dir), pip_requirements=["scikit-learn"],
                               serialization_format="cloudpickle")
-    context = multiprocessing.get_context("spawn")
+    # Eight processes of their own, forked from one that imported modelyard and MLflow once.
+    context = processes.context()
     barrier = context.Barrier(8)
     results = context.Queue()
-    workers = [context.Process(target=register_rounds,
-                               args=(folder, str(model_dir), i, barrier, results, ROUNDS))
+    env, cwd = dict(os.environ), os.getcwd()
+    workers = [context.Process(target=processes.in_env,
+                               args=(env, cwd, None, register_rounds, folder, str(model_dir), i,
+                                     barrier, results, ROUNDS))
                for i in range(8)]
     for worker in workers:
         worker.start()

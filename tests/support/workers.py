@@ -1,7 +1,7 @@
-"""Targets for the processes tests start with ``multiprocessing`` (spawn).
+"""Targets for the processes tests start (``tests/support/processes.py``: forked from a server
+that imported modelyard and MLflow once, run with the test's environment and folder).
 
-A spawned process imports the module that holds its target before it runs it: this one imports
-only the standard library, so each process pays for what its work needs and nothing more.
+This module imports only the standard library: a target imports what its work needs.
 """
 
 from __future__ import annotations
