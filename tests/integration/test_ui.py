@@ -65,6 +65,8 @@ def test_every_page_shows_what_was_recorded(backed_up: Any, name: str,
     assert "model-corruption passed" in row
     assert f"{project.requests} requests" in row  # served in the last hour
     assert f"#/models/{name}" in row  # MLflow's model page
+    # the chain as last verified is never shown as a fresh verdict (only /audit checks now)
+    assert "as of the last check" in _text(row) and "verified now" not in row
 
     model = client.get(f"/model?name={name}")
     assert model.status_code == 200
@@ -78,6 +80,8 @@ def test_every_page_shows_what_was_recorded(backed_up: Any, name: str,
     assert 'class="marked"' in model.text  # the production holder's rule
     timeline = model.text.split('id="timeline"')[1]
     assert timeline.count(">promote<") == 3 and "more trees" in timeline
+    card = _text(model.text.split('id="chain-checked"')[1].split("</div>")[0])
+    assert "as of the last check" in card and "verify now" in card
 
     compared = client.get(f"/model?name={name}&a=v{semvers[0]}&b=production")
     table = compared.text.split('id="compare"')[1].split("</table>")[0]
@@ -97,7 +101,8 @@ def test_every_page_shows_what_was_recorded(backed_up: Any, name: str,
 
     audit = client.get(f"/audit?model={name}")
     chain = audit.text.split('id="chains"')[1].split("</table>")[0]
-    assert "verified" in chain
+    assert "verified" in chain and "verified now" in _text(chain)
+    assert "as of the last check" not in chain
     events = _text(audit.text.split('id="events"')[1])
     assert "promote" in events and "alice" in events and "register" in events
     filtered = client.get(f"/audit?model={name}&action=register")
@@ -109,6 +114,10 @@ def test_every_page_shows_what_was_recorded(backed_up: Any, name: str,
     text = _text(incidents.text)
     assert "model-corruption" in text and "1.25" in text and "vault" in text
     assert _points(incidents.text)  # the MTTR chart
+    rows = [_text(r) for r in incidents.text.split('id="checks"')[1].split("</table>")[0]
+            .split("<tr>") if f"<td>{name}</td>" in r]
+    assert any("audit chain" in r and "as of the last check" in r for r in rows), rows
+    assert any("audited holders" in r and "checked now" in r for r in rows), rows
 
     serving = client.get(f"/serving?name={name}&since=1h")
     assert serving.status_code == 200
@@ -221,7 +230,7 @@ def test_a_move_made_around_modelyard_is_red_with_its_undo(
     overview = client.get("/")
     row = overview.text.split(f'data-model="{project.name}"')[1].split("</tr>")[0]
     assert 'class="unaudited"' in overview.text.split(f'data-model="{project.name}"')[0][-40:]
-    assert "unaudited move" in row and "critical" in row
+    assert "unaudited move" in row and "critical" in row and "checked now" in _text(row)
     audit = client.get(f"/audit?model={project.name}")
     moved = audit.text.split('id="unaudited"')[1].split("</table>")[0]
     assert 'class="unaudited"' in moved and f"modelyard recover {project.name}" in moved
