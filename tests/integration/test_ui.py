@@ -5,6 +5,7 @@ process never imports mlflow."""
 from __future__ import annotations
 
 import html
+import json
 import re
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_every_page_shows_what_was_recorded(backed_up: Any, name: str,
     assert f"{project.requests} requests" in row  # served in the last hour
     assert f"#/models/{name}" in row  # MLflow's model page
     # the chain as last verified is never shown as a fresh verdict (only /audit checks now)
-    assert "as of the last check" in _text(row) and "verified now" not in row
+    assert "as of the last check" in _text(row) and "checked now" not in row
 
     model = client.get(f"/model?name={name}")
     assert model.status_code == 200
@@ -101,7 +102,7 @@ def test_every_page_shows_what_was_recorded(backed_up: Any, name: str,
 
     audit = client.get(f"/audit?model={name}")
     chain = audit.text.split('id="chains"')[1].split("</table>")[0]
-    assert "verified" in chain and "verified now" in _text(chain)
+    assert "verified" in chain and "checked now" in _text(chain)
     assert "as of the last check" not in chain
     events = _text(audit.text.split('id="events"')[1])
     assert "promote" in events and "alice" in events and "register" in events
@@ -215,6 +216,30 @@ def test_ui_command_prints_its_address_and_refuses_a_bad_link(backend: str) -> N
     bad = run_cli("ui", "--mlflow-ui", "javascript:alert(1)")
     assert bad.returncode == 2 and "--mlflow-ui must be an http(s):// address" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_an_edited_trail_is_broken_now_on_audit_and_cached_elsewhere(
+        small: tuple[Any, UiProject]) -> None:
+    """The Audit page re-reads every event: an edited one is "broken", checked now. The
+    model page shows the copy verified earlier and says so (as of the last check), with a
+    link to check it now: a cached verdict never reads as a fresh one."""
+    from modelyard.trail.audit import event_key
+
+    yard, project = small
+    client = _client(yard)
+    assert client.get(f"/model?name={project.name}").status_code == 200  # copy kept
+    store = yard.vault.store
+    event = json.loads(store.get_bytes(event_key(project.name, 2)))
+    event["reason"] = "nobody will notice"
+    store.put_bytes(event_key(project.name, 2), json.dumps(event).encode())
+    audit = client.get(f"/audit?model={project.name}")
+    chain = _text(audit.text.split('id="chains"')[1].split("</table>")[0])
+    assert "broken" in chain and "event 2 was modified" in chain and "checked now" in chain
+    model = client.get(f"/model?name={project.name}")
+    card = _text(model.text.split('id="chain-checked"')[1].split("</div>")[0])
+    assert "as of the last check" in card and "verify now" in card
+    assert f'href="/audit?model={project.name}"' in model.text
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)

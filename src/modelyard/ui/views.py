@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from modelyard.core.entities import ModelVersion
 from modelyard.core.names import STAGE_ALIASES, T_SEMVER, check_name
 from modelyard.core.refs import VersionRef, is_visible
-from modelyard.errors import AuditTampered, NotFound, UnauditedMove, YardError
+from modelyard.errors import AuditTampered, NotFound, YardError
 from modelyard.ui import traffic
 from modelyard.ui.charts import line_chart
 from modelyard.ui.paging import (
@@ -110,20 +110,26 @@ class Views:
                                             "machine); the Audit page verifies it now")
             except AuditTampered as exc:
                 return [], "broken", exc.message
-        try:
-            events = self.yard.history(name, verify=True)
-            # history --verify also proved every stage holder explained: no unaudited move
-            self._unaudited.setdefault(name, [])
-            return events, "verified", "hash chain, head anchors and holders verified"
-        except AuditTampered as exc:
-            events = quiet(lambda: self.yard.history(name), [])
-            return events, "broken", exc.message
-        except UnauditedMove as exc:  # the chain holds; a holder does not
-            # the trail as kept and the holders' findings: at once, each read once
-            events, self._unaudited[name] = at_once(
-                [partial(quiet, partial(self.yard.history, name), []),
-                 partial(self._find_unaudited, name)], self.concurrent)
-            return events, "verified", f"hash chain holds; {exc.message}"
+        # What `history --verify` checks, its two halves at once: the hash chain, head
+        # anchors and HMACs (every event re-read), and that the trail explains every stage
+        # holder (the unaudited-move check, kept for the page: read once).
+        def chain() -> tuple[list[Any], str | None]:
+            try:
+                return self.yard.governance.audit.history(name, verify=True), None
+            except AuditTampered as exc:
+                return quiet(lambda: self.yard.history(name), []), exc.message
+
+        (events, broken), moved = at_once(
+            [chain, lambda: [d.to_dict() for d in self.yard.governance.unaudited(name)]],
+            self.concurrent)
+        self._unaudited[name] = moved
+        if broken is not None:
+            return events, "broken", broken
+        if moved:
+            more = f" (+{len(moved) - 1} more)" if len(moved) > 1 else ""
+            return events, "verified", (f"hash chain holds; {moved[0]['name']}: "
+                                        f"{moved[0]['detail']}{more}")
+        return events, "verified", "hash chain, head anchors and holders verified"
 
     def unaudited(self, name: str) -> list[dict[str, Any]]:
         """Stage holders no audit event explains (read once per page)."""
