@@ -119,6 +119,15 @@ def run_embedded(size: int, n: int, root: Path) -> dict[str, Any]:
 
 
 def run_server(size: int, n: int, root: Path) -> dict[str, Any]:
+    saved = dict(os.environ)
+    try:
+        return _run_server(size, n, root)
+    finally:  # the stack's variables must not reach a later embedded run (its S3 is gone)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _run_server(size: int, n: int, root: Path) -> dict[str, Any]:
     from modelyard import Yard
     from tests.support import bulk as bulk_mod
     from tests.support.devstack import Stack

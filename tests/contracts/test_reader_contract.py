@@ -131,8 +131,12 @@ def assert_same_answers(yard: Any, reader: Reader, names: list[str], *,
         for semver in semvers:
             assert reader.version_by_tag(name, SEMVER, semver) == resolved(
                 yard, name, f"v{semver}", visible), semver
-        for run_id in {v.run_id for v in expected if v.run_id}:
+        runs = sorted({v.run_id for v in expected if v.run_id})
+        for run_id in runs:
             assert reader.get_run(run_id) == tracking.get_run(run_id)
+        absent_run = uuid.uuid4().hex
+        assert reader.get_runs([absent_run, *runs, *runs]) == tracking.get_runs(
+            [absent_run, *runs]) == {r: tracking.get_run(r) for r in runs}
     absent = f"absent-{uuid.uuid4().hex[:8]}"
     assert outcome(reader.get_model, absent) == ("error", ModelNotFound)
     assert outcome(tracking.get_model, absent) == ("error", ModelNotFound)
@@ -225,6 +229,61 @@ def test_reader_answers_as_mlflow_client(yard: Any, backend: str, trained: dict[
         build_model(yard, trained, name, plan)
     with contextlib.closing(lean(yard, backend)) as reader:
         assert_same_answers(yard, reader, names)
+
+
+def test_runs_read_together(yard: Any, backend: str, name: str,
+                            trained: dict[str, Any]) -> None:
+    """``get_runs``: a page of versions' runs in one search on a server (not one call per
+    run), as MLflow's client reads each; a run in an experiment made after the reader listed
+    them is still found, and an absent run is left out."""
+    first = yard.register(trained["model"], name, metrics={"accuracy": 0.5}, params={"c": 1})
+    second = yard.register(trained["model"], name, metrics={"accuracy": 0.7})
+    client = yard.tracking.client
+    with contextlib.closing(lean(yard, backend)) as reader:
+        ids = [first.run_id, second.run_id, uuid.uuid4().hex]
+        expected = {r: yard.tracking.get_run(r) for r in ids[:2]}
+        assert reader.get_runs(ids) == expected
+        assert reader.get_runs([]) == {}
+        late = client.create_run(client.create_experiment(f"late-{uuid.uuid4().hex[:8]}"))
+        client.log_metric(late.info.run_id, "loss", 0.25)
+        ids.append(late.info.run_id)
+        expected[late.info.run_id] = yard.tracking.get_run(late.info.run_id)
+        before = getattr(reader, "requests", 0)
+        assert reader.get_runs(ids) == expected
+        assert expected[late.info.run_id]["metrics"] == {"loss": 0.25}
+        if backend == "server":
+            # one search, then get_run for the two ids it did not find (the late one and
+            # the absent one), sent at once; the late run's experiment is now known
+            assert reader.requests - before == 3
+            before = reader.requests
+            assert reader.get_runs(ids) == expected
+            assert reader.requests - before == 2  # the absent id is still read on its own
+
+
+@pytest.mark.parametrize("backend", ["server"], indirect=True)
+def test_remembered_reads_each_model_once(yard: Any, backend: str, name: str,
+                                          trained: dict[str, Any]) -> None:
+    """Inside ``remembered`` (a dashboard page) a model or version asked for by several parts,
+    at once or one after another, is one request; each caller gets its own copy; once the
+    scope closes the server is asked again (a change made meanwhile is seen)."""
+    from modelyard.backend.lean.base import at_once
+
+    first = yard.register(trained["model"], name)
+    with contextlib.closing(lean(yard, backend)) as reader:
+        assert isinstance(reader, RestReader)
+        before = reader.requests
+        with reader.remembered():
+            found = at_once(reader, [lambda: reader.get_model(name)] * 4
+                            + [lambda: reader.get_version(name, first.version)] * 3)
+            mine = reader.get_model(name)
+            mine.tags["changed"] = "by this caller"
+            assert "changed" not in reader.get_model(name).tags
+            assert reader.requests - before == 2  # one model read, one version read
+        assert all(m == found[0] for m in found[:4])
+        assert all(v == found[4] for v in found[4:])
+        yard.tracking.set_model_tag(name, "after", "seen")
+        assert reader.get_model(name).tags.get("after") == "seen"
+        assert reader.requests - before == 3
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)

@@ -5,6 +5,7 @@ process never imports mlflow."""
 from __future__ import annotations
 
 import html
+import json
 import re
 import subprocess
 import sys
@@ -65,6 +66,8 @@ def test_every_page_shows_what_was_recorded(backed_up: Any, name: str,
     assert "model-corruption passed" in row
     assert f"{project.requests} requests" in row  # served in the last hour
     assert f"#/models/{name}" in row  # MLflow's model page
+    # the chain as last verified is never shown as a fresh verdict (only /audit checks now)
+    assert "as of the last check" in _text(row) and "checked now" not in row
 
     model = client.get(f"/model?name={name}")
     assert model.status_code == 200
@@ -78,6 +81,8 @@ def test_every_page_shows_what_was_recorded(backed_up: Any, name: str,
     assert 'class="marked"' in model.text  # the production holder's rule
     timeline = model.text.split('id="timeline"')[1]
     assert timeline.count(">promote<") == 3 and "more trees" in timeline
+    card = _text(model.text.split('id="chain-checked"')[1].split("</div>")[0])
+    assert "as of the last check" in card and "verify now" in card
 
     compared = client.get(f"/model?name={name}&a=v{semvers[0]}&b=production")
     table = compared.text.split('id="compare"')[1].split("</table>")[0]
@@ -97,7 +102,8 @@ def test_every_page_shows_what_was_recorded(backed_up: Any, name: str,
 
     audit = client.get(f"/audit?model={name}")
     chain = audit.text.split('id="chains"')[1].split("</table>")[0]
-    assert "verified" in chain
+    assert "verified" in chain and "checked now" in _text(chain)
+    assert "as of the last check" not in chain
     events = _text(audit.text.split('id="events"')[1])
     assert "promote" in events and "alice" in events and "register" in events
     filtered = client.get(f"/audit?model={name}&action=register")
@@ -109,6 +115,10 @@ def test_every_page_shows_what_was_recorded(backed_up: Any, name: str,
     text = _text(incidents.text)
     assert "model-corruption" in text and "1.25" in text and "vault" in text
     assert _points(incidents.text)  # the MTTR chart
+    rows = [_text(r) for r in incidents.text.split('id="checks"')[1].split("</table>")[0]
+            .split("<tr>") if f"<td>{name}</td>" in r]
+    assert any("audit chain" in r and "as of the last check" in r for r in rows), rows
+    assert any("audited holders" in r and "checked now" in r for r in rows), rows
 
     serving = client.get(f"/serving?name={name}&since=1h")
     assert serving.status_code == 200
@@ -209,6 +219,30 @@ def test_ui_command_prints_its_address_and_refuses_a_bad_link(backend: str) -> N
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_an_edited_trail_is_broken_now_on_audit_and_cached_elsewhere(
+        small: tuple[Any, UiProject]) -> None:
+    """The Audit page re-reads every event: an edited one is "broken", checked now. The
+    model page shows the copy verified earlier and says so (as of the last check), with a
+    link to check it now: a cached verdict never reads as a fresh one."""
+    from modelyard.trail.audit import event_key
+
+    yard, project = small
+    client = _client(yard)
+    assert client.get(f"/model?name={project.name}").status_code == 200  # copy kept
+    store = yard.vault.store
+    event = json.loads(store.get_bytes(event_key(project.name, 2)))
+    event["reason"] = "nobody will notice"
+    store.put_bytes(event_key(project.name, 2), json.dumps(event).encode())
+    audit = client.get(f"/audit?model={project.name}")
+    chain = _text(audit.text.split('id="chains"')[1].split("</table>")[0])
+    assert "broken" in chain and "event 2 was modified" in chain and "checked now" in chain
+    model = client.get(f"/model?name={project.name}")
+    card = _text(model.text.split('id="chain-checked"')[1].split("</div>")[0])
+    assert "as of the last check" in card and "verify now" in card
+    assert f'href="/audit?model={project.name}"' in model.text
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_a_move_made_around_modelyard_is_red_with_its_undo(
         small: tuple[Any, UiProject]) -> None:
     from mlflow.tracking import MlflowClient
@@ -221,7 +255,7 @@ def test_a_move_made_around_modelyard_is_red_with_its_undo(
     overview = client.get("/")
     row = overview.text.split(f'data-model="{project.name}"')[1].split("</tr>")[0]
     assert 'class="unaudited"' in overview.text.split(f'data-model="{project.name}"')[0][-40:]
-    assert "unaudited move" in row and "critical" in row
+    assert "unaudited move" in row and "critical" in row and "checked now" in _text(row)
     audit = client.get(f"/audit?model={project.name}")
     moved = audit.text.split('id="unaudited"')[1].split("</table>")[0]
     assert 'class="unaudited"' in moved and f"modelyard recover {project.name}" in moved

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from modelyard.core.records import (
     version_from_mlflow,
 )
 from modelyard.core.settings import Settings
-from modelyard.errors import UserError, YardError
+from modelyard.errors import NotFound, UserError, YardError
 
 __all__ = ["Tracking"]
 
@@ -119,6 +119,14 @@ class Tracking(Connection):
             "params": dict(run.data.params),
             "tags": dict(run.data.tags),
         }
+
+    def get_runs(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Several runs by id (as ``get_run``); an absent run is left out."""
+        found: dict[str, dict[str, Any]] = {}
+        for run_id in dict.fromkeys(r for r in run_ids if r):
+            with contextlib.suppress(NotFound):
+                found[run_id] = self.get_run(run_id)
+        return found
 
     def open_runs(self, experiment: str, tag: str, started_before_ms: int,
                   limit: int = 1000) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ Never imports mlflow (``views.py`` says how).
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import logging
 import os
@@ -199,7 +200,10 @@ def create_app(settings: "Settings", *, mlflow_ui: str | None = None, auth: bool
         yard = viewers.yard_for(credentials)
         if viewers.auth and credentials is not None:
             request.state.viewer = credentials[0]
-        with lock:
+        # A page reads each model and version once (the reader's ``remembered`` scope: the
+        # trail, the unaudited-move check and the page's own parts all ask for the model).
+        remembered = getattr(yard.ctx.reads, "remembered", contextlib.nullcontext)
+        with lock, remembered():
             context = build(Views(yard, links, verify=verify))
         return page(template, name, request, context)
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from modelyard.core.entities import ModelVersion
 from modelyard.core.names import STAGE_ALIASES, T_SEMVER, check_name
 from modelyard.core.refs import VersionRef, is_visible
-from modelyard.errors import AuditTampered, NotFound, UnauditedMove, YardError
+from modelyard.errors import AuditTampered, NotFound, YardError
 from modelyard.ui import traffic
 from modelyard.ui.charts import line_chart
 from modelyard.ui.paging import (
@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DRILL_MAX_AGE_S = 8 * 24 * 3600  # as `modelyard health` (a weekly drill, with a day's grace)
 BACKUP_MAX_AGE_S = 2 * 24 * 3600
+LAST_CHECK = "as of the last check"
 MOVES = frozenset({"promote", "rollback", "approve", "reject", "request", "gate_failed",
                    "alias", "stage", "demote", "archive", "recover", "restore",
                    "snapshot_restore"})
@@ -92,6 +93,12 @@ class Views:
             self._trails[name] = self._read_trail(name)
         return self._trails[name]
 
+    def checked(self, chain: str) -> str:
+        """When a chain verdict was reached: ``now`` (this page re-read and checked every
+        event, or found it broken while reading), else the kept copy's ("as of the last
+        check"): a page must not pass a cached verdict off as a fresh one."""
+        return "now" if self.verify or chain != "verified" else LAST_CHECK
+
     def _read_trail(self, name: str) -> tuple[list[Any], str, str]:
         if not self.verify:
             # The trail as `history` shows it: the verified copy kept on this machine while the
@@ -99,50 +106,73 @@ class Views:
             # audit page re-reads and checks every event (`history --verify`).
             try:
                 events = self.yard.history(name)
-                return events, "verified", "as last verified (the audit page checks it now)"
+                return events, "verified", ("the copy verified on this machine; the Audit "
+                                            "page checks every event now")
             except AuditTampered as exc:
                 return [], "broken", exc.message
-        try:
-            events = self.yard.history(name, verify=True)
-            # history --verify also proved every stage holder explained: no unaudited move
-            self._unaudited.setdefault(name, [])
-            return events, "verified", "hash chain, head anchors and holders verified"
-        except AuditTampered as exc:
-            events = quiet(lambda: self.yard.history(name), [])
-            return events, "broken", exc.message
-        except UnauditedMove as exc:  # the chain holds; a holder does not
-            events = quiet(lambda: self.yard.history(name), [])
-            return events, "verified", f"hash chain holds; {exc.message}"
+        # What `history --verify` checks, its two halves at once: the hash chain, head
+        # anchors and HMACs (every event re-read), and that the trail explains every stage
+        # holder (the unaudited-move check, kept for the page: read once).
+        def chain() -> tuple[list[Any], str | None]:
+            try:
+                return self.yard.governance.audit.history(name, verify=True), None
+            except AuditTampered as exc:
+                return quiet(lambda: self.yard.history(name), []), exc.message
+
+        (events, broken), moved = at_once(
+            [chain, lambda: [d.to_dict() for d in self.yard.governance.unaudited(name)]],
+            self.concurrent)
+        self._unaudited[name] = moved
+        if broken is not None:
+            return events, "broken", broken
+        if moved:
+            more = f" (+{len(moved) - 1} more)" if len(moved) > 1 else ""
+            return events, "verified", (f"hash chain holds; {moved[0]['name']}: "
+                                        f"{moved[0]['detail']}{more}")
+        return events, "verified", "hash chain, head anchors and holders verified"
 
     def unaudited(self, name: str) -> list[dict[str, Any]]:
         """Stage holders no audit event explains (read once per page)."""
         if name not in self._unaudited:
-            self._unaudited[name] = [d.to_dict() for d in quiet(
-                lambda: self.yard.governance.unaudited(name), [])]
+            self._unaudited[name] = self._find_unaudited(name)
         return self._unaudited[name]
+
+    def _find_unaudited(self, name: str) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in quiet(lambda: self.yard.governance.unaudited(name), [])]
 
     def backup_record(self, name: str, version: int) -> dict[str, Any] | None:
         if self.yard.settings.backup is None:
             return None
         return quiet(lambda: self.yard.protection.backup_record(name, version))
 
-    def lean_checks(self, name: str, model: Any, events: list[Any] | None, chain: str,
-                    chain_detail: str, unaudited: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Per model, the checks of ``modelyard health`` the UI can make without MLflow's
-        client: holders present, backed up, reproduced, audit chain, audited holders."""
-        def of_stage(stage: str, number: int) -> list[dict[str, Any]]:
-            checks: list[dict[str, Any]] = []
-            target = f"{name}@{stage}"
-            bad = "critical" if stage == "production" else "degraded"
-            # the version, its backup record and its last reproduce: at once on a server
+    def holder_reads(self, name: str, model: Any) -> list[tuple[str, int, Any, Any, Any]]:
+        """Per stage holder: (stage, number, its version, backup record, last reproduce),
+        read at once on a server; a caller sends this beside its other reads."""
+        def of_stage(stage: str, number: int) -> tuple[str, int, Any, Any, Any]:
             record, saved, last = at_once([
                 partial(quiet, partial(self.reads.get_version, name, number)),
                 partial(self.backup_record, name, number),
                 partial(quiet, partial(self.yard.incidents.last_reproduce, name, number))],
                 self.concurrent)
+            return stage, number, record, saved, last
+
+        return at_once([partial(of_stage, s, model.aliases[s]) for s in STAGE_ALIASES
+                        if model.aliases.get(s) is not None], self.concurrent)
+
+    def lean_checks(self, name: str, chain: str, chain_detail: str,
+                    unaudited: list[dict[str, Any]],
+                    held: list[tuple[str, int, Any, Any, Any]]) -> list[dict[str, Any]]:
+        """Per model, the checks of ``modelyard health`` the UI can make without MLflow's
+        client: holders present, backed up, reproduced, audit chain, audited holders
+        (``held``: what ``holder_reads`` found)."""
+        checks: list[dict[str, Any]] = []
+        for stage, number, record, saved, last in held:
+            target = f"{name}@{stage}"
+            bad = "critical" if stage == "production" else "degraded"
             if record is None:
-                return [{"check": "present", "target": target, "level": bad,
-                         "detail": f"#{number} is not in the registry"}]
+                checks.append({"check": "present", "target": target, "level": bad,
+                               "detail": f"#{number} is not in the registry"})
+                continue
             semver = record.tags.get(T_SEMVER, f"#{number}")
             if self.yard.settings.backup is not None:
                 age = age_s(str((saved or {}).get("backed_up_at")
@@ -160,19 +190,16 @@ class Views:
                                "level": "ok" if ok else "warn",
                                "detail": f"v{semver}: last reproduce {last.get('at', '?')} "
                                + ("reproduced" if ok else "did NOT reproduce")})
-            return checks
-
-        held = [(s, model.aliases[s]) for s in STAGE_ALIASES if model.aliases.get(s) is not None]
-        checks = [c for found in at_once([partial(of_stage, s, n) for s, n in held],
-                                         self.concurrent) for c in found]
         checks.append({"check": "audit chain", "target": name,
                        "level": "ok" if chain == "verified" else "critical",
-                       "detail": chain_detail})
+                       "detail": chain_detail, "checked": self.checked(chain)})
         checks += [{"check": "audited holders", "target": name, "level": "critical",
-                    "detail": f"unaudited move: {d['detail']}"} for d in unaudited]
+                    "detail": f"unaudited move: {d['detail']}", "checked": "now"}
+                   for d in unaudited]
         if not unaudited:
             checks.append({"check": "audited holders", "target": name, "level": "ok",
-                           "detail": "every stage holder is explained by the trail"})
+                           "detail": "every stage holder is explained by the trail",
+                           "checked": "now"})
         return checks
 
     def stores(self) -> list[dict[str, Any]]:
@@ -200,16 +227,13 @@ class Views:
         # (flat in the number of versions); a name modelyard refuses (registered with
         # MLflow's own client) is one row, never read further.
         records = sorted(self.reads.list_models(), key=lambda m: m.name)
-        drills = quiet(self.drills, [])
-        newest_drill: dict[str, dict[str, Any]] = {}
-        for drill in drills:
-            newest_drill[str(drill.get("model") or "")] = drill
         hour_ago = time.time() - 3600
 
         def one(model: Any) -> dict[str, Any]:
             row: dict[str, Any] = {
                 "name": model.name, "versions": None, "production": None, "staging": None,
-                "level": "warn", "chain": "unknown", "unaudited": [], "backup_age": None,
+                "level": "warn", "chain": "unknown", "chain_checked": None, "unaudited": [],
+                "backup_age": None,
                 "backed_up": False, "drill": None, "drill_age": None, "served": [],
                 "requests_hour": 0, "mlflow": self.links.model(model.name), "managed": False,
                 "problem": "a name modelyard does not manage (registered around it)"}
@@ -224,69 +248,92 @@ class Views:
 
         def checked(model: Any) -> dict[str, Any]:
             name = model.name
-            stages = [s for s in STAGE_ALIASES if model.aliases.get(s) is not None]
-            # Independent reads: on a server they go out at once.
-            (events, chain, detail), unaudited, count, *records = at_once(
-                [partial(self.trail, name), partial(self.unaudited, name),
-                 partial(self.reads.count_visible, name),
-                 *[partial(quiet, partial(self.reads.get_version, name, model.aliases[s]))
-                   for s in stages]], self.concurrent)
-            holders = {s: (r.tags.get(T_SEMVER) if r else None) or f"#{model.aliases[s]}"
-                       for s, r in zip(stages, records, strict=True)}
-            checks = self.lean_checks(name, model, events, chain, detail, unaudited)
             holder = model.aliases.get("production")
-            saved = self.backup_record(name, holder) if holder is not None else None
-            drill = newest_drill.get(name)
-            served = traffic.served(self.yard, name, hour_ago)
+            # Independent reads: on a server they go out at once.
+            (_, chain, detail), unaudited, held, count, saved, served = at_once(
+                [partial(self.trail, name), partial(self.unaudited, name),
+                 partial(self.holder_reads, name, model),
+                 partial(self.reads.count_visible, name),
+                 partial(self.backup_record, name, holder) if holder is not None
+                 else lambda: None,
+                 partial(traffic.served, self.yard, name, hour_ago)], self.concurrent)
+            holders = {s: (r.tags.get(T_SEMVER) if r else None) or f"#{n}"
+                       for s, n, r, _, _ in held}
+            checks = self.lean_checks(name, chain, detail, unaudited, held)
             return {"versions": count,
                     "production": holders.get("production"), "staging": holders.get("staging"),
                     "level": worst(c["level"] for c in checks), "chain": chain,
+                    "chain_checked": self.checked(chain),
                     "unaudited": unaudited,
                     "backup_age": age_s(str((saved or {}).get("backed_up_at")
                                             or (saved or {}).get("created_at") or "")),
                     "backed_up": saved is not None,
-                    "drill": drill, "drill_age": age_s(str((drill or {}).get("at", ""))),
                     "served": [{"version": v, **info, "arms": sorted(info["arms"])}
                                for v, info in sorted(served.items())],
                     "requests_hour": sum(i["requests"] for i in served.values())}
 
-        models = at_once([partial(one, r) for r in records], self.concurrent)
+        # the drills (one listing of the vault) beside the models
+        drills, *models = at_once([partial(quiet, self.drills, []),
+                                   *[partial(one, r) for r in records]], self.concurrent)
+        newest_drill: dict[str, dict[str, Any]] = {}
+        for drill in drills:
+            newest_drill[str(drill.get("model") or "")] = drill
+        for row in models:
+            drill = newest_drill.get(row["name"]) if row["managed"] else None
+            row.update(drill=drill, drill_age=age_s(str((drill or {}).get("at", ""))))
         return {"models": models, "drills": len(drills)}
 
     # -- 2. model ----------------------------------------------------------------------------
     def model(self, name: str, below: int | None, compare: tuple[str, str] | None,
               page: int) -> dict[str, Any]:
-        model = self.model_record(name)
-        # Independent reads: on a server they go out at once (one round, not five).
-        stages = [s for s in STAGE_ALIASES if model.aliases.get(s) is not None]
-        total, found, _, _, *held = at_once([
-            partial(self.reads.count_visible, name),
-            partial(self.reads.search_versions, name, below=below, limit=PER_PAGE + 1),
+        check_name(name)
+        for ref in compare or ():
+            VersionRef.parse(ref)  # InvalidInput (400) before anything is read
+
+        def held() -> tuple[Any, list[Any]]:
+            model = self.model_record(name)  # ModelNotFound (404): raised first below
+            return model, at_once([
+                partial(quiet, partial(self.reads.get_version, name, model.aliases[s]))
+                for s in STAGE_ALIASES if model.aliases.get(s) is not None], self.concurrent)
+
+        def listed() -> tuple[list[VersionRecord], dict[str, Any], list[Any]]:
+            # the page of versions, then their runs (one search) and backup records
+            found = self.reads.search_versions(name, below=below, limit=PER_PAGE + 1)
+            shown = [r for r in found if is_visible(r)][:PER_PAGE + 1]
+            runs, *saved = at_once([
+                partial(quiet, partial(self.reads.get_runs,
+                                       [r.run_id for r in shown if r.run_id]), {}),
+                *[partial(self.backup_record, name, r.version) for r in shown[:PER_PAGE]]],
+                self.concurrent)
+            return shown, runs, saved
+
+        # Every independent read in one round on a server (with the model read once:
+        # ``remembered``), each chain (the versions, then their runs) beside the others.
+        (model, held_records), total, (records, runs, saved), _, _, compared = at_once([
+            held, partial(self.reads.count_visible, name), listed,
             partial(self.trail, name), partial(self.unaudited, name),
-            *[partial(quiet, partial(self.reads.get_version, name, model.aliases[s]))
-              for s in stages]], self.concurrent)
-        records = [r for r in found if is_visible(r)]
+            partial(self.compare, name, compare) if compare else lambda: None],
+            self.concurrent)
+        stages = [s for s in STAGE_ALIASES if model.aliases.get(s) is not None]
         more = len(records) > PER_PAGE
         records = records[:PER_PAGE]
         holders = {number: stage for stage, number in model.aliases.items()}
 
-        def one(record: VersionRecord) -> dict[str, Any]:
-            # The search row has the tags (semver, bump, lineage); the run has the metrics:
-            # one read per version.
-            run = quiet(partial(self.reads.get_run, record.run_id)) if record.run_id else None
+        def one(record: VersionRecord, backed_up: dict[str, Any] | None) -> dict[str, Any]:
+            # The search row has the tags (semver, bump, lineage); the run has the metrics.
+            run = runs.get(record.run_id or "")
             mv = ModelVersion.from_record(record, metrics=(run or {}).get("metrics") or {})
-            saved = self.backup_record(name, record.version)
             return {"version": mv.version, "semver": mv.semver, "bump": mv.bump,
                     "bump_reason": mv.bump_reason, "stage": mv.stage,
                     "aliases": sorted(a for a, v in model.aliases.items()
                                       if v == record.version),
                     "metrics": mv.metrics, "trained_by": mv.lineage.trained_by,
                     "created_at": mv.created_at, "manifest": bool(mv.manifest_sha256),
-                    "backed_up": saved is not None, "run_id": mv.run_id,
+                    "backed_up": backed_up is not None, "run_id": mv.run_id,
                     "mlflow": self.links.version(name, mv.version),
                     "mlflow_run": self.links.run(mv.run_id)}
 
-        versions = at_once([partial(one, r) for r in records], self.concurrent)
+        versions = [one(r, b) for r, b in zip(records, saved, strict=True)]
         metric_names = headline({k for v in versions for k in v["metrics"]})
         oldest_first = list(reversed(versions))
         label = {v["version"]: (f"v{v['semver']}" if v["semver"] else f"#{v['version']}")
@@ -299,9 +346,8 @@ class Views:
         events, chain, detail = self.trail(name)
         moves = [e for e in reversed(events) if e.action in MOVES]
         timeline = paged(moves, page, {"name": name, "below": str(below or "")})
-        compared = self.compare(name, compare) if compare else None
         shown: dict[str, str] = {}
-        for stage, record in zip(stages, held, strict=True):
+        for stage, record in zip(stages, held_records, strict=True):
             number = model.aliases[stage]
             semver = record.tags.get(T_SEMVER) if record else None
             shown[stage] = f"v{semver} (#{number})" if semver else f"#{number}"
@@ -310,6 +356,7 @@ class Views:
                 "metric_names": metric_names, "chart": chart, "more": more,
                 "older": versions[-1]["version"] if more and versions else None,
                 "below": below, "timeline": timeline, "chain": chain, "chain_detail": detail,
+                "chain_checked": self.checked(chain),
                 "unaudited": self.unaudited(name), "compared": compared,
                 "compare_refs": compare or ("", ""), "mlflow": self.links.model(name)}
 
@@ -401,7 +448,7 @@ class Views:
         for name, events, chain, detail, moved in at_once([partial(one, n) for n in names],
                                                       self.concurrent):
             chains.append({"name": name, "chain": chain, "detail": detail,
-                           "events": len(events)})
+                           "events": len(events), "checked": self.checked(chain)})
             unaudited += moved
             rows += events
         actors = sorted({e.who for e in rows})
@@ -420,26 +467,28 @@ class Views:
             "check": "registry", "target": self.yard.tracking.display_uri, "level": "ok",
             "detail": "answers"}]
         try:
-            names = sorted(m.name for m in self.reads.list_models() if managed(m.name))
+            listed = sorted((m for m in self.reads.list_models() if managed(m.name)),
+                            key=lambda m: m.name)
         except YardError as exc:
             checks[0].update(level="critical", detail=exc.message)
-            names = []
+            listed = []
         checks += self.stores()
         recovers: list[Any] = []
 
-        def one(name: str) -> tuple[list[dict[str, Any]], list[Any]]:
-            try:
-                model, (events, chain, detail), moved = at_once(
-                    [partial(self.reads.get_model, name), partial(self.trail, name),
-                     partial(self.unaudited, name)], self.concurrent)
+        def one(model: Any) -> tuple[list[dict[str, Any]], list[Any]]:
+            name = model.name
+            try:  # the model as listed: its holders' reads go out with the trail's
+                (events, chain, detail), moved, held = at_once(
+                    [partial(self.trail, name), partial(self.unaudited, name),
+                     partial(self.holder_reads, name, model)], self.concurrent)
             except YardError as exc:
                 return [{"check": "holders", "target": name, "level": "critical",
                          "detail": exc.message}], []
-            return (self.lean_checks(name, model, events, chain, detail, moved),
+            return (self.lean_checks(name, chain, detail, moved, held),
                     [e for e in events if e.action in ("recover", "restore",
                                                        "snapshot_restore")])
 
-        for found, recovered in at_once([partial(one, n) for n in names], self.concurrent):
+        for found, recovered in at_once([partial(one, m) for m in listed], self.concurrent):
             checks += found
             recovers += recovered
         drills = quiet(self.drills, [])

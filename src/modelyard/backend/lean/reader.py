@@ -27,7 +27,7 @@ Never imports mlflow, pandas, sklearn or boto3 (a test checks ``sys.modules``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import unquote
@@ -98,6 +98,11 @@ class Reader(Protocol):
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """A run as ``Tracking.get_run`` gives it: ids, times, metrics, params, tags."""
+        ...
+
+    def get_runs(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Several runs by id, each as ``get_run`` gives it (in as few round trips as the
+        backend allows); absent runs are left out."""
         ...
 
     def artifact_location(self, record: VersionRecord) -> str:

@@ -9,8 +9,12 @@ counts, runs) and turns MLflow's answers into modelyard's records. How a request
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,12 +33,13 @@ from modelyard.core.records import (
     search_filter,
     version_from_rest,
 )
-from modelyard.errors import BackendError, ModelNotFound, NotFound, UserError
+from modelyard.errors import BackendError, ModelNotFound, NotFound, PermissionDenied, UserError
 
 __all__ = ["RestReader"]
 
 _VERSION_PAGE = 10_000
 _MODEL_PAGE = 1_000
+_RUNS_AT_ONCE = 100  # run ids in one runs/search filter (MLflow's filter stays short)
 
 
 def _filter_quote(value: str) -> str:
@@ -76,6 +81,11 @@ class RestReader:
                                        environ=environ)
         self.tracking_uri = tracking_uri
         self.counts = VersionCounts(self._search_versions, self.get_model, count_hints)
+        # ``remembered``: registered models read once while a read-only caller's scope is open
+        self._kept: dict[tuple[Any, ...], Any] | None = None
+        self._kept_lock = threading.Lock()
+        # experiments seen (``get_runs`` searches runs in them); grows as runs name new ones
+        self._experiments: set[str] | None = None
 
     @property
     def requests(self) -> int:
@@ -99,6 +109,21 @@ class RestReader:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+    @contextlib.contextmanager
+    def remembered(self) -> Iterator[None]:
+        """While open, each registered model and version is read from the server once
+        (``get_model``, ``get_version``): a read-only caller (a dashboard page) whose parts
+        each ask for the same model pays one round trip, not one per part. Nothing is kept
+        once it closes; a caller that writes must not open it (it would read its own write's
+        model as it was before)."""
+        with self._kept_lock:
+            self._kept = {}
+        try:
+            yield
+        finally:
+            with self._kept_lock:
+                self._kept = None
 
     # -- registry calls -------------------------------------------------------------------
     def _search_versions(self, filter_text: str, *, order_by: str, max_results: int,
@@ -153,12 +178,29 @@ class RestReader:
     def get_model(self, name: str) -> ModelRecord:
         """The registered model. Through a name-filtered search where the name can be quoted:
         MLflow's server answers ``registered-models/get`` in O(versions) (it loads every
-        version for ``latest_versions``), the search with the same tags and aliases in O(1)."""
+        version for ``latest_versions``), the search with the same tags and aliases in O(1).
+        Inside ``remembered``, read once (the same read sent twice at once is shared too)."""
+        return self._remember(("model", name), lambda share: self._get_model(name, share=share))
+
+    def _remember(self, key: tuple[Any, ...], read: Any) -> Any:
+        """``read(share)``'s answer; inside ``remembered`` read once per key."""
+        kept = self._kept
+        if kept is None:
+            return read(False)
+        with self._kept_lock:
+            found = kept.get(key)
+        if found is None:
+            found = read(True)
+            with self._kept_lock:
+                kept[key] = found
+        return copy.deepcopy(found)  # a caller may change its copy (aliases, tags)
+
+    def _get_model(self, name: str, *, share: bool = False) -> ModelRecord:
         if "'" not in name and "\\" not in name:
             try:
                 found = self.transport.get("registered-models/search",
                                            [("filter", f"name = '{name}'"),
-                                            ("max_results", 10)])
+                                            ("max_results", 10)], share=share)
             except Missing:
                 found = None  # registered-models/get answers below
             except Refused as exc:
@@ -177,9 +219,14 @@ class RestReader:
         return model_from_rest(answer["registered_model"])
 
     def get_version(self, name: str, version: int) -> VersionRecord:
+        return self._remember(("version", name, int(version)),
+                              lambda share: self._get_version(name, version, share))
+
+    def _get_version(self, name: str, version: int, share: bool) -> VersionRecord:
         try:
             answer = self.transport.get("model-versions/get",
-                                        [("name", name), ("version", int(version))])
+                                        [("name", name), ("version", int(version))],
+                                        share=share)
         except Missing as exc:
             raise NotFound(exc.message or f"Model Version (name={name}, version={version}) "
                            "not found") from None
@@ -288,6 +335,68 @@ class RestReader:
         except Refused as exc:
             raise UserError(exc.message) from None
         return run_from_rest(answer["run"])
+
+    def get_runs(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Several runs at once, each as ``get_run`` gives it, by id; a run that is absent
+        (or that this user may not read) is left out. One ``runs/search`` per hundred ids in
+        the experiments this reader has seen (listed on first use), so a page of versions
+        costs one round trip, not one per run; a run in an experiment made since is read by
+        ``get_run`` (at once) and its experiment remembered."""
+        wanted = list(dict.fromkeys(r for r in run_ids if r))
+        found: dict[str, dict[str, Any]] = {}
+        if not wanted:
+            return found
+        experiments = sorted(self._experiments_seen())
+        chunks = [wanted[i:i + _RUNS_AT_ONCE] for i in range(0, len(wanted), _RUNS_AT_ONCE)]
+
+        def search(ids: list[str]) -> list[dict[str, Any]]:
+            if not experiments:
+                return []
+            listed = ", ".join(_filter_quote(i) for i in ids)
+            try:
+                answer = self.transport.send("POST", "runs/search", {
+                    "experiment_ids": experiments, "filter": f"attributes.run_id IN ({listed})",
+                    "run_view_type": "ALL", "max_results": len(ids)})
+            except (Missing, Refused):
+                return []  # every id is then read by get_run, which says what is wrong
+            return [run_from_rest(r) for r in answer.get("runs") or []]
+
+        for runs in at_once(self, [partial(search, ids) for ids in chunks]):
+            found.update((r["run_id"], r) for r in runs if r["run_id"] in wanted)
+
+        def one(run_id: str) -> dict[str, Any] | None:
+            try:
+                return self.get_run(run_id)
+            except (NotFound, PermissionDenied):
+                return None
+
+        rest = [r for r in wanted if r not in found]
+        for run in at_once(self, [partial(one, r) for r in rest]):
+            if run is not None:
+                found[run["run_id"]] = run
+                if self._experiments is not None:
+                    self._experiments.add(run["experiment_id"])
+        return {r: found[r] for r in wanted if r in found}
+
+    def _experiments_seen(self) -> set[str]:
+        if self._experiments is None:
+            seen: set[str] = set()
+            token: str | None = None
+            while True:
+                params: list[tuple[str, str | int]] = [("max_results", 1000),
+                                                       ("view_type", "ALL")]
+                if token:
+                    params.append(("page_token", token))
+                try:
+                    answer = self.transport.get("experiments/search", params)
+                except (Missing, Refused):
+                    break
+                seen |= {str(e.get("experiment_id")) for e in answer.get("experiments") or []}
+                token = answer.get("next_page_token") or None
+                if not token:
+                    break
+            self._experiments = seen
+        return set(self._experiments)
 
 
 def _tag_of(row: Mapping[str, Any], key: str) -> str | None:

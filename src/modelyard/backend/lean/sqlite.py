@@ -7,6 +7,7 @@ one makes ``SqliteReader.open`` return None, and MLflow's client answers. Never 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -345,6 +346,15 @@ class SqliteReader:
 
         return self._read(work)
 
+    def get_runs(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Several runs, each as ``get_run`` gives it, by id; an absent run is left out (the
+        file is local: one look-up after another costs no round trips)."""
+        found: dict[str, dict[str, Any]] = {}
+        for run_id in dict.fromkeys(r for r in run_ids if r):
+            with contextlib.suppress(NotFound):
+                found[run_id] = self.get_run(run_id)
+        return found
+
 
 def _version_missing(name: str, version: int) -> NotFound:
     return NotFound(f"Model Version (name={name}, version={version}) not found")  # as MLflow
@@ -489,6 +499,10 @@ class AbsentReader:
         if live is None:
             raise _run_missing(run_id)
         return live.get_run(run_id)  # type: ignore[no-any-return]
+
+    def get_runs(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        live = self.current()
+        return {} if live is None else live.get_runs(run_ids)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         if self._live is not None and hasattr(self._live, "close"):
