@@ -71,6 +71,21 @@ class StoreContract:
         assert store.list("") == sorted(store.list(""))
         assert len(store.list("")) == 6
 
+    def test_modified_and_newest_come_from_one_listing(self, store: ObjectStore) -> None:
+        """The debris check, the journal and doctor ask how old the objects under a prefix
+        are (cleanup, verify --all and repair on a vault in any store)."""
+        assert store.modified("journal/") == {} and store.newest("journal/") is None
+        before = time.time()
+        for key in ("journal/churn/a", "journal/churn/b", "journal/churnx/c", "objects/ab/c"):
+            store.put_bytes(key, b"1")
+        stamps = store.modified("journal/churn/")
+        assert sorted(stamps) == ["journal/churn/a", "journal/churn/b"]
+        # the service's clock, to the second (Azure's times have no fraction)
+        assert all(before - 5 <= s <= time.time() + 5 for s in stamps.values()), stamps
+        newest = store.newest("journal/")
+        assert newest is not None and newest[0].startswith("journal/churn")
+        assert newest[1] == max(store.modified("journal/").values())
+
     def test_put_if_absent_has_exactly_one_winner(self, store: ObjectStore) -> None:
         barrier = threading.Barrier(8)
         results: list[bool] = []

@@ -23,6 +23,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -119,6 +120,10 @@ class FsspecStore(ObjectStore):
             return int(info.get("size") or 0)
 
     def list(self, prefix: str) -> list[str]:
+        return sorted(self._listing(prefix))
+
+    def _listing(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """Every object under prefix with its listing entry (size, times): one listing."""
         folder = prefix.rpartition("/")[0]
         base = self._path(folder) if folder else self.root
         lead = f"{self.root}/"
@@ -126,12 +131,10 @@ class FsspecStore(ObjectStore):
             try:
                 found = self.fs.find(base, detail=True)
             except FileNotFoundError:
-                return []
-        keys = [
-            name[len(lead):] for name, info in found.items()
-            if name.startswith(lead) and info.get("type") == "file"
-        ]
-        return sorted(k for k in keys if k.startswith(prefix))
+                return {}
+        return {name[len(lead):]: info for name, info in found.items()
+                if name.startswith(lead) and info.get("type") == "file"
+                and name[len(lead):].startswith(prefix)}
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -192,12 +195,26 @@ class FsspecStore(ObjectStore):
 
     def newest(self, prefix: str) -> tuple[str, float] | None:
         best: tuple[str, float] | None = None
-        for key in self.list(prefix):
-            with self._translate(key):
-                stamp = self.fs.modified(self._path(key)).timestamp()
+        for key, stamp in self.modified(prefix).items():
             if best is None or stamp > best[1]:
                 best = (key, stamp)
         return best
+
+    def modified(self, prefix: str) -> dict[str, float]:
+        # The listing carries each object's time: no request per object.
+        return {key: _stamp(info) for key, info in self._listing(prefix).items()}
+
+
+def _stamp(info: dict[str, Any]) -> float:
+    """An object's modification time (UNIX timestamp) from its listing entry: gcsfs gives
+    ``mtime`` (a datetime) beside GCS's ``updated`` (RFC 3339), adlfs ``last_modified``."""
+    for field in ("mtime", "last_modified", "updated"):
+        value = info.get(field)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, str) and value:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    raise StorageError(detail=f"{info.get('name', '?')}: the store's listing gives no time")
 
 
 def open_cloud_store(url: str, *, timeout: float = 10.0) -> FsspecStore:
