@@ -22,6 +22,7 @@ import contextlib
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,12 @@ __all__ = ["CLOUD_SCHEMES", "FsspecStore", "open_cloud_store"]
 
 CLOUD_SCHEMES = ("gs", "az", "abfs", "abfss", "wasbs")
 _CHUNK = 1 << 20
+Upload = Callable[[str, str, Path], "int | None"]
+"""(bucket or container, object name, local file) -> the stored size as the service's answer
+to the upload gives it, or None when it gives none. Files go through the cloud's own SDK in
+the calling thread: fsspec runs every transfer of a process on its one event-loop thread,
+which cost gcsfs and adlfs 2-3x the SDKs' CPU per byte and, on 2 cores, 1.4-2x their time
+for a backup's parallel files (benchmarks/backup.py)."""
 # SAS signatures and account keys that an SDK's message may quote.
 _SECRETS = re.compile(r"(?i)((?:sig|AccountKey|SharedAccessSignature)=)[^&;\s]+")
 
@@ -49,9 +56,13 @@ class FsspecStore(ObjectStore):
     """A bucket or container (and a prefix inside it) through an fsspec filesystem."""
 
     def __init__(self, url: str, fs: Any, bucket: str, prefix: str,
-                 head: Callable[[str], dict[str, Any]] | None = None) -> None:
+                 head: Callable[[str], dict[str, Any]] | None = None,
+                 upload: Upload | None = None) -> None:
         self.url = url
         self.fs = fs
+        # A file's upload through the cloud's own SDK in the calling thread (see ``Upload``);
+        # without one, fsspec's ``put_file``.
+        self._upload = upload
         # One object's metadata in one request (fsspec's ``info`` lists the "folder" too when
         # there is no object: the backup's look-ups for absent objects paid for that).
         self._head = head or fs.info
@@ -145,20 +156,26 @@ class FsspecStore(ObjectStore):
         remote = self._path(key)
         want = path.stat().st_size
         # A resumable upload whose chunk was retried can end one chunk boundary short and
-        # still report success (seen on GCS's emulator under load): the stored size is read
-        # back, a short object is sent again once, and a second short one is an error, never
-        # a silently truncated object.
+        # still report success (seen on GCS's emulator under load): the stored size is
+        # checked (the upload's answer when it gives one, else one look-up), a short object
+        # is sent again once, and a second short one is an error, never a silently
+        # truncated object.
         for attempt in range(2):
             with self._translate(key):
-                self.fs.put_file(str(path), remote)
-            stored = self.size(key)
+                if self._upload is not None:
+                    stored = self._upload(self.bucket, remote[len(self.bucket) + 1:], path)
+                else:
+                    self.fs.put_file(str(path), remote)
+                    stored = None
+            if stored is None:
+                stored = self.size(key)
             if stored == want:
                 break
             if attempt:
                 raise StorageError(detail=f"{self.url}: {key}: stored {stored} of {want} bytes "
                                           "after two uploads")
         if progress is not None:
-            progress(path.stat().st_size)
+            progress(want)
 
     def get_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
         remote = self._path(key)
@@ -227,12 +244,13 @@ def open_cloud_store(url: str, *, timeout: float = 10.0) -> FsspecStore:
         if not bucket:
             raise StorageError(detail=f"no bucket in {redact(url)!r}")
         fs = _gcs(timeout)
-        return FsspecStore(url, fs, bucket, prefix, head=_gcs_head(fs))
+        return FsspecStore(url, fs, bucket, prefix, head=_gcs_head(fs), upload=_gcs_upload())
     container, _, host = parsed.netloc.partition("@")
     if not container:
         raise StorageError(detail=f"no container in {redact(url)!r}")
     account = host.split(".")[0] if host else None
-    return FsspecStore(url, _azure(account, timeout), container, prefix)
+    fs = _azure(account, timeout)
+    return FsspecStore(url, fs, container, prefix, upload=_azure_upload(fs, timeout))
 
 
 def _missing(package: str) -> StorageError:
@@ -272,3 +290,70 @@ def _azure(account: str | None, timeout: float) -> Any:
     if account and not os.environ.get("AZURE_STORAGE_CONNECTION_STRING"):
         options["account_name"] = account
     return AzureBlobFileSystem(**options)
+
+
+def _once(make: Callable[[], Any]) -> Callable[[], Any]:
+    """``make()``'s result, made on first use by one thread and shared by all."""
+    made: list[Any] = []
+    lock = threading.Lock()
+
+    def get() -> Any:
+        with lock:
+            if not made:
+                made.append(make())
+            return made[0]
+
+    return get
+
+
+def _gcs_upload() -> Upload:
+    """google-cloud-storage's ``upload_from_filename`` (one request up to 8 MiB, else one
+    resumable session sent whole); the object resource it answers with gives the size."""
+
+    def make() -> Any:
+        from google.cloud import storage
+
+        # No project: uploads need none. Credentials are Google's default chain, or none for
+        # an emulator (the SDK reads STORAGE_EMULATOR_HOST itself).
+        return storage.Client(project=None)
+
+    client = _once(make)
+
+    def upload(bucket: str, name: str, path: Path) -> int | None:
+        blob = client().bucket(bucket).blob(name)
+        blob.upload_from_filename(str(path))
+        return None if blob.size is None else int(blob.size)
+
+    return upload
+
+
+def _azure_upload(fs: Any, timeout: float) -> Upload | None:
+    """azure-storage-blob's synchronous ``upload_blob``, with the credentials adlfs found:
+    a connection string, an account key, a SAS token, or DefaultAzureCredential's synchronous
+    twin. None (adlfs's own upload) for anything else. Its answer carries no size: the size
+    is looked up after."""
+    if fs.connection_string is None and fs.sync_credential is None and not (
+            fs.account_key or fs.sas_token):
+        return None
+
+    def make() -> Any:
+        from azure.storage.blob import BlobServiceClient
+
+        if fs.connection_string is not None:
+            return BlobServiceClient.from_connection_string(fs.connection_string)
+        token = fs.sas_token or ""
+        credential = fs.account_key or fs.sync_credential
+        if token and not credential:
+            return BlobServiceClient(f"{fs.account_url}?{token.lstrip('?')}")
+        return BlobServiceClient(fs.account_url, credential=credential)
+
+    client = _once(make)
+
+    def upload(container: str, name: str, path: Path) -> int | None:
+        blob = client().get_blob_client(container, name)
+        with path.open("rb") as handle:
+            blob.upload_blob(handle, overwrite=True, metadata={"is_directory": "false"},
+                             timeout=max(60, int(timeout)))
+        return None
+
+    return upload
