@@ -250,7 +250,11 @@ def open_cloud_store(url: str, *, timeout: float = 10.0) -> FsspecStore:
         raise StorageError(detail=f"no container in {redact(url)!r}")
     account = host.split(".")[0] if host else None
     fs = _azure(account, timeout)
-    return FsspecStore(url, fs, container, prefix, upload=_azure_upload(fs, timeout))
+    client = _azure_client(fs, timeout)
+    if client is None:  # adlfs's own calls: credentials only its async chain holds
+        return FsspecStore(url, fs, container, prefix)
+    return FsspecStore(url, fs, container, prefix, head=_azure_head(client, container),
+                       upload=_azure_upload(client, timeout))
 
 
 def _missing(package: str) -> StorageError:
@@ -327,11 +331,10 @@ def _gcs_upload() -> Upload:
     return upload
 
 
-def _azure_upload(fs: Any, timeout: float) -> Upload | None:
-    """azure-storage-blob's synchronous ``upload_blob``, with the credentials adlfs found:
-    a connection string, an account key, a SAS token, or DefaultAzureCredential's synchronous
-    twin. None (adlfs's own upload) for anything else. Its answer carries no size: the size
-    is looked up after."""
+def _azure_client(fs: Any, timeout: float) -> Callable[[], Any] | None:
+    """azure-storage-blob's synchronous service client (made on first use), with the
+    credentials adlfs found: a connection string, an account key, a SAS token, or
+    DefaultAzureCredential's synchronous twin. None for anything else."""
     if fs.connection_string is None and fs.sync_credential is None and not (
             fs.account_key or fs.sas_token):
         return None
@@ -339,15 +342,39 @@ def _azure_upload(fs: Any, timeout: float) -> Upload | None:
     def make() -> Any:
         from azure.storage.blob import BlobServiceClient
 
+        # A dead endpoint fails in about ``timeout`` seconds, as the other stores do.
+        options: dict[str, Any] = {"connection_timeout": max(1.0, timeout), "retry_total": 2}
         if fs.connection_string is not None:
-            return BlobServiceClient.from_connection_string(fs.connection_string)
+            return BlobServiceClient.from_connection_string(fs.connection_string, **options)
         token = fs.sas_token or ""
         credential = fs.account_key or fs.sync_credential
         if token and not credential:
-            return BlobServiceClient(f"{fs.account_url}?{token.lstrip('?')}")
-        return BlobServiceClient(fs.account_url, credential=credential)
+            return BlobServiceClient(f"{fs.account_url}?{token.lstrip('?')}", **options)
+        return BlobServiceClient(fs.account_url, credential=credential, **options)
 
-    client = _once(make)
+    return _once(make)
+
+
+def _azure_head(client: Callable[[], Any], container: str) -> Callable[[str], dict[str, Any]]:
+    """One blob's properties in one request, in the calling thread (adlfs's ``info`` lists
+    the "folder" as well when there is no blob): not found is FileNotFoundError."""
+
+    def head(path: str) -> dict[str, Any]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        name = path[len(container) + 1:]
+        try:
+            props = client().get_blob_client(container, name).get_blob_properties()
+        except ResourceNotFoundError:
+            raise FileNotFoundError(path) from None
+        return {"name": path, "type": "file", "size": props.size}
+
+    return head
+
+
+def _azure_upload(client: Callable[[], Any], timeout: float) -> Upload:
+    """azure-storage-blob's ``upload_blob`` (one request up to 64 MiB, else blocks). Its
+    answer carries no size: the size is looked up after."""
 
     def upload(container: str, name: str, path: Path) -> int | None:
         blob = client().get_blob_client(container, name)
