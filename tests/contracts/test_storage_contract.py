@@ -225,8 +225,13 @@ class TestGcsStore(StoreContract):
         _emptied(store)
 
     def test_put_if_absent_has_exactly_one_winner(self, store: ObjectStore) -> None:
-        # The store sends GCS's conditional create (ifGenerationMatch=0), which the emulator
-        # ignores: racing writers all "win" there. One after another, the second loses.
+        # Run one writer after another here, not as the race the other stores run: the store
+        # sends GCS's conditional create (ifGenerationMatch=0; GCS answers a loser 412, which
+        # gcsfs raises as FileExistsError and put_if_absent returns False), but
+        # gcp-storage-emulator (2026.7.19, the newest, with no option for it) never reads
+        # preconditions, so racing writers all "win" on it. Here the look before the write
+        # makes the second writer lose. (fake-gcs-server honours preconditions; it is a Go
+        # program, not what the test stack starts.)
         assert store.put_if_absent("locks/one", b"first") is True
         assert store.put_if_absent("locks/one", b"late") is False
         assert store.get_bytes("locks/one") == b"first"
