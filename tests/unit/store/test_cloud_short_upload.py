@@ -68,9 +68,10 @@ def test_the_sdk_upload_s_answer_is_the_proof_without_a_look_up(tmp_path: Path) 
     uploads: list[str] = []
     looked: list[str] = []
 
-    def upload(bucket: str, name: str, path: Path) -> int | None:
+    def upload(bucket: str, name: str, source: Path | bytes) -> int | None:
+        assert isinstance(source, Path)
         uploads.append(f"{bucket}/{name}")
-        fs.pipe_file(f"{bucket}/{name}", path.read_bytes())
+        fs.pipe_file(f"{bucket}/{name}", source.read_bytes())
         return next(answers)
 
     def head(path: str) -> dict[str, Any]:
@@ -91,9 +92,10 @@ def test_an_upload_without_an_answer_is_looked_up(tmp_path: Path) -> None:
     fs = _ShortUploads(short=0, skip_instance_cache=True)
     calls: list[int] = []
 
-    def upload(bucket: str, name: str, path: Path) -> int | None:
+    def upload(bucket: str, name: str, source: Path | bytes) -> int | None:
+        assert isinstance(source, Path)
         calls.append(1)
-        fs.pipe_file(f"{bucket}/{name}", path.read_bytes()[: 299 if len(calls) < 3 else None])
+        fs.pipe_file(f"{bucket}/{name}", source.read_bytes()[: 299 if len(calls) < 3 else None])
         return None
 
     store = _store(fs, upload)
