@@ -1,19 +1,24 @@
 """The registry with its artifact store, vault and backup store on Google Cloud Storage and
-Azure Blob (the session's gcp-storage-emulator and Azurite): register, load, verify, backup,
-restore, in mixed combinations of stores. S3 (moto) has the same round trip on the team stack
-(test_backup_restore.py, vault and backup in its buckets)."""
+Azure Blob (the session's gcp-storage-emulator and Azurite): register, load, verify, verify
+--all, repair, backup, snapshot, restore, in mixed combinations of stores (two passes: the
+vault on one cloud and the backup on the other, then the other way round, so each cloud holds
+each). S3 (moto) has the same round trip on the team stack (test_backup_restore.py,
+test_integrity.py, test_snapshots.py: vault and backup in its buckets)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from modelyard import Yard
+from modelyard.store.files import sha256_file
 from modelyard.store.storage import open_store
+from modelyard.store.vault import oid_of_key, snapshot_key
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
@@ -26,7 +31,7 @@ from modelyard.store.storage import open_store
 ])
 def test_round_trip_with_every_store_on_the_clouds(
     backend: str, cloud_env: Any, name: str, trained: dict[str, Any], artifacts: str,
-    vault: str, backup: str,
+    vault: str, backup: str, tmp_path: Path,
 ) -> None:
     run = uuid.uuid4().hex[:8]
     vault_url, backup_url = vault.format(run), backup.format(run)
@@ -43,10 +48,34 @@ def test_round_trip_with_every_store_on_the_clouds(
     assert yard.verify(name, mv.version).ok
     before = yard.load(name, mv.version).model.predict(rows)
 
+    # verify --all (its debris check lists the vault's objects with their times) and repair:
+    # a vault object corrupted on the cloud is named, and put back from a good copy
+    vault_store = open_store(vault_url)
+    assert yard.protection.verify_all(name).ok
+    key = max(manifest_objects, key=lambda k: vault_store.size(k) or 0)
+    damaged = bytearray(vault_store.get_bytes(key))
+    damaged[0] ^= 0xFF
+    vault_store.put_bytes(key, bytes(damaged))
+    found = yard.protection.verify_all(name)
+    assert [(p.layer, p.problem) for p in found.problems] == [("vault", "differs")]
+    repaired = yard.protection.repair(name, mv.version)
+    assert repaired.ok and repaired.verified and [f.layer for f in repaired.files] == ["vault"]
+    fetched = tmp_path / "object"
+    vault_store.get_file(key, fetched)
+    assert sha256_file(fetched) == oid_of_key(key)
+
     report = yard.protection.backup([(name, mv.version)])
     assert report.ok and report.bytes_sent > 0
     assert yard.protection.backup([(name, mv.version)]).bytes_sent == 0  # deduplicated
     assert open_store(backup_url).list("objects/")
+
+    # a snapshot of the stage holders, in the vault and copied to the backup store
+    yard.promote(name, mv.version, to="production", force=True, reason="cloud")
+    snap = yard.protection.snapshots.create("before", models=[name], include_data=False)
+    assert snap.holders(name)["production"]["semver"] == mv.semver
+    assert open_store(backup_url).exists(snapshot_key("before"))
+    assert [s.tag for s in yard.protection.snapshots.list()] == ["before"]
+    assert yard.protection.snapshots.diff("before").moved == []
 
     yard.tracking.delete_version(name, mv.version)
     restored = yard.protection.restore(name, mv.semver)

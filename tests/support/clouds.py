@@ -38,6 +38,14 @@ AZURE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
 GCS_BUCKET = "modelyard"
 AZURE_CONTAINER = "modelyard"
 START_TIMEOUT = 60.0
+# gcp-storage-emulator serves one request at a time on http.server's HTTPServer, which closes
+# every connection after its answer and listens with a backlog of 5: a client with more
+# requests in flight had its extra connections dropped, each retried after Linux's 1 s SYN
+# timeout (15 parallel look-ups took 1.0-1.2 s instead of 0.05 s). A real GCS endpoint
+# queues nothing of the kind, so the emulator listens with a deep backlog (it still
+# answers one request at a time).
+GCS_EMULATOR = ("import sys, http.server; http.server.HTTPServer.request_queue_size = 1024; "
+                "from gcp_storage_emulator.__main__ import main; main(sys.argv[1:])")
 
 
 def _node() -> str | None:
@@ -92,7 +100,7 @@ class Emulators:
         if node is None or not AZURITE_MAIN.is_file():
             raise RuntimeError(f"Azurite is not installed: run `{AZURITE_INSTALL}` in {REPO}")
         self.gcs_port = free_port()
-        self._spawn("gcs", [sys.executable, "-m", "gcp_storage_emulator", "start", "-H", HOST,
+        self._spawn("gcs", [sys.executable, "-c", GCS_EMULATOR, "start", "-H", HOST,
                             "--port", str(self.gcs_port), "--default-bucket", GCS_BUCKET,
                             "--in-memory", "-q"])
         self.azure_port = free_port()

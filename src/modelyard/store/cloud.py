@@ -1,4 +1,6 @@
-"""Google Cloud Storage and Azure Blob stores, through fsspec (gcsfs, adlfs).
+"""Google Cloud Storage and Azure Blob stores, through fsspec (gcsfs, adlfs); objects are
+written, and Azure blobs looked up, through the clouds' own SDKs (google-cloud-storage,
+azure-storage-blob) in the calling thread (``Upload``).
 
 ``gs://bucket/prefix`` is a GCS bucket; ``az://container/prefix`` and ``abfs://container/prefix``
 a container of the account the environment names (``AZURE_STORAGE_CONNECTION_STRING`` or
@@ -22,7 +24,9 @@ import contextlib
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -35,6 +39,12 @@ __all__ = ["CLOUD_SCHEMES", "FsspecStore", "open_cloud_store"]
 
 CLOUD_SCHEMES = ("gs", "az", "abfs", "abfss", "wasbs")
 _CHUNK = 1 << 20
+Upload = Callable[[str, str, "Path | bytes"], "int | None"]
+"""(bucket or container, object name, local file or bytes) -> the stored size as the
+service's answer to the upload gives it, or None when it gives none. Objects go through the
+cloud's own SDK in the calling thread: fsspec runs every transfer of a process on its one
+event-loop thread, where gcsfs and adlfs spent 2-3x the SDKs' CPU (0.36 s and 0.40 s against
+0.16 s and 0.13 s for 10 files of 20 MB) and, on 2 shared cores, about 1.3x their time."""
 # SAS signatures and account keys that an SDK's message may quote.
 _SECRETS = re.compile(r"(?i)((?:sig|AccountKey|SharedAccessSignature)=)[^&;\s]+")
 
@@ -48,9 +58,13 @@ class FsspecStore(ObjectStore):
     """A bucket or container (and a prefix inside it) through an fsspec filesystem."""
 
     def __init__(self, url: str, fs: Any, bucket: str, prefix: str,
-                 head: Callable[[str], dict[str, Any]] | None = None) -> None:
+                 head: Callable[[str], dict[str, Any]] | None = None,
+                 upload: Upload | None = None) -> None:
         self.url = url
         self.fs = fs
+        # An object's upload through the cloud's own SDK in the calling thread (see
+        # ``Upload``); without one, fsspec's ``put_file`` / ``pipe_file``.
+        self._upload = upload
         # One object's metadata in one request (fsspec's ``info`` lists the "folder" too when
         # there is no object: the backup's look-ups for absent objects paid for that).
         self._head = head or fs.info
@@ -82,7 +96,10 @@ class FsspecStore(ObjectStore):
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         with self._translate(key):
-            self.fs.pipe_file(path, data)
+            if self._upload is not None:
+                self._upload(self.bucket, path[len(self.bucket) + 1:], data)
+            else:
+                self.fs.pipe_file(path, data)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         # A conditional create on the service (GCS ifGenerationMatch=0, Azure If-None-Match):
@@ -119,6 +136,10 @@ class FsspecStore(ObjectStore):
             return int(info.get("size") or 0)
 
     def list(self, prefix: str) -> list[str]:
+        return sorted(self._listing(prefix))
+
+    def _listing(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """Every object under prefix with its listing entry (size, times): one listing."""
         folder = prefix.rpartition("/")[0]
         base = self._path(folder) if folder else self.root
         lead = f"{self.root}/"
@@ -126,12 +147,10 @@ class FsspecStore(ObjectStore):
             try:
                 found = self.fs.find(base, detail=True)
             except FileNotFoundError:
-                return []
-        keys = [
-            name[len(lead):] for name, info in found.items()
-            if name.startswith(lead) and info.get("type") == "file"
-        ]
-        return sorted(k for k in keys if k.startswith(prefix))
+                return {}
+        return {name[len(lead):]: info for name, info in found.items()
+                if name.startswith(lead) and info.get("type") == "file"
+                and name[len(lead):].startswith(prefix)}
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -142,20 +161,26 @@ class FsspecStore(ObjectStore):
         remote = self._path(key)
         want = path.stat().st_size
         # A resumable upload whose chunk was retried can end one chunk boundary short and
-        # still report success (seen on GCS's emulator under load): the stored size is read
-        # back, a short object is sent again once, and a second short one is an error, never
-        # a silently truncated object.
+        # still report success (seen on GCS's emulator under load): the stored size is
+        # checked (the upload's answer when it gives one, else one look-up), a short object
+        # is sent again once, and a second short one is an error, never a silently
+        # truncated object.
         for attempt in range(2):
             with self._translate(key):
-                self.fs.put_file(str(path), remote)
-            stored = self.size(key)
+                if self._upload is not None:
+                    stored = self._upload(self.bucket, remote[len(self.bucket) + 1:], path)
+                else:
+                    self.fs.put_file(str(path), remote)
+                    stored = None
+            if stored is None:
+                stored = self.size(key)
             if stored == want:
                 break
             if attempt:
                 raise StorageError(detail=f"{self.url}: {key}: stored {stored} of {want} bytes "
                                           "after two uploads")
         if progress is not None:
-            progress(path.stat().st_size)
+            progress(want)
 
     def get_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
         remote = self._path(key)
@@ -192,12 +217,26 @@ class FsspecStore(ObjectStore):
 
     def newest(self, prefix: str) -> tuple[str, float] | None:
         best: tuple[str, float] | None = None
-        for key in self.list(prefix):
-            with self._translate(key):
-                stamp = self.fs.modified(self._path(key)).timestamp()
+        for key, stamp in self.modified(prefix).items():
             if best is None or stamp > best[1]:
                 best = (key, stamp)
         return best
+
+    def modified(self, prefix: str) -> dict[str, float]:
+        # The listing carries each object's time: no request per object.
+        return {key: _stamp(info) for key, info in self._listing(prefix).items()}
+
+
+def _stamp(info: dict[str, Any]) -> float:
+    """An object's modification time (UNIX timestamp) from its listing entry: gcsfs gives
+    ``mtime`` (a datetime) beside GCS's ``updated`` (RFC 3339), adlfs ``last_modified``."""
+    for field in ("mtime", "last_modified", "updated"):
+        value = info.get(field)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, str) and value:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    raise StorageError(detail=f"{info.get('name', '?')}: the store's listing gives no time")
 
 
 def open_cloud_store(url: str, *, timeout: float = 10.0) -> FsspecStore:
@@ -210,12 +249,17 @@ def open_cloud_store(url: str, *, timeout: float = 10.0) -> FsspecStore:
         if not bucket:
             raise StorageError(detail=f"no bucket in {redact(url)!r}")
         fs = _gcs(timeout)
-        return FsspecStore(url, fs, bucket, prefix, head=_gcs_head(fs))
+        return FsspecStore(url, fs, bucket, prefix, head=_gcs_head(fs), upload=_gcs_upload())
     container, _, host = parsed.netloc.partition("@")
     if not container:
         raise StorageError(detail=f"no container in {redact(url)!r}")
     account = host.split(".")[0] if host else None
-    return FsspecStore(url, _azure(account, timeout), container, prefix)
+    fs = _azure(account, timeout)
+    client = _azure_client(fs, timeout)
+    if client is None:  # adlfs's own calls: credentials only its async chain holds
+        return FsspecStore(url, fs, container, prefix)
+    return FsspecStore(url, fs, container, prefix, head=_azure_head(client, container),
+                       upload=_azure_upload(client, timeout))
 
 
 def _missing(package: str) -> StorageError:
@@ -255,3 +299,101 @@ def _azure(account: str | None, timeout: float) -> Any:
     if account and not os.environ.get("AZURE_STORAGE_CONNECTION_STRING"):
         options["account_name"] = account
     return AzureBlobFileSystem(**options)
+
+
+def _once(make: Callable[[], Any]) -> Callable[[], Any]:
+    """``make()``'s result, made on first use by one thread and shared by all."""
+    made: list[Any] = []
+    lock = threading.Lock()
+
+    def get() -> Any:
+        with lock:
+            if not made:
+                made.append(make())
+            return made[0]
+
+    return get
+
+
+def _gcs_upload() -> Upload:
+    """google-cloud-storage's ``upload_from_filename`` / ``upload_from_string`` (one request up
+    to 8 MiB, else one resumable session sent whole); the object resource it answers with
+    gives the size."""
+
+    def make() -> Any:
+        from google.cloud import storage
+
+        # No project: uploads need none. Credentials are Google's default chain, or none for
+        # an emulator (the SDK reads STORAGE_EMULATOR_HOST itself).
+        return storage.Client(project=None)
+
+    client = _once(make)
+
+    def upload(bucket: str, name: str, source: Path | bytes) -> int | None:
+        blob = client().bucket(bucket).blob(name)
+        if isinstance(source, bytes):
+            blob.upload_from_string(source, content_type="application/octet-stream")
+        else:
+            blob.upload_from_filename(str(source))
+        return None if blob.size is None else int(blob.size)
+
+    return upload
+
+
+def _azure_client(fs: Any, timeout: float) -> Callable[[], Any] | None:
+    """azure-storage-blob's synchronous service client (made on first use), with the
+    credentials adlfs found: a connection string, an account key, a SAS token, or
+    DefaultAzureCredential's synchronous twin. None for anything else."""
+    if fs.connection_string is None and fs.sync_credential is None and not (
+            fs.account_key or fs.sas_token):
+        return None
+
+    def make() -> Any:
+        from azure.storage.blob import BlobServiceClient
+
+        # A dead endpoint fails in about ``timeout`` seconds, as the other stores do.
+        options: dict[str, Any] = {"connection_timeout": max(1.0, timeout), "retry_total": 2}
+        if fs.connection_string is not None:
+            return BlobServiceClient.from_connection_string(fs.connection_string, **options)
+        token = fs.sas_token or ""
+        credential = fs.account_key or fs.sync_credential
+        if token and not credential:
+            return BlobServiceClient(f"{fs.account_url}?{token.lstrip('?')}", **options)
+        return BlobServiceClient(fs.account_url, credential=credential, **options)
+
+    return _once(make)
+
+
+def _azure_head(client: Callable[[], Any], container: str) -> Callable[[str], dict[str, Any]]:
+    """One blob's properties in one request, in the calling thread (adlfs's ``info`` lists
+    the "folder" as well when there is no blob): not found is FileNotFoundError."""
+
+    def head(path: str) -> dict[str, Any]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        name = path[len(container) + 1:]
+        try:
+            props = client().get_blob_client(container, name).get_blob_properties()
+        except ResourceNotFoundError:
+            raise FileNotFoundError(path) from None
+        return {"name": path, "type": "file", "size": props.size}
+
+    return head
+
+
+def _azure_upload(client: Callable[[], Any], timeout: float) -> Upload:
+    """azure-storage-blob's ``upload_blob`` (one request up to 64 MiB, else blocks). Its
+    answer carries no size: the size is looked up after."""
+
+    def upload(container: str, name: str, source: Path | bytes) -> int | None:
+        blob = client().get_blob_client(container, name)
+        options = {"overwrite": True, "metadata": {"is_directory": "false"},
+                   "timeout": max(60, int(timeout))}
+        if isinstance(source, bytes):
+            blob.upload_blob(source, **options)
+            return None
+        with source.open("rb") as handle:
+            blob.upload_blob(handle, **options)
+        return None
+
+    return upload
