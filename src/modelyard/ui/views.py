@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import statistics
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -28,6 +26,7 @@ from modelyard.core.refs import VersionRef, is_visible
 from modelyard.errors import AuditTampered, NotFound, YardError
 from modelyard.ui import traffic
 from modelyard.ui.charts import line_chart
+from modelyard.ui.checks import drill_check, mttr_summary, store_checks
 from modelyard.ui.paging import (
     PER_PAGE,
     MlflowLinks,
@@ -45,7 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelyard.core.records import VersionRecord
     from modelyard.yard import Yard
 
-DRILL_MAX_AGE_S = 8 * 24 * 3600  # as `modelyard health` (a weekly drill, with a day's grace)
 BACKUP_MAX_AGE_S = 2 * 24 * 3600
 LAST_CHECK = "as of the last check"
 MOVES = frozenset({"promote", "rollback", "approve", "reject", "request", "gate_failed",
@@ -203,23 +201,7 @@ class Views:
         return checks
 
     def stores(self) -> list[dict[str, Any]]:
-        checks = []
-        for label, vault in (("vault", lambda: self.yard.vault),
-                             ("backup store", lambda: self.yard.ctx.backup)):
-            try:
-                opened = vault()
-                if opened is None:
-                    checks.append({"check": label, "target": "-", "level": "warn",
-                                   "detail": "no backup store configured"})
-                    continue
-                opened.store.check()
-                checks.append({"check": label, "target": getattr(opened.store, "url", label),
-                               "level": "ok", "detail": "answers"})
-            except YardError as exc:
-                checks.append({"check": label, "target": "-",
-                               "level": "critical" if label == "vault" else "degraded",
-                               "detail": exc.message})
-        return checks
+        return store_checks(self.yard)
 
     # -- 1. overview -----------------------------------------------------------------------
     def overview(self) -> dict[str, Any]:
@@ -492,34 +474,10 @@ class Views:
             checks += found
             recovers += recovered
         drills = quiet(self.drills, [])
-        if drills:
-            newest = drills[-1]
-            age = age_s(str(newest.get("at", "")))
-            level = "ok" if newest.get("ok") and age is not None and age <= DRILL_MAX_AGE_S \
-                else "degraded"
-            checks.append({"check": "drills", "target": str(newest.get("scenario", "?")),
-                           "level": level, "detail": f"newest drill {newest.get('scenario')} "
-                           f"{'passed' if newest.get('ok') else 'FAILED'}", "age": age})
-        else:
-            checks.append({"check": "drills", "target": "-", "level": "warn",
-                           "detail": "no drill has run yet (`modelyard drill run --all`)"})
+        checks.append(drill_check(drills))
         status = {"ok": "healthy", "warn": "healthy", "degraded": "degraded",
                   "critical": "critical"}[worst(c["level"] for c in checks)]
-        by_scenario: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
-        for drill in drills:
-            mttr = drill.get("mttr")
-            by_scenario[str(drill.get("scenario", "?"))].append(
-                (str(drill.get("at", ""))[5:16].replace("T", " "),
-                 float(mttr) if isinstance(mttr, (int, float)) else None))
-        chart = line_chart(dict(by_scenario), title="MTTR per scenario (s)", y_label="MTTR s")
-        per_scenario: list[dict[str, Any]] = []
-        for scenario, points in sorted(by_scenario.items()):
-            values = sorted(v for _, v in points if v is not None)
-            layers = sorted({str(d.get("layer") or "none") for d in drills
-                             if d.get("scenario") == scenario})
-            per_scenario.append({"scenario": scenario, "runs": len(points),
-                         "median": statistics.median(values) if values else None,
-                         "last": values and points[-1][1], "layers": layers})
+        chart, per_scenario = mttr_summary(drills)
         recovers.sort(key=lambda e: e.when, reverse=True)
         return {"status": status, "checks": checks, "chart": chart, "mttr": per_scenario,
                 "drills": paged(drills[::-1], page), "recovers": recovers[:50]}

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import unquote
 
+from modelyard.backend.lean.absent import AbsentReader
 from modelyard.backend.lean.base import _fallback, _truthy
 from modelyard.backend.lean.rest import RestReader
-from modelyard.backend.lean.sqlite import KNOWN_SCHEMA_REVISIONS, AbsentReader, SqliteReader
+from modelyard.backend.lean.sqlite import KNOWN_SCHEMA_REVISIONS, SqliteReader
 from modelyard.core.records import ModelRecord, VersionRecord
 from modelyard.errors import InvalidInput
 

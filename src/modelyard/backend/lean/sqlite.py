@@ -27,7 +27,7 @@ from modelyard.core.records import (
 )
 from modelyard.errors import BackendError, ModelNotFound, NotFound
 
-__all__ = ["KNOWN_SCHEMA_REVISIONS", "AbsentReader", "SqliteReader"]
+__all__ = ["KNOWN_SCHEMA_REVISIONS", "SqliteReader", "run_missing", "version_missing"]
 
 # Alembic revisions of MLflow's schema that tests/contracts/test_reader_contract.py has proved this
 # module reads correctly. Any other revision: open_reader returns None (MLflow's client).
@@ -217,7 +217,7 @@ class SqliteReader:
                            f"mv.workspace = ? AND mv.name = ? AND mv.version = ? AND "
                            f"{_NOT_DELETED}", (WORKSPACE, name, int(version)))
             if not rows:
-                raise _version_missing(name, version)
+                raise version_missing(name, version)
             return self._records(name, rows)[0]
 
         return self._read(work)
@@ -323,7 +323,7 @@ class SqliteReader:
             rows = self._q("SELECT run_uuid, experiment_id, status, start_time, end_time, "
                            "artifact_uri FROM runs WHERE run_uuid = ?", (run_id,))
             if not rows:
-                raise _run_missing(run_id)
+                raise run_missing(run_id)
             run_uuid, experiment_id, status, start, end, artifact_uri = rows[0]
             metrics = {key: float("nan") if is_nan else float(value)
                        for key, value, is_nan in self._q(
@@ -356,11 +356,11 @@ class SqliteReader:
         return found
 
 
-def _version_missing(name: str, version: int) -> NotFound:
+def version_missing(name: str, version: int) -> NotFound:
     return NotFound(f"Model Version (name={name}, version={version}) not found")  # as MLflow
 
 
-def _run_missing(run_id: str) -> NotFound:
+def run_missing(run_id: str) -> NotFound:
     return NotFound(f"Run with id={run_id} not found")  # as MLflow
 
 
@@ -414,96 +414,3 @@ def _model_row(row: tuple[Any, ...], tags: dict[str, str], aliases: dict[str, in
         stage_fields=stage_fields_of(
             [{"current_stage": stage, "version": version} for stage, version in fields]),
     )
-
-
-class AbsentReader:
-    """The embedded default before its database exists: an empty registry, read without
-    creating it (MLflow's client would make ``.modelyard/mlflow.db`` and migrate its schema,
-    logging at INFO, just to say "not found").
-
-    Each call first looks for the file again: once a write (in this process or another) has
-    made it (or anything else appeared at its path), every call goes to ``then()``, the
-    reader ``open_reader`` would pick for it (made once). Answers as ``SqliteReader`` does
-    on a registry with no models.
-    """
-
-    concurrent = False
-
-    def __init__(self, db_path: str | os.PathLike[str], then: Callable[[], Any]) -> None:
-        self.path = Path(db_path)
-        self._then = then
-        self._live: Any = None
-
-    def current(self) -> Any:
-        """What answers now: the reader picked once the database appeared, else None."""
-        if self._live is None and os.path.lexists(self.path):
-            self._live = self._then()
-        return self._live
-
-    def list_models(self) -> list[ModelRecord]:
-        live = self.current()
-        return [] if live is None else list(live.list_models())
-
-    def get_model(self, name: str) -> ModelRecord:
-        live = self.current()
-        if live is None:
-            raise ModelNotFound(name=name)
-        return live.get_model(name)  # type: ignore[no-any-return]
-
-    def get_version(self, name: str, version: int) -> VersionRecord:
-        live = self.current()
-        if live is None:
-            raise _version_missing(name, version)
-        return live.get_version(name, version)  # type: ignore[no-any-return]
-
-    def alias_holder(self, name: str, alias: str) -> int | None:
-        live = self.current()
-        return None if live is None else live.alias_holder(name, alias)  # type: ignore[no-any-return]
-
-    def version_by_tag(self, name: str, key: str, value: str) -> VersionRecord | None:
-        live = self.current()
-        if live is None:
-            raise ModelNotFound(name=name)
-        return live.version_by_tag(name, key, value)  # type: ignore[no-any-return]
-
-    def latest_visible(self, name: str) -> VersionRecord | None:
-        live = self.current()
-        if live is None:
-            raise ModelNotFound(name=name)
-        return live.latest_visible(name)  # type: ignore[no-any-return]
-
-    def versions(self, name: str) -> list[VersionRecord]:
-        live = self.current()
-        if live is None:
-            raise ModelNotFound(name=name)
-        return live.versions(name)  # type: ignore[no-any-return]
-
-    def count_visible(self, name: str) -> int:
-        live = self.current()
-        if live is None:
-            raise ModelNotFound(name=name)
-        return live.count_visible(name)  # type: ignore[no-any-return]
-
-    def search_versions(self, name: str, *, tag: tuple[str, str] | None = None,
-                        below: int | None = None, limit: int = 100) -> list[VersionRecord]:
-        live = self.current()
-        return [] if live is None else live.search_versions(  # type: ignore[no-any-return]
-            name, tag=tag, below=below, limit=limit)
-
-    def artifact_location(self, record: VersionRecord) -> str:
-        live = self.current()
-        return record.source if live is None else live.artifact_location(record)  # type: ignore[no-any-return]
-
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        live = self.current()
-        if live is None:
-            raise _run_missing(run_id)
-        return live.get_run(run_id)  # type: ignore[no-any-return]
-
-    def get_runs(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        live = self.current()
-        return {} if live is None else live.get_runs(run_ids)  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        if self._live is not None and hasattr(self._live, "close"):
-            self._live.close()
