@@ -99,12 +99,18 @@ class Payload:
         if columns is None:
             return self._unchecked()
         names = [c.name for c in columns]
+        all_float = all(c.type in _NUMERIC_FLOAT for c in columns)
+        in_order = self.rows is not None and (self.columns is None or self.columns == names)
+        if all_float and not self.literals and in_order:
+            # Rows already in the signature's order: numpy checks their shape and types.
+            array = _float_array(self.rows or [], len(names))
+            if array is not None:
+                return Block(names, self.rows or [], all_float=True, array=array)
         if self.records is not None:
             rows = _rows_from_records(self.records, columns)
         else:
             rows = self._aligned_rows(columns)
-        all_float = all(c.type in _NUMERIC_FLOAT for c in columns)
-        if all_float and not self.literals:
+        if all_float and not self.literals and not in_order:
             array = _float_array(rows, len(names))
             if array is not None:
                 return Block(names, rows, all_float=True, array=array)
