@@ -514,6 +514,8 @@ def _bench_family(yard: Any, family: str, args: argparse.Namespace, env: dict[st
         for server in servers.values():
             server.stop()
     medians = {label: _median(runs) for label, runs in rounds.items()}
+    for label, runs in rounds.items():  # CPU per request: steadier than throughput under load
+        medians[label].cpu_ms = statistics.median(r.cpu_ms for r in runs)
     return {"family": family, "runtime": runtime, "reason": reason, "compiled": compiled,
             "staging_s": staging_s, "labels_equal": labels_equal, "max_diff": diff,
             "results": medians, "memory": memory, "batch": batch,
@@ -633,8 +635,8 @@ def _paired(rounds: dict[str, list[Result]]) -> dict[str, tuple[float, float]]:
 def _report(table: list[dict[str, Any]], workers: int) -> None:
     print()
     print(f"| family | runtime | machine | rows | `mlflow models serve -w {workers}` | "
-          f"`modelyard serve --workers {workers}` | throughput | p99 |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"`modelyard serve --workers {workers}` | throughput | p99 | server CPU per request |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in table:
         results = row["results"]
         for host in ("quiet", "neighbour"):
@@ -646,12 +648,13 @@ def _report(table: list[dict[str, Any]], workers: int) -> None:
                 mine = f"{ours.throughput:.0f} req/s, p99 {ours.p99_ms:.0f} ms"
                 if theirs is None or not theirs.throughput:
                     print(f"| {row['family']} | {row['runtime']} | {host} | {rows} | - | "
-                          f"{mine} | - | - |")
+                          f"{mine} | - | - | - |")
                     continue
                 print(f"| {row['family']} | {row['runtime']} | {host} | {rows} | "
                       f"{theirs.throughput:.0f} req/s, p99 {theirs.p99_ms:.0f} ms | {mine} | "
                       f"{ours.throughput / theirs.throughput:.1f}x | "
-                      f"{ours.p99_ms / theirs.p99_ms:.2f}x |")
+                      f"{ours.p99_ms / theirs.p99_ms:.2f}x | {ours.cpu_ms:.2f} / "
+                      f"{theirs.cpu_ms:.1f} ms ({theirs.cpu_ms / ours.cpu_ms:.0f}x less) |")
     print()
     print("| family | runtime (reason) | conversion | parity at conversion | held-out parity "
           "| memory mlflow / modelyard | rows per call |")
