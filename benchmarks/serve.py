@@ -8,7 +8,10 @@ servers start on 127.0.0.1 with the same number of workers and are measured inte
 round after round, each a closed loop of 32 concurrent clients posting JSON to /invocations
 for a fixed time after a warm-up: single rows and 100-row batches, on the machine as it is
 and beside one CPU-bound neighbour process (a shared host). Each figure is the median of its
-rounds. Per family it also reports which runtime answers (ONNX Runtime or pyfunc, and why),
+rounds. On the first family it also measures two more servers against the plain one,
+single rows, back to back: A/B 50/50 (production and a second version in staging) and capture
+of every request (``--no-costs`` skips them). Per family it also reports which runtime answers
+(ONNX Runtime or pyfunc, and why),
 the promotion to staging that converts the model, parity on the held-out rows, the serving
 processes' resident memory and the mean rows per model call.
 
@@ -392,6 +395,8 @@ def main() -> None:
     parser.add_argument("--family", action="append", choices=FAMILIES,
                         help="only these families (repeatable; default: all five)")
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--no-costs", action="store_true",
+                        help="skip the A/B 50/50 and capture servers (run on the first family)")
     parser.add_argument("--predict", action="store_true",
                         help="only time conversion and one predict call per family (no servers)")
     args = parser.parse_args()
@@ -420,13 +425,14 @@ def main() -> None:
               f"uvicorn with {_accelerators()}; {os.cpu_count()} CPUs, load average at start "
               f"{os.getloadavg()[0]:.1f}", flush=True)
         table: list[dict[str, Any]] = []
+        costs = None if args.no_costs else families[0]
         for family in families:
-            table.append(_bench_family(yard, family, args, env, work))
+            table.append(_bench_family(yard, family, args, env, work, costs))
         _report(table, w)
 
 
 def _bench_family(yard: Any, family: str, args: argparse.Namespace, env: dict[str, str],
-                  work: Path) -> dict[str, Any]:
+                  work: Path, costs_family: str | None = None) -> dict[str, Any]:
     """Both servers on one family: quiet and beside a CPU-bound neighbour, 1 and 100 rows."""
     import numpy as np
 
@@ -464,14 +470,28 @@ def _bench_family(yard: Any, family: str, args: argparse.Namespace, env: dict[st
                 [str(Path(python).with_name("mlflow")), "models", "serve", "-m",
                  f"models:/{name}/{one.version}", "--env-manager", "local", "-w", str(w),
                  "-h", HOST, "-p", "{port}"], env, work, "/ping", work / "mlflow-serve.log")
-        servers["modelyard"] = Server(
-            [python, "-m", "modelyard", "serve", name, "--host", HOST, "--port", "{port}",
-             "--workers", str(w), "--log-level", "warning", "--poll-interval", "1"],
-            env, work, "/ready", work / "modelyard-serve.log")
+        def modelyard_server(*extra: str) -> Server:
+            return Server([python, "-m", "modelyard", "serve", name, "--host", HOST, "--port",
+                           "{port}", "--workers", str(w), "--log-level", "warning",
+                           "--poll-interval", "1", *extra],
+                          env, work, "/ready", work / "modelyard-serve.log")
+
+        servers["modelyard"] = modelyard_server()
+        costs = costs_family == family
+        if costs:
+            # A/B 50/50 between production and a second version in staging, and capture of
+            # every request: each against the plain server, single rows, back to back.
+            two = yard.register(model, name, input_example=train.head(3),
+                                training_data=train.assign(label=y_train),
+                                params={"bench": "second"})
+            yard.promote(name, two.version, to="staging", reason="benchmark A/B arm")
+            servers["ab"] = modelyard_server("--ab", "production=50", "--ab", "staging=50")
+            servers["capture"] = modelyard_server("--capture-rate", "1.0")
         plan = [(f"{key}/{rows}/{host}", key, bodies)
                 for host in ("quiet", "neighbour")
                 for rows, bodies in (("1", single), ("100", hundred))
-                for key in servers]
+                for key in servers
+                if key in ("mlflow", "modelyard") or (rows == "1" and host == "quiet")]
         for number in range(1, args.rounds + 1):
             print(f"  round {number}/{args.rounds} (load average {os.getloadavg()[0]:.1f})",
                   flush=True)
@@ -494,9 +514,12 @@ def _bench_family(yard: Any, family: str, args: argparse.Namespace, env: dict[st
         for server in servers.values():
             server.stop()
     medians = {label: _median(runs) for label, runs in rounds.items()}
+    for label, runs in rounds.items():  # CPU per request: steadier than throughput under load
+        medians[label].cpu_ms = statistics.median(r.cpu_ms for r in runs)
     return {"family": family, "runtime": runtime, "reason": reason, "compiled": compiled,
             "staging_s": staging_s, "labels_equal": labels_equal, "max_diff": diff,
-            "results": medians, "memory": memory, "batch": batch}
+            "results": medians, "memory": memory, "batch": batch,
+            "paired": _paired(rounds) if costs else {}}
 
 
 def predict_calls(families: list[str], rounds: int, sizes: tuple[int, ...] = (1, 100)) -> None:
@@ -597,10 +620,10 @@ def _mean_batch(url: str) -> str:
 def _paired(rounds: dict[str, list[Result]]) -> dict[str, tuple[float, float]]:
     """A/B and capture against one version, measured back to back: per round, the throughput
     ratio and the CPU-per-request ratio; the medians over rounds."""
-    base = rounds.get("modelyard", [])
+    base = rounds.get("modelyard/1/quiet", [])
     out = {}
     for key in ("ab", "capture"):
-        runs = rounds.get(key, [])
+        runs = rounds.get(f"{key}/1/quiet", [])
         pairs = [(run.throughput / one.throughput, run.cpu_ms / one.cpu_ms)
                  for run, one in zip(runs, base, strict=False) if one.throughput and one.cpu_ms]
         if pairs:
@@ -612,8 +635,8 @@ def _paired(rounds: dict[str, list[Result]]) -> dict[str, tuple[float, float]]:
 def _report(table: list[dict[str, Any]], workers: int) -> None:
     print()
     print(f"| family | runtime | machine | rows | `mlflow models serve -w {workers}` | "
-          f"`modelyard serve --workers {workers}` | throughput | p99 |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"`modelyard serve --workers {workers}` | throughput | p99 | server CPU per request |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in table:
         results = row["results"]
         for host in ("quiet", "neighbour"):
@@ -625,12 +648,13 @@ def _report(table: list[dict[str, Any]], workers: int) -> None:
                 mine = f"{ours.throughput:.0f} req/s, p99 {ours.p99_ms:.0f} ms"
                 if theirs is None or not theirs.throughput:
                     print(f"| {row['family']} | {row['runtime']} | {host} | {rows} | - | "
-                          f"{mine} | - | - |")
+                          f"{mine} | - | - | - |")
                     continue
                 print(f"| {row['family']} | {row['runtime']} | {host} | {rows} | "
                       f"{theirs.throughput:.0f} req/s, p99 {theirs.p99_ms:.0f} ms | {mine} | "
                       f"{ours.throughput / theirs.throughput:.1f}x | "
-                      f"{ours.p99_ms / theirs.p99_ms:.2f}x |")
+                      f"{ours.p99_ms / theirs.p99_ms:.2f}x | {ours.cpu_ms:.2f} / "
+                      f"{theirs.cpu_ms:.1f} ms ({theirs.cpu_ms / ours.cpu_ms:.0f}x less) |")
     print()
     print("| family | runtime (reason) | conversion | parity at conversion | held-out parity "
           "| memory mlflow / modelyard | rows per call |")
@@ -645,6 +669,13 @@ def _report(table: list[dict[str, Any]], workers: int) -> None:
               f"{record} | labels {row['labels_equal']:.1%} equal, confidence max diff "
               f"{row['max_diff']:.1g} | {memory.get('mlflow', float('nan')):.0f} / "
               f"{memory.get('modelyard', float('nan')):.0f} MiB | {row['batch']} |")
+    for row in table:
+        for key, what in (("ab", "A/B 50/50"), ("capture", "capture at 1.0")):
+            if key in row["paired"]:
+                throughput, cpu = row["paired"][key]
+                print(f"{what} ({row['family']}, single rows, against the same server without "
+                      f"it, median of per-round ratios): throughput {throughput:.2f}x, server "
+                      f"CPU per request {cpu:.2f}x")
     print(f"load average at end {os.getloadavg()[0]:.1f} (other work on the machine skews "
           "every figure)")
 

@@ -653,6 +653,16 @@ def test_serve_workers_2_share_metrics_and_all_follow_a_promotion(
             [line] = [x for x in text.splitlines() if x.startswith(series)]
             assert float(line.split()[-1]) == sum(per_pid.values()), (line, per_pid)
             assert text.count("# TYPE modelyard_requests_total counter") == 1
+            # The confidence histogram, a request's 10 rows at once, merged the same way.
+            labelled = series.replace("modelyard_requests_total", "")
+            [count] = [x for x in text.splitlines()
+                       if x.startswith(f"modelyard_prediction_confidence_count{labelled}")]
+            assert float(count.split()[-1]) == 10 * sum(per_pid.values()), (count, per_pid)
+            [top] = [x for x in text.splitlines() if x.startswith(
+                "modelyard_prediction_confidence_bucket") and 'le="+Inf"' in x
+                and f'version="{first}"' in x]
+            assert float(top.split()[-1]) == 10 * sum(per_pid.values())
+            assert text.count("# TYPE modelyard_prediction_confidence histogram") == 1
 
         # A promotion reaches every worker (each follows the alias on its own).
         yard.promote(name, second, to="production", reason="better")

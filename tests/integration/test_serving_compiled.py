@@ -88,15 +88,10 @@ def test_each_family_serves_compiled_with_parity(
         assert _summary(yard, model_name, mv.version)["runtime"] is None
         with yard.predictor(model_name, "latest", poll_interval=0) as predictor:
             compiled = predictor._current.served.compiled
-            if family == "hgb" and predictor.runtime == "pyfunc":
-                # skl2onnx 1.20 cannot write HistGradientBoosting's trees with onnx 1.23; the
-                # version is served through its flavor and the reason names the converter.
-                assert compiled.reason.startswith("skl2onnx could not convert")
-            else:
-                assert predictor.runtime == "onnx", compiled.reason
-                assert compiled.parity["rows"] == 3 + len(frame)  # example + sample
-                assert compiled.parity["labels_equal"] == 1.0
-                assert compiled.parity["max_abs_diff"] <= TOLERANCE
+            assert predictor.runtime == "onnx", compiled.reason
+            assert compiled.parity["rows"] == 3 + len(frame)  # example + sample
+            assert compiled.parity["labels_equal"] == 1.0
+            assert compiled.parity["max_abs_diff"] <= TOLERANCE
             result = predictor.predict(frame)
         assert result.predictions == model.predict(frame).tolist()  # every label equal
         assert np.allclose(result.confidence, model.predict_proba(frame).max(axis=1),

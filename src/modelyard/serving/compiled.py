@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import YardError
+from modelyard.serving.onnx_trees import split_pipeline, tree_converters
 from modelyard.serving.source import Column, ServedModel
 from modelyard.store.files import sha256_stream
 from modelyard.store.vault import compiled_key, object_key, sample_key
@@ -93,18 +94,25 @@ class OnnxModel:
         self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         self.columns = columns
         self.layout = layout
-        self.inputs = [i.name for i in self.session.get_inputs()]
+        inputs = self.session.get_inputs()
+        self.inputs = [i.name for i in inputs]
+        # A pipeline compiled in two parts takes float64 (its transforms run as in
+        # scikit-learn); every other matrix model takes float32.
+        self.dtype = "float64" if inputs and inputs[0].type == "tensor(double)" else "float32"
         outputs = self.session.get_outputs()
         self.outputs = [o.name for o in outputs]
         self.classifier = len(outputs) >= 2
 
-    def run(self, rows: list[list[Any]]) -> tuple[Any, Any]:
-        """(labels or values, probabilities or None) for rows in the signature's order."""
+    def run(self, rows: Any) -> tuple[Any, Any]:
+        """(labels or values, probabilities or None) for rows in the signature's order: a
+        list of lists, or (numeric models) a float [n, k] array."""
         import numpy as np
 
         if self.layout == "matrix":
-            feed = {self.inputs[0]: np.array(rows, dtype=np.float32)}
+            feed = {self.inputs[0]: np.asarray(rows, dtype=self.dtype)}
         else:
+            if isinstance(rows, np.ndarray):
+                rows = rows.tolist()
             feed = {}
             for index, column in enumerate(self.columns):
                 values = [row[index] for row in rows]
@@ -154,7 +162,7 @@ def convert(model: Any, columns: list[Column] | None) -> tuple[bytes, str, str]:
         raise Refused(f"no ONNX converter for {kind}")
     converter = "skl2onnx"
     try:
-        from skl2onnx import to_onnx
+        from skl2onnx import convert_sklearn
         from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     except ImportError as exc:
         raise Refused(f"skl2onnx is not installed ({exc.name})") from exc
@@ -167,10 +175,15 @@ def convert(model: Any, columns: list[Column] | None) -> tuple[bytes, str, str]:
         types = [(c.name, FloatTensorType([None, 1]) if c.type in _NUMERIC
                   else StringTensorType([None, 1])) for c in columns]
     options = {"zipmap": False} if _is_classifier(model) else None
-    try:
-        onx = to_onnx(model, initial_types=types, options=options, target_opset=_OPSET_SKLEARN)
-    except Exception as exc:  # any converter failure is a refusal
-        raise Refused(_refusal(converter, kind, exc)) from exc
+    onx = split_pipeline(model, len(columns), _OPSET_SKLEARN) if layout == "matrix" else None
+    if onx is None:
+        try:
+            onx = convert_sklearn(model, name=f"ONNX({type(model).__name__})",
+                                  initial_types=types, options=options,
+                                  target_opset=_OPSET_SKLEARN,
+                                  custom_conversion_functions=tree_converters())
+        except Exception as exc:  # any converter failure is a refusal
+            raise Refused(_refusal(converter, kind, exc)) from exc
     return onx.SerializeToString(), layout, converter
 
 

@@ -17,7 +17,7 @@ values there and ``/metrics``, whichever worker answers it, sums them all.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
@@ -56,9 +56,10 @@ class Metrics:
                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.batch = Histogram("modelyard_batch_size", "Rows per model call", LABELS,
                                buckets=_BATCH_BUCKETS, registry=self.registry)
-        self.confidence = Histogram("modelyard_prediction_confidence",
-                                    "Highest class probability of each classifier prediction",
-                                    LABELS, buckets=_CONFIDENCE_BUCKETS, registry=self.registry)
+        # Observed a request at a time (a 100-row request is 100 observations): a collector of
+        # its own, see ``Tally``.
+        self.confidence = Tallies(_CONFIDENCE, _CONFIDENCE_HELP, _CONFIDENCE_BUCKETS)
+        self.registry.register(self.confidence)
         # Across worker processes: 1 while any live worker serves the version on that arm.
         self.info = Gauge("modelyard_model_info", "1 for each version an arm serves now",
                           (*LABELS, "stage"), registry=self.registry,
@@ -113,16 +114,14 @@ class Bound:
         self._rows = metrics.rows.labels(*labels)
         self._latency = metrics.latency.labels(*labels)
         self._batch = metrics.batch.labels(*labels)
-        self._confidence = metrics.confidence.labels(*labels)
+        self._confidence = metrics.confidence.labels(labels)
 
     def observe(self, *, latency: float, rows: int, confidence: list[float] | None) -> None:
         self._requests.inc()
         self._rows.inc(rows)
         self._latency.observe(latency)
         if confidence:
-            observe = self._confidence.observe
-            for value in confidence:
-                observe(value)
+            self._confidence.observe_many(confidence)
 
     def batch(self, rows: int) -> None:
         self._batch.observe(rows)
@@ -135,6 +134,83 @@ class Bound:
 
     def serving(self, stage: str, on: bool) -> None:
         self.metrics.info.labels(*self.labels, stage).set(1 if on else 0)
+
+
+_CONFIDENCE = "modelyard_prediction_confidence"
+_CONFIDENCE_HELP = "Highest class probability of each classifier prediction"
+
+
+class Tally:
+    """One label set of a histogram that takes a request's values at once.
+
+    prometheus-client's ``Histogram.observe`` takes one value, and each call takes a lock (and
+    in multiprocess mode writes a memory-mapped file) twice: 100 confidences of a 100-row
+    request cost about 0.3 ms of a worker's CPU, a fifth of the whole request. Here the values
+    are counted per bucket first and each bucket is written once. The values are
+    prometheus-client's own (``values.ValueClass``), so the multiprocess files, and the
+    ``/metrics`` that sums them across workers, are the same as a ``Histogram``'s."""
+
+    def __init__(self, name: str, help_text: str, bounds: tuple[float, ...],
+                 labels: tuple[str, ...]) -> None:
+        from prometheus_client import values
+        from prometheus_client.utils import floatToGoString
+
+        self.bounds = [*bounds, float("inf")]
+        self.labels = labels
+        make = values.ValueClass
+        self._buckets = [make("histogram", name, f"{name}_bucket", (*LABELS, "le"),
+                              (*labels, floatToGoString(b)), help_text) for b in self.bounds]
+        self._sum = make("histogram", name, f"{name}_sum", LABELS, labels, help_text)
+
+    def observe_many(self, values: list[float]) -> None:
+        from bisect import bisect_left
+
+        counts = [0] * len(self.bounds)
+        for value in values:
+            counts[bisect_left(self.bounds, value)] += 1  # the first bound >= value
+        for bucket, count in zip(self._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+        self._sum.inc(float(sum(values)))
+
+    def sample(self) -> tuple[list[tuple[str, float]], float]:
+        """(cumulative buckets, sum), as the exposition format wants them."""
+        from prometheus_client.utils import floatToGoString
+
+        total, buckets = 0.0, []
+        for bound, bucket in zip(self.bounds, self._buckets, strict=True):
+            total += bucket.get()
+            buckets.append((floatToGoString(bound), total))
+        return buckets, self._sum.get()
+
+
+class Tallies:
+    """A collector of ``Tally`` label sets: this process's ``/metrics`` (in multiprocess mode
+    the files are read instead, by prometheus-client's own collector)."""
+
+    def __init__(self, name: str, help_text: str, bounds: tuple[float, ...]) -> None:
+        self.name, self.help, self.bounds = name, help_text, bounds
+        self._children: dict[tuple[str, ...], Tally] = {}
+
+    def labels(self, labels: tuple[str, ...]) -> Tally:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = Tally(self.name, self.help, self.bounds, labels)
+        return child
+
+    def describe(self) -> list[Any]:
+        from prometheus_client.core import HistogramMetricFamily
+
+        return [HistogramMetricFamily(self.name, self.help, labels=LABELS)]
+
+    def collect(self) -> list[Any]:
+        from prometheus_client.core import HistogramMetricFamily
+
+        family = HistogramMetricFamily(self.name, self.help, labels=LABELS)
+        for labels, child in list(self._children.items()):
+            buckets, total = child.sample()
+            family.add_metric(list(labels), buckets, total)
+        return [family]
 
 
 def no_labels(model: str) -> tuple[str, ...]:

@@ -61,7 +61,13 @@ class Scorer:
         predictions: Any
         confidence: list[float] | None
         if self.onnx is not None and self.columns is not None:
-            rows = blocks[0].rows if len(blocks) == 1 else [r for b in blocks for r in b.rows]
+            rows: Any
+            if all(b.array is not None for b in blocks):
+                # Parsed straight into floats: no Python list is walked on this path.
+                rows = blocks[0].array if len(blocks) == 1 else _stack([b.array for b in blocks])
+            else:
+                rows = blocks[0].rows if len(blocks) == 1 else [r for b in blocks
+                                                                 for r in b.rows]
             predictions, proba = self.onnx.run(rows)
             # float32 probabilities: a sum of them may pass 1 by an ulp
             confidence = (proba.max(axis=1).clip(0.0, 1.0).tolist()
@@ -95,7 +101,10 @@ class Scorer:
         else:
             rows = [row for block in blocks for row in block.rows]
         if self.columns is not None and all(b.all_float for b in blocks):
-            frame = pd.DataFrame(np.asarray(rows, dtype=np.float64), columns=names)
+            arrays = [b.array for b in blocks]
+            matrix = (_stack(arrays) if all(a is not None for a in arrays)
+                      else np.asarray(rows, dtype=np.float64))
+            frame = pd.DataFrame(matrix, columns=names)
             narrow = [c.name for c in self.columns if c.type == "float"]
             return frame.astype(dict.fromkeys(narrow, "float32")) if narrow else frame
         if self.columns is None:
@@ -113,6 +122,12 @@ class Scorer:
             # What the model's own predict does, without computing the trees twice.
             return self.model.classes_.take(proba.argmax(axis=1), axis=0), confidence
         return self.model.predict(frame), confidence
+
+
+def _stack(arrays: list[Any]) -> Any:
+    import numpy as np
+
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _typed_frame(rows: list[list[Any]], columns: list[Column]) -> Any:
