@@ -111,12 +111,12 @@ def check_options(**options: Any) -> None:
                                f"{high:g}, not {value!r}")
 
 
-_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")  # an HTTP field name (RFC 9110)
+_HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")  # an HTTP field name (RFC 9110), whole
 
 
 def check_header(name: str) -> str:
     """A routing header's name, lower-cased as Starlette looks it up; refused if not a token."""
-    if not isinstance(name, str) or not _HEADER.match(name):
+    if not isinstance(name, str) or not _HEADER.fullmatch(name):
         raise InvalidInput(f"invalid route header {name!r:.80}: use an HTTP header name, e.g. "
                            "X-Routing-Key")
     return name.lower()
