@@ -172,7 +172,7 @@ def parent_run_of(
     if active_parent:
         return active_parent
     projects_run = (environ.get(_RUN_ID_ENV) or "").strip()
-    if projects_run and _RUN_ID.match(projects_run) and projects_run != active_run_id:
+    if projects_run and _RUN_ID.fullmatch(projects_run) and projects_run != active_run_id:
         return projects_run
     return None
 

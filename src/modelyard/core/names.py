@@ -98,7 +98,7 @@ MAX_VERSION_NUMBER = 10**12
 
 def check_name(name: str) -> str:
     """A registered model name: letters, digits, '.', '_' or '-'; no '/', '@' or spaces."""
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
         shown = repr(name)[:80]
         raise InvalidInput(
             f"invalid model name {shown}: use up to {MAX_NAME_LEN} letters, digits, '.', '_' "

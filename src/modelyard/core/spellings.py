@@ -115,7 +115,7 @@ def seed_artifact_location(environ: Mapping[str, str]) -> str | None:
     if bucket is None:
         return None
     name = bucket.strip().removeprefix("s3://").rstrip("/")
-    if not _BUCKET.match(name) or ".." in name:
+    if not _BUCKET.fullmatch(name) or ".." in name:
         raise ConfigError(
             source="environment", key="MLFLOW_S3_BUCKET",
             problem=f"{shorten(repr(bucket))} is not an S3 bucket name (3-63 of a-z, 0-9, "

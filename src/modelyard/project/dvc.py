@@ -186,7 +186,7 @@ def commit_recording(start: Path, md5: str, *, path: str | Path | None = None) -
     for that output count, not ones where the string merely appears or disappears.
     """
     root = find_root(start)
-    if root is None or not md5 or not _HASH.match(md5):
+    if root is None or not md5 or not _HASH.fullmatch(md5):
         return ""
     wanted: str | None = None
     if path is not None:
@@ -242,7 +242,7 @@ def checkout(path: Path, md5: str) -> Path:
     import shutil
 
     path = _absolute(path)
-    if not _HASH.match(md5):
+    if not _HASH.fullmatch(md5):
         raise InvalidInput(f"{md5!r} is not a DVC hash")
     if md5.endswith(".dir"):
         raise UserError(

@@ -69,7 +69,7 @@ def _walk(folder: Traversable, prefix: PurePosixPath) -> list[tuple[PurePosixPat
 
 def _yaml_scalar(name: str) -> str:
     """``name`` as a YAML scalar that reads back as the same string."""
-    if _PLAIN_YAML.match(name) and name.lower() not in _YAML_WORDS:
+    if _PLAIN_YAML.fullmatch(name) and name.lower() not in _YAML_WORDS:
         return name
     return json.dumps(name)  # a JSON string is a valid double-quoted YAML scalar
 
@@ -128,7 +128,7 @@ def init_project(target: Path, *, name: str = "churn", force: bool = False) -> l
         UserError: bad name, target is a file, files would be overwritten, or an init failed.
         MissingDependency: DVC is not installed.
     """
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise UserError(
             f"Invalid model name '{name}': use letters, digits, '_', '.' and '-', "
             "starting with a letter or digit"

@@ -59,7 +59,7 @@ FORMAT = 1
 
 
 def check_tag(tag: str) -> str:
-    if not isinstance(tag, str) or not _TAG.match(tag) or ".." in tag:
+    if not isinstance(tag, str) or not _TAG.fullmatch(tag) or ".." in tag:
         raise InvalidInput(f"invalid snapshot tag {str(tag)[:60]!r}: use up to 128 letters, "
                            "digits, '.', '_' or '-'")
     return tag

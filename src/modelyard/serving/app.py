@@ -245,7 +245,7 @@ def create_app(
     def request_id_of(request: Request) -> str:
         given = request.headers.get("x-request-id")
         # Not uuid4: it reads os.urandom, a system call per request that waits for the GIL.
-        return given if given and _REQUEST_ID.match(given) else f"{_ids.getrandbits(128):032x}"
+        return given if given and _REQUEST_ID.fullmatch(given) else f"{_ids.getrandbits(128):032x}"
 
     def version_headers(outcome: Outcome, request_id: str) -> dict[str, str]:
         headers = {"x-request-id": request_id, "x-model-name": name, "x-model-arm": outcome.arm}
