@@ -215,13 +215,6 @@ class FsspecStore(ObjectStore):
         with self._translate(""):
             return bool(self.fs.exists(self.bucket))
 
-    def newest(self, prefix: str) -> tuple[str, float] | None:
-        best: tuple[str, float] | None = None
-        for key, stamp in self.modified(prefix).items():
-            if best is None or stamp > best[1]:
-                best = (key, stamp)
-        return best
-
     def modified(self, prefix: str) -> dict[str, float]:
         # The listing carries each object's time: no request per object.
         return {key: _stamp(info) for key, info in self._listing(prefix).items()}

@@ -308,13 +308,6 @@ class S3Store(ObjectStore):
                 raise
         return True
 
-    def newest(self, prefix: str) -> tuple[str, float] | None:
-        best: tuple[str, float] | None = None
-        for key, stamp in self.modified(prefix).items():
-            if best is None or stamp > best[1]:
-                best = (key, stamp)
-        return best
-
     def modified(self, prefix: str) -> dict[str, float]:
         found: dict[str, float] = {}
         strip = len(self.prefix) + 1 if self.prefix else 0

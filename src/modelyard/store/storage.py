@@ -116,8 +116,10 @@ class ObjectStore:
         return True
 
     def newest(self, prefix: str) -> tuple[str, float] | None:
-        """(key, modification time as a UNIX timestamp) of the newest object under prefix."""
-        raise NotImplementedError
+        """(key, modification time as a UNIX timestamp) of the newest object under prefix:
+        the newest of ``modified``'s one listing."""
+        found = self.modified(prefix)
+        return max(found.items(), key=lambda item: item[1]) if found else None
 
     def modified(self, prefix: str) -> dict[str, float]:
         """Every key under prefix with its modification time (UNIX timestamp): one listing
@@ -244,13 +246,6 @@ class LocalStore(ObjectStore):
 
     def exists_folder(self) -> bool:
         return self.root.is_dir()
-
-    def newest(self, prefix: str) -> tuple[str, float] | None:
-        best: tuple[str, float] | None = None
-        for key, mtime in self.modified(prefix).items():
-            if best is None or mtime > best[1]:
-                best = (key, mtime)
-        return best
 
     def modified(self, prefix: str) -> dict[str, float]:
         found: dict[str, float] = {}
