@@ -19,7 +19,7 @@ from modelyard.errors import (
     YardError,
 )
 from tests.support import processes
-from tests.support.helpers import run_cli
+from tests.support.helpers import fail_first_alias_write, run_cli
 
 
 def _register(yard: Any, name: str, trained: dict[str, Any], accuracy: float = 0.9,
@@ -469,20 +469,10 @@ def test_a_move_that_fails_after_its_event_is_one_unit(
     # The registry refuses the alias move after the audit event is written (the fault is
     # raised at the edge moves write through, as a dropped connection would be translated:
     # MLflow's client on the embedded default, the lean REST writer on a server).
-    edge = type(yard.ctx.writes)
-    original = edge.set_alias
-    calls = {"n": 0}
-
-    def failing(self: Any, model: str, alias: str, version: int) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise BackendError(detail="connection dropped")
-        original(self, model, alias, version)
-
-    monkeypatch.setattr(edge, "set_alias", failing)
+    undo = fail_first_alias_write(yard, monkeypatch)
     with pytest.raises(BackendError):
         yard.promote(name, two.version, to="production", force=True, reason="hotfix")
-    monkeypatch.setattr(edge, "set_alias", original)
+    undo()
     assert _holders(yard, name) == before
     events = yard.history(name, verify=True)
     assert events[-1]["action"] == "move_failed"

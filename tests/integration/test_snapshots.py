@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from modelyard.errors import Conflict, InvalidInput, NotFound
-from tests.support.helpers import run_cli
+from tests.support.helpers import fail_first_alias_write, run_cli
 
 
 def _aliases(yard: Any, name: str) -> dict[str, int]:
@@ -210,19 +210,9 @@ def test_a_move_failing_midway_is_reported_undone_and_the_rest_not_applied(
     yard.promote(name, 2, to="staging")
     yard.protection.snapshots.create("before", models=[name], include_data=False)
     yard.promote(name, 2, to="production", force=True, reason="second")
-    edge = type(yard.ctx.writes)
-    original = edge.set_alias
-    calls = {"n": 0}
-
-    def failing(self: Any, model: str, alias: str, version: int) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise BackendError(detail="connection dropped")
-        original(self, model, alias, version)
-
-    monkeypatch.setattr(edge, "set_alias", failing)
+    undo = fail_first_alias_write(yard, monkeypatch)
     done = run_cli("snapshot", "restore", "before", "--yes")
-    monkeypatch.setattr(edge, "set_alias", original)
+    undo()
     assert done.returncode == BackendError.exit_code, done.stdout + done.stderr
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("Error: snapshot restore stopped: Tracking backend error: "

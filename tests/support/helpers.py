@@ -226,6 +226,26 @@ def corrupt_version(yard: Any, name: str, ref: str = "production") -> None:
     shutil.rmtree(folder)
 
 
+def fail_first_alias_write(yard: Any, monkeypatch: Any) -> Callable[[], None]:
+    """The registry refuses the first alias move, raised at the edge moves write through as a
+    dropped connection would be translated (MLflow's client on the embedded default, the lean
+    REST writer on a server); the rest go through. Returns the undo."""
+    from modelyard.errors import BackendError
+
+    edge = type(yard.ctx.writes)
+    original = edge.set_alias
+    calls = {"n": 0}
+
+    def failing(self: Any, model: str, alias: str, version: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise BackendError(detail="connection dropped")
+        original(self, model, alias, version)
+
+    monkeypatch.setattr(edge, "set_alias", failing)
+    return lambda: monkeypatch.setattr(edge, "set_alias", original)
+
+
 def project_shell(root: Path) -> tuple[Callable[..., str], tuple[str, ...], tuple[str, ...]]:
     """``(sh, git, dvc)`` for a project at ``root``: ``sh(*argv)`` runs a command there
     (asserting it succeeds, returning its stdout); ``git`` / ``dvc`` are the argv prefixes to
