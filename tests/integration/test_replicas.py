@@ -320,7 +320,7 @@ def test_replicas_started_apart_measure_the_canary_ramp_from_one_recorded_start(
     from sklearn.linear_model import LogisticRegression
 
     from modelyard.serving.app import create_app
-    from tests.integration.test_serving import serving
+    from tests.support.helpers import serving
 
     yard = make_yard()
     frame, labels = _frame()

@@ -17,7 +17,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -35,6 +35,7 @@ from modelyard.serving.monitor import ab_report, monitor
 from modelyard.serving.payload import parse_body
 from modelyard.serving.routing import Arm, CanaryRamp, Router
 from modelyard.serving.source import Column
+from tests.support.helpers import serving
 
 TOKEN_ENV = "SERVE_TEST_TOKEN"  # outside MODELYARD_*, whose unknown keys Yard() refuses
 
@@ -44,28 +45,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Run the app under uvicorn in a thread on a free loopback port; yield its base URL."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise AssertionError("the server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def _register(yard: Any, model: Any, name: str, frame: pd.DataFrame, stage: str | None) -> int:

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.integration.test_serving import _records, serving
-from tests.support.helpers import run_cli
+from tests.integration.test_serving import _records
+from tests.support.helpers import run_cli, serving
 
 NUMERIC = ["tenure", "charges", "calls", "age", "score"]
 

@@ -8,15 +8,13 @@ on the team stack, one page sweep each, sharing one browser; screenshots go to
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.devstack import free_port
+from tests.support.helpers import serving
 from tests.support.ui_project import XSS, XSS_TAG, build
 
 CHROMIUM = "/usr/bin/chromium"
@@ -32,22 +30,8 @@ pytestmark = [
 
 
 def _serve(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the dashboard did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with serving(app) as base:  # open until the test's generator is collected
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -226,6 +226,33 @@ def corrupt_version(yard: Any, name: str, ref: str = "production") -> None:
     shutil.rmtree(folder)
 
 
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Run an ASGI app under uvicorn in a thread on a free loopback port; yield its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from tests.support.devstack import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AssertionError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 def fail_first_alias_write(yard: Any, monkeypatch: Any) -> Callable[[], None]:
     """The registry refuses the first alias move, raised at the edge moves write through as a
     dropped connection would be translated (MLflow's client on the embedded default, the lean
