@@ -14,24 +14,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from timing import median_seconds
 
 os.environ.setdefault("MODELYARD_USER", "bench")
-
-
-def _median(fn: Callable[[], Any], runs: int = 3) -> float:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def _saved(folder: Path) -> Path:
@@ -67,11 +57,11 @@ def main() -> None:
                 mv = yard.register_directory(saved, f"m{i % 3}", params={"i": i})
             print(f"built {args.versions} versions in {time.perf_counter() - start:.1f} s")
             yard.promote(mv.name, mv.version, to="production", force=True, reason="bench")
-            one = _median(lambda: yard.register_directory(saved, "m0", params={"x": "y"}))
+            one = median_seconds(lambda: yard.register_directory(saved, "m0", params={"x": "y"}))
             print(f"one registration: {one * 1000:.0f} ms")
         return
-    health = _median(lambda: yard.incidents.health())
-    verify = _median(lambda: yard.protection.verify_all())
+    health = median_seconds(lambda: yard.incidents.health())
+    verify = median_seconds(lambda: yard.protection.verify_all())
     print(f"health: {health:.2f} s   verify --all: {verify:.2f} s")
 
 

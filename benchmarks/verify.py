@@ -31,16 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from timing import median_seconds
+
 os.environ.setdefault("MODELYARD_USER", "bench")
-
-
-def _median(fn: Callable[[], Any], runs: int = 3) -> float:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def _tiny_model() -> tuple[Any, Any]:
@@ -93,7 +86,7 @@ def bench_verify(work: Path, files: int, size_mb: int) -> None:
 
     ours()  # warm: the page cache holds every file for both
     peer()
-    t_peer, t_ours = _median(peer), _median(ours)
+    t_peer, t_ours = median_seconds(peer), median_seconds(ours)
     gb = total / 1e9
     print(f"verify: {len(paths)} files, {gb:.2f} GB hashed (artifact store + vault), "
           f"{os.cpu_count()} cores")
@@ -150,7 +143,7 @@ def bench_restore(label: str, models: int, make_yard: Callable[[], Any]) -> None
         peer()
         samples_peer.append(time.perf_counter() - start)
     # all as recorded: nothing moves
-    nothing = _median(lambda: yard.protection.snapshots.restore(tag))
+    nothing = median_seconds(lambda: yard.protection.snapshots.restore(tag))
     t_ours, t_peer = statistics.median(samples_ours), statistics.median(samples_peer)
     print(f"snapshot restore, {models} models, {label}:")
     print(f"  {'MlflowClient alias loop (peer)':34} {t_peer:7.3f} s")
