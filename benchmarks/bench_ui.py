@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reads import build as built_model
+from reads import small_model
+
 TARGET_S = 0.5
 PAGES = {
     "overview": "/",
@@ -61,26 +64,13 @@ print(json.dumps(found))
 """
 
 
-def _model() -> Any:
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    rng = np.random.default_rng(0)
-    features = rng.random((60, 3))
-    return LogisticRegression().fit(features, (features[:, 0] > 0.5).astype(int))
-
-
 def build(yard: Any, name: str, size: int, bulk: Any) -> None:
-    model = _model()
-    options: dict[str, Any] = {"pip_requirements": ["scikit-learn"]}
-    first = yard.register(model, name, params={"c": 1}, metrics={"accuracy": 0.9}, **options)
-    yard.promote(name, first.version, to="staging")
-    yard.promote(name, first.version, to="production")
-    if size > 2:
-        bulk(name, size - 1)
-    newest = yard.register(model, name, params={"c": 2}, metrics={"accuracy": 0.91}, **options)
-    yard.promote(name, newest.version, to="staging")
-    small = yard.register(model, f"{name}-small", metrics={"accuracy": 0.8}, **options)
+    """``reads.build``'s model of ``size`` versions (production #1, newest #size), with its
+    newest in staging, and a second small model."""
+    built_model(yard, name, size, bulk)
+    yard.promote(name, size, to="staging")
+    small = yard.register(small_model(), f"{name}-small", metrics={"accuracy": 0.8},
+                          pip_requirements=["scikit-learn"])
     yard.promote(small.name, small.version, to="production", force=True, reason="bench")
 
 

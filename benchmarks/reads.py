@@ -107,7 +107,7 @@ else:
 print(json.dumps({"found": repr(found)}))
 """
 
-def _model() -> Any:
+def small_model() -> Any:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -118,7 +118,7 @@ def _model() -> Any:
 
 def build(yard: Any, name: str, size: int, bulk: Callable[[str, int], None]) -> float:
     """The model of ``size`` versions; the seconds the last registration took."""
-    model = _model()
+    model = small_model()
     options: dict[str, Any] = {"pip_requirements": ["scikit-learn"]}
     first = yard.register(model, name, params={"c": 1}, metrics={"accuracy": 0.9}, **options)
     yard.promote(name, first.version, to="staging")
